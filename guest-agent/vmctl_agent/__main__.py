@@ -1,0 +1,3 @@
+from vmctl_agent.cli import main
+
+raise SystemExit(main())

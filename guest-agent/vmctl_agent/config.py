@@ -1,0 +1,69 @@
+"""The agent's configuration: dockerd's daemon.json keys, overridden by command-line flags."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vmctl_agent.errors import AgentError
+from vmctl_agent.registry import RegistryConfig
+
+DEFAULT_DATA_ROOT = "/var/lib/vmctl-agent"
+_KNOWN_KEYS = {"registry-mirrors", "insecure-registries", "data-root"}
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    data_root: Path = Path(DEFAULT_DATA_ROOT)
+    registry_mirrors: tuple[str, ...] = ()
+    insecure_registries: tuple[str, ...] = ()
+    ignored_keys: tuple[str, ...] = field(default=())
+
+    @property
+    def registry(self) -> RegistryConfig:
+        return RegistryConfig(self.registry_mirrors, self.insecure_registries)
+
+
+def load(
+    path: str | None,
+    *,
+    data_root: str | None = None,
+    mirrors: list[str] | None = None,
+    insecure: list[str] | None = None,
+) -> AgentConfig:
+    """daemon.json (if given) with flags on top; flags add to the file's lists, as dockerd's do."""
+    raw = _read(path) if path else {}
+    root = data_root or raw.get("data-root") or DEFAULT_DATA_ROOT
+    file_mirrors = _strings(raw, "registry-mirrors", path)
+    file_insecure = _strings(raw, "insecure-registries", path)
+    for url in [*file_mirrors, *(mirrors or [])]:
+        if not url.startswith(("http://", "https://")):
+            raise AgentError(
+                f"invalid registry mirror {url!r}: it must start with http:// or https://"
+            )
+    return AgentConfig(
+        data_root=Path(root),
+        registry_mirrors=tuple(dict.fromkeys([*file_mirrors, *(mirrors or [])])),
+        insecure_registries=tuple(dict.fromkeys([*file_insecure, *(insecure or [])])),
+        ignored_keys=tuple(sorted(set(raw) - _KNOWN_KEYS)),
+    )
+
+
+def _read(path: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise AgentError(f"config file {path} does not exist") from None
+    except ValueError as e:
+        raise AgentError(f"config file {path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise AgentError(f"config file {path} must hold a JSON object")
+    return data
+
+
+def _strings(raw: dict, key: str, path: str | None) -> list[str]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise AgentError(f"{key} in {path} must be a list of strings")
+    return value

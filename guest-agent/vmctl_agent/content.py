@@ -1,0 +1,132 @@
+"""The content-addressed part of the store: blobs by digest, unpacked layers by diff_id.
+
+    <root>/blobs/sha256/<hex>         manifests, configs, compressed layers, verified
+    <root>/layers/<hex>/diff/         one unpacked layer (an overlayfs lower dir)
+    <root>/layers/<hex>/layer.json    its diff_id and size
+    <root>/tmp/                       work in progress; nothing here is ever read back
+    <root>/locks/                     flock files
+
+Anything visible under blobs/ or layers/ was verified first and renamed into place. Work in
+progress is named after what it will become, so whoever next takes that item's lock knows the
+leftovers are from a killed process and removes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from vmctl_agent import atomic
+from vmctl_agent.errors import VerificationError
+
+_DIGEST = re.compile(r"sha256:([a-f0-9]{64})")
+
+
+def hex_of(digest: str) -> str:
+    """The hex part of a sha256 digest, validated (it becomes a file name)."""
+    match = _DIGEST.fullmatch(digest)
+    if not match:
+        raise VerificationError(f"unsupported or malformed digest {digest!r:.80}")
+    return match[1]
+
+
+class ContentStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs" / "sha256"
+        self.layers = root / "layers"
+        self.tmp = root / "tmp"
+        self.locks = root / "locks"
+        for path in (self.blobs, self.layers, self.tmp, self.locks):
+            path.mkdir(parents=True, exist_ok=True)
+
+    # -- blobs ------------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / hex_of(digest)
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def read_blob(self, digest: str) -> bytes:
+        return self.blob_path(digest).read_bytes()
+
+    def put_blob(self, digest: str, data: bytes) -> None:
+        """Store small `data` (a manifest or config) after checking it hashes to `digest`."""
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise VerificationError(f"content {actual} does not match its digest {digest}")
+        if not self.has_blob(digest):
+            atomic.write_bytes(self.blob_path(digest), data)
+
+    # -- layers -----------------------------------------------------------------------------
+
+    def layer_dir(self, diff_id: str) -> Path:
+        """The overlayfs lower dir of layer `diff_id`."""
+        return self.layers / hex_of(diff_id) / "diff"
+
+    def has_layer(self, diff_id: str) -> bool:
+        return (self.layers / hex_of(diff_id) / "layer.json").is_file()
+
+    def layer_size(self, diff_id: str) -> int:
+        meta = self.layers / hex_of(diff_id) / "layer.json"
+        return int(json.loads(meta.read_text())["size"])
+
+    @contextmanager
+    def staging(self, key: str) -> Iterator[Path]:
+        """A fresh work dir for item `key` (call under its lock); removed afterwards."""
+        self.clear_leftovers(key)
+        work = self.tmp / f"{hex_of(key)}.{uuid.uuid4().hex[:12]}"
+        work.mkdir()
+        try:
+            yield work
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def commit_layer(self, work: Path, diff_id: str, size: int, blob_digest: str) -> None:
+        """Publish `work/diff` as layer `diff_id` and `work/blob` as `blob_digest`, durably."""
+        atomic.write_json(work / "layer.json", {"diff_id": diff_id, "size": size})
+        atomic.syncfs(work)
+        if (work / "blob").exists() and not self.has_blob(blob_digest):
+            os.replace(work / "blob", self.blob_path(blob_digest))
+        final = self.layers / hex_of(diff_id)
+        if final.exists():
+            shutil.rmtree(final)  # a layer without layer.json: an older, incomplete publish
+        (work / "blob").unlink(missing_ok=True)
+        os.rename(work, final)
+        atomic.fsync_dir(self.layers)
+        atomic.fsync_dir(self.blobs)
+
+    def remove_layer(self, diff_id: str) -> None:
+        """Unpublish first (rename into tmp), then delete: never a half-deleted visible layer."""
+        final = self.layers / hex_of(diff_id)
+        if not final.exists():
+            return
+        doomed = self.tmp / f"{hex_of(diff_id)}.removing.{uuid.uuid4().hex[:8]}"
+        os.rename(final, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+        (self.locks / f"{hex_of(diff_id)}.lock").unlink(missing_ok=True)  # under the gc lock
+
+    def remove_blob(self, digest: str) -> None:
+        self.blob_path(digest).unlink(missing_ok=True)
+
+    # -- locks and leftovers ----------------------------------------------------------------
+
+    def lock(self, key: str, *, shared: bool = False):
+        return atomic.locked(self.locks / f"{hex_of(key)}.lock", shared=shared)
+
+    def gc_lock(self, *, shared: bool):
+        """Pulls hold it shared; removal holds it exclusively, so it never frees a layer that a
+        pull has fetched but not yet recorded."""
+        return atomic.locked(self.locks / "gc.lock", shared=shared)
+
+    def clear_leftovers(self, key: str) -> None:
+        for stale in self.tmp.glob(f"{hex_of(key)}.*"):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()

@@ -1,0 +1,270 @@
+"""Image records and tags: what `docker images`, `inspect`, `tag` and `rmi` see.
+
+    <data-root>/image/images/<hex>.json     one record per image (id = config digest)
+    <data-root>/image/repositories.json     tags: full reference -> image id
+    <data-root>/image/{blobs,layers,...}    the content store (content.py)
+
+Records and tags change only under the index lock, each file replaced atomically. Layers and
+blobs are freed with the last image that uses them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vmctl_agent import atomic
+from vmctl_agent import reference as refs
+from vmctl_agent.content import ContentStore, hex_of
+from vmctl_agent.errors import AgentError, ImageConflict, ImageNotFound, InvalidReference
+
+# (container id, running) for each container created from an image id.
+ContainerUsers = Callable[[str], list[tuple[str, bool]]]
+
+
+@dataclass
+class ImageRecord:
+    id: str
+    manifest_digest: str
+    layers: list[dict]
+    repo_digests: list[str] = field(default_factory=list)
+    created: str = ""
+    pulled: float = 0.0
+
+    @property
+    def diff_ids(self) -> list[str]:
+        return [layer["diff_id"] for layer in self.layers]
+
+    @property
+    def size(self) -> int:
+        return sum(int(layer.get("size", 0)) for layer in self.layers)
+
+    @property
+    def short_id(self) -> str:
+        return self.id.removeprefix("sha256:")[:12]
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "manifest_digest": self.manifest_digest,
+            "layers": self.layers,
+            "repo_digests": self.repo_digests,
+            "created": self.created,
+            "pulled": self.pulled,
+        }
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image as users see it: the record plus its tags and config."""
+
+    record: ImageRecord
+    repo_tags: tuple[str, ...]
+    config: dict
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def inspect(self) -> dict[str, Any]:
+        """`docker image inspect`'s fields."""
+        cfg = self.config
+        return {
+            "Id": self.id,
+            "RepoTags": [refs.parse(t).familiar() for t in self.repo_tags],
+            "RepoDigests": [refs.parse(d).familiar() for d in self.record.repo_digests],
+            "Parent": "",
+            "Comment": "",
+            "Created": cfg.get("created", ""),
+            "DockerVersion": cfg.get("docker_version", ""),
+            "Author": cfg.get("author", ""),
+            "Config": cfg.get("config") or {},
+            "Architecture": cfg.get("architecture", ""),
+            "Variant": cfg.get("variant", ""),
+            "Os": cfg.get("os", ""),
+            "Size": self.record.size,
+            "RootFS": {"Type": "layers", "Layers": self.record.diff_ids},
+            "Metadata": {"LastTagTime": ""},
+        }
+
+
+class ImageStore:
+    """Local images under `<data-root>/image`."""
+
+    def __init__(self, root: Path, containers_using: ContainerUsers | None = None) -> None:
+        self.root = root
+        self.content = ContentStore(root)
+        self._records = root / "images"
+        self._records.mkdir(parents=True, exist_ok=True)
+        self._tags_file = root / "repositories.json"
+        self._containers_using = containers_using or (lambda image_id: [])
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def list(self) -> list[Image]:
+        tags = self._tags()
+        records = [self._load(p) for p in sorted(self._records.glob("*.json"))]
+        return [self._image(r, tags) for r in records if r is not None]
+
+    def get(self, name: str) -> Image:
+        """Find by reference (`busybox`, `repo@sha256:...`), full id, or unique id prefix."""
+        record = self._find(name)
+        return self._image(record, self._tags())
+
+    def exists(self, image_id: str) -> bool:
+        record = self._load(self._records / f"{hex_of(image_id)}.json")
+        return record is not None and all(self.content.has_layer(d) for d in record.diff_ids)
+
+    def _find(self, name: str) -> ImageRecord:
+        tags = self._tags()
+        record = self._by_reference(name, tags)
+        if record is None:
+            record = self._by_id(name)
+        if record is None:
+            raise ImageNotFound(f"No such image: {name}")
+        return record
+
+    def _by_reference(self, name: str, tags: dict[str, str]) -> ImageRecord | None:
+        try:
+            ref = refs.parse(name)
+        except InvalidReference:
+            return None
+        if ref.digest:
+            wanted = ref.with_digest(ref.digest)
+            for record in filter(None, map(self._load, self._records.glob("*.json"))):
+                if str(wanted) in record.repo_digests:
+                    return record
+            return None
+        image_id = tags.get(str(ref))
+        return self._load(self._records / f"{hex_of(image_id)}.json") if image_id else None
+
+    def _by_id(self, name: str) -> ImageRecord | None:
+        prefix = name.removeprefix("sha256:")
+        if not prefix or not all(c in "0123456789abcdef" for c in prefix):
+            return None
+        found = [p for p in self._records.glob(f"{prefix}*.json")]
+        if len(found) > 1:
+            raise ImageConflict(f"image id prefix {name!r} is ambiguous: give more characters")
+        return self._load(found[0]) if found else None
+
+    def _load(self, path: Path) -> ImageRecord | None:
+        try:
+            return ImageRecord(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as e:
+            raise AgentError(f"image record {path} is corrupt ({e}); remove it to continue") from e
+
+    def _image(self, record: ImageRecord, tags: dict[str, str]) -> Image:
+        config = json.loads(self.content.read_blob(record.id))
+        mine = tuple(sorted(t for t, i in tags.items() if i == record.id))
+        return Image(record, mine, config)
+
+    def _tags(self) -> dict[str, str]:
+        try:
+            return json.loads(self._tags_file.read_text())["tags"]
+        except FileNotFoundError:
+            return {}
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _index_lock(self):
+        return atomic.locked(self.content.locks / "index.lock")
+
+    def add(self, record: ImageRecord, tag: refs.Reference | None) -> bool:
+        """Record a pulled image and point `tag` at it; True if the tag moved (newer image)."""
+        with self._index_lock():
+            path = self._records / f"{hex_of(record.id)}.json"
+            old = self._load(path)
+            if old is not None:
+                record.repo_digests = sorted(set(old.repo_digests) | set(record.repo_digests))
+            atomic.write_json(path, record.to_json())
+            if tag is None:
+                return old is None
+            tags = self._tags()
+            moved = tags.get(str(tag)) != record.id
+            if moved:
+                tags[str(tag)] = record.id
+                self._write_tags(tags)
+            return moved
+
+    def tag(self, source: str, target: str) -> None:
+        """`docker tag SOURCE TARGET`."""
+        ref = refs.parse(target)
+        if ref.digest:
+            raise InvalidReference("refusing to create a tag with a digest reference")
+        with self._index_lock():
+            record = self._find(source)
+            tags = self._tags()
+            tags[str(ref)] = record.id
+            self._write_tags(tags)
+
+    def _write_tags(self, tags: dict[str, str]) -> None:
+        atomic.write_json(self._tags_file, {"tags": dict(sorted(tags.items()))})
+
+    def remove(self, name: str, *, force: bool = False) -> list[dict[str, str]]:
+        """`docker rmi`: untag, and delete the image once nothing refers to it.
+
+        Returns dockerd's answer: a list of {"Untagged": ref} and {"Deleted": id}.
+        """
+        with self.content.gc_lock(shared=False), self._index_lock():
+            record = self._find(name)
+            tags = self._tags()
+            mine = sorted(t for t, i in tags.items() if i == record.id)
+            users = self._containers_using(record.id)
+            by_id = self._by_reference(name, tags) is None
+            untag = mine if by_id else [str(refs.parse(name))]
+            self._check_removable(name, record, mine, users, by_id, force)
+            events = [{"Untagged": refs.parse(t).familiar()} for t in untag if t in tags]
+            for t in untag:
+                tags.pop(t, None)
+            self._write_tags(tags)
+            if len(untag) < len(mine) or users:
+                return events
+            events += self._untag_digests(record)
+            return events + self._delete(record)
+
+    def _check_removable(self, name, record, mine, users, by_id: bool, force: bool) -> None:
+        running = [cid for cid, is_running in users if is_running]
+        if running and (by_id or len(mine) <= 1):
+            raise ImageConflict(
+                f"conflict: unable to delete {record.short_id} (cannot be forced) - image is "
+                f"being used by running container {running[0][:12]}; stop it first"
+            )
+        if force:
+            return
+        if users and (by_id or len(mine) <= 1):
+            raise ImageConflict(
+                f'conflict: unable to remove repository reference "{name}" (must force) - '
+                f"container {users[0][0][:12]} is using its referenced image {record.short_id}"
+            )
+        if by_id and len(mine) > 1:
+            raise ImageConflict(
+                f"conflict: unable to delete {record.short_id} (must be forced) - image is "
+                "referenced in multiple repositories"
+            )
+
+    def _untag_digests(self, record: ImageRecord) -> list[dict[str, str]]:
+        return [{"Untagged": refs.parse(d).familiar()} for d in record.repo_digests]
+
+    def _delete(self, record: ImageRecord) -> list[dict[str, str]]:
+        """Remove the record, then every layer and blob no other image uses."""
+        (self._records / f"{hex_of(record.id)}.json").unlink()
+        atomic.fsync_dir(self._records)
+        others = [r for r in map(self._load, self._records.glob("*.json")) if r is not None]
+        used_layers = {d for r in others for d in r.diff_ids}
+        used_blobs = {b for r in others for b in _blobs_of(r)}
+        for diff_id in set(record.diff_ids) - used_layers:
+            self.content.remove_layer(diff_id)
+        for blob in set(_blobs_of(record)) - used_blobs:
+            self.content.remove_blob(blob)
+        return [{"Deleted": record.id}]
+
+
+def _blobs_of(record: ImageRecord) -> list[str]:
+    index_digests = [d.rpartition("@")[2] for d in record.repo_digests]
+    layer_blobs = [layer["digest"] for layer in record.layers]
+    return [record.id, record.manifest_digest, *index_digests, *layer_blobs]

@@ -1,0 +1,240 @@
+"""The distribution API client: endpoints (mirrors, insecure and loopback registries), auth, and
+the two calls a pull needs: fetch a manifest, open a blob.
+
+Endpoints are chosen as dockerd chooses them: docker.io goes to each `registry-mirrors` entry
+first and then to the Hub; loopback registries speak plain HTTP; `insecure-registries` try HTTPS
+without verification, then HTTP. One `RepositorySession` sticks to the endpoint that answered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vmctl_agent import manifest as mf
+from vmctl_agent.auth import Credentials, TokenCache, parse_challenge
+from vmctl_agent.errors import (
+    AuthenticationError,
+    ManifestUnknown,
+    RegistryError,
+    RegistryUnreachable,
+    VerificationError,
+)
+from vmctl_agent.reference import DEFAULT_DOMAIN, Reference
+from vmctl_agent.transport import Response, Transport
+
+HUB_URL = "https://registry-1.docker.io"
+MAX_MANIFEST_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    verify_tls: bool = True
+    mirror: bool = False
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """The registry keys of dockerd's daemon.json."""
+
+    mirrors: tuple[str, ...] = ()
+    insecure: tuple[str, ...] = ()
+
+    def endpoints(self, domain: str) -> list[Endpoint]:
+        """Where to look for `domain`'s repositories, in order."""
+        found: list[Endpoint] = []
+        if domain == DEFAULT_DOMAIN:
+            for url in self.mirrors:
+                host = urllib.parse.urlsplit(url).netloc
+                found.append(Endpoint(url.rstrip("/"), not self.is_insecure(host), mirror=True))
+            return [*found, Endpoint(HUB_URL)]
+        if is_loopback(domain):
+            return [Endpoint(f"http://{domain}")]
+        if self.is_insecure(domain):
+            return [Endpoint(f"https://{domain}", False), Endpoint(f"http://{domain}", False)]
+        return [Endpoint(f"https://{domain}")]
+
+    def is_insecure(self, host: str) -> bool:
+        """True for loopback hosts and those listed (as host[:port] or a CIDR) in insecure."""
+        if is_loopback(host):
+            return True
+        address = _address(host)
+        for entry in self.insecure:
+            if entry == host or entry == _strip_port(host):
+                return True
+            if address is not None and "/" in entry and _in_network(address, entry):
+                return True
+        return False
+
+
+def is_loopback(host: str) -> bool:
+    """Loopback registries are plain HTTP, as dockerd treats them."""
+    name = _strip_port(host)
+    if name == "localhost":
+        return True
+    address = _address(host)
+    return address is not None and address.is_loopback
+
+
+def _strip_port(host: str) -> str:
+    if host.startswith("["):
+        return host[1 : host.index("]")]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _address(host: str):
+    try:
+        return ipaddress.ip_address(_strip_port(host))
+    except ValueError:
+        return None
+
+
+def _in_network(address, cidr: str) -> bool:
+    try:
+        return address in ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+
+
+@dataclass
+class RepositorySession:
+    """One repository on one endpoint, with the authorization that endpoint asked for."""
+
+    client: RegistryClient
+    endpoint: Endpoint
+    reference: Reference
+    authorization: str | None = None
+    _scope: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self._scope = f"repository:{self.remote_path}:pull"
+
+    @property
+    def remote_path(self) -> str:
+        return self.reference.path
+
+    def get(self, path: str, accept: str | None = None) -> Response:
+        """GET `/v2/<repo>/<path>`, answering one auth challenge if the registry asks."""
+        url = f"{self.endpoint.url}/v2/{self.remote_path}/{path}"
+        headers = {"Accept": accept} if accept else {}
+        response = self._send(url, headers)
+        if response.status == 401:
+            challenge = response.headers.get("WWW-Authenticate", "")
+            response.read()
+            response.close()
+            self.authorization = self.client.authorize(
+                self.reference.domain, challenge, self._scope
+            )
+            response = self._send(url, headers)
+        return response
+
+    def _send(self, url: str, headers: dict[str, str]) -> Response:
+        if self.authorization:
+            headers = {**headers, "Authorization": self.authorization}
+        return self.client.transport.request(
+            "GET", url, headers, verify_tls=self.endpoint.verify_tls
+        )
+
+    def fetch_manifest(self, ref: str) -> mf.Fetched:
+        """The manifest for a tag or digest, its digest verified."""
+        with self.get(f"manifests/{ref}", accept=mf.ACCEPT) as response:
+            body = _read_limited(response, MAX_MANIFEST_BYTES)
+            if response.status != 200:
+                raise self._error(response.status, body, f"manifest for {ref}")
+            media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+            claimed = response.headers.get("Docker-Content-Digest")
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        expected = ref if ":" in ref else claimed
+        if expected and expected.startswith("sha256:") and expected != digest:
+            raise VerificationError(
+                f"manifest digest mismatch for {self.reference.familiar_name}: "
+                f"expected {expected}, got {digest}; the registry sent corrupted or altered data"
+            )
+        return mf.Fetched(body, mf.media_type_of(body, media_type), digest)
+
+    def open_blob(self, digest: str) -> Response:
+        """A streaming response for blob `digest` (redirects to blob storage followed)."""
+        response = self.get(f"blobs/{digest}")
+        if response.status != 200:
+            body = _read_limited(response, 64 << 10)
+            response.close()
+            raise self._error(response.status, body, f"blob {digest}")
+        return response
+
+    def _error(self, status: int, body: bytes, what: str) -> RegistryError:
+        code, message = _registry_error(body)
+        name = self.reference.familiar_name
+        host = urllib.parse.urlsplit(self.endpoint.url).netloc
+        if status == 404 and code == "NAME_UNKNOWN":
+            return ManifestUnknown(f"repository {name} not found: does not exist on {host}")
+        if status == 404:
+            return ManifestUnknown(f"{what} of {name} not found: {message or 'unknown'}")
+        if status in (401, 403):
+            return AuthenticationError(
+                f"pull access denied for {name}, repository does not exist or may require "
+                f"'docker login': {message or 'denied'}"
+            )
+        return RegistryError(f"registry {host} answered {status} for {what}: {message or '?'}")
+
+
+def _read_limited(response: Response, limit: int) -> bytes:
+    body = response.read(limit + 1)
+    if len(body) > limit:
+        raise RegistryError(f"registry response larger than {limit} bytes")
+    return body
+
+
+def _registry_error(body: bytes) -> tuple[str, str]:
+    """The first `{"errors": [{"code", "message"}]}` entry of a registry error body."""
+    try:
+        first = json.loads(body)["errors"][0]
+        return str(first.get("code", "")), str(first.get("message", ""))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return "", body[:200].decode("utf-8", "replace").strip()
+
+
+class RegistryClient:
+    """Opens repository sessions, falling back across a domain's endpoints."""
+
+    def __init__(
+        self,
+        config: RegistryConfig | None = None,
+        transport: Transport | None = None,
+        credentials: Callable[[str], Credentials | None] | None = None,
+    ) -> None:
+        self.config = config or RegistryConfig()
+        self.transport = transport or Transport()
+        self._credentials = credentials or (lambda host: None)
+        self._tokens = TokenCache(self.transport)
+
+    def authorize(self, domain: str, challenge_header: str, scope: str) -> str:
+        if not challenge_header:
+            raise AuthenticationError(f"registry {domain} answered 401 without a challenge")
+        challenge = parse_challenge(challenge_header)
+        return self._tokens.authorization(challenge, scope, self._credentials(domain))
+
+    def resolve(self, reference: Reference) -> tuple[RepositorySession, mf.Fetched]:
+        """The first endpoint that serves `reference`'s manifest, and that manifest."""
+        ref = reference.digest or reference.tag or "latest"
+        errors: list[Exception] = []
+        for endpoint in self.config.endpoints(reference.domain):
+            session = RepositorySession(self, endpoint, reference)
+            try:
+                return session, session.fetch_manifest(ref)
+            except (RegistryUnreachable, RegistryError) as e:
+                if not _try_next(endpoint, e):
+                    raise
+                errors.append(e)
+        raise errors[-1]
+
+
+def _try_next(endpoint: Endpoint, error: Exception) -> bool:
+    """Mirrors fall back on any failure; HTTPS on an insecure registry falls back to HTTP."""
+    if endpoint.mirror:
+        return True
+    return isinstance(error, RegistryUnreachable) and not endpoint.verify_tls
