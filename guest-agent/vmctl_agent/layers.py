@@ -39,6 +39,10 @@ def clean_name(name: str) -> str:
     return relative
 
 
+class _MissingDirectory(UnsafeLayer):
+    """A hard link's target directory does not exist in this layer."""
+
+
 class LayerExtractor:
     """Writes the entries of one tar stream below `root` (which must exist and be empty)."""
 
@@ -130,10 +134,10 @@ class LayerExtractor:
     def _hardlink(self, member, parent: str, base: str, path: str) -> None:
         target = clean_name(member.linkname)
         tparent, tbase = posixpath.split(target)
-        tfd = self._dir(tparent or ".", path, create=False)
         try:
+            tfd = self._dir(tparent or ".", path, create=False)
             info = os.stat(tbase, dir_fd=tfd, follow_symlinks=False)
-        except FileNotFoundError:
+        except (_MissingDirectory, FileNotFoundError):
             info = None
         if info is None or stat.S_ISDIR(info.st_mode):
             raise UnsafeLayer(
@@ -220,7 +224,9 @@ class LayerExtractor:
             return os.open(base, _DIR_OPEN, dir_fd=pfd)
         except FileNotFoundError:
             if not create:
-                raise UnsafeLayer(f"layer entry {entry!r} refers to a missing directory") from None
+                raise _MissingDirectory(
+                    f"layer entry {entry!r} needs a missing directory"
+                ) from None
             os.mkdir(base, 0o755, dir_fd=pfd)
             return os.open(base, _DIR_OPEN, dir_fd=pfd)
         except OSError as e:

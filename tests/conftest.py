@@ -1,0 +1,40 @@
+"""Shared fixtures: real registries on loopback and a busybox rootfs layer.
+
+Nothing here imports `vmctl_agent`: the kit must stay usable while the agent is half-written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from imagekit import busybox_layer
+from registry import Registry
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """One anonymous registry for the whole session; use unique repo names per test."""
+    with Registry(tmp_path_factory.mktemp("registry")) as reg:
+        yield reg
+
+
+@pytest.fixture
+def make_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Registry]]:
+    """Factory for fresh registries (e.g. `make_registry(auth="token")`), stopped at teardown."""
+    started: list[Registry] = []
+
+    def make(auth: str | None = None, **kw: str) -> Registry:
+        reg = Registry(tmp_path_factory.mktemp("registry"), auth=auth, **kw)
+        started.append(reg)
+        return reg
+
+    yield make
+    for reg in started:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def busybox_tar() -> bytes:
+    """An uncompressed busybox rootfs layer (fails clearly if busybox-static is missing)."""
+    return busybox_layer()
