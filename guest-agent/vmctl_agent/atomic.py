@@ -58,11 +58,19 @@ def syncfs(path: Path) -> None:
 
 
 @contextmanager
-def locked(path: Path, *, shared: bool = False) -> Iterator[None]:
-    """An flock on `path`: serialises threads and processes alike (one open file each)."""
+def locked(path: Path, *, shared: bool = False, wait: bool = True) -> Iterator[bool]:
+    """An flock on `path`: serialises threads and processes alike (one open file each).
+
+    Yields True once held; with `wait=False`, yields False at once if someone else holds it.
+    """
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
+        flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, flags)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)

@@ -114,18 +114,15 @@ class ContentStore:
         shutil.rmtree(doomed, ignore_errors=True)
         (self.locks / f"{hex_of(diff_id)}.lock").unlink(missing_ok=True)  # under the gc lock
 
-    def remove_blob(self, digest: str) -> None:
-        self.blob_path(digest).unlink(missing_ok=True)
-
     # -- locks and leftovers ----------------------------------------------------------------
 
     def lock(self, key: str, *, shared: bool = False):
         return atomic.locked(self.locks / f"{hex_of(key)}.lock", shared=shared)
 
-    def gc_lock(self, *, shared: bool):
+    def gc_lock(self, *, shared: bool, wait: bool = True):
         """Pulls hold it shared; removal holds it exclusively, so it never frees a layer that a
         pull has fetched but not yet recorded."""
-        return atomic.locked(self.locks / "gc.lock", shared=shared)
+        return atomic.locked(self.locks / "gc.lock", shared=shared, wait=wait)
 
     def clear_leftovers(self, key: str) -> None:
         for stale in self.tmp.glob(f"{hex_of(key)}.*"):

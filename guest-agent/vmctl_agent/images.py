@@ -254,14 +254,30 @@ class ImageStore:
         """Remove the record, then every layer and blob no other image uses."""
         (self._records / f"{hex_of(record.id)}.json").unlink()
         atomic.fsync_dir(self._records)
-        others = [r for r in map(self._load, self._records.glob("*.json")) if r is not None]
-        used_layers = {d for r in others for d in r.diff_ids}
-        used_blobs = {b for r in others for b in _blobs_of(r)}
-        for diff_id in set(record.diff_ids) - used_layers:
-            self.content.remove_layer(diff_id)
-        for blob in set(_blobs_of(record)) - used_blobs:
-            self.content.remove_blob(blob)
+        self._collect()
         return [{"Deleted": record.id}]
+
+    def collect_garbage(self, *, wait: bool = True) -> bool:
+        """Free layers and blobs no image refers to (left by failed pulls); False if a pull
+        is running and `wait` is False, since its layers are not recorded yet."""
+        with self.content.gc_lock(shared=False, wait=wait) as held:
+            if not held:
+                return False
+            with self._index_lock():
+                self._collect()
+            return True
+
+    def _collect(self) -> None:
+        """Call with the gc lock held exclusively."""
+        records = [r for r in map(self._load, self._records.glob("*.json")) if r is not None]
+        used_layers = {hex_of(d) for r in records for d in r.diff_ids}
+        used_blobs = {hex_of(b) for r in records for b in _blobs_of(r)}
+        for path in self.content.layers.iterdir():
+            if path.name not in used_layers:
+                self.content.remove_layer("sha256:" + path.name)
+        for path in self.content.blobs.iterdir():
+            if path.name not in used_blobs:
+                path.unlink(missing_ok=True)
 
 
 def _blobs_of(record: ImageRecord) -> list[str]:

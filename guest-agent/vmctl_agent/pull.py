@@ -60,10 +60,14 @@ class Puller:
         """Pull `name`; progress gets Docker's JSON messages. Raises AgentError subclasses."""
         ref = refs.parse(name)
         emit = _serialised(progress or (lambda m: None))
-        with self.store.content.gc_lock(shared=True):
-            session, fetched = self.client.resolve(ref)
-            emit(pg.message(f"Pulling from {ref.path}", ref.tag or ref.digest))
-            record, fresh = self._pull_resolved(session, fetched, ref, emit)
+        try:
+            with self.store.content.gc_lock(shared=True):
+                session, fetched = self.client.resolve(ref)
+                emit(pg.message(f"Pulling from {ref.path}", ref.tag or ref.digest))
+                record, fresh = self._pull_resolved(session, fetched, ref, emit)
+        except BaseException:
+            self.store.collect_garbage(wait=False)  # layers this failed pull left unrecorded
+            raise
         emit(pg.message(f"Digest: {fetched.digest}"))
         verb = "Downloaded newer image" if fresh else "Image is up to date"
         emit(pg.message(f"Status: {verb} for {ref.familiar()}"))

@@ -145,7 +145,8 @@ class RepositorySession:
         with self.get(f"manifests/{ref}", accept=mf.ACCEPT) as response:
             body = _read_limited(response, MAX_MANIFEST_BYTES)
             if response.status != 200:
-                raise self._error(response.status, body, f"manifest for {ref}")
+                what = self.reference.familiar_name + ("@" if ":" in ref else ":") + ref
+                raise self._error(response.status, body, f"manifest for {what}")
             media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
             claimed = response.headers.get("Docker-Content-Digest")
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
@@ -163,7 +164,9 @@ class RepositorySession:
         if response.status != 200:
             body = _read_limited(response, 64 << 10)
             response.close()
-            raise self._error(response.status, body, f"blob {digest}")
+            raise self._error(
+                response.status, body, f"blob {digest} of {self.reference.familiar_name}"
+            )
         return response
 
     def _error(self, status: int, body: bytes, what: str) -> RegistryError:
@@ -173,7 +176,7 @@ class RepositorySession:
         if status == 404 and code == "NAME_UNKNOWN":
             return ManifestUnknown(f"repository {name} not found: does not exist on {host}")
         if status == 404:
-            return ManifestUnknown(f"{what} of {name} not found: {message or 'unknown'}")
+            return ManifestUnknown(f"{what} not found: {message or 'unknown'}")
         if status in (401, 403):
             return AuthenticationError(
                 f"pull access denied for {name}, repository does not exist or may require "

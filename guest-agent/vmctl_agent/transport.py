@@ -34,10 +34,14 @@ class Response:
         self.headers = raw.headers
 
     def read(self, size: int = -1) -> bytes:
-        return self._raw.read(size if size >= 0 else None)
-
-    def readinto(self, buffer) -> int:
-        return self._raw.readinto(buffer)
+        """Body bytes; a connection lost mid-body is RegistryUnreachable, not a short read."""
+        try:
+            return self._raw.read(size if size >= 0 else None)
+        except (OSError, http.client.HTTPException) as e:
+            netloc = urllib.parse.urlsplit(self.url).netloc
+            raise RegistryUnreachable(
+                f"connection to {netloc} lost while downloading: {_describe(e)}"
+            ) from e
 
     def json(self) -> Any:
         return json.loads(self.read())
