@@ -58,8 +58,14 @@ GOAL_VS_FLOOR = 2.0  # ... and within 2x of skopeo
 MB = 1_000_000
 DAEMON_TIMEOUT = 30.0
 PODMAN_RUNROOT_MAX = 50  # podman 4: "the specified runroot is longer than 50 characters"
-# /run dirs that podman and dockerd create whatever their flags; removed again if we made them.
-RUN_DIRS = ("/run/containers/networks", "/run/containers", "/run/docker/plugins", "/run/docker")
+# Empty /run dirs that podman and dockerd create whatever their flags; removed if we made them.
+RUN_DIRS = (
+    "/run/containers/networks",
+    "/run/containers",
+    "/run/docker/plugins",
+    "/run/docker",
+    "/run/mount",  # util-linux's utab dir, made when dockerd mounts its data root
+)
 
 
 class Unavailable(Exception):

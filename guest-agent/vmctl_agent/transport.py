@@ -36,12 +36,16 @@ class Response:
     def read(self, size: int = -1) -> bytes:
         """Body bytes; a connection lost mid-body is RegistryUnreachable, not a short read."""
         try:
-            return self._raw.read(size if size >= 0 else None)
+            data = self._raw.read(size if size >= 0 else None)
         except (OSError, http.client.HTTPException) as e:
-            netloc = urllib.parse.urlsplit(self.url).netloc
-            raise RegistryUnreachable(
-                f"connection to {netloc} lost while downloading: {_describe(e)}"
-            ) from e
+            raise self._lost(_describe(e)) from e
+        if not data and size != 0 and self._raw.length:
+            raise self._lost(f"{self._raw.length} bytes short of its Content-Length")
+        return data
+
+    def _lost(self, reason: str) -> RegistryUnreachable:
+        netloc = urllib.parse.urlsplit(self.url).netloc
+        return RegistryUnreachable(f"connection to {netloc} lost while downloading: {reason}")
 
     def json(self) -> Any:
         return json.loads(self.read())

@@ -1,0 +1,196 @@
+"""Pull faults a real registry will not produce on request, staged with a scripted server in
+front of it: redirects to blob storage, schema 1, lies about digests and sizes, a connection
+dropped mid-blob, a pull killed mid-download, a full disk, and registry mirrors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import imagekit as ik
+import pytest
+from agentkit import leftovers, pull, small_image, unique_repo, visible_state
+from fakeserver import FakeServer, Reply, Request, proxy_to
+from vmctl_agent.auth import Credentials
+from vmctl_agent.errors import (
+    RegistryUnreachable,
+    StoreError,
+    UnsupportedManifest,
+    VerificationError,
+)
+from vmctl_agent.images import ImageStore
+
+EMPTY = {"images": [], "layers": [], "blobs": [], "tags": []}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ImageStore:
+    return ImageStore(tmp_path / "data" / "image")
+
+
+@pytest.fixture
+def pushed(registry) -> tuple[str, ik.Image]:
+    repo = unique_repo("faults")
+    image = small_image(repo.encode())
+    ik.RegistryClient(registry.url).push_image(repo, "t", image)
+    return repo, image
+
+
+def test_redirect_to_blob_storage_drops_credentials(registry, store, pushed):
+    repo, image = pushed
+    blob_store = FakeServer(proxy_to(registry.url))
+    auth = Credentials("user", "pw").basic()
+
+    def front(request: Request) -> Reply:
+        if request.headers.get("Authorization") != auth:
+            return Reply(401, {"WWW-Authenticate": 'Basic realm="front"'})
+        if "/blobs/" in request.path:
+            return Reply(307, {"Location": blob_store.url + request.path})
+        return proxy_to(registry.url)(request)
+
+    with FakeServer(front) as server, blob_store:
+        record, _ = pull(store, f"{server.host}/{repo}:t", credentials=Credentials("user", "pw"))
+    assert record.id == image.config.digest
+    assert blob_store.requests, "blobs came from the redirect target"
+    assert all("Authorization" not in r.headers for r in blob_store.requests)
+
+
+def test_schema1_is_refused_with_advice(store):
+    body = json.dumps({"schemaVersion": 1, "name": "old/app", "tag": "v1", "fsLayers": []})
+    media = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+    server = FakeServer(lambda r: Reply(200, {"Content-Type": media}, body.encode()))
+    with server, pytest.raises(UnsupportedManifest, match=r"schema 1 manifests .* re-push"):
+        pull(store, f"{server.host}/old/app:v1")
+    assert visible_state(store.root) == EMPTY
+
+
+def test_manifest_that_does_not_match_its_digest(registry, store, pushed):
+    repo, image = pushed
+    upstream = proxy_to(registry.url)
+
+    def tamper(request: Request) -> Reply:
+        reply = upstream(request)
+        if "/manifests/" in request.path:
+            doc = json.loads(reply.body)
+            doc["annotations"] = {"evil": "yes"}
+            reply.body = json.dumps(doc).encode()
+            reply.headers.pop("Content-Length", None)
+        return reply
+
+    with FakeServer(tamper) as server:
+        with pytest.raises(VerificationError, match="manifest digest mismatch"):
+            pull(store, f"{server.host}/{repo}@{image.digest}")
+        with pytest.raises(VerificationError, match="manifest digest mismatch"):
+            pull(store, f"{server.host}/{repo}:t")  # the Docker-Content-Digest header vouches
+    assert visible_state(store.root) == EMPTY
+
+
+def test_blob_larger_than_its_descriptor_is_cut_off(registry, store, pushed):
+    repo, image = pushed
+    upstream = proxy_to(registry.url)
+    target = image.layers[1].digest
+
+    def pad(request: Request) -> Reply:
+        reply = upstream(request)
+        if request.path.endswith(target):
+            reply.body = reply.body + b"\0" * (1 << 20)
+            reply.headers.pop("Content-Length", None)
+        return reply
+
+    server = FakeServer(pad)
+    with server, pytest.raises(VerificationError, match=r"larger than the \d+ bytes its descr"):
+        pull(store, f"{server.host}/{repo}:t")
+    assert visible_state(store.root) == EMPTY and leftovers(store.root) == []
+
+
+def test_connection_dropped_mid_blob(registry, store, pushed):
+    repo, image = pushed
+    upstream = proxy_to(registry.url)
+    target = image.layers[0].digest
+
+    def drop(request: Request) -> Reply:
+        reply = upstream(request)
+        if request.path.endswith(target):
+            reply.headers["Content-Length"] = str(len(reply.body))
+            reply.body = iter([reply.body[: len(reply.body) // 2]])
+        return reply
+
+    server = FakeServer(drop)
+    with server, pytest.raises(RegistryUnreachable, match="lost while downloading"):
+        pull(store, f"{server.host}/{repo}:t")
+    assert visible_state(store.root) == EMPTY and leftovers(store.root) == []
+
+
+def test_killed_pull_leaves_nothing_visible_and_the_next_pull_completes(registry, tmp_path):
+    repo = unique_repo("killed")
+    image = ik.build_image([ik.busybox_layer(), ik.random_layer(3 << 20, seed=11)])
+    ik.RegistryClient(registry.url).push_image(repo, "t", image)
+    root = tmp_path / "data"
+    with FakeServer(proxy_to(registry.url, bytes_per_second=1 << 20)) as slow:
+        cmd = ["vmctl-agent", "pull", "--data-root", str(root), f"{slow.host}/{repo}:t"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _wait_for_staged_bytes(root / "image" / "tmp", proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    state = visible_state(root / "image")
+    assert state["images"] == [] and state["tags"] == []
+    assert image.layers[1].digest[7:] not in state["blobs"]
+    assert leftovers(root / "image"), "the killed pull's work in progress is still there"
+    done = subprocess.run(
+        ["vmctl-agent", "pull", "--data-root", str(root), f"{registry.host}/{repo}:t"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert leftovers(root / "image") == [], "the retry cleared the killed pull's leftovers"
+    layer = root / "image" / "layers" / image.config.json()["rootfs"]["diff_ids"][1][7:]
+    files = sorted((layer / "diff" / "data" / "11").iterdir())
+    assert sum(f.stat().st_size for f in files) == 3 << 20
+
+
+def _wait_for_staged_bytes(tmp: Path, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        blobs = list(tmp.glob("*/blob"))
+        if any(b.stat().st_size > 256 << 10 for b in blobs):
+            return
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    raise AssertionError("the pull never started writing a layer")
+
+
+def test_full_disk_is_reported_and_leaves_nothing(registry, tmp_path):
+    repo = unique_repo("full")
+    image = ik.build_image([ik.busybox_layer(), ik.random_layer(6 << 20, seed=12)])
+    ik.RegistryClient(registry.url).push_image(repo, "t", image)
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], check=True)
+    try:
+        store = ImageStore(small / "image")
+        with pytest.raises(StoreError, match=r"no space left on device .* free space"):
+            pull(store, f"{registry.host}/{repo}:t")
+        assert visible_state(store.root) == EMPTY and leftovers(store.root) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_mirror_serves_docker_hub_names(registry, store):
+    repo = "library/mirrored-" + hashlib.sha1(str(time.time()).encode()).hexdigest()[:8]
+    image = small_image(b"mirror")
+    ik.RegistryClient(registry.url).push_image(repo, "latest", image)
+    name = repo.removeprefix("library/")
+    record, messages = pull(store, name, mirrors=("http://127.0.0.1:1", registry.url))
+    assert record.id == image.config.digest
+    assert store.get(name).id == image.config.digest
+    assert messages[-1] == {"status": f"Status: Downloaded newer image for {name}:latest"}
+
+
+def test_mirrors_down_and_hub_unreachable(store):
+    with pytest.raises(RegistryUnreachable):
+        pull(store, "busybox", mirrors=("http://127.0.0.1:1",))
+    assert visible_state(store.root) == EMPTY
