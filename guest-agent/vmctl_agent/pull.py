@@ -89,7 +89,8 @@ class Puller:
             for d, diff in zip(image.layers, config["rootfs"]["diff_ids"], strict=True)
         ]
         _check_layer_types(jobs)
-        self._fetch_layers(session, jobs, emit)
+        if not self._complete(image, jobs):
+            self._fetch_layers(session, jobs, emit)
         for blob in {top.digest: top, fetched.digest: fetched}.values():
             self.store.content.put_blob(blob.digest, blob.body)
         record = ImageRecord(
@@ -103,6 +104,13 @@ class Puller:
         had_image = self.store.exists(record.id)
         moved = self.store.add(record, ref.with_tag(ref.tag) if ref.tag else None)
         return record, moved or not had_image
+
+    def _complete(self, image: mf.ImageManifest, jobs: list[LayerJob]) -> bool:
+        """The image is already here, every layer and blob of it: nothing to download."""
+        content = self.store.content
+        return self.store.exists(image.config.digest) and all(
+            content.has_layer(j.diff_id) and content.has_blob(j.descriptor.digest) for j in jobs
+        )
 
     def _config(self, session: RepositorySession, image: mf.ImageManifest) -> dict:
         digest = image.config.digest
