@@ -42,7 +42,8 @@ def pull(store: ImageStore, ref: str, **kw) -> tuple[object, list[dict]]:
 def small_image(tag: bytes = b"", **kw) -> ik.Image:
     """busybox plus one small layer whose content is `tag` (so images differ by tag)."""
     extra = ik.tar_bytes([ik.file("etc/image-tag", tag or b"plain")])
-    return ik.build_image([ik.busybox_layer(), extra], config={"Cmd": ["/bin/sh"]}, **kw)
+    kw.setdefault("config", {"Cmd": ["/bin/sh"]})
+    return ik.build_image([ik.busybox_layer(), extra], **kw)
 
 
 def visible_state(root: Path) -> dict[str, list[str]]:

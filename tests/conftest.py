@@ -5,11 +5,17 @@ Nothing here imports `vmctl_agent`: the kit must stay usable while the agent is 
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from imagekit import busybox_layer
 from registry import Registry
+
+# Tests run console scripts (`vmctl-agent`) from the environment pytest runs in, e.g. .venv/bin.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 @pytest.fixture(scope="session")
