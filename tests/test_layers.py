@@ -239,3 +239,16 @@ def test_whiteouts_across_three_layers(tmp_path):
         assert (merged / "a" / "1").read_bytes() == b"again"
     finally:
         subprocess.run(["umount", str(merged)], check=True)
+
+
+def test_very_deep_paths(tmp_path):
+    deep = "/".join(["d"] * 1500)
+    layer = extract([file(f"{deep}/f", b"deep")], tmp_path / "layer")
+    fd = os.open(layer, os.O_RDONLY)
+    try:
+        for _ in range(1500):
+            fd, old = os.open("d", os.O_RDONLY, dir_fd=fd), fd
+            os.close(old)
+        assert os.stat("f", dir_fd=fd).st_size == 4
+    finally:
+        os.close(fd)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -150,6 +151,25 @@ def test_killed_pull_leaves_nothing_visible_and_the_next_pull_completes(registry
     layer = root / "image" / "layers" / image.config.json()["rootfs"]["diff_ids"][1][7:]
     files = sorted((layer / "diff" / "data" / "11").iterdir())
     assert sum(f.stat().st_size for f in files) == 3 << 20
+
+
+def test_leftovers_of_a_killed_pull_are_collected(registry, tmp_path):
+    """Even if that image is never pulled again: disk space comes back."""
+    store = ImageStore(tmp_path / "image")
+    (store.content.tmp / ("ab" * 32 + ".deadbeef")).mkdir()
+    (store.content.tmp / ("ab" * 32 + ".deadbeef") / "blob").write_bytes(b"x" * 1000)
+    assert store.collect_garbage(wait=False)
+    assert leftovers(store.root) == []
+
+
+def test_store_is_private_to_root(tmp_path):
+    store = ImageStore(tmp_path / "image")
+    assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
+
+
+def test_only_sha256_digests(store):
+    with pytest.raises(UnsupportedManifest, match="use sha256"):
+        pull(store, "127.0.0.1:1/x@sha512:" + "a" * 128)
 
 
 def _wait_for_staged_bytes(tmp: Path, proc: subprocess.Popen, timeout: float = 30) -> None:

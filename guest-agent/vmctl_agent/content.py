@@ -40,6 +40,8 @@ def hex_of(digest: str) -> str:
 class ContentStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o700)  # layers hold setuid binaries and device nodes: root only
         self.blobs = root / "blobs" / "sha256"
         self.layers = root / "layers"
         self.tmp = root / "tmp"
@@ -123,6 +125,11 @@ class ContentStore:
         """Pulls hold it shared; removal holds it exclusively, so it never frees a layer that a
         pull has fetched but not yet recorded."""
         return atomic.locked(self.locks / "gc.lock", shared=shared, wait=wait)
+
+    def clear_tmp(self) -> None:
+        """Remove all work in progress; only under the gc lock held exclusively."""
+        for stale in self.tmp.iterdir():
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
 
     def clear_leftovers(self, key: str) -> None:
         for stale in self.tmp.glob(f"{hex_of(key)}.*"):

@@ -278,6 +278,7 @@ class ImageStore:
         for path in self.content.blobs.iterdir():
             if path.name not in used_blobs:
                 path.unlink(missing_ok=True)
+        self.content.clear_tmp()  # no pull is staging anything while we hold the gc lock
 
 
 def _blobs_of(record: ImageRecord) -> list[str]:

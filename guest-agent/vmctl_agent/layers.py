@@ -207,16 +207,22 @@ class LayerExtractor:
             os.close(self._dirs.pop(key))
 
     def _dir(self, path: str, entry: str, *, create: bool = True) -> int:
-        """An fd for directory `path` in the layer, made (0755) if missing, never via a symlink."""
+        """An fd for directory `path` in the layer, made (0755) if missing, never via a symlink.
+
+        Walks down from the deepest directory already open, one component at a time.
+        """
         if path in self._dirs:
             return self._dirs[path]
-        parent, base = posixpath.split(path)
-        pfd = self._dir(parent or ".", entry, create=create)
         if len(self._dirs) > _DIR_CACHE_MAX:
-            self._trim(keep=parent or ".")
-            pfd = self._dir(parent or ".", entry, create=create)
-        fd = self._open_dir(pfd, base, entry, create)
-        self._dirs[path] = fd
+            self._trim(keep=path)
+        parts = path.split("/")
+        depth = len(parts)
+        while depth and "/".join(parts[:depth]) not in self._dirs:
+            depth -= 1
+        fd = self._dirs["/".join(parts[:depth])] if depth else self._root_fd
+        for i in range(depth, len(parts)):
+            fd = self._open_dir(fd, parts[i], entry, create)
+            self._dirs["/".join(parts[: i + 1])] = fd
         return fd
 
     def _open_dir(self, pfd: int, base: str, entry: str, create: bool) -> int:

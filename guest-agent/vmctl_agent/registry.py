@@ -22,6 +22,7 @@ from vmctl_agent.errors import (
     ManifestUnknown,
     RegistryError,
     RegistryUnreachable,
+    UnsupportedManifest,
     VerificationError,
 )
 from vmctl_agent.reference import DEFAULT_DOMAIN, Reference
@@ -142,6 +143,8 @@ class RepositorySession:
 
     def fetch_manifest(self, ref: str) -> mf.Fetched:
         """The manifest for a tag or digest, its digest verified."""
+        if ":" in ref and not ref.startswith("sha256:"):
+            raise UnsupportedManifest(f"unsupported digest algorithm in {ref!r}: use sha256")
         with self.get(f"manifests/{ref}", accept=mf.ACCEPT) as response:
             body = _read_limited(response, MAX_MANIFEST_BYTES)
             if response.status != 200:
