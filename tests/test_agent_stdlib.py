@@ -12,7 +12,8 @@ import json, pkgutil, importlib, sys
 sys.path.insert(0, sys.argv[1])
 import vmctl_agent
 for info in pkgutil.walk_packages(vmctl_agent.__path__, "vmctl_agent."):
-    importlib.import_module(info.name)
+    if not info.name.endswith("__main__"):
+        importlib.import_module(info.name)
 top = {m.split(".")[0] for m in sys.modules}
 print(json.dumps(sorted(top - set(sys.stdlib_module_names) - {"vmctl_agent", "__main__"})))
 """
