@@ -21,6 +21,7 @@ pays for another's writeback (ours calls syncfs, which would otherwise flush the
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import platform
 import random
@@ -29,6 +30,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -57,6 +59,8 @@ GOAL_VS_PODMAN = 1.0  # ours must be faster than podman
 GOAL_VS_FLOOR = 2.0  # ... and within 2x of skopeo
 MB = 1_000_000
 DAEMON_TIMEOUT = 30.0
+PULL_TIMEOUT = 600.0
+ISSUE_REFERENCE = "podman 0.88 s, docker 1.12 s, skopeo 0.26 s"  # measured in the issue
 PODMAN_RUNROOT_MAX = 50  # podman 4: "the specified runroot is longer than 50 characters"
 # Empty /run dirs that podman and dockerd create whatever their flags; removed if we made them.
 RUN_DIRS = (
@@ -87,8 +91,9 @@ class LayerSpec:
     tar: bytes
 
 
-def text_layer(size: int, seed: int, file_size: int = 16_384) -> bytes:
-    """Source-tree-like text (~3x gzip): many small files of words from a 4096-word vocabulary."""
+def text_layer(size: int, seed: int, file_size: int) -> bytes:
+    """Source-tree-like text (~2.3x gzip): `file_size`-byte files of words from a 4096-word
+    vocabulary, 64 files a directory."""
     rng = random.Random(seed)
     letters = "abcdefghijklmnopqrstuvwxyz_"
     vocab = ["".join(rng.choices(letters, k=rng.randint(2, 10))) for _ in range(4096)]
@@ -120,36 +125,48 @@ def sparse_layer(size: int, seed: int, files: int = 16) -> bytes:
     return tar_bytes(entries)
 
 
-def layer_plan(size_mb: int) -> list[LayerSpec]:
+def layer_plan(size_mb: int, text_file_kb: int) -> list[LayerSpec]:
     """busybox, then 4 layers sharing the rest of `size_mb` MB (uncompressed): 40% random assets,
     25% text, 20% random blobs, 15% sparse binaries."""
     base = busybox_layer()
     rest = max(size_mb * MB - len(base), 4 * MB)
+    text = text_layer(int(rest * 0.25), seed=2, file_size=text_file_kb * 1024)
     return [
         LayerSpec("busybox (static binary)", base),
-        LayerSpec("random assets, 32 files", random_layer(int(rest * 0.40), seed=1, files=32)),
-        LayerSpec("text, 16 KB files", text_layer(int(rest * 0.25), seed=2)),
-        LayerSpec("random blobs, 8 files", random_layer(int(rest * 0.20), seed=3, files=8)),
-        LayerSpec("sparse binaries, 16 files", sparse_layer(int(rest * 0.15), seed=4)),
+        LayerSpec("random assets", random_layer(int(rest * 0.40), seed=1, files=32)),
+        LayerSpec(f"text, {text_file_kb} KiB files", text),
+        LayerSpec("random blobs", random_layer(int(rest * 0.20), seed=3, files=8)),
+        LayerSpec("sparse binaries", sparse_layer(int(rest * 0.15), seed=4)),
     ]
 
 
-def build_bench_image(size_mb: int) -> Image:
+def count_entries(tar: bytes) -> int:
+    """Members in an uncompressed tar (files, dirs, links)."""
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        return len(archive.getmembers())
+
+
+def build_bench_image(size_mb: int, text_file_kb: int) -> Image:
     """Build the image and print what is in it."""
     started = time.perf_counter()
-    plan = layer_plan(size_mb)
+    plan = layer_plan(size_mb, text_file_kb)
     image = build_image([spec.tar for spec in plan], config={"Cmd": ["/bin/sh"]})
     print(f"image: {len(plan)} layers, built in {time.perf_counter() - started:.1f} s")
-    for spec, blob in zip(plan, image.layers, strict=True):
-        ratio = len(spec.tar) / blob.size
-        print(
-            f"  {spec.kind:<28} {len(spec.tar) / MB:7.1f} MB tar  {blob.size / MB:7.1f} MB gzip"
-            f"  ({ratio:.1f}x)"
-        )
+    counts = [count_entries(spec.tar) for spec in plan]
+    for spec, count, blob in zip(plan, counts, image.layers, strict=True):
+        print(size_line(spec.kind, count, len(spec.tar), blob.size))
     tar_total = sum(len(spec.tar) for spec in plan)
     gz_total = sum(blob.size for blob in image.blobs())
-    print(f"  {'total':<28} {tar_total / MB:7.1f} MB tar  {gz_total / MB:7.1f} MB compressed")
+    print(size_line("total (gzip incl. config)", sum(counts), tar_total, gz_total))
     return image
+
+
+def size_line(kind: str, entries: int, tar_size: int, gz_size: int) -> str:
+    """One row of the image summary."""
+    return (
+        f"  {kind:<26} {entries:5d} entries {tar_size / MB:6.1f} MB tar {gz_size / MB:6.1f} MB gzip"
+        f" ({tar_size / gz_size:.1f}x)"
+    )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -189,7 +206,7 @@ def version(argv: list[str]) -> str:
     """First line of a `--version`-style command, or '?'."""
     try:
         out = run(argv, timeout=30)
-    except OSError:
+    except (OSError, subprocess.SubprocessError):
         return "?"
     lines = (out.stdout or out.stderr).strip().splitlines()
     return lines[0] if out.returncode == 0 and lines else "?"
@@ -363,7 +380,7 @@ class Docker(Tool):
         if self.proc is not None:
             self.terminate(self.proc)
         for pid in self.children:
-            end_pid(pid)
+            end_pid(pid, "containerd")
         super().stop()
 
     @staticmethod
@@ -404,11 +421,13 @@ class Skopeo(Tool):
         remove_tree(self.target(n))
 
 
-def end_pid(pid: int, grace: float = 10.0) -> None:
-    """SIGTERM a process we started (by pid), SIGKILL it if it lingers."""
+def end_pid(pid: int, comm: str, grace: float = 10.0) -> None:
+    """SIGTERM a process we started (by pid, if still named `comm`), SIGKILL it if it lingers."""
     try:
+        if Path(f"/proc/{pid}/comm").read_text().strip() != comm:
+            return  # gone, and the pid reused
         os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
+    except (FileNotFoundError, ProcessLookupError):
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
@@ -437,11 +456,13 @@ def timed_run(tool: Tool, n: int) -> float:
         tool.prepare(n)
         os.sync()  # nobody pays for the previous tool's dirty pages
         started = time.perf_counter()
-        proc = run(tool.argv(n))
+        proc = run(tool.argv(n), timeout=PULL_TIMEOUT)
         elapsed = time.perf_counter() - started
         if proc.returncode != 0:
             raise failure(f"{tool.name} pull", proc)
         return elapsed
+    except subprocess.TimeoutExpired as e:
+        raise RunFailed(f"{tool.name}: {e}") from e
     finally:
         tool.after(n)
 
@@ -471,11 +492,11 @@ def start_tools(names: list[str], ref: str, scratch: Path) -> list[Tool]:
         tool = TOOL_CLASSES[name](name, ref, scratch / name)
         try:
             tool.start()
-        except Unavailable as e:
+        except (Unavailable, OSError, subprocess.SubprocessError) as e:
             print(f"{name}: not available, skipped: {e}", flush=True)
             tool.stop()
             continue
-        print(f"{name}: {tool.version}", flush=True)
+        print(f"{name}: {tool.version}\n  $ {' '.join(tool.argv(0))}", flush=True)
         started.append(tool)
     return started
 
@@ -500,7 +521,7 @@ def print_table(tools: list[Tool]) -> None:
         ratio = f"{med / ours:7.2f}x" if ours else "-"
         lo, hi = min(tool.times), max(tool.times)
         print(f"{tool.name:<8} {med:9.3f} {lo:7.3f} {hi:7.3f} {len(tool.times):>5} {ratio:>8}")
-    print()
+    print(f"\nthe issue measured: {ISSUE_REFERENCE}; goals:")
     print_goal("ours / skopeo floor", ours, by_name.get("skopeo"), GOAL_VS_FLOOR, "<=")
     print_goal("ours / podman", ours, by_name.get("podman"), GOAL_VS_PODMAN, "<")
 
@@ -549,6 +570,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5, help="timed pulls per tool (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     parser.add_argument("--size-mb", type=int, default=100, help="uncompressed image size")
+    parser.add_argument(
+        "--text-file-kb", type=int, default=64, help="file size in the text layer (default 64)"
+    )
     parser.add_argument("--only", default=",".join(TOOLS), help="comma-separated subset of tools")
     parser.add_argument("--workdir", default=None, help="where the temp dir goes (default /tmp)")
     args = parser.parse_args(argv)
@@ -562,7 +586,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def bench(args: argparse.Namespace, workdir: Path) -> None:
     print_machine()
-    image = build_bench_image(args.size_mb)
+    image = build_bench_image(args.size_mb, args.text_file_kb)
     registry = Registry(workdir / "registry")
     tools: list[Tool] = []
     try:

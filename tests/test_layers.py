@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from imagekit import TarEntry, directory, file, hardlink, opaque, symlink, tar_bytes, whiteout
+from vmctl_agent.content import remove_tree
 from vmctl_agent.errors import UnsafeLayer
 from vmctl_agent.layers import LayerExtractor
 
@@ -241,9 +242,17 @@ def test_whiteouts_across_three_layers(tmp_path):
         subprocess.run(["umount", str(merged)], check=True)
 
 
-def test_very_deep_paths(tmp_path):
+@pytest.fixture
+def deep_dir(tmp_path):
+    """Removed with our own walker: pytest's recursive cleanup cannot remove 1,500 levels."""
+    yield tmp_path / "deep"
+    remove_tree(tmp_path / "deep")
+
+
+def test_very_deep_paths(deep_dir):
+    """1,500 levels: no recursion limit in extraction, replacement or removal."""
     deep = "/".join(["d"] * 1500)
-    layer = extract([file(f"{deep}/f", b"deep")], tmp_path / "layer")
+    layer = extract([file(f"{deep}/f", b"deep"), file("x/" + deep, b"")], deep_dir / "l1")
     fd = os.open(layer, os.O_RDONLY)
     try:
         for _ in range(1500):
@@ -252,3 +261,30 @@ def test_very_deep_paths(tmp_path):
         assert os.stat("f", dir_fd=fd).st_size == 4
     finally:
         os.close(fd)
+    replaced = extract([file(f"{deep}/f", b"deep"), file("d", b"now a file")], deep_dir / "l2")
+    assert (replaced / "d").read_bytes() == b"now a file"
+    remove_tree(layer)
+    assert not layer.exists()
+
+
+def test_sparse_files_from_gnu_tar(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "sparse", "wb") as f:
+        f.seek(8 << 20)
+        f.write(b"end")
+    tar = tmp_path / "layer.tar"
+    subprocess.run(["tar", "--sparse", "-cf", str(tar), "-C", str(src), "sparse"], check=True)
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    with open(tar, "rb") as f:
+        LayerExtractor(str(layer)).extract(f)
+    data = (layer / "sparse").read_bytes()
+    assert len(data) == (8 << 20) + 3 and data.endswith(b"end") and not data[:-3].strip(b"\0")
+
+
+@pytest.mark.parametrize("tar", [b"", b"\0" * 1024, tar_bytes([])])
+def test_empty_layers(tmp_path, tar):
+    (tmp_path / "layer").mkdir()
+    LayerExtractor(str(tmp_path / "layer")).extract(io.BytesIO(tar))
+    assert listing(tmp_path / "layer") == []

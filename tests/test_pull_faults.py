@@ -162,6 +162,22 @@ def test_leftovers_of_a_killed_pull_are_collected(registry, tmp_path):
     assert leftovers(store.root) == []
 
 
+def test_a_layer_published_but_never_recorded_is_not_trusted(registry, tmp_path):
+    """A crash between publishing a layer and syncing may leave it torn; no record names it,
+    so the next pull collects it and downloads it again instead of reusing it."""
+    repo = unique_repo("torn")
+    image = small_image(b"torn")
+    ik.RegistryClient(registry.url).push_image(repo, "t", image)
+    store = ImageStore(tmp_path / "image")
+    pull(store, f"{registry.host}/{repo}:t")
+    (store.root / "images" / f"{image.config.digest[7:]}.json").unlink()  # as if we crashed
+    torn = store.content.layer_dir(image.config.json()["rootfs"]["diff_ids"][1])
+    (torn / "etc" / "image-tag").write_bytes(b"")
+    _, messages = pull(store, f"{registry.host}/{repo}:t")
+    assert sum(m["status"] == "Pull complete" for m in messages) == 2
+    assert (torn / "etc" / "image-tag").read_bytes() == b"torn"
+
+
 def test_store_is_private_to_root(tmp_path):
     store = ImageStore(tmp_path / "image")
     assert stat.S_IMODE(store.root.stat().st_mode) == 0o700

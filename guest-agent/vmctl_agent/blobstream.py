@@ -1,13 +1,17 @@
 """One pass over a layer blob: copy it to disk, hash it, decompress it, hash the tar, and hand
 the tar to the extractor, all while it downloads.
 
-`BlobStream.read()` is what tarfile pulls from. Sizes are checked as bytes arrive (a registry
-that sends more than the descriptor says is cut off at once); digests are checked by `finish()`.
+`BlobStream` is a forward-only file: tarfile reads headers from it (`read`, `tell`, and `seek`
+that only skips ahead), and file contents go straight from its buffer to disk (`copy_to`), with
+no copy in between. Sizes are checked as bytes arrive (a registry that sends more than the
+descriptor says is cut off at once); digests are checked by `finish()`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 import threading
 import zlib
 from collections.abc import Callable
@@ -16,6 +20,7 @@ from typing import BinaryIO, Protocol
 from vmctl_agent.errors import UnsupportedManifest, VerificationError
 
 _CHUNK = 1 << 20
+_COMPACT = 4 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -49,24 +54,61 @@ class BlobStream:
         self.size = 0
         self.uncompressed_size = 0
         self._buffer = bytearray()
+        self._pos = 0  # read position in _buffer
+        self._offset = 0  # read position in the uncompressed stream
         self._decoder: zlib._Decompress | None = None
         self._mode: str | None = None
         self._eof = False
 
     def read(self, size: int = -1) -> bytes:
-        """Up to `size` bytes of the uncompressed stream (tarfile's pull side)."""
+        """Up to `size` bytes of the uncompressed stream (fewer only at its end)."""
         want = size if size >= 0 else 1 << 62
-        while len(self._buffer) < want and not self._eof:
+        while len(self._buffer) - self._pos < want and not self._eof:
             self._fill()
-        data = bytes(self._buffer[:want])
-        del self._buffer[:want]
+        end = min(self._pos + want, len(self._buffer))
+        with memoryview(self._buffer) as view:
+            data = bytes(view[self._pos : end])
+        self._advance(end)
         return data
+
+    def copy_to(self, fd: int, size: int) -> None:
+        """Write the next `size` bytes to `fd` straight from the buffer."""
+        while size:
+            if self._pos == len(self._buffer):
+                if self._eof:
+                    raise VerificationError("layer ends in the middle of a file")
+                self._fill()
+                continue
+            end = min(self._pos + size, len(self._buffer))
+            with memoryview(self._buffer) as view:
+                written = os.write(fd, view[self._pos : end])
+            size -= written
+            self._advance(self._pos + written)
+
+    def tell(self) -> int:
+        return self._offset
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Skip ahead to `offset`; a layer stream cannot go back."""
+        if whence != io.SEEK_SET or offset < self._offset:
+            raise io.UnsupportedOperation("a layer stream only seeks forward")
+        while self._offset < offset:
+            if not self.read(min(offset - self._offset, _CHUNK)):
+                break
+        return self._offset
+
+    def _advance(self, end: int) -> None:
+        self._offset += end - self._pos
+        self._pos = end
+        if self._pos >= _COMPACT or self._pos == len(self._buffer):
+            del self._buffer[: self._pos]
+            self._pos = 0
 
     def finish(self) -> tuple[str, str]:
         """Drain what tarfile left unread; return (compressed digest, uncompressed digest)."""
         while not self._eof:
             self._fill()
-            self._buffer.clear()
+            self._advance(len(self._buffer))
         if self.size != self._expected:
             raise VerificationError(
                 f"blob is {self.size} bytes but its descriptor says {self._expected}"

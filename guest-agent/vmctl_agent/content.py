@@ -29,6 +29,54 @@ from vmctl_agent.errors import VerificationError
 _DIGEST = re.compile(r"sha256:([a-f0-9]{64})")
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove_tree(path: Path) -> None:
+    """Delete `path` and everything below it, never following symlinks.
+
+    shutil.rmtree recurses once per level, so a hostile layer 1,500 directories deep would
+    crash it; this walk keeps one directory open at a time and climbs back with "..".
+    """
+    try:
+        shutil.rmtree(path)
+        return
+    except FileNotFoundError:
+        return
+    except RecursionError:
+        pass
+    fd = os.open(path, _DIR_FLAGS)
+    names: list[str] = []
+    while True:
+        child = _clear_files(fd)
+        if child is not None:
+            fd = _reopen(fd, child)
+            names.append(child)
+        elif names:
+            fd = _reopen(fd, "..")
+            os.rmdir(names.pop(), dir_fd=fd)
+        else:
+            break
+    os.close(fd)
+    os.rmdir(path)
+
+
+def _clear_files(fd: int) -> str | None:
+    """Unlink the non-directories in `fd`; return one subdirectory's name, if any is left."""
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                return entry.name
+            os.unlink(entry.name, dir_fd=fd)
+    return None
+
+
+def _reopen(fd: int, name: str) -> int:
+    new = os.open(name, _DIR_FLAGS, dir_fd=fd)
+    os.close(fd)
+    return new
+
+
 def hex_of(digest: str) -> str:
     """The hex part of a sha256 digest, validated (it becomes a file name)."""
     match = _DIGEST.fullmatch(digest)
@@ -90,21 +138,23 @@ class ContentStore:
         try:
             yield work
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_tree(work)
 
     def commit_layer(self, work: Path, diff_id: str, size: int, blob_digest: str) -> None:
-        """Publish `work/diff` as layer `diff_id` and `work/blob` as `blob_digest`, durably."""
-        atomic.write_json(work / "layer.json", {"diff_id": diff_id, "size": size})
-        atomic.syncfs(work)
+        """Publish `work/diff` as layer `diff_id` and `work/blob` as `blob_digest`.
+
+        Not yet durable: the pull syncs the filesystem once, before it records an image that
+        uses the layer. A layer that no record uses is garbage (collected at the next pull),
+        so one published just before a crash is never trusted.
+        """
+        (work / "layer.json").write_text(json.dumps({"diff_id": diff_id, "size": size}))
         if (work / "blob").exists() and not self.has_blob(blob_digest):
             os.replace(work / "blob", self.blob_path(blob_digest))
         final = self.layers / hex_of(diff_id)
         if final.exists():
-            shutil.rmtree(final)  # a layer without layer.json: an older, incomplete publish
+            remove_tree(final)  # a layer without layer.json: an older, incomplete publish
         (work / "blob").unlink(missing_ok=True)
         os.rename(work, final)
-        atomic.fsync_dir(self.layers)
-        atomic.fsync_dir(self.blobs)
 
     def remove_layer(self, diff_id: str) -> None:
         """Unpublish first (rename into tmp), then delete: never a half-deleted visible layer."""
@@ -113,7 +163,7 @@ class ContentStore:
             return
         doomed = self.tmp / f"{hex_of(diff_id)}.removing.{uuid.uuid4().hex[:8]}"
         os.rename(final, doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
+        remove_tree(doomed)
         (self.locks / f"{hex_of(diff_id)}.lock").unlink(missing_ok=True)  # under the gc lock
 
     # -- locks and leftovers ----------------------------------------------------------------
@@ -129,8 +179,8 @@ class ContentStore:
     def clear_tmp(self) -> None:
         """Remove all work in progress; only under the gc lock held exclusively."""
         for stale in self.tmp.iterdir():
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+            remove_tree(stale) if stale.is_dir() else stale.unlink()
 
     def clear_leftovers(self, key: str) -> None:
         for stale in self.tmp.glob(f"{hex_of(key)}.*"):
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+            remove_tree(stale) if stale.is_dir() else stale.unlink()

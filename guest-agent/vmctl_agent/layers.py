@@ -14,12 +14,13 @@ import base64
 import errno
 import os
 import posixpath
-import shutil
 import stat
 import tarfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import BinaryIO
 
+from vmctl_agent.content import remove_tree
 from vmctl_agent.errors import UnsafeLayer
 
 WHITEOUT_PREFIX = ".wh."
@@ -50,21 +51,35 @@ class LayerExtractor:
         self._root_fd = os.open(root, _DIR_OPEN)
         self._dirs: dict[str, int] = {".": self._root_fd}
         self._dir_times: dict[str, tuple[int, int]] = {}
+        self._seen: set[str] = {"."}  # paths this extraction made: nothing else exists here
         self._as_root = os.geteuid() == 0
         self._on_entry = on_entry or (lambda: None)
 
     def extract(self, stream: BinaryIO) -> None:
-        """Unpack every entry of the tar `stream`, then set directory times."""
+        """Unpack every entry of the tar `stream`, then set directory times.
+
+        `stream` needs read, tell and a forward seek; a BlobStream also offers `copy_to`.
+        """
+        self._stream = stream
         try:
-            with tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK) as tar:
-                for member in tar:
-                    self._entry(tar, member)
-                    self._on_entry()
+            for member in self._members(stream):
+                self._entry(member)
+                self._on_entry()
             self._apply_dir_times()
-        except tarfile.TarError as e:
-            raise UnsafeLayer(f"layer is not a valid tar archive: {e}") from e
         finally:
             self.close()
+
+    def _members(self, stream: BinaryIO):
+        try:
+            with tarfile.open(fileobj=stream, mode="r:") as tar:
+                self._tar = tar
+                yield from tar
+        except tarfile.ReadError as e:
+            if str(e) == "empty file" and stream.tell() == 0:
+                return  # a zero-byte layer is a valid, empty layer
+            raise UnsafeLayer(f"layer is not a valid tar archive: {e}") from e
+        except tarfile.TarError as e:
+            raise UnsafeLayer(f"layer is not a valid tar archive: {e}") from e
 
     def close(self) -> None:
         for fd in self._dirs.values():
@@ -73,7 +88,7 @@ class LayerExtractor:
 
     # -- one entry ------------------------------------------------------------------------
 
-    def _entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def _entry(self, member: tarfile.TarInfo) -> None:
         path = clean_name(member.name)
         parent, base = posixpath.split(path)
         parent = parent or "."
@@ -84,13 +99,14 @@ class LayerExtractor:
         elif member.isdir():
             self._directory(path, parent, base, member)
         elif member.isreg():
-            self._file(tar, member, parent, base, path)
+            self._file(member, parent, base, path)
         elif member.issym():
             self._symlink(member, parent, base, path)
         elif member.islnk():
             self._hardlink(member, parent, base, path)
         elif member.ischr() or member.isblk() or member.isfifo():
             self._node(member, parent, base, path)
+        self._seen.add(path)
 
     def _whiteout(self, path: str, parent: str, base: str) -> None:
         pfd = self._dir(parent, path)
@@ -98,24 +114,26 @@ class LayerExtractor:
             os.setxattr(pfd, OPAQUE_XATTR, b"y")
         elif not base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
             hidden = base[len(WHITEOUT_PREFIX) :]
-            self._clear(pfd, hidden, posixpath.join(parent, hidden))
+            hidden_path = posixpath.normpath(posixpath.join(parent, hidden))
+            self._clear(pfd, hidden, hidden_path)
             os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
+            self._seen.add(hidden_path)
 
     def _directory(self, path: str, parent: str, base: str, member: tarfile.TarInfo) -> None:
         pfd = self._dir(parent, path)
-        if not self._is_dir(pfd, base):
+        if path not in self._dirs and not self._is_dir(pfd, base, path):
             self._clear(pfd, base, path)
             os.mkdir(base, 0o755, dir_fd=pfd)
         fd = self._dir(path, path)
         self._metadata(fd, member)
         self._dir_times[path] = (member.mtime * 10**9, member.mtime * 10**9)
 
-    def _file(self, tar, member, parent: str, base: str, path: str) -> None:
+    def _file(self, member, parent: str, base: str, path: str) -> None:
         pfd = self._dir(parent, path)
         self._clear(pfd, base, path)
         fd = os.open(base, _FILE_CREATE, 0o600, dir_fd=pfd)
         try:
-            _copy(tar.extractfile(member), fd)
+            self._contents(member, fd)
             self._metadata(fd, member)
             os.utime(fd, ns=(member.mtime * 10**9, member.mtime * 10**9))
         finally:
@@ -165,6 +183,26 @@ class LayerExtractor:
         finally:
             os.close(fd)
 
+    def _contents(self, member: tarfile.TarInfo, fd: int) -> None:
+        """Copy the member's data from the stream; sparse members go through tarfile."""
+        if member.sparse is not None:
+            source = self._tar.extractfile(member)
+            while chunk := source.read(_CHUNK):
+                _write_all(fd, chunk)
+            return
+        self._stream.seek(member.offset_data)
+        copy_to = getattr(self._stream, "copy_to", None)
+        if copy_to is not None:
+            copy_to(fd, member.size)
+            return
+        remaining = member.size
+        while remaining:
+            chunk = self._stream.read(min(remaining, _CHUNK))
+            if not chunk:
+                raise UnsafeLayer(f"layer ends in the middle of {member.name!r}")
+            _write_all(fd, chunk)
+            remaining -= len(chunk)
+
     # -- helpers --------------------------------------------------------------------------
 
     def _metadata(self, fd: int, member: tarfile.TarInfo) -> None:
@@ -184,7 +222,9 @@ class LayerExtractor:
                 if e.errno not in (errno.ENOTSUP, errno.EPERM):
                     raise
 
-    def _is_dir(self, pfd: int, base: str) -> bool:
+    def _is_dir(self, pfd: int, base: str, path: str) -> bool:
+        if path not in self._seen:
+            return False
         try:
             return stat.S_ISDIR(os.stat(base, dir_fd=pfd, follow_symlinks=False).st_mode)
         except FileNotFoundError:
@@ -192,13 +232,15 @@ class LayerExtractor:
 
     def _clear(self, pfd: int, base: str, path: str) -> None:
         """Remove whatever an earlier entry left at `path` (a later entry wins, as in tar)."""
+        if path not in self._seen:
+            return
         try:
             info = os.stat(base, dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError:
             return
         if stat.S_ISDIR(info.st_mode):
             self._forget(path)
-            shutil.rmtree(base, dir_fd=pfd)
+            remove_tree(Path(f"/proc/self/fd/{pfd}/{base}"))
         else:
             os.unlink(base, dir_fd=pfd)
 
@@ -223,6 +265,7 @@ class LayerExtractor:
         for i in range(depth, len(parts)):
             fd = self._open_dir(fd, parts[i], entry, create)
             self._dirs["/".join(parts[: i + 1])] = fd
+            self._seen.add("/".join(parts[: i + 1]))
         return fd
 
     def _open_dir(self, pfd: int, base: str, entry: str, create: bool) -> int:
@@ -263,11 +306,10 @@ class LayerExtractor:
                 pass  # removed by a later entry
 
 
-def _copy(source, fd: int) -> None:
-    while chunk := source.read(_CHUNK):
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(fd, view) :]
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _pax_xattrs(member: tarfile.TarInfo):

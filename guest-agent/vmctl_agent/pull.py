@@ -14,6 +14,7 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+from vmctl_agent import atomic
 from vmctl_agent import manifest as mf
 from vmctl_agent import progress as pg
 from vmctl_agent import reference as refs
@@ -60,6 +61,7 @@ class Puller:
         """Pull `name`; progress gets Docker's JSON messages. Raises AgentError subclasses."""
         ref = refs.parse(name)
         emit = _serialised(progress or (lambda m: None))
+        self.store.collect_garbage(wait=False)  # what a crashed or killed pull published
         try:
             with self.store.content.gc_lock(shared=True):
                 session, fetched = self.client.resolve(ref)
@@ -91,6 +93,7 @@ class Puller:
         _check_layer_types(jobs)
         if not self._complete(image, jobs):
             self._fetch_layers(session, jobs, emit)
+            atomic.syncfs(self.store.root)  # every layer durable before a record names it
         for blob in {top.digest: top, fetched.digest: fetched}.values():
             self.store.content.put_blob(blob.digest, blob.body)
         record = ImageRecord(
