@@ -5,7 +5,6 @@ Readers see the old file or the new one, never half of one, even if the VM dies 
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import json
 import os
@@ -14,8 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -48,9 +45,12 @@ def fsync_dir(path: Path) -> None:
 
 def syncfs(path: Path) -> None:
     """Flush the whole filesystem holding `path`: one call instead of an fsync per file."""
+    import ctypes  # only pulls that downloaded something pay for loading it
+
+    libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(path, os.O_RDONLY)
     try:
-        if _libc.syncfs(fd) != 0:
+        if libc.syncfs(fd) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), str(path))
     finally:

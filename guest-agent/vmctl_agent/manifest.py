@@ -7,7 +7,7 @@ message saying what to do, since it carries no content-addressed config.
 from __future__ import annotations
 
 import json
-import platform as _platform
+import os
 from dataclasses import dataclass
 
 from vmctl_agent.errors import PlatformNotFound, UnsupportedManifest, VerificationError
@@ -54,7 +54,7 @@ class Platform:
     @classmethod
     def native(cls) -> Platform:
         """The platform of this machine, in Go's names (`uname -m` x86_64 -> amd64)."""
-        machine = _platform.machine()
+        machine = os.uname().machine
         return cls("linux", _GO_ARCH.get(machine, machine))
 
 

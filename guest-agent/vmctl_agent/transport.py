@@ -10,7 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import ssl
+import sys
 import threading
 import urllib.parse
 from collections.abc import Mapping
@@ -127,6 +127,8 @@ class Transport:
         if key not in pool:
             scheme, netloc, verify = key
             if scheme == "https":
+                import ssl  # 10 ms at start-up that loopback and mirror pulls never need
+
                 context = ssl.create_default_context()
                 if not verify:
                     context.check_hostname = False
@@ -164,12 +166,13 @@ def _describe(error: BaseException) -> str:
         return "connection refused (is the registry running?)"
     if isinstance(error, socket.gaierror):
         return f"cannot resolve host name ({error.strerror})"
-    if isinstance(error, ssl.SSLCertVerificationError):
+    ssl = sys.modules.get("ssl")  # only loaded if we spoke TLS
+    if ssl and isinstance(error, ssl.SSLCertVerificationError):
         return (
             f"TLS certificate not trusted ({error.verify_message}); list the registry in "
             "insecure-registries only if you trust this network"
         )
-    if isinstance(error, ssl.SSLError):
+    if ssl and isinstance(error, ssl.SSLError):
         return f"TLS handshake failed ({error.reason})"
     if isinstance(error, TimeoutError | socket.timeout):
         return "timed out"
