@@ -120,3 +120,22 @@ def test_tag_refuses_digests(pulled):
     store, name, _ = pulled
     with pytest.raises(InvalidReference):
         store.tag(name, "x@sha256:" + "a" * 64)
+
+
+def test_remove_by_digest(registry, tmp_path):
+    repo = unique_repo("digest")
+    image = small_image(repo.encode())
+    digest = ik.RegistryClient(registry.url).push_image(repo, "v1", image)
+    store = ImageStore(tmp_path / "image")
+    by_digest = f"{registry.host}/{repo}@{digest}"
+    pull(store, by_digest)
+    assert store.get(by_digest).inspect()["RepoTags"] == []
+    assert store.remove(by_digest) == [{"Untagged": by_digest}, {"Deleted": image.config.digest}]
+    assert visible_state(store.root)["images"] == []
+
+
+def test_remove_by_digest_keeps_a_tagged_image(pulled):
+    store, name, image = pulled
+    by_digest = name.rsplit(":", 1)[0] + "@" + image.digest
+    assert store.remove(by_digest) == [{"Untagged": by_digest}]
+    assert store.get(name).inspect()["RepoDigests"] == []

@@ -301,3 +301,19 @@ def test_concurrent_pulls_in_separate_processes(registry, tmp_path):
     assert json.loads((root / "image" / "repositories.json").read_text())["tags"] == {
         f"{registry.host}/{repo}:t": image.config.digest
     }
+
+
+def test_same_layer_in_another_compression_reuses_the_unpacked_layer(registry, store):
+    repo = unique_repo()
+    client = ik.RegistryClient(registry.url)
+    gz, plain = small_image(b"same"), small_image(b"same", compression="none")
+    client.push_image(repo, "gz", gz)
+    client.push_image(repo, "plain", plain)
+    pull(store, f"{registry.host}/{repo}:gz")
+    layer = store.content.layer_dir(gz.config.json()["rootfs"]["diff_ids"][1])
+    inode = layer.stat().st_ino
+    pull(store, f"{registry.host}/{repo}:plain")
+    assert layer.stat().st_ino == inode, "the published layer was kept, not replaced"
+    assert len(visible_state(store.root)["layers"]) == 2
+    store.remove(f"{registry.host}/{repo}:gz")
+    assert (layer / "etc" / "image-tag").read_bytes() == b"same"

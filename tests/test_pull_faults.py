@@ -178,6 +178,52 @@ def test_a_layer_published_but_never_recorded_is_not_trusted(registry, tmp_path)
     assert (torn / "etc" / "image-tag").read_bytes() == b"torn"
 
 
+def _rewrite(path: Path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_a_pull_becomes_durable_at_the_next_collection(registry, tmp_path, pushed):
+    repo, image = pushed
+    store = ImageStore(tmp_path / "image")
+    pull(store, f"{registry.host}/{repo}:t")
+    record = store.root / "images" / f"{image.config.digest[7:]}.json"
+    layer_meta = [
+        store.root / "layers" / d[7:] / "layer.json"
+        for d in image.config.json()["rootfs"]["diff_ids"]
+    ]
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert json.loads(record.read_text())["boot_id"] == boot
+    assert store.collect_garbage()
+    assert json.loads(record.read_text())["boot_id"] == ""
+    assert [json.loads(m.read_text())["boot_id"] for m in layer_meta] == ["", ""]
+
+
+def test_an_image_pulled_just_before_a_crash_is_forgotten_not_trusted(registry, tmp_path, pushed):
+    """Written in an earlier boot and never synced: it may be torn, so it is dropped whole."""
+    repo, image = pushed
+    store = ImageStore(tmp_path / "image")
+    pull(store, f"{registry.host}/{repo}:t")
+    _rewrite(store.root / "images" / f"{image.config.digest[7:]}.json", boot_id="earlier-boot")
+    for diff_id in image.config.json()["rootfs"]["diff_ids"]:
+        _rewrite(store.root / "layers" / diff_id[7:] / "layer.json", boot_id="earlier-boot")
+    assert store.collect_garbage()
+    assert visible_state(store.root)["layers"] == [] and store.list() == []
+    assert json.loads((store.root / "repositories.json").read_text()) == {"tags": {}}
+    _, messages = pull(store, f"{registry.host}/{repo}:t")
+    assert sum(m["status"] == "Pull complete" for m in messages) == 2
+
+
+def test_a_layer_from_an_earlier_boot_is_not_reused(registry, tmp_path, pushed):
+    """Even when collection cannot run (another pull holds the lock), has_layer refuses it."""
+    repo, image = pushed
+    store = ImageStore(tmp_path / "image")
+    pull(store, f"{registry.host}/{repo}:t")
+    diff_id = image.config.json()["rootfs"]["diff_ids"][1]
+    assert store.content.has_layer(diff_id)
+    _rewrite(store.root / "layers" / diff_id[7:] / "layer.json", boot_id="earlier-boot")
+    assert not store.content.has_layer(diff_id)
+
+
 def test_store_is_private_to_root(tmp_path):
     store = ImageStore(tmp_path / "image")
     assert stat.S_IMODE(store.root.stat().st_mode) == 0o700

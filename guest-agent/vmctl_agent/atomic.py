@@ -6,6 +6,7 @@ Readers see the old file or the new one, never half of one, even if the VM dies 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import tempfile
@@ -13,6 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+@functools.cache
+def boot_id() -> str:
+    """This kernel boot's id. Data written in this boot survives our process being killed
+    (it is in the page cache); only a crash, which changes the boot id, can lose it."""
+    return _BOOT_ID.read_text().strip()
 
 
 def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:

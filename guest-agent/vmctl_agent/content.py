@@ -2,7 +2,7 @@
 
     <root>/blobs/sha256/<hex>         manifests, configs, compressed layers, verified
     <root>/layers/<hex>/diff/         one unpacked layer (an overlayfs lower dir)
-    <root>/layers/<hex>/layer.json    its diff_id and size
+    <root>/layers/<hex>/layer.json    its diff_id, size, and the boot that wrote it
     <root>/tmp/                       work in progress; nothing here is ever read back
     <root>/locks/                     flock files
 
@@ -123,7 +123,23 @@ class ContentStore:
         return self.layers / hex_of(diff_id) / "diff"
 
     def has_layer(self, diff_id: str) -> bool:
-        return (self.layers / hex_of(diff_id) / "layer.json").is_file()
+        """Published, and either durable or written in this boot (so not torn by a crash)."""
+        meta = self._layer_meta(diff_id)
+        return meta is not None and meta.get("boot_id", "") in ("", atomic.boot_id())
+
+    def _layer_meta(self, diff_id: str) -> dict | None:
+        try:
+            return json.loads((self.layers / hex_of(diff_id) / "layer.json").read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return None  # torn by a crash: not a layer
+
+    def mark_layer_durable(self, diff_id: str) -> None:
+        meta = self._layer_meta(diff_id)
+        if meta is not None and meta.get("boot_id"):
+            meta["boot_id"] = ""
+            atomic.write_json(self.layers / hex_of(diff_id) / "layer.json", meta)
 
     def layer_size(self, diff_id: str) -> int:
         meta = self.layers / hex_of(diff_id) / "layer.json"
@@ -143,17 +159,19 @@ class ContentStore:
     def commit_layer(self, work: Path, diff_id: str, size: int, blob_digest: str) -> None:
         """Publish `work/diff` as layer `diff_id` and `work/blob` as `blob_digest`.
 
-        Not yet durable: the pull syncs the filesystem once, before it records an image that
-        uses the layer. A layer that no record uses is garbage (collected at the next pull),
-        so one published just before a crash is never trusted.
+        Not yet durable, and not fsynced: it carries this boot's id, and is trusted only in
+        this boot until ImageStore.make_durable syncs the filesystem and clears the id.
         """
-        (work / "layer.json").write_text(json.dumps({"diff_id": diff_id, "size": size}))
+        meta = {"diff_id": diff_id, "size": size, "boot_id": atomic.boot_id()}
+        (work / "layer.json").write_text(json.dumps(meta))
         if (work / "blob").exists() and not self.has_blob(blob_digest):
             os.replace(work / "blob", self.blob_path(blob_digest))
+        (work / "blob").unlink(missing_ok=True)
+        if self.has_layer(diff_id):
+            return  # same content, published already (and maybe in use): keep that one
         final = self.layers / hex_of(diff_id)
         if final.exists():
-            remove_tree(final)  # a layer without layer.json: an older, incomplete publish
-        (work / "blob").unlink(missing_ok=True)
+            remove_tree(final)  # torn or from an earlier boot: replaced by what we verified
         os.rename(work, final)
 
     def remove_layer(self, diff_id: str) -> None:

@@ -33,6 +33,7 @@ class ImageRecord:
     repo_digests: list[str] = field(default_factory=list)
     created: str = ""
     pulled: float = 0.0
+    boot_id: str = ""  # the boot that wrote it, until make_durable() clears it
 
     @property
     def diff_ids(self) -> list[str]:
@@ -54,6 +55,7 @@ class ImageRecord:
             "repo_digests": self.repo_digests,
             "created": self.created,
             "pulled": self.pulled,
+            "boot_id": self.boot_id,
         }
 
 
@@ -181,6 +183,8 @@ class ImageStore:
             old = self._load(path)
             if old is not None:
                 record.repo_digests = sorted(set(old.repo_digests) | set(record.repo_digests))
+                if not old.boot_id:
+                    record.boot_id = ""  # same config, same layers: durable already
             atomic.write_json(path, record.to_json())
             if tag is None:
                 return old is None
@@ -208,24 +212,40 @@ class ImageStore:
     def remove(self, name: str, *, force: bool = False) -> list[dict[str, str]]:
         """`docker rmi`: untag, and delete the image once nothing refers to it.
 
-        Returns dockerd's answer: a list of {"Untagged": ref} and {"Deleted": id}.
+        By id: every tag goes (with force if there are several). By tag: that tag goes. By
+        digest (`repo@sha256:...`): that digest reference goes. Returns dockerd's answer, a
+        list of {"Untagged": ref} and {"Deleted": id}.
         """
         with self.content.gc_lock(shared=False), self._index_lock():
             record = self._find(name)
             tags = self._tags()
             mine = sorted(t for t, i in tags.items() if i == record.id)
             users = self._containers_using(record.id)
-            by_id = self._by_reference(name, tags) is None
-            untag = mine if by_id else [str(refs.parse(name))]
-            self._check_removable(name, record, mine, users, by_id, force)
-            events = [{"Untagged": refs.parse(t).familiar()} for t in untag if t in tags]
-            for t in untag:
-                tags.pop(t, None)
+            ref = self._named_reference(name, tags)
+            self._check_removable(name, record, mine, users, ref is None, force)
+            drop = mine if ref is None else [str(ref)] if ref.tag and not ref.digest else []
+            events = [{"Untagged": refs.parse(t).familiar()} for t in drop]
+            for t in drop:
+                tags.pop(t)
             self._write_tags(tags)
-            if len(untag) < len(mine) or users:
+            if ref is not None and ref.digest:
+                events += self._drop_digest(record, ref)
+            if len(drop) < len(mine) or users or (ref and ref.digest and record.repo_digests):
                 return events
             events += self._untag_digests(record)
             return events + self._delete(record)
+
+    def _named_reference(self, name: str, tags: dict[str, str]) -> refs.Reference | None:
+        """The tag or digest reference `name` matched, or None if it matched an id."""
+        if self._by_reference(name, tags) is None:
+            return None
+        return refs.parse(name)
+
+    def _drop_digest(self, record: ImageRecord, ref: refs.Reference) -> list[dict[str, str]]:
+        wanted = str(ref.with_digest(ref.digest or ""))
+        record.repo_digests = [d for d in record.repo_digests if d != wanted]
+        atomic.write_json(self._records / f"{hex_of(record.id)}.json", record.to_json())
+        return [{"Untagged": ref.with_digest(ref.digest or "").familiar()}]
 
     def _check_removable(self, name, record, mine, users, by_id: bool, force: bool) -> None:
         running = [cid for cid, is_running in users if is_running]
@@ -258,14 +278,41 @@ class ImageStore:
         return [{"Deleted": record.id}]
 
     def collect_garbage(self, *, wait: bool = True) -> bool:
-        """Free layers and blobs no image refers to (left by failed pulls); False if a pull
-        is running and `wait` is False, since its layers are not recorded yet."""
+        """Make recent pulls durable, forget what a crash may have torn, and free layers and
+        blobs no image refers to. False if a pull is running and `wait` is False, since its
+        layers are not recorded yet."""
         with self.content.gc_lock(shared=False, wait=wait) as held:
             if not held:
                 return False
             with self._index_lock():
+                self._forget_torn()
+                self._make_durable()
                 self._collect()
             return True
+
+    def _forget_torn(self) -> None:
+        """Records written in an earlier boot and never made durable may name torn layers:
+        drop them (and their tags), so the image is absent rather than corrupt."""
+        boot, tags = atomic.boot_id(), self._tags()
+        for path in self._records.glob("*.json"):
+            record = self._load(path)
+            if record is not None and record.boot_id not in ("", boot):
+                path.unlink()
+                tags = {t: i for t, i in tags.items() if i != record.id}
+        if tags != self._tags():
+            self._write_tags(tags)
+
+    def _make_durable(self) -> None:
+        """One syncfs for every record (and its layers) this boot wrote, then mark them."""
+        pending = [r for r in map(self._load, self._records.glob("*.json")) if r and r.boot_id]
+        if not pending:
+            return
+        atomic.syncfs(self.root)
+        for record in pending:
+            for diff_id in record.diff_ids:
+                self.content.mark_layer_durable(diff_id)
+            record.boot_id = ""
+            atomic.write_json(self._records / f"{hex_of(record.id)}.json", record.to_json())
 
     def _collect(self) -> None:
         """Call with the gc lock held exclusively."""

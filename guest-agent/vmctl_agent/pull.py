@@ -61,7 +61,7 @@ class Puller:
         """Pull `name`; progress gets Docker's JSON messages. Raises AgentError subclasses."""
         ref = refs.parse(name)
         emit = _serialised(progress or (lambda m: None))
-        self.store.collect_garbage(wait=False)  # what a crashed or killed pull published
+        self.store.collect_garbage(wait=False)  # sync the last pulls, drop torn leftovers
         try:
             with self.store.content.gc_lock(shared=True):
                 session, fetched = self.client.resolve(ref)
@@ -93,7 +93,6 @@ class Puller:
         _check_layer_types(jobs)
         if not self._complete(image, jobs):
             self._fetch_layers(session, jobs, emit)
-            atomic.syncfs(self.store.root)  # every layer durable before a record names it
         for blob in {top.digest: top, fetched.digest: fetched}.values():
             self.store.content.put_blob(blob.digest, blob.body)
         record = ImageRecord(
@@ -103,6 +102,7 @@ class Puller:
             repo_digests=[str(ref.with_digest(top.digest))],
             created=str(config.get("created", "")),
             pulled=time.time(),
+            boot_id=atomic.boot_id(),  # durable at the next collect_garbage
         )
         had_image = self.store.exists(record.id)
         moved = self.store.add(record, ref.with_tag(ref.tag) if ref.tag else None)
