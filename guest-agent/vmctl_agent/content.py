@@ -9,6 +9,11 @@
 Anything visible under blobs/ or layers/ was verified first and renamed into place. Work in
 progress is named after what it will become, so whoever next takes that item's lock knows the
 leftovers are from a killed process and removes them.
+
+Durability without an fsync per file: a layer carries the id of the boot that wrote it. In
+that boot its data is safe even if our process dies (the page cache has it); after a crash it
+may be torn, so it is trusted only once a syncfs has covered it and cleared the id
+(ImageStore.collect_garbage does that, once for all recent pulls).
 """
 
 from __future__ import annotations
