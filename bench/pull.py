@@ -53,6 +53,8 @@ from imagekit import (  # noqa: E402
 )
 from registry import Registry  # noqa: E402
 
+from vmctl import agentapp  # noqa: E402
+
 REPO, TAG = "bench/pull", "v1"
 TOOLS = ("ours", "podman", "docker", "skopeo")
 GOAL_VS_PODMAN = 1.0  # ours must be faster than podman
@@ -252,13 +254,20 @@ class Tool:
 
 
 class Ours(Tool):
-    """`vmctl-agent pull` into a new, empty data root each run."""
+    """`vmctl-agent pull` into a new, empty data root each run, run as it is deployed in the
+    guest: the agent's zipapp under Debian's python3 (`--agent console` uses the console
+    script next to this interpreter instead)."""
+
+    mode = "zipapp"
 
     def start(self) -> None:
-        # the console script next to this interpreter: a pyenv shim would add ~0.1 s of bash
-        beside = Path(sys.executable).with_name("vmctl-agent")
-        self.binary = str(beside) if beside.is_file() else need("vmctl-agent")
-        self.version = version([self.binary, "--version"])
+        if self.mode == "zipapp":
+            pyz = agentapp.build(self.scratch / "vmctl-agent.pyz")
+            self.command = [need("/usr/bin/python3"), "-I", str(pyz)]
+        else:  # a pyenv shim would add ~0.1 s of bash: take the script beside this python
+            beside = Path(sys.executable).with_name("vmctl-agent")
+            self.command = [str(beside) if beside.is_file() else need("vmctl-agent")]
+        self.version = version([*self.command, "--version"]) + f" ({self.mode})"
 
     def root(self, n: int) -> Path:
         return self.scratch / f"root-{n}"
@@ -267,7 +276,7 @@ class Ours(Tool):
         self.root(n).mkdir(parents=True)
 
     def argv(self, n: int) -> list[str]:
-        return [self.binary, "pull", "--data-root", str(self.root(n)), self.ref]
+        return [*self.command, "pull", "--data-root", str(self.root(n)), self.ref]
 
     def after(self, n: int) -> None:
         remove_tree(self.root(n))
@@ -575,6 +584,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--only", default=",".join(TOOLS), help="comma-separated subset of tools")
     parser.add_argument("--workdir", default=None, help="where the temp dir goes (default /tmp)")
+    parser.add_argument(
+        "--agent",
+        choices=("zipapp", "console"),
+        default="zipapp",
+        help="run ours as the guest does (zipapp, Debian python3) or via the console script",
+    )
     args = parser.parse_args(argv)
     args.only = [t.strip() for t in args.only.split(",") if t.strip()]
     unknown = set(args.only) - set(TOOLS)
@@ -586,6 +601,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def bench(args: argparse.Namespace, workdir: Path) -> None:
     print_machine()
+    Ours.mode = args.agent
     image = build_bench_image(args.size_mb, args.text_file_kb)
     registry = Registry(workdir / "registry")
     tools: list[Tool] = []

@@ -16,7 +16,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from vmctl_agent import __version__, config, manifest
 from vmctl_agent import progress as pg
@@ -117,6 +116,8 @@ def _names(image) -> list[tuple[str, str]]:
 
 
 def _ago(created: str) -> str:
+    from datetime import UTC, datetime  # only `images` needs it
+
     try:
         then = datetime.fromisoformat(created.replace("Z", "+00:00"))
     except ValueError:

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -154,7 +153,7 @@ class ContentStore:
     def staging(self, key: str) -> Iterator[Path]:
         """A fresh work dir for item `key` (call under its lock); removed afterwards."""
         self.clear_leftovers(key)
-        work = self.tmp / f"{hex_of(key)}.{uuid.uuid4().hex[:12]}"
+        work = self.tmp / f"{hex_of(key)}.{os.urandom(6).hex()}"
         work.mkdir()
         try:
             yield work
@@ -184,7 +183,7 @@ class ContentStore:
         final = self.layers / hex_of(diff_id)
         if not final.exists():
             return
-        doomed = self.tmp / f"{hex_of(diff_id)}.removing.{uuid.uuid4().hex[:8]}"
+        doomed = self.tmp / f"{hex_of(diff_id)}.removing.{os.urandom(4).hex()}"
         os.rename(final, doomed)
         remove_tree(doomed)
         (self.locks / f"{hex_of(diff_id)}.lock").unlink(missing_ok=True)  # under the gc lock
