@@ -263,7 +263,7 @@ class Ours(Tool):
     def start(self) -> None:
         if self.mode == "zipapp":
             pyz = agentapp.build(self.scratch / "vmctl-agent.pyz")
-            self.command = [need("/usr/bin/python3"), "-I", str(pyz)]
+            self.command = [need("/usr/bin/python3"), "-I", "-S", str(pyz)]
         else:  # a pyenv shim would add ~0.1 s of bash: take the script beside this python
             beside = Path(sys.executable).with_name("vmctl-agent")
             self.command = [str(beside) if beside.is_file() else need("vmctl-agent")]

@@ -5,6 +5,9 @@ zipimport loads first; a zip cannot cache bytecode, and compiling 20 modules at 
 costs the guest 50 ms. The bytecode is hash-based and unchecked, so the archive is the same
 bytes whenever the sources are (a stable hash decides whether to redeploy). An interpreter of
 another version ignores it and compiles the source.
+
+The guest runs it as `python3 -I -S vmctl-agent.pyz ...`: isolated, and without site-packages,
+since the agent uses the standard library only.
 """
 
 from __future__ import annotations
