@@ -45,6 +45,19 @@ def write_json(path: Path, value: Any) -> None:
     write_bytes(path, json.dumps(value, indent=1, sort_keys=True).encode() + b"\n")
 
 
+def read_json(path: Path) -> Any:
+    """The JSON in `path`; FileNotFoundError if absent."""
+    with open(path, "rb") as f:
+        return json.load(f)
+
+
+def read_json_or_none(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        return None
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -10,12 +10,15 @@
     │   └── PlatformNotFound        a manifest list without linux/amd64
     ├── VerificationError           a digest, size or diff_id lied
     ├── UnsafeLayer                 a layer entry would escape its directory
-    └── StoreError                  the local image store
-        ├── ImageNotFound           no such image
-        └── ImageConflict           image in use, or ambiguous: needs force
+    ├── StoreError                  the local image store
+    │   ├── ImageNotFound           no such image
+    │   └── ImageConflict           image in use, or ambiguous: needs force
+    └── CgroupError                 creating, joining, killing or removing a container's cgroup
+        └── ImpossibleLimit         a resource limit the kernel or docker would refuse
 
 Each message says what went wrong and, where it helps, what to do next. The API layer maps
-ImageNotFound/ManifestUnknown to 404, ImageConflict to 409, InvalidReference to 400.
+ImageNotFound/ManifestUnknown to 404, ImageConflict to 409, InvalidReference and
+ImpossibleLimit to 400.
 """
 
 
@@ -68,4 +71,12 @@ class ImageNotFound(StoreError):
 
 
 class ImageConflict(StoreError):
+    pass
+
+
+class CgroupError(AgentError):
+    pass
+
+
+class ImpossibleLimit(CgroupError):
     pass

@@ -1,0 +1,347 @@
+"""A container's cgroup: create with limits, join, read stats, detect OOM kills, kill, remove.
+
+One interface, two implementations, picked by `detect()`:
+
+    CgroupsV2   the VM guest: the unified hierarchy, <root>/<parent>/<name>, a leaf
+    CgroupsV1   older hosts: <hierarchy>/<parent>/<name> in each of memory, cpu, cpuacct,
+                pids, freezer and cpuset (co-mounted hierarchies count once)
+
+Limits and Stats (defined in cgroupfs.py, exported here) follow docker's flags and wording.
+A Limits field that is None means "no limit" and is written as the kernel default, so calling
+create() again on an existing cgroup also resets what was dropped.
+
+The runtime puts a child in before it execs, so nothing runs unlimited even briefly: the child
+calls `add(name, 0)` (pid 0 means the writer) between fork and exec, e.g. in a preexec_fn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+
+from vmctl_agent.cgroupfs import (
+    CPU_PERIOD,
+    Limits,
+    Stats,
+    cfs_quota,
+    check_name,
+    cpu_weight,
+    host_cpus,
+    make_dir,
+    read,
+    read_flat,
+    read_int,
+    read_limit,
+    remove_dir,
+    write,
+)
+from vmctl_agent.errors import CgroupError
+
+__all__ = ["Cgroups", "CgroupsV1", "CgroupsV2", "Limits", "Stats", "detect"]
+
+V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer", "cpuset")
+V2_CONTROLLERS = ("memory", "pids", "cpu", "io")
+_FREEZE_WAIT = 1.0
+
+
+class Cgroups(ABC):
+    """The runtime's view of container cgroups; `name` is always a container id."""
+
+    version: int
+
+    def __init__(self, parent: str) -> None:
+        self.parent = check_name(parent)
+
+    @abstractmethod
+    def path(self, name: str) -> tuple[Path, ...]:
+        """The container's cgroup directories: one on v2, one per hierarchy on v1.
+
+        A child that must be inside before it execs (so nothing escapes the limits) writes
+        "0" (meaning itself) to cgroup.procs in each, which is what `add(name, 0)` does.
+        """
+
+    @abstractmethod
+    def _make(self, name: str) -> list[Path]:
+        """Create the parent and the leaf; return the directories this call created."""
+
+    @abstractmethod
+    def _apply(self, name: str, limits: Limits) -> None: ...
+
+    @abstractmethod
+    def stats(self, name: str) -> Stats: ...
+
+    @abstractmethod
+    def oom_killed(self, name: str) -> bool:
+        """Whether the kernel's OOM killer has killed anything in the container."""
+
+    @abstractmethod
+    def _kill(self, name: str, sig: int) -> None: ...
+
+    def create(self, name: str, limits: Limits) -> None:
+        """Idempotent; on failure, removes whatever this call created."""
+        check_name(name)
+        limits.check(host_cpus())
+        created = self._make(name)
+        try:
+            self._apply(name, limits)
+        except BaseException:
+            for d in reversed(created):
+                remove_dir(d)
+            raise
+
+    def exists(self, name: str) -> bool:
+        return any(d.is_dir() for d in self.path(name))
+
+    def add(self, name: str, pid: int) -> None:
+        """Move `pid` (0: the caller) into the container's cgroup in every hierarchy."""
+        if pid < 0:
+            raise CgroupError(f"invalid pid {pid}")
+        for d in self.path(name):
+            write(d / "cgroup.procs", pid)
+
+    def procs(self, name: str) -> list[int]:
+        """Processes inside (zombies are not listed); none if the cgroup does not exist."""
+        pids = {int(p) for d in self.path(name) for p in read(d / "cgroup.procs").split()}
+        return sorted(pids)
+
+    def kill_all(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal every process inside, including ones forked while we do it."""
+        if self.exists(name):
+            self._kill(name, sig)
+
+    def remove(self, name: str, timeout: float = 5.0) -> None:
+        """Kill what is left and remove the cgroup everywhere; a missing cgroup is fine.
+
+        rmdir fails with EBUSY until the kernel has finished tearing down killed tasks, so
+        this retries until `timeout`, then raises CgroupError naming what remains.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.procs(name):
+                self.kill_all(name)
+            errors = [(d, e) for d in self.path(name) if (e := remove_dir(d)) is not None]
+            if not errors:
+                return
+            if time.monotonic() > deadline:
+                d, e = errors[0]
+                left = self.procs(name)
+                raise CgroupError(f"cannot remove cgroup {d}: {e.strerror}; processes left: {left}")
+            time.sleep(0.01)
+
+    def _signal_each(self, name: str, sig: int) -> None:
+        for pid in self.procs(name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+
+class CgroupsV2(Cgroups):
+    """The unified hierarchy: containers are leaves of <root>/<parent>.
+
+    The parent sits directly under the root, not under the agent's own cgroup: a cgroup with
+    processes in it cannot delegate controllers to children ("no internal processes"), and
+    the containers must outlive the agent. The root tree may be a fake directory in tests.
+    """
+
+    version = 2
+
+    def __init__(self, root: Path = Path("/sys/fs/cgroup"), parent: str = "vmctl") -> None:
+        super().__init__(parent)
+        self.root = root
+        available = set(read(root / "cgroup.controllers").split())
+        self.controllers = [c for c in V2_CONTROLLERS if c in available]
+
+    def path(self, name: str) -> tuple[Path, ...]:
+        return (self.root / self.parent / check_name(name),)
+
+    def _make(self, name: str) -> list[Path]:
+        enable = " ".join(f"+{c}" for c in self.controllers)
+        parent = self.root / self.parent
+        if enable:
+            write(self.root / "cgroup.subtree_control", enable)
+        make_dir(parent)
+        if enable:
+            write(parent / "cgroup.subtree_control", enable)
+        (leaf,) = self.path(name)
+        return [leaf] if make_dir(leaf) else []
+
+    def _apply(self, name: str, limits: Limits) -> None:
+        """Check every controller first, so a refusal leaves the leaf empty to roll back."""
+        (d,) = self.path(name)
+        writes = [(f, v) for f, v, limited in self._plan(d, limits) if self._usable(f, limited)]
+        for file, value in writes:
+            write(d / file, value)
+
+    @staticmethod
+    def _plan(d: Path, limits: Limits) -> list[tuple[str, object, bool]]:
+        """(file, value, whether it limits anything) for each file create() writes."""
+        memory, pids, cpus = limits.memory_bytes, limits.pids_max, limits.cpus
+        quota = cfs_quota(cpus) if cpus is not None else "max"
+        plan = [
+            ("memory.max", memory or "max", memory is not None),
+            ("cpu.max", f"{quota} {CPU_PERIOD}", cpus is not None),
+            ("cpu.weight", cpu_weight(limits.shares), bool(limits.cpu_shares)),
+            ("pids.max", pids or "max", pids is not None),
+        ]
+        if (d / "memory.swap.max").exists():  # swap accounting on: docker's memory+swap = 2x
+            plan.insert(1, ("memory.swap.max", memory or "max", False))
+        return plan
+
+    def _usable(self, file: str, limited: bool) -> bool:
+        """Whether to write `file`; asking for a limit whose controller is off is an error."""
+        controller = file.split(".", 1)[0]
+        if controller in self.controllers:
+            return True
+        if limited:
+            raise CgroupError(f"cannot limit {controller}: the {controller} controller is off")
+        return False
+
+    def stats(self, name: str) -> Stats:
+        (d,) = self.path(name)
+        if not d.is_dir():
+            raise CgroupError(f"no cgroup for container {name}")
+        memory_stat, cpu = read_flat(d / "memory.stat"), read_flat(d / "cpu.stat")
+        return Stats(
+            memory_usage=read_int(d / "memory.current"),
+            memory_limit=read_limit(d / "memory.max"),
+            cpu_usage_ns=cpu.get("usage_usec", 0) * 1000,
+            pids_current=read_int(d / "pids.current"),
+            pids_limit=read_limit(d / "pids.max"),
+            memory_stat=memory_stat,
+            memory_cache=memory_stat.get("inactive_file", 0),
+            cpu_user_ns=cpu.get("user_usec", 0) * 1000,
+            cpu_system_ns=cpu.get("system_usec", 0) * 1000,
+        )
+
+    def oom_killed(self, name: str) -> bool:
+        return read_flat(self.path(name)[0] / "memory.events").get("oom_kill", 0) > 0
+
+    def _kill(self, name: str, sig: int) -> None:
+        """cgroup.kill (Linux 5.14+) kills atomically, forks included; else one pass of kill(2)."""
+        kill = self.path(name)[0] / "cgroup.kill"
+        if sig == signal.SIGKILL and kill.exists():
+            write(kill, 1)
+        else:
+            self._signal_each(name, sig)
+
+
+class CgroupsV1(Cgroups):
+    """One directory per hierarchy, <hierarchy>/<parent>/<name>, the same name in each.
+
+    The parent sits directly under each hierarchy's root, not under the agent's own cgroup:
+    v1 places a process separately in every hierarchy (here the agent may sit in a nested
+    memory cgroup but at the root of the others), so the only placement that is the same in
+    all of them is the root; and containers must not share the agent's limits or die with it.
+    """
+
+    version = 1
+
+    def __init__(self, roots: Mapping[str, Path], parent: str = "vmctl") -> None:
+        super().__init__(parent)
+        missing = [c for c in V1_CONTROLLERS if c not in roots]
+        if missing:
+            raise CgroupError(f"cgroup v1 hierarchies not mounted: {', '.join(missing)}")
+        self.roots = {c: roots[c] for c in V1_CONTROLLERS}
+        unique = {p.resolve(): p for p in self.roots.values()}  # co-mounted "cpu,cpuacct"
+        self.hierarchies = tuple(unique.values())
+
+    def path(self, name: str) -> tuple[Path, ...]:
+        check_name(name)
+        return tuple(h / self.parent / name for h in self.hierarchies)
+
+    def _dir(self, controller: str, name: str) -> Path:
+        return self.roots[controller] / self.parent / name
+
+    def _make(self, name: str) -> list[Path]:
+        for h in self.hierarchies:
+            make_dir(h / self.parent)
+        self._inherit_cpuset(self.roots["cpuset"] / self.parent)
+        created: list[Path] = []
+        try:
+            for d in self.path(name):
+                if make_dir(d):
+                    created.append(d)
+            self._inherit_cpuset(self._dir("cpuset", name))
+        except BaseException:
+            for d in created:
+                remove_dir(d)
+            raise
+        return created
+
+    @staticmethod
+    def _inherit_cpuset(d: Path) -> None:
+        """A new v1 cpuset starts empty and refuses tasks: copy the parent's CPUs and nodes."""
+        for file in ("cpuset.cpus", "cpuset.mems"):
+            if not read(d / file):
+                write(d / file, read(d.parent / file))
+
+    def _apply(self, name: str, limits: Limits) -> None:
+        memory = limits.memory_bytes
+        mem = self._dir("memory", name)
+        memsw = mem / "memory.memsw.limit_in_bytes"  # only with swap accounting
+        if memsw.exists():  # memory <= memory+swap must hold after every write
+            write(memsw, -1)
+        write(mem / "memory.limit_in_bytes", memory or -1)
+        if memsw.exists() and memory:
+            write(memsw, 2 * memory)  # docker's default when --memory-swap is unset
+        cpu = self._dir("cpu", name)
+        write(cpu / "cpu.cfs_period_us", CPU_PERIOD)
+        write(cpu / "cpu.cfs_quota_us", cfs_quota(limits.cpus) if limits.cpus is not None else -1)
+        write(cpu / "cpu.shares", limits.shares)
+        write(self._dir("pids", name) / "pids.max", limits.pids_max or "max")
+
+    def stats(self, name: str) -> Stats:
+        mem, acct = self._dir("memory", name), self._dir("cpuacct", name)
+        if not mem.is_dir():
+            raise CgroupError(f"no cgroup for container {name}")
+        memory_stat, pids = read_flat(mem / "memory.stat"), self._dir("pids", name)
+        return Stats(
+            memory_usage=read_int(mem / "memory.usage_in_bytes"),
+            memory_limit=read_limit(mem / "memory.limit_in_bytes"),
+            cpu_usage_ns=read_int(acct / "cpuacct.usage"),
+            pids_current=read_int(pids / "pids.current"),
+            pids_limit=read_limit(pids / "pids.max"),
+            memory_stat=memory_stat,
+            memory_cache=memory_stat.get("total_inactive_file", 0),
+            cpu_user_ns=read_int(acct / "cpuacct.usage_user"),
+            cpu_system_ns=read_int(acct / "cpuacct.usage_sys"),
+        )
+
+    def oom_killed(self, name: str) -> bool:
+        """memory.oom_control counts kills since Linux 4.13; older kernels always say False."""
+        return read_flat(self._dir("memory", name) / "memory.oom_control").get("oom_kill", 0) > 0
+
+    def _kill(self, name: str, sig: int) -> None:
+        """Freeze, signal each process, thaw: a frozen cgroup cannot fork a process we miss."""
+        state = self._dir("freezer", name) / "freezer.state"
+        self._freeze(state)
+        try:
+            self._signal_each(name, sig)
+        finally:
+            write(state, "THAWED")
+
+    @staticmethod
+    def _freeze(state: Path) -> None:
+        """Ask until every task is frozen (FREEZING is transient); give up after a second."""
+        deadline = time.monotonic() + _FREEZE_WAIT
+        while time.monotonic() < deadline:
+            write(state, "FROZEN")
+            if read(state) == "FROZEN":
+                return
+            time.sleep(0.001)
+
+
+def detect(root: Path = Path("/sys/fs/cgroup"), parent: str = "vmctl") -> Cgroups:
+    """v2 if `root` is a cgroup2 mount with controllers; else the v1 hierarchies under it.
+
+    On a hybrid host (v1 hierarchies plus a controller-less cgroup2 at <root>/unified) the
+    root itself is a tmpfs without cgroup.controllers, so v1 is chosen.
+    """
+    if read(root / "cgroup.controllers"):
+        return CgroupsV2(root, parent)
+    roots = {c: root / c for c in V1_CONTROLLERS if (root / c / "cgroup.procs").is_file()}
+    return CgroupsV1(roots, parent)

@@ -1,0 +1,245 @@
+"""A container's configuration, decided once at create: what to run, as whom, where, limited
+how. Built by a pure function from the image and `docker run`'s options; the runtime stores it
+as config.json and turns it into a shim.Launch at each start.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vmctl_agent import atomic, capabilities, cgroupfs, logs, rootfs, shim, spec
+from vmctl_agent import syscalls as sc
+from vmctl_agent.images import Image
+
+NETWORKS = ("none", "host")
+HOSTS = (
+    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"
+    "ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+)
+FALLBACK_DNS = "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    id: str
+    name: str
+    created: str
+    image: str
+    image_id: str
+    options: dict
+    process: dict
+    hostname: str
+    layers: tuple[str, ...]  # lower dirs, top first
+    limits: dict = field(default_factory=dict)
+    stop_signal: int = signal.SIGTERM
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> ContainerConfig:
+        return cls(**{**data, "layers": tuple(data["layers"])})
+
+    @property
+    def create_options(self) -> spec.CreateOptions:
+        raw = dict(self.options)
+        for key in ("cmd", "entrypoint"):
+            if raw.get(key) is not None:
+                raw[key] = tuple(raw[key])
+        for key in ("env", "cap_add", "cap_drop"):
+            raw[key] = tuple(raw.get(key) or ())
+        return spec.CreateOptions(**raw)
+
+    @property
+    def process_spec(self) -> spec.ProcessSpec:
+        raw = dict(self.process)
+        raw["user"] = spec.User(**{**raw["user"], "groups": tuple(raw["user"]["groups"])})
+        for key in ("args", "env", "capabilities"):
+            raw[key] = tuple(raw[key])
+        return spec.ProcessSpec(**raw)
+
+    @property
+    def cgroup_limits(self) -> cgroupfs.Limits:
+        return cgroupfs.Limits(**self.limits)
+
+    @property
+    def network(self) -> str:
+        return self.options.get("network") or "none"
+
+    def launch(self, directory: Path, cgroup_version: int) -> shim.Launch:
+        """What the shim needs to start this container from `directory`."""
+        options = self.create_options
+        return shim.Launch(
+            name=self.id,
+            process=self.process_spec,
+            plan=self._plan(directory, cgroup_version),
+            hostname=self.hostname,
+            namespaces=self._namespaces(cgroup_version),
+            state_dir=str(directory),
+            open_stdin=options.open_stdin,
+            stdin_once=options.stdin_once,
+        )
+
+    def _plan(self, directory: Path, cgroup_version: int) -> rootfs.RootfsPlan:
+        layers_root = str(Path(self.layers[0]).parent.parent) if self.layers else "/"
+        lower = tuple(str(Path(p).relative_to(layers_root)) for p in self.layers)
+        return rootfs.RootfsPlan(
+            layers_root=layers_root,
+            lower=lower,
+            upper=str(directory / "upper"),
+            work=str(directory / "work"),
+            merged=str(directory / "merged"),
+            etc_files=tuple((str(directory / f), f"/etc/{f}") for f in _ETC_FILES),
+            host_network=self.network == "host",
+            cgroup_v2=cgroup_version == 2,
+        )
+
+    def _namespaces(self, cgroup_version: int) -> int:
+        flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
+        if self.network != "host":
+            flags |= sc.CLONE_NEWNET
+        if cgroup_version == 2:
+            flags |= sc.CLONE_NEWCGROUP
+        return flags
+
+    def write_etc_files(self, directory: Path) -> None:
+        """/etc/hostname, /etc/hosts and /etc/resolv.conf, made fresh at each start."""
+        host = self.network == "host"
+        hosts = _host_file("/etc/hosts") if host else HOSTS
+        atomic.write_bytes(directory / "hostname", f"{self.hostname}\n".encode())
+        atomic.write_bytes(directory / "hosts", hosts.encode())
+        atomic.write_bytes(directory / "resolv.conf", resolv_conf(host).encode())
+
+    def inspect(self) -> dict:
+        """The config half of `docker inspect`."""
+        options, process = self.create_options, self.process_spec
+        return {
+            "Id": self.id,
+            "Created": self.created,
+            "Path": process.args[0],
+            "Args": list(process.args[1:]),
+            "Image": self.image_id,
+            "Name": "/" + self.name,
+            "Driver": "overlay2",
+            "Platform": "linux",
+            "Config": {
+                "Hostname": self.hostname,
+                "User": options.user,
+                "Env": list(process.env),
+                "Cmd": list(options.cmd) if options.cmd is not None else None,
+                "Entrypoint": list(options.entrypoint) if options.entrypoint else None,
+                "Image": self.image,
+                "WorkingDir": options.working_dir,
+                "Labels": dict(options.labels),
+                "Tty": options.tty,
+                "OpenStdin": options.open_stdin,
+                "StdinOnce": options.stdin_once,
+            },
+            "HostConfig": {
+                "Memory": options.memory,
+                "NanoCpus": options.nano_cpus,
+                "PidsLimit": options.pids_limit,
+                "AutoRemove": options.auto_remove,
+                "NetworkMode": self.network,
+                "CapAdd": list(options.cap_add) or None,
+                "CapDrop": list(options.cap_drop) or None,
+                "SecurityOpt": ["no-new-privileges"] if options.no_new_privileges else None,
+            },
+        }
+
+
+_ETC_FILES = ("hostname", "hosts", "resolv.conf")
+
+
+def build_config(
+    container_id: str,
+    name: str,
+    options: spec.CreateOptions,
+    image: Image,
+    layers: list[str],
+    groups,
+) -> ContainerConfig:
+    """Merge the image's config with the options, checking everything a start would trip on."""
+    image_config = image.config.get("config") or {}
+    if not layers:
+        raise spec.InvalidSpec(f"image {options.image} has no layers: nothing to run")
+    if options.network not in NETWORKS:
+        raise spec.InvalidSpec(f"network {options.network} not found (available: none, host)")
+    limits = cgroupfs.Limits(
+        memory=options.memory or None,
+        cpus=options.nano_cpus / 1e9 if options.nano_cpus else None,
+        pids=options.pids_limit,
+    )
+    limits.check(cgroupfs.host_cpus())
+    hostname = options.hostname or container_id[:12]
+    user = spec.resolve_user(options.user or image_config.get("User") or "", layers)
+    process = spec.ProcessSpec(
+        args=spec.command(image_config, options),
+        env=spec.environment(image_config.get("Env") or (), options.env, hostname, user.home),
+        cwd=spec.working_dir(image_config, options),
+        user=user,
+        tty=options.tty,
+        capabilities=_capabilities(options),
+        no_new_privileges=options.no_new_privileges,
+    )
+    return ContainerConfig(
+        id=container_id,
+        name=name,
+        created=logs.now(),
+        image=options.image,
+        image_id=image.id,
+        options=asdict(options),
+        process=asdict(process),
+        hostname=hostname,
+        layers=tuple(layers),
+        limits=asdict(limits),
+        stop_signal=_stop_signal(image_config.get("StopSignal")),
+    )
+
+
+def _capabilities(options: spec.CreateOptions) -> tuple[str, ...]:
+    try:
+        return capabilities.resolve(options.cap_add, options.cap_drop)
+    except Exception as e:
+        raise spec.InvalidSpec(str(e)) from e
+
+
+def _stop_signal(name: str | None) -> int:
+    if not name:
+        return signal.SIGTERM
+    if name.isdigit():
+        return int(name)
+    try:
+        return signal.Signals["SIG" + name.upper().removeprefix("SIG")]
+    except KeyError:
+        raise spec.InvalidSpec(f"Invalid signal: {name}") from None
+
+
+def _host_file(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return HOSTS
+
+
+def resolv_conf(host_network: bool) -> str:
+    """The host's resolv.conf; without the host's network, loopback servers are unreachable,
+    so they are dropped (and public ones used if nothing is left), as Docker does."""
+    text = _host_file("/etc/resolv.conf") if Path("/etc/resolv.conf").exists() else ""
+    if host_network:
+        return text
+    lines = [ln for ln in text.splitlines() if not _loopback_nameserver(ln)]
+    if not any(ln.startswith("nameserver") for ln in lines):
+        lines.append(FALLBACK_DNS.rstrip("\n"))
+    return "\n".join(lines) + "\n"
+
+
+def _loopback_nameserver(line: str) -> bool:
+    parts = line.split()
+    return (
+        len(parts) >= 2
+        and parts[0] == "nameserver"
+        and (parts[1].startswith("127.") or parts[1] == "::1")
+    )

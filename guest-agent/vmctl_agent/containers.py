@@ -1,0 +1,393 @@
+"""Containers: Docker's lifecycle over one state directory per container.
+
+    <data-root>/containers/<id>/
+        config.json          what was asked for (written once, at create)
+        state.json           what happened: status, pid, times, exit code (replaced atomically)
+        exit.json            written by the shim when the command ends
+        container-json.log   the output, in Docker's json-file format
+        upper/ work/ merged/ the overlay's writable layer and mount point
+        hostname hosts resolv.conf, ctl.sock
+    <data-root>/containers/.exits/<id>.json   exit status of an auto-removed container
+
+Status is derived, never trusted: a "running" record is checked against exit.json and against
+the shim and the container's process (pid + start time, so a reused pid is not mistaken for
+ours) every time it is read. So a restarted agent finds its running containers again, and
+those that ended meanwhile are reported with their real exit status.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import select
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from vmctl_agent import atomic, cgroups, logs, naming, shim, spec
+from vmctl_agent.containerconfig import ContainerConfig, build_config
+from vmctl_agent.content import remove_tree
+from vmctl_agent.errors import AgentError
+from vmctl_agent.images import ImageStore
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+_NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+
+
+class ContainerNotFound(AgentError):
+    """404: `No such container: x`."""
+
+
+class ContainerConflict(AgentError):
+    """409: running, name taken, ambiguous prefix."""
+
+
+@dataclass
+class State:
+    status: str = "created"
+    pid: int = 0
+    start_time: int = 0
+    shim_pid: int = 0
+    started_at: str = ZERO_TIME
+    finished_at: str = ZERO_TIME
+    exit_code: int = 0
+    oom_killed: bool = False
+    error: str = ""
+    restart_count: int = 0
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+@dataclass
+class Container:
+    config: ContainerConfig
+    state: State
+    directory: Path
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def inspect(self) -> dict:
+        """`docker inspect`'s fields."""
+        return {
+            **self.config.inspect(),
+            "State": {
+                "Status": self.state.status,
+                "Running": self.state.running,
+                "Paused": False,
+                "Restarting": False,
+                "OOMKilled": self.state.oom_killed,
+                "Dead": False,
+                "Pid": self.state.pid if self.state.running else 0,
+                "ExitCode": self.state.exit_code,
+                "Error": self.state.error,
+                "StartedAt": self.state.started_at,
+                "FinishedAt": self.state.finished_at,
+            },
+            "RestartCount": self.state.restart_count,
+            "LogPath": str(self.directory / "container-json.log"),
+        }
+
+
+class Runtime:
+    """Creates and runs containers from the images in `images`."""
+
+    def __init__(self, data_root: Path, images: ImageStore, groups: cgroups.Cgroups | None = None):
+        self.root = data_root / "containers"
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        (self.root / ".exits").mkdir(exist_ok=True)
+        self.images = images
+        self.cgroups = groups or cgroups.detect()
+        images.containers_using = self.users_of
+
+    # -- create -----------------------------------------------------------------------------
+
+    def create(self, options: spec.CreateOptions) -> Container:
+        """A new container in state "created"; nothing is left behind if any check fails."""
+        image = self.images.get(options.image)
+        with atomic.locked(self.root / ".lock"):
+            name = self._new_name(options.name)
+            container_id = secrets.token_hex(32)
+            layers = [
+                str(self.images.content.layer_dir(d)) for d in reversed(image.record.diff_ids)
+            ]
+            config = build_config(container_id, name, options, image, layers, self.cgroups)
+            self._write_new(config)
+        return self.get(container_id)
+
+    def _new_name(self, wanted: str) -> str:
+        if not wanted:
+            taken = {c.name for c in self._all()}
+            return naming.generate(lambda n: f"/{n}" in taken)
+        if not _NAME.fullmatch(wanted):
+            raise spec.InvalidSpec(
+                f"Invalid container name ({wanted}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )
+        name = "/" + wanted.lstrip("/")
+        for other in self._all():
+            if other.name == name:
+                raise ContainerConflict(
+                    f'Conflict. The container name "{name}" is already in use by container '
+                    f'"{other.id}". You have to remove (or rename) that container to be able '
+                    "to reuse that name."
+                )
+        return name[1:]
+
+    def _write_new(self, config: ContainerConfig) -> None:
+        staging = self.root / f".new-{config.id}"
+        staging.mkdir(mode=0o700)
+        try:
+            for sub in ("upper", "work", "merged"):
+                (staging / sub).mkdir(mode=0o755)
+            atomic.write_json(staging / "config.json", config.to_json())
+            atomic.write_json(staging / "state.json", asdict(State()))
+            os.rename(staging, self.root / config.id)
+            atomic.fsync_dir(self.root)
+        except BaseException:
+            remove_tree(staging)
+            raise
+
+    # -- finding ----------------------------------------------------------------------------
+
+    def get(self, ref: str) -> Container:
+        """By id, unique id prefix, or name (with or without its leading slash)."""
+        ref = ref.strip()
+        if not ref:
+            raise ContainerNotFound("No such container: ")
+        direct = self.root / ref
+        if re.fullmatch(r"[a-f0-9]{64}", ref) and direct.is_dir():
+            return self._load(direct)
+        matches = [c for c in self._all() if c.name == ref.lstrip("/")]
+        if not matches and re.fullmatch(r"[a-f0-9]+", ref):
+            matches = [c for c in self._all() if c.id.startswith(ref)]
+            if len(matches) > 1:
+                raise ContainerConflict(f"multiple IDs found with provided prefix: {ref}")
+        if not matches:
+            raise ContainerNotFound(f"No such container: {ref}")
+        return matches[0]
+
+    def list(self, *, all: bool = False) -> list[Container]:
+        found = sorted(self._all(), key=lambda c: c.config.created, reverse=True)
+        return [c for c in found if all or c.state.running]
+
+    def _all(self) -> Iterator[Container]:
+        for path in self.root.iterdir():
+            if not path.name.startswith("."):
+                try:
+                    yield self._load(path)
+                except ContainerNotFound:
+                    continue  # removed meanwhile
+
+    def _load(self, directory: Path) -> Container:
+        try:
+            config = ContainerConfig.from_json(atomic.read_json(directory / "config.json"))
+            state = State(**atomic.read_json(directory / "state.json"))
+        except FileNotFoundError:
+            raise ContainerNotFound(f"No such container: {directory.name}") from None
+        container = Container(config, state, directory)
+        self._refresh(container)
+        return container
+
+    def users_of(self, image_id: str) -> list[tuple[str, bool]]:
+        """Containers made from `image_id`, for `docker rmi`'s checks."""
+        return [(c.id, c.state.running) for c in self._all() if c.config.image_id == image_id]
+
+    # -- deriving the status ----------------------------------------------------------------
+
+    def _refresh(self, container: Container) -> None:
+        state = container.state
+        if not state.running:
+            return
+        ended = atomic.read_json_or_none(container.directory / "exit.json")
+        if ended is not None:
+            self._mark_exited(container, ended)
+        elif not _alive(state.shim_pid) and not _same_process(state.pid, state.start_time):
+            self._mark_exited(
+                container,
+                {
+                    "exit_code": 137,
+                    "finished_at": logs.now(),
+                    "error": "the container's supervisor died",
+                },
+            )
+
+    def _mark_exited(self, container: Container, ended: dict) -> None:
+        state = container.state
+        state.status = "exited"
+        state.exit_code = int(ended.get("exit_code", 0))
+        state.oom_killed = bool(ended.get("oom_killed", False))
+        state.finished_at = ended.get("finished_at", logs.now())
+        state.error = ended.get("error", "")
+        self._save(container)
+
+    def _save(self, container: Container) -> None:
+        atomic.write_json(container.directory / "state.json", asdict(container.state))
+
+    # -- start, wait, signals -----------------------------------------------------------------
+
+    def start(self, ref: str) -> Container:
+        container = self.get(ref)
+        with atomic.locked(container.directory / "lock"):
+            container = self._load(container.directory)
+            if container.state.running:
+                return container
+            self._launch(container)
+        return container
+
+    def _launch(self, container: Container) -> None:
+        config, state = container.config, container.state
+        (container.directory / "exit.json").unlink(missing_ok=True)
+        config.write_etc_files(container.directory)
+        self.cgroups.create(config.id, config.cgroup_limits)
+        try:
+            started = shim.spawn(
+                config.launch(container.directory, self.cgroups.version), self.cgroups
+            )
+        except shim.StartError as e:
+            self.cgroups.remove(config.id)
+            state.exit_code, state.error = e.exit_code, str(e)
+            self._save(container)
+            raise
+        if state.started_at != ZERO_TIME:
+            state.restart_count += 1
+        state.status, state.pid, state.start_time = "running", started.pid, started.start_time
+        state.shim_pid, state.started_at = started.shim_pid, logs.now()
+        state.exit_code, state.error, state.oom_killed = 0, "", False
+        state.finished_at = ZERO_TIME
+        self._save(container)
+
+    def wait(self, ref: str, timeout: float | None = None) -> Container:
+        """Block until the container is not running (Docker's `not-running` condition)."""
+        container = self.get(ref)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while container.state.running:
+            _wait_for_exit(container.state.shim_pid, deadline)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"container {container.id[:12]} is still running")
+            container = self._load(container.directory)
+        return container
+
+    def kill(self, ref: str, sig: int = signal.SIGKILL) -> None:
+        container = self.get(ref)
+        if not container.state.running:
+            raise ContainerConflict(f"Container {container.id} is not running")
+        _signal(container.state.pid, container.state.start_time, sig)
+
+    def stop(self, ref: str, timeout: float = 10) -> Container:
+        """The stop signal, up to `timeout` seconds' grace, then SIGKILL."""
+        container = self.get(ref)
+        if not container.state.running:
+            return container
+        _signal(container.state.pid, container.state.start_time, container.config.stop_signal)
+        try:
+            return self.wait(container.id, timeout=timeout)
+        except TimeoutError:
+            _signal(container.state.pid, container.state.start_time, signal.SIGKILL)
+            return self.wait(container.id, timeout=30)
+
+    def restart(self, ref: str, timeout: float = 10) -> Container:
+        self.stop(ref, timeout)
+        return self.start(ref)
+
+    def remove(self, ref: str, *, force: bool = False) -> None:
+        """Refused while running unless forced; leaves no mount, cgroup or process behind."""
+        container = self.get(ref)
+        if container.state.running:
+            if not force:
+                raise ContainerConflict(
+                    f"You cannot remove a running container {container.id}. Stop the container "
+                    "before attempting removal or force remove"
+                )
+            self.cgroups.kill_all(container.id)
+            _signal(container.state.pid, container.state.start_time, signal.SIGKILL)
+            self.wait(container.id, timeout=30)
+        with atomic.locked(container.directory / "lock"):
+            if self.cgroups.exists(container.id):
+                self.cgroups.remove(container.id)
+            doomed = self.root / f".removing-{container.id}"
+            os.rename(container.directory, doomed)
+        remove_tree(doomed)
+
+    # -- output -------------------------------------------------------------------------------
+
+    def logs(self, ref: str, **options) -> Iterator[logs.Entry]:
+        container = self.get(ref)
+        directory = container.directory
+
+        def running() -> bool:
+            return self._load(directory).state.running if directory.exists() else False
+
+        return logs.read(str(directory / "container-json.log"), running=running, **options)
+
+    def stats(self, ref: str) -> cgroups.Stats:
+        container = self.get(ref)
+        if not container.state.running:
+            raise ContainerConflict(f"Container {container.id} is not running")
+        return self.cgroups.stats(container.id)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return True
+    return data[data.rindex(b")") + 2 :].startswith(b"Z")
+
+
+def _same_process(pid: int, start_time: int) -> bool:
+    try:
+        return pid > 0 and shim.process_start_time(pid) == start_time and not _is_zombie(pid)
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return False
+
+
+def _signal(pid: int, start_time: int, sig: int) -> None:
+    """Signal the container's process through a pidfd, checked to be the same process."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if _same_process(pid, start_time):
+            signal.pidfd_send_signal(pidfd, sig)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(pidfd)
+
+
+def _wait_for_exit(pid: int, deadline: float | None) -> None:
+    """Sleep until process `pid` ends (or the deadline): the shim exits after exit.json."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        select.select([pidfd], [], [], remaining)
+    finally:
+        os.close(pidfd)

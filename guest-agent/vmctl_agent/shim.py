@@ -1,0 +1,427 @@
+"""Starting a container: the shim that supervises it and the first process that becomes it.
+
+    agent ──fork──▶ (gone) ──fork──▶ shim ──unshare(PID), fork──▶ container's PID 1
+                                      │  cgroup, logs, exit.json      │ namespaces, rootfs,
+                                      │  stdin/resize socket          │ user, capabilities, exec
+
+The shim is a forked copy of the agent (no exec: a fresh Python costs a second under the VM's
+emulation), detached so that the agent can die and come back: it owns the container's output
+and records its exit status in exit.json. It is non-dumpable, and the container's own first
+process is alone in its PID namespace until it execs, so nothing in a container can reach the
+host's Python through /proc/<pid>/exe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import gc
+import json
+import os
+import pty
+import selectors
+import signal
+import socket
+import struct
+import termios
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmctl_agent import atomic, capabilities, rootfs
+from vmctl_agent import logs as logfile
+from vmctl_agent import syscalls as sc
+from vmctl_agent.errors import AgentError
+from vmctl_agent.spec import ProcessSpec
+
+_READ = 64 * 1024
+
+
+class StartError(AgentError):
+    """The container's command could not be started; `exit_code` is what Docker reports."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything the shim needs, decided before the fork."""
+
+    name: str
+    process: ProcessSpec
+    plan: rootfs.RootfsPlan
+    hostname: str
+    namespaces: int
+    state_dir: str
+    open_stdin: bool = False
+    stdin_once: bool = False
+
+    @property
+    def log_path(self) -> str:
+        return f"{self.state_dir}/container-json.log"
+
+    @property
+    def exit_path(self) -> str:
+        return f"{self.state_dir}/exit.json"
+
+
+@dataclass(frozen=True)
+class Started:
+    pid: int
+    shim_pid: int
+    start_time: int
+
+
+def process_start_time(pid: int) -> int:
+    """Field 22 of /proc/<pid>/stat: with the pid, it names a process even after pid reuse."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    return int(data[data.rindex(b")") + 2 :].split()[19])
+
+
+def spawn(launch: Launch, cgroups) -> Started:
+    """Start the shim and the container; returns once the command has been exec'd."""
+    ready_r, ready_w = os.pipe()
+    gc.collect()
+    gc.freeze()  # the shim touches few objects: keep the copied memory shared
+    pid = os.fork()
+    if pid == 0:
+        _detach_and_run(launch, cgroups, ready_r, ready_w)
+    gc.unfreeze()
+    os.close(ready_w)
+    os.waitpid(pid, 0)
+    with os.fdopen(ready_r, "rb") as ready:
+        raw = ready.read()
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        raise StartError("the container's supervisor died while starting it", 128) from None
+    if "error" in answer:
+        raise StartError(answer["error"], answer["exit_code"])
+    return Started(answer["pid"], answer["shim"], answer["start_time"])
+
+
+def _detach_and_run(launch: Launch, cgroups, ready_r: int, ready_w: int) -> None:
+    """In the first child: leave the agent's session, fork the shim, exit at once."""
+    try:
+        os.close(ready_r)
+        os.setsid()
+        if os.fork() == 0:
+            _shim(launch, cgroups, ready_w)
+    finally:
+        os._exit(0)
+
+
+# -- the shim -----------------------------------------------------------------------------------
+
+
+def _shim(launch: Launch, cgroups, ready_w: int) -> None:
+    status = 1
+    try:
+        gc.disable()
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        ready_w = _keep_only(ready_w)
+        status = _run(launch, cgroups, ready_w)
+    except BaseException as e:  # report, never unwind into the agent's code
+        _report(ready_w, {"error": f"container supervisor failed: {e}", "exit_code": 128})
+    finally:
+        os._exit(status)
+
+
+def _keep_only(fd: int) -> int:
+    """Close every inherited fd (the agent's sockets, files) but `fd`, moved to 3."""
+    if fd != 3:
+        os.dup2(fd, 3, inheritable=False)
+        fd = 3
+    sc.close_range(4)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for std in (0, 1, 2):
+        os.dup2(devnull, std)
+    os.close(devnull)
+    return fd
+
+
+def _run(launch: Launch, cgroups, ready_w: int) -> int:
+    stdio = _Stdio.make(launch)
+    sc.unshare(sc.CLONE_NEWPID)
+    sync_r, sync_w = os.pipe()
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        for fd in (sync_w, err_r, ready_w):
+            os.close(fd)
+        _container(launch, stdio, sync_r, err_w)
+    for fd in (sync_r, err_w, *stdio.child_fds()):
+        os.close(fd)
+    try:
+        cgroups.add(launch.name, pid)
+    except Exception as e:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        _report(
+            ready_w, {"error": f"cannot put the container in its cgroup: {e}", "exit_code": 128}
+        )
+        return 1
+    os.write(sync_w, b"g")
+    os.close(sync_w)
+    failure = _read_all(err_r)
+    if failure:
+        os.waitpid(pid, 0)
+        _report(ready_w, json.loads(failure))
+        return 0
+    _report(ready_w, {"pid": pid, "shim": os.getpid(), "start_time": process_start_time(pid)})
+    _supervise(launch, cgroups, pid, stdio)
+    return 0
+
+
+def _report(fd: int, answer: dict) -> None:
+    try:
+        os.write(fd, json.dumps(answer).encode())
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, _READ):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+@dataclass
+class _Stdio:
+    """The container's stdin/stdout/stderr: pipes, or one pseudo-terminal."""
+
+    tty: bool
+    stdin: tuple[int, int] | None  # (child's read end, our write end)
+    stdout: tuple[int, int]  # (our read end, child's write end); with a tty: (master, slave)
+    stderr: tuple[int, int] | None
+
+    @classmethod
+    def make(cls, launch: Launch) -> _Stdio:
+        if launch.process.tty:
+            master, slave = pty.openpty()
+            return cls(True, None, (master, slave), None)
+        stdin = os.pipe() if launch.open_stdin else None
+        return cls(False, stdin, os.pipe(), os.pipe())
+
+    def child_fds(self) -> list[int]:
+        fds = [self.stdout[1]]
+        if self.stdin:
+            fds.append(self.stdin[0])
+        if self.stderr:
+            fds.append(self.stderr[1])
+        return fds
+
+    def attach_child(self) -> None:
+        """In the container's process: make these its fds 0, 1 and 2."""
+        if self.tty:
+            slave = self.stdout[1]
+            os.setsid()
+            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+            for std in (0, 1, 2):
+                os.dup2(slave, std)
+            return
+        stdin = self.stdin[0] if self.stdin else os.open(os.devnull, os.O_RDONLY)
+        os.dup2(stdin, 0)
+        os.dup2(self.stdout[1], 1)
+        os.dup2(self.stderr[1], 2)
+
+    def input_fd(self) -> int | None:
+        if self.tty:
+            return self.stdout[0]
+        return self.stdin[1] if self.stdin else None
+
+
+# -- supervising --------------------------------------------------------------------------------
+
+
+def _supervise(launch: Launch, cgroups, pid: int, stdio: _Stdio) -> None:
+    """Copy output to the log until the container is gone; then record how it ended."""
+    log = logfile.LogWriter(launch.log_path)
+    sel = selectors.DefaultSelector()
+    sel.register(stdio.stdout[0], selectors.EVENT_READ, "stdout")
+    if stdio.stderr:
+        sel.register(stdio.stderr[0], selectors.EVENT_READ, "stderr")
+    sel.register(_control_socket(launch.state_dir), selectors.EVENT_READ, "control")
+    pidfd = os.pidfd_open(pid)
+    sel.register(pidfd, selectors.EVENT_READ, "exit")
+    open_streams, exited = (2 if stdio.stderr else 1), False
+    while open_streams or not exited:
+        for key, _ in sel.select():
+            if key.data == "exit":
+                exited = True
+                sel.unregister(pidfd)
+            elif key.data == "control":
+                _accept_control(key.fileobj, sel, stdio)
+            elif key.data == "stdin":
+                _forward_stdin(key.fileobj, sel, stdio, launch)
+            elif not _copy(key.fd, key.data, log):
+                sel.unregister(key.fd)
+                open_streams -= 1
+    log.close()
+    _record_exit(launch, cgroups, pid)
+
+
+def _copy(fd: int, stream: str, log: logfile.LogWriter) -> bool:
+    try:
+        data = os.read(fd, _READ)
+    except OSError as e:
+        if e.errno == errno.EIO:  # a pty whose last holder is gone
+            return False
+        raise
+    if data:
+        log.write(stream, data)
+    return bool(data)
+
+
+def _record_exit(launch: Launch, cgroups, pid: int) -> None:
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    exit_code = 128 - code if code < 0 else code
+    oom = cgroups.oom_killed(launch.name)
+    record = {"exit_code": exit_code, "oom_killed": oom, "finished_at": logfile.now()}
+    atomic.write_json(Path(launch.exit_path), record)
+    with contextlib.suppress(Exception):  # if this fails, the agent removes it with the container
+        cgroups.remove(launch.name)
+
+
+def _control_socket(state_dir: str) -> socket.socket:
+    """ctl.sock (0600): stdin for the container, and terminal resizes. Bound through
+    /proc/self/fd so a long state path never hits the 108-byte socket path limit."""
+    dirfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+    path = f"/proc/self/fd/{dirfd}/ctl.sock"
+    if os.path.lexists(path):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+        os.close(dirfd)
+    sock.listen(4)
+    return sock
+
+
+def _accept_control(control: socket.socket, sel, stdio: _Stdio) -> None:
+    """`resize ROWS COLS`, or `stdin` followed by bytes to forward for as long as they come."""
+    conn, _ = control.accept()
+    conn.settimeout(5)
+    try:
+        head = _read_line(conn)
+    except OSError:
+        conn.close()
+        return
+    if head == b"stdin" and stdio.input_fd() is not None:
+        conn.settimeout(None)
+        sel.register(conn, selectors.EVENT_READ, "stdin")
+        return
+    if head.startswith(b"resize ") and stdio.tty:
+        rows, cols = (int(x) for x in head.split()[1:3])
+        size = struct.pack("HHHH", rows, cols, 0, 0)
+        fcntl.ioctl(stdio.stdout[0], termios.TIOCSWINSZ, size)
+    conn.close()
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n") and len(data) < 256:
+        chunk = conn.recv(1)
+        if not chunk:
+            break
+        data += chunk
+    return data.strip()
+
+
+def _forward_stdin(conn: socket.socket, sel, stdio: _Stdio, launch: Launch) -> None:
+    chunk = b""
+    try:
+        chunk = conn.recv(_READ)
+        if chunk and stdio.input_fd() is not None:
+            os.write(stdio.input_fd(), chunk)
+    except OSError:
+        chunk = b""
+    if chunk:
+        return
+    sel.unregister(conn)
+    conn.close()
+    if launch.stdin_once and stdio.stdin:
+        os.close(stdio.stdin[1])  # the client is done: the container sees end of input
+        stdio.stdin = None
+
+
+# -- the container's first process ---------------------------------------------------------------
+
+
+def _container(launch: Launch, stdio: _Stdio, sync_r: int, err_w: int) -> None:
+    """Runs in the new PID namespace as PID 1; ends in exec or in _exit."""
+    try:
+        stdio.attach_child()
+        os.read(sync_r, 1)  # wait until the shim has put us in the cgroup
+        os.close(sync_r)
+        sc.unshare(launch.namespaces)
+        sc.sethostname(launch.hostname)
+        rootfs.setup(launch.plan)
+        enter(launch.process)
+        err_w = _keep_error_pipe(err_w)
+    except BaseException as e:
+        _fail(err_w, f"failed to create the container: {e}", 128)
+    exec_command(launch.process, err_w)
+
+
+def enter(process: ProcessSpec) -> None:
+    """Working directory, user and capabilities: the last steps before exec."""
+    os.umask(0o022)
+    os.makedirs(process.cwd, exist_ok=True)
+    os.chdir(process.cwd)
+    keep = capabilities.mask(process.capabilities)
+    capabilities.drop_bounding(keep)
+    user = process.user
+    os.setgroups(list(user.groups))
+    os.setgid(user.gid)
+    os.setuid(user.uid)
+    capabilities.apply(keep, is_root=user.uid == 0)
+    if process.no_new_privileges:
+        sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+    for sig in range(1, signal.NSIG):  # Python ignores SIGPIPE; the command must not
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _keep_error_pipe(err_w: int) -> int:
+    """fd 3 stays open (close-on-exec) to tell the shim about a failed exec; the rest close."""
+    if err_w != 3:
+        os.dup2(err_w, 3, inheritable=False)
+    sc.close_range(4)
+    return 3
+
+
+def exec_command(process: ProcessSpec, err_w: int) -> None:
+    """exec the command; on failure tell the shim in Docker's words (127, 126) and exit."""
+    command = process.args[0]
+    env = dict(e.split("=", 1) for e in process.env)
+    try:
+        os.execvpe(command, list(process.args), env)
+    except FileNotFoundError:
+        if "/" in command:
+            _fail(err_w, f'exec: "{command}": stat {command}: no such file or directory', 127)
+        _fail(err_w, f'exec: "{command}": executable file not found in $PATH', 127)
+    except PermissionError:
+        _fail(err_w, f'exec: "{command}": permission denied', 126)
+    except BaseException as e:
+        _fail(err_w, f'exec: "{command}": {e}', 126)
+
+
+def _fail(err_w: int, message: str, code: int) -> None:
+    try:
+        os.write(err_w, json.dumps({"error": message, "exit_code": code}).encode())
+    finally:
+        os._exit(code)

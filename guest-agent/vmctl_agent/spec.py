@@ -1,0 +1,196 @@
+"""What a container runs, merged from the image's config and `docker run`'s options, as Docker
+merges them. Pure functions: everything here is decided before any process exists.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from vmctl_agent import capabilities
+from vmctl_agent.errors import AgentError
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_ENV_NAME = re.compile(r"[^=\0]+")
+
+
+class InvalidSpec(AgentError):
+    """A container cannot be made from these options (Docker answers 400/500 with the text)."""
+
+
+@dataclass(frozen=True)
+class CreateOptions:
+    """The parts of `docker run` / POST /containers/create the runtime understands."""
+
+    image: str
+    cmd: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    env: tuple[str, ...] = ()
+    working_dir: str = ""
+    user: str = ""
+    hostname: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    tty: bool = False
+    open_stdin: bool = False
+    stdin_once: bool = False
+    auto_remove: bool = False
+    memory: int = 0
+    nano_cpus: int = 0
+    pids_limit: int | None = None
+    network: str = "none"
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    no_new_privileges: bool = False
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class User:
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+    home: str = "/"
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process to start in a container: the first one, or one run by `exec`."""
+
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str
+    user: User
+    tty: bool = False
+    capabilities: tuple[str, ...] = capabilities.DOCKER_DEFAULT
+    no_new_privileges: bool = False
+
+
+def command(image_config: dict, options: CreateOptions) -> tuple[str, ...]:
+    """Entrypoint + Cmd; a new entrypoint drops the image's Cmd, as in Docker."""
+    entrypoint = options.entrypoint
+    if entrypoint is None:
+        entrypoint = tuple(image_config.get("Entrypoint") or ())
+    cmd = options.cmd
+    if cmd is None:
+        cmd = () if options.entrypoint is not None else tuple(image_config.get("Cmd") or ())
+    args = tuple(a for a in (*entrypoint, *cmd))
+    if not args or args == ("",):
+        raise InvalidSpec("No command specified")
+    return args
+
+
+def environment(image_env: Sequence[str], extra: Sequence[str], hostname: str, home: str):
+    """The image's env with ours on top; PATH, HOSTNAME and HOME as Docker sets them."""
+    merged: dict[str, str] = {}
+    for entry in (*image_env, *extra):
+        name, sep, value = entry.partition("=")
+        if not _ENV_NAME.fullmatch(name):
+            raise InvalidSpec(f"invalid environment variable: {entry!r}")
+        merged[name] = value if sep else os.environ.get(name, "")
+    merged.setdefault("PATH", DEFAULT_PATH.partition("=")[2])
+    merged = {"HOSTNAME": hostname, **merged}
+    merged.setdefault("HOME", home)
+    return tuple(f"{k}={v}" for k, v in merged.items())
+
+
+def working_dir(image_config: dict, options: CreateOptions) -> str:
+    cwd = options.working_dir or image_config.get("WorkingDir") or "/"
+    if not cwd.startswith("/"):
+        raise InvalidSpec(f"the working directory '{cwd}' is invalid, it needs to be absolute")
+    return posixpath.normpath(cwd)
+
+
+# -- users, from the image's own /etc/passwd and /etc/group -------------------------------------
+
+
+def resolve_user(spec: str, layers: Sequence[str]) -> User:
+    """`name`, `uid`, `name:group`, `uid:gid`, looked up in the image as Docker does."""
+    name, _, group = (spec or "0").partition(":")
+    passwd = _entries(read_image_file(layers, "etc/passwd"))
+    groups = _entries(read_image_file(layers, "etc/group"))
+    entry = _find(passwd, name)
+    if entry is None and not name.isdigit():
+        raise InvalidSpec(f"unable to find user {name}: no matching entries in passwd file")
+    uid = int(entry[2]) if entry else int(name)
+    gid = int(entry[3]) if entry and len(entry) > 3 and entry[3].isdigit() else 0
+    home = entry[5] if entry and len(entry) > 5 and entry[5] else "/"
+    if group:
+        gid = _group_id(group, groups)
+    username = entry[0] if entry else None
+    extra = tuple(int(g[2]) for g in groups if username and username in _members(g))
+    return User(uid, gid, tuple(sorted({gid, *extra})), home)
+
+
+def _group_id(group: str, groups: list[list[str]]) -> int:
+    entry = _find(groups, group)
+    if entry is not None:
+        return int(entry[2])
+    if group.isdigit():
+        return int(group)
+    raise InvalidSpec(f"unable to find group {group}: no matching entries in group file")
+
+
+def _entries(data: bytes | None) -> list[list[str]]:
+    if not data:
+        return []
+    lines = data.decode("utf-8", "replace").splitlines()
+    rows = [line.split(":") for line in lines if line and not line.startswith("#")]
+    return [r for r in rows if len(r) >= 3 and r[2].isdigit()]
+
+
+def _find(rows: list[list[str]], key: str) -> list[str] | None:
+    for row in rows:
+        if row[0] == key:
+            return row
+    for row in rows:
+        if key.isdigit() and row[2] == key:
+            return row
+    return None
+
+
+def _members(group_row: list[str]) -> list[str]:
+    return group_row[3].split(",") if len(group_row) > 3 and group_row[3] else []
+
+
+def read_image_file(layers: Sequence[str], relative: str, limit: int = 1 << 20) -> bytes | None:
+    """A regular file as the merged image shows it: top layer first, whiteouts and opaque
+    directories honoured, symlinks not followed (a passwd that is a symlink counts as absent)."""
+    parts = relative.split("/")
+    for layer in layers:
+        found = _in_layer(layer, parts)
+        if found == "stop":
+            return None
+        if found is not None:
+            with open(found, "rb") as f:
+                return f.read(limit)
+    return None
+
+
+def _in_layer(layer: str, parts: list[str]) -> str | None:
+    """The file's path in this layer, "stop" if this layer hides it below, None to look on."""
+    path, hidden_below = layer, False
+    for i, part in enumerate(parts):
+        hidden_below = hidden_below or _opaque(path)
+        path = os.path.join(path, part)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return "stop" if hidden_below else None
+        if stat.S_ISCHR(info.st_mode) and info.st_rdev == 0:
+            return "stop"  # a whiteout: deleted from here down
+        if i == len(parts) - 1:
+            return path if stat.S_ISREG(info.st_mode) else "stop"
+        if not stat.S_ISDIR(info.st_mode):
+            return "stop"
+    return None
+
+
+def _opaque(directory: str) -> bool:
+    try:
+        return os.getxattr(directory, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
+    except OSError:
+        return False
