@@ -136,7 +136,7 @@ class Runtime:
             )
         name = "/" + wanted.lstrip("/")
         for other in self._all():
-            if other.name == name:
+            if "/" + other.name == name:
                 raise ContainerConflict(
                     f'Conflict. The container name "{name}" is already in use by container '
                     f'"{other.id}". You have to remove (or rename) that container to be able '

@@ -1,0 +1,334 @@
+"""The container runtime, checked the way a user of `docker run` would check it: from inside.
+
+Runs as root on the host (cgroup v1 here; the VM's cgroup v2 is exercised by the VM tests).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import imagekit as ik
+import pytest
+from runtimekit import NOTHING, busybox_image, leftovers, make_runtime, run
+from vmctl_agent.containers import ContainerConflict, ContainerNotFound, Runtime
+from vmctl_agent.errors import ImageNotFound, ImpossibleLimit
+from vmctl_agent.shim import StartError
+from vmctl_agent.spec import CreateOptions, InvalidSpec
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the runtime needs root (CI is root)")
+
+DOCKER_CAPS = "00000000a80425fb"
+
+
+@pytest.fixture(scope="module")
+def image(registry) -> str:
+    ref = f"{registry.host}/runtime/busybox:v1"
+    ik.RegistryClient(registry.url).push_image("runtime/busybox", "v1", busybox_image())
+    return ref
+
+
+@pytest.fixture(scope="module")
+def rt(tmp_path_factory, registry, image) -> Runtime:
+    runtime = make_runtime(tmp_path_factory.mktemp("runtime"), registry, image)
+    yield runtime
+    for container in runtime.list(all=True):
+        runtime.remove(container.id, force=True)
+    for directory in runtime.cgroups.path("x"):
+        if directory.parent.exists():
+            directory.parent.rmdir()
+
+
+# -- isolation, as seen from inside ------------------------------------------------------------
+
+
+def test_the_command_is_pid_1_with_its_own_hostname(rt, image):
+    ran = run(rt, image, "sh", "-c", "echo $$; hostname; cat /etc/hostname")
+    short = ran.container.id[:12]
+    assert ran.stdout.split() == ["1", short, short]
+    assert ran.exit_code == 0
+
+
+def test_hostname_can_be_set(rt, image):
+    assert run(rt, image, "hostname", hostname="web-1").stdout == "web-1\n"
+
+
+def test_the_hosts_files_are_invisible(rt, image, tmp_path):
+    marker = Path("/tmp") / f"vmctl-host-only-{uuid.uuid4().hex}"
+    marker.write_text("host")
+    try:
+        ran = run(rt, image, "sh", "-c", f"ls {marker}; ls /")
+    finally:
+        marker.unlink()
+    assert "No such file or directory" in ran.stderr
+    assert set(ran.stdout.split()) <= {"bin", "dev", "etc", "proc", "root", "sys", "tmp"}
+
+
+def test_proc_sys_is_read_only_and_proc_files_masked(rt, image):
+    script = (
+        "echo 1 > /proc/sys/kernel/ns_last_pid; touch /sys/x; "
+        "wc -c < /proc/timer_list; wc -c < /proc/keys; ls /proc/acpi | wc -l; "
+        "[ -e /proc/kcore ] && wc -c < /proc/kcore"
+    )
+    ran = run(rt, image, "sh", "-c", script)
+    assert ran.stderr.count("Read-only file system") == 2
+    expected = ["0", "0", "0"] + (["0"] if os.path.exists("/proc/kcore") else [])
+    assert ran.stdout.split() == expected
+    assert os.path.getsize("/proc/timer_list") or Path("/proc/timer_list").read_text()
+
+
+def test_docker_default_capabilities(rt, image):
+    ran = run(rt, image, "grep", "^Cap", "/proc/self/status")
+    caps = dict(line.split(":\t") for line in ran.stdout.splitlines())
+    assert caps["CapEff"] == caps["CapPrm"] == caps["CapBnd"] == DOCKER_CAPS
+    assert caps["CapInh"] == caps["CapAmb"] == "0000000000000000"
+
+
+def test_a_non_root_user_has_no_effective_capabilities(rt, image):
+    ran = run(rt, image, "sh", "-c", "id -u; id -g; grep ^Cap /proc/self/status", user="nobody")
+    lines = ran.stdout.splitlines()
+    assert lines[:2] == ["65534", "65534"]
+    caps = dict(line.split(":\t") for line in lines[2:])
+    assert caps["CapEff"] == "0000000000000000" and caps["CapBnd"] == DOCKER_CAPS
+
+
+def test_no_new_privileges(rt, image):
+    ran = run(rt, image, "grep", "NoNewPrivs", "/proc/self/status", no_new_privileges=True)
+    assert ran.stdout.split() == ["NoNewPrivs:", "1"]
+
+
+def test_a_device_made_with_mknod_is_useless(rt, image):
+    ran = run(
+        rt,
+        image,
+        "sh",
+        "-c",
+        "mknod /tmp/disk b 8 0 && echo made; head -c 1 /tmp/disk; head -c 1 /dev/zero | wc -c",
+    )
+    assert ran.stdout.split() == ["made", "1"]
+    assert "Permission denied" in ran.stderr
+
+
+def test_no_network_but_loopback(rt, image):
+    ran = run(rt, image, "cat", "/proc/net/dev")
+    interfaces = [line.split(":")[0].strip() for line in ran.stdout.splitlines()[2:]]
+    assert interfaces == ["lo"]
+
+
+def test_all_other_file_descriptors_are_closed(rt, image):
+    ran = run(rt, image, "ls", "/proc/self/fd")
+    assert ran.stdout.split() == ["0", "1", "2", "3"]  # 3 is ls's own directory
+
+
+def test_env_workdir_and_user_merge_like_docker(rt, image):
+    ran = run(
+        rt,
+        image,
+        "sh",
+        "-c",
+        "echo $A $PATH; pwd; id -u; echo $HOME",
+        env=("A=1",),
+        working_dir="/srv/app",
+        user="65534:0",
+    )
+    lines = ran.stdout.splitlines()
+    assert lines[0] == f"1 {ik.DEFAULT_PATH.partition('=')[2]}"
+    assert lines[1:] == ["/srv/app", "65534", "/nonexistent"]
+
+
+# -- limits ------------------------------------------------------------------------------------
+
+
+def test_a_memory_hog_is_oom_killed(rt, image):
+    ran = run(
+        rt, image, "dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1", memory=32 << 20
+    )
+    assert ran.exit_code == 137
+    assert ran.container.state.oom_killed is True
+    assert ran.container.inspect()["State"]["OOMKilled"] is True
+
+
+def test_a_fork_bomb_is_stopped_by_the_pids_limit(rt, image):
+    ran = run(
+        rt,
+        image,
+        "sh",
+        "-c",
+        "for i in $(seq 60); do sleep 30 & echo $i; done; wait",
+        pids_limit=20,
+    )
+    started = [int(n) for n in ran.stdout.split()]
+    assert "can't fork" in ran.stderr
+    assert max(started) <= 19, "the shell plus its children never exceed 20 pids"
+
+
+def test_stats_of_a_running_container(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("sleep", "30"), memory=64 << 20))
+    rt.start(c.id)
+    try:
+        stats = rt.stats(c.id)
+    finally:
+        rt.remove(c.id, force=True)
+    assert stats.memory_limit == 64 << 20 and stats.memory_usage > 0
+    assert stats.pids_current == 1
+
+
+# -- lifecycle ---------------------------------------------------------------------------------
+
+
+def test_stop_waits_then_kills_a_pid_1_that_ignores_sigterm(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("sleep", "60")))
+    rt.start(c.id)
+    began = time.monotonic()
+    c = rt.stop(c.id, timeout=1)
+    assert 0.9 < time.monotonic() - began < 10
+    assert (c.state.status, c.state.exit_code) == ("exited", 137)
+
+
+def test_stop_lets_a_trapping_process_exit_cleanly(rt, image):
+    script = "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done"
+    c = rt.create(CreateOptions(image=image, cmd=("sh", "-c", script)))
+    rt.start(c.id)
+    _wait_for_log(rt, c.id, "ready")
+    c = rt.stop(c.id, timeout=10)
+    assert c.state.exit_code == 0
+    assert "bye" in "".join(e.data.decode() for e in rt.logs(c.id))
+
+
+def test_kill_with_any_signal_and_restart(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("sleep", "60")))
+    rt.start(c.id)
+    rt.kill(c.id, signal.SIGKILL)
+    c = rt.wait(c.id, timeout=10)
+    assert c.state.exit_code == 137
+    with pytest.raises(ContainerConflict, match="is not running"):
+        rt.kill(c.id)
+    c = rt.restart(c.id, timeout=1)
+    assert c.state.running and c.state.restart_count == 1
+    rt.remove(c.id, force=True)
+
+
+def test_remove_is_refused_while_running_and_leaves_nothing(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("sleep", "60")))
+    rt.start(c.id)
+    with pytest.raises(ContainerConflict, match="Stop the container before attempting removal"):
+        rt.remove(c.id)
+    rt.remove(c.id, force=True)
+    assert leftovers(rt, c.id) == NOTHING
+    with pytest.raises(ContainerNotFound, match=f"No such container: {c.id}"):
+        rt.get(c.id)
+
+
+def test_list_and_inspect_use_dockers_fields(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("true",), name="inspected", labels={"a": "b"}))
+    info = rt.get("inspected").inspect()
+    assert info["Name"] == "/inspected" and info["State"]["Status"] == "created"
+    assert info["Config"]["Labels"] == {"a": "b"} and info["Path"] == "true"
+    assert c.id in [x.id for x in rt.list(all=True)] and c.id not in [x.id for x in rt.list()]
+    rt.start("inspected")
+    info = rt.wait("/inspected").inspect()["State"]
+    assert info["Status"] == "exited" and info["ExitCode"] == 0 and info["Pid"] == 0
+    assert info["StartedAt"] <= info["FinishedAt"]
+    rt.remove(c.id)
+
+
+def test_logs_tail_since_and_follow(rt, image):
+    c = rt.create(
+        CreateOptions(
+            image=image, cmd=("sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.3; done")
+        )
+    )
+    rt.start(c.id)
+    followed = [e.data for e in rt.logs(c.id, follow=True)]
+    assert followed == [b"line1\n", b"line2\n", b"line3\n"]
+    assert [e.data for e in rt.logs(c.id, tail=1)] == [b"line3\n"]
+    second = list(rt.logs(c.id))[1]
+    assert [e.data for e in rt.logs(c.id, since=second.timestamp)] == [b"line2\n", b"line3\n"]
+    rt.remove(c.id)
+
+
+def test_fifty_containers_at_once(rt, image):
+    results: list[int] = []
+
+    def one(i: int) -> None:
+        results.append(run(rt, image, "sh", "-c", f"echo {i}").exit_code)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [0] * 50
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def test_a_command_that_does_not_exist(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("nosuchcommand",)))
+    with pytest.raises(StartError) as err:
+        rt.start(c.id)
+    assert str(err.value) == 'exec: "nosuchcommand": executable file not found in $PATH'
+    assert err.value.exit_code == 127
+    state = rt.get(c.id).state
+    assert (state.status, state.exit_code) == ("created", 127)
+    rt.remove(c.id)
+    assert leftovers(rt, c.id) == NOTHING
+
+
+def test_a_path_that_does_not_exist_or_cannot_run(rt, image):
+    with pytest.raises(StartError, match=r'exec: "/nope": stat /nope: no such file'):
+        rt.start(rt.create(CreateOptions(image=image, cmd=("/nope",))).id)
+    with pytest.raises(StartError, match=r'exec: "/etc/passwd": permission denied') as err:
+        rt.start(rt.create(CreateOptions(image=image, cmd=("/etc/passwd",))).id)
+    assert err.value.exit_code == 126
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"image": "nosuch:latest"}, ImageNotFound, "No such image: nosuch:latest"),
+        ({"memory": 1 << 20}, ImpossibleLimit, "Minimum memory limit allowed is 6MB"),
+        ({"nano_cpus": 64 * 10**9}, ImpossibleLimit, "Range of CPUs is from 0.01"),
+        ({"user": "nosuch"}, InvalidSpec, "unable to find user nosuch: no matching entries"),
+        ({"user": "0:nosuch"}, InvalidSpec, "unable to find group nosuch"),
+        ({"working_dir": "relative"}, InvalidSpec, "needs to be absolute"),
+        ({"entrypoint": ("",), "cmd": ()}, InvalidSpec, "No command specified"),
+        ({"cap_add": ("NOT_A_CAP",)}, InvalidSpec, "unknown capability"),
+        ({"name": "bad name!"}, InvalidSpec, "Invalid container name"),
+    ],
+)
+def test_bad_options_leave_no_container(rt, image, options, error, message):
+    before = {c.id for c in rt.list(all=True)}
+    with pytest.raises(error, match=message):
+        rt.create(CreateOptions(**{"image": image, "cmd": ("true",), **options}))
+    assert {c.id for c in rt.list(all=True)} == before
+    assert not list(rt.root.glob(".new-*"))
+
+
+def test_names_are_unique_and_prefixes_must_be(rt, image):
+    rt.create(CreateOptions(image=image, cmd=("true",), name="only-once"))
+    with pytest.raises(
+        ContainerConflict, match='The container name "/only-once" is already in use'
+    ):
+        rt.create(CreateOptions(image=image, cmd=("true",), name="only-once"))
+    ids = [rt.create(CreateOptions(image=image, cmd=("true",))).id for _ in range(20)]
+    shared = next(a[0] for a in ids if sum(b[0] == a[0] for b in ids) > 1)
+    with pytest.raises(ContainerConflict, match="multiple IDs found with provided prefix"):
+        rt.get(shared)
+    for container_id in ids:
+        rt.remove(container_id)
+    rt.remove("only-once")
+
+
+def _wait_for_log(rt: Runtime, container_id: str, text: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(text in e.data.decode() for e in rt.logs(container_id)):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} never appeared in the logs")
