@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -17,6 +19,7 @@ import pytest
 from runtimekit import NOTHING, busybox_image, leftovers, make_runtime, run
 from vmctl_agent.containers import ContainerConflict, ContainerNotFound, Runtime
 from vmctl_agent.errors import ImageNotFound, ImpossibleLimit
+from vmctl_agent.images import ImageStore
 from vmctl_agent.shim import StartError
 from vmctl_agent.spec import CreateOptions, InvalidSpec
 
@@ -332,3 +335,60 @@ def _wait_for_log(rt: Runtime, container_id: str, text: str, timeout: float = 10
             return
         time.sleep(0.05)
     raise AssertionError(f"{text!r} never appeared in the logs")
+
+
+# -- the agent dies; containers live on ------------------------------------------------------------
+
+AGENT = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from agentkit import pull
+from vmctl_agent import cgroups
+from vmctl_agent.containers import Runtime
+from vmctl_agent.images import ImageStore
+from vmctl_agent.spec import CreateOptions
+root = Path({root!r})
+store = ImageStore(root / "image")
+pull(store, {image!r})
+rt = Runtime(root, store, cgroups.detect(parent={parent!r}))
+script = "echo started; sleep 2; echo done; exit 7"
+ending = rt.create(CreateOptions(image={image!r}, cmd=("sh", "-c", script)))
+lasting = rt.create(CreateOptions(image={image!r}, cmd=("sleep", "60")))
+for c in (ending, lasting):
+    rt.start(c.id)
+print(ending.id, lasting.id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_agent_finds_its_containers_again(tmp_path, image, rt):
+    root = tmp_path / "agent"
+    parent = rt.cgroups.parent
+    code = AGENT.format(
+        tests=str(Path(__file__).parent), root=str(root), image=image, parent=parent
+    )
+    agent = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert agent.returncode == -signal.SIGKILL, agent.stderr
+    ending, lasting = agent.stdout.split()
+    again = Runtime(root, ImageStore(root / "image"), rt.cgroups)
+    assert again.get(lasting).state.running
+    finished = again.wait(ending, timeout=10)
+    assert finished.state.exit_code == 7
+    assert [e.data for e in again.logs(ending)] == [b"started\n", b"done\n"]
+    assert again.stop(lasting, timeout=1).state.exit_code == 137
+    for container_id in (ending, lasting):
+        again.remove(container_id)
+        assert leftovers(again, container_id) == NOTHING
+
+
+def test_a_killed_shim_stops_its_container(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("sleep", "60")))
+    rt.start(c.id)
+    os.kill(rt.get(c.id).state.shim_pid, signal.SIGKILL)
+    time.sleep(0.2)
+    state = rt.get(c.id).state
+    assert (state.status, state.exit_code) == ("exited", 137)
+    assert "supervisor was killed" in state.error
+    rt.remove(c.id)
+    assert leftovers(rt, c.id) == NOTHING

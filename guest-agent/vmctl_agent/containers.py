@@ -17,6 +17,7 @@ those that ended meanwhile are reported with their real exit status.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -51,6 +52,7 @@ class State:
     pid: int = 0
     start_time: int = 0
     shim_pid: int = 0
+    shim_start_time: int = 0
     started_at: str = ZERO_TIME
     finished_at: str = ZERO_TIME
     exit_code: int = 0
@@ -210,17 +212,22 @@ class Runtime:
         if not state.running:
             return
         ended = atomic.read_json_or_none(container.directory / "exit.json")
+        if ended is None and not _same_process(state.shim_pid, state.shim_start_time):
+            ended = atomic.read_json_or_none(container.directory / "exit.json")  # just written?
+            if ended is None:
+                ended = self._orphaned(container)
         if ended is not None:
             self._mark_exited(container, ended)
-        elif not _alive(state.shim_pid) and not _same_process(state.pid, state.start_time):
-            self._mark_exited(
-                container,
-                {
-                    "exit_code": 137,
-                    "finished_at": logs.now(),
-                    "error": "the container's supervisor died",
-                },
-            )
+
+    def _orphaned(self, container: Container) -> dict:
+        """The shim was killed: nobody records this container's output or exit any more, so
+        it is stopped rather than left running unsupervised."""
+        self.cgroups.kill_all(container.id)
+        _signal(container.state.pid, container.state.start_time, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            self.cgroups.remove(container.id)
+        error = "the container's supervisor was killed; the container was stopped"
+        return {"exit_code": 137, "finished_at": logs.now(), "error": error}
 
     def _mark_exited(self, container: Container, ended: dict) -> None:
         state = container.state
@@ -262,7 +269,8 @@ class Runtime:
         if state.started_at != ZERO_TIME:
             state.restart_count += 1
         state.status, state.pid, state.start_time = "running", started.pid, started.start_time
-        state.shim_pid, state.started_at = started.shim_pid, logs.now()
+        state.shim_pid, state.shim_start_time = started.shim_pid, started.shim_start_time
+        state.started_at = logs.now()
         state.exit_code, state.error, state.oom_killed = 0, "", False
         state.finished_at = ZERO_TIME
         self._save(container)
@@ -335,18 +343,6 @@ class Runtime:
         if not container.state.running:
             raise ContainerConflict(f"Container {container.id} is not running")
         return self.cgroups.stats(container.id)
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _is_zombie(pid)
 
 
 def _is_zombie(pid: int) -> bool:

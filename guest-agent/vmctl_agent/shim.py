@@ -72,6 +72,7 @@ class Started:
     pid: int
     shim_pid: int
     start_time: int
+    shim_start_time: int
 
 
 def process_start_time(pid: int) -> int:
@@ -100,7 +101,7 @@ def spawn(launch: Launch, cgroups) -> Started:
         raise StartError("the container's supervisor died while starting it", 128) from None
     if "error" in answer:
         raise StartError(answer["error"], answer["exit_code"])
-    return Started(answer["pid"], answer["shim"], answer["start_time"])
+    return Started(answer["pid"], answer["shim"], answer["start_time"], answer["shim_start_time"])
 
 
 def _detach_and_run(launch: Launch, cgroups, ready_r: int, ready_w: int) -> None:
@@ -173,7 +174,16 @@ def _run(launch: Launch, cgroups, ready_w: int) -> int:
         os.waitpid(pid, 0)
         _report(ready_w, json.loads(failure))
         return 0
-    _report(ready_w, {"pid": pid, "shim": os.getpid(), "start_time": process_start_time(pid)})
+    me = os.getpid()
+    _report(
+        ready_w,
+        {
+            "pid": pid,
+            "start_time": process_start_time(pid),
+            "shim": me,
+            "shim_start_time": process_start_time(me),
+        },
+    )
     _supervise(launch, cgroups, pid, stdio)
     return 0
 
