@@ -392,3 +392,86 @@ def test_a_killed_shim_stops_its_container(rt, image):
     assert "supervisor was killed" in state.error
     rt.remove(c.id)
     assert leftovers(rt, c.id) == NOTHING
+
+
+# -- exec, stdin, terminals, --rm ------------------------------------------------------------------
+
+
+def _drain(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_exec_joins_the_namespaces_cgroup_and_confinement(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("sleep", "60"), user="nobody"))
+    rt.start(c.id)
+    script = "echo $$; hostname; id -u; grep CapEff /proc/self/status; ls /proc | grep -c '^[0-9]'"
+    running = rt.exec(c.id, ("sh", "-c", script + "; exit 5"))
+    out = _drain(running.stdout).decode().split()
+    assert running.wait() == 5
+    running.close()
+    assert out[0] != "1" and out[1] == c.id[:12] and out[2] == "65534"
+    assert out[3:5] == ["CapEff:", "0000000000000000"]
+    assert int(out[5]) <= 4, "only the container's processes are visible"
+    in_cgroup = rt.exec(c.id, ("cat", "/proc/self/cgroup"))
+    assert c.id in _drain(in_cgroup.stdout).decode()
+    in_cgroup.wait()
+    in_cgroup.close()
+    rt.remove(c.id, force=True)
+
+
+def test_exec_errors(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("sleep", "60")))
+    with pytest.raises(ContainerConflict, match="is not running"):
+        rt.exec(c.id, ("true",))
+    rt.start(c.id)
+    with pytest.raises(StartError, match='exec: "nope": executable file not found') as err:
+        rt.exec(c.id, ("nope",))
+    assert err.value.exit_code == 127
+    rt.remove(c.id, force=True)
+
+
+def test_stdin_is_forwarded_and_closed_once(rt, image):
+    c = rt.create(
+        CreateOptions(
+            image=image, cmd=("sh", "-c", "cat; echo end"), open_stdin=True, stdin_once=True
+        )
+    )
+    rt.start(c.id)
+    with rt.attach_stdin(c.id) as sock:
+        sock.sendall(b"hello\nworld\n")
+    c = rt.wait(c.id, timeout=10)
+    assert [e.data for e in rt.logs(c.id)] == [b"hello\n", b"world\n", b"end\n"]
+    rt.remove(c.id)
+
+
+def test_a_tty_container(rt, image):
+    c = rt.create(
+        CreateOptions(
+            image=image,
+            tty=True,
+            open_stdin=True,
+            cmd=("sh", "-c", "tty; stty size; read line; echo got $line"),
+        )
+    )
+    rt.start(c.id)
+    rt.resize(c.id, 40, 120)
+    _wait_for_log(rt, c.id, "/dev/pts/0")
+    rt.resize(c.id, 40, 120)
+    with rt.attach_stdin(c.id) as sock:
+        sock.sendall(b"typed\n")
+        c = rt.wait(c.id, timeout=10)
+    text = "".join(e.data.decode() for e in rt.logs(c.id))
+    assert all(e.stream == "stdout" for e in rt.logs(c.id))
+    assert "/dev/pts/0" in text and "got typed" in text
+    rt.remove(c.id)
+
+
+def test_auto_remove_leaves_the_exit_status_for_wait(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("sh", "-c", "exit 3"), auto_remove=True))
+    rt.start(c.id)
+    ended = rt.wait(c.id, timeout=10)
+    assert (ended.state.status, ended.state.exit_code) == ("removed", 3)
+    assert leftovers(rt, c.id) == NOTHING

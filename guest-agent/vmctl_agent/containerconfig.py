@@ -80,6 +80,7 @@ class ContainerConfig:
             state_dir=str(directory),
             open_stdin=options.open_stdin,
             stdin_once=options.stdin_once,
+            auto_remove=options.auto_remove,
         )
 
     def _plan(self, directory: Path, cgroup_version: int) -> rootfs.RootfsPlan:

@@ -23,12 +23,13 @@ import re
 import secrets
 import select
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vmctl_agent import atomic, cgroups, logs, naming, shim, spec
+from vmctl_agent import atomic, cgroups, execs, logs, naming, shim, spec
 from vmctl_agent.containerconfig import ContainerConfig, build_config
 from vmctl_agent.content import remove_tree
 from vmctl_agent.errors import AgentError
@@ -283,8 +284,46 @@ class Runtime:
             _wait_for_exit(container.state.shim_pid, deadline)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"container {container.id[:12]} is still running")
-            container = self._load(container.directory)
+            try:
+                container = self._load(container.directory)
+            except ContainerNotFound:
+                return self._removed(container)
         return container
+
+    def _removed(self, container: Container) -> Container:
+        """An auto-removed container, as it ended (from the status its shim left behind)."""
+        tombstone = self.root / ".exits" / f"{container.id}.json"
+        ended = atomic.read_json_or_none(tombstone) or {"exit_code": 0}
+        tombstone.unlink(missing_ok=True)
+        state = State(**{**asdict(container.state), "status": "removed"})
+        state.exit_code = int(ended.get("exit_code", 0))
+        state.oom_killed = bool(ended.get("oom_killed", False))
+        state.finished_at = ended.get("finished_at", logs.now())
+        return Container(container.config, state, container.directory)
+
+    def attach_stdin(self, ref: str) -> socket.socket:
+        """A socket whose bytes become the container's stdin (for OpenStdin containers)."""
+        return self._control(ref, b"stdin\n")
+
+    def resize(self, ref: str, rows: int, cols: int) -> None:
+        """Set a TTY container's terminal size."""
+        self._control(ref, f"resize {int(rows)} {int(cols)}\n".encode()).close()
+
+    def _control(self, ref: str, request: bytes) -> socket.socket:
+        container = self.get(ref)
+        if not container.state.running:
+            raise ContainerConflict(f"Container {container.id} is not running")
+        dirfd = os.open(container.directory, os.O_RDONLY | os.O_DIRECTORY)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(f"/proc/self/fd/{dirfd}/ctl.sock")
+            sock.sendall(request)
+        except OSError:
+            sock.close()
+            raise
+        finally:
+            os.close(dirfd)
+        return sock
 
     def kill(self, ref: str, sig: int = signal.SIGKILL) -> None:
         container = self.get(ref)
@@ -326,6 +365,38 @@ class Runtime:
             doomed = self.root / f".removing-{container.id}"
             os.rename(container.directory, doomed)
         remove_tree(doomed)
+
+    def exec(
+        self,
+        ref: str,
+        cmd: tuple[str, ...],
+        *,
+        env: tuple[str, ...] = (),
+        user: str = "",
+        working_dir: str = "",
+        tty: bool = False,
+        open_stdin: bool = False,
+    ) -> execs.ExecProcess:
+        """`docker exec`: `cmd` in the running container, confined like its first process."""
+        container = self.get(ref)
+        if not container.state.running:
+            raise ContainerConflict(f"Container {container.id} is not running")
+        if not cmd:
+            raise spec.InvalidSpec("No exec command specified")
+        base = container.config.process_spec
+        merged = dict(e.split("=", 1) for e in base.env)
+        merged.update(dict(e.partition("=")[::2] for e in env))
+        process = spec.ProcessSpec(
+            args=tuple(cmd),
+            env=tuple(f"{k}={v}" for k, v in merged.items()),
+            cwd=working_dir or base.cwd,
+            user=spec.resolve_user(user, container.config.layers) if user else base.user,
+            tty=tty,
+            capabilities=base.capabilities,
+            no_new_privileges=base.no_new_privileges,
+        )
+        cgroup_dirs = self.cgroups.path(container.id)
+        return execs.start(container.state.pid, cgroup_dirs, process, open_stdin)
 
     # -- output -------------------------------------------------------------------------------
 

@@ -19,7 +19,6 @@ import fcntl
 import gc
 import json
 import os
-import pty
 import selectors
 import signal
 import socket
@@ -28,9 +27,10 @@ import termios
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmctl_agent import atomic, capabilities, rootfs
+from vmctl_agent import atomic, process, rootfs
 from vmctl_agent import logs as logfile
 from vmctl_agent import syscalls as sc
+from vmctl_agent.content import remove_tree
 from vmctl_agent.errors import AgentError
 from vmctl_agent.spec import ProcessSpec
 
@@ -57,6 +57,7 @@ class Launch:
     state_dir: str
     open_stdin: bool = False
     stdin_once: bool = False
+    auto_remove: bool = False  # `docker run --rm`: the shim removes the container at exit
 
     @property
     def log_path(self) -> str:
@@ -147,7 +148,7 @@ def _keep_only(fd: int) -> int:
 
 
 def _run(launch: Launch, cgroups, ready_w: int) -> int:
-    stdio = _Stdio.make(launch)
+    stdio = process.Stdio.make(launch.process.tty, launch.open_stdin)
     sc.unshare(sc.CLONE_NEWPID)
     sync_r, sync_w = os.pipe()
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -170,9 +171,9 @@ def _run(launch: Launch, cgroups, ready_w: int) -> int:
     os.write(sync_w, b"g")
     os.close(sync_w)
     failure = _read_all(err_r)
-    if failure:
+    if failure or not stdio.receive_master():
         os.waitpid(pid, 0)
-        _report(ready_w, json.loads(failure))
+        _report(ready_w, json.loads(failure or b'{"error": "no terminal", "exit_code": 128}'))
         return 0
     me = os.getpid()
     _report(
@@ -204,55 +205,10 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-@dataclass
-class _Stdio:
-    """The container's stdin/stdout/stderr: pipes, or one pseudo-terminal."""
-
-    tty: bool
-    stdin: tuple[int, int] | None  # (child's read end, our write end)
-    stdout: tuple[int, int]  # (our read end, child's write end); with a tty: (master, slave)
-    stderr: tuple[int, int] | None
-
-    @classmethod
-    def make(cls, launch: Launch) -> _Stdio:
-        if launch.process.tty:
-            master, slave = pty.openpty()
-            return cls(True, None, (master, slave), None)
-        stdin = os.pipe() if launch.open_stdin else None
-        return cls(False, stdin, os.pipe(), os.pipe())
-
-    def child_fds(self) -> list[int]:
-        fds = [self.stdout[1]]
-        if self.stdin:
-            fds.append(self.stdin[0])
-        if self.stderr:
-            fds.append(self.stderr[1])
-        return fds
-
-    def attach_child(self) -> None:
-        """In the container's process: make these its fds 0, 1 and 2."""
-        if self.tty:
-            slave = self.stdout[1]
-            os.setsid()
-            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-            for std in (0, 1, 2):
-                os.dup2(slave, std)
-            return
-        stdin = self.stdin[0] if self.stdin else os.open(os.devnull, os.O_RDONLY)
-        os.dup2(stdin, 0)
-        os.dup2(self.stdout[1], 1)
-        os.dup2(self.stderr[1], 2)
-
-    def input_fd(self) -> int | None:
-        if self.tty:
-            return self.stdout[0]
-        return self.stdin[1] if self.stdin else None
-
-
 # -- supervising --------------------------------------------------------------------------------
 
 
-def _supervise(launch: Launch, cgroups, pid: int, stdio: _Stdio) -> None:
+def _supervise(launch: Launch, cgroups, pid: int, stdio: process.Stdio) -> None:
     """Copy output to the log until the container is gone; then record how it ended."""
     log = logfile.LogWriter(launch.log_path)
     sel = selectors.DefaultSelector()
@@ -300,6 +256,17 @@ def _record_exit(launch: Launch, cgroups, pid: int) -> None:
     atomic.write_json(Path(launch.exit_path), record)
     with contextlib.suppress(Exception):  # if this fails, the agent removes it with the container
         cgroups.remove(launch.name)
+    if launch.auto_remove:
+        _remove_container(launch, record)
+
+
+def _remove_container(launch: Launch, record: dict) -> None:
+    """--rm: leave the exit status where `wait` looks for it, then unpublish and delete."""
+    state_dir = Path(launch.state_dir)
+    atomic.write_json(state_dir.parent / ".exits" / f"{launch.name}.json", record)
+    doomed = state_dir.parent / f".removing-{launch.name}"
+    os.rename(state_dir, doomed)
+    remove_tree(doomed)
 
 
 def _control_socket(state_dir: str) -> socket.socket:
@@ -320,7 +287,7 @@ def _control_socket(state_dir: str) -> socket.socket:
     return sock
 
 
-def _accept_control(control: socket.socket, sel, stdio: _Stdio) -> None:
+def _accept_control(control: socket.socket, sel, stdio: process.Stdio) -> None:
     """`resize ROWS COLS`, or `stdin` followed by bytes to forward for as long as they come."""
     conn, _ = control.accept()
     conn.settimeout(5)
@@ -350,7 +317,7 @@ def _read_line(conn: socket.socket) -> bytes:
     return data.strip()
 
 
-def _forward_stdin(conn: socket.socket, sel, stdio: _Stdio, launch: Launch) -> None:
+def _forward_stdin(conn: socket.socket, sel, stdio: process.Stdio, launch: Launch) -> None:
     chunk = b""
     try:
         chunk = conn.recv(_READ)
@@ -370,68 +337,17 @@ def _forward_stdin(conn: socket.socket, sel, stdio: _Stdio, launch: Launch) -> N
 # -- the container's first process ---------------------------------------------------------------
 
 
-def _container(launch: Launch, stdio: _Stdio, sync_r: int, err_w: int) -> None:
+def _container(launch: Launch, stdio: process.Stdio, sync_r: int, err_w: int) -> None:
     """Runs in the new PID namespace as PID 1; ends in exec or in _exit."""
     try:
-        stdio.attach_child()
         os.read(sync_r, 1)  # wait until the shim has put us in the cgroup
         os.close(sync_r)
         sc.unshare(launch.namespaces)
         sc.sethostname(launch.hostname)
         rootfs.setup(launch.plan)
-        enter(launch.process)
-        err_w = _keep_error_pipe(err_w)
+        stdio.attach_child(console=True)
+        process.enter(launch.process)
+        err_w = process.keep_error_pipe(err_w)
     except BaseException as e:
-        _fail(err_w, f"failed to create the container: {e}", 128)
-    exec_command(launch.process, err_w)
-
-
-def enter(process: ProcessSpec) -> None:
-    """Working directory, user and capabilities: the last steps before exec."""
-    os.umask(0o022)
-    os.makedirs(process.cwd, exist_ok=True)
-    os.chdir(process.cwd)
-    keep = capabilities.mask(process.capabilities)
-    capabilities.drop_bounding(keep)
-    user = process.user
-    os.setgroups(list(user.groups))
-    os.setgid(user.gid)
-    os.setuid(user.uid)
-    capabilities.apply(keep, is_root=user.uid == 0)
-    if process.no_new_privileges:
-        sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
-    for sig in range(1, signal.NSIG):  # Python ignores SIGPIPE; the command must not
-        with contextlib.suppress(OSError, ValueError):
-            signal.signal(sig, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-
-
-def _keep_error_pipe(err_w: int) -> int:
-    """fd 3 stays open (close-on-exec) to tell the shim about a failed exec; the rest close."""
-    if err_w != 3:
-        os.dup2(err_w, 3, inheritable=False)
-    sc.close_range(4)
-    return 3
-
-
-def exec_command(process: ProcessSpec, err_w: int) -> None:
-    """exec the command; on failure tell the shim in Docker's words (127, 126) and exit."""
-    command = process.args[0]
-    env = dict(e.split("=", 1) for e in process.env)
-    try:
-        os.execvpe(command, list(process.args), env)
-    except FileNotFoundError:
-        if "/" in command:
-            _fail(err_w, f'exec: "{command}": stat {command}: no such file or directory', 127)
-        _fail(err_w, f'exec: "{command}": executable file not found in $PATH', 127)
-    except PermissionError:
-        _fail(err_w, f'exec: "{command}": permission denied', 126)
-    except BaseException as e:
-        _fail(err_w, f'exec: "{command}": {e}', 126)
-
-
-def _fail(err_w: int, message: str, code: int) -> None:
-    try:
-        os.write(err_w, json.dumps({"error": message, "exit_code": code}).encode())
-    finally:
-        os._exit(code)
+        process.fail(err_w, f"failed to create the container: {e}", 128)
+    process.exec_command(launch.process, err_w)
