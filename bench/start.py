@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gc
 import glob
+import itertools
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -47,6 +49,7 @@ from vmctl_agent.spec import CreateOptions
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPO, TAG = "bench/busybox", "v1"
 COMMAND = ("true",)
+STEPS = ("create", "start", "wait", "remove")
 GOAL = 1.0  # ours / runc, create → exit
 ISSUE_REFERENCE = "runc ~37 ms"
 RUN_TIMEOUT = 30.0
@@ -133,6 +136,14 @@ def read_or_empty(path: Path) -> str:
         return ""
 
 
+def where(error: BaseException) -> str:
+    """file:line of the innermost frame an exception came from."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "?"
+    return f"{Path(frames[-1].filename).name}:{frames[-1].lineno} {frames[-1].name}"
+
+
 def process_start_time(pid: int) -> int | None:
     try:
         data = Path(f"/proc/{pid}/stat").read_bytes()
@@ -208,33 +219,28 @@ class Ours(Peer):
         self.shims: list[int] = []
 
     def once(self, n: int) -> dict[str, float]:
-        rt = self.runtime
+        rt, step, marks = self.runtime, "create", [time.perf_counter()]
         try:
-            t0 = time.perf_counter()
-            created = rt.create(CreateOptions(image=self.ref, cmd=COMMAND))
-            t1 = time.perf_counter()
-            self.ids.append(created.id)
-            started = rt.start(created.id)
-            t2 = time.perf_counter()
-            self.note(started)
-            done = rt.wait(created.id, timeout=RUN_TIMEOUT)
-            t3 = time.perf_counter()
-            rt.remove(created.id)
-            t4 = time.perf_counter()
+            container_id = rt.create(CreateOptions(image=self.ref, cmd=COMMAND)).id
+            marks.append(time.perf_counter())
+            self.ids.append(container_id)
+            step = "start"
+            self.note(rt.start(container_id))
+            marks.append(time.perf_counter())
+            step = "wait"
+            done = rt.wait(container_id, timeout=RUN_TIMEOUT)
+            marks.append(time.perf_counter())
+            step = "remove"
+            rt.remove(container_id)
+            marks.append(time.perf_counter())
         except Exception as e:
             self.remove_all()
-            raise RunFailed(f"{type(e).__name__}: {e}") from e
+            raise RunFailed(f"{step}: {type(e).__name__}: {e} (at {where(e)})") from e
         if done.state.exit_code != 0 or done.state.error:
             raise RunFailed(f"`true` exited {done.state.exit_code} {done.state.error}".strip())
-        exit_ = t3 - t0
-        return {
-            "create": t1 - t0,
-            "start": t2 - t1,
-            "wait": t3 - t2,
-            "remove": t4 - t3,
-            "exit": exit_,
-            "total": t4 - t0,
-        }
+        steps = dict(zip(STEPS, itertools.pairwise(marks), strict=True))
+        times = {step: end - begin for step, (begin, end) in steps.items()}
+        return {**times, "exit": marks[3] - marks[0], "total": marks[4] - marks[0]}
 
     def note(self, started: Container) -> None:
         self.processes.append((started.state.pid, started.state.start_time))
@@ -455,7 +461,7 @@ def print_table(ours: Ours, runc: Runc | None) -> None:
     print(f"\n{'ms':<34} {'median':>7} {'p90':>7} {'min':>7} {'runs':>5}")
     row("ours  create → exit", ours.samples.get("exit"))
     row("ours  incl. remove", ours.samples.get("total"))
-    for step in ("create", "start", "wait", "remove"):
+    for step in STEPS:
         row(f"        {step}", ours.samples.get(step))
     row("runc  run (create → exit → delete)", runc.samples.get("run") if runc else None)
     for peer in (ours, runc):

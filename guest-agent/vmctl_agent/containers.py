@@ -21,7 +21,6 @@ import contextlib
 import os
 import re
 import secrets
-import select
 import signal
 import socket
 import time
@@ -29,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vmctl_agent import atomic, cgroups, execs, logs, naming, shim, spec
+from vmctl_agent import atomic, cgroups, execs, logs, naming, pids, shim, spec
 from vmctl_agent.containerconfig import ContainerConfig, build_config
 from vmctl_agent.content import remove_tree
 from vmctl_agent.errors import AgentError
@@ -213,7 +212,7 @@ class Runtime:
         if not state.running:
             return
         ended = atomic.read_json_or_none(container.directory / "exit.json")
-        if ended is None and not _same_process(state.shim_pid, state.shim_start_time):
+        if ended is None and not pids.same_process(state.shim_pid, state.shim_start_time):
             ended = atomic.read_json_or_none(container.directory / "exit.json")  # just written?
             if ended is None:
                 ended = self._orphaned(container)
@@ -224,7 +223,7 @@ class Runtime:
         """The shim was killed: nobody records this container's output or exit any more, so
         it is stopped rather than left running unsupervised."""
         self.cgroups.kill_all(container.id)
-        _signal(container.state.pid, container.state.start_time, signal.SIGKILL)
+        pids.send_signal(container.state.pid, container.state.start_time, signal.SIGKILL)
         with contextlib.suppress(Exception):
             self.cgroups.remove(container.id)
         error = "the container's supervisor was killed; the container was stopped"
@@ -281,7 +280,7 @@ class Runtime:
         container = self.get(ref)
         deadline = None if timeout is None else time.monotonic() + timeout
         while container.state.running:
-            _wait_for_exit(container.state.shim_pid, deadline)
+            pids.wait_for_exit(container.state.shim_pid, deadline)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"container {container.id[:12]} is still running")
             try:
@@ -329,18 +328,20 @@ class Runtime:
         container = self.get(ref)
         if not container.state.running:
             raise ContainerConflict(f"Container {container.id} is not running")
-        _signal(container.state.pid, container.state.start_time, sig)
+        pids.send_signal(container.state.pid, container.state.start_time, sig)
 
     def stop(self, ref: str, timeout: float = 10) -> Container:
         """The stop signal, up to `timeout` seconds' grace, then SIGKILL."""
         container = self.get(ref)
         if not container.state.running:
             return container
-        _signal(container.state.pid, container.state.start_time, container.config.stop_signal)
+        pids.send_signal(
+            container.state.pid, container.state.start_time, container.config.stop_signal
+        )
         try:
             return self.wait(container.id, timeout=timeout)
         except TimeoutError:
-            _signal(container.state.pid, container.state.start_time, signal.SIGKILL)
+            pids.send_signal(container.state.pid, container.state.start_time, signal.SIGKILL)
             return self.wait(container.id, timeout=30)
 
     def restart(self, ref: str, timeout: float = 10) -> Container:
@@ -357,7 +358,7 @@ class Runtime:
                     "before attempting removal or force remove"
                 )
             self.cgroups.kill_all(container.id)
-            _signal(container.state.pid, container.state.start_time, signal.SIGKILL)
+            pids.send_signal(container.state.pid, container.state.start_time, signal.SIGKILL)
             self.wait(container.id, timeout=30)
         with atomic.locked(container.directory / "lock"):
             if self.cgroups.exists(container.id):
@@ -414,47 +415,3 @@ class Runtime:
         if not container.state.running:
             raise ContainerConflict(f"Container {container.id} is not running")
         return self.cgroups.stats(container.id)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return True
-    return data[data.rindex(b")") + 2 :].startswith(b"Z")
-
-
-def _same_process(pid: int, start_time: int) -> bool:
-    try:
-        return pid > 0 and shim.process_start_time(pid) == start_time and not _is_zombie(pid)
-    except (FileNotFoundError, ProcessLookupError, ValueError):
-        return False
-
-
-def _signal(pid: int, start_time: int, sig: int) -> None:
-    """Signal the container's process through a pidfd, checked to be the same process."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        if _same_process(pid, start_time):
-            signal.pidfd_send_signal(pidfd, sig)
-    except ProcessLookupError:
-        pass
-    finally:
-        os.close(pidfd)
-
-
-def _wait_for_exit(pid: int, deadline: float | None) -> None:
-    """Sleep until process `pid` ends (or the deadline): the shim exits after exit.json."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        select.select([pidfd], [], [], remaining)
-    finally:
-        os.close(pidfd)

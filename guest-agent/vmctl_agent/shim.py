@@ -27,7 +27,7 @@ import termios
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmctl_agent import atomic, process, rootfs
+from vmctl_agent import atomic, pids, process, rootfs
 from vmctl_agent import logs as logfile
 from vmctl_agent import syscalls as sc
 from vmctl_agent.content import remove_tree
@@ -74,13 +74,6 @@ class Started:
     shim_pid: int
     start_time: int
     shim_start_time: int
-
-
-def process_start_time(pid: int) -> int:
-    """Field 22 of /proc/<pid>/stat: with the pid, it names a process even after pid reuse."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        data = f.read()
-    return int(data[data.rindex(b")") + 2 :].split()[19])
 
 
 def spawn(launch: Launch, cgroups) -> Started:
@@ -180,9 +173,9 @@ def _run(launch: Launch, cgroups, ready_w: int) -> int:
         ready_w,
         {
             "pid": pid,
-            "start_time": process_start_time(pid),
+            "start_time": pids.start_time(pid),
             "shim": me,
-            "shim_start_time": process_start_time(me),
+            "shim_start_time": pids.start_time(me),
         },
     )
     _supervise(launch, cgroups, pid, stdio)

@@ -1,0 +1,63 @@
+"""Processes we supervise but did not necessarily start in this life of the agent: a pid
+alone can be reused, so a process is named by its pid and its start time, and signalled
+through a pidfd opened and then checked to be that process.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+
+
+def start_time(pid: int) -> int:
+    """Field 22 of /proc/<pid>/stat: with the pid, it names a process even after pid reuse."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    return int(data[data.rindex(b")") + 2 :].split()[19])
+
+
+def is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return True
+    return data[data.rindex(b")") + 2 :].startswith(b"Z")
+
+
+def same_process(pid: int, started: int) -> bool:
+    """Is `pid` still the process that started at `started` (and not a zombie)?"""
+    try:
+        return pid > 0 and start_time(pid) == started and not is_zombie(pid)
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return False
+
+
+def send_signal(pid: int, started: int, sig: int) -> None:
+    """Signal the container's process through a pidfd, checked to be the same process."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if same_process(pid, started):
+            signal.pidfd_send_signal(pidfd, sig)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(pidfd)
+
+
+def wait_for_exit(pid: int, deadline: float | None) -> None:
+    """Sleep until process `pid` ends (or the deadline): the shim exits after exit.json."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        select.select([pidfd], [], [], remaining)
+    finally:
+        os.close(pidfd)
