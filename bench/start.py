@@ -59,6 +59,8 @@ RUNC_CANDIDATES = ("/usr/sbin/runc", "runc")
 RUNC_FLAG_TRIES = ((), ("--no-pivot",))  # what `runc run` may need on odd hosts
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 OUR_CGROUP_PARENT = "vmctl"
+ZOMBIE_OF_INIT = "[Z ppid 1]"  # exited detached shims, for init to reap
+ZOMBIES = "zombie shims awaiting pid 1"
 NAMESPACE_FLAGS = (
     (sc.CLONE_NEWNS, "mount"),
     (sc.CLONE_NEWUTS, "uts"),
@@ -215,8 +217,7 @@ class Ours(Peer):
         self.runtime = Runtime(data_root, self.store)
         self.ref = ref
         self.ids: list[str] = []
-        self.processes: list[tuple[int, int]] = []  # (pid, start time) of containers
-        self.shims: list[int] = []
+        self.processes: list[tuple[int, int]] = []  # (pid, start time): containers, shims
 
     def once(self, n: int) -> dict[str, float]:
         rt, step, marks = self.runtime, "create", [time.perf_counter()]
@@ -243,8 +244,8 @@ class Ours(Peer):
         return {**times, "exit": marks[3] - marks[0], "total": marks[4] - marks[0]}
 
     def note(self, started: Container) -> None:
-        self.processes.append((started.state.pid, started.state.start_time))
-        self.shims.append(started.state.shim_pid)
+        state = started.state
+        self.processes += [(state.pid, state.start_time), (state.shim_pid, state.shim_start_time)]
 
     def namespaces(self) -> list[str]:
         """What a start of ours unshares: the shim's pid namespace, then the launch's flags."""
@@ -511,11 +512,13 @@ def print_process_heap() -> None:
 def leftovers(workdir: Path, ours: Ours, runc: Runc | None) -> dict[str, list[str]]:
     """Mounts, cgroups, processes and runc state the runs left behind (there should be none)."""
     cgroups = our_cgroups(ours) + (runc_cgroups(runc) if runc else [])
+    processes = stray_processes(workdir, ours, cgroups)
     return {
         "mounts": [line for line in mountinfo() if str(workdir) in line],
         "cgroups": cgroups,
-        "processes": stray_processes(workdir, ours, cgroups),
+        "processes": [p for p in processes if not p.endswith(ZOMBIE_OF_INIT)],
         "runc containers": runc.listed() if runc else [],
+        ZOMBIES: [p for p in processes if p.endswith(ZOMBIE_OF_INIT)],
     }
 
 
@@ -536,28 +539,40 @@ def runc_cgroups(runc: Runc) -> list[str]:
 
 
 def stray_processes(workdir: Path, ours: Ours, cgroups: Sequence[str] = ()) -> list[str]:
-    """Our shims (forks of this process), our containers' processes, processes in `cgroups`
-    (runc's `runc init`), anything naming the workdir."""
+    """Our containers and shims (by pid and start time), other forks of this process, processes
+    in `cgroups` (runc's `runc init`), anything naming the workdir; zombies included."""
     me, mine = os.getpid(), cmdline(os.getpid())
-    containers = dict(ours.processes)
+    known = dict(ours.processes)
     jailed = {int(p) for d in cgroups for p in read_or_empty(Path(d) / "cgroup.procs").split()}
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
         pid, line = int(entry.name), cmdline(int(entry.name))
-        same = pid in containers and process_start_time(pid) == containers[pid]
+        same = pid in known and process_start_time(pid) == known[pid]
         if same or pid in jailed or line == mine or str(workdir).encode() in line:
             shown = line.replace(b"\0", b" ").decode(errors="replace").strip()
-            found.append(f"{pid} {shown}")
+            found.append(f"{pid} {shown or '(exited)'} [{process_state(pid)}]")
     return found
 
 
+def process_state(pid: int) -> str:
+    """State letter and parent, e.g. "Z ppid 1" (fields 3 and 4 of /proc/<pid>/stat)."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return "gone"
+    state, ppid = data[data.rindex(b")") + 2 :].split()[:2]
+    return f"{state.decode()} ppid {int(ppid)}"
+
+
 def print_leftovers(found: dict[str, list[str]]) -> None:
-    counts = ", ".join(f"{kind} {len(items)}" for kind, items in found.items())
+    """Counts, then up to 10 of each kind; exited shims that pid 1 has yet to reap are only
+    counted (this host's init reaps late; they are gone a moment later)."""
+    counts = ", ".join(f"{kind}: {len(items)}" for kind, items in found.items())
     print(f"\nleft behind after the runs: {counts}")
     for kind, items in found.items():
-        for item in items[:10]:
+        for item in items[:10] if kind != ZOMBIES else ():
             print(f"  {kind}: {item}")
 
 
@@ -586,8 +601,9 @@ def clean_up(ours: Ours | None, runc: Runc | None, workdir: Path) -> None:
             runc.delete(container_id)
     if ours:
         for item in stray_processes(workdir, ours):  # ours and runc's, identified by pid
-            with suppress(OSError):
-                os.kill(int(item.split()[0]), signal.SIGKILL)
+            if not item.endswith(ZOMBIE_OF_INIT):
+                with suppress(OSError):
+                    os.kill(int(item.split()[0]), signal.SIGKILL)
     remove_tree(workdir)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import imagekit as ik
 import pytest
+from agentkit import pull
 from runtimekit import NOTHING, busybox_image, leftovers, make_runtime, run
 from vmctl_agent.containers import ContainerConflict, ContainerNotFound, Runtime
 from vmctl_agent.errors import ImageNotFound, ImpossibleLimit
@@ -475,3 +476,37 @@ def test_auto_remove_leaves_the_exit_status_for_wait(rt, image):
     ended = rt.wait(c.id, timeout=10)
     assert (ended.state.status, ended.state.exit_code) == ("removed", 3)
     assert leftovers(rt, c.id) == NOTHING
+
+
+def test_the_hosts_python_is_never_reachable_from_inside(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("sleep", "60")))
+    rt.start(c.id)
+    script = "for p in /proc/[0-9]*; do readlink $p/exe; done"
+    first = run(rt, image, "sh", "-c", script)
+    running = rt.exec(c.id, ("sh", "-c", script))
+    seen = _drain(running.stdout).decode()
+    running.wait()
+    running.close()
+    rt.remove(c.id, force=True)
+    for listing in (first.stdout, seen):
+        assert listing.strip() and "python" not in listing
+        assert set(listing.split()) == {"/bin/busybox"}
+
+
+def test_a_working_dir_through_a_symlink_stays_inside(rt, registry, tmp_path):
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+    layer = ik.tar_bytes([ik.symlink("work", str(host_dir))])
+    image = ik.build_image([ik.busybox_layer(), layer], config={"Cmd": ["/bin/sh"]})
+    ik.RegistryClient(registry.url).push_image("runtime/symlinked", "v1", image)
+    ref = f"{registry.host}/runtime/symlinked:v1"
+    pull(rt.images, ref)
+    ran = run(rt, ref, "sh", "-c", "touch made-here && ls /work", working_dir="/work")
+    assert ran.stdout.split() == ["made-here"], "made inside the container, via its symlink"
+    assert list(host_dir.iterdir()) == [], "the host's directory is untouched"
+
+
+def test_host_network(rt, image):
+    ran = run(rt, image, "cat", "/proc/net/dev", network="host")
+    host = Path("/proc/net/dev").read_text().splitlines()[2:]
+    assert len(ran.stdout.splitlines()[2:]) == len(host)

@@ -25,24 +25,31 @@ def boot_id() -> str:
     return _BOOT_ID.read_text().strip()
 
 
-def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace `path` with `data` atomically and durably."""
+def write_bytes(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
+    """Replace `path` with `data` atomically; durably (fsync) unless told it is not needed.
+
+    Not durable is for what a crash makes moot anyway (a running container's state, files
+    regenerated at each start): readers still never see half a file while the machine is up.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
-def write_json(path: Path, value: Any) -> None:
-    write_bytes(path, json.dumps(value, indent=1, sort_keys=True).encode() + b"\n")
+def write_json(path: Path, value: Any, *, durable: bool = True) -> None:
+    data = json.dumps(value, indent=1, sort_keys=True).encode() + b"\n"
+    write_bytes(path, data, durable=durable)
 
 
 def read_json(path: Path) -> Any:

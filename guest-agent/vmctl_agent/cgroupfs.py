@@ -8,6 +8,7 @@ write cgroupfs files the way the kernel expects: one write(2) per value, "max" o
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -118,10 +119,15 @@ def write(path: Path, value: object) -> None:
 
 
 def read(path: Path, default: str = "") -> str:
+    """A cgroup file's text; `default` if the cgroup is gone or going (ENODEV mid-rmdir)."""
     try:
         return path.read_text().strip()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return default
+    except OSError as e:
+        if e.errno == errno.ENODEV:
+            return default
+        raise
 
 
 def read_int(path: Path) -> int:

@@ -109,9 +109,9 @@ class ContainerConfig:
         """/etc/hostname, /etc/hosts and /etc/resolv.conf, made fresh at each start."""
         host = self.network == "host"
         hosts = _host_file("/etc/hosts") if host else HOSTS
-        atomic.write_bytes(directory / "hostname", f"{self.hostname}\n".encode())
-        atomic.write_bytes(directory / "hosts", hosts.encode())
-        atomic.write_bytes(directory / "resolv.conf", resolv_conf(host).encode())
+        files = {"hostname": f"{self.hostname}\n", "hosts": hosts, "resolv.conf": resolv_conf(host)}
+        for name, text in files.items():
+            atomic.write_bytes(directory / name, text.encode(), durable=False)
 
     def inspect(self) -> dict:
         """The config half of `docker inspect`."""

@@ -194,7 +194,7 @@ class Runtime:
     def _load(self, directory: Path) -> Container:
         try:
             config = ContainerConfig.from_json(atomic.read_json(directory / "config.json"))
-            state = State(**atomic.read_json(directory / "state.json"))
+            state = _read_state(directory / "state.json")
         except FileNotFoundError:
             raise ContainerNotFound(f"No such container: {directory.name}") from None
         container = Container(config, state, directory)
@@ -239,7 +239,10 @@ class Runtime:
         self._save(container)
 
     def _save(self, container: Container) -> None:
-        atomic.write_json(container.directory / "state.json", asdict(container.state))
+        """Not fsynced: after a crash every container is dead anyway, and its status is
+        derived again; a state.json torn by the crash reads as exited (see _load)."""
+        state = asdict(container.state)
+        atomic.write_json(container.directory / "state.json", state, durable=False)
 
     # -- start, wait, signals -----------------------------------------------------------------
 
@@ -415,3 +418,10 @@ class Runtime:
         if not container.state.running:
             raise ContainerConflict(f"Container {container.id} is not running")
         return self.cgroups.stats(container.id)
+
+
+def _read_state(path: Path) -> State:
+    try:
+        return State(**atomic.read_json(path))
+    except (ValueError, TypeError):
+        return State(status="exited", exit_code=255, error="state lost in a crash of the VM")

@@ -110,7 +110,8 @@ def _bind_console(slave: int) -> None:
 def enter(process: ProcessSpec) -> None:
     """Working directory, user and capabilities: the last steps before exec."""
     os.umask(0o022)
-    os.makedirs(process.cwd, exist_ok=True)
+    # Made through symlinks as they resolve inside the container (we are past pivot_root).
+    os.makedirs(os.path.realpath(process.cwd), exist_ok=True)
     os.chdir(process.cwd)
     keep = capabilities.mask(process.capabilities)
     capabilities.drop_bounding(keep)

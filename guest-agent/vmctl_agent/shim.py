@@ -79,7 +79,6 @@ class Started:
 def spawn(launch: Launch, cgroups) -> Started:
     """Start the shim and the container; returns once the command has been exec'd."""
     ready_r, ready_w = os.pipe()
-    gc.collect()
     gc.freeze()  # the shim touches few objects: keep the copied memory shared
     pid = os.fork()
     if pid == 0:
@@ -246,9 +245,9 @@ def _record_exit(launch: Launch, cgroups, pid: int) -> None:
     exit_code = 128 - code if code < 0 else code
     oom = cgroups.oom_killed(launch.name)
     record = {"exit_code": exit_code, "oom_killed": oom, "finished_at": logfile.now()}
-    atomic.write_json(Path(launch.exit_path), record)
     with contextlib.suppress(Exception):  # if this fails, the agent removes it with the container
-        cgroups.remove(launch.name)
+        cgroups.remove(launch.name)  # before exit.json: whoever waits may remove at once
+    atomic.write_json(Path(launch.exit_path), record, durable=False)
     if launch.auto_remove:
         _remove_container(launch, record)
 
