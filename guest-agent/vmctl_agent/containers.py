@@ -213,6 +213,7 @@ class Runtime:
             return
         ended = atomic.read_json_or_none(container.directory / "exit.json")
         if ended is None and not pids.same_process(state.shim_pid, state.shim_start_time):
+            pids.reap(state.shim_pid)
             ended = atomic.read_json_or_none(container.directory / "exit.json")  # just written?
             if ended is None:
                 ended = self._orphaned(container)

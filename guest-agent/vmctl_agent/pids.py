@@ -5,6 +5,7 @@ through a pidfd opened and then checked to be that process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -50,6 +51,12 @@ def send_signal(pid: int, started: int, sig: int) -> None:
         os.close(pidfd)
 
 
+def reap(pid: int) -> None:
+    """Collect `pid`'s exit if it is our child and has ended (a shim this agent started)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
 def wait_for_exit(pid: int, deadline: float | None) -> None:
     """Sleep until process `pid` ends (or the deadline): the shim exits after exit.json."""
     try:
@@ -58,6 +65,7 @@ def wait_for_exit(pid: int, deadline: float | None) -> None:
         return
     try:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        select.select([pidfd], [], [], remaining)
+        if select.select([pidfd], [], [], remaining)[0]:
+            reap(pid)
     finally:
         os.close(pidfd)

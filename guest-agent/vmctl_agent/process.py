@@ -5,7 +5,6 @@ dispositions, and the exec itself, with a failure told back in Docker's words.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -20,6 +19,8 @@ from vmctl_agent import syscalls as sc
 from vmctl_agent.spec import ProcessSpec
 
 _TIOCSPTLCK = 0x40045431
+# Python ignores SIGPIPE and SIGXFSZ; the shim ignores SIGINT, SIGTERM and SIGHUP.
+_IGNORED_BY_US = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _TIOCGPTPEER = 0x5441
 
 
@@ -122,9 +123,8 @@ def enter(process: ProcessSpec) -> None:
     capabilities.apply(keep, is_root=user.uid == 0)
     if process.no_new_privileges:
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
-    for sig in range(1, signal.NSIG):  # Python ignores SIGPIPE; the command must not
-        with contextlib.suppress(OSError, ValueError):
-            signal.signal(sig, signal.SIG_DFL)
+    for sig in _IGNORED_BY_US:  # ignored signals stay ignored across exec; handlers do not
+        signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 

@@ -77,35 +77,29 @@ class Started:
 
 
 def spawn(launch: Launch, cgroups) -> Started:
-    """Start the shim and the container; returns once the command has been exec'd."""
+    """Start the shim and the container; returns once the command has been exec'd.
+
+    The shim is our child, in a session of its own; when it ends, whoever sees that first
+    reaps it (pids.reap), and if we are gone by then, init does."""
     ready_r, ready_w = os.pipe()
     gc.freeze()  # the shim touches few objects: keep the copied memory shared
     pid = os.fork()
     if pid == 0:
-        _detach_and_run(launch, cgroups, ready_r, ready_w)
+        os.close(ready_r)
+        _shim(launch, cgroups, ready_w)
     gc.unfreeze()
     os.close(ready_w)
-    os.waitpid(pid, 0)
     with os.fdopen(ready_r, "rb") as ready:
         raw = ready.read()
     try:
         answer = json.loads(raw)
     except ValueError:
+        pids.reap(pid)
         raise StartError("the container's supervisor died while starting it", 128) from None
     if "error" in answer:
+        pids.reap(pid)
         raise StartError(answer["error"], answer["exit_code"])
     return Started(answer["pid"], answer["shim"], answer["start_time"], answer["shim_start_time"])
-
-
-def _detach_and_run(launch: Launch, cgroups, ready_r: int, ready_w: int) -> None:
-    """In the first child: leave the agent's session, fork the shim, exit at once."""
-    try:
-        os.close(ready_r)
-        os.setsid()
-        if os.fork() == 0:
-            _shim(launch, cgroups, ready_w)
-    finally:
-        os._exit(0)
 
 
 # -- the shim -----------------------------------------------------------------------------------
@@ -114,6 +108,7 @@ def _detach_and_run(launch: Launch, cgroups, ready_r: int, ready_w: int) -> None
 def _shim(launch: Launch, cgroups, ready_w: int) -> None:
     status = 1
     try:
+        os.setsid()  # the agent's terminal and signals are not ours
         gc.disable()
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -160,7 +155,8 @@ def _run(launch: Launch, cgroups, ready_w: int) -> int:
             ready_w, {"error": f"cannot put the container in its cgroup: {e}", "exit_code": 128}
         )
         return 1
-    os.write(sync_w, b"g")
+    with contextlib.suppress(BrokenPipeError):  # it may have failed already: err_r says
+        os.write(sync_w, b"g")
     os.close(sync_w)
     failure = _read_all(err_r)
     if failure or not stdio.receive_master():
@@ -332,12 +328,12 @@ def _forward_stdin(conn: socket.socket, sel, stdio: process.Stdio, launch: Launc
 def _container(launch: Launch, stdio: process.Stdio, sync_r: int, err_w: int) -> None:
     """Runs in the new PID namespace as PID 1; ends in exec or in _exit."""
     try:
-        os.read(sync_r, 1)  # wait until the shim has put us in the cgroup
-        os.close(sync_r)
         sc.unshare(launch.namespaces)
         sc.sethostname(launch.hostname)
-        rootfs.setup(launch.plan)
+        rootfs.setup(launch.plan)  # meanwhile the shim moves us into the cgroup
         stdio.attach_child(console=True)
+        os.read(sync_r, 1)  # in the cgroup now: nothing of the command runs outside it
+        os.close(sync_r)
         process.enter(launch.process)
         err_w = process.keep_error_pipe(err_w)
     except BaseException as e:
