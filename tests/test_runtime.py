@@ -510,3 +510,19 @@ def test_host_network(rt, image):
     ran = run(rt, image, "cat", "/proc/net/dev", network="host")
     host = Path("/proc/net/dev").read_text().splitlines()[2:]
     assert len(ran.stdout.splitlines()[2:]) == len(host)
+
+
+def test_no_zombie_shims_are_left_behind(rt, image):
+    for _ in range(3):
+        run(rt, image, "true")
+    rt.list(all=True)
+    zombies = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] == "Z" and int(fields[1]) == os.getpid():
+            zombies.append(pid)
+    assert zombies == []

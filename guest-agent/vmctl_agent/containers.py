@@ -232,6 +232,7 @@ class Runtime:
 
     def _mark_exited(self, container: Container, ended: dict) -> None:
         state = container.state
+        pids.reap(state.shim_pid, timeout=1.0)
         state.status = "exited"
         state.exit_code = int(ended.get("exit_code", 0))
         state.oom_killed = bool(ended.get("oom_killed", False))

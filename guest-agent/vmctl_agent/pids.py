@@ -51,10 +51,19 @@ def send_signal(pid: int, started: int, sig: int) -> None:
         os.close(pidfd)
 
 
-def reap(pid: int) -> None:
-    """Collect `pid`'s exit if it is our child and has ended (a shim this agent started)."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+def reap(pid: int, timeout: float = 0.0) -> None:
+    """Collect `pid`'s exit if it is our child (a shim this agent started), waiting up to
+    `timeout` for it to end: a shim exits right after writing exit.json."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        select.select([pidfd], [], [], timeout)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+    finally:
+        os.close(pidfd)
 
 
 def wait_for_exit(pid: int, deadline: float | None) -> None:

@@ -94,10 +94,10 @@ def spawn(launch: Launch, cgroups) -> Started:
     try:
         answer = json.loads(raw)
     except ValueError:
-        pids.reap(pid)
+        pids.reap(pid, timeout=1.0)
         raise StartError("the container's supervisor died while starting it", 128) from None
     if "error" in answer:
-        pids.reap(pid)
+        pids.reap(pid, timeout=1.0)
         raise StartError(answer["error"], answer["exit_code"])
     return Started(answer["pid"], answer["shim"], answer["start_time"], answer["shim_start_time"])
 
