@@ -238,6 +238,8 @@ class Runtime:
         state.oom_killed = bool(ended.get("oom_killed", False))
         state.finished_at = ended.get("finished_at", logs.now())
         state.error = ended.get("error", "")
+        if container.config.create_options.auto_remove:
+            return  # its shim is deleting the directory (and was reaped above): nothing to save
         self._save(container)
 
     def _save(self, container: Container) -> None:
@@ -292,6 +294,11 @@ class Runtime:
                 container = self._load(container.directory)
             except ContainerNotFound:
                 return self._removed(container)
+        state = container.state
+        if container.config.create_options.auto_remove and state.status != "created":
+            if pids.same_process(state.shim_pid, state.shim_start_time):
+                pids.reap(state.shim_pid, timeout=30)  # it is removing the container
+            return self._removed(container)
         return container
 
     def _removed(self, container: Container) -> Container:
