@@ -1,5 +1,8 @@
 """`vmctl-agent`: the guest agent's command line.
 
+    vmctl-agent serve  --listen unix:///PATH [--listen tcp://127.0.0.1:PORT] --data-root DIR
+                       [--config daemon.json] [--registry-mirror URL]...
+                       [--insecure-registry HOST:PORT]...
     vmctl-agent pull   --data-root DIR [--config daemon.json] [--registry-mirror URL]...
                        [--insecure-registry HOST:PORT]... [--platform os/arch] REF
     vmctl-agent images --data-root DIR [--quiet]
@@ -42,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vmctl-agent", description="vmctl's container engine")
     parser.add_argument("--version", action="version", version=f"vmctl-agent {__version__}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    serve = _command(sub, "serve", "serve the Docker Engine API", _serve)
+    serve.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        metavar="unix:///PATH",
+        help="where to listen (default unix:///run/vmctl-agent.sock)",
+    )
     pull = _command(sub, "pull", "pull an image from a registry", _pull)
     pull.add_argument("--platform", default=None, help="os/arch[/variant] (default: this machine)")
     pull.add_argument("--quiet", "-q", action="store_true", help="print only the image reference")
@@ -80,6 +91,12 @@ def _settings(args) -> config.AgentConfig:
 
 def _store(args) -> ImageStore:
     return ImageStore(_settings(args).data_root / "image")
+
+
+def _serve(args) -> int:
+    from vmctl_agent.api import serve  # the HTTP stack is only loaded to serve
+
+    return serve.run(_settings(args), args.listen or ["unix:///run/vmctl-agent.sock"])
 
 
 def _pull(args) -> int:

@@ -413,6 +413,13 @@ class Runtime:
 
     # -- output -------------------------------------------------------------------------------
 
+    def log_size(self, ref: str) -> int:
+        """Where the log ends now: attach streams only what comes after."""
+        try:
+            return (self.get(ref).directory / "container-json.log").stat().st_size
+        except FileNotFoundError:
+            return 0
+
     def logs(self, ref: str, **options) -> Iterator[logs.Entry]:
         container = self.get(ref)
         directory = container.directory

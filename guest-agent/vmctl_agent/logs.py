@@ -94,13 +94,16 @@ def read(
     tail: int | None = None,
     follow: bool = False,
     running: Callable[[], bool] = lambda: False,
+    offset: int = 0,
 ) -> Iterator[Entry]:
-    """Entries of the log, oldest first; with follow, new ones until `running()` is False."""
+    """Entries of the log, oldest first, from byte `offset`; with follow, new ones until
+    `running()` is False."""
     try:
         f = open(path, "rb")  # noqa: SIM115 - kept open while following
     except FileNotFoundError:
         return
     with f:
+        f.seek(offset)
         entries = (e for e in _parse(f) if _in_window(e, since, until))
         yield from (deque(entries, maxlen=tail) if tail is not None else entries)
         if follow:

@@ -1,0 +1,426 @@
+"""/containers: create, list, inspect, start, stop, kill, restart, wait, remove, logs, attach,
+resize, top and stats, with dockerd's status codes and body shapes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal as signals
+import socket
+import threading
+import time
+
+from vmctl_agent import logs as logfile
+from vmctl_agent.api import streams
+from vmctl_agent.api.http import ApiError, Response, empty, json_response
+from vmctl_agent.containers import Container, ContainerNotFound
+from vmctl_agent.spec import CreateOptions
+
+_POLL = 0.05
+NO_BRIDGE = (
+    "bridge networking is not available yet: the container runs with --network none "
+    "(use --network host to share the VM's network)"
+)
+
+
+# -- create ------------------------------------------------------------------------------------
+
+
+def create(engine, request) -> Response:
+    body = request.json()
+    options, warnings = _options(body, request.arg("name"))
+    container = engine.runtime.create(options)
+    return json_response({"Id": container.id, "Warnings": warnings}, 201)
+
+
+def _options(body: dict, name: str) -> tuple[CreateOptions, list[str]]:
+    host = body.get("HostConfig") or {}
+    if not body.get("Image"):
+        raise ApiError(400, "Config.Image is required")
+    network, warnings = _network(host.get("NetworkMode") or "default")
+    security = host.get("SecurityOpt") or []
+    options = CreateOptions(
+        image=body["Image"],
+        cmd=_strings(body.get("Cmd")),
+        entrypoint=_strings(body.get("Entrypoint")),
+        env=tuple(body.get("Env") or ()),
+        working_dir=body.get("WorkingDir") or "",
+        user=body.get("User") or "",
+        hostname=body.get("Hostname") or "",
+        labels=dict(body.get("Labels") or {}),
+        tty=bool(body.get("Tty")),
+        open_stdin=bool(body.get("OpenStdin")),
+        stdin_once=bool(body.get("StdinOnce")),
+        auto_remove=bool(host.get("AutoRemove")),
+        memory=int(host.get("Memory") or 0),
+        nano_cpus=int(host.get("NanoCpus") or 0),
+        pids_limit=host.get("PidsLimit"),
+        network=network,
+        cap_add=tuple(host.get("CapAdd") or ()),
+        cap_drop=tuple(host.get("CapDrop") or ()),
+        no_new_privileges=any(s.startswith("no-new-privileges") for s in security),
+        name=name,
+    )
+    return options, warnings
+
+
+def _strings(value) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(400, "Cmd and Entrypoint must be lists of strings")
+    return tuple(value)
+
+
+def _network(mode: str) -> tuple[str, list[str]]:
+    if mode in ("none", "host"):
+        return mode, []
+    if mode in ("default", "bridge"):
+        return "none", []  # said once in `docker info`'s warnings rather than at every run
+    raise ApiError(404, f"network {mode} not found")
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def list_(engine, request) -> Response:
+    filters = _filters(request.arg("filters"))
+    found = engine.runtime.list(all=request.flag("all") or "status" in filters)
+    rows = [_summary(c) for c in found if _matches(c, filters)]
+    limit = request.int_arg("limit", -1)
+    return json_response(rows[:limit] if limit and limit > 0 else rows)
+
+
+def _filters(raw: str) -> dict[str, list[str]]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, f"invalid filters: {raw}") from None
+    return {
+        k: list(v) if isinstance(v, list) else [k2 for k2, on in v.items() if on]
+        for k, v in value.items()
+    }
+
+
+def _matches(container: Container, filters: dict[str, list[str]]) -> bool:
+    labels = container.config.create_options.labels
+    checks = {
+        "status": lambda v: container.state.status == v,
+        "name": lambda v: v.lstrip("/") in container.name,
+        "id": lambda v: container.id.startswith(v),
+        "label": lambda v: _label_matches(labels, v),
+        "ancestor": lambda v: v in (container.config.image, container.config.image_id),
+    }
+    for key, values in filters.items():
+        check = checks.get(key)
+        if check is None:
+            raise ApiError(400, f"invalid filter '{key}'")
+        if not any(check(v) for v in values):
+            return False
+    return True
+
+
+def _label_matches(labels: dict[str, str], wanted: str) -> bool:
+    key, sep, value = wanted.partition("=")
+    return key in labels and (not sep or labels[key] == value)
+
+
+def _summary(c: Container) -> dict:
+    process = c.config.process_spec
+    return {
+        "Id": c.id,
+        "Names": ["/" + c.name],
+        "Image": c.config.image,
+        "ImageID": c.config.image_id,
+        "Command": " ".join(process.args),
+        "Created": int(logfile.parse_time(c.config.created)),
+        "Ports": [],
+        "Labels": dict(c.config.create_options.labels),
+        "State": c.state.status,
+        "Status": _status_text(c),
+        "HostConfig": {"NetworkMode": c.config.network},
+        "NetworkSettings": {"Networks": {}},
+        "Mounts": [],
+    }
+
+
+def _status_text(c: Container) -> str:
+    state = c.state
+    if state.running:
+        return "Up " + _ago(state.started_at)
+    if state.status == "exited":
+        return f"Exited ({state.exit_code}) {_ago(state.finished_at)} ago"
+    return "Created"
+
+
+def _ago(stamp: str) -> str:
+    seconds = max(0.0, time.time() - logfile.parse_time(stamp))
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{int(seconds // size)} {unit}"
+    if seconds >= 60:
+        return "About a minute"
+    return "Less than a second" if seconds < 1 else f"{int(seconds)} seconds"
+
+
+def inspect(engine, request, id: str) -> Response:
+    c = engine.runtime.get(id)
+    info = c.inspect()
+    info["NetworkSettings"] = {"Networks": {}, "Ports": {}, "IPAddress": ""}
+    info["Mounts"] = []
+    info["ResolvConfPath"] = str(c.directory / "resolv.conf")
+    info["HostnamePath"] = str(c.directory / "hostname")
+    info["HostsPath"] = str(c.directory / "hosts")
+    return json_response(info)
+
+
+# -- lifecycle ---------------------------------------------------------------------------------
+
+
+def start(engine, request, id: str) -> Response:
+    if engine.runtime.get(id).state.running:
+        return empty(304)
+    engine.runtime.start(id)
+    return empty(204)
+
+
+def stop(engine, request, id: str) -> Response:
+    if not engine.runtime.get(id).state.running:
+        return empty(304)
+    engine.runtime.stop(id, timeout=request.int_arg("t", 10))
+    return empty(204)
+
+
+def restart(engine, request, id: str) -> Response:
+    engine.runtime.restart(id, timeout=request.int_arg("t", 10))
+    return empty(204)
+
+
+def kill(engine, request, id: str) -> Response:
+    engine.runtime.kill(id, _signal(request.arg("signal", "KILL")))
+    return empty(204)
+
+
+def _signal(name: str) -> int:
+    if name.isdigit():
+        return int(name)
+    try:
+        return signals.Signals["SIG" + name.upper().removeprefix("SIG")]
+    except KeyError:
+        raise ApiError(400, f"Invalid signal: {name}") from None
+
+
+def remove(engine, request, id: str) -> Response:
+    engine.runtime.remove(id, force=request.flag("force"))
+    return empty(204)
+
+
+def wait(engine, request, id: str) -> Response:
+    """Headers at once; the body when the condition is met (not-running, next-exit, removed)."""
+    condition = request.arg("condition", "not-running")
+    if condition not in ("not-running", "next-exit", "removed"):
+        raise ApiError(400, f"invalid condition: {condition}")
+    container = engine.runtime.get(id)
+    return Response(200, stream=_wait_body(engine, container, condition))
+
+
+def _wait_body(engine, container: Container, condition: str):
+    code = _wait_for(engine.runtime, container, condition)
+    yield json.dumps({"StatusCode": code, "Error": None}).encode() + b"\n"
+
+
+def _wait_for(runtime, container: Container, condition: str) -> int:
+    started_at = container.state.started_at
+    must_start = condition == "next-exit" and not container.state.running
+    while True:
+        try:
+            current = runtime.get(container.id)
+        except ContainerNotFound:
+            return runtime._removed(container).state.exit_code
+        if must_start and current.state.started_at != started_at:
+            must_start = False
+        if current.state.running:
+            current = runtime.wait(current.id)
+            if current.state.status == "removed":
+                return current.state.exit_code
+        done = not must_start and not current.state.running
+        if done and (condition != "removed" or _gone(runtime, current)):
+            return current.state.exit_code
+        container = current
+        time.sleep(_POLL)
+
+
+def _gone(runtime, container: Container) -> bool:
+    try:
+        runtime.get(container.id)
+    except ContainerNotFound:
+        return True
+    return False
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def logs(engine, request, id: str) -> Response:
+    container = engine.runtime.get(id)
+    wanted = {s for s in ("stdout", "stderr") if request.flag(s)}
+    if not wanted:
+        raise ApiError(400, "You must choose at least one stream")
+    tail = request.arg("tail", "all")
+    options = {
+        "follow": request.flag("follow"),
+        "since": float(request.arg("since") or 0),
+        "until": float(request.arg("until") or 0),
+        "tail": None if tail in ("all", "") else max(int(tail), 0),
+    }
+    tty = container.config.create_options.tty
+    entries = engine.runtime.logs(id, **options)
+    chunks = _log_chunks(entries, wanted, tty, request.flag("timestamps"))
+    return Response(200, content_type=streams.RAW if tty else streams.MULTIPLEXED, stream=chunks)
+
+
+def _log_chunks(entries, wanted: set[str], tty: bool, timestamps: bool):
+    for entry in entries:
+        if entry.stream in wanted:
+            data = (entry.time.encode() + b" " if timestamps else b"") + entry.data
+            yield streams.encode(entry.stream, data, tty=tty)
+
+
+def attach(engine, request, id: str) -> Response:
+    """Hijack: output from now on (or all of it with logs=1), stdin when asked."""
+    container = engine.runtime.get(id)
+    tty = container.config.create_options.tty
+    wanted = {s for s in ("stdout", "stderr") if request.flag(s)}
+    offset = 0 if request.flag("logs") else engine.runtime.log_size(id)
+    stdin = request.flag("stdin") and container.config.create_options.open_stdin
+
+    def session(sock: socket.socket) -> None:
+        if stdin:
+            threading.Thread(target=_pump_stdin, args=(engine, id, sock), daemon=True).start()
+        if request.flag("stream", True):
+            _stream_output(engine, id, sock, wanted, tty, offset)
+        _shutdown(sock)
+
+    return Response(content_type=streams.RAW if tty else streams.MULTIPLEXED, hijack=session)
+
+
+def _stream_output(engine, id: str, sock, wanted: set[str], tty: bool, offset: int) -> None:
+    runtime = engine.runtime
+    while runtime.get(id).state.status == "created":  # attached before start, as `docker run`
+        time.sleep(_POLL)
+    for entry in runtime.logs(id, follow=True, offset=offset):
+        if entry.stream in wanted:
+            sock.sendall(streams.encode(entry.stream, entry.data, tty=tty))
+
+
+def _pump_stdin(engine, id: str, client: socket.socket) -> None:
+    """Client bytes to the container's stdin until the client half-closes or leaves."""
+    with contextlib.suppress(OSError):
+        while engine.runtime.get(id).state.status == "created":
+            time.sleep(_POLL)
+        with engine.runtime.attach_stdin(id) as target:
+            while chunk := client.recv(65536):
+                target.sendall(chunk)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def resize(engine, request, id: str) -> Response:
+    engine.runtime.resize(id, request.int_arg("h", 24), request.int_arg("w", 80))
+    return empty(200)
+
+
+# -- top and stats -----------------------------------------------------------------------------
+
+
+def top(engine, request, id: str) -> Response:
+    container = engine.runtime.get(id)
+    if not container.state.running:
+        raise ApiError(409, f"Container {container.id} is not running")
+    rows = [_process_row(pid) for pid in engine.runtime.cgroups.procs(container.id)]
+    titles = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    return json_response({"Titles": titles, "Processes": [r for r in rows if r]})
+
+
+def _process_row(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    ticks = (int(fields[11]) + int(fields[12])) // os.sysconf("SC_CLK_TCK")
+    cpu_time = time.strftime("%H:%M:%S", time.gmtime(ticks))
+    return [str(uid), str(pid), fields[1], "0", "", "?", cpu_time, cmd or f"[{stat.split()[1]}]"]
+
+
+def stats(engine, request, id: str) -> Response:
+    stream = request.flag("stream", True) and not request.flag("one-shot")
+    return Response(200, stream=_stats_stream(engine, id, stream))
+
+
+def _stats_stream(engine, id: str, stream: bool):
+    previous = _empty_stats()
+    while True:
+        container = engine.runtime.get(id)
+        current = _stats(engine, container, previous)
+        yield json.dumps(current).encode() + b"\n"
+        if not stream or not container.state.running:
+            return
+        previous = current
+        time.sleep(1)
+
+
+def _empty_stats() -> dict:
+    return {"cpu_stats": {"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0}}
+
+
+def _stats(engine, container: Container, previous: dict) -> dict:
+    base = {"read": logfile.now(), "name": "/" + container.name, "id": container.id}
+    if not container.state.running:
+        return {**base, "memory_stats": {}, "cpu_stats": {}, "precpu_stats": {}, "pids_stats": {}}
+    s = engine.runtime.stats(container.id)
+    cpus = os.cpu_count() or 1
+    return {
+        **base,
+        "preread": previous.get("read", "0001-01-01T00:00:00Z"),
+        "pids_stats": {"current": s.pids_current, "limit": s.pids_limit or 0},
+        "memory_stats": {
+            "usage": s.memory_usage,
+            "limit": s.memory_limit or _host_memory(),
+            "stats": {**s.memory_stat, "inactive_file": s.memory_cache},
+        },
+        "cpu_stats": {
+            "cpu_usage": {
+                "total_usage": s.cpu_usage_ns,
+                "usage_in_kernelmode": s.cpu_system_ns,
+                "usage_in_usermode": s.cpu_user_ns,
+            },
+            "system_cpu_usage": _system_cpu_ns(),
+            "online_cpus": cpus,
+        },
+        "precpu_stats": previous.get("cpu_stats", {}),
+    }
+
+
+def _host_memory() -> int:
+    with open("/proc/meminfo") as f:
+        return int(f.readline().split()[1]) * 1024
+
+
+def _system_cpu_ns() -> int:
+    """Total CPU time of the machine, as dockerd reports it (from /proc/stat, in ns)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:8]
+    return sum(int(x) for x in fields) * 10**9 // os.sysconf("SC_CLK_TCK")

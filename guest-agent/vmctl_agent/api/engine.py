@@ -1,0 +1,69 @@
+"""The engine behind the API: one image store, one runtime, one registry client."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+
+from vmctl_agent.auth import Credentials, docker_config_credentials
+from vmctl_agent.config import AgentConfig
+from vmctl_agent.containers import Runtime
+from vmctl_agent.execs import ExecProcess
+from vmctl_agent.images import ImageStore
+from vmctl_agent.pull import Puller
+from vmctl_agent.registry import RegistryClient
+
+
+@dataclass
+class ExecRecord:
+    """An exec as `docker exec` sees it: created, then started once."""
+
+    id: str
+    container_id: str
+    cmd: tuple[str, ...]
+    env: tuple[str, ...]
+    user: str
+    working_dir: str
+    tty: bool
+    attach_stdin: bool
+    attach_stdout: bool
+    attach_stderr: bool
+    process: ExecProcess | None = None
+    running: bool = False
+    exit_code: int | None = None
+    pid: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Engine:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.images = ImageStore(config.data_root / "image")
+        self.runtime = Runtime(config.data_root, self.images)
+        self.execs: dict[str, ExecRecord] = {}
+        self.started = time.time()
+        self._saved_credentials = docker_config_credentials()
+
+    def puller(self, auth_header: str = "") -> Puller:
+        """A puller using X-Registry-Auth when the client sent it, else docker's config."""
+        credentials = _registry_auth(auth_header)
+        lookup = (lambda host: credentials) if credentials else self._saved_credentials
+        client = RegistryClient(self.config.registry, credentials=lookup)
+        return Puller(self.images, client)
+
+
+def _registry_auth(header: str) -> Credentials | None:
+    """X-Registry-Auth: base64url JSON {"username", "password"} as the docker CLI sends it."""
+    if not header:
+        return None
+    try:
+        padded = header + "=" * (-len(header) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded))
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(data, dict) or not data.get("username"):
+        return None
+    return Credentials(str(data["username"]), str(data.get("password", "")))

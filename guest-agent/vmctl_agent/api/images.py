@@ -1,0 +1,105 @@
+"""/images: list, pull (streaming Docker's progress messages), inspect, tag, remove."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from datetime import datetime
+
+from vmctl_agent import reference as refs
+from vmctl_agent.api.http import ApiError, Response, empty, json_response
+
+_DONE = object()
+
+
+def list_(engine, request) -> Response:
+    rows = []
+    for image in engine.images.list():
+        info = image.inspect()
+        rows.append(
+            {
+                "Id": image.id,
+                "ParentId": "",
+                "RepoTags": info["RepoTags"],
+                "RepoDigests": info["RepoDigests"],
+                "Created": _unix(info["Created"]),
+                "Size": info["Size"],
+                "SharedSize": -1,
+                "VirtualSize": info["Size"],
+                "Labels": (info["Config"] or {}).get("Labels") or None,
+                "Containers": -1,
+            }
+        )
+    return json_response(sorted(rows, key=lambda r: r["Created"], reverse=True))
+
+
+def _unix(created: str) -> int:
+    try:
+        return int(datetime.fromisoformat(created.replace("Z", "+00:00")[:26]).timestamp())
+    except ValueError:
+        return 0
+
+
+def create(engine, request) -> Response:
+    """POST /images/create?fromImage=&tag= : a pull. An error before any progress is a plain
+    error response (what makes `docker pull` print it); later ones end the stream."""
+    if request.arg("fromSrc"):
+        raise ApiError(400, "importing from a tarball (fromSrc) is not supported; use docker load")
+    name = _reference(request.arg("fromImage"), request.arg("tag"))
+    progress: queue.Queue = queue.Queue()
+    puller = engine.puller(request.headers.get("X-Registry-Auth", ""))
+    threading.Thread(target=_pull, args=(puller, name, progress), daemon=True).start()
+    first = progress.get()
+    if isinstance(first, Exception):
+        raise first
+    return Response(200, stream=_progress(first, progress))
+
+
+def _reference(image: str, tag: str) -> str:
+    if not image:
+        raise ApiError(400, "fromImage is required")
+    ref = refs.parse(image, default_tag=False)
+    if tag and tag.startswith("sha256:"):
+        return str(ref.with_digest(tag))
+    if tag:
+        return str(ref.with_tag(tag))
+    return str(ref if ref.tag or ref.digest else ref.with_tag("latest"))
+
+
+def _pull(puller, name: str, progress: queue.Queue) -> None:
+    """Runs to the end even if the client goes away: the store stays consistent."""
+    try:
+        puller.pull(name, progress.put)
+        progress.put(_DONE)
+    except Exception as e:
+        progress.put(e)
+
+
+def _progress(first: dict, progress: queue.Queue):
+    yield json.dumps(first).encode() + b"\r\n"
+    while True:
+        item = progress.get()
+        if item is _DONE:
+            return
+        if isinstance(item, Exception):
+            error = {"errorDetail": {"message": str(item)}, "error": str(item)}
+            yield json.dumps(error).encode() + b"\r\n"
+            return
+        yield json.dumps(item).encode() + b"\r\n"
+
+
+def inspect(engine, request, name: str) -> Response:
+    return json_response(engine.images.get(name).inspect())
+
+
+def tag(engine, request, name: str) -> Response:
+    repo, tag_ = request.arg("repo"), request.arg("tag") or "latest"
+    if not repo:
+        raise ApiError(400, "repository name (repo) is required")
+    engine.images.tag(name, f"{repo}:{tag_}")
+    return empty(201)
+
+
+def remove(engine, request, name: str) -> Response:
+    return json_response(engine.images.remove(name, force=request.flag("force")))

@@ -1,0 +1,169 @@
+"""/_ping, /version and /info: what `docker version` and `docker info` show. The server is
+whatever machine the agent runs on (in the product, the Linux VM: linux/amd64)."""
+
+from __future__ import annotations
+
+import os
+import platform as _platform
+import socket
+import sys
+from pathlib import Path
+
+from vmctl_agent import __version__
+from vmctl_agent.api.containers import NO_BRIDGE
+from vmctl_agent.api.http import API_VERSION, MIN_API_VERSION, Response, json_response
+from vmctl_agent.manifest import Platform
+
+BUILD_TIME = "2026-11-28T00:00:00.000000000+00:00"
+
+
+def ping(engine, request) -> Response:
+    headers = {
+        "Api-Version": API_VERSION,
+        "Ostype": "linux",
+        "Docker-Experimental": "false",
+        "Cache-Control": "no-cache, no-store, must-revalidate",
+        "Pragma": "no-cache",
+        "Swarm": "inactive",
+    }
+    return Response(200, b"OK", "text/plain; charset=utf-8", headers)
+
+
+def version(engine, request) -> Response:
+    details = _details()
+    as_text = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in details.items()}
+    engine_component = {"Name": "Engine", "Version": __version__, "Details": as_text}
+    return json_response(
+        {
+            "Platform": {"Name": "vmctl engine"},
+            "Components": [engine_component],
+            "Version": __version__,
+            **details,
+        }
+    )
+
+
+def _details() -> dict:
+    return {
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": "vmctl",
+        "GoVersion": f"python{_platform.python_version()}",
+        "Os": "linux",
+        "Arch": Platform.native().architecture,
+        "KernelVersion": os.uname().release,
+        "Experimental": False,
+        "BuildTime": BUILD_TIME,
+    }
+
+
+def info(engine, request) -> Response:
+    containers = engine.runtime.list(all=True)
+    running = sum(c.state.running for c in containers)
+    config = engine.config
+    return json_response(
+        {
+            "ID": _machine_id(),
+            "Containers": len(containers),
+            "ContainersRunning": running,
+            "ContainersPaused": 0,
+            "ContainersStopped": len(containers) - running,
+            "Images": len(engine.images.list()),
+            "Driver": "overlay2",
+            "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
+            "Plugins": {"Volume": [], "Network": ["host", "null"], "Log": ["json-file"]},
+            "MemoryLimit": True,
+            "SwapLimit": True,
+            "CpuCfsPeriod": True,
+            "CpuCfsQuota": True,
+            "CPUShares": True,
+            "PidsLimit": True,
+            "OomKillDisable": False,
+            "IPv4Forwarding": False,
+            "Debug": False,
+            "NFd": len(os.listdir("/proc/self/fd")),
+            "NGoroutines": 0,
+            "SystemTime": _now(),
+            "LoggingDriver": "json-file",
+            "CgroupDriver": "cgroupfs",
+            "CgroupVersion": str(engine.runtime.cgroups.version),
+            "KernelVersion": os.uname().release,
+            "OperatingSystem": _os_name(),
+            "OSVersion": _os_release().get("VERSION_ID", ""),
+            "OSType": "linux",
+            "Architecture": os.uname().machine,
+            "NCPU": os.cpu_count() or 1,
+            "MemTotal": _mem_total(),
+            "DockerRootDir": str(config.data_root),
+            "Name": socket.gethostname(),
+            "Labels": [],
+            "ExperimentalBuild": False,
+            "ServerVersion": __version__,
+            "Runtimes": {"vmctl": {"path": sys.argv[0]}},
+            "DefaultRuntime": "vmctl",
+            "Swarm": {"LocalNodeState": "inactive", "ControlAvailable": False},
+            "LiveRestoreEnabled": True,
+            "Isolation": "",
+            "SecurityOptions": ["name=no-new-privileges"],
+            "Warnings": ["WARNING: " + NO_BRIDGE],
+            "RegistryConfig": _registry_config(config),
+        }
+    )
+
+
+def _registry_config(config) -> dict:
+    cidrs = [c for c in config.insecure_registries if "/" in c] + ["127.0.0.0/8", "::1/128"]
+    names = [n for n in config.insecure_registries if "/" not in n]
+    index = {
+        "docker.io": {
+            "Name": "docker.io",
+            "Mirrors": list(config.registry_mirrors),
+            "Secure": True,
+            "Official": True,
+        }
+    }
+    for name in names:
+        index[name] = {"Name": name, "Mirrors": [], "Secure": False, "Official": False}
+    return {
+        "InsecureRegistryCIDRs": cidrs,
+        "IndexConfigs": index,
+        "Mirrors": list(config.registry_mirrors),
+    }
+
+
+def _now() -> str:
+    from vmctl_agent.logs import now
+
+    return now()
+
+
+def _os_release() -> dict[str, str]:
+    try:
+        lines = Path("/etc/os-release").read_text().splitlines()
+    except OSError:
+        return {}
+    pairs = (line.partition("=") for line in lines if "=" in line)
+    return {k: v.strip('"') for k, _, v in pairs}
+
+
+def _os_name() -> str:
+    return _os_release().get("PRETTY_NAME", "Linux")
+
+
+def _mem_total() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _machine_id() -> str:
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            continue
+    return "vmctl"
