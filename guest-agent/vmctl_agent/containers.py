@@ -413,21 +413,25 @@ class Runtime:
 
     # -- output -------------------------------------------------------------------------------
 
-    def log_size(self, ref: str) -> int:
-        """Where the log ends now: attach streams only what comes after."""
-        try:
-            return (self.get(ref).directory / "container-json.log").stat().st_size
-        except FileNotFoundError:
-            return 0
+    def open_log(self, ref: str):
+        """The log file, opened now: an attach made before start keeps reading it even if
+        the container is auto-removed the moment it exits."""
+        path = self.get(ref).directory / "container-json.log"
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        return os.fdopen(fd, "rb")
 
-    def logs(self, ref: str, **options) -> Iterator[logs.Entry]:
+    def logs(self, ref: str, log_file=None, **options) -> Iterator[logs.Entry]:
         container = self.get(ref)
         directory = container.directory
 
         def running() -> bool:
-            return self._load(directory).state.running if directory.exists() else False
+            try:
+                return self._load(directory).state.running
+            except ContainerNotFound:
+                return False
 
-        return logs.read(str(directory / "container-json.log"), running=running, **options)
+        source = log_file or str(directory / "container-json.log")
+        return logs.read(source, running=running, **options)
 
     def stats(self, ref: str) -> cgroups.Stats:
         container = self.get(ref)

@@ -87,23 +87,25 @@ def _record(stream: str, line: bytes, stamp: str, *, newline: bool = True) -> by
 
 
 def read(
-    path: str,
+    source,
     *,
     since: float = 0,
     until: float = 0,
     tail: int | None = None,
     follow: bool = False,
     running: Callable[[], bool] = lambda: False,
-    offset: int = 0,
+    offset: int | None = None,
 ) -> Iterator[Entry]:
-    """Entries of the log, oldest first, from byte `offset`; with follow, new ones until
-    `running()` is False."""
+    """Entries of the log at `source` (a path, or a file opened earlier: it stays readable
+    after an auto-removed container's directory is gone), oldest first, from byte `offset`;
+    with follow, new ones until `running()` is False."""
     try:
-        f = open(path, "rb")  # noqa: SIM115 - kept open while following
+        f = open(source, "rb") if isinstance(source, str) else source  # noqa: SIM115
     except FileNotFoundError:
         return
     with f:
-        f.seek(offset)
+        if offset is not None:
+            f.seek(offset)
         entries = (e for e in _parse(f) if _in_window(e, since, until))
         yield from (deque(entries, maxlen=tail) if tail is not None else entries)
         if follow:

@@ -296,33 +296,58 @@ def attach(engine, request, id: str) -> Response:
     container = engine.runtime.get(id)
     tty = container.config.create_options.tty
     wanted = {s for s in ("stdout", "stderr") if request.flag(s)}
-    offset = 0 if request.flag("logs") else engine.runtime.log_size(id)
+    log_file = engine.runtime.open_log(id)
+    if not request.flag("logs"):
+        log_file.seek(0, os.SEEK_END)  # only what comes from now on
     stdin = request.flag("stdin") and container.config.create_options.open_stdin
 
     def session(sock: socket.socket) -> None:
         if stdin:
             threading.Thread(target=_pump_stdin, args=(engine, id, sock), daemon=True).start()
         if request.flag("stream", True):
-            _stream_output(engine, id, sock, wanted, tty, offset)
+            _stream_output(engine, id, sock, wanted, tty, log_file)
+        log_file.close()
         _shutdown(sock)
 
     return Response(content_type=streams.RAW if tty else streams.MULTIPLEXED, hijack=session)
 
 
-def _stream_output(engine, id: str, sock, wanted: set[str], tty: bool, offset: int) -> None:
+def _stream_output(engine, id: str, sock, wanted: set[str], tty: bool, log_file) -> None:
     runtime = engine.runtime
-    while runtime.get(id).state.status == "created":  # attached before start, as `docker run`
-        time.sleep(_POLL)
-    for entry in runtime.logs(id, follow=True, offset=offset):
+    if not _wait_started(runtime, id):
+        return
+    offset = log_file.tell()
+    entries = logfile.read(
+        log_file, follow=True, running=lambda: _running(runtime, id), offset=offset
+    )
+    for entry in entries:
         if entry.stream in wanted:
             sock.sendall(streams.encode(entry.stream, entry.data, tty=tty))
 
 
+def _wait_started(runtime, id: str) -> bool:
+    """Attached before start (as `docker run` does): wait for the start; False if removed
+    without ever starting."""
+    while True:
+        try:
+            if runtime.get(id).state.status != "created":
+                return True
+        except ContainerNotFound:
+            return True  # started, ran and was auto-removed already: its output is in our file
+        time.sleep(_POLL)
+
+
+def _running(runtime, id: str) -> bool:
+    try:
+        return runtime.get(id).state.running
+    except ContainerNotFound:
+        return False
+
+
 def _pump_stdin(engine, id: str, client: socket.socket) -> None:
     """Client bytes to the container's stdin until the client half-closes or leaves."""
-    with contextlib.suppress(OSError):
-        while engine.runtime.get(id).state.status == "created":
-            time.sleep(_POLL)
+    with contextlib.suppress(OSError, ContainerNotFound):
+        _wait_started(engine.runtime, id)
         with engine.runtime.attach_stdin(id) as target:
             while chunk := client.recv(65536):
                 target.sendall(chunk)
