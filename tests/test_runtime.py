@@ -526,3 +526,12 @@ def test_no_zombie_shims_are_left_behind(rt, image):
         if fields[0] == "Z" and int(fields[1]) == os.getpid():
             zombies.append(pid)
     assert zombies == []
+
+
+def test_a_failed_start_removes_an_auto_remove_container(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("nosuch",), auto_remove=True))
+    with pytest.raises(StartError):
+        rt.start(c.id)
+    with pytest.raises(ContainerNotFound):
+        rt.get(c.id)
+    assert leftovers(rt, c.id) == NOTHING

@@ -147,6 +147,12 @@ class ContainerConfig:
                 "CapAdd": list(options.cap_add) or None,
                 "CapDrop": list(options.cap_drop) or None,
                 "SecurityOpt": ["no-new-privileges"] if options.no_new_privileges else None,
+                "LogConfig": {"Type": "json-file", "Config": {}},
+                "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+                "Privileged": False,
+                "ReadonlyRootfs": False,
+                "Binds": None,
+                "PortBindings": {},
             },
         }
 

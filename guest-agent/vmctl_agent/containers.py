@@ -272,6 +272,8 @@ class Runtime:
             self.cgroups.remove(config.id)
             state.exit_code, state.error = e.exit_code, str(e)
             self._save(container)
+            if config.create_options.auto_remove:  # --rm: a failed start removes it too
+                self._discard(container, {"exit_code": e.exit_code, "error": str(e)})
             raise
         if state.started_at != ZERO_TIME:
             state.restart_count += 1
@@ -311,6 +313,13 @@ class Runtime:
         state.oom_killed = bool(ended.get("oom_killed", False))
         state.finished_at = ended.get("finished_at", logs.now())
         return Container(container.config, state, container.directory)
+
+    def _discard(self, container: Container, ended: dict) -> None:
+        """Remove an auto-remove container, leaving its exit status for `wait`."""
+        atomic.write_json(self.root / ".exits" / f"{container.id}.json", ended)
+        doomed = self.root / f".removing-{container.id}"
+        os.rename(container.directory, doomed)
+        remove_tree(doomed)
 
     def attach_stdin(self, ref: str) -> socket.socket:
         """A socket whose bytes become the container's stdin (for OpenStdin containers)."""

@@ -1,0 +1,82 @@
+"""A real `vmctl-agent serve` for API tests: its own data root, a registry mirror serving the
+test images as docker.io names, and the docker CLI pointed at it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import imagekit as ik
+from runtimekit import busybox_image
+
+HELLO = (
+    "echo; echo 'Hello from Docker!'; "
+    "echo 'This message shows that your installation appears to be working correctly.'"
+)
+
+
+def docker_cli() -> str:
+    path = shutil.which("docker")
+    if path is None:
+        raise RuntimeError("the docker CLI is missing: apt-get install docker.io (or docker-cli)")
+    return path
+
+
+def push_test_images(registry) -> None:
+    """`hello-world` and `busybox`, as the mirror will serve them for docker.io."""
+    client = ik.RegistryClient(registry.url)
+    hello = ik.build_image([ik.busybox_layer()], config={"Cmd": ["/bin/sh", "-c", HELLO]})
+    client.push_image("library/hello-world", "latest", hello)
+    client.push_image("library/busybox", "latest", busybox_image())
+
+
+class AgentServer:
+    def __init__(self, workdir: Path, registry) -> None:
+        self.workdir = workdir
+        self.socket = workdir / "docker.sock"
+        self.data_root = workdir / "data"
+        self.log = workdir / "agent.log"
+        cmd = [
+            "vmctl-agent",
+            "serve",
+            "--listen",
+            f"unix://{self.socket}",
+            "--data-root",
+            str(self.data_root),
+            "--registry-mirror",
+            registry.url,
+        ]
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        self._wait_ready()
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def _wait_ready(self, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.socket.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the agent did not start:\n{self.log.read_text()}")
+            time.sleep(0.05)
+
+    def docker(self, *args: str, input: str | None = None, timeout: float = 60):
+        env = {**os.environ, "DOCKER_HOST": self.url, "DOCKER_CONFIG": str(self.workdir)}
+        return subprocess.run(
+            [docker_cli(), *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+            env=env,
+        )
+
+    def stop(self) -> None:
+        for container in self.docker("ps", "-aq").stdout.split():
+            self.docker("rm", "-f", container)
+        self.process.terminate()
+        self.process.wait(timeout=10)

@@ -1,0 +1,218 @@
+"""The real docker CLI against `vmctl-agent serve`: a user should not notice the difference."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import stat
+
+import pytest
+from agentserver import AgentServer, push_test_images
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory, registry):
+    push_test_images(registry)
+    server = AgentServer(tmp_path_factory.mktemp("agent"), registry)
+    yield server
+    server.stop()
+
+
+def ok(result) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_seed_story_word_for_word(agent):
+    version = ok(agent.docker("version"))
+    server = version[version.index("Server:") :]
+    assert "OS/Arch:          linux/amd64" in server and "API version:      1.50" in server
+    first = agent.docker("run", "hello-world")
+    assert first.returncode == 0, first.stderr
+    assert "Unable to find image 'hello-world:latest' locally" in first.stderr
+    assert "Pull complete" in first.stderr
+    assert "Status: Downloaded newer image for hello-world:latest" in first.stderr
+    assert "Hello from Docker!" in first.stdout
+    second = agent.docker("run", "hello-world")
+    assert "Hello from Docker!" in second.stdout
+    assert "Unable to find image" not in second.stderr and "Pulling" not in second.stderr
+
+
+def test_the_socket_is_0660_and_owned_by_root(agent):
+    info = agent.socket.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o660 and info.st_uid == 0
+
+
+def test_info_and_images(agent):
+    ok(agent.docker("pull", "busybox"))
+    info = json.loads(ok(agent.docker("info", "--format", "{{json .}}")))
+    assert info["OSType"] == "linux" and info["Driver"] == "overlay2"
+    assert info["CgroupVersion"] in ("1", "2") and info["NCPU"] >= 1
+    images = ok(agent.docker("images", "--format", "{{.Repository}}:{{.Tag}}")).split()
+    assert "busybox:latest" in images
+
+
+def test_run_with_flags(agent):
+    out = ok(
+        agent.docker(
+            "run",
+            "--rm",
+            "-e",
+            "A=1",
+            "-w",
+            "/srv",
+            "-u",
+            "nobody",
+            "--memory",
+            "64m",
+            "--pids-limit",
+            "50",
+            "--name",
+            "flags",
+            "busybox",
+            "sh",
+            "-c",
+            "echo $A; pwd; id -u",
+        )
+    )
+    assert out.split()[:3] == ["1", "/srv", "65534"]
+    assert "flags" not in ok(agent.docker("ps", "-a", "--format", "{{.Names}}"))
+
+
+def test_exit_codes_and_errors(agent):
+    assert agent.docker("run", "--rm", "busybox", "sh", "-c", "exit 3").returncode == 3
+    missing = agent.docker("run", "--rm", "busybox", "nosuchcommand")
+    assert missing.returncode == 127
+    assert 'exec: "nosuchcommand": executable file not found in $PATH' in missing.stderr
+    oom = agent.docker(
+        "run",
+        "--name",
+        "hog",
+        "--memory",
+        "32m",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=100M",
+        "count=1",
+    )
+    assert oom.returncode == 137
+    state = json.loads(ok(agent.docker("inspect", "hog")))[0]["State"]
+    assert state["OOMKilled"] is True and state["ExitCode"] == 137
+    ok(agent.docker("rm", "hog"))
+
+
+def test_detached_container_lifecycle(agent):
+    cid = ok(
+        agent.docker(
+            "run", "-d", "--name", "sleeper", "busybox", "sh", "-c", "echo started; exec sleep 300"
+        )
+    ).strip()
+    assert len(cid) == 64
+    listed = ok(agent.docker("ps", "--format", "{{.ID}} {{.Names}} {{.Status}}"))
+    assert f"{cid[:12]} sleeper Up" in listed
+    assert ok(agent.docker("logs", "sleeper")) == "started\n"
+    assert ok(agent.docker("exec", "sleeper", "hostname")).strip() == cid[:12]
+    assert agent.docker("exec", "sleeper", "sh", "-c", "exit 7").returncode == 7
+    assert "sleep 300" in ok(agent.docker("top", "sleeper"))
+    stats = ok(agent.docker("stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}", "sleeper"))
+    assert stats.split() == ["sleeper", "1"]
+    refused = agent.docker("rm", "sleeper")
+    assert refused.returncode != 0
+    assert "You cannot remove a running container" in refused.stderr
+    ok(agent.docker("stop", "-t", "1", "sleeper"))
+    status = ok(agent.docker("ps", "-a", "--filter", "name=sleeper", "--format", "{{.Status}}"))
+    assert status.startswith("Exited (137)")
+    ok(agent.docker("rm", "sleeper"))
+
+
+def test_kill_and_force_remove(agent):
+    ok(agent.docker("run", "-d", "--name", "victim", "busybox", "sleep", "300"))
+    ok(agent.docker("kill", "victim"))
+    assert "Exited (137)" in ok(
+        agent.docker("ps", "-a", "--format", "{{.Status}}", "--filter", "name=victim")
+    )
+    ok(agent.docker("start", "victim"))
+    ok(agent.docker("rm", "-f", "victim"))
+    assert "victim" not in ok(agent.docker("ps", "-a", "--format", "{{.Names}}"))
+
+
+def test_stdin_and_follow(agent):
+    out = ok(
+        agent.docker(
+            "run",
+            "-i",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "cat; echo done",
+            input="line one\nline two\n",
+        )
+    )
+    assert out == "line one\nline two\ndone\n"
+    ok(
+        agent.docker(
+            "run",
+            "-d",
+            "--name",
+            "counter",
+            "busybox",
+            "sh",
+            "-c",
+            "for i in 1 2 3; do echo $i; sleep 0.2; done",
+        )
+    )
+    assert ok(agent.docker("logs", "-f", "counter")) == "1\n2\n3\n"
+    assert ok(agent.docker("logs", "--tail", "1", "counter")) == "3\n"
+    ok(agent.docker("rm", "counter"))
+
+
+def test_rmi(agent):
+    ok(agent.docker("tag", "busybox", "mine:1"))
+    assert "Untagged: mine:1" in ok(agent.docker("rmi", "mine:1"))
+    missing = agent.docker("rmi", "nosuchimage")
+    assert "No such image: nosuchimage" in missing.stderr
+
+
+def raw(agent, method: str, path: str, body: bytes | None = None) -> tuple[int, dict, bytes]:
+    """One request over the unix socket, without any client library in between."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(agent.socket))
+    conn = http.client.HTTPConnection("localhost")
+    conn.sock = sock
+    conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, dict(response.getheaders()), data
+
+
+def test_api_versions_like_dockerd(agent):
+    status, headers, body = raw(agent, "HEAD", "/_ping")
+    assert status == 200 and headers["Api-Version"] == "1.50" and headers["Ostype"] == "linux"
+    status, _, body = raw(agent, "GET", "/v1.99/version")
+    assert status == 400
+    assert json.loads(body)["message"] == (
+        "client version 1.99 is too new. Maximum supported API version is 1.50"
+    )
+    status, _, body = raw(agent, "GET", "/v1.12/version")
+    assert status == 400 and "is too old. Minimum supported API version is 1.24" in str(body)
+    status, _, _ = raw(agent, "GET", "/v1.41/version")
+    assert status == 200
+
+
+def test_malformed_requests_get_a_400_and_the_agent_lives(agent):
+    status, headers, body = raw(agent, "POST", "/containers/create", b"{not json")
+    assert status == 400 and headers["Content-Type"] == "application/json"
+    assert json.loads(body)["message"].startswith("invalid JSON")
+    status, _, body = raw(agent, "POST", "/containers/create", b'{"Image": "busybox", "Cmd": 5}')
+    assert status == 400
+    status, _, _ = raw(agent, "GET", "/no/such/endpoint")
+    assert status == 404
+    assert ok(agent.docker("version", "--format", "{{.Server.Os}}")).strip() == "linux"
