@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import socketserver
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from vmctl_agent import errors
 API_VERSION = "1.50"
 MIN_API_VERSION = "1.24"
 MAX_BODY = 64 << 20
+HIJACK_GRACE = 0.02
 _VERSIONED = re.compile(r"^/v(\d+\.\d+)(/.*)$")
 
 
@@ -245,6 +247,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         self.close_connection = True
+        # docker-py reads the stream from the raw socket under its buffered HTTP reader, so
+        # bytes that arrive together with the 101 are lost (docker/docker-py#3332): give it
+        # a moment to finish reading the headers before the first byte of the stream.
+        time.sleep(HIJACK_GRACE)
         with contextlib.suppress(OSError):  # the client went away: nothing more to say
             response.hijack(self.connection)
 
