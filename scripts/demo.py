@@ -1,7 +1,13 @@
-"""The quick start's demo: a loopback registry, a hello-world image, two pulls, a listing."""
+"""The quick start's main job, until the VM lands: the engine serves the Docker Engine API on a
+unix socket right here, and the real docker CLI talks to it.
+
+A real OCI registry on loopback stands in for Docker Hub (registry-mirrors, as a Docker
+Desktop user would configure). It holds a small hello-world image built from busybox.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -9,33 +15,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import imagekit as ik  # the test kit builds images without a docker daemon
+from agentserver import AgentServer, docker_cli, push_test_images  # the test kit's pieces
 from registry import Registry
 
-HELLO = "echo 'Hello from Docker!'; echo 'This message shows that your installation works.'"
 
-
-def agent(*args: str) -> None:
-    cmd = [str(Path(sys.executable).parent / "vmctl-agent"), *args]
-    print("$ vmctl-agent", " ".join(args), flush=True)
-    subprocess.run(cmd, check=True)
+def show(agent: AgentServer, *args: str) -> None:
+    print(f"$ docker {' '.join(args)}", flush=True)
+    env = {**os.environ, "DOCKER_HOST": agent.url}
+    subprocess.run([docker_cli(), *args], env=env, check=True)
+    print(flush=True)
 
 
 def main() -> int:
-    with (
-        tempfile.TemporaryDirectory(prefix="vmctl-demo-") as tmp,
-        Registry(Path(tmp) / "registry") as registry,
-    ):
-        image = ik.build_image([ik.busybox_layer()], config={"Cmd": ["/bin/sh", "-c", HELLO]})
-        ik.RegistryClient(registry.url).push_image("library/hello-world", "latest", image)
-        print(f"registry on {registry.url} holds library/hello-world:latest\n")
-        root = str(Path(tmp) / "data")
-        mirror = ["--data-root", root, "--registry-mirror", registry.url]
-        agent("pull", *mirror, "hello-world")
-        print()
-        agent("pull", *mirror, "hello-world")
-        print()
-        agent("images", "--data-root", root)
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    with tempfile.TemporaryDirectory(prefix="vmctl-demo-") as tmp:
+        registry = Registry(Path(tmp) / "registry")
+        agent = None
+        try:
+            push_test_images(registry)
+            agent = AgentServer(Path(tmp), registry)
+            print(f"engine: {agent.url}  (registry mirror {registry.url})\n", flush=True)
+            show(agent, "version")
+            show(agent, "run", "hello-world")
+            show(agent, "run", "--rm", "hello-world")
+            show(agent, "images")
+        finally:
+            if agent is not None:
+                agent.stop()
+            registry.stop()
     return 0
 
 

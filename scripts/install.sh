@@ -22,6 +22,15 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The docker CLI talks to our engine. Debian 12 ships it only inside docker.io, whose daemon
+# we do not want started: policy-rc.d keeps the package from starting services.
+if ! command -v docker >/dev/null; then
+  echo "==> apt-get install docker.io (for its docker CLI; its daemon is not started)"
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
 # Debian ships docker-registry as a service; we start our own on loopback only, when asked.
 if pgrep -x docker-registry >/dev/null && [ -f /etc/init.d/docker-registry ]; then
   /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
