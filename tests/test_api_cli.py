@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import stat
+import time
 
 import pytest
 from agentserver import AgentServer, push_test_images
@@ -216,3 +217,25 @@ def test_malformed_requests_get_a_400_and_the_agent_lives(agent):
     status, _, _ = raw(agent, "GET", "/no/such/endpoint")
     assert status == 404
     assert ok(agent.docker("version", "--format", "{{.Server.Os}}")).strip() == "linux"
+
+
+def test_events_follow_a_container_through_its_life(agent):
+    since = ok(agent.docker("version", "--format", "{{.Server.Version}}")) and str(int(time.time()))
+    ok(agent.docker("run", "--rm", "--name", "eventful", "busybox", "true"))
+    time.sleep(0.3)
+    until = str(int(time.time()) + 1)
+    out = ok(
+        agent.docker(
+            "events",
+            "--since",
+            since,
+            "--until",
+            until,
+            "--filter",
+            "type=container",
+            "--format",
+            "{{.Action}} {{.Actor.Attributes.name}}",
+        )
+    )
+    actions = [line.split()[0] for line in out.splitlines() if line.endswith("eventful")]
+    assert actions[:2] == ["create", "start"] and "die" in actions

@@ -109,6 +109,7 @@ class Runtime:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         (self.root / ".exits").mkdir(exist_ok=True)
+        _prune_tombstones(self.root / ".exits")
         self.images = images
         self.cgroups = groups or cgroups.detect()
         images.containers_using = self.users_of
@@ -295,19 +296,18 @@ class Runtime:
             try:
                 container = self._load(container.directory)
             except ContainerNotFound:
-                return self._removed(container)
+                return self.removed(container)
         state = container.state
         if container.config.create_options.auto_remove and state.status != "created":
             if pids.same_process(state.shim_pid, state.shim_start_time):
                 pids.reap(state.shim_pid, timeout=30)  # it is removing the container
-            return self._removed(container)
+            return self.removed(container)
         return container
 
-    def _removed(self, container: Container) -> Container:
+    def removed(self, container: Container) -> Container:
         """An auto-removed container, as it ended (from the status its shim left behind)."""
         tombstone = self.root / ".exits" / f"{container.id}.json"
         ended = atomic.read_json_or_none(tombstone) or {"exit_code": 0}
-        tombstone.unlink(missing_ok=True)
         state = State(**{**asdict(container.state), "status": "removed"})
         state.exit_code = int(ended.get("exit_code", 0))
         state.oom_killed = bool(ended.get("oom_killed", False))
@@ -454,3 +454,15 @@ def _read_state(path: Path) -> State:
         return State(**atomic.read_json(path))
     except (ValueError, TypeError):
         return State(status="exited", exit_code=255, error="state lost in a crash of the VM")
+
+
+TOMBSTONE_TTL = 3600
+
+
+def _prune_tombstones(directory: Path) -> None:
+    """Exit statuses of auto-removed containers are kept an hour for late `wait`s and events."""
+    cutoff = time.time() - TOMBSTONE_TTL
+    for path in directory.glob("*.json"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()

@@ -12,7 +12,7 @@ import threading
 import time
 
 from vmctl_agent import logs as logfile
-from vmctl_agent.api import streams
+from vmctl_agent.api import events, streams
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
 from vmctl_agent.containers import Container, ContainerNotFound
 from vmctl_agent.spec import CreateOptions
@@ -31,6 +31,7 @@ def create(engine, request) -> Response:
     body = request.json()
     options, warnings = _options(body, request.arg("name"))
     container = engine.runtime.create(options)
+    events.container_event(engine, "create", container.id)
     return json_response({"Id": container.id, "Warnings": warnings}, 201)
 
 
@@ -185,24 +186,31 @@ def inspect(engine, request, id: str) -> Response:
 def start(engine, request, id: str) -> Response:
     if engine.runtime.get(id).state.running:
         return empty(304)
-    engine.runtime.start(id)
+    container = engine.runtime.start(id)
+    events.container_event(engine, "start", container.id)
+    events.watch(engine, container.id)
     return empty(204)
 
 
 def stop(engine, request, id: str) -> Response:
     if not engine.runtime.get(id).state.running:
         return empty(304)
-    engine.runtime.stop(id, timeout=request.int_arg("t", 10))
+    container = engine.runtime.stop(id, timeout=request.int_arg("t", 10))
+    events.container_event(engine, "stop", container.id)
     return empty(204)
 
 
 def restart(engine, request, id: str) -> Response:
-    engine.runtime.restart(id, timeout=request.int_arg("t", 10))
+    container = engine.runtime.restart(id, timeout=request.int_arg("t", 10))
+    events.container_event(engine, "restart", container.id)
+    events.watch(engine, container.id)
     return empty(204)
 
 
 def kill(engine, request, id: str) -> Response:
-    engine.runtime.kill(id, _signal(request.arg("signal", "KILL")))
+    sig = _signal(request.arg("signal", "KILL"))
+    engine.runtime.kill(id, sig)
+    events.container_event(engine, "kill", engine.runtime.get(id).id, signal=str(int(sig)))
     return empty(204)
 
 
@@ -216,7 +224,11 @@ def _signal(name: str) -> int:
 
 
 def remove(engine, request, id: str) -> Response:
+    container = engine.runtime.get(id)
     engine.runtime.remove(id, force=request.flag("force"))
+    engine.events.publish(
+        "container", "destroy", container.id, name=container.name, image=container.config.image
+    )
     return empty(204)
 
 
@@ -241,7 +253,7 @@ def _wait_for(runtime, container: Container, condition: str) -> int:
         try:
             current = runtime.get(container.id)
         except ContainerNotFound:
-            return runtime._removed(container).state.exit_code
+            return runtime.removed(container).state.exit_code
         if must_start and current.state.started_at != started_at:
             must_start = False
         if current.state.running:

@@ -8,6 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from vmctl_agent.api.events import EventBus
 from vmctl_agent.auth import Credentials, docker_config_credentials
 from vmctl_agent.config import AgentConfig
 from vmctl_agent.containers import Runtime
@@ -44,6 +45,7 @@ class Engine:
         self.images = ImageStore(config.data_root / "image")
         self.runtime = Runtime(config.data_root, self.images)
         self.execs: dict[str, ExecRecord] = {}
+        self.events = EventBus()
         self.started = time.time()
         self._saved_credentials = docker_config_credentials()
 

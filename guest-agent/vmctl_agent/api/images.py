@@ -49,7 +49,8 @@ def create(engine, request) -> Response:
     name = _reference(request.arg("fromImage"), request.arg("tag"))
     progress: queue.Queue = queue.Queue()
     puller = engine.puller(request.headers.get("X-Registry-Auth", ""))
-    threading.Thread(target=_pull, args=(puller, name, progress), daemon=True).start()
+    args = (engine, puller, name, progress)
+    threading.Thread(target=_pull, args=args, daemon=True).start()
     first = progress.get()
     if isinstance(first, Exception):
         raise first
@@ -67,10 +68,11 @@ def _reference(image: str, tag: str) -> str:
     return str(ref if ref.tag or ref.digest else ref.with_tag("latest"))
 
 
-def _pull(puller, name: str, progress: queue.Queue) -> None:
+def _pull(engine, puller, name: str, progress: queue.Queue) -> None:
     """Runs to the end even if the client goes away: the store stays consistent."""
     try:
         puller.pull(name, progress.put)
+        engine.events.publish("image", "pull", refs.parse(name).familiar(), name=name)
         progress.put(_DONE)
     except Exception as e:
         progress.put(e)
@@ -98,8 +100,13 @@ def tag(engine, request, name: str) -> Response:
     if not repo:
         raise ApiError(400, "repository name (repo) is required")
     engine.images.tag(name, f"{repo}:{tag_}")
+    engine.events.publish("image", "tag", engine.images.get(name).id, name=f"{repo}:{tag_}")
     return empty(201)
 
 
 def remove(engine, request, name: str) -> Response:
-    return json_response(engine.images.remove(name, force=request.flag("force")))
+    answer = engine.images.remove(name, force=request.flag("force"))
+    for item in answer:
+        ((action, ref),) = item.items()
+        engine.events.publish("image", action.lower().replace("deleted", "delete"), ref)
+    return json_response(answer)

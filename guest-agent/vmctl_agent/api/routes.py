@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from vmctl_agent.api import containers, execs, images, system
+from vmctl_agent.api import containers, events, execs, images, system
 from vmctl_agent.api.http import ApiError, Request, Response
 
 _ID = r"(?P<id>[^/]+)"
@@ -16,6 +16,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("HEAD", r"/_ping", system.ping),
     ("GET", r"/version", system.version),
     ("GET", r"/info", system.info),
+    ("GET", r"/events", events.stream),
     ("GET", r"/images/json", images.list_),
     ("POST", r"/images/create", images.create),
     ("GET", rf"/images/{_NAME}/json", images.inspect),

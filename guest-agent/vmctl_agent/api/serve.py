@@ -10,6 +10,7 @@ import sys
 import threading
 import urllib.parse
 
+from vmctl_agent.api import events
 from vmctl_agent.api.engine import Engine
 from vmctl_agent.api.http import Handler, UnixServer
 from vmctl_agent.api.routes import router
@@ -29,6 +30,8 @@ class _LoopbackServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 def run(config: AgentConfig, listen: list[str]) -> int:
     engine = Engine(config)
     engine.images.collect_garbage(wait=False)
+    for container in engine.runtime.list():  # found running after a restart of the agent
+        events.watch(engine, container.id)
     servers = [_server(address, router(engine)) for address in listen]
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,172 @@
+"""/events: what happened to containers and images, live, as `docker events` shows it.
+
+The engine publishes as it acts (create, start, kill, destroy, pull, tag, delete...). A
+container's end is noticed by a watcher thread per running container, waiting on its shim's
+pidfd: that also reaps the shim at once, and works for containers found running at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from vmctl_agent import pids
+from vmctl_agent.api.http import ApiError, Response
+
+_HISTORY = 1024
+_KEEPALIVE = 1.0
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    action: str
+    actor_id: str
+    attributes: dict
+    time_ns: int
+
+    def to_json(self) -> dict:
+        seconds = self.time_ns // 10**9
+        message = {
+            "Type": self.type,
+            "Action": self.action,
+            "Actor": {"ID": self.actor_id, "Attributes": self.attributes},
+            "scope": "local",
+            "time": seconds,
+            "timeNano": self.time_ns,
+        }
+        if self.type == "container":
+            message.update(
+                status=self.action,
+                id=self.actor_id,
+                **({"from": self.attributes["image"]} if "image" in self.attributes else {}),
+            )
+        return message
+
+
+class EventBus:
+    """Publish to every subscriber; keep the last events for `since`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: list[queue.Queue] = []
+        self._history: deque[Event] = deque(maxlen=_HISTORY)
+
+    def publish(self, type: str, action: str, actor_id: str, **attributes: str) -> None:
+        event = Event(type, action, actor_id, attributes, time.time_ns())
+        with self._lock:
+            self._history.append(event)
+            for subscriber in self._subscribers:
+                subscriber.put(event)
+
+    def subscribe(self) -> tuple[queue.Queue, list[Event]]:
+        q: queue.Queue = queue.Queue()
+        with self._lock:
+            self._subscribers.append(q)
+            return q, list(self._history)
+
+    def unsubscribe(self, q: queue.Queue) -> None:
+        with self._lock:
+            self._subscribers.remove(q)
+
+
+def container_event(engine, action: str, container_id: str, **extra: str) -> None:
+    try:
+        c = engine.runtime.get(container_id)
+        attributes = {"name": c.name, "image": c.config.image, **extra}
+        attributes.update(c.config.create_options.labels)
+    except Exception:
+        attributes = dict(extra)
+    engine.events.publish("container", action, container_id, **attributes)
+
+
+def watch(engine, container_id: str) -> None:
+    """Publish `die` when the container ends (and `destroy` if it removed itself)."""
+    threading.Thread(target=_watch, args=(engine, container_id), daemon=True).start()
+
+
+def _watch(engine, container_id: str) -> None:
+    from vmctl_agent.containers import ContainerNotFound
+
+    try:
+        container = engine.runtime.get(container_id)
+    except ContainerNotFound:
+        return
+    attributes = {"name": container.name, "image": container.config.image}
+    try:
+        while container.state.running:
+            pids.wait_for_exit(container.state.shim_pid, None)
+            container = engine.runtime.get(container_id)
+    except ContainerNotFound:  # --rm: it removed itself
+        ended = engine.runtime.removed(container)
+        code = str(ended.state.exit_code)
+        engine.events.publish("container", "die", container_id, exitCode=code, **attributes)
+        engine.events.publish("container", "destroy", container_id, **attributes)
+        return
+    if container.state.oom_killed:
+        container_event(engine, "oom", container_id)
+    container_event(engine, "die", container_id, exitCode=str(container.state.exit_code))
+
+
+def stream(engine, request) -> Response:
+    """GET /events?since=&until=&filters= ; streams until `until` or the client leaves."""
+    since = float(request.arg("since") or 0)
+    until = float(request.arg("until") or 0)
+    filters = _filters(request.arg("filters"))
+    subscriber, history = engine.events.subscribe()
+    past = [e for e in history if since and e.time_ns / 1e9 >= since]
+    return Response(200, stream=_messages(engine, subscriber, past, until, filters))
+
+
+def _messages(engine, subscriber: queue.Queue, past: list[Event], until: float, filters):
+    try:
+        for event in past:
+            if _wanted(event, filters) and (not until or event.time_ns / 1e9 <= until):
+                yield json.dumps(event.to_json()).encode() + b"\n"
+        while not until or time.time() < until:
+            try:
+                event = subscriber.get(timeout=_KEEPALIVE)
+            except queue.Empty:
+                continue
+            if _wanted(event, filters):
+                yield json.dumps(event.to_json()).encode() + b"\n"
+    finally:
+        engine.events.unsubscribe(subscriber)
+
+
+def _filters(raw: str) -> dict[str, list[str]]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, f"invalid filters: {raw}") from None
+    return {
+        k: list(v) if isinstance(v, list) else [x for x, on in v.items() if on]
+        for k, v in value.items()
+    }
+
+
+def _wanted(event: Event, filters: dict[str, list[str]]) -> bool:
+    checks = {
+        "type": lambda v: event.type == v,
+        "event": lambda v: event.action == v,
+        "container": lambda v: (
+            event.type == "container"
+            and (event.actor_id.startswith(v) or event.attributes.get("name") == v)
+        ),
+        "image": lambda v: event.attributes.get("image") == v or event.actor_id == v,
+        "label": lambda v: _label(event.attributes, v),
+    }
+    return all(
+        any(checks.get(k, lambda v: True)(v) for v in values) for k, values in filters.items()
+    )
+
+
+def _label(attributes: dict, wanted: str) -> bool:
+    key, sep, value = wanted.partition("=")
+    return key in attributes and (not sep or attributes[key] == value)
