@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import json
 import os
+import shutil
 import socket
 import stat
+import subprocess
 import time
 
 import pytest
@@ -239,3 +242,96 @@ def test_events_follow_a_container_through_its_life(agent):
     )
     actions = [line.split()[0] for line in out.splitlines() if line.endswith("eventful")]
     assert actions[:2] == ["create", "start"] and "die" in actions
+
+
+def test_system_df_and_prune(agent):
+    ok(agent.docker("run", "--name", "leftover", "busybox", "true"))
+    df = ok(agent.docker("system", "df", "--format", "{{.Type}} {{.TotalCount}}"))
+    assert "Containers" in df and "Images" in df
+    pruned = ok(agent.docker("container", "prune", "-f"))
+    assert "Deleted Containers" in pruned
+    assert "leftover" not in ok(agent.docker("ps", "-a", "--format", "{{.Names}}"))
+
+
+def test_a_terminal_run_and_exec(agent, tmp_path):
+    """`docker run -it` and `docker exec -it` under a real pseudo-terminal (script(1))."""
+    script = shutil.which("script")
+    assert script, "util-linux's script is missing"
+    env = {**os.environ, "DOCKER_HOST": agent.url}
+    cmd = "docker run -it --rm busybox sh -c 'tty; echo size $(stty size)'"
+    out = subprocess.run(
+        [script, "-qec", cmd, "/dev/null"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        input="",
+    )
+    assert "/dev/pts/0" in out.stdout, out.stdout + out.stderr
+    ok(agent.docker("run", "-d", "--name", "shell", "busybox", "sleep", "60"))
+    cmd = "docker exec -it shell sh -c 'tty; exit 4'"
+    out = subprocess.run(
+        [script, "-qec", cmd, "/dev/null"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        input="",
+    )
+    assert "/dev/pts/" in out.stdout and out.returncode == 4, out.stdout + out.stderr
+    ok(agent.docker("rm", "-f", "shell"))
+
+
+def test_fifty_docker_runs_at_once(agent):
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        results = list(
+            pool.map(
+                lambda i: agent.docker("run", "--rm", "busybox", "echo", str(i), timeout=120),
+                range(50),
+            )
+        )
+    assert [r.returncode for r in results] == [0] * 50
+    assert sorted(int(r.stdout) for r in results) == list(range(50))
+
+
+def test_a_thousand_concurrent_list_requests(agent):
+    def one(_: int) -> int:
+        return raw(agent, "GET", "/containers/json?all=1")[0]
+
+    with concurrent.futures.ThreadPoolExecutor(100) as pool:
+        statuses = list(pool.map(one, range(1000)))
+    assert statuses == [200] * 1000
+
+
+def test_a_client_that_leaves_mid_attach_or_mid_pull(agent):
+    ok(
+        agent.docker(
+            "run",
+            "-d",
+            "--name",
+            "talker",
+            "busybox",
+            "sh",
+            "-c",
+            "while true; do echo tick; sleep 0.05; done",
+        )
+    )
+    follower = subprocess.Popen(
+        ["docker", "logs", "-f", "talker"],
+        env={**os.environ, "DOCKER_HOST": agent.url},
+        stdout=subprocess.PIPE,
+    )
+    follower.stdout.readline()
+    follower.kill()
+    follower.wait()
+    attach = subprocess.Popen(
+        ["docker", "attach", "talker"],
+        env={**os.environ, "DOCKER_HOST": agent.url},
+        stdout=subprocess.PIPE,
+    )
+    attach.stdout.readline()
+    attach.kill()
+    attach.wait()
+    assert ok(agent.docker("ps", "--format", "{{.Names}}")).split() == ["talker"]
+    ok(agent.docker("rm", "-f", "talker"))
+    assert ok(agent.docker("version", "--format", "{{.Server.Os}}")).strip() == "linux"

@@ -216,6 +216,8 @@ class Runtime:
         if ended is None and not pids.same_process(state.shim_pid, state.shim_start_time):
             pids.reap(state.shim_pid)
             ended = atomic.read_json_or_none(container.directory / "exit.json")  # just written?
+            if ended is None and not container.directory.exists():
+                raise ContainerNotFound(f"No such container: {container.id}")  # --rm: gone
             if ended is None:
                 ended = self._orphaned(container)
         if ended is not None:
@@ -247,7 +249,11 @@ class Runtime:
         """Not fsynced: after a crash every container is dead anyway, and its status is
         derived again; a state.json torn by the crash reads as exited (see _load)."""
         state = asdict(container.state)
-        atomic.write_json(container.directory / "state.json", state, durable=False)
+        try:
+            atomic.write_json(container.directory / "state.json", state, durable=False)
+        except FileNotFoundError:
+            if not container.config.create_options.auto_remove:
+                raise  # else: it ran, ended and removed itself before we wrote its start
 
     # -- start, wait, signals -----------------------------------------------------------------
 

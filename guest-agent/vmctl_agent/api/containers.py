@@ -90,7 +90,7 @@ def _network(mode: str) -> tuple[str, list[str]]:
 def list_(engine, request) -> Response:
     filters = _filters(request.arg("filters"))
     found = engine.runtime.list(all=request.flag("all") or "status" in filters)
-    rows = [_summary(c) for c in found if _matches(c, filters)]
+    rows = [summary(c) for c in found if _matches(c, filters)]
     limit = request.int_arg("limit", -1)
     return json_response(rows[:limit] if limit and limit > 0 else rows)
 
@@ -131,7 +131,7 @@ def _label_matches(labels: dict[str, str], wanted: str) -> bool:
     return key in labels and (not sep or labels[key] == value)
 
 
-def _summary(c: Container) -> dict:
+def summary(c: Container) -> dict:
     process = c.config.process_spec
     return {
         "Id": c.id,
@@ -257,7 +257,10 @@ def _wait_for(runtime, container: Container, condition: str) -> int:
         if must_start and current.state.started_at != started_at:
             must_start = False
         if current.state.running:
-            current = runtime.wait(current.id)
+            try:
+                current = runtime.wait(current.id)
+            except ContainerNotFound:  # removed between our two looks
+                return runtime.removed(current).state.exit_code
             if current.state.status == "removed":
                 return current.state.exit_code
         done = not must_start and not current.state.running
@@ -461,3 +464,25 @@ def _system_cpu_ns() -> int:
     with open("/proc/stat") as f:
         fields = f.readline().split()[1:8]
     return sum(int(x) for x in fields) * 10**9 // os.sysconf("SC_CLK_TCK")
+
+
+def prune(engine, request) -> Response:
+    """POST /containers/prune: remove every container that is not running."""
+    deleted, reclaimed = [], 0
+    for c in engine.runtime.list(all=True):
+        if c.state.running:
+            continue
+        reclaimed += _size(c.directory / "upper")
+        engine.runtime.remove(c.id)
+        engine.events.publish("container", "destroy", c.id, name=c.name, image=c.config.image)
+        deleted.append(c.id)
+    return json_response({"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed})
+
+
+def _size(path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total

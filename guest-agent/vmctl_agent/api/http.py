@@ -11,7 +11,9 @@ import os
 import re
 import socket
 import socketserver
+import sys
 import time
+import traceback
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -267,6 +269,10 @@ class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = socket.SOMAXCONN  # 50 `docker run`s at once must all get in
+
+    def handle_error(self, request, client_address) -> None:
+        quiet_disconnects(sys.exc_info()[1])
 
     def __init__(self, path: str, router: Callable[[Request], Response]) -> None:
         self.router = router
@@ -279,6 +285,13 @@ class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         finally:
             os.umask(old)
         os.chmod(path, 0o660)
+
+
+def quiet_disconnects(error: BaseException | None) -> None:
+    """A client that hangs up (the CLI does, after a wait or between requests) is normal."""
+    if isinstance(error, ConnectionError | BrokenPipeError):
+        return
+    traceback.print_exception(error, file=sys.stderr)
 
 
 def _refuse_if_live(path: str) -> None:

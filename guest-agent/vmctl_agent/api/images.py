@@ -110,3 +110,19 @@ def remove(engine, request, name: str) -> Response:
         ((action, ref),) = item.items()
         engine.events.publish("image", action.lower().replace("deleted", "delete"), ref)
     return json_response(answer)
+
+
+def prune(engine, request) -> Response:
+    """POST /images/prune: dangling (untagged) images, or with dangling=false every image no
+    container uses (`docker image prune -a`)."""
+    filters = json.loads(request.arg("filters") or "{}")
+    dangling = filters.get("dangling", ["true"])
+    only_dangling = next(iter(dangling), "true") in ("true", "1")  # a list, or a {"x": true} map
+    used = {c.config.image_id for c in engine.runtime.list(all=True)}
+    deleted, reclaimed = [], 0
+    for image in engine.images.list():
+        if image.id in used or (only_dangling and image.repo_tags):
+            continue
+        reclaimed += image.record.size
+        deleted += engine.images.remove(image.id, force=True)
+    return json_response({"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed})

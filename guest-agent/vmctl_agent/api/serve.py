@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import signal
+import socket
 import socketserver
 import sys
 import threading
@@ -12,7 +13,7 @@ import urllib.parse
 
 from vmctl_agent.api import events
 from vmctl_agent.api.engine import Engine
-from vmctl_agent.api.http import Handler, UnixServer
+from vmctl_agent.api.http import Handler, UnixServer, quiet_disconnects
 from vmctl_agent.api.routes import router
 from vmctl_agent.config import AgentConfig
 from vmctl_agent.errors import AgentError
@@ -21,6 +22,10 @@ from vmctl_agent.errors import AgentError
 class _LoopbackServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = socket.SOMAXCONN
+
+    def handle_error(self, request, client_address) -> None:
+        quiet_disconnects(sys.exc_info()[1])
 
     def __init__(self, address: tuple[str, int], route) -> None:
         self.router = route

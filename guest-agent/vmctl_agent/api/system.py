@@ -3,6 +3,8 @@ whatever machine the agent runs on (in the product, the Linux VM: linux/amd64)."
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import platform as _platform
 import socket
@@ -167,3 +169,43 @@ def _machine_id() -> str:
         except OSError:
             continue
     return "vmctl"
+
+
+def disk_usage(engine, request) -> Response:
+    """GET /system/df: what `docker system df` sums up."""
+    from vmctl_agent.api import containers as container_api
+    from vmctl_agent.api import images as image_api
+
+    images = json.loads(image_api.list_(engine, request).body)
+    containers = engine.runtime.list(all=True)
+    users: dict[str, int] = {}
+    for c in containers:
+        users[c.config.image_id] = users.get(c.config.image_id, 0) + 1
+    for image in images:
+        image["Containers"] = users.get(image["Id"], 0)
+        image["SharedSize"] = 0
+    rows = []
+    for c in containers:
+        row = container_api.summary(c)
+        row["SizeRw"] = _du(c.directory / "upper")
+        row["SizeRootFs"] = row["SizeRw"]
+        rows.append(row)
+    layers = sum(image["Size"] for image in images)
+    return json_response(
+        {
+            "LayersSize": layers,
+            "Images": images,
+            "Containers": rows,
+            "Volumes": [],
+            "BuildCache": [],
+        }
+    )
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
