@@ -25,6 +25,8 @@ import http.client
 import itertools
 import json
 import os
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -32,7 +34,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +77,7 @@ ISSUE_REFERENCE = "dockerd 365 ms, podman 410 ms; dockerd + containerd idle 132 
 # removed at the end if they were not there before, deepest first.
 ENGINE_RUN_DIRS = ("/run/containerd/s", "/run/containerd", "/run/runc", *RUN_DIRS)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROFILE_RUNS, PROFILE_RATE, PROFILE_TOP = 10, 250, 12
 CGROUP_TREES = ("docker", "libpod_parent")  # dockerd's and podman's parents, with what's below
 CGROUP_PARENTS = ("vmctl",)  # ours: only the parent (other agents on this host share it)
 
@@ -611,6 +615,65 @@ def goal(label: str, value: float | None, unit: str, wanted: str, met) -> str:
     return f"  {label:<28} {value:6.2f}{unit}  (goal {wanted}{unit}: {verdict})"
 
 
+# --------------------------------------------------------------------------- profile
+
+
+def py_spy() -> str | None:
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.is_file() else shutil.which("py-spy")
+
+
+def profile_agent(ours: Ours, what: str, action: Callable[[], object]) -> None:
+    """Sample the agent with py-spy while `action` runs (GIL holders only: its CPU)."""
+    spy, out = py_spy(), ours.scratch / "py-spy.txt"
+    if spy is None or ours.proc is None:
+        print("\nprofile: py-spy is not installed (pip install py-spy)")
+        return
+    rate = str(PROFILE_RATE)
+    argv = [spy, "record", "--pid", str(ours.proc.pid), "--gil", "--function", "--rate", rate]
+    argv += ["--format", "raw", "--output", str(out)]
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+        time.sleep(1.0)  # attached
+        started = time.perf_counter()
+        action()
+        wall = time.perf_counter() - started
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=RUN_TIMEOUT)
+    if not out.is_file():
+        print(f"\nprofile: py-spy failed: {err.decode(errors='replace').strip()[-500:]}")
+        return
+    print_profile(what, out.read_text(), wall)
+    out.unlink()
+
+
+def print_profile(what: str, raw: str, wall: float) -> None:
+    """Top functions by own and by inclusive samples (the agent's own code for the latter)."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        own[frames[-1]] += int(count)
+        inclusive.update(dict.fromkeys(set(frames), int(count)))
+    total = sum(own.values()) or 1
+    busy = total / PROFILE_RATE
+    print(f"\nprofile of the agent, {what}: {busy:.2f} s holding the GIL in {wall:.2f} s wall")
+    ours_only = [(f, n) for f, n in inclusive.most_common() if "vmctl_agent/" in f]
+    for title, rows in (("own", own.most_common()), ("inclusive, vmctl_agent", ours_only)):
+        print(f"  {title}:")
+        for frame, n in rows[:PROFILE_TOP]:
+            print(f"    {n / total:6.1%}  {frame}")
+
+
+def profile(ours: Ours, args: argparse.Namespace) -> None:
+    """--profile: PROFILE_RUNS `docker run`s, then one load round, against ours."""
+    runs = f"{PROFILE_RUNS} x docker run"
+    profile_agent(ours, runs, lambda: [timed_run(ours) for _ in range(PROFILE_RUNS)])
+    load = f"{args.requests} x GET {LIST_PATH}"
+    sock = ours.socket_path
+    profile_agent(ours, load, lambda: generate_load(sock, args.requests, args.concurrency, 60))
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -671,6 +734,9 @@ def bench(args: argparse.Namespace, workdir: Path) -> None:
         rates = print_load_table(results, args) if results else {}
         print_memory_table(prints, args.settle)
         print_goals(run_medians, rates, prints)
+        ours = [e for e in apis if isinstance(e, Ours)]
+        if args.profile and ours:
+            profile(ours[0], args)
     finally:
         for engine in engines:
             engine.stop()
@@ -686,6 +752,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--load-rounds", type=int, default=3, help="load rounds per engine")
     parser.add_argument("--load-cap", type=float, default=30.0, help="seconds a round may take")
     parser.add_argument("--settle", type=float, default=3.0, help="idle seconds before RSS")
+    parser.add_argument(
+        "--profile", action="store_true", help="then py-spy the agent: docker runs, one load round"
+    )
     parser.add_argument("--only", default=",".join(ENGINES), help="comma-separated engines")
     parser.add_argument("--workdir", default=None, help="where the temp dir goes (default /tmp)")
     args = parser.parse_args(argv)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import http.client
+import io
 import json
 import os
 import shutil
 import socket
 import stat
 import subprocess
+import tarfile
 import time
 
+import imagekit as ik
 import pytest
 from agentserver import AgentServer, push_test_images
 
@@ -335,3 +338,49 @@ def test_a_client_that_leaves_mid_attach_or_mid_pull(agent):
     assert ok(agent.docker("ps", "--format", "{{.Names}}")).split() == ["talker"]
     ok(agent.docker("rm", "-f", "talker"))
     assert ok(agent.docker("version", "--format", "{{.Server.Os}}")).strip() == "linux"
+
+
+def test_save_and_load_round_trip(agent, tmp_path):
+    ok(agent.docker("pull", "busybox"))
+    image_id = ok(agent.docker("inspect", "-f", "{{.Id}}", "busybox")).strip()
+    ok(agent.docker("tag", "busybox", "carried:1"))
+    archive = tmp_path / "images.tar"
+    ok(agent.docker("save", "-o", str(archive), "carried:1"))
+    ok(agent.docker("rmi", "carried:1"))
+    assert "Loaded image: carried:1" in ok(agent.docker("load", "-i", str(archive)))
+    assert ok(agent.docker("inspect", "-f", "{{.Id}}", "carried:1")).strip() == image_id
+    assert ok(agent.docker("run", "--rm", "carried:1", "echo", "loaded")) == "loaded\n"
+    ok(agent.docker("rmi", "carried:1"))
+
+
+def test_load_refuses_what_is_not_an_image(agent, tmp_path):
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"not a tar at all" * 100)
+    result = agent.docker("load", "-i", str(junk))
+    assert result.returncode != 0 and "not an image archive" in result.stderr
+    layer = ik.tar_bytes([ik.file("x", b"real")])
+    image = ik.build_image([layer], diff_ids=[ik.sha256_digest(b"lie")])
+    lying = tmp_path / "lying.tar"
+    with tarfile.open(lying, "w") as tar:
+        for name, data in (
+            ("config.json", image.config.data),
+            ("layer/layer.tar", layer),
+            (
+                "manifest.json",
+                json.dumps(
+                    [
+                        {
+                            "Config": "config.json",
+                            "RepoTags": ["liar:1"],
+                            "Layers": ["layer/layer.tar"],
+                        }
+                    ]
+                ).encode(),
+            ),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    result = agent.docker("load", "-i", str(lying))
+    assert result.returncode != 0 and "does not match the image config" in result.stderr
+    assert "liar" not in ok(agent.docker("images", "--format", "{{.Repository}}"))

@@ -80,7 +80,7 @@ class Image:
             "RepoDigests": [refs.parse(d).familiar() for d in self.record.repo_digests],
             "Parent": "",
             "Comment": "",
-            "Created": cfg.get("created", ""),
+            "Created": cfg.get("created") or "0001-01-01T00:00:00Z",
             "DockerVersion": cfg.get("docker_version", ""),
             "Author": cfg.get("author", ""),
             "Config": cfg.get("config") or {},
@@ -89,7 +89,7 @@ class Image:
             "Os": cfg.get("os", ""),
             "Size": self.record.size,
             "RootFS": {"Type": "layers", "Layers": self.record.diff_ids},
-            "Metadata": {"LastTagTime": ""},
+            "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
         }
 
 

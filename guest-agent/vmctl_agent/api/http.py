@@ -6,6 +6,7 @@ dockerd's API-version prefix and error bodies.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -82,6 +83,12 @@ class Request:
             raise ApiError(400, "invalid JSON: expected an object")
         return value
 
+    def body_stream(self) -> io.RawIOBase:
+        """The body as a file to read from, for uploads too big to hold (docker load)."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            return _ChunkedReader(self.handler.rfile)
+        return _LimitedReader(self.handler.rfile, int(self.headers.get("Content-Length") or 0))
+
     @property
     def socket(self) -> socket.socket:
         return self.handler.connection
@@ -131,6 +138,44 @@ def read_chunks(rfile, limit: int = MAX_BODY) -> Iterable[bytes]:
             raise ApiError(400, "request body too large")
         yield rfile.read(size)
         rfile.readline(1024)
+
+
+class _LimitedReader(io.RawIOBase):
+    def __init__(self, rfile, length: int) -> None:
+        self._rfile, self._left = rfile, length
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        size = self._left if size < 0 else min(size, self._left)
+        data = self._rfile.read(size) if size else b""
+        self._left -= len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class _ChunkedReader(_LimitedReader):
+    """A chunked request body, de-chunked as it is read."""
+
+    def __init__(self, rfile) -> None:
+        super().__init__(rfile, 0)
+        self._chunks = read_chunks(rfile, limit=1 << 40)
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._buffer:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return b""
+            self._buffer = chunk
+        size = len(self._buffer) if size < 0 else size
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
 
 
 def check_version(version: str) -> None:

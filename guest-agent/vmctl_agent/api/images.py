@@ -7,6 +7,7 @@ import queue
 import threading
 from datetime import datetime
 
+from vmctl_agent import archive
 from vmctl_agent import reference as refs
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
 
@@ -126,3 +127,24 @@ def prune(engine, request) -> Response:
         reclaimed += image.record.size
         deleted += engine.images.remove(image.id, force=True)
     return json_response({"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed})
+
+
+def save(engine, request, name: str = "") -> Response:
+    """GET /images/{name}/get or /images/get?names=...: `docker save`."""
+    names = [name] if name else request.query.get("names", [])
+    if not names:
+        raise ApiError(400, "no images to save")
+    for each in names:
+        engine.images.get(each)  # a missing image is a 404 before any byte is sent
+    return Response(
+        200, content_type="application/x-tar", stream=archive.save(engine.images, names)
+    )
+
+
+def load(engine, request) -> Response:
+    """POST /images/load: `docker load`, from the request body as it streams in."""
+    lines = list(archive.load(engine.images, request.body_stream()))
+    for line in lines:
+        engine.events.publish("image", "load", line.rpartition(" ")[2])
+    body = b"".join(json.dumps({"stream": line + "\n"}).encode() + b"\n" for line in lines)
+    return Response(200, body)
