@@ -14,7 +14,7 @@ and a bounded load generator sends GET /containers/json over the unix socket (`-
 `--concurrency` keep-alive connections, a time cap), alternating rounds again. Last, the idle
 RSS of ours (the agent; its shims apart) and of dockerd + containerd (their shims apart).
 
-    python bench/api.py [--runs 20] [--warmup 2] [--requests 2000] [--concurrency 8]  (as root)
+    python bench/api.py [--runs 20] [--warmup 2] [--requests 2000] [--concurrency 8] [--profile]
 """
 
 from __future__ import annotations
@@ -179,8 +179,9 @@ class DockerApi:
             check(f"{self.name}: docker run {name}", self.docker(*args))
 
     def remove_containers(self) -> None:
-        for container in self.containers():
-            self.docker("rm", "-f", container)
+        with suppress(subprocess.SubprocessError):  # a hung daemon: stop() ends it anyway
+            for container in self.containers():
+                self.docker("rm", "-f", container)
 
     def daemons(self) -> list[int]:
         raise NotImplementedError
@@ -195,6 +196,7 @@ class Ours(DockerApi, Tool):
 
     mirror = ""
     proc: subprocess.Popen[bytes] | None = None
+    command = b""  # the agent's cmdline, which its forked shims keep
 
     def start(self) -> None:
         self.cli = need("docker")
@@ -240,7 +242,7 @@ class Ours(DockerApi, Tool):
 
     def shims(self) -> list[int]:
         """Forked copies of the agent, detached: the same cmdline, another pid."""
-        if self.proc is None:
+        if self.proc is None or not self.command:
             return []
         return [pid for pid in pids_where(self.command.__eq__) if pid != self.proc.pid]
 
@@ -307,8 +309,9 @@ class Podman(Tool):
 
     def stop(self) -> None:
         if self.scratch.exists():
-            run(self.podman("rm", "-af"), timeout=RUN_TIMEOUT)
-            run(self.podman("system", "reset", "-f"), timeout=RUN_TIMEOUT)
+            with suppress(subprocess.SubprocessError):
+                run(self.podman("rm", "-af"), timeout=RUN_TIMEOUT)
+                run(self.podman("system", "reset", "-f"), timeout=RUN_TIMEOUT)
         super().stop()
 
 
@@ -476,7 +479,7 @@ def prepare_load(engines: list[DockerApi]) -> list[DockerApi]:
         try:
             engine.make_fleet()
             count = listed(engine)
-        except (RunFailed, OSError, ValueError) as e:
+        except (RunFailed, OSError, ValueError, subprocess.SubprocessError) as e:
             print(f"  {engine.name}: FAILED, no load test: {e}", flush=True)
             continue
         print(f"  {engine.name}: GET {LIST_PATH} lists {count} containers", flush=True)
@@ -545,7 +548,7 @@ def print_run_table(engines: list[Tool]) -> dict[str, float]:
     medians = {e.name: statistics.median(e.times) for e in engines if e.times}
     base = medians.get("dockerd")
     flags = " ".join(RUN_FLAGS)
-    print(f"\ndocker run {flags} IMAGE true, ms  median    p90    min  runs  vs dockerd")
+    print(f"\nrun {flags} IMAGE true, ms         median    p90    min  runs  vs dockerd")
     for e in engines:
         if not e.times:
             reason = (e.error or "").splitlines()[0] if e.error else ""
@@ -557,7 +560,7 @@ def print_run_table(engines: list[Tool]) -> dict[str, float]:
     return medians
 
 
-def print_load_table(results: dict[str, list[Load]], args: argparse.Namespace) -> dict:
+def print_load_table(results: dict[str, list[Load]], args: argparse.Namespace) -> dict[str, float]:
     """Median req/s over rounds, pooled p50/p99 latency, errors, client CPU, against dockerd."""
     rates = {name: statistics.median(r.rate for r in loads) for name, loads in results.items()}
     base = rates.get("dockerd")
@@ -590,7 +593,9 @@ def print_memory_table(prints: dict[str, Footprint], settle: float) -> None:
             print(f"  {name:<8} {label:<22} {mem.count:>2} {mib(mem.rss_kib)} {mib(mem.pss_kib)}")
 
 
-def print_goals(run_medians: dict, rates: dict, prints: dict[str, Footprint]) -> None:
+def print_goals(
+    run_medians: dict[str, float], rates: dict[str, float], prints: dict[str, Footprint]
+) -> None:
     print(f"\nthe issue measured: {ISSUE_REFERENCE}; goals:")
     run_ratio = ratio_of(run_medians, "ours", "dockerd")
     rps_ratio = ratio_of(rates, "ours", "dockerd")
@@ -608,9 +613,11 @@ def ratio_of(values: dict[str, float], a: str, b: str) -> float | None:
     return values[a] / values[b] if a in values and values.get(b) else None
 
 
-def goal(label: str, value: float | None, unit: str, wanted: str, met) -> str:
+def goal(
+    label: str, value: float | None, unit: str, wanted: str, met: Callable[[float], bool]
+) -> str:
     if value is None:
-        return f"  {label:<28} n/a (goal {wanted}{unit.strip()}: not measured)"
+        return f"  {label:<28} {'n/a':>6}  (goal {wanted}{unit}: not measured)"
     verdict = "met" if met(value) else "NOT met"
     return f"  {label:<28} {value:6.2f}{unit}  (goal {wanted}{unit}: {verdict})"
 
@@ -633,12 +640,14 @@ def profile_agent(ours: Ours, what: str, action: Callable[[], object]) -> None:
     argv = [spy, "record", "--pid", str(ours.proc.pid), "--gil", "--function", "--rate", rate]
     argv += ["--format", "raw", "--output", str(out)]
     with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
-        time.sleep(1.0)  # attached
-        started = time.perf_counter()
-        action()
-        wall = time.perf_counter() - started
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=RUN_TIMEOUT)
+        try:
+            time.sleep(1.0)  # attached
+            started = time.perf_counter()
+            action()
+            wall = time.perf_counter() - started
+        finally:
+            proc.send_signal(signal.SIGINT)  # py-spy writes its output and exits
+            _, err = proc.communicate(timeout=RUN_TIMEOUT)
     if not out.is_file():
         print(f"\nprofile: py-spy failed: {err.decode(errors='replace').strip()[-500:]}")
         return
@@ -668,10 +677,13 @@ def print_profile(what: str, raw: str, wall: float) -> None:
 def profile(ours: Ours, args: argparse.Namespace) -> None:
     """--profile: PROFILE_RUNS `docker run`s, then one load round, against ours."""
     runs = f"{PROFILE_RUNS} x docker run"
-    profile_agent(ours, runs, lambda: [timed_run(ours) for _ in range(PROFILE_RUNS)])
-    load = f"{args.requests} x GET {LIST_PATH}"
-    sock = ours.socket_path
-    profile_agent(ours, load, lambda: generate_load(sock, args.requests, args.concurrency, 60))
+    sock, n, cap = ours.socket_path, args.requests, args.load_cap
+    try:
+        profile_agent(ours, runs, lambda: [timed_run(ours) for _ in range(PROFILE_RUNS)])
+        load = f"{n} x GET {LIST_PATH}"
+        profile_agent(ours, load, lambda: generate_load(sock, n, args.concurrency, cap))
+    except RunFailed as e:
+        print(f"profile: a run failed: {e}")
 
 
 # --------------------------------------------------------------------------- main
