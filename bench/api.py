@@ -109,6 +109,19 @@ def pids_where(match) -> list[int]:
     return sorted(found)
 
 
+def children_of(parent: int) -> list[int]:
+    """Pids whose parent is `parent` (field 4 of /proc/<pid>/stat)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            data = (entry / "stat").read_bytes() if entry.name.isdigit() else b""
+        except OSError:
+            continue
+        if data and int(data[data.rindex(b")") + 2 :].split()[1]) == parent:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def memory_kib(pid: int) -> tuple[int, int]:
     """(RSS, PSS) of a process in KiB; (0, 0) if it is gone."""
     try:
@@ -259,6 +272,11 @@ class Ours(DockerApi, Tool):
 
 class Dockerd(DockerApi, Docker):
     """pull.py's dockerd (no bridge, no iptables, no ip_forward; its own containerd)."""
+
+    def start(self) -> None:
+        super().start()
+        if self.proc is not None:  # pull.py reads only the main thread's children
+            self.children = tuple(children_of(self.proc.pid))
 
     def daemons(self) -> list[int]:
         return [self.proc.pid, *self.children] if self.proc else []

@@ -17,6 +17,7 @@ import time
 import imagekit as ik
 import pytest
 from agentserver import AgentServer, push_test_images
+from fakeserver import FakeServer, proxy_to
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
 
@@ -200,6 +201,21 @@ def raw(agent, method: str, path: str, body: bytes | None = None) -> tuple[int, 
     return response.status, dict(response.getheaders()), data
 
 
+def raw_huge(agent) -> tuple[int, dict, bytes]:
+    """A request that claims a 1 GB body: refused before a byte of it is read."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(agent.socket))
+    sock.sendall(
+        b"POST /containers/create HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n{"
+    )
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    data = response.read()
+    sock.close()
+    return response.status, dict(response.getheaders()), data
+
+
 def test_api_versions_like_dockerd(agent):
     status, headers, body = raw(agent, "HEAD", "/_ping")
     assert status == 200 and headers["Api-Version"] == "1.50" and headers["Ostype"] == "linux"
@@ -222,6 +238,11 @@ def test_malformed_requests_get_a_400_and_the_agent_lives(agent):
     assert status == 400
     status, _, _ = raw(agent, "GET", "/no/such/endpoint")
     assert status == 404
+    bad_types = b'{"Image": "busybox", "HostConfig": {"Memory": "lots"}}'
+    status, _, body = raw(agent, "POST", "/containers/create", bad_types)
+    assert status == 400 and "invalid container configuration" in json.loads(body)["message"]
+    status, _, body = raw_huge(agent)
+    assert status == 400 and "too large" in json.loads(body)["message"]
     assert ok(agent.docker("version", "--format", "{{.Server.Os}}")).strip() == "linux"
 
 
@@ -387,3 +408,30 @@ def test_load_refuses_what_is_not_an_image(agent, tmp_path):
     result = agent.docker("load", "-i", str(lying))
     assert result.returncode != 0 and "does not match the image config" in result.stderr
     assert "liar" not in ok(agent.docker("images", "--format", "{{.Repository}}"))
+
+
+def test_a_client_that_leaves_mid_pull(tmp_path, registry):
+    """The pull finishes (or fails) on its own; the store stays consistent; the next pull works."""
+    image = ik.build_image([ik.busybox_layer(), ik.random_layer(3 << 20, seed=21)])
+    ik.RegistryClient(registry.url).push_image("library/slowpoke", "latest", image)
+    with FakeServer(proxy_to(registry.url, bytes_per_second=1 << 20)) as slow:
+        server = AgentServer(tmp_path, slow)
+        try:
+            env = {**os.environ, "DOCKER_HOST": server.url}
+            puller = subprocess.Popen(
+                ["docker", "pull", "slowpoke"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            puller.stdout.readline()
+            time.sleep(0.5)
+            puller.kill()
+            puller.wait()
+            assert ok(server.docker("version", "--format", "{{.Server.Os}}")).strip() == "linux"
+            ok(server.docker("pull", "slowpoke", timeout=120))
+            assert ok(server.docker("run", "--rm", "slowpoke", "true")) == ""
+            leftovers = list((server.data_root / "image" / "tmp").iterdir())
+            assert leftovers == []
+        finally:
+            server.stop()

@@ -29,7 +29,10 @@ NO_BRIDGE = (
 
 def create(engine, request) -> Response:
     body = request.json()
-    options, warnings = _options(body, request.arg("name"))
+    try:
+        options, warnings = _options(body, request.arg("name"))
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ApiError(400, f"invalid container configuration: {e}") from None
     container = engine.runtime.create(options)
     events.container_event(engine, "create", container.id)
     return json_response({"Id": container.id, "Warnings": warnings}, 201)
