@@ -49,6 +49,8 @@ def test_containers_run_plain_detached_and_auto_removed(client):
 def test_errors_surface_as_docker_py_exceptions(client):
     with pytest.raises(ImageNotFound):
         client.containers.create("no-such-image-anywhere:v9")
+    with pytest.raises(NotFound, match="not found"):
+        client.containers.run("no-such-image-anywhere:v9", ["true"])  # create, pull, give up
     with pytest.raises(ContainerError) as failed:
         client.containers.run("busybox", ["sh", "-c", "echo oops >&2; exit 5"], remove=True)
     assert failed.value.exit_status == 5

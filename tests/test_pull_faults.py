@@ -18,6 +18,7 @@ from agentkit import leftovers, pull, small_image, unique_repo, visible_state
 from fakeserver import FakeServer, Reply, Request, proxy_to
 from vmctl_agent.auth import Credentials
 from vmctl_agent.errors import (
+    ManifestUnknown,
     RegistryUnreachable,
     StoreError,
     UnsupportedManifest,
@@ -276,3 +277,11 @@ def test_mirrors_down_and_hub_unreachable(store):
     with pytest.raises(RegistryUnreachable):
         pull(store, "busybox", mirrors=("http://127.0.0.1:1",))
     assert visible_state(store.root) == EMPTY
+
+
+def test_not_on_the_mirror_and_the_hub_unreachable(registry, store):
+    """Offline with a mirror: the answer names the mirror's not-found, not only the Hub."""
+    with pytest.raises(ManifestUnknown) as err:
+        pull(store, "not-on-the-mirror", mirrors=(registry.url,))
+    message = str(err.value)
+    assert "not-on-the-mirror:latest not found" in message and "registry-1.docker.io" in message

@@ -234,9 +234,18 @@ class RegistryClient:
                 return session, session.fetch_manifest(ref)
             except (RegistryUnreachable, RegistryError) as e:
                 if not _try_next(endpoint, e):
-                    raise
+                    raise _combined(errors, e) from e
                 errors.append(e)
         raise errors[-1]
+
+
+def _combined(earlier: list[Exception], last: Exception) -> Exception:
+    """A mirror's "not found" is the answer that matters when the Hub is then unreachable
+    (an offline machine): say both, as a not-found."""
+    unknown = [e for e in earlier if isinstance(e, ManifestUnknown)]
+    if unknown and isinstance(last, RegistryUnreachable):
+        return ManifestUnknown(f"{unknown[0]} (on the registry mirror); and {last}")
+    return last
 
 
 def _try_next(endpoint: Endpoint, error: Exception) -> bool:
