@@ -1,6 +1,8 @@
 """The agent's zipapp: reproducible, and it pulls under Debian's python3 as it will in the VM."""
 
+import socket
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -19,6 +21,7 @@ def test_build_is_reproducible(tmp_path):
     names = zipfile.ZipFile(first).namelist()
     assert "__main__.py" in names
     assert "vmctl_agent/pull.py" in names and "vmctl_agent/pull.pyc" in names
+    assert "vmctl_agent/api/http.py" in names and "vmctl_agent/api/http.pyc" in names
     assert first.stat().st_mode & 0o777 == 0o755
 
 
@@ -48,3 +51,37 @@ def test_zipapp_runs_from_its_bytecode(tmp_path):
         [DEBIAN_PYTHON, "-I", str(bombed), "--version"], capture_output=True, text=True
     )
     assert done.stdout.strip() == "vmctl-agent 0.1.0", done.stderr
+
+
+def test_zipapp_serves_the_engine_api(tmp_path):
+    """What the guest runs: `python3 -I -S vmctl-agent.pyz serve`, answering /_ping."""
+    pyz = agentapp.build(tmp_path / "vmctl-agent.pyz")
+    sock = tmp_path / "engine.sock"
+    cmd = [
+        DEBIAN_PYTHON,
+        "-I",
+        "-S",
+        str(pyz),
+        "serve",
+        "--listen",
+        f"unix://{sock}",
+        "--data-root",
+        str(tmp_path / "data"),
+    ]
+    agent = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            assert agent.poll() is None and time.monotonic() < deadline, agent.stderr.read()
+            time.sleep(0.05)
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(str(sock))
+        client.sendall(b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := client.recv(4096):
+            answer += chunk
+        client.close()
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"OK")
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)

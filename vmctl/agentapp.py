@@ -39,8 +39,11 @@ def build(dest: Path) -> Path:
             out.write(SHEBANG)
             with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
                 _add(archive, "__main__.py", MAIN)
-                for source in sorted(package_dir().glob("*.py")):
-                    name = f"vmctl_agent/{source.name}"
+                root = package_dir()
+                for source in sorted(root.rglob("*.py")):
+                    if "__pycache__" in source.parts:
+                        continue
+                    name = f"vmctl_agent/{source.relative_to(root).as_posix()}"
                     data = source.read_bytes()
                     _add(archive, name, data)
                     _add(archive, name[:-3] + ".pyc", _bytecode(data, name))
