@@ -5,6 +5,7 @@ as config.json and turns it into a shim.Launch at each start.
 
 from __future__ import annotations
 
+import functools
 import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ class ContainerConfig:
     def from_json(cls, data: dict) -> ContainerConfig:
         return cls(**{**data, "layers": tuple(data["layers"])})
 
-    @property
+    @functools.cached_property
     def create_options(self) -> spec.CreateOptions:
         raw = dict(self.options)
         for key in ("cmd", "entrypoint"):
@@ -52,7 +53,7 @@ class ContainerConfig:
             raw[key] = tuple(raw.get(key) or ())
         return spec.CreateOptions(**raw)
 
-    @property
+    @functools.cached_property
     def process_spec(self) -> spec.ProcessSpec:
         raw = dict(self.process)
         raw["user"] = spec.User(**{**raw["user"], "groups": tuple(raw["user"]["groups"])})

@@ -113,6 +113,7 @@ class Runtime:
         self.images = images
         self.cgroups = groups or cgroups.detect()
         images.containers_using = self.users_of
+        self._configs: dict[str, ContainerConfig] = {}
 
     # -- create -----------------------------------------------------------------------------
 
@@ -194,13 +195,24 @@ class Runtime:
 
     def _load(self, directory: Path) -> Container:
         try:
-            config = ContainerConfig.from_json(atomic.read_json(directory / "config.json"))
+            config = self._config(directory)
             state = _read_state(directory / "state.json")
         except FileNotFoundError:
             raise ContainerNotFound(f"No such container: {directory.name}") from None
         container = Container(config, state, directory)
         self._refresh(container)
         return container
+
+    def _config(self, directory: Path) -> ContainerConfig:
+        """config.json never changes after create: parsed once, then kept."""
+        config = self._configs.get(directory.name)
+        if config is None:
+            config = ContainerConfig.from_json(atomic.read_json(directory / "config.json"))
+            self._configs[directory.name] = config
+        elif not directory.is_dir():
+            self._configs.pop(directory.name, None)
+            raise FileNotFoundError(directory)
+        return config
 
     def users_of(self, image_id: str) -> list[tuple[str, bool]]:
         """Containers made from `image_id`, for `docker rmi`'s checks."""
@@ -392,6 +404,7 @@ class Runtime:
                 self.cgroups.remove(container.id)
             doomed = self.root / f".removing-{container.id}"
             os.rename(container.directory, doomed)
+        self._configs.pop(container.id, None)
         remove_tree(doomed)
 
     def exec(

@@ -4,8 +4,10 @@ resize, top and stats, with dockerd's status codes and body shapes."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import select
 import signal as signals
 import socket
 import threading
@@ -34,7 +36,7 @@ def create(engine, request) -> Response:
     except (TypeError, ValueError, AttributeError) as e:
         raise ApiError(400, f"invalid container configuration: {e}") from None
     container = engine.runtime.create(options)
-    events.container_event(engine, "create", container.id)
+    events.container_event(engine, "create", container.id, container)
     return json_response({"Id": container.id, "Warnings": warnings}, 201)
 
 
@@ -190,8 +192,8 @@ def start(engine, request, id: str) -> Response:
     if engine.runtime.get(id).state.running:
         return empty(304)
     container = engine.runtime.start(id)
-    events.container_event(engine, "start", container.id)
-    events.watch(engine, container.id)
+    events.container_event(engine, "start", container.id, container)
+    events.watch(engine, container)
     return empty(204)
 
 
@@ -206,7 +208,7 @@ def stop(engine, request, id: str) -> Response:
 def restart(engine, request, id: str) -> Response:
     container = engine.runtime.restart(id, timeout=request.int_arg("t", 10))
     events.container_event(engine, "restart", container.id)
-    events.watch(engine, container.id)
+    events.watch(engine, container)
     return empty(204)
 
 
@@ -241,18 +243,31 @@ def wait(engine, request, id: str) -> Response:
     if condition not in ("not-running", "next-exit", "removed"):
         raise ApiError(400, f"invalid condition: {condition}")
     container = engine.runtime.get(id)
-    return Response(200, stream=_wait_body(engine, container, condition))
+    alive = functools.partial(_client_alive, request.socket)
+    return Response(200, stream=_wait_body(engine, container, condition, alive))
 
 
-def _wait_body(engine, container: Container, condition: str):
-    code = _wait_for(engine.runtime, container, condition)
-    yield json.dumps({"StatusCode": code, "Error": None}).encode() + b"\n"
+def _wait_body(engine, container: Container, condition: str, alive):
+    code = _wait_for(engine.runtime, container, condition, alive)
+    if code is not None:
+        yield json.dumps({"StatusCode": code, "Error": None}).encode() + b"\n"
 
 
-def _wait_for(runtime, container: Container, condition: str) -> int:
+def _client_alive(sock: socket.socket) -> bool:
+    """False once the client has hung up: a waiter it left behind must not linger."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return True
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except OSError:
+        return False
+
+
+def _wait_for(runtime, container: Container, condition: str, alive) -> int | None:
     started_at = container.state.started_at
     must_start = condition == "next-exit" and not container.state.running
-    while True:
+    while alive():
         try:
             current = runtime.get(container.id)
         except ContainerNotFound:
@@ -261,7 +276,9 @@ def _wait_for(runtime, container: Container, condition: str) -> int:
             must_start = False
         if current.state.running:
             try:
-                current = runtime.wait(current.id)
+                current = runtime.wait(current.id, timeout=1.0)
+            except TimeoutError:
+                continue
             except ContainerNotFound:  # removed between our two looks
                 return runtime.removed(current).state.exit_code
             if current.state.status == "removed":
@@ -271,6 +288,7 @@ def _wait_for(runtime, container: Container, condition: str) -> int:
             return current.state.exit_code
         container = current
         time.sleep(_POLL)
+    return None
 
 
 def _gone(runtime, container: Container) -> bool:

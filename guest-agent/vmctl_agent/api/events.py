@@ -74,9 +74,11 @@ class EventBus:
             self._subscribers.remove(q)
 
 
-def container_event(engine, action: str, container_id: str, **extra: str) -> None:
+def container_event(engine, action: str, container_id: str, container=None, **extra) -> None:
+    """Publish with the container's name, image and labels (from `container` if given: an
+    auto-removed one may be gone by the time we look)."""
     try:
-        c = engine.runtime.get(container_id)
+        c = container or engine.runtime.get(container_id)
         attributes = {"name": c.name, "image": c.config.image, **extra}
         attributes.update(c.config.create_options.labels)
     except Exception:
@@ -84,32 +86,33 @@ def container_event(engine, action: str, container_id: str, **extra: str) -> Non
     engine.events.publish("container", action, container_id, **attributes)
 
 
-def watch(engine, container_id: str) -> None:
-    """Publish `die` when the container ends (and `destroy` if it removed itself)."""
-    threading.Thread(target=_watch, args=(engine, container_id), daemon=True).start()
+def watch(engine, container) -> None:
+    """Publish `die` when `container` ends (and `destroy` if it removed itself)."""
+    threading.Thread(target=_watch, args=(engine, container), daemon=True).start()
 
 
-def _watch(engine, container_id: str) -> None:
+def _watch(engine, container) -> None:
     from vmctl_agent.containers import ContainerNotFound
 
-    try:
-        container = engine.runtime.get(container_id)
-    except ContainerNotFound:
-        return
+    container_id = container.id
     attributes = {"name": container.name, "image": container.config.image}
+    attributes.update(container.config.create_options.labels)
     try:
-        while container.state.running:
-            pids.wait_for_exit(container.state.shim_pid, None)
-            container = engine.runtime.get(container_id)
+        current = engine.runtime.get(container_id)
+        while current.state.running:
+            pids.wait_for_exit(current.state.shim_pid, None)
+            current = engine.runtime.get(container_id)
     except ContainerNotFound:  # --rm: it removed itself
-        ended = engine.runtime.removed(container)
-        code = str(ended.state.exit_code)
-        engine.events.publish("container", "die", container_id, exitCode=code, **attributes)
+        current = engine.runtime.removed(container)
+    if current.state.oom_killed:
+        engine.events.publish("container", "oom", container_id, **attributes)
+    code = str(current.state.exit_code)
+    engine.events.publish("container", "die", container_id, exitCode=code, **attributes)
+    if container.config.create_options.auto_remove:
+        state = current.state
+        if pids.same_process(state.shim_pid, state.shim_start_time):
+            pids.reap(state.shim_pid, timeout=30)  # it is deleting the container
         engine.events.publish("container", "destroy", container_id, **attributes)
-        return
-    if container.state.oom_killed:
-        container_event(engine, "oom", container_id)
-    container_event(engine, "die", container_id, exitCode=str(container.state.exit_code))
 
 
 def stream(engine, request) -> Response:

@@ -36,7 +36,7 @@ def run(config: AgentConfig, listen: list[str]) -> int:
     engine = Engine(config)
     engine.images.collect_garbage(wait=False)
     for container in engine.runtime.list():  # found running after a restart of the agent
-        events.watch(engine, container.id)
+        events.watch(engine, container)
     servers = [_server(address, router(engine)) for address in listen]
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
