@@ -15,7 +15,7 @@ import time
 
 from vmctl_agent import logs as logfile
 from vmctl_agent.api import events, streams
-from vmctl_agent.api.http import ApiError, Response, empty, json_response
+from vmctl_agent.api.http import ApiError, Response, empty, json_response, parse_filters
 from vmctl_agent.containers import Container, ContainerNotFound
 from vmctl_agent.spec import CreateOptions
 
@@ -93,24 +93,11 @@ def _network(mode: str) -> tuple[str, list[str]]:
 
 
 def list_(engine, request) -> Response:
-    filters = _filters(request.arg("filters"))
+    filters = parse_filters(request.arg("filters"))
     found = engine.runtime.list(all=request.flag("all") or "status" in filters)
     rows = [summary(c) for c in found if _matches(c, filters)]
     limit = request.int_arg("limit", -1)
     return json_response(rows[:limit] if limit and limit > 0 else rows)
-
-
-def _filters(raw: str) -> dict[str, list[str]]:
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise ApiError(400, f"invalid filters: {raw}") from None
-    return {
-        k: list(v) if isinstance(v, list) else [k2 for k2, on in v.items() if on]
-        for k, v in value.items()
-    }
 
 
 def _matches(container: Container, filters: dict[str, list[str]]) -> bool:

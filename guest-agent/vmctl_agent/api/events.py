@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from vmctl_agent import pids
-from vmctl_agent.api.http import ApiError, Response
+from vmctl_agent.api.http import Response, parse_filters
 
 _HISTORY = 1024
 _KEEPALIVE = 1.0
@@ -119,7 +119,7 @@ def stream(engine, request) -> Response:
     """GET /events?since=&until=&filters= ; streams until `until` or the client leaves."""
     since = float(request.arg("since") or 0)
     until = float(request.arg("until") or 0)
-    filters = _filters(request.arg("filters"))
+    filters = parse_filters(request.arg("filters"))
     subscriber, history = engine.events.subscribe()
     past = [e for e in history if since and e.time_ns / 1e9 >= since]
     return Response(200, stream=_messages(engine, subscriber, past, until, filters))
@@ -139,19 +139,6 @@ def _messages(engine, subscriber: queue.Queue, past: list[Event], until: float, 
                 yield json.dumps(event.to_json()).encode() + b"\n"
     finally:
         engine.events.unsubscribe(subscriber)
-
-
-def _filters(raw: str) -> dict[str, list[str]]:
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise ApiError(400, f"invalid filters: {raw}") from None
-    return {
-        k: list(v) if isinstance(v, list) else [x for x, on in v.items() if on]
-        for k, v in value.items()
-    }
 
 
 def _wanted(event: Event, filters: dict[str, list[str]]) -> bool:

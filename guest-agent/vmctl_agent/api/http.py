@@ -178,6 +178,20 @@ class _ChunkedReader(_LimitedReader):
         return data
 
 
+def parse_filters(raw: str) -> dict[str, list[str]]:
+    """`filters={"status": ["exited"]}` (or the older `{"status": {"exited": true}}` form)."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+        return {
+            k: list(v) if isinstance(v, list) else [x for x, on in v.items() if on]
+            for k, v in value.items()
+        }
+    except (ValueError, AttributeError):
+        raise ApiError(400, f"invalid filters: {raw}") from None
+
+
 def check_version(version: str) -> None:
     """dockerd's answer to a client outside the versions we speak."""
     if _vtuple(version) > _vtuple(API_VERSION):
