@@ -18,6 +18,7 @@ may be torn, so it is trusted only once a syncfs has covered it and cleared the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -63,6 +64,16 @@ def remove_tree(path: Path) -> None:
             break
     os.close(fd)
     os.rmdir(path)
+
+
+def tree_size(path: Path) -> int:
+    """Disk used below `path` (allocated blocks, as du counts), symlinks not followed."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
 
 
 def _clear_files(fd: int) -> str | None:

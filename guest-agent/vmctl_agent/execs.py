@@ -70,7 +70,7 @@ def start(container_pid: int, cgroup_dirs: tuple, spec: ProcessSpec, open_stdin:
     finally:
         for fd in (err_w, *namespaces.values(), *stdio.child_fds()):
             os.close(fd)
-    failure = _read_all(err_r)
+    failure = process.read_all(err_r)
     running = ExecProcess(helper, stdio)
     if failure or not stdio.receive_master():
         failure = failure or b'{"error": "no terminal for the exec process", "exit_code": 126}'
@@ -125,11 +125,3 @@ def _inside(spec: ProcessSpec, stdio: process.Stdio, err_w: int) -> None:
     except BaseException as e:
         process.fail(err_w, f"cannot start the exec process: {e}", 126)
     process.exec_command(spec, err_w)
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    os.close(fd)
-    return b"".join(chunks)

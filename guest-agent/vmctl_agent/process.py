@@ -157,3 +157,12 @@ def fail(err_w: int, message: str, code: int) -> None:
         os.write(err_w, json.dumps({"error": message, "exit_code": code}).encode())
     finally:
         os._exit(code)
+
+
+def read_all(fd: int) -> bytes:
+    """Everything until the writer closes (or execs): a child's error report."""
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)

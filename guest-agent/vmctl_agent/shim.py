@@ -158,7 +158,7 @@ def _run(launch: Launch, cgroups, ready_w: int) -> int:
     with contextlib.suppress(BrokenPipeError):  # it may have failed already: err_r says
         os.write(sync_w, b"g")
     os.close(sync_w)
-    failure = _read_all(err_r)
+    failure = process.read_all(err_r)
     if failure or not stdio.receive_master():
         os.waitpid(pid, 0)
         _report(ready_w, json.loads(failure or b'{"error": "no terminal", "exit_code": 128}'))
@@ -183,17 +183,6 @@ def _report(fd: int, answer: dict) -> None:
         os.close(fd)
     except OSError:
         pass
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, _READ):
-        chunks.append(chunk)
-    os.close(fd)
-    return b"".join(chunks)
-
-
-# -- supervising --------------------------------------------------------------------------------
 
 
 def _supervise(launch: Launch, cgroups, pid: int, stdio: process.Stdio) -> None:

@@ -17,6 +17,7 @@ from vmctl_agent import logs as logfile
 from vmctl_agent.api import events, streams
 from vmctl_agent.api.http import ApiError, Response, empty, json_response, parse_filters
 from vmctl_agent.containers import Container, ContainerNotFound
+from vmctl_agent.content import tree_size
 from vmctl_agent.spec import CreateOptions
 
 _POLL = 0.05
@@ -480,17 +481,8 @@ def prune(engine, request) -> Response:
     for c in engine.runtime.list(all=True):
         if c.state.running:
             continue
-        reclaimed += _size(c.directory / "upper")
+        reclaimed += tree_size(c.directory / "upper")
         engine.runtime.remove(c.id)
         engine.events.publish("container", "destroy", c.id, name=c.name, image=c.config.image)
         deleted.append(c.id)
     return json_response({"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed})
-
-
-def _size(path) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_size
-    return total

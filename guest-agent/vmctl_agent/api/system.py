@@ -3,7 +3,6 @@ whatever machine the agent runs on (in the product, the Linux VM: linux/amd64)."
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform as _platform
@@ -14,6 +13,7 @@ from pathlib import Path
 from vmctl_agent import __version__
 from vmctl_agent.api.containers import NO_BRIDGE
 from vmctl_agent.api.http import API_VERSION, MIN_API_VERSION, Response, json_response
+from vmctl_agent.content import tree_size
 from vmctl_agent.manifest import Platform
 
 BUILD_TIME = "2026-11-28T00:00:00.000000000+00:00"
@@ -187,7 +187,7 @@ def disk_usage(engine, request) -> Response:
     rows = []
     for c in containers:
         row = container_api.summary(c)
-        row["SizeRw"] = _du(c.directory / "upper")
+        row["SizeRw"] = tree_size(c.directory / "upper")
         row["SizeRootFs"] = row["SizeRw"]
         rows.append(row)
     layers = sum(image["Size"] for image in images)
@@ -200,12 +200,3 @@ def disk_usage(engine, request) -> Response:
             "BuildCache": [],
         }
     )
-
-
-def _du(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_blocks * 512
-    return total
