@@ -57,6 +57,7 @@ from pull import (
     print_machine,
     remove_tree,
     run,
+    run_dirs_restored,
     version,
 )
 from registry import Registry
@@ -707,19 +708,6 @@ def profile(ours: Ours, args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- main
 
 
-@contextmanager
-def run_dirs_restored() -> Iterator[None]:
-    """Remove the empty ENGINE_RUN_DIRS that were not there before."""
-    existing = {d for d in ENGINE_RUN_DIRS if os.path.lexists(d)}
-    try:
-        yield
-    finally:
-        for d in ENGINE_RUN_DIRS:
-            if d not in existing:
-                with suppress(OSError):  # not created, or not empty: leave it
-                    os.rmdir(d)
-
-
 def cgroup_dirs() -> set[str]:
     """Our parents, and dockerd's and podman's parents with everything below them."""
     found = set()
@@ -802,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="vmctl-bench-", dir=args.workdir)).resolve()
     try:
-        with run_dirs_restored(), cgroups_restored():
+        with run_dirs_restored(ENGINE_RUN_DIRS), cgroups_restored():
             bench(args, workdir)
     except KeyboardInterrupt:
         print("interrupted; cleaning up", file=sys.stderr)

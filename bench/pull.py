@@ -562,13 +562,13 @@ def print_machine() -> None:
 
 
 @contextmanager
-def run_dirs_restored() -> Iterator[None]:
+def run_dirs_restored(dirs: tuple[str, ...] = RUN_DIRS) -> Iterator[None]:
     """Remove the empty /run dirs that podman/dockerd create if they were not there before."""
-    existing = {d for d in RUN_DIRS if os.path.lexists(d)}
+    existing = {d for d in dirs if os.path.lexists(d)}
     try:
         yield
     finally:
-        for d in RUN_DIRS:
+        for d in dirs:
             if d not in existing:
                 with suppress(OSError):  # not created, or not empty: leave it
                     os.rmdir(d)
