@@ -285,26 +285,21 @@ def test_a_terminal_run_and_exec(agent, tmp_path):
     script = shutil.which("script")
     assert script, "util-linux's script is missing"
     env = {**os.environ, "DOCKER_HOST": agent.url}
-    cmd = "docker run -it --rm busybox sh -c 'tty; echo size $(stty size)'"
-    out = subprocess.run(
-        [script, "-qec", cmd, "/dev/null"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        input="",
-    )
+
+    def under_terminal(cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [script, "-qec", cmd, "/dev/null"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            input="",
+        )
+
+    out = under_terminal("docker run -it --rm busybox sh -c 'tty; echo size $(stty size)'")
     assert "/dev/pts/0" in out.stdout, out.stdout + out.stderr
     ok(agent.docker("run", "-d", "--name", "shell", "busybox", "sleep", "60"))
-    cmd = "docker exec -it shell sh -c 'tty; exit 4'"
-    out = subprocess.run(
-        [script, "-qec", cmd, "/dev/null"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        input="",
-    )
+    out = under_terminal("docker exec -it shell sh -c 'tty; exit 4'")
     assert "/dev/pts/" in out.stdout and out.returncode == 4, out.stdout + out.stderr
     ok(agent.docker("rm", "-f", "shell"))
 

@@ -157,8 +157,10 @@ class ContentStore:
             atomic.write_json(self.layers / hex_of(diff_id) / "layer.json", meta)
 
     def layer_size(self, diff_id: str) -> int:
-        meta = self.layers / hex_of(diff_id) / "layer.json"
-        return int(json.loads(meta.read_text())["size"])
+        meta = self._layer_meta(diff_id)
+        if meta is None:
+            raise FileNotFoundError(f"layer {diff_id} is not in the store")
+        return int(meta["size"])
 
     @contextmanager
     def staging(self, key: str) -> Iterator[Path]:
