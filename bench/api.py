@@ -20,6 +20,7 @@ RSS of ours (the agent; its shims apart) and of dockerd + containerd (their shim
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import http.client
 import itertools
@@ -31,7 +32,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -44,7 +44,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from agentserver import push_test_images
 from pull import (
-    DAEMON_TIMEOUT,
     PODMAN_RUNROOT_MAX,
     RUN_DIRS,
     Docker,
@@ -53,12 +52,13 @@ from pull import (
     Unavailable,
     end_pid,
     failure,
+    in_workdir,
     need,
     print_machine,
-    remove_tree,
     run,
     run_dirs_restored,
     version,
+    wait_for_server,
 )
 from registry import Registry
 
@@ -237,16 +237,9 @@ class Ours(DockerApi, Tool):
 
     def wait_ready(self) -> None:
         assert self.proc is not None
-        deadline = time.monotonic() + DAEMON_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise Unavailable(f"the agent exited {self.proc.returncode}:\n{self.log_tail()}")
-            out = self.docker("version", "--format", "{{.Server.APIVersion}}")
-            if out.returncode == 0:
-                self.api_version = out.stdout.strip()
-                return
-            time.sleep(0.1)
-        raise Unavailable(f"the agent not ready in {DAEMON_TIMEOUT:.0f} s:\n{self.log_tail()}")
+        self.api_version = wait_for_server(
+            self.proc, self.docker, "{{.Server.APIVersion}}", "the agent", self.log_tail, 0.1
+        )
 
     def log_tail(self, lines: int = 20) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -788,16 +781,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("run as root: dockerd, podman and containers need it", file=sys.stderr)
         return 1
-    workdir = Path(tempfile.mkdtemp(prefix="vmctl-bench-", dir=args.workdir)).resolve()
-    try:
-        with run_dirs_restored(ENGINE_RUN_DIRS), cgroups_restored():
-            bench(args, workdir)
-    except KeyboardInterrupt:
-        print("interrupted; cleaning up", file=sys.stderr)
-        return 130
-    finally:
-        remove_tree(workdir)
-    return 0
+    return in_workdir(
+        args.workdir,
+        functools.partial(bench, args),
+        run_dirs_restored(ENGINE_RUN_DIRS),
+        cgroups_restored(),
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ pays for another's writeback (ours calls syncfs, which would otherwise flush the
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import platform
@@ -34,7 +35,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,6 +205,19 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def wait_for_server(proc, docker, field: str, what: str, log_tail, poll: float) -> str:
+    """Poll `docker version` until the engine `proc` answers; returns the `field` it prints."""
+    deadline = time.monotonic() + DAEMON_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise Unavailable(f"{what} exited {proc.returncode}:\n{log_tail()}")
+        out = docker("version", "--format", field)
+        if out.returncode == 0:
+            return out.stdout.strip()
+        time.sleep(poll)
+    raise Unavailable(f"{what} not ready in {DAEMON_TIMEOUT:.0f} s:\n{log_tail()}")
+
+
 def version(argv: list[str]) -> str:
     """First line of a `--version`-style command, or '?'."""
     try:
@@ -347,16 +361,9 @@ class Docker(Tool):
 
     def wait_ready(self) -> None:
         assert self.proc is not None
-        deadline = time.monotonic() + DAEMON_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise Unavailable(f"dockerd exited {self.proc.returncode}:\n{self.log_tail()}")
-            out = self.docker("version", "--format", "{{.Server.Version}}")
-            if out.returncode == 0:
-                self.server_version = out.stdout.strip()
-                return
-            time.sleep(0.2)
-        raise Unavailable(f"dockerd not ready in {DAEMON_TIMEOUT:.0f} s:\n{self.log_tail()}")
+        self.server_version = wait_for_server(
+            self.proc, self.docker, "{{.Server.Version}}", "dockerd", self.log_tail, 0.2
+        )
 
     def child_pids(self) -> tuple[int, ...]:
         """dockerd's children (its containerd), to end them if dockerd dies without doing so."""
@@ -626,18 +633,26 @@ def bench(args: argparse.Namespace, workdir: Path) -> None:
         registry.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="vmctl-bench-", dir=args.workdir))
+def in_workdir(parent: str | None, body: Callable[[Path], None], *guards) -> int:
+    """Run `body` in a fresh temp dir under `parent` with `guards` entered; clean up always.
+    The exit status: 0, or 130 on Ctrl-C."""
+    workdir = Path(tempfile.mkdtemp(prefix="vmctl-bench-", dir=parent)).resolve()
     try:
-        with run_dirs_restored():
-            bench(args, workdir)
+        with ExitStack() as stack:
+            for guard in guards:
+                stack.enter_context(guard)
+            body(workdir)
     except KeyboardInterrupt:
         print("interrupted; cleaning up", file=sys.stderr)
         return 130
     finally:
         remove_tree(workdir)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return in_workdir(args.workdir, functools.partial(bench, args), run_dirs_restored())
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ the test kit's modules in this process would bill ours ~20 ms a start the agent 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import glob
 import itertools
@@ -32,7 +33,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -40,6 +40,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pull import in_workdir, remove_tree
 from vmctl_agent import __version__ as agent_version
 from vmctl_agent import syscalls as sc
 from vmctl_agent.containers import Container, Runtime
@@ -92,24 +93,6 @@ def tail(text: str, lines: int = 10) -> str:
 
 def mountinfo() -> list[str]:
     return Path("/proc/self/mountinfo").read_text().splitlines()
-
-
-def mounts_below(root: Path) -> list[str]:
-    """Mount points at or below `root`, deepest first."""
-    prefix, found = str(root), []
-    for line in mountinfo():
-        point = line.split()[4].encode().decode("unicode_escape")  # \040 etc. are octal escapes
-        if point == prefix or point.startswith(prefix + "/"):
-            found.append(point)
-    return sorted(found, key=len, reverse=True)
-
-
-def remove_tree(path: Path) -> None:
-    """Unmount whatever was left mounted below `path`, then delete it."""
-    for point in mounts_below(path):
-        if run(["umount", point]).returncode != 0:
-            run(["umount", "-l", point])
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def filesystem_of(path: Path) -> str:
@@ -647,16 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("run as root: containers need it", file=sys.stderr)
         return 1
-    workdir = Path(tempfile.mkdtemp(prefix="vmctl-bench-", dir=args.workdir)).resolve()
-    try:
-        with cgroup_parents_restored():
-            bench(args, workdir)
-    except KeyboardInterrupt:
-        print("interrupted; cleaning up", file=sys.stderr)
-        return 130
-    finally:
-        remove_tree(workdir)
-    return 0
+    return in_workdir(args.workdir, functools.partial(bench, args), cgroup_parents_restored())
 
 
 if __name__ == "__main__":
