@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import grp
 import http.client
 import io
 import json
@@ -430,3 +431,24 @@ def test_a_client_that_leaves_mid_pull(tmp_path, registry):
             assert leftovers == []
         finally:
             server.stop()
+
+
+def test_the_socket_goes_to_the_named_group_like_dockerds_dash_g(tmp_path):
+    """The VM's login user reaches the engine through the socket's group (0660), not as root."""
+    sock = tmp_path / "g.sock"
+    cmd = ["vmctl-agent", "serve", "--listen", f"unix://{sock}", "--data-root", str(tmp_path)]
+    agent = subprocess.Popen([*cmd, "--group", "daemon"], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 15
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        info = sock.stat()
+        assert (stat.S_IMODE(info.st_mode), info.st_gid) == (0o660, grp.getgrnam("daemon").gr_gid)
+    finally:
+        agent.terminate()
+        agent.wait(10)
+
+    missing = subprocess.run([*cmd, "--group", "no-such-group"], capture_output=True, text=True)
+    assert missing.returncode != 0
+    assert "group 'no-such-group' does not exist" in missing.stderr
+    assert not sock.exists()

@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="unix:///PATH",
         help="where to listen (default unix:///run/vmctl-agent.sock)",
     )
+    serve.add_argument(
+        "--group",
+        "-G",
+        default=None,
+        help="group owning the unix socket (default: docker, when that group exists)",
+    )
     pull = _command(sub, "pull", "pull an image from a registry", _pull)
     pull.add_argument("--platform", default=None, help="os/arch[/variant] (default: this machine)")
     pull.add_argument("--quiet", "-q", action="store_true", help="print only the image reference")
@@ -86,6 +92,7 @@ def _settings(args) -> config.AgentConfig:
         data_root=args.data_root,
         mirrors=args.registry_mirror,
         insecure=args.insecure_registry,
+        group=getattr(args, "group", None),
     )
 
 

@@ -10,7 +10,9 @@ from vmctl_agent.errors import AgentError
 from vmctl_agent.registry import RegistryConfig
 
 DEFAULT_DATA_ROOT = "/var/lib/vmctl-agent"
-_KNOWN_KEYS = {"registry-mirrors", "insecure-registries", "data-root"}
+_KNOWN_KEYS = {"registry-mirrors", "insecure-registries", "data-root", "group"}
+# dockerd gives its socket to this group when it exists; naming it explicitly makes it required.
+DEFAULT_GROUP = "docker"
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,8 @@ class AgentConfig:
     data_root: Path = Path(DEFAULT_DATA_ROOT)
     registry_mirrors: tuple[str, ...] = ()
     insecure_registries: tuple[str, ...] = ()
+    group: str = DEFAULT_GROUP  # owner group of unix sockets (mode 0660), as dockerd's -G
+    group_required: bool = False
     ignored_keys: tuple[str, ...] = field(default=())
 
     @property
@@ -31,6 +35,7 @@ def load(
     data_root: str | None = None,
     mirrors: list[str] | None = None,
     insecure: list[str] | None = None,
+    group: str | None = None,
 ) -> AgentConfig:
     """daemon.json (if given) with flags on top; flags add to the file's lists, as dockerd's do."""
     raw = _read(path) if path else {}
@@ -42,8 +47,14 @@ def load(
             raise AgentError(
                 f"invalid registry mirror {url!r}: it must start with http:// or https://"
             )
+    file_group = raw.get("group")
+    if file_group is not None and not isinstance(file_group, str):
+        raise AgentError(f"group in {path} must be a string")
+    chosen_group = group or file_group
     return AgentConfig(
         data_root=Path(root),
+        group=chosen_group or DEFAULT_GROUP,
+        group_required=bool(chosen_group),
         registry_mirrors=tuple(dict.fromkeys([*file_mirrors, *(mirrors or [])])),
         insecure_registries=tuple(dict.fromkeys([*file_insecure, *(insecure or [])])),
         ignored_keys=tuple(sorted(set(raw) - _KNOWN_KEYS)),

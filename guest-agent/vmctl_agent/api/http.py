@@ -333,7 +333,9 @@ class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def handle_error(self, request, client_address) -> None:
         quiet_disconnects(sys.exc_info()[1])
 
-    def __init__(self, path: str, router: Callable[[Request], Response]) -> None:
+    def __init__(
+        self, path: str, router: Callable[[Request], Response], gid: int | None = None
+    ) -> None:
         self.router = router
         if os.path.exists(path):
             _refuse_if_live(path)
@@ -343,7 +345,15 @@ class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             super().__init__(path, Handler)
         finally:
             os.umask(old)
+        if gid is not None:
+            os.chown(path, -1, gid)
         os.chmod(path, 0o660)
+
+    def server_close(self) -> None:
+        """A stopped engine leaves no socket behind for clients to hang on, as dockerd."""
+        super().server_close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.server_address)
 
 
 def quiet_disconnects(error: BaseException | None) -> None:

@@ -3,6 +3,7 @@ port), until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import signal
 import socket
@@ -33,11 +34,12 @@ class _LoopbackServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
 
 def run(config: AgentConfig, listen: list[str]) -> int:
+    gid = socket_group(config)
     engine = Engine(config)
     engine.images.collect_garbage(wait=False)
     for container in engine.runtime.list():  # found running after a restart of the agent
         events.watch(engine, container)
-    servers = [_server(address, router(engine)) for address in listen]
+    servers = [_server(address, router(engine), gid) for address in listen]
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -52,10 +54,21 @@ def run(config: AgentConfig, listen: list[str]) -> int:
     return 0
 
 
-def _server(address: str, route):
+def socket_group(config: AgentConfig) -> int | None:
+    """The gid that shares the socket (0660), as dockerd's `-G docker`: the VM's login user is
+    in that group, so the host's SSH forward reaches the engine without being root."""
+    try:
+        return grp.getgrnam(config.group).gr_gid
+    except KeyError:
+        if config.group_required:
+            raise AgentError(f"group {config.group!r} does not exist (from --group)") from None
+        return None
+
+
+def _server(address: str, route, gid: int | None = None):
     parts = urllib.parse.urlsplit(address)
     if parts.scheme == "unix":
-        return UnixServer(parts.path, route)
+        return UnixServer(parts.path, route, gid)
     if parts.scheme == "tcp":
         host = parts.hostname or ""
         if not _loopback(host):
