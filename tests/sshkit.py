@@ -1,0 +1,63 @@
+"""A real OpenSSH server on loopback for SSH tests that need no VM: its own host key, config,
+and authorized key, run in the foreground by the test and killed after it."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from vmctl import keys
+from vmctl.ssh import Endpoint
+
+SSHD = "/usr/sbin/sshd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sshd:
+    def __init__(self, workdir: Path) -> None:
+        if not Path(SSHD).exists():
+            raise RuntimeError(
+                "sshd is missing: apt-get install openssh-server (scripts/install.sh)"
+            )
+        workdir.mkdir(parents=True, exist_ok=True)
+        workdir.chmod(0o700)
+        self.host = keys.ensure(workdir / "host_key", "test-host")
+        self.user = keys.ensure(workdir / "user_key", "test-user")
+        (workdir / "authorized_keys").write_text(self.user.public_openssh + "\n")
+        self.port = free_port()
+        config = workdir / "sshd_config"
+        config.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {workdir / 'host_key'}\n"
+            f"AuthorizedKeysFile {workdir / 'authorized_keys'}\nPidFile none\nUsePAM no\n"
+            "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+            "AllowStreamLocalForwarding yes\nSubsystem sftp internal-sftp\nLogLevel ERROR\n"
+            "StrictModes no\n"
+        )
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+        self.process = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(config)],
+            stderr=open(workdir / "sshd.log", "wb"),  # noqa: SIM115 - the child keeps it
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError(f"sshd did not start: {(workdir / 'sshd.log').read_text()}")
+        self.endpoint = Endpoint(
+            "127.0.0.1", self.port, "root", workdir / "user_key", self.host.public_openssh
+        )
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()

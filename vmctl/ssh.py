@@ -1,0 +1,224 @@
+"""SSH into the guest with paramiko: a pinned host key, commands, SFTP, and unix-socket channels.
+
+The VM's host key is made on the host before first boot and handed to the guest by cloud-init,
+so the client knows it before it ever connects: any other key is refused (RejectPolicy), never
+learnt on first use.
+
+paramiko opens TCP forwards (`direct-tcpip`) but not OpenSSH's unix-socket forwards
+(`direct-streamlocal@openssh.com`, what `ssh -L local.sock:/remote.sock` uses). The engine only
+listens on a unix socket (0660, group docker), so `GuestTransport` adds that one channel type:
+the same channel-open message with the socket path appended as OpenSSH's PROTOCOL file says.
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from paramiko.common import cMSG_CHANNEL_OPEN
+
+from vmctl.errors import VmctlError
+
+STREAMLOCAL = "direct-streamlocal@openssh.com"
+
+
+class GuestTransport(paramiko.Transport):
+    """A paramiko Transport that can also open a channel to a unix socket in the guest."""
+
+    _pending = threading.local()  # the socket path a thread is opening, read by the send hook
+
+    def open_unix_socket(self, path: str, timeout: float | None = 10) -> paramiko.Channel:
+        self._pending.path = path
+        try:
+            return self.open_channel(STREAMLOCAL, timeout=timeout)
+        finally:
+            self._pending.path = None
+
+    def _send_user_message(self, data) -> None:
+        path = getattr(self._pending, "path", None)
+        if path is not None and isinstance(data, paramiko.Message):
+            raw = data.asbytes()
+            if raw[:1] == cMSG_CHANNEL_OPEN and STREAMLOCAL.encode() in raw[:64]:
+                data.add_string(path)
+                data.add_string("")  # reserved
+                data.add_int(0)  # reserved
+                self._pending.path = None
+        super()._send_user_message(data)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to log in: a loopback port forwarded to the guest's sshd."""
+
+    host: str
+    port: int
+    user: str
+    key: Path  # private key, 0600
+    host_key: str  # the guest's pinned public host key: "ssh-ed25519 AAAA..."
+
+    def known_hosts_line(self, alias: str) -> str:
+        kind, blob = self.host_key.split()[:2]
+        return f"{alias} {kind} {blob}\n"
+
+
+@dataclass(frozen=True)
+class Result:
+    status: int
+    stdout: str
+    stderr: str
+
+
+class Guest:
+    """One SSH connection to the guest; reconnect by making a new one."""
+
+    def __init__(self, endpoint: Endpoint, timeout: float = 10) -> None:
+        self.endpoint = endpoint
+        self.client = paramiko.SSHClient()
+        kind, blob = endpoint.host_key.split()[:2]
+        key = paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
+        self.client.get_host_keys().add(_host_id(endpoint), kind, key)
+        self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            self.client.connect(
+                endpoint.host,
+                endpoint.port,
+                username=endpoint.user,
+                key_filename=str(endpoint.key),
+                timeout=timeout,
+                banner_timeout=timeout,
+                auth_timeout=timeout,
+                look_for_keys=False,
+                allow_agent=False,
+                transport_factory=GuestTransport,
+            )
+        except paramiko.BadHostKeyException as e:
+            self.client.close()
+            raise VmctlError(
+                f"the VM's SSH host key does not match the pinned one ({e.key.get_name()} "
+                f"{e.key.get_base64()[:16]}...): refusing to connect; something else answers "
+                f"on port {endpoint.port}, or the VM was re-created outside vmctl"
+            ) from None
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            self.client.close()
+            raise SshUnavailable(f"SSH to {endpoint.host}:{endpoint.port}: {e}") from None
+        transport = self.client.get_transport()
+        assert isinstance(transport, GuestTransport)
+        transport.set_keepalive(15)
+        self.transport = transport
+
+    def __enter__(self) -> Guest:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.client.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.transport.is_active()
+
+    def run(
+        self,
+        command: Sequence[str] | str,
+        *,
+        timeout: float = 60,
+        check: bool = True,
+        stdin: bytes | None = None,
+    ) -> Result:
+        """Run a command (a list is quoted for the guest's shell); raise on failure if `check`."""
+        line = command if isinstance(command, str) else shlex.join(command)
+        channel = self.transport.open_session(timeout=timeout)
+        try:
+            channel.settimeout(timeout)
+            channel.exec_command(line)
+            if stdin is not None:
+                channel.sendall(stdin)
+            channel.shutdown_write()
+            out, err = _drain(channel, timeout)
+            status = channel.recv_exit_status()
+        except TimeoutError:
+            raise VmctlError(f"`{line}` in the VM took longer than {timeout:.0f} s") from None
+        finally:
+            channel.close()
+        result = Result(status, out.decode(errors="replace"), err.decode(errors="replace"))
+        if check and status != 0:
+            detail = (result.stderr or result.stdout).strip()[-800:]
+            raise VmctlError(f"`{line}` failed in the VM (exit {status}): {detail}")
+        return result
+
+    def put(self, data: bytes, remote: str, mode: int = 0o644) -> None:
+        """Write a file in the login user's reach over SFTP (temp name, then rename)."""
+        sftp = self.client.open_sftp()
+        try:
+            tmp = f"{remote}.tmp"
+            with sftp.open(tmp, "wb") as f:
+                f.set_pipelined(True)
+                f.write(data)
+            sftp.chmod(tmp, mode)
+            sftp.posix_rename(tmp, remote)
+        finally:
+            sftp.close()
+
+    def open_unix_socket(self, path: str) -> paramiko.Channel:
+        try:
+            return self.transport.open_unix_socket(path)
+        except paramiko.ChannelException as e:
+            raise VmctlError(f"the VM refused a connection to {path}: {e.text}") from None
+
+
+class SshUnavailable(VmctlError):
+    """sshd did not answer (yet): booting, or the VM is gone."""
+
+
+def wait_for(endpoint: Endpoint, deadline: float, alive=lambda: True) -> Guest:
+    """Connect, retrying until `deadline` (time.monotonic) while `alive()` says the VM runs."""
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if not alive():
+            raise VmctlError("the VM stopped while waiting for SSH")
+        if _port_open(endpoint.host, endpoint.port):
+            try:
+                return Guest(endpoint, timeout=min(10, max(1, deadline - time.monotonic())))
+            except SshUnavailable as e:
+                last = e
+        time.sleep(0.5)
+    raise SshUnavailable(f"SSH did not answer: {last}" if last else "SSH did not answer")
+
+
+def _host_id(endpoint: Endpoint) -> str:
+    return endpoint.host if endpoint.port == 22 else f"[{endpoint.host}]:{endpoint.port}"
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _drain(channel: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
+    out, err = bytearray(), bytearray()
+    deadline = time.monotonic() + timeout
+    while True:
+        if channel.recv_ready():
+            out += channel.recv(65536)
+        elif channel.recv_stderr_ready():
+            err += channel.recv_stderr(65536)
+        elif channel.exit_status_ready() and not channel.recv_ready():
+            while channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+            return bytes(out), bytes(err)
+        else:
+            if time.monotonic() > deadline:
+                raise TimeoutError
+            channel.status_event.wait(0.05)
