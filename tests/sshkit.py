@@ -3,6 +3,9 @@ and authorized key, run in the foreground by the test and killed after it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -21,7 +24,7 @@ def free_port() -> int:
 
 
 class Sshd:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
         if not Path(SSHD).exists():
             raise RuntimeError(
                 "sshd is missing: apt-get install openssh-server (scripts/install.sh)"
@@ -31,7 +34,7 @@ class Sshd:
         self.host = keys.ensure(workdir / "host_key", "test-host")
         self.user = keys.ensure(workdir / "user_key", "test-user")
         (workdir / "authorized_keys").write_text(self.user.public_openssh + "\n")
-        self.port = free_port()
+        self.port = port or free_port()
         config = workdir / "sshd_config"
         config.write_text(
             f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {workdir / 'host_key'}\n"
@@ -59,5 +62,25 @@ class Sshd:
         )
 
     def stop(self) -> None:
-        self.process.kill()
+        """Kill sshd and its per-connection children (they setsid, so no process group holds
+        them): every session ends at once, as when a VM reboots."""
+        doomed = [self.process.pid, *_descendants(self.process.pid)]
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.process.wait()
+
+
+def _descendants(root: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found

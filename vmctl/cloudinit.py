@@ -19,6 +19,7 @@ AGENT_PATH = "/usr/local/lib/vmctl/vmctl-agent.pyz"
 AGENT_SOCKET = "/run/vmctl-agent.sock"
 DAEMON_JSON = "/etc/vmctl/daemon.json"
 USER = "vmctl"
+ENGINE_GROUP = "docker"  # owns the engine's socket (0660), as dockerd's -G; USER is a member
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,11 @@ def user_data(seed: Seed) -> bytes:
     config = {
         "hostname": seed.hostname,
         "preserve_hostname": False,
+        "groups": [ENGINE_GROUP],
         "users": [
             {
                 "name": USER,
+                "groups": ENGINE_GROUP,
                 "shell": "/bin/bash",
                 "sudo": "ALL=(ALL) NOPASSWD:ALL",
                 "lock_passwd": True,

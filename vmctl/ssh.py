@@ -13,6 +13,7 @@ the same channel-open message with the socket path appended as OpenSSH's PROTOCO
 from __future__ import annotations
 
 import base64
+import os
 import shlex
 import socket
 import threading
@@ -222,3 +223,50 @@ def _drain(channel: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
             if time.monotonic() > deadline:
                 raise TimeoutError
             channel.status_event.wait(0.05)
+
+
+def interactive(guest: Guest) -> int:
+    """A login shell on a pty, for hosts without an `ssh` command (paramiko only)."""
+    import select
+    import shutil as _shutil
+    import sys
+
+    columns, lines = _shutil.get_terminal_size()
+    channel = guest.transport.open_session()
+    channel.get_pty(term=os.environ.get("TERM", "xterm"), width=columns, height=lines)
+    channel.invoke_shell()
+    if sys.platform == "win32" or not sys.stdin.isatty():
+        threading.Thread(target=_feed_lines, args=(channel,), daemon=True).start()
+        while data := channel.recv(65536):
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        return channel.recv_exit_status()
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(sys.stdin)
+    try:
+        tty.setraw(sys.stdin.fileno())
+        while True:
+            ready, _, _ = select.select([channel, sys.stdin], [], [])
+            if channel in ready:
+                data = channel.recv(65536)
+                if not data:
+                    break
+                os.write(sys.stdout.fileno(), data)
+            if sys.stdin in ready:
+                data = os.read(sys.stdin.fileno(), 4096)
+                if not data:
+                    break
+                channel.sendall(data)
+    finally:
+        termios.tcsetattr(sys.stdin, termios.TCSADRAIN, saved)
+    return channel.recv_exit_status()
+
+
+def _feed_lines(channel: paramiko.Channel) -> None:
+    import sys
+
+    for line in sys.stdin:
+        channel.sendall(line.encode())
+    channel.shutdown_write()

@@ -1,0 +1,229 @@
+"""The host agent: one background process per running VM.
+
+It holds the SSH connection to the guest (reconnecting after a VM restart or a host sleep),
+serves `$VMCTL_HOME/<name>/docker.sock` (0600) by forwarding each connection to the engine's
+unix socket in the guest over its own SSH channel, puts the guest's clock right after the host
+resumes (a suspended VM's clock stops; the top complaint after "stuck starting"), and logs what
+it does. It exits when the VM's hypervisor is gone, removing the socket, so a stale docker.sock
+never outlives the VM.
+
+Liveness is the pid file's flock: held while this process lives, released by the kernel when
+it dies however it dies, so `vmctl status` never trusts a stale pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import paramiko
+
+from vmctl import paths as vmpaths
+from vmctl.errors import VmctlError
+from vmctl.ssh import Endpoint, Guest
+
+CLOCK_CHECK = 5.0  # s between looks for a host suspend
+CLOCK_JUMP = 2.0  # a wall-clock jump against the monotonic clock bigger than this is a sleep
+# s without SSH while the hypervisor is gone: the VM is stopped, exit
+GIVE_UP = float(os.environ.get("VMCTL_HOSTAGENT_GIVE_UP", "15"))
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+class Connection:
+    """The one SSH connection, made again whenever it drops."""
+
+    def __init__(self, endpoint: Endpoint, on_connect: Callable[[Guest], None]) -> None:
+        self.endpoint = endpoint
+        self.on_connect = on_connect
+        self.guest: Guest | None = None
+        self.lock = threading.Lock()
+        self.down_since: float | None = None
+
+    def get(self, wait: float = 30) -> Guest:
+        deadline = time.monotonic() + wait
+        while True:
+            with self.lock:
+                if self.guest is not None and self.guest.alive:
+                    return self.guest
+                if self.guest is not None:
+                    log("SSH connection lost; reconnecting")
+                    self.guest.close()
+                    self.guest = None
+                try:
+                    self.guest = Guest(self.endpoint, timeout=5)
+                except VmctlError as e:
+                    self.down_since = self.down_since or time.monotonic()
+                    if time.monotonic() >= deadline:
+                        raise VmctlError(f"the VM does not answer SSH: {e}") from None
+                else:
+                    self.down_since = None
+                    log(
+                        f"connected to {self.endpoint.user}@{self.endpoint.host}:"
+                        f"{self.endpoint.port}"
+                    )
+                    with contextlib.suppress(VmctlError, paramiko.SSHException, OSError):
+                        self.on_connect(self.guest)
+                    return self.guest
+            time.sleep(1)
+
+
+def sync_clock(guest: Guest) -> None:
+    """Set the guest's clock to the host's (UTC, to the millisecond)."""
+    now = f"@{time.time():.3f}"
+    guest.run(["sudo", "-n", "date", "-u", "-s", now], timeout=30)
+
+
+def pump(source, sink, half_close: Callable[[], None]) -> None:
+    """Copy until EOF, then half-close the other side (hijacked docker streams need it)."""
+    try:
+        while True:
+            data = source.recv(65536)
+            if not data:
+                break
+            sink.sendall(data)
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
+    finally:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            half_close()
+
+
+def forward(client: socket.socket, connection: Connection, remote: str) -> None:
+    with client:
+        try:
+            channel = connection.get().open_unix_socket(remote)
+        except (VmctlError, paramiko.SSHException, OSError) as e:
+            log(f"cannot reach the engine: {e}")
+            return
+        with channel:
+            upstream = threading.Thread(
+                target=pump,
+                args=(client, channel, channel.shutdown_write),
+                daemon=True,
+            )
+            upstream.start()
+            pump(channel, client, lambda: client.shutdown(socket.SHUT_WR))
+            upstream.join()
+
+
+def listen(path: Path) -> socket.socket:
+    """docker.sock, 0600 from birth (umask), replacing a stale one nobody answers on."""
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()
+        else:
+            raise VmctlError(f"{path} is already served by another process")
+        finally:
+            probe.close()
+    server = socket.socket(socket.AF_UNIX)
+    old = os.umask(0o177)
+    try:
+        server.bind(str(path))
+    finally:
+        os.umask(old)
+    server.listen(socket.SOMAXCONN)
+    return server
+
+
+def watch_clock(connection: Connection, stop: threading.Event) -> None:
+    """A host sleep shows as the wall clock jumping ahead of the monotonic one (neither macOS'
+    nor Linux's monotonic clock counts suspended time)."""
+    offset = time.time() - time.monotonic()
+    while not stop.wait(CLOCK_CHECK):
+        now = time.time() - time.monotonic()
+        if abs(now - offset) > CLOCK_JUMP:
+            log(f"host clock jumped {now - offset:+.1f} s (resumed from sleep?): syncing the VM")
+            try:
+                sync_clock(connection.get())
+            except (VmctlError, paramiko.SSHException, OSError) as e:
+                log(f"clock sync failed: {e}")
+        offset = now
+
+
+def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
+    vm = vmpaths.vm(name)
+    pidfile = open(vm.hostagent_pid, "a+")  # noqa: SIM115 - held (locked) for our whole life
+    try:
+        fcntl.flock(pidfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log("another host agent already serves this VM")
+        return 1
+    pidfile.truncate(0)
+    pidfile.write(f"{os.getpid()}\n")
+    pidfile.flush()
+
+    runtime = json.loads(vm.runtime.read_text())
+    endpoint = Endpoint(
+        "127.0.0.1",
+        runtime["ssh_port"],
+        runtime["ssh_user"],
+        vm.ssh_key,
+        vm.host_key_pub.read_text().strip(),
+    )
+    clock = runtime.get("clock_sync", True)
+    connection = Connection(endpoint, sync_clock if clock else lambda _guest: None)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server = listen(vm.docker_sock)
+    log(f"serving {vm.docker_sock} -> {runtime['engine_socket']} in the VM")
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(
+                target=forward, args=(client, connection, runtime["engine_socket"]), daemon=True
+            ).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    if clock:
+        threading.Thread(target=watch_clock, args=(connection, stop), daemon=True).start()
+    with contextlib.suppress(VmctlError):
+        connection.get(wait=5)
+    while not stop.wait(2):
+        with connection.lock:
+            guest = connection.guest
+        if guest is None or not guest.alive:
+            with contextlib.suppress(VmctlError):
+                connection.get(wait=1)
+        down = connection.down_since
+        if down is not None and time.monotonic() - down > GIVE_UP and not hypervisor_running():
+            log("the VM's hypervisor is gone: stopping")
+            break
+    server.close()
+    with contextlib.suppress(FileNotFoundError):
+        vm.docker_sock.unlink()
+    log("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vmctl-hostagent")
+    parser.add_argument("--name", default=vmpaths.DEFAULT_NAME)
+    args = parser.parse_args(argv)
+    from vmctl import vm  # the drivers are only needed to tell whether the VM still runs
+
+    return run(args.name, lambda: vm.hypervisor_running(args.name))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

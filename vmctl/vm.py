@@ -1,0 +1,562 @@
+"""vmctl's public API: create, start, stop, inspect and delete a VM. The CLI and the GUI call this.
+
+Starting goes through named stages, each with a bounded timeout, so a start either finishes or
+says which stage failed and shows the tail of the guest's console: never "stuck starting".
+
+    hypervisor   the QEMU process runs (libvirt or bare QEMU)
+    ssh          the guest's sshd answers with the pinned host key
+    cloud-init   first-boot provisioning finished without errors
+    deploy       daemon.json and the agent zipapp are in place (copied only when changed)
+    engine       the host agent serves docker.sock and the engine answers /_ping through it
+
+Status is derived each time from the hypervisor, the host agent's pid-file lock and a ping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmctl import agentapp, cloudinit, keys
+from vmctl import config as vmconfig
+from vmctl import paths as vmpaths
+from vmctl.errors import VmctlError
+from vmctl.machine import Driver, MachineSpec
+from vmctl.ssh import Endpoint, Guest, wait_for
+
+Progress = Callable[[str], None]
+
+# Bounded waits per stage, measured under TCG (software emulation, the slowest case): a first
+# boot with cloud-init answers SSH in ~55 s and finishes cloud-init in ~75 s.
+TIMEOUTS = {"hypervisor": 60.0, "ssh": 300.0, "cloud-init": 300.0, "deploy": 180.0, "engine": 120.0}
+STAGES = tuple(TIMEOUTS)
+CONSOLE_TAIL = 25  # lines of the serial console shown when a stage fails
+
+
+class StageFailed(VmctlError):
+    """A start stage did not finish: which, why, and what the guest's console said."""
+
+    def __init__(self, name: str, stage: str, reason: str, console: str) -> None:
+        self.stage = stage
+        self.reason = reason
+        self.console = console
+        tail = "\n".join("  " + line for line in console.splitlines()) or "  (empty)"
+        super().__init__(
+            f"VM {name!r} failed to start at stage '{stage}': {reason}\n"
+            f"last lines of the VM's console:\n{tail}\n"
+            f"(more: vmctl logs --name {name}; debug: vmctl ssh --name {name})"
+        )
+
+
+@dataclass(frozen=True)
+class Status:
+    name: str
+    state: str  # "not created" | "stopped" | "starting" | "running" | "degraded"
+    detail: str  # for degraded: what does not answer; for starting: the stage
+    config: vmconfig.VMConfig
+    accel: str | None
+    pid: int | None
+    docker_socket: Path
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "state": self.state,
+            "detail": self.detail,
+            "driver": self.config.driver,
+            "accel": self.accel,
+            "cpus": self.config.cpus,
+            "memory_mib": self.config.memory_mib,
+            "disk_gib": self.config.disk_gib,
+            "pid": self.pid,
+            "docker_socket": str(self.docker_socket),
+        }
+
+
+# ---- drivers ---------------------------------------------------------------------------------
+
+
+def driver_for(paths: vmpaths.VMPaths, config: vmconfig.VMConfig) -> Driver:
+    if config.driver == "libvirt":
+        from vmctl.drivers.libvirt import LibvirtDriver
+
+        return LibvirtDriver(
+            domain=domain_name(paths.name), uri=config.libvirt_uri, pidfile=paths.qemu_pid
+        )
+    from vmctl.drivers.qemu import QemuDriver
+
+    return QemuDriver(paths)
+
+
+def domain_name(name: str) -> str:
+    return f"vmctl-{name}"
+
+
+def hypervisor_running(name: str) -> bool:
+    paths = vmpaths.vm(name)
+    return driver_for(paths, vmconfig.load(paths.config)).is_running()
+
+
+# ---- status ----------------------------------------------------------------------------------
+
+
+def status(name: str = vmpaths.DEFAULT_NAME) -> Status:
+    paths = vmpaths.vm(name)
+    config = vmconfig.load(paths.config)
+    runtime = _runtime(paths)
+
+    def make(state: str, detail: str = "", pid: int | None = None) -> Status:
+        return Status(name, state, detail, config, runtime.get("accel"), pid, paths.docker_sock)
+
+    if not paths.config.exists():
+        return make("not created")
+    starting = _lock_holder(paths.start_lock)
+    driver = driver_for(paths, config)
+    if not driver.is_running():
+        if starting is not None:
+            return make("starting", _stage_of(paths))
+        return make("stopped")
+    pid = driver.pid()
+    if starting is not None:
+        return make("starting", _stage_of(paths), pid)
+    if _lock_holder(paths.hostagent_pid) is None:
+        return make("degraded", "the host agent is not running (vmctl start fixes it)", pid)
+    if not ping(paths.docker_sock, timeout=2):
+        return make("degraded", "the engine does not answer through docker.sock", pid)
+    return make("running", "", pid)
+
+
+def ping(sock: Path, timeout: float = 5) -> bool:
+    """GET /_ping through docker.sock (raw HTTP: status must not wait on a client library)."""
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(timeout)
+            s.connect(str(sock))
+            s.sendall(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            return reply.startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+# ---- start -----------------------------------------------------------------------------------
+
+
+def start(
+    name: str = vmpaths.DEFAULT_NAME,
+    progress: Progress | None = None,
+    **changes,
+) -> Status:
+    """Create the VM on first use and boot it; flags in `changes` update the stored config.
+
+    Returns once the engine answers on docker.sock; raises StageFailed naming the stage."""
+    say = progress or (lambda _msg: None)
+    paths = vmpaths.vm(name)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with _start_lock(paths):
+        config = vmconfig.load(paths.config).replace(**changes)
+        vmconfig.save(config, paths.config)
+        driver = driver_for(paths, config)
+        if driver.is_running():
+            say(f"VM {name!r} is already running")
+        else:
+            _boot(paths, config, driver, say)
+        endpoint = _endpoint(paths)
+        _stage(paths, "ssh", say)
+        deadline = time.monotonic() + TIMEOUTS["ssh"]
+        guest = _in_stage(
+            paths, driver, "ssh", lambda: wait_for(endpoint, deadline, driver.is_running)
+        )
+        with guest:
+            _stage(paths, "cloud-init", say)
+            _in_stage(paths, driver, "cloud-init", lambda: _wait_cloud_init(guest, driver))
+            _stage(paths, "deploy", say)
+            _in_stage(paths, driver, "deploy", lambda: deploy(guest, config, say))
+        _stage(paths, "engine", say)
+        _in_stage(paths, driver, "engine", lambda: _serve_socket(paths, driver))
+        _stage(paths, "", say)
+    say(f"VM {name!r} is running: DOCKER_HOST=unix://{paths.docker_sock}")
+    return status(name)
+
+
+def _boot(paths: vmpaths.VMPaths, config: vmconfig.VMConfig, driver: Driver, say: Progress) -> None:
+    from vmctl import accel, disk, image
+
+    stop_hostagent(paths)
+    base = image.resolve(config.image, progress=say)
+    user_key = keys.ensure(paths.ssh_key, f"vmctl@{paths.name}")
+    host_key = keys.ensure(paths.host_key, f"vmctl-{paths.name}")
+    if not paths.disk.exists():
+        say(f"creating a {config.disk_gib} GiB disk on {base.disk.name}")
+        disk.create_overlay(base, paths.disk, config.disk_gib)
+    else:
+        disk.grow(paths.disk, config.disk_gib)
+    if not paths.seed.exists():
+        seed = cloudinit.Seed(
+            instance_id=f"vmctl-{paths.name}-{uuid.uuid4().hex[:12]}",
+            hostname=f"vmctl-{paths.name}",
+            authorized_key=user_key.public_openssh,
+            host_key_private=host_key.private_openssh,
+            host_key_public=host_key.public_openssh,
+            daemon_json=config.daemon_json(),
+        )
+        cloudinit.write_seed_iso(seed, paths.seed)
+    chosen = config.accel
+    if chosen == "auto":
+        chosen = accel.choose(
+            accel_qemu(), base.kernel, vmpaths.images_dir() / "accel.json", progress=say
+        )
+    if paths.serial_log.exists():  # the console tail shown on failure is this boot's
+        os.replace(paths.serial_log, paths.serial_log.with_suffix(".log.1"))
+    port = _free_port()
+    spec = MachineSpec(
+        name=domain_name(paths.name),
+        cpus=config.cpus,
+        memory_mib=config.memory_mib,
+        disk=paths.disk,
+        seed=paths.seed,
+        serial_log=paths.serial_log,
+        ssh_port=port,
+        accel=chosen,
+        kernel=base.kernel,
+        initrd=base.initrd,
+        **({"cmdline": base.cmdline} if base.cmdline else {}),
+    )
+    _write_runtime(
+        paths,
+        {
+            "ssh_port": port,
+            "ssh_user": cloudinit.USER,
+            "engine_socket": cloudinit.AGENT_SOCKET,
+            "driver": config.driver,
+            "accel": chosen,
+            "booted_at": time.time(),
+        },
+    )
+    _stage(paths, "hypervisor", say)
+    say(f"booting with {config.driver} ({chosen}, {config.cpus} CPUs, {config.memory_mib} MiB)")
+    _in_stage(paths, driver, "hypervisor", lambda: driver.boot(spec), check_alive=False)
+
+
+def accel_qemu() -> str:
+    from vmctl.drivers.qemu import find_qemu
+
+    return find_qemu()
+
+
+def _wait_cloud_init(guest: Guest, driver: Driver) -> None:
+    """cloud-init writes result.json when its last stage ends, on every boot."""
+    deadline = time.monotonic() + TIMEOUTS["cloud-init"]
+    while time.monotonic() < deadline:
+        found = guest.run(["cat", "/run/cloud-init/result.json"], check=False, timeout=30)
+        if found.status == 0:
+            errors = json.loads(found.stdout).get("v1", {}).get("errors", [])
+            if errors:
+                raise VmctlError(
+                    "cloud-init reported errors: " + "; ".join(map(str, errors))[-600:]
+                )
+            return
+        if not driver.is_running():
+            raise VmctlError("the VM stopped during cloud-init")
+        time.sleep(1)
+    raise VmctlError(f"cloud-init did not finish within {TIMEOUTS['cloud-init']:.0f} s")
+
+
+def deploy(guest: Guest, config: vmconfig.VMConfig, say: Progress) -> None:
+    """Put daemon.json and the agent in place when they differ, and (re)start the engine."""
+    build_dir = vmpaths.home() / "agent"
+    local = agentapp.build(build_dir / "vmctl-agent.pyz")
+    wanted = agentapp.digest(local).split(":", 1)[1]
+    daemon_json = (json.dumps(config.daemon_json(), indent=1) + "\n").encode()
+    check = guest.run(
+        f"sudo -n sha256sum {cloudinit.AGENT_PATH} 2>/dev/null; "
+        f"sudo -n cat {cloudinit.DAEMON_JSON} 2>/dev/null",
+        check=False,
+    )
+    lines = check.stdout.split("\n", 1)
+    have = lines[0].split()[0] if lines[0].strip() else ""
+    changed = False
+    if have != wanted:
+        say("deploying the engine (vmctl-agent)")
+        guest.put(local.read_bytes(), "/tmp/vmctl-agent.pyz", mode=0o755)
+        guest.run(
+            [
+                "sudo",
+                "-n",
+                "install",
+                "-D",
+                "-m",
+                "0755",
+                "/tmp/vmctl-agent.pyz",
+                cloudinit.AGENT_PATH,
+            ]
+        )
+        guest.run(["rm", "-f", "/tmp/vmctl-agent.pyz"])
+        changed = True
+    if not check.stdout.endswith(daemon_json.decode()) or len(lines) < 2:
+        guest.run(
+            ["sudo", "-n", "install", "-D", "-m", "0644", "/dev/stdin", cloudinit.DAEMON_JSON],
+            stdin=daemon_json,
+        )
+        changed = True
+    verb = "restart" if changed else "start"
+    guest.run(["sudo", "-n", "systemctl", "enable", "--quiet", "vmctl-agent.service"])
+    guest.run(["sudo", "-n", "systemctl", verb, "vmctl-agent.service"], timeout=120)
+
+
+def _serve_socket(paths: vmpaths.VMPaths, driver: Driver) -> None:
+    """Start the host agent (if it is not running) and wait for /_ping through docker.sock."""
+    if _lock_holder(paths.hostagent_pid) is None:
+        spawn_hostagent(paths)
+    deadline = time.monotonic() + TIMEOUTS["engine"]
+    while time.monotonic() < deadline:
+        if ping(paths.docker_sock, timeout=10):
+            return
+        if _lock_holder(paths.hostagent_pid) is None:
+            raise VmctlError("the host agent exited: " + _tail(paths.hostagent_log, 10))
+        if not driver.is_running():
+            raise VmctlError("the VM stopped")
+        time.sleep(0.5)
+    raise VmctlError(
+        f"the engine did not answer /_ping within {TIMEOUTS['engine']:.0f} s; its log: "
+        "vmctl ssh -- sudo journalctl -u vmctl-agent"
+    )
+
+
+def spawn_hostagent(paths: vmpaths.VMPaths) -> None:
+    env = dict(os.environ, VMCTL_HOME=str(vmpaths.home()))
+    with open(paths.hostagent_log, "ab") as log, open(os.devnull, "rb") as null:
+        subprocess.Popen(
+            [sys.executable, "-m", "vmctl.hostagent", "--name", paths.name],
+            stdin=null,
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,  # outlives the `vmctl start` that made it
+            close_fds=True,
+        )
+    deadline = time.monotonic() + 15
+    while _lock_holder(paths.hostagent_pid) is None:
+        if time.monotonic() > deadline:
+            raise VmctlError("the host agent did not start: " + _tail(paths.hostagent_log, 10))
+        time.sleep(0.05)
+
+
+def stop_hostagent(paths: vmpaths.VMPaths, timeout: float = 10) -> None:
+    pid = _lock_holder(paths.hostagent_pid)
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _lock_holder(paths.hostagent_pid) is not None:
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+
+
+# ---- stop, delete ----------------------------------------------------------------------------
+
+
+def stop(
+    name: str = vmpaths.DEFAULT_NAME, timeout: float = 60, progress: Progress | None = None
+) -> Status:
+    """Shut the guest down cleanly (ACPI), forcing it off after `timeout` seconds."""
+    say = progress or (lambda _msg: None)
+    paths = vmpaths.vm(name)
+    if not paths.config.exists():
+        raise VmctlError(f"there is no VM named {name!r} (vmctl start --name {name} creates it)")
+    stop_hostagent(paths)
+    driver = driver_for(paths, vmconfig.load(paths.config))
+    if driver.is_running():
+        say(f"stopping VM {name!r}")
+        driver.shutdown(timeout)
+    with contextlib.suppress(FileNotFoundError):
+        paths.docker_sock.unlink()
+    return status(name)
+
+
+def delete(name: str = vmpaths.DEFAULT_NAME, progress: Progress | None = None) -> None:
+    """Power off, forget the hypervisor's definition, and remove every file of the VM."""
+    say = progress or (lambda _msg: None)
+    paths = vmpaths.vm(name)
+    if not paths.root.exists():
+        raise VmctlError(f"there is no VM named {name!r}")
+    stop_hostagent(paths)
+    if paths.config.exists():
+        say(f"deleting VM {name!r}")
+        driver_for(paths, vmconfig.load(paths.config)).delete()
+    shutil.rmtree(paths.root)
+
+
+# ---- access ----------------------------------------------------------------------------------
+
+
+def endpoint(name: str = vmpaths.DEFAULT_NAME) -> Endpoint:
+    paths = vmpaths.vm(name)
+    if not hypervisor_running(name):
+        raise VmctlError(f"VM {name!r} is not running: vmctl start --name {name}")
+    return _endpoint(paths)
+
+
+def _endpoint(paths: vmpaths.VMPaths) -> Endpoint:
+    runtime = _runtime(paths)
+    return Endpoint(
+        "127.0.0.1",
+        runtime["ssh_port"],
+        runtime["ssh_user"],
+        paths.ssh_key,
+        paths.host_key_pub.read_text().strip(),
+    )
+
+
+def docker_client(name: str = vmpaths.DEFAULT_NAME, timeout: float = 60):
+    """docker-py's client on the VM's docker.sock (the one door to the engine)."""
+    import docker
+
+    paths = vmpaths.vm(name)
+    return docker.DockerClient(base_url=f"unix://{paths.docker_sock}", timeout=timeout)
+
+
+def known_hosts(name: str = vmpaths.DEFAULT_NAME) -> Path:
+    """A known_hosts file pinning the VM's host key under an alias, for the system `ssh`."""
+    paths = vmpaths.vm(name)
+    line = _endpoint(paths).known_hosts_line(domain_name(name))
+    if not paths.known_hosts.exists() or paths.known_hosts.read_text() != line:
+        tmp = paths.known_hosts.with_name(".known_hosts.tmp")
+        tmp.write_text(line)
+        os.replace(tmp, paths.known_hosts)
+    return paths.known_hosts
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _in_stage(paths, driver: Driver, stage: str, step, check_alive: bool = True):
+    try:
+        return step()
+    except StageFailed:
+        raise
+    except VmctlError as e:
+        reason = str(e)
+        if check_alive and not driver.is_running():
+            reason += " (the VM's hypervisor is no longer running)"
+        raise StageFailed(
+            paths.name, stage, reason, _tail(paths.serial_log, CONSOLE_TAIL)
+        ) from None
+
+
+def _stage(paths: vmpaths.VMPaths, stage: str, say: Progress) -> None:
+    """Record the stage for `vmctl status` (in the start lock file, read while it is held)."""
+    with open(paths.start_lock, "r+") as f:
+        f.seek(0)
+        lines = f.read().splitlines()
+        f.seek(0)
+        f.truncate()
+        f.write(f"{lines[0] if lines else os.getpid()}\n{stage}\n")
+    if stage:
+        say(f"[{STAGES.index(stage) + 1}/{len(STAGES)}] {stage}")
+
+
+def _stage_of(paths: vmpaths.VMPaths) -> str:
+    with contextlib.suppress(OSError):
+        lines = paths.start_lock.read_text().splitlines()
+        return lines[1] if len(lines) > 1 else ""
+    return ""
+
+
+@contextlib.contextmanager
+def _start_lock(paths: vmpaths.VMPaths) -> Iterator[None]:
+    """One start at a time; a crashed start releases it (flock), so nothing stays "starting"."""
+    with open(paths.start_lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise VmctlError(
+                f"VM {paths.name!r} is already being started by another vmctl "
+                f"(stage: {_stage_of(paths) or 'preparing'})"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+
+
+def _lock_holder(path: Path) -> int | None:
+    """The pid in a lock file whose flock is held, or None when no live process holds it."""
+    try:
+        f = open(path)  # noqa: SIM115
+    except FileNotFoundError:
+        return None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            first = f.read().split("\n", 1)[0].strip()
+            return int(first) if first.isdigit() else -1
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return None
+
+
+def _runtime(paths: vmpaths.VMPaths) -> dict:
+    try:
+        return json.loads(paths.runtime.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _write_runtime(paths: vmpaths.VMPaths, data: dict) -> None:
+    tmp = paths.runtime.with_name(".runtime.json.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, paths.runtime)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+    clean = [line.rstrip("\r") for line in text.splitlines()]
+    return "\n".join(_printable(line) for line in clean[-lines:])
+
+
+def _printable(line: str) -> str:
+    """Drop terminal escape sequences the guest's console writes (colours, cursor moves)."""
+    return _ESCAPES.sub("", line)
+
+
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|[\x00-\x08\x0b-\x1f]")
