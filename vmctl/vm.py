@@ -201,7 +201,11 @@ def _boot(paths: vmpaths.VMPaths, config: vmconfig.VMConfig, driver: Driver, say
     from vmctl import accel, disk, image
 
     stop_hostagent(paths)
-    base = image.resolve(config.image, progress=say)
+    bar = image.ProgressBar("base image")
+    try:
+        base = image.resolve(config.image, progress=bar)
+    finally:
+        bar.close()
     user_key = keys.ensure(paths.ssh_key, f"vmctl@{paths.name}")
     host_key = keys.ensure(paths.host_key, f"vmctl-{paths.name}")
     if not paths.disk.exists():

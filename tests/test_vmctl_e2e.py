@@ -1,0 +1,200 @@
+"""The whole product, as a user drives it, for each driver under TCG: `vmctl start` boots the
+offline image, provisions it, deploys the agent and hands the host a docker socket; the real
+docker CLI runs a container pulled by the guest from this host's loopback registry; the QEMU
+process is killed and status notices; start again; stop; delete leaves nothing behind.
+
+Slow (a first boot under software emulation takes over a minute): marked, and run by CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import vmkit
+from agentserver import docker_cli, push_test_images
+
+from vmctl import disk
+
+pytestmark = pytest.mark.slow
+
+
+def vmctl(home: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VMCTL_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "vmctl.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def docker(home: Path, name: str, *args: str, input: str | None = None, timeout: float = 300):
+    env = {**os.environ, "DOCKER_HOST": f"unix://{home / name / 'docker.sock'}"}
+    env.pop("DOCKER_CONTEXT", None)
+    return subprocess.run(
+        [docker_cli(), *args], capture_output=True, text=True, input=input, env=env,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def ok(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 0, f"{done.args}: {done.stderr[-3000:]}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def base_image():
+    return vmkit.built_image()
+
+
+@pytest.fixture(scope="module", params=["libvirt", "qemu"])
+def booted(request, base_image, registry, tmp_path_factory):
+    """One VM per driver, started through the CLI the way a user does."""
+    driver = request.param
+    if driver == "libvirt":
+        services = subprocess.run(["bash", "scripts/services.sh"], capture_output=True, text=True)
+        assert services.returncode == 0, f"libvirtd did not start: {services.stderr}"
+    push_test_images(registry)
+    home = tmp_path_factory.mktemp(f"home-{driver}")
+    name = f"e2e-{driver}"
+    mirror = f"http://10.0.2.2:{registry.port}"  # the host's loopback, seen from the guest
+    began = time.monotonic()
+    started = vmctl(
+        home, "start", "--name", name, "--driver", driver, "--image", str(base_image.disk),
+        "--cpus", "2", "--memory", "1024", "--disk", "8",
+        "--registry-mirror", mirror, "--insecure-registry", f"10.0.2.2:{registry.port}",
+    )  # fmt: skip
+    print(f"\n{driver}: first start took {time.monotonic() - began:.0f} s\n{started.stderr}")
+    try:
+        ok(started)
+        yield home, name
+    finally:
+        vmctl(home, "delete", "--name", name)
+
+
+def test_start_prints_the_stages_and_the_socket(booted):
+    home, name = booted
+    shown = json.loads(ok(vmctl(home, "status", "--name", name, "--json")))
+    assert shown["state"] == "running"
+    assert shown["accel"] == "tcg"  # KVM is present here but hangs: the probe must notice
+    assert Path(shown["docker_socket"]) == home / name / "docker.sock"
+    assert oct((home / name / "docker.sock").stat().st_mode & 0o777) == "0o600"
+
+
+def test_docker_version_says_linux_amd64_and_a_container_runs(booted):
+    home, name = booted
+    version = ok(vmctl(home, "version", "--name", name))
+    assert re.search(r"Server: .*\n(.*\n)*  OS/Arch:\s+linux/amd64", version), version
+    assert "cloud-amd64" in version  # the guest's kernel, not this host's
+
+    context = ok(vmctl(home, "docker-context", "--name", name)).strip()
+    env = {**os.environ, "DOCKER_CONTEXT": context}
+    by_context = subprocess.run(
+        [docker_cli(), "version", "--format", "{{.Server.Os}}/{{.Server.Arch}}"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert by_context.stdout.strip() == "linux/amd64", by_context.stderr
+
+    run = docker(home, name, "run", "--rm", "busybox", "sh", "-c", "echo hello from $(uname -m)")
+    assert ok(run) == "hello from x86_64\n"
+    assert "Unable to find image 'busybox:latest' locally" in run.stderr
+
+
+def test_the_guest_has_cgroup_v2_and_limits_hold(booted):
+    """The runtime's cgroup v2 path, which this host (cgroup v1) cannot exercise."""
+    home, name = booted
+    limits = docker(
+        home, name, "run", "--rm", "--memory", "64m", "--pids-limit", "50", "--cpus", "0.5",
+        "busybox", "sh", "-c",
+        "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max /sys/fs/cgroup/cpu.max;"
+        " cat /proc/self/cgroup",
+    )  # fmt: skip
+    assert ok(limits).splitlines() == [str(64 << 20), "50", "50000 100000", "0::/"]
+    hog = docker(
+        home, name, "run", "--name", "hog", "--memory", "32m", "busybox", "sh", "-c",
+        "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
+    )  # fmt: skip
+    assert hog.returncode == 137, hog.stdout + hog.stderr
+    state = ok(docker(home, name, "inspect", "hog", "--format", "{{.State.OOMKilled}}"))
+    assert state.strip() == "true"
+    ok(docker(home, name, "rm", "hog"))
+
+
+def test_ssh_runs_commands_in_the_guest(booted):
+    home, name = booted
+    assert ok(vmctl(home, "ssh", "--name", name, "--", "uname", "-m")).strip() == "x86_64"
+    groups = ok(vmctl(home, "ssh", "--name", name, "--", "id", "-nG")).split()
+    assert "docker" in groups
+
+
+def test_deleted_data_returns_space_to_the_host(booted):
+    """discard=unmap on the disk plus fstrim in the guest: the qcow2 shrinks back."""
+    home, name = booted
+    path = home / name / "disk.qcow2"
+    before = disk.info(path).actual_size
+    ssh = ("ssh", "--name", name, "--")
+    ok(vmctl(home, *ssh, "sh", "-c", "head -c 300000000 /dev/urandom > big && sync"))
+    grown = disk.info(path).actual_size
+    ok(vmctl(home, *ssh, "sh", "-c", "rm big && sync && sudo fstrim /"))
+    trimmed = disk.info(path).actual_size
+    assert grown - before > 250 << 20
+    assert grown - trimmed > 250 << 20, (before, grown, trimmed)
+    timer = ok(vmctl(home, *ssh, "systemctl", "is-enabled", "fstrim.timer")).strip()
+    assert timer == "enabled"
+
+
+def test_the_guest_clock_is_put_right_when_the_host_agent_connects(booted):
+    home, name = booted
+    ssh = ("ssh", "--name", name, "--")
+    ok(vmctl(home, *ssh, "sudo", "date", "-u", "-s", "@1000000000"))
+    pid = int((home / name / "hostagent.pid").read_text())
+    os.kill(pid, 15)
+    ok(vmctl(home, "start", "--name", name))  # running VM: only the host agent comes back
+    guest_now = int(ok(vmctl(home, *ssh, "date", "+%s")))
+    assert abs(guest_now - time.time()) < 10
+
+
+def test_killed_qemu_is_seen_as_stopped_and_start_works_again(booted):
+    home, name = booted
+    pid = json.loads(ok(vmctl(home, "status", "--name", name, "--json")))["pid"]
+    assert pid and Path(f"/proc/{pid}").exists()
+    os.kill(pid, 9)
+    deadline = time.monotonic() + 2
+    while True:
+        state = json.loads(ok(vmctl(home, "status", "--name", name, "--json")))["state"]
+        if state == "stopped" or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert state == "stopped"
+
+    began = time.monotonic()
+    ok(vmctl(home, "start", "--name", name))
+    print(f"restart after kill: {time.monotonic() - began:.0f} s")
+    # The image pulled before the kill is still there: the engine's store survived.
+    images = ok(docker(home, name, "images", "--format", "{{.Repository}}"))
+    assert "busybox" in images.split()
+
+
+def test_stop_then_delete_leaves_nothing_behind(booted):
+    home, name = booted
+    assert ok(vmctl(home, "stop", "--name", name)).strip() == "stopped"
+    assert not (home / name / "docker.sock").exists()
+    assert vmctl(home, "status", "--name", name).stdout.startswith(f"{name}: stopped")
+    ok(vmctl(home, "delete", "--name", name))
+    assert not (home / name).exists()
+    assert vmctl(home, "status", "--name", name).stdout.strip() == f"{name}: not created"
+    leftovers = subprocess.run(["pgrep", "-f", f"vmctl-{name}"], capture_output=True, text=True)
+    assert leftovers.stdout == ""
+    domains = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert f"vmctl-{name}" not in domains.stdout.split()
