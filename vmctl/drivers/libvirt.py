@@ -1,0 +1,382 @@
+"""The libvirt driver: one persistent libvirt domain per VM, on Linux and macOS.
+
+`domain_xml` builds the domain from a MachineSpec (pure, golden-file tested); `LibvirtDriver`
+defines, starts, asks and stops it. Choices, and why:
+
+- Domain type from the accelerator: kvm -> `kvm`, hvf -> `hvf`, tcg -> `qemu`. The CPU is
+  `host-passthrough` with an accelerator and `maximum` under TCG (every feature QEMU can
+  emulate; libvirt 9.0 supports it for type `qemu`, where host-passthrough is refused).
+- Networking is QEMU's user-mode stack (slirp): no root, no bridge, and the guest reaches the
+  host's loopback at 10.0.2.2. libvirt 9.0's `<interface type='user'>` forwards ports only with
+  passt, so the NIC and its `hostfwd=tcp:127.0.0.1:PORT-:22` go in through the
+  `qemu:commandline` namespace; the port listens on the host's loopback only.
+- `-pidfile` goes there too, so the host knows QEMU's pid (libvirt has no API for it). A pid
+  file is only trusted after /proc (or ps) shows that pid is a QEMU started with that file.
+- Under a privileged libvirtd (qemu:///system, or any local URI as root, which libvirt serves
+  from the system daemon) QEMU would run as libvirt-qemu and be relabelled onto the user's
+  files. A static DAC label runs it as the calling user's uid:gid with relabel='no' instead:
+  it can read VMCTL_HOME wherever it is (/root, pytest's 0700 dirs) and every file keeps its
+  owner. Session daemons already run QEMU as the user, so they get no label.
+- The overlay is virtio qcow2 with discard='unmap', and the memballoon reports free pages:
+  space and memory the guest frees go back to the host. The seed ISO is a read-only virtio
+  disk: cloud-init's NoCloud finds it by its `cidata` label on any block device.
+- The console is the first serial port, appended to `spec.serial_log` by QEMU itself (as
+  the user, see above), so the host can tail it; the file is created before boot so its owner
+  is the user even when libvirtd opens it.
+- No event loop: each call asks libvirt afresh, and a connection that died (libvirtd
+  restarted) is reopened once, so a long-lived GUI survives a daemon restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import libvirt
+
+from vmctl.errors import VmctlError
+from vmctl.machine import Driver, MachineSpec
+
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+DOMAIN_TYPES = {"kvm": "kvm", "hvf": "hvf", "tcg": "qemu"}
+NETDEV = "vmctlnet"
+_T = TypeVar("_T")
+
+ET.register_namespace("qemu", QEMU_NS)
+
+
+def default_uri() -> str:
+    """The system daemon for root (it runs as root anyway), the user's session otherwise."""
+    return "qemu:///system" if os.geteuid() == 0 else "qemu:///session"
+
+
+def is_local(uri: str) -> bool:
+    """A URI without a host names this machine: QEMU's pid and files are ours to see."""
+    return not urlsplit(uri).netloc
+
+
+def _privileged(uri: str, uid: int) -> bool:
+    """Whether a privileged libvirtd (QEMU as libvirt-qemu, relabelling files) serves `uri`."""
+    return is_local(uri) and (urlsplit(uri).path == "/system" or uid == 0)
+
+
+# ---- the domain XML (pure) ---------------------------------------------------------------
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    element = ET.SubElement(parent, tag, attrs)
+    element.text = text
+    return element
+
+
+def _os(domain: ET.Element, spec: MachineSpec) -> None:
+    os_ = _sub(domain, "os")
+    _sub(os_, "type", "hvm", arch="x86_64", machine="q35")
+    if spec.kernel is None:
+        _sub(os_, "boot", dev="hd")
+        return
+    _sub(os_, "kernel", str(spec.kernel))
+    if spec.initrd is not None:
+        _sub(os_, "initrd", str(spec.initrd))
+    _sub(os_, "cmdline", spec.cmdline)
+
+
+def _disk(devices: ET.Element, path: Path, fmt: str, dev: str, readonly: bool) -> None:
+    disk = _sub(devices, "disk", type="file", device="disk")
+    driver = _sub(disk, "driver", name="qemu", type=fmt)
+    if not readonly:
+        driver.set("discard", "unmap")
+    _sub(disk, "source", file=str(path))
+    _sub(disk, "target", dev=dev, bus="virtio")
+    if readonly:
+        _sub(disk, "readonly")
+
+
+def _devices(domain: ET.Element, spec: MachineSpec) -> None:
+    devices = _sub(domain, "devices")
+    _disk(devices, spec.disk, "qcow2", "vda", readonly=False)
+    _disk(devices, spec.seed, "raw", "vdb", readonly=True)
+    for tag, target in (("serial", "isa-serial"), ("console", "serial")):
+        chardev = _sub(devices, tag, type="file")
+        _sub(chardev, "source", path=str(spec.serial_log), append="on")
+        _sub(chardev, "target", type=target, port="0")
+    _sub(devices, "controller", type="usb", model="none")
+    rng = _sub(devices, "rng", model="virtio")
+    _sub(rng, "backend", "/dev/urandom", model="random")
+    _sub(devices, "memballoon", model="virtio", freePageReporting="on")
+
+
+def _qemu_args(domain: ET.Element, spec: MachineSpec, pidfile: Path | None) -> None:
+    hostfwd = f"hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22"
+    args = ["-netdev", f"user,id={NETDEV},{hostfwd}"]
+    # JSON, as libvirt writes its own: QEMU realizes legacy-syntax -device options before JSON
+    # ones, so a legacy NIC would take the PCI slot libvirt assigned to its first device.
+    nic = json.dumps({"driver": "virtio-net-pci", "netdev": NETDEV}, separators=(",", ":"))
+    args += ["-device", nic]
+    if pidfile is not None:
+        args += ["-pidfile", str(pidfile)]
+    commandline = _sub(domain, f"{{{QEMU_NS}}}commandline")
+    for arg in args:
+        _sub(commandline, f"{{{QEMU_NS}}}arg", value=arg)
+
+
+def domain_xml(
+    spec: MachineSpec,
+    *,
+    uri: str,
+    pidfile: Path | None,
+    owner: tuple[int, int] | None = None,
+) -> str:
+    """The domain for `spec` on `uri`. `owner` (uid, gid; default: ours) is who QEMU runs as
+    under a privileged daemon."""
+    if spec.accel not in DOMAIN_TYPES:
+        raise VmctlError(
+            f"libvirt cannot use the {spec.accel!r} accelerator: choose kvm, hvf or tcg, "
+            "or use the qemu driver (--driver qemu)"
+        )
+    uid, gid = owner if owner is not None else (os.geteuid(), os.getegid())
+    domain = ET.Element("domain", type=DOMAIN_TYPES[spec.accel])
+    _sub(domain, "name", spec.name)
+    _sub(domain, "memory", str(spec.memory_mib), unit="MiB")
+    _sub(domain, "vcpu", str(spec.cpus))
+    _os(domain, spec)
+    features = _sub(domain, "features")
+    _sub(features, "acpi")  # the power button shutdown() presses
+    _sub(features, "apic")
+    _sub(domain, "cpu", mode="maximum" if spec.accel == "tcg" else "host-passthrough")
+    _sub(domain, "clock", offset="utc")
+    for event, action in (("poweroff", "destroy"), ("reboot", "restart"), ("crash", "destroy")):
+        _sub(domain, f"on_{event}", action)
+    _devices(domain, spec)
+    if _privileged(uri, uid):
+        label = _sub(domain, "seclabel", type="static", model="dac", relabel="no")
+        _sub(label, "label", f"+{uid}:+{gid}")
+    _qemu_args(domain, spec, pidfile)
+    ET.indent(domain)
+    return ET.tostring(domain, encoding="unicode") + "\n"
+
+
+# ---- errors ------------------------------------------------------------------------------
+
+
+def _ignore_libvirt_errors(_ctx: object, _err: object) -> None:
+    """libvirt prints every error to stderr by default; ours say it better."""
+
+
+def _connection_lost(err: libvirt.libvirtError) -> bool:
+    return err.get_error_domain() == libvirt.VIR_FROM_RPC or err.get_error_code() in (
+        libvirt.VIR_ERR_INVALID_CONN,
+        libvirt.VIR_ERR_NO_CONNECT,
+    )
+
+
+_AUTH_ERRORS = (
+    libvirt.VIR_ERR_AUTH_FAILED,
+    libvirt.VIR_ERR_AUTH_CANCELLED,
+    libvirt.VIR_ERR_AUTH_UNAVAILABLE,
+)
+
+
+def _open_error(uri: str, err: libvirt.libvirtError) -> VmctlError:
+    message = str(err)
+    if "Permission denied" in message or err.get_error_code() in _AUTH_ERRORS:
+        return VmctlError(
+            f"permission denied opening libvirt at {uri}: {message}. Add yourself to the "
+            "libvirt group (sudo usermod -aG libvirt $USER, then log in again) or use "
+            "qemu:///session"
+        )
+    if err.get_error_domain() == libvirt.VIR_FROM_RPC:
+        return VmctlError(
+            f"cannot reach libvirtd at {uri}: {message}. Start libvirtd: "
+            "`sudo systemctl start libvirtd`, or `sudo bash scripts/services.sh` where there "
+            "is no systemd"
+        )
+    return VmctlError(
+        f"libvirt cannot open {uri!r}: {message}. Use a libvirt URI such as qemu:///system, "
+        "qemu:///session or qemu+ssh://HOST/system"
+    )
+
+
+def _start_error(spec: MachineSpec, err: libvirt.libvirtError) -> VmctlError:
+    """What QEMU said (without libvirt's wrapping and timestamps), and what to do about it."""
+    message = re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z ", "", str(err))
+    message = message.replace("internal error: qemu unexpectedly closed the monitor: ", "")
+    if "host forwarding" in message:
+        hint = (
+            f"port {spec.ssh_port} on 127.0.0.1 is taken: stop what listens there or pick another"
+        )
+    elif "No such file" in message or "Cannot access" in message:
+        hint = "a file the VM needs is missing: recreate the VM (vmctl delete, vmctl start)"
+    else:
+        hint = (
+            f"QEMU's log: /var/log/libvirt/qemu/{spec.name}.log (qemu:///system) or "
+            f"~/.cache/libvirt/qemu/log/{spec.name}.log (qemu:///session)"
+        )
+    return VmctlError(f"QEMU failed to start {spec.name}: {message.strip()} ({hint})")
+
+
+# ---- the driver --------------------------------------------------------------------------
+
+
+class LibvirtDriver(Driver):
+    """One VM as a persistent libvirt domain named `domain` (boot() adopts `spec.name`).
+
+    A connection is opened on first use and reopened when it died (libvirtd restarted).
+    """
+
+    name = "libvirt"
+
+    def __init__(self, uri: str | None = None, pidfile: Path | None = None, *, domain: str) -> None:
+        self.uri = uri or default_uri()
+        self.pidfile = pidfile if is_local(self.uri) else None  # a remote pid is not ours
+        self.domain = domain
+        self._conn: libvirt.virConnect | None = None
+
+    def boot(self, spec: MachineSpec) -> None:
+        """Define the domain `spec.name` afresh and start it; return once QEMU runs."""
+        xml = domain_xml(spec, uri=self.uri, pidfile=self.pidfile)
+        self.domain = spec.name
+        if self.is_running():
+            raise VmctlError(f"{spec.name} is already running: stop it first (vmctl stop)")
+        self.delete()  # libvirt refuses a second definition under a known name (new uuid)
+        if is_local(self.uri):
+            spec.serial_log.touch()  # created by us, so ours even where libvirtd opens it
+        dom = self._call("define", lambda conn: conn.defineXML(xml))
+        try:
+            dom.create()
+        except libvirt.libvirtError as err:
+            raise _start_error(spec, err) from None
+
+    def is_running(self) -> bool:
+        return self._on_domain("ask about", lambda dom: bool(dom.isActive()), absent=False)
+
+    def pid(self) -> int | None:
+        """QEMU's pid from its pid file, trusted only if that process is QEMU with that file."""
+        if self.pidfile is None:
+            return None
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        argv = _argv(pid)
+        if not argv or "qemu" not in Path(argv[0]).name or str(self.pidfile) not in argv:
+            return None
+        return pid
+
+    def shutdown(self, timeout: float) -> None:
+        """ACPI power button, then power off. A Debian guest honours the button through
+        systemd-logind, which needs dbus: an image without dbus ignores it (measured)."""
+        if not self._on_domain("shut down", _press_power_button, absent=False):
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                return
+            time.sleep(0.2)
+        self.kill()
+
+    def kill(self) -> None:
+        self._on_domain("power off", _destroy, absent=None)
+
+    def delete(self) -> None:
+        self._on_domain("delete", _undefine, absent=None)
+
+    # -- connection ---------------------------------------------------------------------
+
+    def _on_domain(self, action: str, op: Callable[[libvirt.virDomain], _T], absent: _T) -> _T:
+        """`op(domain)`, or `absent` when libvirt knows no domain of that name."""
+
+        def lookup_then_op(conn: libvirt.virConnect) -> _T:
+            try:
+                dom = conn.lookupByName(self.domain)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return absent
+                raise
+            return op(dom)
+
+        return self._call(action, lookup_then_op)
+
+    def _call(self, action: str, op: Callable[[libvirt.virConnect], _T]) -> _T:
+        """Run `op` on a live connection; reopen once if libvirtd went away meanwhile."""
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                return op(conn)
+            except libvirt.libvirtError as err:
+                if attempt == 2 or not _connection_lost(err):
+                    raise VmctlError(
+                        f"libvirt could not {action} {self.domain} at {self.uri}: {err}"
+                    ) from None
+                self._conn = None
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> libvirt.virConnect:
+        conn = self._conn
+        if conn is not None and _alive(conn):
+            return conn
+        libvirt.registerErrorHandler(_ignore_libvirt_errors, None)
+        try:
+            self._conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as err:
+            raise _open_error(self.uri, err) from None
+        return self._conn
+
+
+def _press_power_button(dom: libvirt.virDomain) -> bool:
+    """ACPI power button (libvirt's default with no guest agent defined); False if the
+    domain was not running."""
+    if not dom.isActive():
+        return False
+    try:
+        dom.shutdown()
+    except libvirt.libvirtError as err:
+        if err.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:  # stopped meanwhile
+            return False
+        raise
+    return True
+
+
+def _destroy(dom: libvirt.virDomain) -> None:
+    if not dom.isActive():
+        return
+    try:
+        dom.destroy()
+    except libvirt.libvirtError as err:
+        if err.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:  # stopped meanwhile
+            raise
+
+
+def _undefine(dom: libvirt.virDomain) -> None:
+    _destroy(dom)
+    try:
+        dom.undefine()  # no NVRAM to keep or drop: firmware is BIOS
+    except libvirt.libvirtError as err:
+        if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # gone meanwhile
+            raise
+
+
+def _alive(conn: libvirt.virConnect) -> bool:
+    try:
+        return conn.isAlive() == 1
+    except libvirt.libvirtError:
+        return False
+
+
+def _argv(pid: int) -> list[str]:
+    """A process's command line, or [] if there is no such process."""
+    if not Path("/proc/self").exists():  # macOS: ask ps (its output is split on spaces)
+        out = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True)
+        return out.stdout.decode(errors="replace").split()
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
