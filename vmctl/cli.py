@@ -206,7 +206,7 @@ def format_version(server: dict, context: str) -> str:
         f"  Version:          {server.get('Version', '?')}",
         f"  API version:      {server.get('ApiVersion', '?')} "
         f"(minimum version {server.get('MinAPIVersion', '?')})",
-        f"  Go version:       {server.get('GoVersion', 'n/a')}",
+        f"  Runtime:          {server.get('GoVersion', 'n/a')}",
         f"  Git commit:       {server.get('GitCommit', 'n/a')}",
         f"  Built:            {server.get('BuildTime', 'n/a')}",
         f"  OS/Arch:          {server.get('Os', '?')}/{server.get('Arch', '?')}",

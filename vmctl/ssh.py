@@ -13,12 +13,13 @@ the same channel-open message with the socket path appended as OpenSSH's PROTOCO
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import shlex
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,12 @@ from paramiko.common import cMSG_CHANNEL_OPEN
 from vmctl.errors import VmctlError
 
 STREAMLOCAL = "direct-streamlocal@openssh.com"
+POLL_INTERVAL = 3.0  # s between SSH tries while a guest boots
+
+# paramiko logs every refused handshake with a traceback (while a VM boots, slirp accepts and
+# resets connections until sshd listens); vmctl reports SSH failures itself, in words.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
 
 
 class GuestTransport(paramiko.Transport):
@@ -180,18 +187,34 @@ class SshUnavailable(VmctlError):
     """sshd did not answer (yet): booting, or the VM is gone."""
 
 
-def wait_for(endpoint: Endpoint, deadline: float, alive=lambda: True) -> Guest:
-    """Connect, retrying until `deadline` (time.monotonic) while `alive()` says the VM runs."""
+def wait_for(
+    endpoint: Endpoint,
+    deadline: float,
+    alive: Callable[[], bool] = lambda: True,
+    ready_hint: Callable[[], bool] | None = None,
+) -> Guest:
+    """Connect, retrying until `deadline` (time.monotonic) while `alive()` says the VM runs.
+
+    Every try makes the guest's sshd fork and re-exec, which an emulated guest that is still
+    booting feels: so it tries every few seconds, and at once when `ready_hint()` (the console
+    saying sshd started) says it is worth it."""
     last: Exception | None = None
+    next_try = 0.0
+    hint_taken = False
     while time.monotonic() < deadline:
         if not alive():
             raise VmctlError("the VM stopped while waiting for SSH")
-        if _port_open(endpoint.host, endpoint.port):
-            try:
-                return Guest(endpoint, timeout=min(10, max(1, deadline - time.monotonic())))
-            except SshUnavailable as e:
-                last = e
-        time.sleep(0.5)
+        now = time.monotonic()
+        hinted = not hint_taken and ready_hint is not None and ready_hint()
+        if now >= next_try or hinted:
+            hint_taken = hint_taken or hinted
+            next_try = now + POLL_INTERVAL
+            if _banner(endpoint.host, endpoint.port):
+                try:
+                    return Guest(endpoint, timeout=min(10, max(1, deadline - now)))
+                except SshUnavailable as e:
+                    last = e
+        time.sleep(0.2)
     raise SshUnavailable(f"SSH did not answer: {last}" if last else "SSH did not answer")
 
 
@@ -199,10 +222,13 @@ def _host_id(endpoint: Endpoint) -> str:
     return endpoint.host if endpoint.port == 22 else f"[{endpoint.host}]:{endpoint.port}"
 
 
-def _port_open(host: str, port: int) -> bool:
+def _banner(host: str, port: int) -> bool:
+    """Whether sshd itself answers: QEMU's user networking accepts every connection to a
+    forwarded port at once, even while nothing listens in the guest yet."""
     try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
+        with socket.create_connection((host, port), timeout=2) as s:
+            s.settimeout(2)
+            return s.recv(8).startswith(b"SSH-")
     except OSError:
         return False
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -168,7 +169,12 @@ def start(
     """Create the VM on first use and boot it; flags in `changes` update the stored config.
 
     Returns once the engine answers on docker.sock; raises StageFailed naming the stage."""
-    say = progress or (lambda _msg: None)
+    report = progress or (lambda _msg: None)
+    began = time.monotonic()
+
+    def say(message: str) -> None:
+        report(f"{time.monotonic() - began:5.1f}s  {message}")
+
     paths = vmpaths.vm(name)
     paths.root.mkdir(parents=True, exist_ok=True)
     with _start_lock(paths):
@@ -179,17 +185,23 @@ def start(
             say(f"VM {name!r} is already running")
         else:
             _boot(paths, config, driver, say)
+        if _lock_holder(paths.hostagent_pid) is None:
+            spawn_hostagent(paths)  # it connects by itself as soon as sshd answers
         endpoint = _endpoint(paths)
         _stage(paths, "ssh", say)
         deadline = time.monotonic() + TIMEOUTS["ssh"]
         guest = _in_stage(
-            paths, driver, "ssh", lambda: wait_for(endpoint, deadline, driver.is_running)
+            paths,
+            driver,
+            "ssh",
+            lambda: wait_for(endpoint, deadline, driver.is_running, _sshd_started(paths)),
         )
         with guest:
             _stage(paths, "cloud-init", say)
-            _in_stage(paths, driver, "cloud-init", lambda: _wait_cloud_init(guest, driver))
+            state = _in_stage(paths, driver, "cloud-init", lambda: _wait_cloud_init(guest, driver))
             _stage(paths, "deploy", say)
-            _in_stage(paths, driver, "deploy", lambda: deploy(guest, config, say))
+            resize = _runtime(paths).get("resize", False)
+            _in_stage(paths, driver, "deploy", lambda: deploy(guest, config, say, state, resize))
         _stage(paths, "engine", say)
         _in_stage(paths, driver, "engine", lambda: _serve_socket(paths, driver))
         _stage(paths, "", say)
@@ -201,6 +213,7 @@ def _boot(paths: vmpaths.VMPaths, config: vmconfig.VMConfig, driver: Driver, say
     from vmctl import accel, disk, image
 
     stop_hostagent(paths)
+    resize = False
     bar = image.ProgressBar("base image")
     try:
         base = image.resolve(config.image, progress=bar)
@@ -211,8 +224,9 @@ def _boot(paths: vmpaths.VMPaths, config: vmconfig.VMConfig, driver: Driver, say
     if not paths.disk.exists():
         say(f"creating a {config.disk_gib} GiB disk on {base.disk.name}")
         disk.create_overlay(base, paths.disk, config.disk_gib)
-    else:
-        disk.grow(paths.disk, config.disk_gib)
+    elif disk.grow(paths.disk, config.disk_gib):
+        say(f"the disk grew to {config.disk_gib} GiB; the guest's filesystem follows")
+        resize = True
     if not paths.seed.exists():
         seed = cloudinit.Seed(
             instance_id=f"vmctl-{paths.name}-{uuid.uuid4().hex[:12]}",
@@ -253,6 +267,7 @@ def _boot(paths: vmpaths.VMPaths, config: vmconfig.VMConfig, driver: Driver, say
             "driver": config.driver,
             "accel": chosen,
             "booted_at": time.time(),
+            "resize": resize,
         },
     )
     _stage(paths, "hypervisor", say)
@@ -266,64 +281,108 @@ def accel_qemu() -> str:
     return find_qemu()
 
 
-def _wait_cloud_init(guest: Guest, driver: Driver) -> None:
-    """cloud-init writes result.json when its last stage ends, on every boot."""
+# cloud-init provisions the first boot only: then vmctl disables it, since under emulation its
+# four stages cost the guest a minute or two on every boot, for nothing it still has to do.
+CLOUD_INIT_DISABLED = "/etc/cloud/cloud-init.disabled"
+
+
+@dataclass(frozen=True)
+class GuestState:
+    """What start needs to know of the guest, asked in one SSH command (each costs the
+    emulated guest about a second)."""
+
+    cloud_init: str  # "disabled", result.json's text, or "" while it runs
+    digests: dict[str, str]  # path -> sha256 of the deployed agent and daemon.json
+    engine_active: bool
+
+
+def look(guest: Guest) -> GuestState:
+    files = f"{cloudinit.AGENT_PATH} {cloudinit.DAEMON_JSON}"
+    out = guest.run(
+        f"if [ -e {CLOUD_INIT_DISABLED} ]; then echo disabled; "
+        "else tr -d '\\n' < /run/cloud-init/result.json 2>/dev/null; echo; fi; "
+        f"sudo -n sha256sum {files} 2>/dev/null; systemctl is-active vmctl-agent.service",
+        check=False,
+        timeout=30,
+    ).stdout.splitlines()
+    digests = {}
+    for line in out[1:-1]:
+        fields = line.split()
+        if len(fields) == 2:
+            digests[fields[1]] = fields[0]
+    return GuestState(out[0].strip() if out else "", digests, out[-1:] == ["active"])
+
+
+_SSHD_STARTED = re.compile(rb"Started .{0,40}ssh\.service")
+
+
+def _sshd_started(paths: vmpaths.VMPaths) -> Callable[[], bool]:
+    """Whether this boot's console says sshd started (systemd prints it on ttyS0)."""
+
+    def hint() -> bool:
+        try:
+            with open(paths.serial_log, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 256 * 1024))
+                return _SSHD_STARTED.search(f.read()) is not None
+        except OSError:
+            return False
+
+    return hint
+
+
+def _wait_cloud_init(guest: Guest, driver: Driver) -> GuestState:
+    """cloud-init writes result.json when its last stage ends (errors included)."""
     deadline = time.monotonic() + TIMEOUTS["cloud-init"]
     while time.monotonic() < deadline:
-        found = guest.run(["cat", "/run/cloud-init/result.json"], check=False, timeout=30)
-        if found.status == 0:
-            errors = json.loads(found.stdout).get("v1", {}).get("errors", [])
+        state = look(guest)
+        if state.cloud_init == "disabled":
+            return state
+        if state.cloud_init:
+            errors = json.loads(state.cloud_init).get("v1", {}).get("errors", [])
             if errors:
                 raise VmctlError(
-                    "cloud-init reported errors: " + "; ".join(map(str, errors))[-600:]
+                    "cloud-init reported errors: "
+                    + "; ".join(map(str, errors))[-600:]
+                    + " (details: vmctl ssh -- sudo cat /var/log/cloud-init.log)"
                 )
-            return
+            guest.run(["sudo", "-n", "touch", CLOUD_INIT_DISABLED])
+            return state
         if not driver.is_running():
             raise VmctlError("the VM stopped during cloud-init")
         time.sleep(1)
     raise VmctlError(f"cloud-init did not finish within {TIMEOUTS['cloud-init']:.0f} s")
 
 
-def deploy(guest: Guest, config: vmconfig.VMConfig, say: Progress) -> None:
-    """Put daemon.json and the agent in place when they differ, and (re)start the engine."""
-    build_dir = vmpaths.home() / "agent"
-    local = agentapp.build(build_dir / "vmctl-agent.pyz")
-    wanted = agentapp.digest(local).split(":", 1)[1]
+def deploy(
+    guest: Guest,
+    config: vmconfig.VMConfig,
+    say: Progress,
+    state: GuestState,
+    resize: bool = False,
+) -> None:
+    """Put daemon.json and the agent in place when they differ, and (re)start the engine;
+    nothing at all when all is in place and the engine runs (the everyday start)."""
+    local = agentapp.build(vmpaths.home() / "agent" / "vmctl-agent.pyz")
     daemon_json = (json.dumps(config.daemon_json(), indent=1) + "\n").encode()
-    check = guest.run(
-        f"sudo -n sha256sum {cloudinit.AGENT_PATH} 2>/dev/null; "
-        f"sudo -n cat {cloudinit.DAEMON_JSON} 2>/dev/null",
-        check=False,
-    )
-    lines = check.stdout.split("\n", 1)
-    have = lines[0].split()[0] if lines[0].strip() else ""
-    changed = False
-    if have != wanted:
+    script = []
+    if state.digests.get(cloudinit.AGENT_PATH) != agentapp.digest(local).split(":", 1)[1]:
         say("deploying the engine (vmctl-agent)")
         guest.put(local.read_bytes(), "/tmp/vmctl-agent.pyz", mode=0o755)
-        guest.run(
-            [
-                "sudo",
-                "-n",
-                "install",
-                "-D",
-                "-m",
-                "0755",
-                "/tmp/vmctl-agent.pyz",
-                cloudinit.AGENT_PATH,
-            ]
-        )
-        guest.run(["rm", "-f", "/tmp/vmctl-agent.pyz"])
-        changed = True
-    if not check.stdout.endswith(daemon_json.decode()) or len(lines) < 2:
-        guest.run(
-            ["sudo", "-n", "install", "-D", "-m", "0644", "/dev/stdin", cloudinit.DAEMON_JSON],
-            stdin=daemon_json,
-        )
-        changed = True
-    verb = "restart" if changed else "start"
-    guest.run(["sudo", "-n", "systemctl", "enable", "--quiet", "vmctl-agent.service"])
-    guest.run(["sudo", "-n", "systemctl", verb, "vmctl-agent.service"], timeout=120)
+        script.append(f"install -D -m 0755 /tmp/vmctl-agent.pyz {cloudinit.AGENT_PATH}")
+        script.append("rm -f /tmp/vmctl-agent.pyz")
+    if state.digests.get(cloudinit.DAEMON_JSON) != hashlib.sha256(daemon_json).hexdigest():
+        guest.put(daemon_json, "/tmp/vmctl-daemon.json")
+        script.append(f"install -D -m 0644 /tmp/vmctl-daemon.json {cloudinit.DAEMON_JSON}")
+        script.append("rm -f /tmp/vmctl-daemon.json")
+    if resize:
+        script.append("resize2fs /dev/vda >/dev/null 2>&1 || true")  # after `--disk` grew it
+    if script:
+        script.append("systemctl enable --quiet vmctl-agent.service")
+        script.append("systemctl restart vmctl-agent.service")
+    elif not state.engine_active:
+        script.append("systemctl start vmctl-agent.service")
+    if script:
+        guest.run(["sudo", "-n", "sh", "-ec", "; ".join(script)], timeout=120)
 
 
 def _serve_socket(paths: vmpaths.VMPaths, driver: Driver) -> None:
