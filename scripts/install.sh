@@ -9,6 +9,17 @@ APT_PACKAGES=(
   docker-registry                    # a real OCI registry on loopback for tests and the demo
   busybox-static                     # tests build their images from a static busybox
   skopeo                             # a real peer the tests cross-check against
+  # The VM side (before pip: libvirt-python builds from source against libvirt-dev)
+  qemu-system-x86                    # runs the guest (TCG here: nested KVM hangs)
+  qemu-utils                         # qemu-img: disk overlays, the built image's qcow2
+  libvirt-daemon                     # the default driver's daemon (libvirtd, virtlogd)
+  libvirt-daemon-driver-qemu         # libvirt's QEMU driver
+  libvirt-clients                    # virsh, to look at domains by hand
+  libvirt-dev pkg-config gcc python3-dev  # to build libvirt-python (PyPI ships no wheels)
+  mmdebstrap                         # `vmctl image build`: the guest's Debian tree, no loop mounts
+  e2fsprogs                          # mke2fs -d: that tree into an ext4 disk image
+  debian-archive-keyring gpg         # mmdebstrap verifies the bookworm archive it installs from
+  openssh-server                     # tests: a real sshd on loopback for the SSH and host agent tests
 )
 
 missing=()
@@ -19,7 +30,11 @@ if ((${#missing[@]})); then
   echo "==> apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Packages must not start their daemons (sshd on port 22, libvirtd, ...): we start what we
+  # need ourselves, on loopback or unix sockets only. policy-rc.d tells them so.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
 fi
 
 # The docker CLI talks to our engine. Debian 12 ships it only inside docker.io, whose daemon

@@ -377,7 +377,7 @@ def deploy(
     if resize:
         script.append("resize2fs /dev/vda >/dev/null 2>&1 || true")  # after `--disk` grew it
     if script:
-        script.append("systemctl enable --quiet vmctl-agent.service")
+        script.append("systemctl enable --quiet vmctl-agent.service fstrim.timer")
         script.append("systemctl restart vmctl-agent.service")
     elif not state.engine_active:
         script.append("systemctl start vmctl-agent.service")
