@@ -114,6 +114,9 @@ def test_exit_codes_and_errors(agent):
     state = json.loads(ok(agent.docker("inspect", "hog")))[0]["State"]
     assert state["OOMKilled"] is True and state["ExitCode"] == 137
     ok(agent.docker("rm", "hog"))
+    # Streamed endpoints must refuse before their 200: a hung CLI is the worst answer.
+    stats = agent.docker("stats", "--no-stream", "nosuch", timeout=20)
+    assert stats.returncode == 1 and "No such container: nosuch" in stats.stderr
 
 
 def test_detached_container_lifecycle(agent):

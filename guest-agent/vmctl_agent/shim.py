@@ -317,11 +317,18 @@ def _forward_stdin(conn: socket.socket, sel, stdio: process.Stdio, launch: Launc
 def _container(launch: Launch, stdio: process.Stdio, sync_r: int, err_w: int) -> None:
     """Runs in the new PID namespace as PID 1; ends in exec or in _exit."""
     try:
-        sc.unshare(launch.namespaces)
+        cgroup_ns = launch.namespaces & sc.CLONE_NEWCGROUP
+        sc.unshare(launch.namespaces & ~sc.CLONE_NEWCGROUP)
         sc.sethostname(launch.hostname)
-        rootfs.setup(launch.plan)  # meanwhile the shim moves us into the cgroup
+        if cgroup_ns:
+            # A cgroup namespace is rooted where its maker stands: be in the container's
+            # cgroup first, or it (and /sys/fs/cgroup inside) is the agent's service cgroup.
+            os.read(sync_r, 1)
+            sc.unshare(cgroup_ns)
+        rootfs.setup(launch.plan)  # on v1, meanwhile the shim moves us into the cgroup
         stdio.attach_child(console=True)
-        os.read(sync_r, 1)  # in the cgroup now: nothing of the command runs outside it
+        if not cgroup_ns:
+            os.read(sync_r, 1)  # in the cgroup now: nothing of the command runs outside it
         os.close(sync_r)
         process.enter(launch.process)
         err_w = process.keep_error_pipe(err_w)

@@ -416,13 +416,17 @@ def _process_row(pid: int) -> list[str] | None:
 
 def stats(engine, request, id: str) -> Response:
     stream = request.flag("stream", True) and not request.flag("one-shot")
-    return Response(200, stream=_stats_stream(engine, id, stream))
+    container = engine.runtime.get(id)  # 404 now, before the 200 of a stream is sent
+    return Response(200, stream=_stats_stream(engine, container.id, stream))
 
 
 def _stats_stream(engine, id: str, stream: bool):
     previous = _empty_stats()
     while True:
-        container = engine.runtime.get(id)
+        try:
+            container = engine.runtime.get(id)
+        except ContainerNotFound:  # removed while streaming: the stream ends, as dockerd's
+            return
         current = _stats(engine, container, previous)
         yield json.dumps(current).encode() + b"\n"
         if not stream or not container.state.running:

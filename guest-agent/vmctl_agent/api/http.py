@@ -294,6 +294,11 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        except BaseException:
+            # The status line is gone: hanging up is the only way left to tell the client
+            # (a truncated chunked body), rather than leave it waiting for the next chunk.
+            self.close_connection = True
+            raise
         finally:
             close = getattr(chunks, "close", None)
             if close:
