@@ -94,3 +94,20 @@ def initramfs() -> Path:
         tmp.write_bytes(archive)
         os.replace(tmp, dest)
     return dest
+
+
+def placeholder_seed(name: str):
+    """A seed ISO's contents for boots that never read it (the initramfs ignores cloud-init):
+    the drivers only need a real file labelled cidata to attach."""
+    from vmctl import cloudinit
+
+    return cloudinit.Seed(
+        instance_id=name,
+        hostname=name,
+        authorized_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleUserKey test",
+        host_key_private=(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n"
+        ),
+        host_key_public="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleHostKey test",
+        daemon_json={},
+    )

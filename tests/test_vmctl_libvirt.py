@@ -308,14 +308,7 @@ def test_a_driver_survives_a_libvirtd_restart(private_libvirtd, tmp_path):
 
 # ---- real guests on qemu:///system (slow) -------------------------------------------------
 
-SEED = cloudinit.Seed(
-    instance_id="vmctl-test-libvirt",
-    hostname="vmctl-test-libvirt",
-    authorized_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleUserKey test",
-    host_key_private="-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n",
-    host_key_public="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleHostKey test",
-    daemon_json={},
-)
+SEED = kernelkit.placeholder_seed("vmctl-test-libvirt")
 STAY_UP = "console=ttyS0 VMCTL_SLEEP=60"  # the initramfs's /init sleeps, ignoring ACPI
 
 

@@ -32,14 +32,7 @@ GOLDEN = Path(__file__).parent / "golden"
 QEMU = "/usr/bin/qemu-system-x86_64"
 BOOT_TIMEOUT = 90.0  # TCG reaches PID 1 in ~5 s; leave room for a loaded CI machine
 
-SEED = cloudinit.Seed(
-    instance_id="vmctl-test-qemu-1",
-    hostname="vmctl-test-qemu",
-    authorized_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleUserKey vmctl",
-    host_key_private="-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n",
-    host_key_public="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleHostKey vmctl-test-qemu",
-    daemon_json={},
-)
+SEED = kernelkit.placeholder_seed("vmctl-test-qemu")
 
 
 def golden_spec(**changes: object) -> MachineSpec:

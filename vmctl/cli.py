@@ -286,7 +286,10 @@ def _config(args) -> int:
         config = config.replace(**changes)
         vmconfig.save(config, paths.config)
         if vm.hypervisor_running(args.name):
-            say(f"saved; applied at the next start (vmctl stop --name {args.name}; vmctl start)")
+            say(
+                f"saved: `vmctl start --name {args.name}` applies registry settings to the "
+                "running VM; CPUs, memory and disk apply after `vmctl stop`"
+            )
     print(json.dumps(config.to_json(), indent=1))
     return 0
 

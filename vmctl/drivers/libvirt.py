@@ -287,7 +287,13 @@ class LibvirtDriver(Driver):
         self._on_domain("power off", _destroy, absent=None)
 
     def delete(self) -> None:
+        """Undefine, and drop the per-domain log libvirt keeps after it (delete leaves nothing)."""
         self._on_domain("delete", _undefine, absent=None)
+        if _privileged(self.uri, os.geteuid()):
+            Path(f"/var/log/libvirt/qemu/{self.domain}.log").unlink(missing_ok=True)
+        elif is_local(self.uri):
+            log = Path.home() / ".cache" / "libvirt" / "qemu" / "log" / f"{self.domain}.log"
+            log.unlink(missing_ok=True)
 
     # -- connection ---------------------------------------------------------------------
 
