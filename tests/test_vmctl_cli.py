@@ -191,3 +191,8 @@ def test_the_start_lock_names_its_holder_and_is_released_after(home):
     with vm._start_lock(paths):
         assert vm._lock_holder(paths.start_lock) == os.getpid()
     assert vm._lock_holder(paths.start_lock) is None
+
+
+def test_ssh_commands_keep_their_quoting():
+    assert cli.remote_command(["dmesg | tail -3"]) == "dmesg | tail -3"
+    assert cli.remote_command(["sh", "-c", "rm big && sync"]) == "sh -c 'rm big && sync'"

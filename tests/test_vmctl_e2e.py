@@ -164,8 +164,9 @@ def test_the_guest_clock_is_put_right_when_the_host_agent_connects(booted):
 
 def test_killed_qemu_is_seen_as_stopped_and_start_works_again(booted):
     home, name = booted
-    pid = json.loads(ok(vmctl(home, "status", "--name", name, "--json")))["pid"]
-    assert pid and Path(f"/proc/{pid}").exists()
+    shown = json.loads(ok(vmctl(home, "status", "--name", name, "--json")))
+    pid = shown["pid"]
+    assert pid and Path(f"/proc/{pid}").exists(), shown
     os.kill(pid, 9)
     deadline = time.monotonic() + 2
     while True:
@@ -198,3 +199,4 @@ def test_stop_then_delete_leaves_nothing_behind(booted):
         capture_output=True, text=True,
     )  # fmt: skip
     assert f"vmctl-{name}" not in domains.stdout.split()
+    assert not Path(f"/var/log/libvirt/qemu/vmctl-{name}.log").exists()

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -130,7 +131,7 @@ def _status(args) -> int:
             c = state.config
             print(f"  driver {c.driver} ({state.accel}), {c.cpus} CPUs, {c.memory_mib} MiB")
             print(f"  docker socket: {state.docker_socket}")
-    return 0 if state.state in ("running", "stopped", "not created") else 3
+    return 0
 
 
 def _delete(args) -> int:
@@ -154,7 +155,7 @@ def _ssh(args) -> int:
             "-o", "LogLevel=ERROR",
             *(["-t"] if not command and sys.stdin.isatty() else []),
             f"{endpoint.user}@{endpoint.host}",
-            *(["--", *command] if command else []),
+            *(["--", remote_command(command)] if command else []),
         ]  # fmt: skip
         if sys.platform == "win32":
             return subprocess.call(argv)
@@ -164,10 +165,17 @@ def _ssh(args) -> int:
     with ssh.Guest(endpoint) as guest:
         if not command:
             return ssh.interactive(guest)
-        result = guest.run(command, check=False, timeout=24 * 3600)
+        result = guest.run(remote_command(command), check=False, timeout=24 * 3600)
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
         return result.status
+
+
+def remote_command(argv: list[str]) -> str:
+    """One argument is a shell command line (`vmctl ssh -- "dmesg | tail"`); several are a
+    command and its arguments, each kept whole (`vmctl ssh -- sh -c "a && b"`), where plain ssh
+    would join them with spaces and lose the quoting."""
+    return argv[0] if len(argv) == 1 else shlex.join(argv)
 
 
 def _version(args) -> int:

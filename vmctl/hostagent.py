@@ -34,6 +34,7 @@ from vmctl.ssh import Endpoint, Guest
 
 CLOCK_CHECK = 5.0  # s between looks for a host suspend
 CLOCK_JUMP = 2.0  # a wall-clock jump against the monotonic clock bigger than this is a sleep
+RETRY = 3.0  # s between SSH tries: each one forks and re-execs sshd in a booting guest
 # s without SSH while the hypervisor is gone: the VM is stopped, exit
 GIVE_UP = float(os.environ.get("VMCTL_HOSTAGENT_GIVE_UP", "15"))
 
@@ -77,7 +78,7 @@ class Connection:
                     with contextlib.suppress(VmctlError, paramiko.SSHException, OSError):
                         self.on_connect(self.guest)
                     return self.guest
-            time.sleep(1)
+            time.sleep(RETRY)
 
 
 def sync_clock(guest: Guest) -> None:

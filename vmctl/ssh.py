@@ -86,7 +86,9 @@ class Result:
 class Guest:
     """One SSH connection to the guest; reconnect by making a new one."""
 
-    def __init__(self, endpoint: Endpoint, timeout: float = 10) -> None:
+    def __init__(
+        self, endpoint: Endpoint, timeout: float = 10, sock: socket.socket | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.client = paramiko.SSHClient()
         kind, blob = endpoint.host_key.split()[:2]
@@ -105,6 +107,7 @@ class Guest:
                 look_for_keys=False,
                 allow_agent=False,
                 transport_factory=GuestTransport,
+                sock=sock,
             )
         except paramiko.BadHostKeyException as e:
             self.client.close()
@@ -209,9 +212,12 @@ def wait_for(
         if now >= next_try or hinted:
             hint_taken = hint_taken or hinted
             next_try = now + POLL_INTERVAL
-            if _banner(endpoint.host, endpoint.port):
-                try:
-                    return Guest(endpoint, timeout=min(10, max(1, deadline - now)))
+            # Once the console says sshd started, wait for its banner rather than hang up:
+            # its first answer in a booting emulated guest can take seconds.
+            sock = _sshd(endpoint.host, endpoint.port, wait=8 if hint_taken else 2)
+            if sock is not None:
+                try:  # on the connection that showed the banner: each one costs the guest
+                    return Guest(endpoint, timeout=min(10, max(1, deadline - now)), sock=sock)
                 except SshUnavailable as e:
                     last = e
         time.sleep(0.2)
@@ -222,15 +228,22 @@ def _host_id(endpoint: Endpoint) -> str:
     return endpoint.host if endpoint.port == 22 else f"[{endpoint.host}]:{endpoint.port}"
 
 
-def _banner(host: str, port: int) -> bool:
-    """Whether sshd itself answers: QEMU's user networking accepts every connection to a
-    forwarded port at once, even while nothing listens in the guest yet."""
+def _sshd(host: str, port: int, wait: float = 2) -> socket.socket | None:
+    """A connection on which sshd itself answered (its banner, peeked at, not consumed), or
+    None: QEMU's user networking accepts every connection to a forwarded port at once, even
+    while nothing listens in the guest yet."""
     try:
-        with socket.create_connection((host, port), timeout=2) as s:
-            s.settimeout(2)
-            return s.recv(8).startswith(b"SSH-")
+        s = socket.create_connection((host, port), timeout=wait)
     except OSError:
-        return False
+        return None
+    try:
+        if s.recv(4, socket.MSG_PEEK) == b"SSH-":
+            s.settimeout(None)
+            return s
+    except OSError:
+        pass
+    s.close()
+    return None
 
 
 def _drain(channel: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:

@@ -135,7 +135,7 @@ def status(name: str = vmpaths.DEFAULT_NAME) -> Status:
         return make("starting", _stage_of(paths), pid)
     if _lock_holder(paths.hostagent_pid) is None:
         return make("degraded", "the host agent is not running (vmctl start fixes it)", pid)
-    if not ping(paths.docker_sock, timeout=2):
+    if not ping(paths.docker_sock, timeout=5):
         return make("degraded", "the engine does not answer through docker.sock", pid)
     return make("running", "", pid)
 
@@ -185,8 +185,6 @@ def start(
             say(f"VM {name!r} is already running")
         else:
             _boot(paths, config, driver, say)
-        if _lock_holder(paths.hostagent_pid) is None:
-            spawn_hostagent(paths)  # it connects by itself as soon as sshd answers
         endpoint = _endpoint(paths)
         _stage(paths, "ssh", say)
         deadline = time.monotonic() + TIMEOUTS["ssh"]
@@ -196,6 +194,8 @@ def start(
             "ssh",
             lambda: wait_for(endpoint, deadline, driver.is_running, _sshd_started(paths)),
         )
+        if _lock_holder(paths.hostagent_pid) is None:
+            spawn_hostagent(paths)  # its SSH connection and clock sync overlap what follows
         with guest:
             _stage(paths, "cloud-init", say)
             state = _in_stage(paths, driver, "cloud-init", lambda: _wait_cloud_init(guest, driver))
