@@ -11,6 +11,7 @@ blobs are freed with the last image that uses them.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,8 +97,19 @@ class Image:
 class ImageStore:
     """Local images under `<data-root>/image`."""
 
-    def __init__(self, root: Path, containers_using: ContainerUsers | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        containers_using: ContainerUsers | None = None,
+        durable_after: float | None = None,
+    ) -> None:
+        """`durable_after`: a long-lived engine makes new images durable this many seconds
+        after they are added (one syncfs for a burst of pulls), so a VM killed a minute later
+        keeps them; a one-shot CLI leaves that to the next collection."""
         self.root = root
+        self.durable_after = durable_after
+        self._sync_timer: threading.Timer | None = None
+        self._sync_lock = threading.Lock()
         self.content = ContentStore(root)
         self._records = root / "images"
         self._records.mkdir(parents=True, exist_ok=True)
@@ -186,6 +198,8 @@ class ImageStore:
                 if not old.boot_id:
                     record.boot_id = ""  # same config, same layers: durable already
             atomic.write_json(path, record.to_json())
+            if record.boot_id:
+                self._sync_soon()
             if tag is None:
                 return old is None
             tags = self._tags()
@@ -289,6 +303,21 @@ class ImageStore:
                 self._make_durable()
                 self._collect()
             return True
+
+    def _sync_soon(self) -> None:
+        if self.durable_after is None:
+            return
+        with self._sync_lock:
+            if self._sync_timer is None:
+                self._sync_timer = threading.Timer(self.durable_after, self._sync_now)
+                self._sync_timer.daemon = True
+                self._sync_timer.start()
+
+    def _sync_now(self) -> None:
+        with self._sync_lock:
+            self._sync_timer = None
+        if not self.collect_garbage(wait=False):  # a pull is running: try again after it
+            self._sync_soon()
 
     def _forget_torn(self) -> None:
         """Records written in an earlier boot and never made durable may name torn layers:
