@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from vmctl import cli, vm
+from vmctl import cli, locks, vm
 from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
@@ -90,8 +90,8 @@ def test_a_start_in_progress_shows_as_starting_and_blocks_a_second_start(home):
         [
             sys.executable,
             "-c",
-            "import sys, time; from vmctl import vm, paths\n"
-            "with vm._start_lock(paths.vm()):\n"
+            "import sys, time; from vmctl import vm, locks, paths\n"
+            "with locks.start_lock(paths.vm()):\n"
             "    vm._stage(paths.vm(), 'ssh', print); sys.stdout.flush(); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
@@ -188,9 +188,9 @@ def test_logs_show_the_console_without_escape_sequences(home):
 def test_the_start_lock_names_its_holder_and_is_released_after(home):
     paths = vmpaths.vm()
     paths.root.mkdir(parents=True)
-    with vm._start_lock(paths):
-        assert vm._lock_holder(paths.start_lock) == os.getpid()
-    assert vm._lock_holder(paths.start_lock) is None
+    with locks.start_lock(paths):
+        assert locks.holder(paths.start_lock) == os.getpid()
+    assert locks.holder(paths.start_lock) is None
 
 
 def test_ssh_commands_keep_their_quoting():

@@ -16,8 +16,8 @@ from agentserver import AgentServer, docker_cli, push_test_images
 from sshkit import Sshd
 
 from vmctl import config as vmconfig
+from vmctl import locks, vm
 from vmctl import paths as vmpaths
-from vmctl import vm
 
 
 @pytest.fixture
@@ -85,13 +85,13 @@ def test_reconnects_after_the_ssh_server_restarts(rig, tmp_path):
 def test_exits_and_removes_the_socket_when_the_vm_is_gone(rig):
     paths, _engine, sshd = rig
     vm.spawn_hostagent(paths)
-    pid = vm._lock_holder(paths.hostagent_pid)
+    pid = locks.holder(paths.hostagent_pid)
     assert pid and paths.docker_sock.exists()
     sshd.stop()
     deadline = time.monotonic() + 30
-    while vm._lock_holder(paths.hostagent_pid) is not None and time.monotonic() < deadline:
+    while locks.holder(paths.hostagent_pid) is not None and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert vm._lock_holder(paths.hostagent_pid) is None
+    assert locks.holder(paths.hostagent_pid) is None
     assert not paths.docker_sock.exists()
     assert "hypervisor is gone: stopping" in paths.hostagent_log.read_text()
 

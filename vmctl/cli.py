@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from vmctl import __version__, vm
+from vmctl import __version__, console, vm
 from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
@@ -239,7 +239,7 @@ def _logs(args) -> int:
             continue
         text = path.read_bytes().decode(errors="replace").splitlines()
         for line in text[-args.tail :] if args.tail else text:
-            print(vm._printable(line.rstrip("\r")))
+            print(console.printable(line.rstrip("\r")))
     return 0
 
 

@@ -15,11 +15,8 @@ Status is derived each time from the hypervisor, the host agent's pid-file lock 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -27,16 +24,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmctl import agentapp, cloudinit, keys
+from vmctl import cloudinit, console, keys, locks, provision
 from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
 from vmctl.machine import Driver, MachineSpec
-from vmctl.ssh import Endpoint, Guest, wait_for
+from vmctl.ssh import Endpoint, wait_for
 
 Progress = Callable[[str], None]
 
@@ -124,16 +121,16 @@ def status(name: str = vmpaths.DEFAULT_NAME) -> Status:
 
     if not paths.config.exists():
         return make("not created")
-    starting = _lock_holder(paths.start_lock)
+    starting = locks.holder(paths.start_lock)
     driver = driver_for(paths, config)
     if not driver.is_running():
         if starting is not None:
-            return make("starting", _stage_of(paths))
+            return make("starting", locks.stage_of(paths))
         return make("stopped")
     pid = driver.pid()
     if starting is not None:
-        return make("starting", _stage_of(paths), pid)
-    if _lock_holder(paths.hostagent_pid) is None:
+        return make("starting", locks.stage_of(paths), pid)
+    if locks.holder(paths.hostagent_pid) is None:
         return make("degraded", "the host agent is not running (vmctl start fixes it)", pid)
     if not ping(paths.docker_sock, timeout=5):
         return make("degraded", "the engine does not answer through docker.sock", pid)
@@ -177,7 +174,7 @@ def start(
 
     paths = vmpaths.vm(name)
     paths.root.mkdir(parents=True, exist_ok=True)
-    with _start_lock(paths):
+    with locks.start_lock(paths):
         config = vmconfig.load(paths.config).replace(**changes)
         vmconfig.save(config, paths.config)
         driver = driver_for(paths, config)
@@ -192,16 +189,23 @@ def start(
             paths,
             driver,
             "ssh",
-            lambda: wait_for(endpoint, deadline, driver.is_running, _sshd_started(paths)),
+            lambda: wait_for(endpoint, deadline, driver.is_running, provision.sshd_started(paths)),
         )
-        if _lock_holder(paths.hostagent_pid) is None:
+        if locks.holder(paths.hostagent_pid) is None:
             spawn_hostagent(paths)  # its SSH connection and clock sync overlap what follows
         with guest:
             _stage(paths, "cloud-init", say)
-            state = _in_stage(paths, driver, "cloud-init", lambda: _wait_cloud_init(guest, driver))
+            state = _in_stage(
+                paths,
+                driver,
+                "cloud-init",
+                lambda: provision.wait_cloud_init(guest, driver, TIMEOUTS["cloud-init"]),
+            )
             _stage(paths, "deploy", say)
             resize = _runtime(paths).get("resize", False)
-            _in_stage(paths, driver, "deploy", lambda: deploy(guest, config, say, state, resize))
+            _in_stage(
+                paths, driver, "deploy", lambda: provision.deploy(guest, config, say, state, resize)
+            )
         _stage(paths, "engine", say)
         _in_stage(paths, driver, "engine", lambda: _serve_socket(paths, driver))
         _stage(paths, "", say)
@@ -281,120 +285,16 @@ def accel_qemu() -> str:
     return find_qemu()
 
 
-# cloud-init provisions the first boot only: then vmctl disables it, since under emulation its
-# four stages cost the guest a minute or two on every boot, for nothing it still has to do.
-CLOUD_INIT_DISABLED = "/etc/cloud/cloud-init.disabled"
-
-
-@dataclass(frozen=True)
-class GuestState:
-    """What start needs to know of the guest, asked in one SSH command (each costs the
-    emulated guest about a second)."""
-
-    cloud_init: str  # "disabled", result.json's text, or "" while it runs
-    digests: dict[str, str]  # path -> sha256 of the deployed agent and daemon.json
-    engine_active: bool
-
-
-def look(guest: Guest) -> GuestState:
-    files = f"{cloudinit.AGENT_PATH} {cloudinit.DAEMON_JSON}"
-    out = guest.run(
-        f"if [ -e {CLOUD_INIT_DISABLED} ]; then echo disabled; "
-        "else tr -d '\\n' < /run/cloud-init/result.json 2>/dev/null; echo; fi; "
-        f"sudo -n sha256sum {files} 2>/dev/null; systemctl is-active vmctl-agent.service",
-        check=False,
-        timeout=30,
-    ).stdout.splitlines()
-    digests = {}
-    for line in out[1:-1]:
-        fields = line.split()
-        if len(fields) == 2:
-            digests[fields[1]] = fields[0]
-    return GuestState(out[0].strip() if out else "", digests, out[-1:] == ["active"])
-
-
-_SSHD_STARTED = re.compile(rb"Started .{0,40}ssh\.service")
-
-
-def _sshd_started(paths: vmpaths.VMPaths) -> Callable[[], bool]:
-    """Whether this boot's console says sshd started (systemd prints it on ttyS0)."""
-
-    def hint() -> bool:
-        try:
-            with open(paths.serial_log, "rb") as f:
-                f.seek(max(0, os.fstat(f.fileno()).st_size - 256 * 1024))
-                return _SSHD_STARTED.search(f.read()) is not None
-        except OSError:
-            return False
-
-    return hint
-
-
-def _wait_cloud_init(guest: Guest, driver: Driver) -> GuestState:
-    """cloud-init writes result.json when its last stage ends (errors included)."""
-    deadline = time.monotonic() + TIMEOUTS["cloud-init"]
-    while time.monotonic() < deadline:
-        state = look(guest)
-        if state.cloud_init == "disabled":
-            return state
-        if state.cloud_init:
-            errors = json.loads(state.cloud_init).get("v1", {}).get("errors", [])
-            if errors:
-                raise VmctlError(
-                    "cloud-init reported errors: "
-                    + "; ".join(map(str, errors))[-600:]
-                    + " (details: vmctl ssh -- sudo cat /var/log/cloud-init.log)"
-                )
-            guest.run(["sudo", "-n", "touch", CLOUD_INIT_DISABLED])
-            return state
-        if not driver.is_running():
-            raise VmctlError("the VM stopped during cloud-init")
-        time.sleep(1)
-    raise VmctlError(f"cloud-init did not finish within {TIMEOUTS['cloud-init']:.0f} s")
-
-
-def deploy(
-    guest: Guest,
-    config: vmconfig.VMConfig,
-    say: Progress,
-    state: GuestState,
-    resize: bool = False,
-) -> None:
-    """Put daemon.json and the agent in place when they differ, and (re)start the engine;
-    nothing at all when all is in place and the engine runs (the everyday start)."""
-    local = agentapp.build(vmpaths.home() / "agent" / "vmctl-agent.pyz")
-    daemon_json = (json.dumps(config.daemon_json(), indent=1) + "\n").encode()
-    script = []
-    if state.digests.get(cloudinit.AGENT_PATH) != agentapp.digest(local).split(":", 1)[1]:
-        say("deploying the engine (vmctl-agent)")
-        guest.put(local.read_bytes(), "/tmp/vmctl-agent.pyz", mode=0o755)
-        script.append(f"install -D -m 0755 /tmp/vmctl-agent.pyz {cloudinit.AGENT_PATH}")
-        script.append("rm -f /tmp/vmctl-agent.pyz")
-    if state.digests.get(cloudinit.DAEMON_JSON) != hashlib.sha256(daemon_json).hexdigest():
-        guest.put(daemon_json, "/tmp/vmctl-daemon.json")
-        script.append(f"install -D -m 0644 /tmp/vmctl-daemon.json {cloudinit.DAEMON_JSON}")
-        script.append("rm -f /tmp/vmctl-daemon.json")
-    if resize:
-        script.append("resize2fs /dev/vda >/dev/null 2>&1 || true")  # after `--disk` grew it
-    if script:
-        script.append("systemctl enable --quiet vmctl-agent.service fstrim.timer")
-        script.append("systemctl restart vmctl-agent.service")
-    elif not state.engine_active:
-        script.append("systemctl start vmctl-agent.service")
-    if script:
-        guest.run(["sudo", "-n", "sh", "-ec", "; ".join(script)], timeout=120)
-
-
 def _serve_socket(paths: vmpaths.VMPaths, driver: Driver) -> None:
     """Start the host agent (if it is not running) and wait for /_ping through docker.sock."""
-    if _lock_holder(paths.hostagent_pid) is None:
+    if locks.holder(paths.hostagent_pid) is None:
         spawn_hostagent(paths)
     deadline = time.monotonic() + TIMEOUTS["engine"]
     while time.monotonic() < deadline:
         if ping(paths.docker_sock, timeout=10):
             return
-        if _lock_holder(paths.hostagent_pid) is None:
-            raise VmctlError("the host agent exited: " + _tail(paths.hostagent_log, 10))
+        if locks.holder(paths.hostagent_pid) is None:
+            raise VmctlError("the host agent exited: " + console.tail(paths.hostagent_log, 10))
         if not driver.is_running():
             raise VmctlError("the VM stopped")
         time.sleep(0.5)
@@ -417,20 +317,22 @@ def spawn_hostagent(paths: vmpaths.VMPaths) -> None:
             close_fds=True,
         )
     deadline = time.monotonic() + 15
-    while _lock_holder(paths.hostagent_pid) is None:
+    while locks.holder(paths.hostagent_pid) is None:
         if time.monotonic() > deadline:
-            raise VmctlError("the host agent did not start: " + _tail(paths.hostagent_log, 10))
+            raise VmctlError(
+                "the host agent did not start: " + console.tail(paths.hostagent_log, 10)
+            )
         time.sleep(0.05)
 
 
 def stop_hostagent(paths: vmpaths.VMPaths, timeout: float = 10) -> None:
-    pid = _lock_holder(paths.hostagent_pid)
+    pid = locks.holder(paths.hostagent_pid)
     if pid is None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _lock_holder(paths.hostagent_pid) is not None:
+    while locks.holder(paths.hostagent_pid) is not None:
         if time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -525,65 +427,14 @@ def _in_stage(paths, driver: Driver, stage: str, step, check_alive: bool = True)
         if check_alive and not driver.is_running():
             reason += " (the VM's hypervisor is no longer running)"
         raise StageFailed(
-            paths.name, stage, reason, _tail(paths.serial_log, CONSOLE_TAIL)
+            paths.name, stage, reason, console.tail(paths.serial_log, CONSOLE_TAIL)
         ) from None
 
 
 def _stage(paths: vmpaths.VMPaths, stage: str, say: Progress) -> None:
-    """Record the stage for `vmctl status` (in the start lock file, read while it is held)."""
-    with open(paths.start_lock, "r+") as f:
-        f.seek(0)
-        lines = f.read().splitlines()
-        f.seek(0)
-        f.truncate()
-        f.write(f"{lines[0] if lines else os.getpid()}\n{stage}\n")
+    locks.record_stage(paths, stage)
     if stage:
         say(f"[{STAGES.index(stage) + 1}/{len(STAGES)}] {stage}")
-
-
-def _stage_of(paths: vmpaths.VMPaths) -> str:
-    with contextlib.suppress(OSError):
-        lines = paths.start_lock.read_text().splitlines()
-        return lines[1] if len(lines) > 1 else ""
-    return ""
-
-
-@contextlib.contextmanager
-def _start_lock(paths: vmpaths.VMPaths) -> Iterator[None]:
-    """One start at a time; a crashed start releases it (flock), so nothing stays "starting"."""
-    with open(paths.start_lock, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise VmctlError(
-                f"VM {paths.name!r} is already being started by another vmctl "
-                f"(stage: {_stage_of(paths) or 'preparing'})"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n\n")
-        f.flush()
-        try:
-            yield
-        finally:
-            f.seek(0)
-            f.truncate()
-
-
-def _lock_holder(path: Path) -> int | None:
-    """The pid in a lock file whose flock is held, or None when no live process holds it."""
-    try:
-        f = open(path)  # noqa: SIM115
-    except FileNotFoundError:
-        return None
-    with f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            first = f.read().split("\n", 1)[0].strip()
-            return int(first) if first.isdigit() else -1
-        fcntl.flock(f, fcntl.LOCK_UN)
-        return None
 
 
 def _runtime(paths: vmpaths.VMPaths) -> dict:
@@ -603,23 +454,3 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            text = f.read().decode(errors="replace")
-    except FileNotFoundError:
-        return ""
-    clean = [line.rstrip("\r") for line in text.splitlines()]
-    return "\n".join(_printable(line) for line in clean[-lines:])
-
-
-def _printable(line: str) -> str:
-    """Drop terminal escape sequences the guest's console writes (colours, cursor moves)."""
-    return _ESCAPES.sub("", line)
-
-
-_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|[\x00-\x08\x0b-\x1f]")
