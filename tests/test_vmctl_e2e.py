@@ -85,7 +85,7 @@ def test_start_prints_the_stages_and_the_socket(booted):
     shown = json.loads(ok(vmctl(home, "status", "--name", name, "--json")))
     assert shown["state"] == "running"
     assert shown["accel"] == "tcg"  # KVM is present here but hangs: the probe must notice
-    assert Path(shown["docker_socket"]) == home / name / "docker.sock"
+    assert shown["docker_host"] == f"unix://{home / name / 'docker.sock'}"
     assert oct((home / name / "docker.sock").stat().st_mode & 0o777) == "0o600"
 
 

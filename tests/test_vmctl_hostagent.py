@@ -57,7 +57,7 @@ def docker(paths, *args, input=None):
 def test_docker_cli_through_the_forwarded_socket(rig):
     paths, _engine, _sshd = rig
     vm.spawn_hostagent(paths)
-    assert vm.ping(paths.docker_sock, timeout=10)
+    assert vm.ping(vm.docker_host(paths), timeout=10)
     assert stat.S_IMODE(paths.docker_sock.stat().st_mode) == 0o600
 
     version = docker(paths, "version", "--format", "{{.Server.Os}}/{{.Server.Arch}}")
@@ -108,4 +108,26 @@ def test_one_host_agent_per_vm(rig):
     )
     assert second.returncode == 1
     assert "another host agent already serves this VM" in second.stderr
-    assert vm.ping(paths.docker_sock)
+    assert vm.ping(vm.docker_host(paths))
+
+
+def test_a_loopback_tcp_port_where_there_are_no_unix_sockets(rig):
+    """Windows' docker has no unix sockets: the host agent serves 127.0.0.1 only, and says
+    where in docker.host, which status and docker-context read."""
+    paths, _engine, _sshd = rig
+    runtime = json.loads(paths.runtime.read_text())
+    paths.runtime.write_text(json.dumps({**runtime, "docker_listen": "tcp"}))
+    vm.spawn_hostagent(paths)
+    url = vm.docker_host(paths)
+    assert url.startswith("tcp://127.0.0.1:") and not paths.docker_sock.exists()
+    env = {**os.environ, "DOCKER_HOST": url}
+    info = subprocess.run(
+        [docker_cli(), "info", "--format", "{{.OSType}}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert info.stdout.strip() == "linux", info.stderr
+    vm.stop_hostagent(paths)
+    assert not paths.docker_host.exists()

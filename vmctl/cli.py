@@ -108,7 +108,7 @@ def _start(args) -> int:
     began = time.monotonic()
     state = vm.start(args.name, progress=say, **_changes(args))
     say(f"ready in {time.monotonic() - began:.0f} s ({state.accel})")
-    print(f"DOCKER_HOST=unix://{state.docker_socket}")
+    print(f"DOCKER_HOST={state.docker_host}")
     return 0
 
 
@@ -130,7 +130,7 @@ def _status(args) -> int:
         if state.state in ("running", "degraded", "starting"):
             c = state.config
             print(f"  driver {c.driver} ({state.accel}), {c.cpus} CPUs, {c.memory_mib} MiB")
-            print(f"  docker socket: {state.docker_socket}")
+            print(f"  DOCKER_HOST={state.docker_host}")
     return 0
 
 
@@ -269,7 +269,7 @@ def _ctx(args) -> int:
         raise VmctlError("the docker CLI is not installed: install it, then run this again")
     paths = vmpaths.vm(args.name)
     name = context_name(args.name)
-    endpoint = f"host=unix://{paths.docker_sock}"
+    endpoint = f"host={vm.docker_host(paths)}"
     exists = subprocess.run([docker_cli, "context", "inspect", name], capture_output=True)
     verb = "update" if exists.returncode == 0 else "create"
     desc = f"vmctl VM {args.name!r} (linux/amd64 engine in a VM)"

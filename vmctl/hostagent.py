@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import paramiko
 
+from vmctl import locks
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
 from vmctl.ssh import Endpoint, Guest
@@ -120,6 +120,14 @@ def forward(client: socket.socket, connection: Connection, remote: str) -> None:
             upstream.join()
 
 
+def listen_tcp() -> socket.socket:
+    """Where there are no unix sockets for docker (Windows): a loopback port, never more."""
+    server = socket.socket(socket.AF_INET)
+    server.bind(("127.0.0.1", 0))
+    server.listen(socket.SOMAXCONN)
+    return server
+
+
 def listen(path: Path) -> socket.socket:
     """docker.sock, 0600 from birth (umask), replacing a stale one nobody answers on."""
     if path.exists() or path.is_symlink():
@@ -159,15 +167,10 @@ def watch_clock(connection: Connection, stop: threading.Event) -> None:
 
 def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
     vm = vmpaths.vm(name)
-    pidfile = open(vm.hostagent_pid, "a+")  # noqa: SIM115 - held (locked) for our whole life
-    try:
-        fcntl.flock(pidfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    pidfile = locks.hold(vm.hostagent_pid)  # held for our whole life, released at death
+    if pidfile is None:
         log("another host agent already serves this VM")
         return 1
-    pidfile.truncate(0)
-    pidfile.write(f"{os.getpid()}\n")
-    pidfile.flush()
 
     runtime = json.loads(vm.runtime.read_text())
     endpoint = Endpoint(
@@ -182,8 +185,14 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    server = listen(vm.docker_sock)
-    log(f"serving {vm.docker_sock} -> {runtime['engine_socket']} in the VM")
+    if runtime.get("docker_listen", "unix") == "tcp":
+        server = listen_tcp()
+        url = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    else:
+        server = listen(vm.docker_sock)
+        url = f"unix://{vm.docker_sock}"
+    write_atomic(vm.docker_host, url + "\n")
+    log(f"serving {url} -> {runtime['engine_socket']} in the VM")
 
     def accept() -> None:
         while not stop.is_set():
@@ -211,10 +220,17 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
             log("the VM's hypervisor is gone: stopping")
             break
     server.close()
-    with contextlib.suppress(FileNotFoundError):
-        vm.docker_sock.unlink()
+    for path in (vm.docker_host, vm.docker_sock):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
     log("stopped")
     return 0
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,6 +59,7 @@ class VMPaths:
     qemu_pid = property(lambda self: self.root / "qemu.pid")
     qmp_socket = property(lambda self: self.root / "qmp.sock")
     docker_sock = property(lambda self: self.root / "docker.sock")
+    docker_host = property(lambda self: self.root / "docker.host")  # the URL the host agent serves
     qemu_log = property(lambda self: self.root / "qemu.log")  # QEMU's own stderr (qemu driver)
     runtime = property(lambda self: self.root / "runtime.json")  # facts of the current boot
     start_lock = property(lambda self: self.root / "start.lock")  # flock'd while starting

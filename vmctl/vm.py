@@ -67,7 +67,7 @@ class Status:
     config: vmconfig.VMConfig
     accel: str | None
     pid: int | None
-    docker_socket: Path
+    docker_host: str  # unix:///…/docker.sock (tcp://127.0.0.1:PORT where no unix sockets)
 
     def to_json(self) -> dict:
         return {
@@ -80,7 +80,7 @@ class Status:
             "memory_mib": self.config.memory_mib,
             "disk_gib": self.config.disk_gib,
             "pid": self.pid,
-            "docker_socket": str(self.docker_socket),
+            "docker_host": self.docker_host,
         }
 
 
@@ -117,7 +117,7 @@ def status(name: str = vmpaths.DEFAULT_NAME) -> Status:
     runtime = _runtime(paths)
 
     def make(state: str, detail: str = "", pid: int | None = None) -> Status:
-        return Status(name, state, detail, config, runtime.get("accel"), pid, paths.docker_sock)
+        return Status(name, state, detail, config, runtime.get("accel"), pid, docker_host(paths))
 
     if not paths.config.exists():
         return make("not created")
@@ -132,17 +132,23 @@ def status(name: str = vmpaths.DEFAULT_NAME) -> Status:
         return make("starting", locks.stage_of(paths), pid)
     if locks.holder(paths.hostagent_pid) is None:
         return make("degraded", "the host agent is not running (vmctl start fixes it)", pid)
-    if not ping(paths.docker_sock, timeout=5):
+    if not ping(docker_host(paths), timeout=5):
         return make("degraded", "the engine does not answer through docker.sock", pid)
     return make("running", "", pid)
 
 
-def ping(sock: Path, timeout: float = 5) -> bool:
-    """GET /_ping through docker.sock (raw HTTP: status must not wait on a client library)."""
+def docker_host(paths: vmpaths.VMPaths) -> str:
+    """The DOCKER_HOST the host agent serves (it writes it down), or where it will."""
+    with contextlib.suppress(OSError):
+        return paths.docker_host.read_text().strip()
+    return f"unix://{paths.docker_sock}"
+
+
+def ping(url: str, timeout: float = 5) -> bool:
+    """GET /_ping at a DOCKER_HOST URL (raw HTTP: status must not wait on a client library)."""
     try:
-        with socket.socket(socket.AF_UNIX) as s:
+        with _connect(url, timeout) as s:
             s.settimeout(timeout)
-            s.connect(str(sock))
             s.sendall(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
             reply = b""
             while b"\r\n\r\n" not in reply:
@@ -209,7 +215,7 @@ def start(
         _stage(paths, "engine", say)
         _in_stage(paths, driver, "engine", lambda: _serve_socket(paths, driver))
         _stage(paths, "", say)
-    say(f"VM {name!r} is running: DOCKER_HOST=unix://{paths.docker_sock}")
+    say(f"VM {name!r} is running: DOCKER_HOST={docker_host(paths)}")
     return status(name)
 
 
@@ -272,6 +278,7 @@ def _boot(paths: vmpaths.VMPaths, config: vmconfig.VMConfig, driver: Driver, say
             "accel": chosen,
             "booted_at": time.time(),
             "resize": resize,
+            "docker_listen": "tcp" if sys.platform == "win32" else "unix",
         },
     )
     _stage(paths, "hypervisor", say)
@@ -291,7 +298,7 @@ def _serve_socket(paths: vmpaths.VMPaths, driver: Driver) -> None:
         spawn_hostagent(paths)
     deadline = time.monotonic() + TIMEOUTS["engine"]
     while time.monotonic() < deadline:
-        if ping(paths.docker_sock, timeout=10):
+        if ping(docker_host(paths), timeout=10):
             return
         if locks.holder(paths.hostagent_pid) is None:
             raise VmctlError("the host agent exited: " + console.tail(paths.hostagent_log, 10))
@@ -356,8 +363,9 @@ def stop(
     if driver.is_running():
         say(f"stopping VM {name!r}")
         driver.shutdown(timeout)
-    with contextlib.suppress(FileNotFoundError):
-        paths.docker_sock.unlink()
+    for path in (paths.docker_sock, paths.docker_host):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
     return status(name)
 
 
@@ -400,7 +408,7 @@ def docker_client(name: str = vmpaths.DEFAULT_NAME, timeout: float = 60):
     import docker
 
     paths = vmpaths.vm(name)
-    return docker.DockerClient(base_url=f"unix://{paths.docker_sock}", timeout=timeout)
+    return docker.DockerClient(base_url=docker_host(paths), timeout=timeout)
 
 
 def known_hosts(name: str = vmpaths.DEFAULT_NAME) -> Path:
@@ -435,6 +443,20 @@ def _stage(paths: vmpaths.VMPaths, stage: str, say: Progress) -> None:
     locks.record_stage(paths, stage)
     if stage:
         say(f"[{STAGES.index(stage) + 1}/{len(STAGES)}] {stage}")
+
+
+def _connect(url: str, timeout: float) -> socket.socket:
+    if url.startswith("tcp://"):
+        host, _, port = url.removeprefix("tcp://").rpartition(":")
+        return socket.create_connection((host, int(port)), timeout=timeout)
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.settimeout(timeout)
+        s.connect(url.removeprefix("unix://"))
+    except OSError:
+        s.close()
+        raise
+    return s
 
 
 def _runtime(paths: vmpaths.VMPaths) -> dict:
