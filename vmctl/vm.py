@@ -234,7 +234,12 @@ def _boot(paths: vmpaths.VMPaths, config: vmconfig.VMConfig, driver: Driver, say
     if not paths.disk.exists():
         say(f"creating a {config.disk_gib} GiB disk on {base.disk.name}")
         disk.create_overlay(base, paths.disk, config.disk_gib)
-    elif disk.grow(paths.disk, config.disk_gib):
+    elif (backing := disk.info(paths.disk).backing_file) and not _same(backing, base.disk):
+        say(
+            f"warning: this VM's disk is built on {backing}; the image {base.disk} applies to "
+            f"new VMs only (vmctl delete --name {paths.name} to start over with it)"
+        )
+    if paths.disk.exists() and disk.grow(paths.disk, config.disk_gib):
         say(f"the disk grew to {config.disk_gib} GiB; the guest's filesystem follows")
         resize = True
     if not paths.seed.exists():
@@ -284,6 +289,10 @@ def _boot(paths: vmpaths.VMPaths, config: vmconfig.VMConfig, driver: Driver, say
     _stage(paths, "hypervisor", say)
     say(f"booting with {config.driver} ({chosen}, {config.cpus} CPUs, {config.memory_mib} MiB)")
     _in_stage(paths, driver, "hypervisor", lambda: driver.boot(spec), check_alive=False)
+
+
+def _same(a: str | Path, b: Path) -> bool:
+    return Path(a).resolve() == b.resolve()
 
 
 def accel_qemu() -> str:
