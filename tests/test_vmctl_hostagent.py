@@ -16,8 +16,9 @@ from agentserver import AgentServer, docker_cli, push_test_images
 from sshkit import Sshd
 
 from vmctl import config as vmconfig
-from vmctl import locks, vm
+from vmctl import hostagent, locks, vm
 from vmctl import paths as vmpaths
+from vmctl.errors import VmctlError
 
 
 @pytest.fixture
@@ -131,3 +132,14 @@ def test_a_loopback_tcp_port_where_there_are_no_unix_sockets(rig):
     assert info.stdout.strip() == "linux", info.stderr
     vm.stop_hostagent(paths)
     assert not paths.docker_host.exists()
+
+
+def test_a_hypervisor_that_cannot_be_asked_does_not_stop_the_host_agent():
+    """libvirtd restarting must not cost the user their docker socket."""
+
+    def unreachable() -> bool:
+        raise VmctlError("cannot connect to qemu:///system: is libvirtd running?")
+
+    assert hostagent._gone(unreachable) is False
+    assert hostagent._gone(lambda: False) is True
+    assert hostagent._gone(lambda: True) is False

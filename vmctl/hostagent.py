@@ -216,7 +216,7 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
             with contextlib.suppress(VmctlError):
                 connection.get(wait=1)
         down = connection.down_since
-        if down is not None and time.monotonic() - down > GIVE_UP and not hypervisor_running():
+        if down is not None and time.monotonic() - down > GIVE_UP and _gone(hypervisor_running):
             log("the VM's hypervisor is gone: stopping")
             break
     server.close()
@@ -225,6 +225,16 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
             path.unlink()
     log("stopped")
     return 0
+
+
+def _gone(hypervisor_running: Callable[[], bool]) -> bool:
+    """Only a hypervisor that says so stops us: one we cannot ask (libvirtd restarting) may
+    still run the VM."""
+    try:
+        return not hypervisor_running()
+    except VmctlError as e:
+        log(f"cannot ask the hypervisor ({e}); staying")
+        return False
 
 
 def write_atomic(path: Path, text: str) -> None:
