@@ -50,9 +50,11 @@ from pull import (
     RunFailed,
     Tool,
     Unavailable,
+    cmdline,
     end_pid,
     failure,
     in_workdir,
+    measure_round,
     need,
     print_machine,
     run,
@@ -84,13 +86,6 @@ CGROUP_PARENTS = ("vmctl",)  # ours: only the parent (other agents on this host 
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def comm(pid: int) -> str:
@@ -371,20 +366,14 @@ def timed_run(engine: Tool) -> float:
 
 def run_round(engines: list[Tool], label: str, record: bool) -> None:
     """One run per live engine, in order; a failing engine is reported and dropped."""
-    cells = []
-    for engine in engines:
-        if engine.error:
-            continue
-        try:
-            elapsed = timed_run(engine)
-        except RunFailed as e:
-            engine.error = f"docker run failed: {e}"
-            print(f"  {engine.name}: FAILED, dropped from the bench: {e}", flush=True)
-            continue
-        if record:
-            engine.times.append(elapsed)
-        cells.append(f"{engine.name} {ms(elapsed)} ms")
-    print(f"  {label:<10} " + "  ".join(cells), flush=True)
+    measure_round(
+        engines,
+        f"{label:<10}",
+        record,
+        timed=timed_run,
+        show=lambda elapsed: f"{ms(elapsed)} ms",
+        failed="docker run failed",
+    )
 
 
 def run_all(engines: list[Tool], runs: int, warmup: int) -> None:

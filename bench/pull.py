@@ -485,20 +485,48 @@ def timed_run(tool: Tool, n: int) -> float:
 
 def run_round(tools: list[Tool], n: int, label: str, record: bool) -> None:
     """One pull per live tool, in order; a failing tool is reported and dropped."""
+    measure_round(
+        tools,
+        f"{label:<9}",
+        record,
+        timed=lambda tool: timed_run(tool, n),
+        show=lambda elapsed: f"{elapsed:5.2f}s",
+        failed=f"run {n} failed",
+    )
+
+
+def measure_round(
+    tools: list[Tool],
+    label: str,
+    record: bool,
+    timed: Callable[[Tool], float],
+    show: Callable[[float], str],
+    failed: str,
+) -> None:
+    """Time each live tool once, in order, and print the round on one line; a tool whose run
+    fails is reported and dropped from the rest of the bench (every bench script's round)."""
     cells = []
     for tool in tools:
         if tool.error:
             continue
         try:
-            elapsed = timed_run(tool, n)
+            elapsed = timed(tool)
         except RunFailed as e:
-            tool.error = f"run {n} failed: {e}"
+            tool.error = f"{failed}: {e}"
             print(f"  {tool.name}: FAILED, dropped from the bench: {e}", flush=True)
             continue
         if record:
             tool.times.append(elapsed)
-        cells.append(f"{tool.name} {elapsed:5.2f}s")
-    print(f"  {label:<9} " + "  ".join(cells), flush=True)
+        cells.append(f"{tool.name} {show(elapsed)}")
+    print(f"  {label} " + "  ".join(cells), flush=True)
+
+
+def cmdline(pid: int) -> bytes:
+    """A process's NUL-separated command line, or b"" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def start_tools(names: list[str], ref: str, scratch: Path) -> list[Tool]:

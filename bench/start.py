@@ -40,7 +40,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pull import in_workdir, remove_tree
+from pull import cmdline, in_workdir, remove_tree
 from vmctl_agent import __version__ as agent_version
 from vmctl_agent import syscalls as sc
 from vmctl_agent.containers import Container, Runtime
@@ -105,13 +105,6 @@ def filesystem_of(path: Path) -> str:
         if inside and len(point) > len(best):
             best, fstype = point, fields[fields.index("-") + 1]
     return fstype
-
-
-def cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def read_or_empty(path: Path) -> str:
