@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from vmctl import atomic
 from vmctl.errors import VmctlError
 
 log = logging.getLogger(__name__)
@@ -244,9 +245,4 @@ def _load(cache: Path) -> dict[str, Any]:
 
 def _store(cache: Path, entries: dict[str, Any]) -> None:
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as out:
-        json.dump(entries, out, indent=1, sort_keys=True)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, cache)
+    atomic.write_text(cache, json.dumps(entries, indent=1, sort_keys=True))

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vmctl import atomic
 from vmctl.errors import VmctlError
 
 DRIVERS = ("libvirt", "qemu")
@@ -87,13 +88,7 @@ def load(path: Path) -> VMConfig:
 def save(config: VMConfig, path: Path) -> None:
     """Atomically: a crash leaves the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(config.to_json(), f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(config.to_json(), indent=1) + "\n")
 
 
 def _check(config: VMConfig) -> None:

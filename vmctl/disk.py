@@ -6,12 +6,14 @@ VM deletes only its overlay. `qemu-img` does the work (it ships with QEMU on eve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmctl import atomic
 from vmctl.errors import VmctlError
 from vmctl.image import MANIFEST, BaseImage, file_sha512, read_manifest
 
@@ -144,12 +146,8 @@ def _read_json(path: Path) -> object:
 def _write_stamp(path: Path, stamp: dict) -> None:
     """Best effort: an image directory owned by another user (built with sudo) stays unstamped
     and is simply hashed each time."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(stamp))
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        atomic.write_text(path, json.dumps(stamp))
 
 
 def _fsync(path: Path) -> None:

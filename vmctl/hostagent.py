@@ -27,7 +27,7 @@ from pathlib import Path
 
 import paramiko
 
-from vmctl import locks
+from vmctl import atomic, locks
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
 from vmctl.ssh import Endpoint, Guest
@@ -191,7 +191,7 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
     else:
         server = listen(vm.docker_sock)
         url = f"unix://{vm.docker_sock}"
-    write_atomic(vm.docker_host, url + "\n")
+    atomic.write_text(vm.docker_host, url + "\n")
     log(f"serving {url} -> {runtime['engine_socket']} in the VM")
 
     def accept() -> None:
@@ -235,12 +235,6 @@ def _gone(hypervisor_running: Callable[[], bool]) -> bool:
     except VmctlError as e:
         log(f"cannot ask the hypervisor ({e}); staying")
         return False
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 
+from vmctl import atomic
 from vmctl.errors import VmctlError
 from vmctl.imagerecipe import DEFAULT_RECIPE, RECIPE_VERSION, Recipe, mmdebstrap_argv, recipe_script
 from vmctl.paths import images_dir
@@ -84,9 +85,8 @@ def load(directory: Path) -> BaseImage:
 
 
 def _write_manifest(directory: Path, **fields: object) -> None:
-    tmp = directory / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps({"format": "vmctl-image/1", **fields}, indent=1) + "\n")
-    os.replace(tmp, directory / MANIFEST)
+    text = json.dumps({"format": "vmctl-image/1", **fields}, indent=1) + "\n"
+    atomic.write_text(directory / MANIFEST, text)
 
 
 @contextlib.contextmanager

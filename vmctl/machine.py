@@ -8,12 +8,20 @@ asked of the hypervisor each time.
 
 from __future__ import annotations
 
+import socket
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
 # The guest's console is its first serial port; the kernel writes there and so does systemd.
 DEFAULT_CMDLINE = "root=/dev/vda rw console=ttyS0,115200 quiet systemd.show_status=1"
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now (SSH forwards, QMP over TCP)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @dataclass(frozen=True)

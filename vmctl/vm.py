@@ -28,11 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmctl import cloudinit, console, keys, locks, provision
+from vmctl import atomic, cloudinit, console, keys, locks, provision
 from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
-from vmctl.machine import Driver, MachineSpec
+from vmctl.machine import Driver, MachineSpec, free_port
 from vmctl.ssh import Endpoint, wait_for
 
 Progress = Callable[[str], None]
@@ -259,7 +259,7 @@ def _boot(paths: vmpaths.VMPaths, config: vmconfig.VMConfig, driver: Driver, say
         )
     if paths.serial_log.exists():  # the console tail shown on failure is this boot's
         os.replace(paths.serial_log, paths.serial_log.with_suffix(".log.1"))
-    port = _free_port()
+    port = free_port()
     spec = MachineSpec(
         name=domain_name(paths.name),
         cpus=config.cpus,
@@ -425,9 +425,7 @@ def known_hosts(name: str = vmpaths.DEFAULT_NAME) -> Path:
     paths = vmpaths.vm(name)
     line = _endpoint(paths).known_hosts_line(domain_name(name))
     if not paths.known_hosts.exists() or paths.known_hosts.read_text() != line:
-        tmp = paths.known_hosts.with_name(".known_hosts.tmp")
-        tmp.write_text(line)
-        os.replace(tmp, paths.known_hosts)
+        atomic.write_text(paths.known_hosts, line)
     return paths.known_hosts
 
 
@@ -476,12 +474,4 @@ def _runtime(paths: vmpaths.VMPaths) -> dict:
 
 
 def _write_runtime(paths: vmpaths.VMPaths, data: dict) -> None:
-    tmp = paths.runtime.with_name(".runtime.json.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, paths.runtime)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    atomic.write_text(paths.runtime, json.dumps(data, indent=1) + "\n")

@@ -19,7 +19,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -27,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vmctl import accel
+from vmctl import accel, atomic
 from vmctl.errors import VmctlError
-from vmctl.machine import Driver, MachineSpec
+from vmctl.machine import Driver, MachineSpec, free_port
 from vmctl.paths import VMPaths
 from vmctl.qmp import QmpClient, QmpError
 
@@ -210,8 +209,8 @@ class QemuDriver(Driver):
     def _new_qmp_address(self) -> str:
         if self.transport == "unix":
             return f"unix:{self.vm.qmp_socket}"
-        address = f"tcp:127.0.0.1:{_free_port()}"
-        _write_atomic(self._qmp_addr_file, address)
+        address = f"tcp:127.0.0.1:{free_port()}"
+        atomic.write_text(self._qmp_addr_file, address)
         return address
 
     def is_running(self) -> bool:
@@ -339,18 +338,3 @@ def _lock_holder(path: Path) -> int | None:
     values = struct.unpack(layout, answer)
     kind, pid = (values[0], values[4]) if linux else (values[3], values[2])
     return None if kind == fcntl.F_UNLCK else pid
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
