@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     context.add_argument("--use", action="store_true", help="also make it the current context")
     config = _command(sub, "config", "show or change the VM's settings (next start)", _config)
     _config_flags(config)
-    _command(sub, "gui", "the desktop app", _gui)
+    gui = _command(sub, "gui", "the desktop app", _gui)
+    gui.add_argument("--minimized", action="store_true", help="start in the tray")
     return parser
 
 
@@ -303,7 +304,11 @@ def _config(args) -> int:
 
 
 def _gui(args) -> int:
-    raise VmctlError("the desktop app is not part of this build yet")
+    try:
+        from vmctl_gui import app
+    except ImportError as e:
+        raise VmctlError(f"the desktop app needs PySide6 ({e}): pip install 'vmctl[gui]'") from None
+    return app.main(["--name", args.name, *(["--minimized"] if args.minimized else [])])
 
 
 if __name__ == "__main__":

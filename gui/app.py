@@ -1,0 +1,203 @@
+"""The desktop app: wires one VM's bridge to the dashboard window and the tray, and holds what
+both share (quick runs, terminals, preferences, quitting).
+
+    vmctl gui [--name NAME] [--minimized]
+
+The engine is injected (`Desktop(engine)`), so tests drive the whole app with a fake one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon
+from vmctl_gui import errors, icons, prefs, terminal
+from vmctl_gui.bridge import Bridge
+from vmctl_gui.engine import Engine, RunRequest, VmctlEngine, vmctl_command
+from vmctl_gui.quickrun import QuickRunDialog, RunWindow
+from vmctl_gui.tray import Tray
+from vmctl_gui.window import MainWindow
+
+from vmctl import autostart
+from vmctl.errors import VmctlError
+
+# Quit's question when the VM runs: stop it too (Yes), leave it running (No), or stay (Cancel).
+Ask = Callable[[str, str], QMessageBox.StandardButton]
+
+
+def ask_user(title: str, text: str) -> QMessageBox.StandardButton:
+    buttons = QMessageBox.StandardButton
+    return QMessageBox.question(
+        None, title, text, buttons.Yes | buttons.No | buttons.Cancel, buttons.Cancel
+    )
+
+
+class Desktop:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        tray: bool | None = None,
+        ask: Ask = ask_user,
+        open_terminal: Callable[[list[str]], object] = terminal.open_terminal,
+        poll_ms: int | None = None,
+    ) -> None:
+        self.bridge = Bridge(engine, **({"poll_ms": poll_ms} if poll_ms else {}))
+        self.prefs = prefs.load()
+        self.ask = ask
+        self._open_terminal = open_terminal
+        self.run_windows: list[RunWindow] = []
+        self.quitting = False
+        self.window = MainWindow(self)
+        use_tray = QSystemTrayIcon.isSystemTrayAvailable() if tray is None else tray
+        self.tray = Tray(self) if use_tray else None
+        self.bridge.stateChanged.connect(self._state_changed)
+        self.bridge.busyChanged.connect(lambda _b: self._state_changed(self.bridge.state))
+        self.bridge.error.connect(self._notify)
+
+    def begin(self, minimized: bool | None = None) -> None:
+        if self.tray is not None:
+            self.tray.show()
+        hide = self.prefs.start_minimized if minimized is None else minimized
+        if not (hide and self.tray is not None):
+            self.show_dashboard()
+        self.bridge.begin()
+
+    def has_tray(self) -> bool:
+        return self.tray is not None
+
+    # ---- shared actions ----
+
+    def show_dashboard(self) -> None:
+        self.window.show()
+        self.window.raise_()
+        self.window.activateWindow()
+
+    def quick_run(self, image: str = "") -> RunWindow | None:
+        dialog = QuickRunDialog(self.window if self.window.isVisible() else None, image)
+        if dialog.exec() != QuickRunDialog.DialogCode.Accepted or dialog.request is None:
+            return None
+        return self.repeat(dialog.request)
+
+    def repeat(self, request: RunRequest) -> RunWindow:
+        self.prefs = self.prefs.remember(request)
+        self._save_prefs()
+        window = RunWindow(self.bridge, request)
+        self.run_windows.append(window)
+        window.destroyed.connect(lambda *_: self.run_windows.remove(window))
+        window.show()
+        if self.tray is not None:
+            self.tray.menu.rebuild()
+        return window
+
+    def open_terminal(self) -> None:
+        self._terminal("open a terminal in the VM", self.bridge.engine.ssh_command)
+
+    def open_shell(self, container_id: str) -> None:
+        self._terminal(
+            "open a shell in the container", lambda: self.bridge.engine.shell_command(container_id)
+        )
+
+    def _terminal(self, what: str, command: Callable[[], list[str]]) -> None:
+        try:
+            self._open_terminal(command())
+        except VmctlError as e:
+            self.bridge.error.emit(what, errors.describe(e))
+
+    # ---- preferences ----
+
+    def starts_at_login(self) -> bool:
+        return autostart.enabled()
+
+    def set_preferences(self, at_login: bool, minimized: bool) -> None:
+        self.prefs = prefs.Prefs(minimized, self.prefs.recent_runs)
+        self._save_prefs()
+        try:
+            if at_login and not autostart.enabled():
+                autostart.enable([*app_command(), "--name", self.bridge.engine.name])
+            elif not at_login and autostart.enabled():
+                autostart.disable()
+        except OSError as e:
+            self.bridge.error.emit("change the login item", str(e))
+
+    def _save_prefs(self) -> None:
+        try:
+            prefs.save(self.prefs)
+        except OSError as e:
+            self.bridge.error.emit("save the app's preferences", str(e))
+
+    # ---- state, errors, quitting ----
+
+    def _state_changed(self, state) -> None:
+        if self.tray is not None:
+            self.tray.follow(state)
+
+    def _notify(self, what: str, message: str) -> None:
+        if self.tray is not None and not self.window.isVisible():
+            self.tray.showMessage(f"Could not {what}", message, icons.state_icon("error"))
+
+    def quit(self) -> None:
+        """Ask whether to stop the VM too; a stop finishes (in its worker) before the app ends."""
+        if self.quitting:
+            return
+        running = self.bridge.state.state in ("running", "starting", "degraded")
+        if running:
+            answer = self.ask(
+                "Quit vmctl",
+                f"The VM {self.bridge.engine.name!r} is running. Stop it too?\n"
+                "(No leaves it running: docker keeps working without this app.)",
+            )
+            if answer == QMessageBox.StandardButton.Cancel:
+                return
+            if answer == QMessageBox.StandardButton.Yes:
+                self.quitting = True
+                self.window.hide()
+                self.bridge.busyChanged.connect(self._quit_when_stopped)
+                self.bridge.stop_vm()  # in its worker: the UI stays live until it is done
+                return
+        self._finish_quit()
+
+    def _quit_when_stopped(self, busy: bool) -> None:
+        if not busy:
+            self._finish_quit()
+
+    def _finish_quit(self) -> None:
+        self.quitting = True
+        self.bridge.shutdown()
+        for window in list(self.run_windows):
+            window.close()
+        if self.tray is not None:
+            self.tray.hide()
+        QApplication.quit()
+
+
+def app_command() -> list[str]:
+    """How the login item starts this app."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable]
+    return [*vmctl_command(), "gui"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["cli"]:  # the frozen app runs vmctl's CLI too (Open terminal uses it)
+        from vmctl import cli
+
+        return cli.main(argv[1:])
+    parser = argparse.ArgumentParser(prog="vmctl gui", description="vmctl's desktop app")
+    parser.add_argument("--name", default="default", help="the VM to show (default: default)")
+    parser.add_argument("--minimized", action="store_true", help="start in the tray")
+    args = parser.parse_args(argv)
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    app.setApplicationName("vmctl")
+    app.setWindowIcon(icons.app_icon())
+    app.setQuitOnLastWindowClosed(False)
+    desktop = Desktop(VmctlEngine(args.name))
+    desktop.begin(minimized=args.minimized or None)
+    return app.exec()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

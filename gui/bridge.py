@@ -1,0 +1,327 @@
+"""The one adapter between the engine and Qt: engine calls in, Qt signals out.
+
+Views never call the engine. They call a `Bridge` method, which queues a job (gui.jobs) and
+returns at once; the outcome arrives as a signal on the UI thread. One serial queue per VM
+carries start and stop; reads and container actions share a pool; long streams (events, logs,
+a quick run's output) have their own pool so they never starve the rest.
+
+The VM's state is re-derived every few seconds by a QTimer that queues a job (the UI thread never
+sleeps), and at once after anything that changes it. While the VM runs, the engine's event stream
+keeps the container and image lists live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from PySide6.QtCore import QObject, QTimer, Signal
+from vmctl_gui import errors
+from vmctl_gui.engine import Engine, LayerProgress, RunRequest, VmState
+from vmctl_gui.jobs import Job, JobQueue
+
+POLL_MS = 5000  # state re-derived this often: vmctl status is cheap, the CLI may change it
+EVENTS_RETRY_S = 3.0  # a dropped event stream (VM restarting) is re-opened after this
+REFRESH_DEBOUNCE_MS = 150  # a burst of events (docker run: create, attach, start) → one list
+
+
+class Bridge(QObject):
+    stateChanged = Signal(object)  # VmState
+    startProgress = Signal(str)  # a line of `vmctl start`'s progress
+    versionChanged = Signal(object)  # Version
+    diskChanged = Signal(object)  # DiskUsage
+    containersChanged = Signal(list)  # [ContainerRow]
+    imagesChanged = Signal(list)  # [ImageRow]
+    pullProgress = Signal(str, object)  # ref, LayerProgress
+    pullFinished = Signal(str, bool)  # ref, succeeded
+    error = Signal(str, str)  # what was being done, what to do next
+    busyChanged = Signal(bool)  # a start or stop is in progress
+
+    def __init__(self, engine: Engine, parent: QObject | None = None, poll_ms: int = POLL_MS):
+        super().__init__(parent)
+        self.engine = engine
+        self.vm_queue = JobQueue(f"vm-{engine.name}", serial=True)
+        self.api = JobQueue("api", threads=4)
+        self.streams = JobQueue("streams", threads=16)
+        self.state = VmState(engine.name, "unknown")
+        self._failure: VmState | None = None
+        self._state_job: Job | None = None
+        self._events_job: Job | None = None
+        self._poll = QTimer(self, interval=poll_ms, timeout=self.refresh_state)
+        self._lists = QTimer(self, singleShot=True, interval=REFRESH_DEBOUNCE_MS)
+        self._lists.timeout.connect(self.refresh_lists)
+
+    def begin(self) -> None:
+        """Derive the state now and keep deriving it."""
+        self.refresh_state()
+        self._poll.start()
+
+    def shutdown(self, timeout_ms: int = 5000) -> None:
+        self._poll.stop()
+        for queue in (self.streams, self.api, self.vm_queue):
+            queue.shutdown(timeout_ms)
+
+    # ---- the VM ----
+
+    @property
+    def busy(self) -> bool:
+        return self.vm_queue.busy
+
+    def refresh_state(self) -> None:
+        if self._state_job is not None:
+            return  # one at a time: a slow status (a VM starting) must not pile up jobs
+        self._state_job = self.api.submit(
+            Job(
+                lambda job: self.engine.state(),
+                label="status",
+                on_done=self._got_state,
+                on_error=self._state_failed,
+            )
+        )
+
+    def start_vm(self) -> Job:
+        self._failure = None
+        self._set_state(dataclasses.replace(self.state, state="starting", detail=""))
+        return self._lifecycle(
+            "start the VM",
+            lambda job: self.engine.start(job.progress, lambda: job.cancelled),
+        )
+
+    def stop_vm(self) -> Job:
+        self._failure = None
+        self._cancel_vm_jobs()
+        return self._lifecycle("stop the VM", lambda job: self.engine.stop(job.progress))
+
+    def restart_vm(self) -> Job:
+        self.stop_vm()
+        return self.start_vm()
+
+    def save_config(self, config, on_saved: Callable[[], None] | None = None) -> Job:
+        return self.vm_queue.submit(
+            Job(
+                lambda job: self.engine.save_config(config),
+                label="save settings",
+                on_done=lambda _: on_saved and on_saved(),
+                on_error=self._reporter("save the settings"),
+            )
+        )
+
+    def _lifecycle(self, what: str, fn) -> Job:
+        job = Job(
+            fn,
+            label=what,
+            on_done=self._lifecycle_done,
+            on_error=self._reporter(what, after=self._lifecycle_failed),
+            on_progress=self.startProgress.emit,
+        )
+        self.vm_queue.submit(job)
+        self.busyChanged.emit(True)
+        return job
+
+    def _cancel_vm_jobs(self) -> None:
+        for job in self.vm_queue.jobs:
+            if job.label == "start the VM":
+                job.cancel()
+
+    def _lifecycle_done(self, state: VmState) -> None:
+        if state.state == "error":
+            self._failure = state
+            self.error.emit(
+                "start the VM", f"It failed at stage '{state.failed_stage}': {state.detail}"
+            )
+        self._got_state(state)
+        self.busyChanged.emit(self.vm_queue.busy)
+
+    def _lifecycle_failed(self) -> None:
+        self.busyChanged.emit(self.vm_queue.busy)
+        self.refresh_state()
+
+    def _got_state(self, state: VmState) -> None:
+        self._state_job = None
+        if state.state == "running":
+            self._failure = None
+        elif self._failure is not None and state.state != "starting":
+            state = dataclasses.replace(
+                self._failure, config=state.config, accel=state.accel or self._failure.accel
+            )
+        if self.busy and state.state in ("stopped", "not created") and self._starting():
+            state = dataclasses.replace(state, state="starting")
+        self._set_state(state)
+
+    def _starting(self) -> bool:
+        return any(job.label == "start the VM" for job in self.vm_queue.jobs)
+
+    def _state_failed(self, error: BaseException) -> None:
+        self._state_job = None
+        message = errors.describe(error)
+        if message != self.state.detail:  # once, not at every poll
+            self.error.emit("read the VM's state", message)
+        self._set_state(VmState(self.engine.name, "unknown", message))
+
+    def _set_state(self, state: VmState) -> None:
+        was_running = self.state.state == "running"
+        changed = state != self.state
+        self.state = state
+        if changed:
+            self.stateChanged.emit(state)
+        if state.state == "running" and not was_running:
+            self._engine_came_up()
+        elif state.state != "running" and was_running:
+            self._engine_went_away()
+
+    def _engine_came_up(self) -> None:
+        self.refresh_lists()
+        self.refresh_details()
+        self._follow_events()
+
+    def _engine_went_away(self) -> None:
+        if self._events_job is not None:
+            self._events_job.cancel()
+            self._events_job = None
+        self.containersChanged.emit([])
+        self.imagesChanged.emit([])
+
+    # ---- the engine ----
+
+    def refresh_details(self) -> None:
+        """`docker version` and disk usage: asked once per boot, and after a pull or remove."""
+        self._read("read the engine's version", self.engine.version, self.versionChanged.emit)
+        self._read("read the disk usage", self.engine.disk_usage, self.diskChanged.emit)
+
+    def refresh_lists(self) -> None:
+        self._read("list containers", self.engine.containers, self.containersChanged.emit)
+        self._read("list images", self.engine.images, self.imagesChanged.emit)
+
+    def container_action(self, container_id: str, action: str) -> Job:
+        return self._act(
+            f"{action} the container",
+            lambda: self.engine.container_action(container_id, action),
+        )
+
+    def remove_image(self, image_id: str) -> Job:
+        return self._act("remove the image", lambda: self.engine.remove_image(image_id))
+
+    def pull(self, ref: str) -> Job:
+        def done(_result: object) -> None:
+            self.pullFinished.emit(ref, True)
+            self._changed()
+
+        def failed(error: BaseException) -> None:
+            self.pullFinished.emit(ref, False)
+            self._report(f"pull {ref}", error)
+
+        return self.streams.submit(
+            Job(
+                lambda job: self.engine.pull(ref, job.progress),
+                label=f"pull {ref}",
+                on_done=done,
+                on_error=failed,
+                on_progress=lambda p: self.pullProgress.emit(ref, p),
+            )
+        )
+
+    def run(
+        self,
+        request: RunRequest,
+        on_output: Callable[[str], None],
+        on_done: Callable[[], None] | None = None,
+        on_pull: Callable[[LayerProgress], None] | None = None,
+    ) -> Job:
+        """Pull if needed, run, stream the output; `job.cancel()` stops following it."""
+
+        def work(job: Job) -> None:
+            lines = self.engine.run(request, lambda p: job.progress(p))
+            job.on_cancel(lines.close)
+            for line in lines:
+                job.progress(line)
+
+        def progress(value: object) -> None:
+            if isinstance(value, LayerProgress):
+                if on_pull is not None:
+                    on_pull(value)
+            else:
+                on_output(str(value))
+
+        def finished(_result: object) -> None:
+            if on_done is not None:
+                on_done()
+
+        def failed(error: BaseException) -> None:
+            on_output(f"[failed: {errors.describe(error)}]\n")
+            finished(None)
+            self._report(f"run {request.title}", error)
+
+        return self.streams.submit(
+            Job(work, label=f"run {request.title}", on_done=finished, on_error=failed,
+                on_progress=progress)
+        )  # fmt: skip
+
+    def logs(self, container_id: str, on_line: Callable[[str], None]) -> Job:
+        def work(job: Job) -> None:
+            lines = self.engine.logs(container_id, follow=True)
+            job.on_cancel(lines.close)
+            for line in lines:
+                job.progress(line)
+
+        return self.streams.submit(
+            Job(
+                work,
+                label="logs",
+                on_progress=on_line,
+                on_error=self._reporter("follow the logs"),
+            )
+        )
+
+    def _follow_events(self) -> None:
+        def work(job: Job) -> None:
+            while not job.cancelled:
+                try:
+                    stream = self.engine.events()
+                    job.on_cancel(getattr(stream, "close", lambda: None))
+                    for event in stream:
+                        job.progress(event)
+                except Exception:
+                    if job.cancelled:
+                        return
+                job._cancel.wait(EVENTS_RETRY_S)  # the worker waits; the UI thread never does
+
+        self._events_job = self.streams.submit(
+            Job(work, label="events", on_progress=self._event)
+        )  # fmt: skip
+
+    def _event(self, event: dict) -> None:
+        kind = event.get("Type")
+        if kind in ("container", "image"):
+            self._lists.start()  # restarts the debounce: one refresh after a burst
+        if kind == "image":
+            self.refresh_details()
+
+    def _read(self, what: str, fn, emit) -> Job:
+        return self.api.submit(
+            Job(lambda job: fn(), label=what, on_done=emit, on_error=self._reporter(what))
+        )
+
+    def _act(self, what: str, fn) -> Job:
+        return self.api.submit(
+            Job(
+                lambda job: fn(),
+                label=what,
+                on_done=lambda _r: self._changed(),
+                on_error=self._reporter(what),
+            )
+        )
+
+    def _changed(self) -> None:
+        self.refresh_lists()
+        self.refresh_details()
+
+    def _reporter(self, what: str, after: Callable[[], None] | None = None):
+        def report(error: BaseException) -> None:
+            self._report(what, error)
+            if after is not None:
+                after()
+
+        return report
+
+    def _report(self, what: str, error: BaseException) -> None:
+        self.error.emit(what, errors.describe(error))

@@ -1,0 +1,127 @@
+"""The Containers tab: a live list (the bridge refreshes it from the engine's event stream),
+start / stop / restart / remove on the selected one, a logs window that follows, and a shell
+in the user's terminal."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFontDatabase
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QPlainTextEdit,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+from vmctl_gui import fmt
+from vmctl_gui.bridge import Bridge
+from vmctl_gui.engine import ContainerRow
+from vmctl_gui.jobs import Job
+from vmctl_gui.tables import RowsModel
+
+COLUMNS = (
+    ("Name", lambda c: c.name),
+    ("Image", lambda c: c.image),
+    ("Command", lambda c: c.command),
+    ("State", lambda c: c.status or c.state),
+    ("Created", lambda c: fmt.ago(c.created)),
+    ("Ports", lambda c: c.ports),
+)
+
+
+class ContainersView(QWidget):
+    def __init__(self, bridge: Bridge, open_shell) -> None:
+        super().__init__()
+        self.bridge = bridge
+        self.open_shell = open_shell
+        self.model = RowsModel(COLUMNS, key=lambda c: c.id)
+        self.table = QTableView(
+            selectionBehavior=QAbstractItemView.SelectionBehavior.SelectRows,
+            selectionMode=QAbstractItemView.SelectionMode.SingleSelection,
+            alternatingRowColors=True,
+        )
+        self.table.setModel(self.model)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.doubleClicked.connect(lambda _i: self.show_logs())
+        self.buttons: dict[str, QPushButton] = {}
+        actions = QHBoxLayout()
+        for action in ("start", "stop", "restart", "remove"):
+            button = QPushButton(action.capitalize())
+            button.clicked.connect(lambda _=False, a=action: self.act(a))
+            self.buttons[action] = button
+            actions.addWidget(button)
+        self.buttons["logs"] = QPushButton("Logs", clicked=self.show_logs)
+        self.buttons["shell"] = QPushButton("Open shell", clicked=self.shell)
+        actions.addWidget(self.buttons["logs"])
+        actions.addWidget(self.buttons["shell"])
+        actions.addStretch(1)
+        column = QVBoxLayout(self)
+        column.addLayout(actions)
+        column.addWidget(self.table)
+        self.logs_windows: list[LogsWindow] = []
+        bridge.containersChanged.connect(self.show_rows)
+        self.table.selectionModel().selectionChanged.connect(lambda *_: self._enable())
+        self._enable()
+
+    def show_rows(self, rows: list[ContainerRow]) -> None:
+        chosen = self.selected()
+        self.model.set_rows(sorted(rows, key=lambda c: -c.created))
+        if chosen is not None and (row := self.model.row_of(chosen.id)) >= 0:
+            self.table.selectRow(row)
+        self._enable()
+
+    def selected(self) -> ContainerRow | None:
+        rows = self.table.selectionModel().selectedRows()
+        return self.model.rows[rows[0].row()] if rows else None
+
+    def act(self, action: str) -> Job | None:
+        chosen = self.selected()
+        return self.bridge.container_action(chosen.id, action) if chosen else None
+
+    def show_logs(self) -> LogsWindow | None:
+        chosen = self.selected()
+        if chosen is None:
+            return None
+        window = LogsWindow(self.bridge, chosen)
+        self.logs_windows.append(window)
+        window.destroyed.connect(lambda *_: self.logs_windows.remove(window))
+        window.show()
+        return window
+
+    def shell(self) -> None:
+        chosen = self.selected()
+        if chosen is not None:
+            self.open_shell(chosen.id)
+
+    def _enable(self) -> None:
+        chosen = self.selected()
+        running = chosen is not None and chosen.state == "running"
+        self.buttons["start"].setEnabled(chosen is not None and not running)
+        for name in ("stop", "restart", "shell"):
+            self.buttons[name].setEnabled(running)
+        for name in ("remove", "logs"):
+            self.buttons[name].setEnabled(chosen is not None)
+
+
+class LogsWindow(QPlainTextEdit):
+    """A container's logs, followed until the window closes (closing cancels the stream)."""
+
+    def __init__(self, bridge: Bridge, container: ContainerRow) -> None:
+        super().__init__(readOnly=True, maximumBlockCount=10_000)
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.setWindowTitle(f"Logs: {container.name}")
+        self.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.resize(760, 420)
+        self.job = bridge.logs(container.id, self._append)
+
+    def _append(self, line: str) -> None:
+        self.moveCursor(self.textCursor().MoveOperation.End)
+        self.insertPlainText(line)
+
+    def closeEvent(self, event) -> None:
+        self.job.cancel()
+        super().closeEvent(event)

@@ -1,0 +1,461 @@
+"""What the desktop app asks of the VM and its engine, and the one implementation on vmctl.
+
+`Engine` is the seam the GUI is built against: the window, the tray and the workers call only
+these methods, so tests inject a fake through the constructor (httpx's MockTransport idea) and
+the real `VmctlEngine` wraps vmctl's public API (`vmctl.vm`, `vmctl.config`) plus docker-py on
+the VM's forwarded docker.sock: the same door the docker CLI uses.
+
+Every method may block (a VM start takes minutes under emulation): callers run them in a
+worker (gui.jobs), never on the UI thread. Long operations take `progress` callbacks and a
+`cancelled` check; streams are iterators the caller closes to stop them.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import vmctl
+from vmctl import config as vmconfig
+from vmctl import paths as vmpaths
+from vmctl import vm
+from vmctl.errors import VmctlError
+
+Say = Callable[[str], None]
+
+
+class Cancelled(Exception):
+    """The user cancelled a job; nothing is reported as an error."""
+
+
+@dataclass(frozen=True)
+class VmState:
+    """What the Engine view shows: vmctl's derived status, plus the failure of the last start."""
+
+    name: str
+    state: str  # not created | stopped | starting | running | degraded | error
+    detail: str = ""  # the stage while starting; what does not answer when degraded
+    config: vmconfig.VMConfig = field(default_factory=vmconfig.VMConfig)
+    accel: str | None = None
+    docker_host: str = ""
+    failed_stage: str = ""  # set with state "error"
+    console: str = ""  # the console tail of a failed start
+
+
+@dataclass(frozen=True)
+class Version:
+    """`docker version`'s two halves, side by side."""
+
+    client: dict[str, str]
+    server: dict[str, str]
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    capacity: int  # bytes the guest's disk may grow to
+    host_bytes: int  # what the disk image takes on the host now
+    images_bytes: int  # what the engine's images take in the guest
+    containers_bytes: int
+
+
+@dataclass(frozen=True)
+class ContainerRow:
+    id: str
+    name: str
+    image: str
+    command: str
+    state: str  # created | running | exited | ...
+    status: str  # Docker's words: "Up 3 minutes", "Exited (0) 2 seconds ago"
+    created: int  # unix time
+    ports: str
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    id: str
+    repository: str
+    tag: str
+    size: int
+    created: int
+
+
+@dataclass(frozen=True)
+class LayerProgress:
+    """One line of a pull's progress: a layer's id, Docker's status words, and byte counts."""
+
+    layer: str
+    status: str
+    current: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    image: str
+    command: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()  # KEY=VALUE
+    ports: tuple[str, ...] = ()  # HOST:CONTAINER[/proto]
+
+    @property
+    def title(self) -> str:
+        return " ".join((self.image, *self.command))
+
+
+class Engine:
+    """The calls the GUI makes. Subclasses: VmctlEngine here, a fake in the tests."""
+
+    name: str
+
+    def state(self) -> VmState:
+        raise NotImplementedError
+
+    def start(self, say: Say, cancelled: Callable[[], bool]) -> VmState:
+        raise NotImplementedError
+
+    def stop(self, say: Say) -> VmState:
+        raise NotImplementedError
+
+    def config(self) -> vmconfig.VMConfig:
+        raise NotImplementedError
+
+    def save_config(self, config: vmconfig.VMConfig) -> None:
+        raise NotImplementedError
+
+    def version(self) -> Version:
+        raise NotImplementedError
+
+    def disk_usage(self) -> DiskUsage:
+        raise NotImplementedError
+
+    def containers(self) -> list[ContainerRow]:
+        raise NotImplementedError
+
+    def container_action(self, container_id: str, action: str) -> None:
+        raise NotImplementedError
+
+    def logs(self, container_id: str, follow: bool = True) -> Iterator[str]:
+        raise NotImplementedError
+
+    def images(self) -> list[ImageRow]:
+        raise NotImplementedError
+
+    def pull(self, ref: str, progress: Callable[[LayerProgress], None]) -> None:
+        raise NotImplementedError
+
+    def remove_image(self, image_id: str) -> None:
+        raise NotImplementedError
+
+    def run(self, request: RunRequest, progress: Callable[[LayerProgress], None]) -> Iterator[str]:
+        """Pull if needed, run, yield the output; the last item is '[exited with code N]'."""
+        raise NotImplementedError
+
+    def events(self) -> Iterator[dict]:
+        raise NotImplementedError
+
+    def ssh_command(self) -> list[str]:
+        """argv of an interactive shell in the guest (`vmctl ssh`)."""
+        raise NotImplementedError
+
+    def shell_command(self, container_id: str) -> list[str]:
+        """argv of an interactive shell in a container (`docker exec -it ID sh`)."""
+        raise NotImplementedError
+
+
+ACTIONS = ("start", "stop", "restart", "remove")
+
+
+class VmctlEngine(Engine):
+    """The real engine: vmctl for the VM, docker-py on its docker.sock for the rest.
+
+    `docker_host` overrides where the engine is (tests point it at an agent on the host)."""
+
+    def __init__(self, name: str = vmpaths.DEFAULT_NAME, docker_host: str | None = None) -> None:
+        self.name = name
+        self._docker_host = docker_host
+        self._client = None
+
+    # ---- the VM ----
+
+    def state(self) -> VmState:
+        status = vm.status(self.name)
+        return VmState(
+            self.name,
+            status.state,
+            status.detail,
+            status.config,
+            status.accel,
+            self.docker_host,
+        )
+
+    def start(self, say: Say, cancelled: Callable[[], bool]) -> VmState:
+        def report(message: str) -> None:
+            if cancelled():
+                raise Cancelled
+            say(message)
+
+        try:
+            vm.start(self.name, progress=report)
+        except vm.StageFailed as e:
+            return VmState(
+                self.name,
+                "error",
+                e.reason,
+                self.config(),
+                failed_stage=e.stage,
+                console=e.console,
+            )
+        return self.state()
+
+    def stop(self, say: Say) -> VmState:
+        vm.stop(self.name, progress=say)
+        self._client = None
+        return self.state()
+
+    def config(self) -> vmconfig.VMConfig:
+        return vmconfig.load(vmpaths.vm(self.name).config)
+
+    def save_config(self, config: vmconfig.VMConfig) -> None:
+        vmconfig.save(config, vmpaths.vm(self.name).config)
+
+    @property
+    def docker_host(self) -> str:
+        return self._docker_host or vm.docker_host(vmpaths.vm(self.name))
+
+    # ---- the engine, through docker-py ----
+
+    @property
+    def client(self):
+        if self._client is None:
+            import docker
+
+            self._client = docker.DockerClient(base_url=self.docker_host, timeout=60)
+        return self._client
+
+    def version(self) -> Version:
+        server = self.client.version()
+        engine = next(
+            (c for c in server.get("Components", []) if c.get("Name") == "Engine"), server
+        )
+        import docker
+
+        return Version(
+            client={
+                "Version": vmctl.__version__,
+                "API version": self.client.api.api_version,
+                "docker-py": docker.__version__,
+                "OS/Arch": f"{sys.platform}/{platform.machine().lower()}",
+            },
+            server={
+                "Version": engine.get("Version", server.get("Version", "")),
+                "API version": server.get("ApiVersion", ""),
+                "Kernel": server.get("KernelVersion", ""),
+                "OS/Arch": f"{server.get('Os', '')}/{server.get('Arch', '')}",
+            },
+        )
+
+    def disk_usage(self) -> DiskUsage:
+        df = self.client.df()
+        disk = vmpaths.vm(self.name).disk
+        try:
+            st = disk.stat()
+            host = getattr(st, "st_blocks", 0) * 512 or st.st_size
+        except FileNotFoundError:
+            host = 0
+        return DiskUsage(
+            capacity=self.config().disk_gib << 30,
+            host_bytes=host,
+            images_bytes=sum(i.get("Size", 0) for i in df.get("Images") or []),
+            containers_bytes=sum(c.get("SizeRw", 0) or 0 for c in df.get("Containers") or []),
+        )
+
+    def containers(self) -> list[ContainerRow]:
+        return [_container_row(c) for c in self.client.api.containers(all=True)]
+
+    def container_action(self, container_id: str, action: str) -> None:
+        if action not in ACTIONS:
+            raise ValueError(f"unknown container action {action!r}")
+        api = self.client.api
+        if action == "remove":
+            api.remove_container(container_id, force=True)
+        else:
+            getattr(api, f"{action}")(container_id)
+
+    def logs(self, container_id: str, follow: bool = True) -> LineStream:
+        return LineStream(self.client.api.logs(container_id, stream=True, follow=follow))
+
+    def images(self) -> list[ImageRow]:
+        rows = []
+        for image in self.client.api.images():
+            tags = image.get("RepoTags") or ["<none>:<none>"]
+            for tag in tags:
+                repository, _, name = tag.rpartition(":")
+                rows.append(
+                    ImageRow(
+                        image["Id"],
+                        repository,
+                        name,
+                        image.get("Size", 0),
+                        image.get("Created", 0),
+                    )
+                )
+        return rows
+
+    def pull(self, ref: str, progress: Callable[[LayerProgress], None]) -> None:
+        repository, tag = _split_ref(ref)
+        for message in self.client.api.pull(repository, tag, stream=True, decode=True):
+            if "error" in message:
+                raise VmctlError(message["error"])
+            detail = message.get("progressDetail") or {}
+            progress(
+                LayerProgress(
+                    message.get("id", ""),
+                    message.get("status", ""),
+                    detail.get("current", 0),
+                    detail.get("total", 0),
+                )
+            )
+
+    def remove_image(self, image_id: str) -> None:
+        self.client.api.remove_image(image_id)
+
+    def run(self, request: RunRequest, progress: Callable[[LayerProgress], None]) -> LineStream:
+        import docker
+
+        try:
+            self.client.api.inspect_image(request.image)
+        except docker.errors.ImageNotFound:
+            self.pull(request.image, progress)
+        api = self.client.api
+        container = api.create_container(
+            request.image,
+            command=list(request.command) or None,
+            environment=list(request.env),
+            ports=[p.split(":")[-1] for p in request.ports] or None,
+            host_config=api.create_host_config(port_bindings=_port_bindings(request.ports)),
+        )
+        return self._follow(container["Id"])
+
+    def _follow(self, container_id: str) -> LineStream:
+        api = self.client.api
+
+        def remove() -> None:
+            api.remove_container(container_id, force=True)
+
+        try:
+            api.start(container_id)
+            logs = api.logs(container_id, stream=True, follow=True)
+        except BaseException:
+            remove()
+            raise
+        tail = lambda: f"[exited with code {api.wait(container_id)['StatusCode']}]\n"  # noqa: E731
+        return LineStream(logs, tail=tail, cleanup=remove)
+
+    def events(self) -> Iterator[dict]:
+        return self.client.api.events(decode=True)
+
+    def ssh_command(self) -> list[str]:
+        return [*vmctl_command(), "ssh", "--name", self.name]
+
+    def shell_command(self, container_id: str) -> list[str]:
+        docker_cli = _which("docker")
+        if docker_cli is None:
+            raise VmctlError(
+                "Open shell needs the docker command-line client: install it (on macOS: brew "
+                "install docker; on Windows: the Docker CLI), then try again"
+            )
+        return [docker_cli, "--host", self.docker_host, "exec", "-it", container_id, "sh"]
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def vmctl_command() -> list[str]:
+    """How to run the `vmctl` CLI from a terminal: the frozen app passes `cli` through."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, "cli"]
+    return [sys.executable, "-m", "vmctl.cli"]
+
+
+def _which(program: str) -> str | None:
+    import shutil
+
+    return shutil.which(program)
+
+
+def _container_row(c: dict) -> ContainerRow:
+    names = c.get("Names") or [""]
+    return ContainerRow(
+        id=c["Id"],
+        name=names[0].lstrip("/"),
+        image=c.get("Image", ""),
+        command=c.get("Command", ""),
+        state=c.get("State", ""),
+        status=c.get("Status", ""),
+        created=c.get("Created", 0),
+        ports=", ".join(_port_text(p) for p in c.get("Ports") or []),
+    )
+
+
+def _port_text(port: dict) -> str:
+    inside = f"{port.get('PrivatePort')}/{port.get('Type', 'tcp')}"
+    if port.get("PublicPort"):
+        return f"{port.get('IP', '0.0.0.0')}:{port['PublicPort']}->{inside}"
+    return inside
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    """docker-py wants repository and tag apart; a digest stays in the repository."""
+    if "@" in ref:
+        return ref, ""
+    name, sep, tag = ref.rpartition(":")
+    if sep and "/" not in tag:
+        return name, tag
+    return ref, "latest"
+
+
+def _port_bindings(ports: tuple[str, ...]) -> dict[str, int]:
+    bindings: dict[str, int] = {}
+    for spec in ports:
+        host, _, inside = spec.rpartition(":")
+        bindings[inside] = int(host)
+    return bindings
+
+
+class LineStream:
+    """Decoded lines of a docker-py stream. `close()` may come from another thread (the UI's
+    cancel): it shuts the socket, which ends a blocked read. `tail()` gives a last line when the
+    stream ended by itself; `cleanup()` runs however it ended (a quick run removes its
+    container)."""
+
+    def __init__(
+        self,
+        stream,
+        tail: Callable[[], str] | None = None,
+        cleanup: Callable[[], None] | None = None,
+    ) -> None:
+        self._stream = stream
+        self._tail = tail
+        self._cleanup = cleanup
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        self._stream.close()
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            pending = b""
+            for chunk in self._stream:
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    yield line.decode("utf-8", "replace") + "\n"
+            if pending:
+                yield pending.decode("utf-8", "replace")
+            if self._tail is not None and not self.closed:
+                yield self._tail()
+        finally:
+            if self._cleanup is not None:
+                self._cleanup()

@@ -1,0 +1,122 @@
+"""The Settings tab: the VM's config (vm.json, validated by vmctl.config) and the app's own
+preferences (start at login, start minimised to the tray)."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from vmctl_gui.bridge import Bridge
+
+from vmctl import config as vmconfig
+from vmctl.errors import VmctlError
+
+
+class SettingsView(QWidget):
+    def __init__(self, bridge: Bridge, desktop) -> None:
+        super().__init__()
+        self.bridge = bridge
+        self.desktop = desktop  # owns the app's preferences and the login item
+        self.driver = QComboBox()
+        self.driver.addItems(vmconfig.DRIVERS)
+        self.uri = QLineEdit(placeholderText="default: qemu:///system as root, else session")
+        self.image = QLineEdit(placeholderText="default: Debian 12 genericcloud (downloaded)")
+        self.cpus = QSpinBox(minimum=1, maximum=256)
+        self.memory = QSpinBox(minimum=512, maximum=1 << 20, singleStep=512, suffix=" MiB")
+        self.disk = QSpinBox(minimum=4, maximum=1 << 16, suffix=" GiB")
+        self.mirrors = QPlainTextEdit(placeholderText="one URL a line, e.g. http://10.0.2.2:5000")
+        self.mirrors.setMaximumHeight(70)
+        self.at_login = QCheckBox("Start the app (and the VM) when I log in")
+        self.minimized = QCheckBox("Start minimised to the tray")
+        self.note = QLabel(wordWrap=True, objectName="note")
+        self.save_button = QPushButton("Save", clicked=self.save)
+        self.revert_button = QPushButton("Revert", clicked=self.load)
+        self._layout()
+        self.load()
+
+    def _layout(self) -> None:
+        vm_form = QFormLayout()
+        vm_form.addRow("Driver", self.driver)
+        vm_form.addRow("libvirt URI", self.uri)
+        vm_form.addRow("Base image", self.image)
+        vm_form.addRow("CPUs", self.cpus)
+        vm_form.addRow("Memory", self.memory)
+        vm_form.addRow("Disk", self.disk)
+        vm_form.addRow("Registry mirrors", self.mirrors)
+        vm_box = QGroupBox("Virtual machine")
+        vm_box.setLayout(vm_form)
+        app_box = QGroupBox("This app")
+        app_column = QVBoxLayout(app_box)
+        app_column.addWidget(self.at_login)
+        app_column.addWidget(self.minimized)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.note, 1)
+        buttons.addWidget(self.revert_button)
+        buttons.addWidget(self.save_button)
+        column = QVBoxLayout(self)
+        column.addWidget(vm_box)
+        column.addWidget(app_box)
+        column.addLayout(buttons)
+        column.addStretch(1)
+
+    def load(self) -> None:
+        try:
+            c = self.bridge.engine.config()
+        except VmctlError as e:
+            self.note.setText(str(e))
+            return
+        self.driver.setCurrentText(c.driver)
+        self.uri.setText(c.libvirt_uri or "")
+        self.image.setText(c.image or "")
+        self.cpus.setValue(c.cpus)
+        self.memory.setValue(c.memory_mib)
+        self.disk.setValue(c.disk_gib)
+        self.mirrors.setPlainText("\n".join(c.registry_mirrors))
+        self.at_login.setChecked(self.desktop.starts_at_login())
+        self.minimized.setChecked(self.desktop.prefs.start_minimized)
+        self.note.setText("")
+
+    def edited(self) -> vmconfig.VMConfig:
+        """The form as a config; raises VmctlError with vmctl's own words when it is invalid."""
+        current = self.bridge.engine.config()
+        mirrors = [line.strip() for line in self.mirrors.toPlainText().splitlines()]
+        return vmconfig.VMConfig(
+            cpus=self.cpus.value(),
+            memory_mib=self.memory.value(),
+            disk_gib=self.disk.value(),
+            driver=self.driver.currentText(),
+            libvirt_uri=self.uri.text().strip() or None,
+            accel=current.accel,
+            image=self.image.text().strip() or None,
+            registry_mirrors=tuple(m for m in mirrors if m),
+            insecure_registries=current.insecure_registries,
+        )
+
+    def save(self) -> None:
+        try:
+            config = self.edited()
+        except VmctlError as e:
+            self.note.setText(f"Not saved: {e}")
+            return
+        self.desktop.set_preferences(self.at_login.isChecked(), self.minimized.isChecked())
+        self.note.setText("Saving…")
+        self.bridge.save_config(config, on_saved=self._saved)
+
+    def _saved(self) -> None:
+        running = self.bridge.state.state in ("running", "starting", "degraded")
+        self.note.setText(
+            "Saved. The VM uses it the next time it starts (Restart on the Engine tab)."
+            if running
+            else "Saved."
+        )
