@@ -16,6 +16,8 @@ from registry import Registry
 
 # Tests run console scripts (`vmctl-agent`) from the environment pytest runs in, e.g. .venv/bin.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+# The desktop app's tests draw offscreen: no display is needed, here or in CI.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
 @pytest.fixture(scope="session")

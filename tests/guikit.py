@@ -1,0 +1,187 @@
+"""A fake engine for the desktop app's unit tests, injected through `Desktop(engine)`.
+
+It behaves like the real one where the GUI can tell: calls block (a start waits for `gate`),
+progress arrives while they run, streams block until closed from another thread, and every call
+is recorded with the thread it ran on, so tests can assert nothing ran on the UI thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+
+from vmctl_gui.engine import (
+    Cancelled,
+    ContainerRow,
+    DiskUsage,
+    Engine,
+    ImageRow,
+    LayerProgress,
+    RunRequest,
+    Version,
+    VmState,
+)
+
+from vmctl import config as vmconfig
+
+VERSION = Version(
+    client={"Version": "0.1.0", "API version": "1.47", "OS/Arch": "darwin/arm64"},
+    server={
+        "Version": "0.1.0",
+        "API version": "1.47",
+        "OS/Arch": "linux/amd64",
+        "Kernel": "6.1.0-fake",
+    },
+)
+
+
+class Stream:
+    """Blocks like a socket read until items arrive or `close()` is called (any thread)."""
+
+    def __init__(self, items=()) -> None:
+        self.items: queue.Queue = queue.Queue()
+        for item in items:
+            self.items.put(item)
+        self.closed = threading.Event()
+
+    def put(self, item) -> None:
+        self.items.put(item)
+
+    def end(self) -> None:
+        self.items.put(StopIteration)
+
+    def close(self) -> None:
+        self.closed.set()
+        self.items.put(StopIteration)
+
+    def __iter__(self):
+        while True:
+            item = self.items.get()
+            if item is StopIteration:
+                return
+            yield item
+
+
+class FakeEngine(Engine):
+    def __init__(self, name: str = "default", state: str = "stopped") -> None:
+        self.name = name
+        self._state = VmState(name, state, config=vmconfig.VMConfig(cpus=1, memory_mib=1024))
+        self.calls: list[tuple[str, str]] = []  # (method, thread name)
+        self.gate = threading.Event()  # a start blocks until the test opens it
+        self.gate.set()
+        self.fail_stage: str | None = None  # a start fails at this stage
+        self.errors: dict[str, Exception] = {}  # call ("state", "remove ID") → raised once
+        self.container_rows: list[ContainerRow] = []
+        self.image_rows: list[ImageRow] = []
+        self.event_stream = Stream()
+        self.streams: list[Stream] = []
+        self.saved: list[vmconfig.VMConfig] = []
+
+    def _call(self, method: str) -> None:
+        self.calls.append((method, threading.current_thread().name))
+        error = self.errors.pop(method, None)
+        if error is not None:
+            raise error
+
+    # ---- the VM ----
+
+    def state(self) -> VmState:
+        self._call("state")
+        return self._state
+
+    def start(self, say, cancelled) -> VmState:
+        self._call("start")
+        for stage in ("hypervisor", "ssh", "cloud-init", "deploy", "engine"):
+            self._state = dataclasses.replace(self._state, state="starting", detail=stage)
+            say(f"[{stage}]")
+            if stage == "ssh":
+                while not self.gate.wait(0.01):
+                    if cancelled():
+                        raise Cancelled
+            if stage == self.fail_stage:
+                self._state = dataclasses.replace(self._state, state="stopped", detail="")
+                return dataclasses.replace(
+                    self._state,
+                    state="error",
+                    detail="the guest's sshd did not answer in 300 s",
+                    failed_stage=stage,
+                    console="[    1.234] Kernel panic - not syncing: fake",
+                )
+        self._state = dataclasses.replace(
+            self._state, state="running", detail="", accel="tcg", docker_host="unix:///fake"
+        )
+        return self._state
+
+    def stop(self, say) -> VmState:
+        self._call("stop")
+        say("stopping")
+        self._state = dataclasses.replace(self._state, state="stopped", detail="")
+        return self._state
+
+    def config(self) -> vmconfig.VMConfig:
+        return self._state.config
+
+    def save_config(self, config: vmconfig.VMConfig) -> None:
+        self._call("save_config")
+        self.saved.append(config)
+        self._state = dataclasses.replace(self._state, config=config)
+
+    # ---- the engine ----
+
+    def version(self) -> Version:
+        self._call("version")
+        return VERSION
+
+    def disk_usage(self) -> DiskUsage:
+        self._call("disk_usage")
+        return DiskUsage(20 << 30, 1_500_000_000, 12_000_000, 4096)
+
+    def containers(self) -> list[ContainerRow]:
+        self._call("containers")
+        return list(self.container_rows)
+
+    def container_action(self, container_id: str, action: str) -> None:
+        self._call(f"{action} {container_id}")
+
+    def logs(self, container_id: str, follow: bool = True) -> Stream:
+        self._call(f"logs {container_id}")
+        stream = Stream(["line one\n", "line two\n"])
+        self.streams.append(stream)
+        return stream
+
+    def images(self) -> list[ImageRow]:
+        self._call("images")
+        return list(self.image_rows)
+
+    def pull(self, ref: str, progress) -> None:
+        self._call(f"pull {ref}")
+        progress(LayerProgress(f"{ref.split(':')[-1]}: Pulling from library/{ref}", "", 0, 0))
+        for layer in ("aaaaaaaaaaaa", "bbbbbbbbbbbb"):
+            progress(LayerProgress(layer, "Pulling fs layer"))
+            for current in (100, 200):
+                progress(LayerProgress(layer, "Downloading", current, 200))
+                time.sleep(0.01)
+            progress(LayerProgress(layer, "Pull complete"))
+        self.image_rows.append(ImageRow("sha256:" + "c" * 64, ref, "latest", 4_400_000, 0))
+
+    def remove_image(self, image_id: str) -> None:
+        self._call(f"remove_image {image_id}")
+
+    def run(self, request: RunRequest, progress) -> Stream:
+        self._call(f"run {request.title}")
+        progress(LayerProgress("aaaaaaaaaaaa", "Pull complete"))
+        stream = Stream([f"hello from {request.image}\n"])
+        self.streams.append(stream)
+        return stream
+
+    def events(self) -> Stream:
+        self._call("events")
+        return self.event_stream
+
+    def ssh_command(self) -> list[str]:
+        return ["vmctl", "ssh", "--name", self.name]
+
+    def shell_command(self, container_id: str) -> list[str]:
+        return ["docker", "exec", "-it", container_id, "sh"]

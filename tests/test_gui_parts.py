@@ -1,0 +1,158 @@
+"""The desktop app's pure parts: quick-run input, terminal command lines per OS, the login item,
+preferences, formatting, error words, and the rule that the GUI uses vmctl's public API only."""
+
+from __future__ import annotations
+
+import ast
+import plistlib
+from pathlib import Path
+
+import docker.errors
+import pytest
+import requests
+from vmctl_gui import errors, fmt, prefs
+from vmctl_gui.engine import RunRequest, _split_ref
+from vmctl_gui.quickrun import parse_run
+from vmctl_gui.terminal import terminal_argv
+
+from vmctl import autostart
+from vmctl.errors import VmctlError
+
+GUI = Path(__file__).resolve().parents[1] / "gui"
+PUBLIC = {"vmctl", "vmctl.vm", "vmctl.config", "vmctl.paths", "vmctl.errors", "vmctl.autostart",
+          "vmctl.atomic", "vmctl.cli"}  # fmt: skip
+
+
+def test_parse_run_accepts_what_docker_run_would():
+    request = parse_run(" alpine:3.20 ", "sh -c 'echo a b'", "8080:80, 53:53/udp", "A=1\n\nB=x=y")
+    assert request == RunRequest(
+        "alpine:3.20", ("sh", "-c", "echo a b"), ("A=1", "B=x=y"), ("8080:80", "53:53/udp")
+    )
+    assert request.title == "alpine:3.20 sh -c echo a b"
+    assert parse_run("busybox", "", "", "") == RunRequest("busybox")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (("", "", "", ""), "Image: give one image name"),
+        (("two words", "", "", ""), "Image: give one image name"),
+        (("busybox", "echo 'open", "", ""), "Command: No closing quotation"),
+        (("busybox", "", "80", ""), "Ports: '80' is not HOST:CONTAINER"),
+        (("busybox", "", "70000:80", ""), "Ports: '70000:80' is not HOST:CONTAINER"),
+        (("busybox", "", "", "1A=2"), "Env: '1A=2' is not NAME=value"),
+    ],
+)
+def test_parse_run_says_which_field_is_wrong(fields, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        parse_run(*fields)
+
+
+def test_terminal_command_for_each_platform():
+    cmd = ["vmctl", "ssh", "--name", "dev box"]
+    mac = terminal_argv(cmd, platform="darwin")
+    assert mac[0] == "osascript"
+    assert mac[2] == 'tell application "Terminal" to do script "vmctl ssh --name \'dev box\'"'
+    has = {"wt.exe"}.__contains__
+    assert terminal_argv(cmd, "win32", lambda p: p if has(p) else None)[:4] == [
+        "wt.exe",
+        "new-tab",
+        "--title",
+        "vmctl",
+    ]
+    assert terminal_argv(cmd, "win32", lambda p: None)[:5] == [
+        "cmd.exe",
+        "/c",
+        "start",
+        "vmctl",
+        "cmd.exe",
+    ]
+    only = {"xterm"}.__contains__
+    assert terminal_argv(cmd, "linux", lambda p: p if only(p) else None, {}) == [
+        "xterm",
+        "-e",
+        *cmd,
+    ]
+    assert terminal_argv(cmd, "linux", lambda p: p, {"TERMINAL": "foot"})[:2] == ["foot", "-e"]
+    assert terminal_argv(cmd, "linux", lambda p: p, {})[:2] == ["x-terminal-emulator", "-e"]
+    with pytest.raises(
+        VmctlError, match=r"no terminal emulator was found.*vmctl ssh --name 'dev box'"
+    ):
+        terminal_argv(cmd, "linux", lambda p: None, {})
+
+
+def test_login_item_on_linux_and_macos(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    command = ["/opt/vmctl/vmctl", "gui", "--name", "my vm"]
+    assert "Exec=/opt/vmctl/vmctl gui --name 'my vm'\n" in autostart.desktop_entry(command)
+    plist = plistlib.loads(autostart.launch_agent(command))
+    assert plist["ProgramArguments"] == command and plist["RunAtLoad"] is True
+    assert autostart.entry_path("darwin", tmp_path) == (
+        tmp_path / "Library/LaunchAgents/io.vmctl.desktop.plist"
+    )
+    assert not autostart.enabled()
+    autostart.enable(command)
+    entry = tmp_path / "cfg" / "autostart" / "vmctl.desktop"
+    assert autostart.enabled() and entry.read_text() == autostart.desktop_entry(command)
+    assert [p.name for p in entry.parent.iterdir()] == ["vmctl.desktop"]  # no temp files left
+    autostart.disable()
+    assert not entry.exists() and not autostart.enabled()
+    autostart.disable()  # twice is fine
+
+
+def test_prefs_remember_the_last_runs_and_survive_a_broken_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("VMCTL_HOME", str(tmp_path))
+    assert prefs.load() == prefs.Prefs()
+    p = prefs.Prefs()
+    for n in range(7):
+        p = p.remember(RunRequest("busybox", ("echo", str(n))))
+    p = p.remember(RunRequest("busybox", ("echo", "3")))
+    assert [r.command[1] for r in p.recent_runs] == ["3", "6", "5", "4", "2"]
+    prefs.save(p)
+    assert prefs.load() == p
+    (tmp_path / "desktop.json").write_text('{"recent_runs": [{"no image": 1}]')
+    assert prefs.load() == prefs.Prefs()
+    assert (tmp_path / "desktop.json.broken").exists()
+
+
+def test_sizes_and_times_read_like_the_docker_cli():
+    assert [fmt.size(n) for n in (0, 999, 4_400_000, 1_230_000_000)] == [
+        "0B",
+        "999B",
+        "4.4MB",
+        "1.23GB",
+    ]
+    assert fmt.ago(1000, now=1000.5) == "Just now"
+    assert fmt.ago(1000, now=1030) == "Less than a minute ago"
+    assert fmt.ago(1000, now=1000 + 180) == "3 minutes ago"
+    assert fmt.ago(0, now=86400 * 2) == "2 days ago"
+    assert fmt.short_id("sha256:" + "ab" * 32) == "abababababab"
+    assert _split_ref("busybox") == ("busybox", "latest")
+    assert _split_ref("localhost:5000/x:1") == ("localhost:5000/x", "1")
+    assert _split_ref("localhost:5000/x") == ("localhost:5000/x", "latest")
+
+
+def test_errors_are_described_with_what_to_do_next():
+    assert "Start the VM" in errors.describe(requests.exceptions.ConnectionError("refused"))
+    assert "Start the VM" in errors.describe(FileNotFoundError(2, "No such file"))
+    missing = docker.errors.ImageNotFound("404", explanation="No such image: nope:latest")
+    assert (
+        errors.describe(missing)
+        == "No such image: nope:latest. Check the image name, or pull it first."
+    )
+    assert errors.describe(VmctlError("VM 'x' is not running: vmctl start --name x")) == (
+        "VM 'x' is not running: vmctl start --name x"
+    )
+
+
+def test_the_gui_imports_only_vmctls_public_api():
+    used = set()
+    for path in GUI.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vmctl"):
+                names = [f"{node.module}.{a.name}" for a in node.names]
+                used |= {n for n in names if n in PUBLIC} or {node.module}
+            elif isinstance(node, ast.Import):
+                used |= {a.name for a in node.names if a.name.startswith("vmctl")}
+    used = {u for u in used if not u.startswith("vmctl_gui")}
+    assert used <= PUBLIC, sorted(used - PUBLIC)
