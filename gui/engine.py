@@ -245,7 +245,7 @@ class VmctlEngine(Engine):
                 "Version": vmctl.__version__,
                 "API version": self.client.api.api_version,
                 "docker-py": docker.__version__,
-                "OS/Arch": f"{sys.platform}/{platform.machine().lower()}",
+                "OS/Arch": client_platform(),
             },
             server={
                 "Version": engine.get("Version", server.get("Version", "")),
@@ -369,6 +369,16 @@ class VmctlEngine(Engine):
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+
+
+GO_OS = {"darwin": "darwin", "win32": "windows", "linux": "linux"}
+GO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def client_platform() -> str:
+    """This host as Go names it, like the docker CLI's OS/Arch: darwin/arm64, windows/amd64."""
+    machine = platform.machine().lower()
+    return f"{GO_OS.get(sys.platform, sys.platform)}/{GO_ARCH.get(machine, machine)}"
 
 
 def vmctl_command() -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFormLayout,
@@ -28,6 +30,7 @@ COLUMNS = (
     ("Created", lambda i: fmt.ago(i.created)),
     ("Size", lambda i: fmt.size(i.size)),
 )
+LAYER_ID = re.compile(r"[0-9a-f]{12}")  # docker's short layer ids; other ids are the tag
 DONE_WORDS = ("Pull complete", "Already exists", "Download complete")
 
 
@@ -50,8 +53,7 @@ class PullPanel(QGroupBox):
         self.show()
 
     def advance(self, progress: LayerProgress) -> None:
-        looks_like_layer = progress.layer and ":" not in progress.layer
-        if not looks_like_layer:  # "latest: Pulling from library/x", "Digest: …", "Status: …"
+        if not LAYER_ID.fullmatch(progress.layer):  # the tag's "Pulling from …", "Digest: …"
             self.summary.setText(progress.status)
             return
         bar = self.bars.get(progress.layer)

@@ -157,8 +157,8 @@ class FakeEngine(Engine):
 
     def pull(self, ref: str, progress) -> None:
         self._call(f"pull {ref}")
-        progress(LayerProgress(f"{ref.split(':')[-1]}: Pulling from library/{ref}", "", 0, 0))
-        for layer in ("aaaaaaaaaaaa", "bbbbbbbbbbbb"):
+        progress(LayerProgress("latest", f"Pulling from library/{ref}"))
+        for layer in ("aaaaaaaaaaaa", "bbbbbbbbbbbb"):  # docker's short layer ids
             progress(LayerProgress(layer, "Pulling fs layer"))
             for current in (100, 200):
                 progress(LayerProgress(layer, "Downloading", current, 200))

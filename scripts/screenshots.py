@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Render the desktop app's views and its tray menu to PNG, for the README (as root, Linux).
+
+Real widgets on a real X server (Debian's Xvfb, with `trayer` as the tray host) showing a real
+engine: `vmctl-agent serve` on this host with a loopback registry as its mirror (the tests'
+kit), a pull, a quick run and a running container, so every number on screen is measured.
+
+    python scripts/screenshots.py [--out docs/screenshots] [--docker-host unix:///…/docker.sock]
+
+Needs: apt-get install xvfb trayer libxcb-cursor0 (Qt's xcb plugin refuses to start without it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+DISPLAY = ":97"
+SIZE = (1100, 680)
+WAIT_S = 60.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    parser.add_argument("--docker-host", help="an engine already running (default: start one)")
+    args = parser.parse_args()
+    for tool in ("Xvfb", "trayer"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is missing: apt-get install xvfb trayer libxcb-cursor0")
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="vmctl-shots-") as tmp, x_server():
+        os.environ["VMCTL_HOME"] = str(Path(tmp) / "home")
+        if args.docker_host:
+            return shoot(args.docker_host, args.out)
+        from agentserver import AgentServer, push_test_images
+        from registry import Registry
+
+        registry = Registry(Path(tmp) / "registry")
+        try:
+            push_test_images(registry)
+            (Path(tmp) / "agent").mkdir()
+            server = AgentServer(Path(tmp) / "agent", registry)
+            try:
+                server.docker("run", "-d", "--name", "web", "busybox", "httpd", "-f", "-v")
+                server.docker("run", "--name", "once", "busybox", "echo", "hello")
+                return shoot(server.url, args.out)
+            finally:
+                server.stop()
+        finally:
+            registry.stop()
+
+
+class x_server:
+    """Xvfb plus a tray host, for the life of the `with`."""
+
+    def __enter__(self) -> None:
+        self.xvfb = subprocess.Popen(
+            ["Xvfb", DISPLAY, "-screen", "0", "1280x800x24", "-nolisten", "tcp"]
+        )
+        os.environ.update(DISPLAY=DISPLAY, QT_QPA_PLATFORM="xcb")
+        time.sleep(1.0)  # Xvfb has no readiness signal; a second is ample
+        self.trayer = subprocess.Popen(
+            ["trayer", "--edge", "top", "--align", "right", "--widthtype", "request",
+             "--height", "28", "--tint", "0xdddddd", "--transparent", "true", "--alpha", "0"]
+        )  # fmt: skip
+        time.sleep(0.5)
+
+    def __exit__(self, *exc) -> None:
+        for process in (self.trayer, self.xvfb):
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def shoot(docker_host: str, out: Path) -> int:
+    from PySide6.QtCore import Qt, QTimer
+    from PySide6.QtGui import QPainter, QPixmap
+    from PySide6.QtWidgets import QApplication, QMessageBox
+    from vmctl_gui import icons
+    from vmctl_gui.app import Desktop
+    from vmctl_gui.engine import RunRequest, VmctlEngine, VmState
+
+    class AgentOnHost(VmctlEngine):
+        def state(self) -> VmState:
+            return VmState(self.name, "running", config=self.config(), accel="tcg",
+                           docker_host=self.docker_host)  # fmt: skip
+
+    app = QApplication([sys.argv[0]])
+    app.setWindowIcon(icons.app_icon())
+    desktop = Desktop(
+        AgentOnHost("default", docker_host=docker_host),
+        tray=True,
+        ask=lambda *_: QMessageBox.StandardButton.No,
+    )
+    window = desktop.window
+    window.resize(*SIZE)
+    desktop.begin(minimized=False)
+
+    def settle(check, what: str) -> None:
+        deadline = time.monotonic() + WAIT_S
+        while not check():
+            if time.monotonic() > deadline:
+                raise SystemExit(f"timed out waiting for {what}")
+            app.processEvents()
+            time.sleep(0.02)
+        for _ in range(20):
+            app.processEvents()
+            time.sleep(0.01)
+
+    def save(widget, name: str) -> None:
+        path = out / f"{name}.png"
+        widget.grab().save(str(path))
+        print(path)
+
+    settle(lambda: window.engine_view.version_grid.count() > 0, "docker version")
+    settle(lambda: window.engine_view.disk.rowCount() > 0, "disk usage")
+    window.tabs.setCurrentIndex(0)
+    save(window, "engine")
+    window.tabs.setCurrentIndex(1)
+    settle(lambda: window.containers_view.model.rowCount() >= 2, "the container list")
+    window.containers_view.table.selectRow(0)
+    save(window, "containers")
+    window.tabs.setCurrentIndex(2)
+    window.images_view.ref.setText("hello-world")
+    window.images_view.pull()
+    settle(lambda: "Pulled" in window.images_view.panel.summary.text(), "the pull")
+    save(window, "images")
+    window.tabs.setCurrentIndex(3)
+    save(window, "settings")
+    run = desktop.repeat(RunRequest("busybox", ("sh", "-c", "uname -a; echo; cat /etc/hostname")))
+    settle(lambda: run.finished, "the quick run")
+    save(run, "quick-run")
+    menu = desktop.tray.menu
+    menu.rebuild()
+    menu.popup(window.geometry().topRight())
+    settle(menu.isVisible, "the tray menu")
+    save(menu, "tray-menu")
+    strip = QPixmap(4 * 40, 32)  # the tray icon's four looks, left to right
+    strip.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(strip)
+    for i, look in enumerate(("stopped", "starting", "running", "error")):
+        painter.drawPixmap(i * 40, 0, icons.state_icon(look).pixmap(32, 32))
+    painter.end()
+    strip.save(str(out / "tray-icons.png"))
+    print(out / "tray-icons.png")
+    QTimer.singleShot(0, desktop._finish_quit)
+    app.exec()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
