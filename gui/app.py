@@ -182,21 +182,33 @@ def app_command() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["cli"]:  # the frozen app runs vmctl's CLI too (Open terminal uses it)
-        from vmctl import cli
-
-        return cli.main(argv[1:])
     parser = argparse.ArgumentParser(prog="vmctl gui", description="vmctl's desktop app")
     parser.add_argument("--name", default="default", help="the VM to show (default: default)")
     parser.add_argument("--minimized", action="store_true", help="start in the tray")
+    parser.add_argument(
+        "--self-test", action="store_true", help="draw the window once and exit (packaging)"
+    )
     args = parser.parse_args(argv)
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName("vmctl")
     app.setWindowIcon(icons.app_icon())
     app.setQuitOnLastWindowClosed(False)
     desktop = Desktop(VmctlEngine(args.name))
+    if args.self_test:
+        return _self_test(app, desktop)
     desktop.begin(minimized=args.minimized or None)
     return app.exec()
+
+
+def _self_test(app: QApplication, desktop: Desktop) -> int:
+    """Prove a build works: Qt's platform plugin loads, the window draws, vmctl answers."""
+    desktop.show_dashboard()
+    app.processEvents()
+    image = desktop.window.grab()
+    state = desktop.bridge.engine.state()
+    print(f"vmctl desktop self-test: window {image.width()}x{image.height()}, VM {state.state}")
+    desktop._finish_quit()
+    return 0 if not image.isNull() else 1
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import platform
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import vmctl
 from vmctl import config as vmconfig
@@ -382,9 +383,10 @@ def client_platform() -> str:
 
 
 def vmctl_command() -> list[str]:
-    """How to run the `vmctl` CLI from a terminal: the frozen app passes `cli` through."""
+    """How to run the `vmctl` CLI from a terminal: the packaged app ships it beside itself."""
     if getattr(sys, "frozen", False):
-        return [sys.executable, "cli"]
+        suffix = ".exe" if sys.platform == "win32" else ""
+        return [str(Path(sys.executable).with_name(f"vmctl{suffix}"))]
     return [sys.executable, "-m", "vmctl.cli"]
 
 

@@ -2,6 +2,7 @@
 
 import socket
 import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -85,3 +86,14 @@ def test_zipapp_serves_the_engine_api(tmp_path):
     finally:
         agent.terminate()
         agent.wait(timeout=10)
+
+
+def test_a_packaged_app_deploys_the_agent_it_carries(tmp_path, monkeypatch):
+    carried = tmp_path / "bundle" / agentapp.BUNDLED_NAME
+    carried.parent.mkdir()
+    carried.write_bytes(b"the zipapp packaging/vmctl.spec put in the bundle")
+    monkeypatch.setattr(sys, "_MEIPASS", str(carried.parent), raising=False)
+    assert agentapp.for_deploy(tmp_path / "built.pyz") == carried
+    assert not (tmp_path / "built.pyz").exists()
+    monkeypatch.delattr(sys, "_MEIPASS")
+    assert agentapp.for_deploy(tmp_path / "built.pyz") == tmp_path / "built.pyz"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -24,6 +25,18 @@ import vmctl_agent
 SHEBANG = b"#!/usr/bin/env python3\n"
 MAIN = b"from vmctl_agent.cli import main\n\nraise SystemExit(main())\n"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+BUNDLED_NAME = "vmctl-agent.pyz"  # packaging/vmctl.spec ships the zipapp under this name
+
+
+def for_deploy(dest: Path) -> Path:
+    """The zipapp to deploy: the one the packaged app ships (its sources are not there to
+    build from), else built from the sources at `dest`."""
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle is not None and (Path(bundle) / BUNDLED_NAME).is_file():
+        return Path(bundle) / BUNDLED_NAME
+    return build(dest)
 
 
 def package_dir() -> Path:

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from vmctl import __version__, console, vm
 from vmctl import config as vmconfig
@@ -304,11 +305,17 @@ def _config(args) -> int:
 
 
 def _gui(args) -> int:
+    flags = ["--name", args.name, *(["--minimized"] if args.minimized else [])]
+    if getattr(sys, "frozen", False):  # the packaged app: the desktop program is beside us
+        suffix = ".exe" if sys.platform == "win32" else ""
+        desktop = Path(sys.executable).with_name(f"vmctl-desktop{suffix}")
+        subprocess.Popen([str(desktop), *flags], start_new_session=True)
+        return 0
     try:
         from vmctl_gui import app
     except ImportError as e:
         raise VmctlError(f"the desktop app needs PySide6 ({e}): pip install 'vmctl[gui]'") from None
-    return app.main(["--name", args.name, *(["--minimized"] if args.minimized else [])])
+    return app.main(flags)
 
 
 if __name__ == "__main__":

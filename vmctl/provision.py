@@ -103,7 +103,7 @@ def deploy(
 ) -> None:
     """Put daemon.json and the agent in place when they differ, and (re)start the engine;
     nothing at all when all is in place and the engine runs (the everyday start)."""
-    local = agentapp.build(vmpaths.home() / "agent" / "vmctl-agent.pyz")
+    local = agentapp.for_deploy(vmpaths.home() / "agent" / agentapp.BUNDLED_NAME)
     daemon_json = (json.dumps(config.daemon_json(), indent=1) + "\n").encode()
     script = []
     if state.digests.get(cloudinit.AGENT_PATH) != agentapp.digest(local).split(":", 1)[1]:
