@@ -122,7 +122,7 @@ class EngineView(QWidget):
             self.disk,
             {
                 "Disk image on this computer": fmt.size(usage.host_bytes),
-                "Can grow to": fmt.size(usage.capacity),
+                "Can grow to": f"{usage.capacity >> 30} GiB",
                 "Images": fmt.size(usage.images_bytes),
                 "Containers": fmt.size(usage.containers_bytes),
             },

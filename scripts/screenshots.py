@@ -6,6 +6,10 @@ engine: `vmctl-agent serve` on this host with a loopback registry as its mirror 
 kit), a pull, a quick run and a running container, so every number on screen is measured.
 
     python scripts/screenshots.py [--out docs/screenshots] [--docker-host unix:///…/docker.sock]
+                                  [--vm-image PATH]
+
+With --vm-image, the Engine tab is shot from a real VM booted from that image by clicking
+Start (a few minutes under TCG); the VM is stopped and deleted afterwards.
 
 Needs: apt-get install xvfb trayer libxcb-cursor0 (Qt's xcb plugin refuses to start without it).
 """
@@ -32,6 +36,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     parser.add_argument("--docker-host", help="an engine already running (default: start one)")
+    parser.add_argument("--vm-image", help="boot a VM from this disk image for the Engine tab")
     args = parser.parse_args()
     for tool in ("Xvfb", "trayer"):
         if shutil.which(tool) is None:
@@ -39,8 +44,15 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="vmctl-shots-") as tmp, x_server():
         os.environ["VMCTL_HOME"] = str(Path(tmp) / "home")
+        from PySide6.QtWidgets import QApplication
+        from vmctl_gui import icons
+
+        app = QApplication([sys.argv[0]])
+        app.setWindowIcon(icons.app_icon())
+        if args.vm_image:
+            shoot_vm(app, args.vm_image, args.out)
         if args.docker_host:
-            return shoot(args.docker_host, args.out)
+            return shoot(app, args.docker_host, args.out, engine_tab=not args.vm_image)
         from agentserver import AgentServer, push_test_images
         from registry import Registry
 
@@ -52,7 +64,7 @@ def main() -> int:
             try:
                 server.docker("run", "-d", "--name", "web", "busybox", "httpd", "-f", "-v")
                 server.docker("run", "--name", "once", "busybox", "echo", "hello")
-                return shoot(server.url, args.out)
+                return shoot(app, server.url, args.out, engine_tab=not args.vm_image)
             finally:
                 server.stop()
         finally:
@@ -80,10 +92,58 @@ class x_server:
             process.wait(timeout=10)
 
 
-def shoot(docker_host: str, out: Path) -> int:
+def settle(app, check, what: str, limit: float = WAIT_S) -> None:
+    """Run the event loop until `check()`; then a little more, so the last paint lands."""
+    deadline = time.monotonic() + limit
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        app.processEvents()
+        time.sleep(0.02)
+    for _ in range(20):
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def save(widget, out: Path, name: str) -> None:
+    path = out / f"{name}.png"
+    widget.grab().save(str(path))
+    print(path, flush=True)
+
+
+def shoot_vm(app, image: str, out: Path) -> None:
+    """The Engine tab of a real VM, started with the Start button, then stopped and deleted."""
+    from PySide6.QtWidgets import QMessageBox
+    from vmctl_gui.app import Desktop
+    from vmctl_gui.engine import VmctlEngine
+
+    from vmctl import config as vmconfig
+    from vmctl import paths as vmpaths
+    from vmctl import vm
+
+    paths = vmpaths.vm("default")
+    paths.root.mkdir(parents=True)
+    vmconfig.save(vmconfig.VMConfig(cpus=2, memory_mib=1024, image=image), paths.config)
+    desktop = Desktop(
+        VmctlEngine("default"), tray=False, ask=lambda *_: QMessageBox.StandardButton.Yes
+    )
+    desktop.window.resize(*SIZE)
+    desktop.begin(minimized=False)
+    view = desktop.window.engine_view
+    settle(app, lambda: desktop.bridge.state.state == "stopped", "the VM's state")
+    view.start_button.click()
+    settle(app, lambda: desktop.bridge.state.state in ("running", "error"), "the start", 900)
+    settle(app, lambda: view.version_grid.count() > 0 and view.disk.rowCount() > 0, "details")
+    save(desktop.window, out, "engine")
+    desktop.quit()  # asks; the answer stops the VM
+    settle(app, lambda: not desktop.bridge.busy, "the stop", 180)
+    vm.delete("default")
+
+
+def shoot(app, docker_host: str, out: Path, engine_tab: bool = True) -> int:
     from PySide6.QtCore import Qt, QTimer
     from PySide6.QtGui import QPainter, QPixmap
-    from PySide6.QtWidgets import QApplication, QMessageBox
+    from PySide6.QtWidgets import QMessageBox
     from vmctl_gui import icons
     from vmctl_gui.app import Desktop
     from vmctl_gui.engine import RunRequest, VmctlEngine, VmState
@@ -93,8 +153,6 @@ def shoot(docker_host: str, out: Path) -> int:
             return VmState(self.name, "running", config=self.config(), accel="tcg",
                            docker_host=self.docker_host)  # fmt: skip
 
-    app = QApplication([sys.argv[0]])
-    app.setWindowIcon(icons.app_icon())
     desktop = Desktop(
         AgentOnHost("default", docker_host=docker_host),
         tray=True,
@@ -104,45 +162,30 @@ def shoot(docker_host: str, out: Path) -> int:
     window.resize(*SIZE)
     desktop.begin(minimized=False)
 
-    def settle(check, what: str) -> None:
-        deadline = time.monotonic() + WAIT_S
-        while not check():
-            if time.monotonic() > deadline:
-                raise SystemExit(f"timed out waiting for {what}")
-            app.processEvents()
-            time.sleep(0.02)
-        for _ in range(20):
-            app.processEvents()
-            time.sleep(0.01)
-
-    def save(widget, name: str) -> None:
-        path = out / f"{name}.png"
-        widget.grab().save(str(path))
-        print(path)
-
-    settle(lambda: window.engine_view.version_grid.count() > 0, "docker version")
-    settle(lambda: window.engine_view.disk.rowCount() > 0, "disk usage")
-    window.tabs.setCurrentIndex(0)
-    save(window, "engine")
+    if engine_tab:
+        settle(app, lambda: window.engine_view.version_grid.count() > 0, "docker version")
+        settle(app, lambda: window.engine_view.disk.rowCount() > 0, "disk usage")
+        window.tabs.setCurrentIndex(0)
+        save(window, out, "engine")
     window.tabs.setCurrentIndex(1)
-    settle(lambda: window.containers_view.model.rowCount() >= 2, "the container list")
+    settle(app, lambda: window.containers_view.model.rowCount() >= 2, "the container list")
     window.containers_view.table.selectRow(0)
-    save(window, "containers")
+    save(window, out, "containers")
     window.tabs.setCurrentIndex(2)
     window.images_view.ref.setText("hello-world")
     window.images_view.pull()
-    settle(lambda: "Pulled" in window.images_view.panel.summary.text(), "the pull")
-    save(window, "images")
+    settle(app, lambda: "Pulled" in window.images_view.panel.summary.text(), "the pull")
+    save(window, out, "images")
     window.tabs.setCurrentIndex(3)
-    save(window, "settings")
+    save(window, out, "settings")
     run = desktop.repeat(RunRequest("busybox", ("sh", "-c", "uname -a; echo; cat /etc/hostname")))
-    settle(lambda: run.finished, "the quick run")
-    save(run, "quick-run")
+    settle(app, lambda: run.finished, "the quick run")
+    save(run, out, "quick-run")
     menu = desktop.tray.menu
     menu.rebuild()
     menu.popup(window.geometry().topRight())
-    settle(menu.isVisible, "the tray menu")
-    save(menu, "tray-menu")
+    settle(app, menu.isVisible, "the tray menu")
+    save(menu, out, "tray-menu")
     strip = QPixmap(4 * 40, 32)  # the tray icon's four looks, left to right
     strip.fill(Qt.GlobalColor.transparent)
     painter = QPainter(strip)

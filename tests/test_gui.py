@@ -77,6 +77,21 @@ def test_start_shows_each_stage_then_running_with_docker_version(qtbot, make_des
     assert server.text() == "linux/amd64"
     assert "[engine]" in view.progress.toPlainText()
     assert "DOCKER_HOST=unix:///fake" in view.detail_label.text()
+    qtbot.waitUntil(lambda: view.disk.rowCount() == 4, timeout=WAIT_MS)
+    disk = {
+        view.disk.itemAt(row, view.disk.ItemRole.LabelRole).widget().text(): view.disk.itemAt(
+            row, view.disk.ItemRole.FieldRole
+        )
+        .widget()
+        .text()
+        for row in range(view.disk.rowCount())
+    }
+    assert disk == {
+        "Disk image on this computer": "1.5GB",
+        "Can grow to": "20 GiB",
+        "Images": "12MB",
+        "Containers": "4.1kB",
+    }
     off_ui_thread(engine)
 
 
