@@ -336,9 +336,10 @@ class VmctlEngine(Engine):
             ports=[p.split(":")[-1] for p in request.ports] or None,
             host_config=api.create_host_config(port_bindings=_port_bindings(request.ports)),
         )
-        return self._follow(container["Id"])
+        warnings = [f"WARNING: {w}\n" for w in container.get("Warnings") or []]
+        return self._follow(container["Id"], warnings)
 
-    def _follow(self, container_id: str) -> LineStream:
+    def _follow(self, container_id: str, warnings: list[str]) -> LineStream:
         api = self.client.api
 
         def remove() -> None:
@@ -351,7 +352,7 @@ class VmctlEngine(Engine):
             remove()
             raise
         tail = lambda: f"[exited with code {api.wait(container_id)['StatusCode']}]\n"  # noqa: E731
-        return LineStream(logs, tail=tail, cleanup=remove)
+        return LineStream(logs, tail=tail, cleanup=remove, first=warnings)
 
     def events(self) -> Iterator[dict]:
         return self.client.api.events(decode=True)
@@ -437,17 +438,19 @@ def _port_bindings(ports: tuple[str, ...]) -> dict[str, int]:
 
 class LineStream:
     """Decoded lines of a docker-py stream. `close()` may come from another thread (the UI's
-    cancel): it shuts the socket, which ends a blocked read. `tail()` gives a last line when the
-    stream ended by itself; `cleanup()` runs however it ended (a quick run removes its
-    container)."""
+    cancel): it shuts the socket, which ends a blocked read. `first` lines come before the
+    stream's (the engine's warnings); `tail()` gives a last line when the stream ended by
+    itself; `cleanup()` runs however it ended (a quick run removes its container)."""
 
     def __init__(
         self,
         stream,
         tail: Callable[[], str] | None = None,
         cleanup: Callable[[], None] | None = None,
+        first: list[str] | None = None,
     ) -> None:
         self._stream = stream
+        self._first = first or []
         self._tail = tail
         self._cleanup = cleanup
         self.closed = False
@@ -458,6 +461,7 @@ class LineStream:
 
     def __iter__(self) -> Iterator[str]:
         try:
+            yield from self._first
             pending = b""
             for chunk in self._stream:
                 pending += chunk
