@@ -1,7 +1,10 @@
 """The desktop app: wires one VM's bridge to the dashboard window and the tray, and holds what
 both share (quick runs, terminals, preferences, quitting).
 
-    vmctl gui [--name NAME] [--minimized]
+    vmctl gui [--name NAME] [--minimized] [--start-vm]
+
+The login item runs it with --start-vm: the app comes up (in the tray when so set) and boots
+the VM, so `docker` works once the user is logged in.
 
 The engine is injected (`Desktop(engine)`), so tests drive the whole app with a fake one.
 """
@@ -57,13 +60,23 @@ class Desktop:
         self.bridge.busyChanged.connect(lambda _b: self._state_changed(self.bridge.state))
         self.bridge.error.connect(self._notify)
 
-    def begin(self, minimized: bool | None = None) -> None:
+    def begin(self, minimized: bool | None = None, start_vm: bool = False) -> None:
         if self.tray is not None:
             self.tray.show()
         hide = self.prefs.start_minimized if minimized is None else minimized
         if not (hide and self.tray is not None):
             self.show_dashboard()
+        if start_vm:
+            self.bridge.stateChanged.connect(self._start_once_known)
         self.bridge.begin()
+
+    def _start_once_known(self, state) -> None:
+        """--start-vm: boot the VM once its state is known, unless it already runs."""
+        if state.state == "unknown":
+            return
+        self.bridge.stateChanged.disconnect(self._start_once_known)
+        if state.state in ("stopped", "not created", "error"):
+            self.bridge.start_vm()
 
     def has_tray(self) -> bool:
         return self.tray is not None
@@ -116,7 +129,8 @@ class Desktop:
         self._save_prefs()
         try:
             if at_login and not autostart.enabled():
-                autostart.enable([*app_command(), "--name", self.bridge.engine.name])
+                name = self.bridge.engine.name
+                autostart.enable([*app_command(), "--name", name, "--start-vm"])
             elif not at_login and autostart.enabled():
                 autostart.disable()
         except OSError as e:
@@ -185,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vmctl gui", description="vmctl's desktop app")
     parser.add_argument("--name", default="default", help="the VM to show (default: default)")
     parser.add_argument("--minimized", action="store_true", help="start in the tray")
+    parser.add_argument("--start-vm", action="store_true", help="boot the VM if it is stopped")
     parser.add_argument(
         "--self-test", action="store_true", help="draw the window once and exit (packaging)"
     )
@@ -196,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     desktop = Desktop(VmctlEngine(args.name))
     if args.self_test:
         return _self_test(app, desktop)
-    desktop.begin(minimized=args.minimized or None)
+    desktop.begin(minimized=args.minimized or None, start_vm=args.start_vm)
     return app.exec()
 
 

@@ -37,7 +37,7 @@ class SettingsView(QWidget):
         self.disk = QSpinBox(minimum=4, maximum=1 << 16, suffix=" GiB")
         self.mirrors = QPlainTextEdit(placeholderText="one URL a line, e.g. http://10.0.2.2:5000")
         self.mirrors.setMaximumHeight(70)
-        self.at_login = QCheckBox("Start the app (and the VM) when I log in")
+        self.at_login = QCheckBox("Start the app and the VM when I log in")
         self.minimized = QCheckBox("Start minimised to the tray")
         self.note = QLabel(wordWrap=True, objectName="note")
         self.save_button = QPushButton("Save", clicked=self.save)

@@ -282,7 +282,7 @@ def test_quit_does_not_ask_when_the_vm_is_stopped(qtbot, make_desktop):
     assert asked == [] and desktop.quitting
 
 
-def test_settings_are_validated_by_vmctl_and_saved_through_a_worker(qtbot, make_desktop):
+def test_settings_are_validated_by_vmctl_and_saved_through_a_worker(qtbot, make_desktop, home):
     engine = FakeEngine()
     desktop = make_desktop(engine)
     view = desktop.window.settings_view
@@ -301,11 +301,25 @@ def test_settings_are_validated_by_vmctl_and_saved_through_a_worker(qtbot, make_
     assert engine.saved[-1].memory_mib == 1536
     assert prefs.load().start_minimized
     assert desktop.starts_at_login()
+    entry = (home / "config" / "autostart" / "vmctl.desktop").read_text()
+    assert "gui --name default --start-vm\n" in entry
     view.at_login.setChecked(False)
     view.save()
     qtbot.waitUntil(lambda: len(engine.saved) == 2, timeout=WAIT_MS)
     assert not desktop.starts_at_login()
     off_ui_thread(engine)
+
+
+def test_the_login_item_boots_the_vm_once_its_state_is_known(qtbot, home):
+    engine = FakeEngine()
+    no = QMessageBox.StandardButton.No
+    desktop = Desktop(engine, tray=False, poll_ms=100, ask=lambda title, text: no)
+    qtbot.addWidget(desktop.window)
+    desktop.begin(start_vm=True)
+    qtbot.waitUntil(lambda: desktop.bridge.state.state == "running", timeout=WAIT_MS)
+    qtbot.wait(300)  # later polls do not start it again
+    assert [c for c, _ in engine.calls].count("start") == 1
+    desktop.bridge.shutdown()
 
 
 def test_a_state_read_that_fails_says_so_and_the_next_poll_recovers(qtbot, make_desktop):

@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     _config_flags(config)
     gui = _command(sub, "gui", "the desktop app", _gui)
     gui.add_argument("--minimized", action="store_true", help="start in the tray")
+    gui.add_argument("--start-vm", action="store_true", help="boot the VM if it is stopped")
     return parser
 
 
@@ -305,7 +306,8 @@ def _config(args) -> int:
 
 
 def _gui(args) -> int:
-    flags = ["--name", args.name, *(["--minimized"] if args.minimized else [])]
+    flags = ["--name", args.name]
+    flags += ["--minimized"] * args.minimized + ["--start-vm"] * args.start_vm
     if getattr(sys, "frozen", False):  # the packaged app: the desktop program is beside us
         suffix = ".exe" if sys.platform == "win32" else ""
         desktop = Path(sys.executable).with_name(f"vmctl-desktop{suffix}")
