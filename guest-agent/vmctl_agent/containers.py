@@ -18,6 +18,7 @@ those that ended meanwhile are reported with their real exit status.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import secrets
@@ -114,6 +115,14 @@ class Runtime:
         self.cgroups = groups or cgroups.detect()
         images.containers_using = self.users_of
         self._configs: dict[str, ContainerConfig] = {}
+        self._changes = itertools.count(1)
+        self.generation = 0
+
+    def changed(self) -> None:
+        """A container was made, started, ended or removed, or was found to have ended or
+        gone: views built from the containers' records before now (the API's cached list)
+        are out of date."""
+        self.generation = next(self._changes)
 
     # -- create -----------------------------------------------------------------------------
 
@@ -161,6 +170,8 @@ class Runtime:
         except BaseException:
             remove_tree(staging)
             raise
+        finally:
+            self.changed()
 
     # -- finding ----------------------------------------------------------------------------
 
@@ -198,6 +209,7 @@ class Runtime:
             config = self._config(directory)
             state = _read_state(directory / "state.json")
         except FileNotFoundError:
+            self.changed()  # removed since it was listed
             raise ContainerNotFound(f"No such container: {directory.name}") from None
         container = Container(config, state, directory)
         self._refresh(container)
@@ -229,6 +241,7 @@ class Runtime:
             pids.reap(state.shim_pid)
             ended = atomic.read_json_or_none(container.directory / "exit.json")  # just written?
             if ended is None and not container.directory.exists():
+                self.changed()
                 raise ContainerNotFound(f"No such container: {container.id}")  # --rm: gone
             if ended is None:
                 ended = self._orphaned(container)
@@ -253,6 +266,7 @@ class Runtime:
         state.oom_killed = bool(ended.get("oom_killed", False))
         state.finished_at = ended.get("finished_at", logs.now())
         state.error = ended.get("error", "")
+        self.changed()
         if container.config.create_options.auto_remove:
             return  # its shim is deleting the directory (and was reaped above): nothing to save
         self._save(container)
@@ -266,6 +280,8 @@ class Runtime:
         except FileNotFoundError:
             if not container.config.create_options.auto_remove:
                 raise  # else: it ran, ended and removed itself before we wrote its start
+        finally:
+            self.changed()
 
     # -- start, wait, signals -----------------------------------------------------------------
 
@@ -324,6 +340,7 @@ class Runtime:
 
     def removed(self, container: Container) -> Container:
         """An auto-removed container, as it ended (from the status its shim left behind)."""
+        self.changed()  # whoever asks has found it gone
         tombstone = self.root / ".exits" / f"{container.id}.json"
         ended = atomic.read_json_or_none(tombstone) or {"exit_code": 0}
         state = State(**{**asdict(container.state), "status": "removed"})
@@ -337,6 +354,7 @@ class Runtime:
         atomic.write_json(self.root / ".exits" / f"{container.id}.json", ended)
         doomed = self.root / f".removing-{container.id}"
         os.rename(container.directory, doomed)
+        self.changed()
         remove_tree(doomed)
 
     def attach_stdin(self, ref: str) -> socket.socket:
@@ -404,6 +422,7 @@ class Runtime:
                 self.cgroups.remove(container.id)
             doomed = self.root / f".removing-{container.id}"
             os.rename(container.directory, doomed)
+            self.changed()
         self._configs.pop(container.id, None)
         remove_tree(doomed)
 
