@@ -1,31 +1,29 @@
-"""HTTP/1.1 for the Engine API on a unix socket, with what the docker CLI needs beyond plain
-request/response: streamed (chunked) answers, hijacked connections for attach and exec, and
-dockerd's API-version prefix and error bodies.
+"""The Engine API's requests and responses as handlers see them, with what the docker CLI
+needs beyond plain request/response: streamed (chunked) answers, hijacked connections for
+attach and exec, request bodies read as they come, dockerd's API-version prefix and error bodies.
+How they travel is in wire.py (bytes), connection.py (one exchange) and server.py (the loop).
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import io
 import json
-import os
 import re
 import socket
-import socketserver
 import sys
-import time
 import traceback
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
+from typing import Protocol
 
 from vmctl_agent import errors
+from vmctl_agent.api.wire import Head, Headers, MalformedRequest, content_length
 
 API_VERSION = "1.50"
 MIN_API_VERSION = "1.24"
 MAX_BODY = 64 << 20
-HIJACK_GRACE = 0.02
 _VERSIONED = re.compile(r"^/v(\d+\.\d+)(/.*)$")
 
 
@@ -37,15 +35,32 @@ class ApiError(errors.AgentError):
         self.status = status
 
 
-@dataclass
+class BodySource(Protocol):
+    """Where a request's body comes from: the client's connection (connection.Connection)."""
+
+    sock: socket.socket
+
+    def read(self, size: int) -> bytes: ...
+
+    def readline(self, limit: int) -> bytes: ...
+
+
+@dataclass(eq=False)
 class Request:
     method: str
     path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
+    raw_query: str
+    headers: Headers
     version: str
-    handler: BaseHTTPRequestHandler = field(repr=False)
+    source: BodySource | None = field(default=None, repr=False)
     _body: bytes | None = None
+    _body_failed: bool = False
+    _stream: _LimitedReader | None = None
+
+    @functools.cached_property
+    def query(self) -> dict[str, list[str]]:
+        """Parsed on first use: the list answered from cache only needs the raw string."""
+        return urllib.parse.parse_qs(self.raw_query, keep_blank_values=True)
 
     def arg(self, name: str, default: str = "") -> str:
         values = self.query.get(name)
@@ -68,7 +83,13 @@ class Request:
 
     def body(self) -> bytes:
         if self._body is None:
-            self._body = read_body(self.handler)
+            if self._body_failed:
+                raise ApiError(400, "the request body could not be read")
+            try:
+                self._body = read_body(self.headers, self.source)
+            except Exception:
+                self._body_failed = True  # what is left of it on the socket is unknown
+                raise
         return self._body
 
     def json(self) -> dict:
@@ -85,13 +106,38 @@ class Request:
 
     def body_stream(self) -> io.RawIOBase:
         """The body as a file to read from, for uploads too big to hold (docker load)."""
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            return _ChunkedReader(self.handler.rfile)
-        return _LimitedReader(self.handler.rfile, int(self.headers.get("Content-Length") or 0))
+        if _chunked(self.headers):
+            self._stream = _ChunkedReader(self.source)
+        else:
+            self._stream = _LimitedReader(self.source, _length(self.headers))
+        return self._stream
+
+    def discard_unread_body(self) -> bool:
+        """Read and drop what the handler left of the body, so that the next request on the
+        connection starts where it should; False when that cannot be (then it is closed)."""
+        if self._stream is not None:
+            return self._stream.exhausted
+        if self._body_failed:
+            return False
+        try:
+            self.body()
+        except Exception:  # too large, malformed, or the client left
+            return False
+        return True
 
     @property
     def socket(self) -> socket.socket:
-        return self.handler.connection
+        return self.source.sock
+
+
+def request_from(head: Head, source: BodySource | None) -> Request:
+    """The request a handler sees: the /v1.xx prefix taken off the path and checked."""
+    path, version = head.path, API_VERSION
+    match = _VERSIONED.match(path)
+    if match:
+        version, path = match[1], match[2]
+        check_version(version)
+    return Request(head.method, path, head.query, head.headers, version, source)
 
 
 @dataclass
@@ -108,49 +154,69 @@ def json_response(value, status: int = 200) -> Response:
     return Response(status, json.dumps(value).encode() + b"\n")
 
 
+def error_response(error: Exception) -> Response:
+    """dockerd's error body, with the status dockerd uses for this kind of error."""
+    return json_response({"message": str(error)}, status_of(error))
+
+
 def empty(status: int = 204) -> Response:
     return Response(status, b"", content_type="")
 
 
-def read_body(handler: BaseHTTPRequestHandler) -> bytes:
+def read_body(headers: Headers, source: BodySource | None) -> bytes:
     """The request body: Content-Length or chunked (docker load streams its tar chunked)."""
-    if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
-        return b"".join(read_chunks(handler.rfile))
-    length = int(handler.headers.get("Content-Length") or 0)
+    if _chunked(headers):
+        return b"".join(read_chunks(source))
+    length = _length(headers)
     if length > MAX_BODY:
         raise ApiError(400, f"request body too large ({length} bytes)")
-    return handler.rfile.read(length) if length else b""
+    return source.read(length) if length else b""
 
 
-def read_chunks(rfile, limit: int = MAX_BODY) -> Iterable[bytes]:
+def _chunked(headers: Headers) -> bool:
+    return headers.get("transfer-encoding", "").lower() == "chunked"
+
+
+def _length(headers: Headers) -> int:
+    try:
+        return content_length(headers)
+    except MalformedRequest as e:
+        raise ApiError(400, str(e)) from None
+
+
+def read_chunks(source: BodySource | None, limit: int = MAX_BODY) -> Iterable[bytes]:
     total = 0
     while True:
-        size_line = rfile.readline(1024)
+        size_line = source.readline(1024)
         try:
             size = int(size_line.split(b";")[0].strip() or b"0", 16)
         except ValueError:
             raise ApiError(400, "malformed chunked body") from None
         if size == 0:
-            rfile.readline(1024)
+            source.readline(1024)
             return
         total += size
         if total > limit:
             raise ApiError(400, "request body too large")
-        yield rfile.read(size)
-        rfile.readline(1024)
+        yield source.read(size)
+        source.readline(1024)
 
 
 class _LimitedReader(io.RawIOBase):
-    def __init__(self, rfile, length: int) -> None:
-        self._rfile, self._left = rfile, length
+    def __init__(self, source: BodySource | None, length: int) -> None:
+        self._source, self._left = source, length
 
     def readable(self) -> bool:
         return True
 
+    @property
+    def exhausted(self) -> bool:
+        return self._left == 0
+
     def read(self, size: int = -1) -> bytes:
         size = self._left if size < 0 else min(size, self._left)
-        data = self._rfile.read(size) if size else b""
-        self._left -= len(data)
+        data = self._source.read(size) if size else b""
+        self._left = 0 if size and not data else self._left - len(data)  # 0: the client left
         return data
 
     def readinto(self, buffer) -> int:
@@ -162,15 +228,21 @@ class _LimitedReader(io.RawIOBase):
 class _ChunkedReader(_LimitedReader):
     """A chunked request body, de-chunked as it is read."""
 
-    def __init__(self, rfile) -> None:
-        super().__init__(rfile, 0)
-        self._chunks = read_chunks(rfile, limit=1 << 40)
+    def __init__(self, source: BodySource | None) -> None:
+        super().__init__(source, 0)
+        self._chunks = read_chunks(source, limit=1 << 40)
         self._buffer = b""
+        self._ended = False
+
+    @property
+    def exhausted(self) -> bool:
+        return self._ended
 
     def read(self, size: int = -1) -> bytes:
         while not self._buffer:
             chunk = next(self._chunks, None)
             if chunk is None:
+                self._ended = True
                 return b""
             self._buffer = chunk
         size = len(self._buffer) if size < 0 else size
@@ -215,6 +287,8 @@ def status_of(error: Exception) -> int:
     """The HTTP status dockerd uses for each kind of error."""
     if isinstance(error, ApiError):
         return error.status
+    if isinstance(error, MalformedRequest):
+        return 400
     name = type(error).__name__
     if name in ("ImageNotFound", "ContainerNotFound", "ManifestUnknown", "ExecNotFound"):
         return 404
@@ -227,154 +301,8 @@ def status_of(error: Exception) -> int:
     return 500
 
 
-class Handler(BaseHTTPRequestHandler):
-    """Parses, routes, and writes; the router is set on the server."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "vmctl-agent"
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    do_HEAD = do_POST = do_DELETE = do_PUT = do_GET
-
-    def _serve(self) -> None:
-        request = None
-        try:
-            request = self._request()
-            response = self.server.router(request)
-        except Exception as e:  # every error becomes dockerd's JSON
-            if request is None or request._body is None:
-                self._drain_body()  # what the handler left unread would poison the next request
-            response = json_response({"message": str(e)}, status_of(e))
-        self._write(response)
-
-    def _request(self) -> Request:
-        parts = urllib.parse.urlsplit(self.path)
-        path, version = parts.path, API_VERSION
-        match = _VERSIONED.match(path)
-        if match:
-            version, path = match[1], match[2]
-            check_version(version)
-        query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
-        return Request(self.command, path, query, dict(self.headers.items()), version, self)
-
-    def _drain_body(self) -> None:
-        try:
-            read_body(self)
-        except Exception:
-            self.close_connection = True
-
-    def _write(self, response: Response) -> None:
-        if response.hijack is not None:
-            self._upgrade(response)
-            return
-        self.send_response(response.status)
-        for key, value in response.headers.items():
-            self.send_header(key, value)
-        if response.content_type:
-            self.send_header("Content-Type", response.content_type)
-        if response.stream is not None:
-            self._write_stream(response.stream)
-            return
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
-
-    def _write_stream(self, chunks: Iterable[bytes]) -> None:
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        self.wfile.flush()
-        try:
-            for chunk in chunks:
-                if chunk:
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                    self.wfile.flush()
-            self.wfile.write(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        except BaseException:
-            # The status line is gone: hanging up is the only way left to tell the client
-            # (a truncated chunked body), rather than leave it waiting for the next chunk.
-            self.close_connection = True
-            raise
-        finally:
-            close = getattr(chunks, "close", None)
-            if close:
-                close()
-
-    def _upgrade(self, response: Response) -> None:
-        """101 and the raw socket, as dockerd answers attach and exec start."""
-        self.send_response(101, "UPGRADED")
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Connection", "Upgrade")
-        self.send_header("Upgrade", "tcp")
-        self.end_headers()
-        self.wfile.flush()
-        self.close_connection = True
-        # docker-py reads the stream from the raw socket under its buffered HTTP reader, so
-        # bytes that arrive together with the 101 are lost (docker/docker-py#3332): give it
-        # a moment to finish reading the headers before the first byte of the stream.
-        time.sleep(HIJACK_GRACE)
-        with contextlib.suppress(OSError):  # the client went away: nothing more to say
-            response.hijack(self.connection)
-
-    def address_string(self) -> str:
-        return "unix"
-
-    def log_message(self, format: str, *args) -> None:
-        if os.environ.get("VMCTL_AGENT_ACCESS_LOG"):
-            super().log_message(format, *args)
-
-
-class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    """One thread per connection, on a unix socket created 0660 (owner root)."""
-
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = socket.SOMAXCONN  # 50 `docker run`s at once must all get in
-
-    def handle_error(self, request, client_address) -> None:
-        quiet_disconnects(sys.exc_info()[1])
-
-    def __init__(
-        self, path: str, router: Callable[[Request], Response], gid: int | None = None
-    ) -> None:
-        self.router = router
-        if os.path.exists(path):
-            _refuse_if_live(path)
-            os.unlink(path)
-        old = os.umask(0o117)
-        try:
-            super().__init__(path, Handler)
-        finally:
-            os.umask(old)
-        if gid is not None:
-            os.chown(path, -1, gid)
-        os.chmod(path, 0o660)
-
-    def server_close(self) -> None:
-        """A stopped engine leaves no socket behind for clients to hang on, as dockerd."""
-        super().server_close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.server_address)
-
-
 def quiet_disconnects(error: BaseException | None) -> None:
     """A client that hangs up (the CLI does, after a wait or between requests) is normal."""
     if isinstance(error, ConnectionError | BrokenPipeError):
         return
     traceback.print_exception(error, file=sys.stderr)
-
-
-def _refuse_if_live(path: str) -> None:
-    """Another agent answering on this socket must not be cut off by a second one."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        return
-    finally:
-        probe.close()
-    raise errors.AgentError(f"another engine is already listening on {path}")

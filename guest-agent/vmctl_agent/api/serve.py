@@ -3,34 +3,22 @@ port), until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import ipaddress
+import os
 import signal
 import socket
-import socketserver
 import sys
 import threading
 import urllib.parse
 
 from vmctl_agent.api import events
 from vmctl_agent.api.engine import Engine
-from vmctl_agent.api.http import Handler, UnixServer, quiet_disconnects
-from vmctl_agent.api.routes import router
+from vmctl_agent.api.routes import Router
+from vmctl_agent.api.server import Server
 from vmctl_agent.config import AgentConfig
 from vmctl_agent.errors import AgentError
-
-
-class _LoopbackServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = socket.SOMAXCONN
-
-    def handle_error(self, request, client_address) -> None:
-        quiet_disconnects(sys.exc_info()[1])
-
-    def __init__(self, address: tuple[str, int], route) -> None:
-        self.router = route
-        super().__init__(address, Handler)
 
 
 def run(config: AgentConfig, listen: list[str]) -> int:
@@ -39,18 +27,20 @@ def run(config: AgentConfig, listen: list[str]) -> int:
     engine.images.collect_garbage(wait=False)
     for container in engine.runtime.list():  # found running after a restart of the agent
         events.watch(engine, container)
-    servers = [_server(address, router(engine), gid) for address in listen]
+    listeners = [listener(address, gid) for address in listen]
+    server = Server(listeners, Router(engine))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
-    for t in threads:
-        t.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"vmctl-agent: serving the Engine API on {', '.join(listen)}", file=sys.stderr)
     stop.wait()
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    server.shutdown()
+    paths = [s.getsockname() for s in listeners if s.family == socket.AF_UNIX]
+    server.server_close()
+    for path in paths:  # a stopped engine leaves no socket for clients to hang on, as dockerd
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
     return 0
 
 
@@ -65,16 +55,53 @@ def socket_group(config: AgentConfig) -> int | None:
         return None
 
 
-def _server(address: str, route, gid: int | None = None):
+def listener(address: str, gid: int | None = None) -> socket.socket:
+    """A listening socket for `unix:///PATH` or `tcp://LOOPBACK:PORT`."""
     parts = urllib.parse.urlsplit(address)
     if parts.scheme == "unix":
-        return UnixServer(parts.path, route, gid)
+        return unix_listener(parts.path, gid)
     if parts.scheme == "tcp":
         host = parts.hostname or ""
         if not _loopback(host):
             raise AgentError(f"refusing to listen on {host}: only loopback TCP addresses")
-        return _LoopbackServer((host, parts.port or 2375), route)
+        return socket.create_server(
+            (host, parts.port or 2375), backlog=socket.SOMAXCONN, reuse_port=False
+        )
     raise AgentError(f"unsupported listen address {address!r}: use unix:///PATH")
+
+
+def unix_listener(path: str, gid: int | None = None) -> socket.socket:
+    """A unix socket created 0660 (owner root, group `gid`), with room in its backlog for 50
+    `docker run`s at once."""
+    if os.path.exists(path):
+        _refuse_if_live(path)
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o117)
+    try:
+        sock.bind(path)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.umask(old)
+    if gid is not None:
+        os.chown(path, -1, gid)
+    os.chmod(path, 0o660)
+    sock.listen(socket.SOMAXCONN)
+    return sock
+
+
+def _refuse_if_live(path: str) -> None:
+    """Another agent answering on this socket must not be cut off by a second one."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return
+    finally:
+        probe.close()
+    raise AgentError(f"another engine is already listening on {path}")
 
 
 def _loopback(host: str) -> bool:
