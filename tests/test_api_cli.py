@@ -329,6 +329,39 @@ def test_a_thousand_concurrent_list_requests(agent):
     assert statuses == [200] * 1000
 
 
+def test_the_list_shows_each_change_at_once_though_it_is_cached(agent):
+    """GET /containers/json is answered from a cache: whatever the CLI just did shows in the
+    very next list, asked on the same keep-alive connection."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(agent.socket))
+    conn = http.client.HTTPConnection("localhost")
+    conn.sock = sock
+
+    def states() -> dict[str, str]:
+        conn.request("GET", "/v1.41/containers/json?all=1")
+        rows = json.loads(conn.getresponse().read())
+        return {row["Names"][0]: f"{row['State']} {row['Status']}" for row in rows}
+
+    assert "/cached" not in states()
+    ok(agent.docker("create", "--name", "cached", "busybox", "sleep", "60"))
+    assert states()["/cached"] == "created Created"
+    ok(agent.docker("start", "cached"))
+    assert states()["/cached"].startswith("running Up ")
+    ok(agent.docker("stop", "-t", "0", "cached"))
+    assert states()["/cached"].startswith("exited Exited (137) ")
+    ok(agent.docker("rm", "cached"))
+    assert "/cached" not in states()
+    ok(agent.docker("run", "--rm", "--name", "brief", "busybox", "true"))
+    assert "/brief" not in states()
+    ok(agent.docker("run", "-d", "--name", "ender", "busybox", "sh", "-c", "exit 3"))
+    deadline = time.monotonic() + 15  # it ends on its own: nobody asks the engine
+    while not states()["/ender"].startswith("exited") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert states()["/ender"].startswith("exited Exited (3) ")
+    ok(agent.docker("rm", "ender"))
+    conn.close()
+
+
 def test_a_client_that_leaves_mid_attach_or_mid_pull(agent):
     ok(
         agent.docker(

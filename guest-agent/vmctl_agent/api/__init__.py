@@ -1,12 +1,17 @@
 """The Docker Engine API, served by the agent on a unix socket: the door that the docker CLI,
 docker-py, vmctl and the GUI all use.
 
-    http.py        HTTP/1.1 plumbing: versions, errors, streams, hijacked connections
+    serve.py       `vmctl-agent serve`: the listening sockets, the engine, signals
+    server.py      the event loop: reads every connection, answers what needs no waiting
+    connection.py  one request answered on a thread: bodies, streams, hijacked connections
+    wire.py        HTTP/1.1 request heads from bytes, response heads to bytes
+    http.py        requests and responses as handlers see them: versions, errors, bodies
     engine.py      the image store, the runtime and the registry client, together
-    routes.py      which path goes to which handler
+    routes.py      which path goes to which handler, and which can answer at once
     system.py      /_ping /version /info
     images.py      /images/...
     containers.py  /containers/...
+    listing.py     /containers/json, from a cache kept while no container changes
     execs.py       /containers/{id}/exec and /exec/...
     streams.py     Docker's framing of container output (multiplexed stdout/stderr)
 """

@@ -1,5 +1,5 @@
-"""/containers: create, list, inspect, start, stop, kill, restart, wait, remove, logs, attach,
-resize, top and stats, with dockerd's status codes and body shapes."""
+"""/containers: create, inspect, start, stop, kill, restart, wait, remove, logs, attach,
+resize, top and stats, with dockerd's status codes and body shapes (the list is listing.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 
 from vmctl_agent import logs as logfile
 from vmctl_agent.api import events, streams
-from vmctl_agent.api.http import ApiError, Response, empty, json_response, parse_filters
+from vmctl_agent.api.http import ApiError, Response, empty, json_response
 from vmctl_agent.containers import Container, ContainerNotFound
 from vmctl_agent.content import tree_size
 from vmctl_agent.spec import CreateOptions
@@ -91,75 +91,6 @@ def _network(mode: str) -> tuple[str, list[str]]:
 
 
 # -- reading -----------------------------------------------------------------------------------
-
-
-def list_(engine, request) -> Response:
-    filters = parse_filters(request.arg("filters"))
-    found = engine.runtime.list(all=request.flag("all") or "status" in filters)
-    rows = [summary(c) for c in found if _matches(c, filters)]
-    limit = request.int_arg("limit", -1)
-    return json_response(rows[:limit] if limit and limit > 0 else rows)
-
-
-def _matches(container: Container, filters: dict[str, list[str]]) -> bool:
-    labels = container.config.create_options.labels
-    checks = {
-        "status": lambda v: container.state.status == v,
-        "name": lambda v: v.lstrip("/") in container.name,
-        "id": lambda v: container.id.startswith(v),
-        "label": lambda v: _label_matches(labels, v),
-        "ancestor": lambda v: v in (container.config.image, container.config.image_id),
-    }
-    for key, values in filters.items():
-        check = checks.get(key)
-        if check is None:
-            raise ApiError(400, f"invalid filter '{key}'")
-        if not any(check(v) for v in values):
-            return False
-    return True
-
-
-def _label_matches(labels: dict[str, str], wanted: str) -> bool:
-    key, sep, value = wanted.partition("=")
-    return key in labels and (not sep or labels[key] == value)
-
-
-def summary(c: Container) -> dict:
-    process = c.config.process_spec
-    return {
-        "Id": c.id,
-        "Names": ["/" + c.name],
-        "Image": c.config.image,
-        "ImageID": c.config.image_id,
-        "Command": " ".join(process.args),
-        "Created": int(logfile.parse_time(c.config.created)),
-        "Ports": [],
-        "Labels": dict(c.config.create_options.labels),
-        "State": c.state.status,
-        "Status": _status_text(c),
-        "HostConfig": {"NetworkMode": c.config.network},
-        "NetworkSettings": {"Networks": {}},
-        "Mounts": [],
-    }
-
-
-def _status_text(c: Container) -> str:
-    state = c.state
-    if state.running:
-        return "Up " + _ago(state.started_at)
-    if state.status == "exited":
-        return f"Exited ({state.exit_code}) {_ago(state.finished_at)} ago"
-    return "Created"
-
-
-def _ago(stamp: str) -> str:
-    seconds = max(0.0, time.time() - logfile.parse_time(stamp))
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= 2 * size:
-            return f"{int(seconds // size)} {unit}"
-    if seconds >= 60:
-        return "About a minute"
-    return "Less than a second" if seconds < 1 else f"{int(seconds)} seconds"
 
 
 def inspect(engine, request, id: str) -> Response:

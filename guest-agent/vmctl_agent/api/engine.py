@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from vmctl_agent.api.events import EventBus
+from vmctl_agent.api.listing import ListCache
 from vmctl_agent.auth import Credentials, docker_config_credentials
 from vmctl_agent.config import AgentConfig
 from vmctl_agent.containers import Runtime
@@ -51,6 +52,7 @@ class Engine:
         self.runtime = Runtime(config.data_root, self.images)
         self.execs: dict[str, ExecRecord] = {}
         self.events = EventBus()
+        self.container_list = ListCache()
         self.started = time.time()
         self._saved_credentials = docker_config_credentials()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from vmctl_agent.api import containers, events, execs, images, system
+from vmctl_agent.api import containers, events, execs, images, listing, system
 from vmctl_agent.api.http import ApiError, Request, Response
 
 _ID = r"(?P<id>[^/]+)"
@@ -29,7 +29,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", rf"/images/{_NAME}/tag", images.tag),
     ("DELETE", rf"/images/{_NAME}", images.remove),
     ("POST", r"/containers/create", containers.create),
-    ("GET", r"/containers/json", containers.list_),
+    ("GET", r"/containers/json", listing.list_),
     ("GET", rf"/containers/{_ID}/json", containers.inspect),
     ("POST", rf"/containers/{_ID}/start", containers.start),
     ("POST", rf"/containers/{_ID}/stop", containers.stop),
@@ -51,10 +51,11 @@ _COMPILED = [(method, re.compile(pattern + "$"), fn) for method, pattern, fn in 
 _PLAIN = {(m, p): fn for m, p, fn in ROUTES if re.escape(p) == p}  # no pattern: a dict look-up
 
 # Answers that need no disk, no process and no lock, given on the server's event loop; each
-# returns None when it cannot answer that way.
+# returns None when it cannot answer that way (the list, when its cache is stale).
 AT_ONCE: dict[Callable, Callable] = {
     system.ping: system.ping,
     system.version: system.version,
+    listing.list_: listing.cached,
 }
 
 

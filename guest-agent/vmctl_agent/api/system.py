@@ -173,8 +173,8 @@ def _machine_id() -> str:
 
 def disk_usage(engine, request) -> Response:
     """GET /system/df: what `docker system df` sums up."""
-    from vmctl_agent.api import containers as container_api
     from vmctl_agent.api import images as image_api
+    from vmctl_agent.api import listing
 
     images = json.loads(image_api.list_(engine, request).body)
     containers = engine.runtime.list(all=True)
@@ -186,7 +186,7 @@ def disk_usage(engine, request) -> Response:
         image["SharedSize"] = 0
     rows = []
     for c in containers:
-        row = container_api.summary(c)
+        row = listing.summary(c)
         row["SizeRw"] = tree_size(c.directory / "upper")
         row["SizeRootFs"] = row["SizeRw"]
         rows.append(row)

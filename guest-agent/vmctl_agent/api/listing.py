@@ -1,0 +1,149 @@
+"""GET /containers/json (`docker ps`), answered from a cache of its serialized body.
+
+Clients poll this list (`docker ps`, the GUI, compose); building it reads every container's
+state and checks every running one's processes. So each answer is kept per query string and
+given again, from the event loop, until the runtime's generation moves (a container created,
+started, ended or removed: containers.Runtime.changed), a Status text in it ("Up 3 seconds")
+would read differently, or a second has gone by, whichever is first. Status is still derived
+from the containers' records and processes, each time the answer is rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from vmctl_agent import logs as logfile
+from vmctl_agent.api.http import ApiError, Response, parse_filters
+from vmctl_agent.containers import Container
+
+MAX_AGE = 1.0  # seconds: what a change the runtime was not told of could hide, at most
+MAX_ENTRIES = 64  # distinct query strings kept
+
+
+class ListCache:
+    """Serialized answers by query string, each valid for one generation until a deadline."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[int, float, bytes]] = {}
+        self.building = threading.Lock()  # one rebuild at a time; the others then find it
+
+    def get(self, query: str, generation: int, now: float) -> bytes | None:
+        entry = self._entries.get(query)
+        if entry is None or entry[0] != generation or now >= entry[1]:
+            return None
+        return entry[2]
+
+    def put(self, query: str, generation: int, until: float, body: bytes) -> None:
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries = {}
+        self._entries[query] = (generation, until, body)
+
+
+def cached(engine, request) -> Response | None:
+    """The cached answer, or None: then list_ builds it, on a thread."""
+    body = engine.container_list.get(request.raw_query, engine.runtime.generation, time.time())
+    return None if body is None else Response(200, body)
+
+
+def list_(engine, request) -> Response:
+    cache = engine.container_list
+    with cache.building:
+        found = cached(engine, request)
+        if found is not None:  # another request built it while this one waited
+            return found
+        generation = engine.runtime.generation  # read first: a change meanwhile makes it stale
+        now = time.time()
+        body, valid_for = _build(engine, request, now)
+        cache.put(request.raw_query, generation, now + min(valid_for, MAX_AGE), body)
+    return Response(200, body)
+
+
+def _build(engine, request, now: float) -> tuple[bytes, float]:
+    """The answer, and for how many seconds its Status texts hold."""
+    filters = parse_filters(request.arg("filters"))
+    found = engine.runtime.list(all=request.flag("all") or "status" in filters)
+    rows, valid_for = [], MAX_AGE
+    for c in found:
+        if _matches(c, filters):
+            row, holds = _row(c, now)
+            rows.append(row)
+            valid_for = min(valid_for, holds)
+    limit = request.int_arg("limit", -1)
+    rows = rows[:limit] if limit and limit > 0 else rows
+    return json.dumps(rows).encode() + b"\n", valid_for
+
+
+def _matches(container: Container, filters: dict[str, list[str]]) -> bool:
+    labels = container.config.create_options.labels
+    checks = {
+        "status": lambda v: container.state.status == v,
+        "name": lambda v: v.lstrip("/") in container.name,
+        "id": lambda v: container.id.startswith(v),
+        "label": lambda v: _label_matches(labels, v),
+        "ancestor": lambda v: v in (container.config.image, container.config.image_id),
+    }
+    for key, values in filters.items():
+        check = checks.get(key)
+        if check is None:
+            raise ApiError(400, f"invalid filter '{key}'")
+        if not any(check(v) for v in values):
+            return False
+    return True
+
+
+def _label_matches(labels: dict[str, str], wanted: str) -> bool:
+    key, sep, value = wanted.partition("=")
+    return key in labels and (not sep or labels[key] == value)
+
+
+def summary(c: Container) -> dict:
+    """A row of the list, as dockerd writes it (Status as of now)."""
+    return _row(c, time.time())[0]
+
+
+def _row(c: Container, now: float) -> tuple[dict, float]:
+    process = c.config.process_spec
+    status, holds = status_text(c, now)
+    row = {
+        "Id": c.id,
+        "Names": ["/" + c.name],
+        "Image": c.config.image,
+        "ImageID": c.config.image_id,
+        "Command": " ".join(process.args),
+        "Created": int(logfile.parse_time(c.config.created)),
+        "Ports": [],
+        "Labels": dict(c.config.create_options.labels),
+        "State": c.state.status,
+        "Status": status,
+        "HostConfig": {"NetworkMode": c.config.network},
+        "NetworkSettings": {"Networks": {}},
+        "Mounts": [],
+    }
+    return row, holds
+
+
+def status_text(c: Container, now: float) -> tuple[str, float]:
+    """`Up 5 minutes`, `Exited (0) 3 seconds ago` or `Created`, and for how many more
+    seconds it reads so."""
+    state = c.state
+    if state.running:
+        text, holds = _ago(state.started_at, now)
+        return "Up " + text, holds
+    if state.status == "exited":
+        text, holds = _ago(state.finished_at, now)
+        return f"Exited ({state.exit_code}) {text} ago", holds
+    return "Created", MAX_AGE
+
+
+def _ago(stamp: str, now: float) -> tuple[str, float]:
+    seconds = max(0.0, now - logfile.parse_time(stamp))
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{int(seconds // size)} {unit}", size - seconds % size
+    if seconds >= 60:
+        return "About a minute", 120 - seconds
+    if seconds < 1:
+        return "Less than a second", 1 - seconds
+    return f"{int(seconds)} seconds", 1 - seconds % 1
