@@ -60,7 +60,10 @@ class Server:
         try:
             while not self._stopping:
                 for key, events in self._selector.select():
-                    key.data(key.fileobj, events)
+                    try:
+                        key.data(key.fileobj, events)
+                    except Exception as e:  # a bug here must not stop the engine answering
+                        quiet_disconnects(e)
         finally:
             self._stopped.set()
 
