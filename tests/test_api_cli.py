@@ -92,6 +92,17 @@ def test_run_with_flags(agent):
     assert "flags" not in ok(agent.docker("ps", "-a", "--format", "{{.Names}}"))
 
 
+def test_published_ports_are_not_silently_dropped(agent):
+    run = agent.docker("run", "--rm", "-p", "8080:80", "busybox", "true")
+    assert run.returncode == 0, run.stderr
+    assert (
+        "WARNING: Published ports are discarded: this engine has no bridge network yet, "
+        "so the container runs with --network none"
+    ) in run.stderr
+    plain = agent.docker("run", "--rm", "busybox", "true")
+    assert "WARNING" not in plain.stderr
+
+
 def test_exit_codes_and_errors(agent):
     assert agent.docker("run", "--rm", "busybox", "sh", "-c", "exit 3").returncode == 3
     missing = agent.docker("run", "--rm", "busybox", "nosuchcommand")

@@ -133,3 +133,11 @@ def test_container_list_follows_the_engine_and_the_buttons_act(qtbot, desktop, s
     qtbot.waitUntil(lambda: view.model.rowCount() == 0, timeout=WAIT_MS)
     assert containers(server) == []
     assert desktop.window.errors.isHidden(), desktop.window.errors.text.text()
+
+
+def test_quick_run_with_ports_shows_the_engines_warning(qtbot, desktop):
+    window = desktop.repeat(RunRequest("busybox", ("echo", "up"), ports=("8080:80",)))
+    qtbot.waitUntil(lambda: window.finished, timeout=WAIT_MS)
+    text = window.toPlainText()
+    assert text.startswith("WARNING: Published ports are discarded: this engine has no bridge")
+    assert "up\n[exited with code 0]\n" in text

@@ -46,6 +46,11 @@ def _options(body: dict, name: str) -> tuple[CreateOptions, list[str]]:
     if not body.get("Image"):
         raise ApiError(400, "Config.Image is required")
     network, warnings = _network(host.get("NetworkMode") or "default")
+    if any(host.get("PortBindings") or {}) or host.get("PublishAllPorts"):
+        warnings.append(
+            "Published ports are discarded: this engine has no bridge network yet, "
+            f"so the container runs with --network {network}"
+        )
     security = host.get("SecurityOpt") or []
     options = CreateOptions(
         image=body["Image"],
