@@ -203,9 +203,10 @@ def test_later_entries_replace_earlier_ones(tmp_path):
 
 def test_many_directories_do_not_exhaust_file_descriptors(tmp_path):
     entries = [file(f"d{i}/sub/f", b"x") for i in range(1500)]
+    before = len(os.listdir("/proc/self/fd"))  # others' (Qt's, the registry's) stay open
     layer = extract(entries, tmp_path / "layer")
     assert len(list(layer.glob("d*/sub/f"))) == 1500
-    assert len(os.listdir("/proc/self/fd")) < 64
+    assert len(os.listdir("/proc/self/fd")) - before < 16
 
 
 # -- whiteouts, seen through a real overlayfs mount ---------------------------------------------
