@@ -137,6 +137,31 @@ def test_v1_add_and_procs(v1: CgroupsV1):
 
 
 @needs_v1
+def test_v1_join_moves_the_caller_into_every_hierarchy(v1: CgroupsV1):
+    v1.create("c1", Limits())
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            v1.join("c1")
+            os.close(go_w)
+            os.read(go_r, 1)  # held here while the parent looks
+        finally:
+            os._exit(0)
+    os.close(go_r)
+    try:
+        wait_for(lambda: v1.procs("c1") == [pid])
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        for controller in ("memory", "cpu", "cpuacct", "pids", "freezer", "cpuset"):
+            assert any(line.endswith(f":{controller}:/{v1.parent}/c1") for line in lines), (
+                controller
+            )
+    finally:
+        os.close(go_w)
+        os.waitpid(pid, 0)
+
+
+@needs_v1
 def test_v1_memory_limit_oom_kills(v1: CgroupsV1, spawn):
     v1.create("c1", Limits(memory=32 * MiB))
     assert not v1.oom_killed("c1")

@@ -10,8 +10,9 @@ Limits and Stats (defined in cgroupfs.py, exported here) follow docker's flags a
 A Limits field that is None means "no limit" and is written as the kernel default, so calling
 create() again on an existing cgroup also resets what was dropped.
 
-The runtime puts a child in before it execs, so nothing runs unlimited even briefly: the child
-calls `add(name, 0)` (pid 0 means the writer) between fork and exec, e.g. in a preexec_fn.
+The runtime puts a child in before it execs, so nothing runs unlimited even briefly: either the
+child calls `join(name)` between fork and exec (where `joins_itself`: v1), or its parent calls
+`add(name, pid)` while the child waits.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Cgroups(ABC):
     """The runtime's view of container cgroups; `name` is always a container id."""
 
     version: int
+    joins_itself: bool  # whether a child should join() rather than wait to be add()ed
 
     def __init__(self, parent: str) -> None:
         self.parent = check_name(parent)
@@ -104,6 +106,10 @@ class Cgroups(ABC):
         for d in self.path(name):
             write(d / "cgroup.procs", pid)
 
+    def join(self, name: str) -> None:
+        """Move the caller, a single-threaded process, into the container's cgroup."""
+        self.add(name, 0)
+
     def procs(self, name: str) -> list[int]:
         """Processes inside (zombies are not listed); none if the cgroup does not exist."""
         pids = {int(p) for d in self.path(name) for p in read(d / "cgroup.procs").split()}
@@ -148,6 +154,7 @@ class CgroupsV2(Cgroups):
     """
 
     version = 2
+    joins_itself = False  # the parent add()s meanwhile: the kernel's wait overlaps the set-up
 
     def __init__(self, root: Path = Path("/sys/fs/cgroup"), parent: str = "vmctl") -> None:
         super().__init__(parent)
@@ -239,6 +246,7 @@ class CgroupsV1(Cgroups):
     """
 
     version = 1
+    joins_itself = True
 
     def __init__(self, roots: Mapping[str, Path], parent: str = "vmctl") -> None:
         super().__init__(parent)
@@ -255,6 +263,14 @@ class CgroupsV1(Cgroups):
 
     def _dir(self, controller: str, name: str) -> Path:
         return self.roots[controller] / self.parent / name
+
+    def join(self, name: str) -> None:
+        """Through `tasks`, as the thread itself: a write to cgroup.procs takes the kernel's
+        global threadgroup lock, which waits for an RCU grace period (~7 ms here, more than
+        all of a container's set-up); moving only the caller's own thread skips it (Linux
+        5.19+). For a single-threaded process, as a freshly forked child is, that is all of it."""
+        for d in self.path(name):
+            write(d / "tasks", 0)
 
     def _make(self, name: str) -> list[Path]:
         for h in self.hierarchies:

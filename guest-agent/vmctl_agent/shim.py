@@ -35,6 +35,7 @@ from vmctl_agent.errors import AgentError
 from vmctl_agent.spec import ProcessSpec
 
 _READ = 64 * 1024
+_NO_CGROUP = "cannot put the container in its cgroup"
 
 
 class StartError(AgentError):
@@ -143,17 +144,16 @@ def _run(launch: Launch, cgroups, ready_w: int) -> int:
     if pid == 0:
         for fd in (sync_w, err_r, ready_w):
             os.close(fd)
-        _container(launch, stdio, sync_r, err_w)
+        _container(launch, cgroups, stdio, sync_r, err_w)
     for fd in (sync_r, err_w, *stdio.child_fds()):
         os.close(fd)
     try:
-        cgroups.add(launch.name, pid)
+        if not cgroups.joins_itself:
+            cgroups.add(launch.name, pid)
     except Exception as e:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-        _report(
-            ready_w, {"error": f"cannot put the container in its cgroup: {e}", "exit_code": 128}
-        )
+        _report(ready_w, {"error": f"{_NO_CGROUP}: {e}", "exit_code": 128})
         return 1
     with contextlib.suppress(BrokenPipeError):  # it may have failed already: err_r says
         os.write(sync_w, b"g")
@@ -314,22 +314,26 @@ def _forward_stdin(conn: socket.socket, sel, stdio: process.Stdio, launch: Launc
 # -- the container's first process ---------------------------------------------------------------
 
 
-def _container(launch: Launch, stdio: process.Stdio, sync_r: int, err_w: int) -> None:
+def _container(launch: Launch, cgroups, stdio: process.Stdio, sync_r: int, err_w: int) -> None:
     """Runs in the new PID namespace as PID 1; ends in exec or in _exit."""
+    if cgroups.joins_itself:  # first: nothing of ours runs outside it either
+        try:
+            cgroups.join(launch.name)
+        except BaseException as e:
+            process.fail(err_w, f"{_NO_CGROUP}: {e}", 128)
     try:
         cgroup_ns = launch.namespaces & sc.CLONE_NEWCGROUP
         sc.unshare(launch.namespaces & ~sc.CLONE_NEWCGROUP)
         sc.sethostname(launch.hostname)
+        if not cgroups.joins_itself:
+            os.read(sync_r, 1)  # until the shim has moved us into the cgroup
+        os.close(sync_r)
         if cgroup_ns:
             # A cgroup namespace is rooted where its maker stands: be in the container's
             # cgroup first, or it (and /sys/fs/cgroup inside) is the agent's service cgroup.
-            os.read(sync_r, 1)
             sc.unshare(cgroup_ns)
-        rootfs.setup(launch.plan)  # on v1, meanwhile the shim moves us into the cgroup
+        rootfs.setup(launch.plan)
         stdio.attach_child(console=True)
-        if not cgroup_ns:
-            os.read(sync_r, 1)  # in the cgroup now: nothing of the command runs outside it
-        os.close(sync_r)
         process.enter(launch.process)
         err_w = process.keep_error_pipe(err_w)
     except BaseException as e:
