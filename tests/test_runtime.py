@@ -448,6 +448,18 @@ def test_stdin_is_forwarded_and_closed_once(rt, image):
     rt.remove(c.id)
 
 
+def test_only_an_interactive_container_has_a_control_socket(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("sleep", "60")))
+    rt.start(c.id)
+    try:
+        assert not (c.directory / "ctl.sock").exists()
+        rt.resize(c.id, 40, 120)  # no terminal: nothing to resize, and no error
+        with pytest.raises(ContainerConflict, match="stdin"):
+            rt.attach_stdin(c.id)
+    finally:
+        rt.remove(c.id, force=True)
+
+
 def test_a_tty_container(rt, image):
     c = rt.create(
         CreateOptions(

@@ -341,14 +341,19 @@ class Runtime:
 
     def attach_stdin(self, ref: str) -> socket.socket:
         """A socket whose bytes become the container's stdin (for OpenStdin containers)."""
-        return self._control(ref, b"stdin\n")
+        container = self.get(ref)
+        if not container.config.create_options.open_stdin:
+            raise ContainerConflict(f"Container {container.id} was not created with stdin open")
+        return self._control(container, b"stdin\n")
 
     def resize(self, ref: str, rows: int, cols: int) -> None:
-        """Set a TTY container's terminal size."""
-        self._control(ref, f"resize {int(rows)} {int(cols)}\n".encode()).close()
-
-    def _control(self, ref: str, request: bytes) -> socket.socket:
+        """Set a TTY container's terminal size (a container without one has none to set)."""
         container = self.get(ref)
+        if container.config.create_options.tty or not container.state.running:
+            self._control(container, f"resize {int(rows)} {int(cols)}\n".encode()).close()
+
+    def _control(self, container: Container, request: bytes) -> socket.socket:
+        """A request to the shim over ctl.sock, which only interactive containers have."""
         if not container.state.running:
             raise ContainerConflict(f"Container {container.id} is not running")
         dirfd = os.open(container.directory, os.O_RDONLY | os.O_DIRECTORY)

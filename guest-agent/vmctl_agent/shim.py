@@ -61,6 +61,11 @@ class Launch:
     auto_remove: bool = False  # `docker run --rm`: the shim removes the container at exit
 
     @property
+    def interactive(self) -> bool:
+        """Has a control socket (ctl.sock): for stdin, or a terminal to resize."""
+        return self.open_stdin or self.process.tty
+
+    @property
     def log_path(self) -> str:
         return f"{self.state_dir}/container-json.log"
 
@@ -163,7 +168,8 @@ def _run(launch: Launch, cgroups, ready_w: int) -> int:
         os.waitpid(pid, 0)
         _report(ready_w, json.loads(failure or b'{"error": "no terminal", "exit_code": 128}'))
         return 0
-    me = os.getpid()
+    control = _control_socket(launch.state_dir) if launch.interactive else None  # before
+    me = os.getpid()  # the report: a resize may follow the start at once
     _report(
         ready_w,
         {
@@ -173,7 +179,7 @@ def _run(launch: Launch, cgroups, ready_w: int) -> int:
             "shim_start_time": pids.start_time(me),
         },
     )
-    _supervise(launch, cgroups, pid, stdio)
+    _supervise(launch, cgroups, pid, stdio, control)
     return 0
 
 
@@ -185,14 +191,17 @@ def _report(fd: int, answer: dict) -> None:
         pass
 
 
-def _supervise(launch: Launch, cgroups, pid: int, stdio: process.Stdio) -> None:
+def _supervise(
+    launch: Launch, cgroups, pid: int, stdio: process.Stdio, control: socket.socket | None
+) -> None:
     """Copy output to the log until the container is gone; then record how it ended."""
     log = logfile.LogWriter(launch.log_path)
     sel = selectors.DefaultSelector()
     sel.register(stdio.stdout[0], selectors.EVENT_READ, "stdout")
     if stdio.stderr:
         sel.register(stdio.stderr[0], selectors.EVENT_READ, "stderr")
-    sel.register(_control_socket(launch.state_dir), selectors.EVENT_READ, "control")
+    if control is not None:
+        sel.register(control, selectors.EVENT_READ, "control")
     pidfd = os.pidfd_open(pid)
     sel.register(pidfd, selectors.EVENT_READ, "exit")
     open_streams, exited = (2 if stdio.stderr else 1), False
