@@ -72,6 +72,36 @@ def test_the_hosts_files_are_invisible(rt, image, tmp_path):
     assert set(ran.stdout.split()) <= {"bin", "dev", "etc", "proc", "root", "sys", "tmp"}
 
 
+def test_a_run_writes_nothing_into_the_containers_layer(rt, image):
+    """No directory for the old root, no /etc copied up for the files bound over it."""
+    ran = run(rt, image, "sh", "-c", "cat /etc/hostname /etc/hosts /etc/resolv.conf; ls -a / /dev")
+    assert ran.exit_code == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines[0] == ran.container.id[:12] and "127.0.0.1\tlocalhost" in lines
+    assert any(line.startswith("nameserver ") for line in lines)
+    assert not any(".vmctl" in line for line in lines), "nothing of ours is left at / or /dev"
+    assert list((ran.container.directory / "upper").iterdir()) == []
+    rt.remove(ran.container.id)
+
+
+def test_etc_files_over_an_image_whose_etc_the_init_layer_would_change(rt, registry):
+    """An /etc that is not a plain root 0755 directory keeps its owner and mode: the files
+    are then made in the container's own layer."""
+    layer = ik.tar_bytes([ik.directory("etc", mode=0o750, uid=0, gid=0)])
+    image = ik.build_image([ik.busybox_layer(), layer], config={"Cmd": ["/bin/sh"]})
+    ik.RegistryClient(registry.url).push_image("runtime/odd-etc", "v1", image)
+    ref = f"{registry.host}/runtime/odd-etc:v1"
+    pull(rt.images, ref)
+    ran = run(rt, ref, "sh", "-c", "stat -c %a /etc; cat /etc/hostname", hostname="odd")
+    assert ran.stdout.split() == ["750", "odd"], ran.stderr
+    assert sorted(p.name for p in (ran.container.directory / "upper" / "etc").iterdir()) == [
+        "hostname",
+        "hosts",
+        "resolv.conf",
+    ]
+    rt.remove(ran.container.id)
+
+
 def test_proc_sys_is_read_only_and_proc_files_masked(rt, image):
     script = (
         "echo 1 > /proc/sys/kernel/ns_last_pid; touch /sys/x; "

@@ -5,9 +5,12 @@
         state.json           what happened: status, pid, times, exit code (replaced atomically)
         exit.json            written by the shim when the command ends
         container-json.log   the output, in Docker's json-file format
-        upper/ work/ merged/ the overlay's writable layer and mount point
-        hostname hosts resolv.conf, ctl.sock
+        upper/ work/         the overlay's writable layer and its work directory
+        ctl.sock
     <data-root>/containers/.exits/<id>.json   exit status of an auto-removed container
+    <data-root>/containers/.init/             the init layer (rootfs.make_init_layer)
+    <data-root>/containers/.rootfs/           where each container mounts its root, in its
+                                             own mount namespace
 
 Status is derived, never trusted: a "running" record is checked against exit.json and against
 the shim and the container's process (pid + start time, so a reused pid is not mistaken for
@@ -28,8 +31,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vmctl_agent import atomic, cgroups, execs, logs, naming, pids, shim, spec
-from vmctl_agent.containerconfig import ContainerConfig, build_config
+from vmctl_agent import atomic, cgroups, execs, logs, naming, pids, rootfs, shim, spec
+from vmctl_agent.containerconfig import INIT_LAYER, MOUNT_POINT, ContainerConfig, build_config
 from vmctl_agent.content import remove_tree
 from vmctl_agent.errors import AgentError
 from vmctl_agent.images import ImageStore
@@ -109,6 +112,8 @@ class Runtime:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         (self.root / ".exits").mkdir(exist_ok=True)
+        (self.root / MOUNT_POINT).mkdir(mode=0o700, exist_ok=True)
+        rootfs.make_init_layer(str(self.root / INIT_LAYER))
         _prune_tombstones(self.root / ".exits")
         self.images = images
         self.cgroups = groups or cgroups.detect()
@@ -152,7 +157,7 @@ class Runtime:
         staging = self.root / f".new-{config.id}"
         staging.mkdir(mode=0o700)
         try:
-            for sub in ("upper", "work", "merged"):
+            for sub in ("upper", "work"):
                 (staging / sub).mkdir(mode=0o755)
             atomic.write_json(staging / "config.json", config.to_json())
             atomic.write_json(staging / "state.json", asdict(State()))
@@ -281,7 +286,6 @@ class Runtime:
     def _launch(self, container: Container) -> None:
         config, state = container.config, container.state
         (container.directory / "exit.json").unlink(missing_ok=True)
-        config.write_etc_files(container.directory)
         self.cgroups.create(config.id, config.cgroup_limits)
         try:
             started = shim.spawn(
