@@ -344,6 +344,22 @@ def test_bad_options_leave_no_container(rt, image, options, error, message):
     assert not list(rt.root.glob(".new-*"))
 
 
+def test_a_created_container_is_found_by_a_new_agent_as_created(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("true",), name="made-before"))
+    assert c.state.status == "created" and not (c.directory / "state.json").exists()
+    again = Runtime(rt.root.parent, rt.images, rt.cgroups)
+    found = again.get("made-before")
+    assert (found.id, found.state.status, found.state.pid) == (c.id, "created", 0)
+    assert c.id in [x.id for x in again.list(all=True)]
+    with pytest.raises(ContainerConflict, match="already in use"):
+        again.create(CreateOptions(image=image, name="made-before"))
+    again.start(c.id)
+    assert again.wait(c.id, timeout=10).state.status == "exited"
+    again.remove(c.id)
+    with pytest.raises(ContainerNotFound):
+        rt.get(c.id)
+
+
 def test_names_are_unique_and_prefixes_must_be(rt, image):
     rt.create(CreateOptions(image=image, cmd=("true",), name="only-once"))
     with pytest.raises(

@@ -48,8 +48,21 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = T
 
 
 def write_json(path: Path, value: Any, *, durable: bool = True) -> None:
-    data = json.dumps(value, indent=1, sort_keys=True).encode() + b"\n"
-    write_bytes(path, data, durable=durable)
+    write_bytes(path, _json_bytes(value), durable=durable)
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, indent=1, sort_keys=True).encode() + b"\n"
+
+
+def write_new_json(path: Path, value: Any) -> None:
+    """A new file in a directory nobody reads yet (a staging directory renamed into place
+    later): no temp name needed. Fsynced; the directory is the caller's to fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(_json_bytes(value))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_json(path: Path) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from vmctl_agent import capabilities, cgroupfs, logs, rootfs, shim, spec
@@ -40,7 +40,8 @@ class ContainerConfig:
     stop_signal: int = signal.SIGTERM
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """Shallow: the fields already hold plain JSON values (asdict would deep-copy them)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_json(cls, data: dict) -> ContainerConfig:

@@ -133,18 +133,19 @@ class Runtime:
             ]
             config = build_config(container_id, name, options, image, layers, self.cgroups)
             self._write_new(config)
-        return self.get(container_id)
+        self._configs[container_id] = config
+        return Container(config, State(), self.root / container_id)
 
     def _new_name(self, wanted: str) -> str:
         if not wanted:
-            taken = {c.name for c in self._all()}
+            taken = {c.name for c in self._all_configs()}
             return naming.generate(lambda n: f"/{n}" in taken)
         if not _NAME.fullmatch(wanted):
             raise spec.InvalidSpec(
                 f"Invalid container name ({wanted}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
             )
         name = "/" + wanted.lstrip("/")
-        for other in self._all():
+        for other in self._all_configs():
             if "/" + other.name == name:
                 raise ContainerConflict(
                     f'Conflict. The container name "{name}" is already in use by container '
@@ -154,13 +155,15 @@ class Runtime:
         return name[1:]
 
     def _write_new(self, config: ContainerConfig) -> None:
+        """Made under a staging name, published by a rename, durably: three fsyncs (config.json,
+        the staging directory, the parent). No state.json yet: none means "created"."""
         staging = self.root / f".new-{config.id}"
         staging.mkdir(mode=0o700)
         try:
             for sub in ("upper", "work"):
                 (staging / sub).mkdir(mode=0o755)
-            atomic.write_json(staging / "config.json", config.to_json())
-            atomic.write_json(staging / "state.json", asdict(State()))
+            atomic.write_new_json(staging / "config.json", config.to_json())
+            atomic.fsync_dir(staging)
             os.rename(staging, self.root / config.id)
             atomic.fsync_dir(self.root)
         except BaseException:
@@ -198,10 +201,17 @@ class Runtime:
                 except ContainerNotFound:
                     continue  # removed meanwhile
 
+    def _all_configs(self) -> Iterator[ContainerConfig]:
+        """Names and the like never change: no need to derive every container's status."""
+        for path in self.root.iterdir():
+            if not path.name.startswith("."):
+                with contextlib.suppress(FileNotFoundError):
+                    yield self._config(path)
+
     def _load(self, directory: Path) -> Container:
         try:
             config = self._config(directory)
-            state = _read_state(directory / "state.json")
+            state = _read_state(directory)
         except FileNotFoundError:
             raise ContainerNotFound(f"No such container: {directory.name}") from None
         container = Container(config, state, directory)
@@ -477,9 +487,14 @@ class Runtime:
         return self.cgroups.stats(container.id)
 
 
-def _read_state(path: Path) -> State:
+def _read_state(directory: Path) -> State:
+    """state.json; none yet means never started (FileNotFoundError if the container is gone)."""
     try:
-        return State(**atomic.read_json(path))
+        return State(**atomic.read_json(directory / "state.json"))
+    except FileNotFoundError:
+        if not (directory / "config.json").exists():
+            raise  # removed (or renamed away for removal) meanwhile
+        return State()
     except (ValueError, TypeError):
         return State(status="exited", exit_code=255, error="state lost in a crash of the VM")
 
