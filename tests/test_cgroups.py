@@ -117,6 +117,26 @@ def test_v1_create_writes_limits_and_is_idempotent(v1: CgroupsV1):
 
 
 @needs_v1
+def test_v1_fresh_leaves_keep_the_kernels_defaults_and_a_lost_parent_is_made_again(
+    v1: CgroupsV1,
+):
+    v1.create("c1", Limits(memory=64 * MiB))
+    cpuset = ROOT / "cpuset" / v1.parent
+    assert (cpuset / "cgroup.clone_children").read_text() == "1\n"
+    assert (cpuset / "c1" / "cpuset.mems").read_text() == (cpuset / "cpuset.mems").read_text()
+    assert v1.stats("c1").memory_limit == 64 * MiB
+    v1.remove("c1")
+    for h in v1.hierarchies:
+        (h / v1.parent).rmdir()  # e.g. cleaned up by someone while the agent ran
+    v1.create("c2", Limits(pids=10))
+    assert v1.stats("c2").pids_limit == 10 and v1.stats("c2").memory_limit is None
+    assert (ROOT / "cpu" / v1.parent / "c2" / "cpu.shares").read_text() == "1024\n"
+    assert (cpuset / "c2" / "cpuset.cpus").read_text() == (
+        ROOT / "cpuset" / "cpuset.cpus"
+    ).read_text()
+
+
+@needs_v1
 def test_v1_add_and_procs(v1: CgroupsV1):
     v1.create("c1", Limits())
     proc = subprocess.Popen(["sleep", "30"])
