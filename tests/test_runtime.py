@@ -285,6 +285,16 @@ def test_logs_tail_since_and_follow(rt, image):
     rt.remove(c.id)
 
 
+def test_the_log_exists_once_start_returns_and_a_short_run_starts_before_it_ends(rt, image):
+    for _ in range(5):
+        c = rt.create(CreateOptions(image=image, cmd=("true",)))
+        rt.start(c.id)
+        assert (c.directory / "container-json.log").exists()
+        state = rt.wait(c.id, timeout=10).state
+        assert state.started_at <= state.finished_at
+        rt.remove(c.id)
+
+
 def test_fifty_containers_at_once(rt, image):
     results: list[int] = []
 

@@ -297,6 +297,7 @@ class Runtime:
         config, state = container.config, container.state
         (container.directory / "exit.json").unlink(missing_ok=True)
         self.cgroups.create(config.id, config.cgroup_limits)
+        started_at = logs.now()  # before the shim can record the end: a run may be that short
         try:
             started = shim.spawn(
                 config.launch(container.directory, self.cgroups.version), self.cgroups
@@ -312,7 +313,7 @@ class Runtime:
             state.restart_count += 1
         state.status, state.pid, state.start_time = "running", started.pid, started.start_time
         state.shim_pid, state.shim_start_time = started.shim_pid, started.shim_start_time
-        state.started_at = logs.now()
+        state.started_at = started_at
         state.exit_code, state.error, state.oom_killed = 0, "", False
         state.finished_at = ZERO_TIME
         self._save(container)

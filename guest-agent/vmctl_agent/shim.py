@@ -168,8 +168,10 @@ def _run(launch: Launch, cgroups, ready_w: int) -> int:
         os.waitpid(pid, 0)
         _report(ready_w, json.loads(failure or b'{"error": "no terminal", "exit_code": 128}'))
         return 0
-    control = _control_socket(launch.state_dir) if launch.interactive else None  # before
-    me = os.getpid()  # the report: a resize may follow the start at once
+    # Before the report: logs may be followed, and a terminal resized, once start returns.
+    log = logfile.LogWriter(launch.log_path)
+    control = _control_socket(launch.state_dir) if launch.interactive else None
+    me = os.getpid()
     _report(
         ready_w,
         {
@@ -179,7 +181,7 @@ def _run(launch: Launch, cgroups, ready_w: int) -> int:
             "shim_start_time": pids.start_time(me),
         },
     )
-    _supervise(launch, cgroups, pid, stdio, control)
+    _supervise(launch, cgroups, pid, stdio, log, control)
     return 0
 
 
@@ -192,10 +194,14 @@ def _report(fd: int, answer: dict) -> None:
 
 
 def _supervise(
-    launch: Launch, cgroups, pid: int, stdio: process.Stdio, control: socket.socket | None
+    launch: Launch,
+    cgroups,
+    pid: int,
+    stdio: process.Stdio,
+    log: logfile.LogWriter,
+    control: socket.socket | None,
 ) -> None:
     """Copy output to the log until the container is gone; then record how it ended."""
-    log = logfile.LogWriter(launch.log_path)
     sel = selectors.DefaultSelector()
     sel.register(stdio.stdout[0], selectors.EVENT_READ, "stdout")
     if stdio.stderr:
