@@ -6,6 +6,7 @@ Runs as root on the host (cgroup v1 here; the VM's cgroup v2 is exercised by the
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import imagekit as ik
 import pytest
 from agentkit import pull
 from runtimekit import NOTHING, busybox_image, leftovers, make_runtime, run
+from vmctl_agent import pids
 from vmctl_agent.containers import ContainerConflict, ContainerNotFound, Runtime
 from vmctl_agent.errors import ImageNotFound, ImpossibleLimit
 from vmctl_agent.images import ImageStore
@@ -594,6 +596,25 @@ def test_no_zombie_shims_are_left_behind(rt, image):
         if fields[0] == "Z" and int(fields[1]) == os.getpid():
             zombies.append(pid)
     assert zombies == []
+
+
+def test_the_shims_pipe_closes_once_the_end_is_recorded_and_the_shim_is_reaped_later(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("true",)))
+    shim_pid = rt.start(c.id).state.shim_pid
+    fd = rt.endings.watch(c.id)
+    assert fd is not None
+    try:
+        select.select([fd], [], [], 10)
+        assert os.read(fd, 1) == b"", "closed, not written to"
+    finally:
+        os.close(fd)
+    assert (c.directory / "exit.json").exists()
+    assert rt.wait(c.id, timeout=10).state.exit_code == 0
+    assert rt.endings.watch(c.id) is None, "dropped once the end is seen"
+    rt.remove(c.id)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(shim_pid, os.WNOHANG)  # collected already
+    assert pids.reap(1, timeout=30), "init is not our child: nothing to wait for"
 
 
 def test_a_failed_start_removes_an_auto_remove_container(rt, image):

@@ -34,6 +34,7 @@ from pathlib import Path
 from vmctl_agent import atomic, cgroups, execs, logs, naming, pids, rootfs, shim, spec
 from vmctl_agent.containerconfig import INIT_LAYER, MOUNT_POINT, ContainerConfig, build_config
 from vmctl_agent.content import remove_tree
+from vmctl_agent.endings import Endings
 from vmctl_agent.errors import AgentError
 from vmctl_agent.images import ImageStore
 
@@ -119,12 +120,14 @@ class Runtime:
         self.cgroups = groups or cgroups.detect()
         images.containers_using = self.users_of
         self._configs: dict[str, ContainerConfig] = {}
+        self.endings = Endings()
 
     # -- create -----------------------------------------------------------------------------
 
     def create(self, options: spec.CreateOptions) -> Container:
         """A new container in state "created"; nothing is left behind if any check fails."""
         image = self.images.get(options.image)
+        self.endings.reap()
         with atomic.locked(self.root / ".lock"):
             name = self._new_name(options.name)
             container_id = secrets.token_hex(32)
@@ -190,6 +193,7 @@ class Runtime:
         return matches[0]
 
     def list(self, *, all: bool = False) -> list[Container]:
+        self.endings.reap(timeout=1.0)  # a listing shows no exited shim still around
         found = sorted(self._all(), key=lambda c: c.config.created, reverse=True)
         return [c for c in found if all or c.state.running]
 
@@ -262,7 +266,7 @@ class Runtime:
 
     def _mark_exited(self, container: Container, ended: dict) -> None:
         state = container.state
-        pids.reap(state.shim_pid, timeout=1.0)
+        self.endings.ended(container.id, state.shim_pid)
         state.status = "exited"
         state.exit_code = int(ended.get("exit_code", 0))
         state.oom_killed = bool(ended.get("oom_killed", False))
@@ -285,6 +289,7 @@ class Runtime:
     # -- start, wait, signals -----------------------------------------------------------------
 
     def start(self, ref: str) -> Container:
+        self.endings.reap()
         container = self.get(ref)
         with atomic.locked(container.directory / "lock"):
             container = self._load(container.directory)
@@ -316,6 +321,7 @@ class Runtime:
         state.started_at = started_at
         state.exit_code, state.error, state.oom_killed = 0, "", False
         state.finished_at = ZERO_TIME
+        self.endings.started(config.id, started.done)
         self._save(container)
 
     def wait(self, ref: str, timeout: float | None = None) -> Container:
@@ -323,12 +329,18 @@ class Runtime:
         container = self.get(ref)
         deadline = None if timeout is None else time.monotonic() + timeout
         while container.state.running:
-            pids.wait_for_exit(container.state.shim_pid, deadline)
+            done = self.endings.watch(container.id)
+            try:
+                pids.wait_for_exit(container.state.shim_pid, deadline, done)
+            finally:
+                if done is not None:
+                    os.close(done)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"container {container.id[:12]} is still running")
             try:
                 container = self._load(container.directory)
-            except ContainerNotFound:
+            except ContainerNotFound:  # --rm: its shim removed it
+                self.endings.ended(container.id, container.state.shim_pid)
                 return self.removed(container)
         state = container.state
         if container.config.create_options.auto_remove and state.status != "created":
@@ -425,7 +437,9 @@ class Runtime:
             doomed = self.root / f".removing-{container.id}"
             os.rename(container.directory, doomed)
         self._configs.pop(container.id, None)
+        self.endings.forget(container.id)
         remove_tree(doomed)
+        self.endings.reap(timeout=1.0)  # the shims done by now: no zombie outlives its container
 
     def exec(
         self,

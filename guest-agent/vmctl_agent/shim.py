@@ -1,8 +1,9 @@
 """Starting a container: the shim that supervises it and the first process that becomes it.
 
-    agent ──fork──▶ (gone) ──fork──▶ shim ──unshare(PID), fork──▶ container's PID 1
-                                      │  cgroup, logs, exit.json      │ namespaces, rootfs,
-                                      │  stdin/resize socket          │ user, capabilities, exec
+    agent ──fork──▶ shim ──unshare(PID), fork──▶ container's PID 1
+      ▲               │  logs, exit.json, cgroup      │ cgroup (v1), namespaces, rootfs,
+      │               │  stdin/resize socket          │ user, capabilities, exec
+      └── a pipe: the shim's answer (one line), then EOF once the end is recorded
 
 The shim is a forked copy of the agent (no exec: a fresh Python costs a second under the VM's
 emulation), detached so that the agent can die and come back: it owns the container's output
@@ -80,13 +81,16 @@ class Started:
     shim_pid: int
     start_time: int
     shim_start_time: int
+    done: int  # read end of a pipe the shim closes once exit.json is written (ours to close)
 
 
 def spawn(launch: Launch, cgroups) -> Started:
     """Start the shim and the container; returns once the command has been exec'd.
 
     The shim is our child, in a session of its own; when it ends, whoever sees that first
-    reaps it (pids.reap), and if we are gone by then, init does."""
+    reaps it (pids.reap), and if we are gone by then, init does. Its answer is one line on a
+    pipe it then keeps open until the container's end is recorded: closing it tells a waiter
+    sooner than the shim's own exit, which unmaps a whole copy of the agent first."""
     ready_r, ready_w = os.pipe()
     gc.freeze()  # the shim touches few objects: keep the copied memory shared
     pid = os.fork()
@@ -95,17 +99,24 @@ def spawn(launch: Launch, cgroups) -> Started:
         _shim(launch, cgroups, ready_w)
     gc.unfreeze()
     os.close(ready_w)
-    with os.fdopen(ready_r, "rb") as ready:
-        raw = ready.read()
     try:
-        answer = json.loads(raw)
+        answer = json.loads(_read_answer(ready_r))
     except ValueError:
-        pids.reap(pid, timeout=1.0)
-        raise StartError("the container's supervisor died while starting it", 128) from None
+        answer = {"error": "the container's supervisor died while starting it", "exit_code": 128}
     if "error" in answer:
+        os.close(ready_r)
         pids.reap(pid, timeout=1.0)
         raise StartError(answer["error"], answer["exit_code"])
-    return Started(answer["pid"], answer["shim"], answer["start_time"], answer["shim_start_time"])
+    pid, shim_pid = answer["pid"], answer["shim"]
+    return Started(pid, shim_pid, answer["start_time"], answer["shim_start_time"], ready_r)
+
+
+def _read_answer(fd: int) -> bytes:
+    """Up to a newline (or EOF): the shim's answer; the pipe stays open after it."""
+    data = b""
+    while not data.endswith(b"\n") and (chunk := os.read(fd, 4096)):
+        data += chunk
+    return data
 
 
 # -- the shim -----------------------------------------------------------------------------------
@@ -182,15 +193,14 @@ def _run(launch: Launch, cgroups, ready_w: int) -> int:
         },
     )
     _supervise(launch, cgroups, pid, stdio, log, control)
+    os.close(ready_w)  # recorded: tell the agent now, not after our slow exit
     return 0
 
 
 def _report(fd: int, answer: dict) -> None:
-    try:
-        os.write(fd, json.dumps(answer).encode())
-        os.close(fd)
-    except OSError:
-        pass
+    """One line; the pipe stays open (see spawn)."""
+    with contextlib.suppress(OSError):
+        os.write(fd, json.dumps(answer).encode() + b"\n")
 
 
 def _supervise(
