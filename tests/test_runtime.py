@@ -617,6 +617,20 @@ def test_the_shims_pipe_closes_once_the_end_is_recorded_and_the_shim_is_reaped_l
     assert pids.reap(1, timeout=30), "init is not our child: nothing to wait for"
 
 
+def test_reaping_a_shim_checks_it_is_still_that_process():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    started = pids.start_time(pid)
+    while not pids.is_zombie(pid):
+        time.sleep(0.01)
+    assert pids.reap_same(pid, started + 1), "another process by that pid: not ours to wait"
+    assert pids.is_zombie(pid), "so it was left alone"
+    assert pids.reap_same(pid, started)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
 def test_a_failed_start_removes_an_auto_remove_container(rt, image):
     c = rt.create(CreateOptions(image=image, cmd=("nosuch",), auto_remove=True))
     with pytest.raises(StartError):

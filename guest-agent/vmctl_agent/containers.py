@@ -266,7 +266,7 @@ class Runtime:
 
     def _mark_exited(self, container: Container, ended: dict) -> None:
         state = container.state
-        self.endings.ended(container.id, state.shim_pid)
+        self.endings.ended(container.id, state.shim_pid, state.shim_start_time)
         state.status = "exited"
         state.exit_code = int(ended.get("exit_code", 0))
         state.oom_killed = bool(ended.get("oom_killed", False))
@@ -340,7 +340,8 @@ class Runtime:
             try:
                 container = self._load(container.directory)
             except ContainerNotFound:  # --rm: its shim removed it
-                self.endings.ended(container.id, container.state.shim_pid)
+                state = container.state
+                self.endings.ended(container.id, state.shim_pid, state.shim_start_time)
                 return self.removed(container)
         state = container.state
         if container.config.create_options.auto_remove and state.status != "created":

@@ -21,7 +21,7 @@ class Endings:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pipes: dict[str, int] = {}
-        self._exiting: set[int] = set()
+        self._exiting: set[tuple[int, int]] = set()  # (pid, start time)
 
     def started(self, name: str, fd: int) -> None:
         """`fd` is the new shim's pipe for container `name` (now ours to close)."""
@@ -38,12 +38,12 @@ class Endings:
             fd = self._pipes.get(name)
             return None if fd is None else os.dup(fd)
 
-    def ended(self, name: str, shim_pid: int) -> None:
+    def ended(self, name: str, shim_pid: int, shim_start_time: int) -> None:
         """The container ended: drop its pipe; reap its shim if it is gone, else later."""
         self.forget(name)
-        if not pids.reap(shim_pid):
+        if not pids.reap_same(shim_pid, shim_start_time):
             with self._lock:
-                self._exiting.add(shim_pid)
+                self._exiting.add((shim_pid, shim_start_time))
 
     def forget(self, name: str) -> None:
         with self._lock:
@@ -56,7 +56,7 @@ class Endings:
         within milliseconds of closing their pipe)."""
         with self._lock:
             pending = list(self._exiting)
-        for pid in pending:
-            if pids.reap(pid, timeout):
+        for shim in pending:
+            if pids.reap_same(*shim, timeout):
                 with self._lock:
-                    self._exiting.discard(pid)
+                    self._exiting.discard(shim)

@@ -68,6 +68,17 @@ def reap(pid: int, timeout: float = 0.0) -> bool:
     return _collected(pid)
 
 
+def reap_same(pid: int, started: int, timeout: float = 0.0) -> bool:
+    """reap(), only while `pid` is still the process that started at `started` (a zombie
+    included): a pid collected elsewhere may be a new child of ours by now."""
+    try:
+        if start_time(pid) != started:
+            return True
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return True
+    return reap(pid, timeout)
+
+
 def _collected(pid: int) -> bool:
     try:
         return os.waitpid(pid, os.WNOHANG) != (0, 0)
