@@ -83,6 +83,14 @@ def test_a_run_writes_nothing_into_the_containers_layer(rt, image):
     assert any(line.startswith("nameserver ") for line in lines)
     assert not any(".vmctl" in line for line in lines), "nothing of ours is left at / or /dev"
     assert list((ran.container.directory / "upper").iterdir()) == []
+    assert sorted(os.listdir(ran.container.directory)) == [
+        "config.json",
+        "container-json.log",
+        "exit.json",
+        "state.json",
+        "upper",
+        "work",
+    ], "no lock file (the directory itself is locked), no control socket, no /etc files"
     rt.remove(ran.container.id)
 
 

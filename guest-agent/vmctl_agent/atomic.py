@@ -101,12 +101,19 @@ def syncfs(path: Path) -> None:
 
 
 @contextmanager
-def locked(path: Path, *, shared: bool = False, wait: bool = True) -> Iterator[bool]:
+def locked(
+    path: Path, *, shared: bool = False, wait: bool = True, directory: bool = False
+) -> Iterator[bool]:
     """An flock on `path`: serialises threads and processes alike (one open file each).
+    The file is made if missing; with `directory`, the directory itself is locked (no file
+    to make; FileNotFoundError if it is gone).
 
     Yields True once held; with `wait=False`, yields False at once if someone else holds it.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    if directory:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    else:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
         try:

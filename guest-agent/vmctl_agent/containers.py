@@ -291,12 +291,22 @@ class Runtime:
     def start(self, ref: str) -> Container:
         self.endings.reap()
         container = self.get(ref)
-        with atomic.locked(container.directory / "lock"):
+        with self._locked(container):
             container = self._load(container.directory)
             if container.state.running:
                 return container
             self._launch(container)
         return container
+
+    @contextlib.contextmanager
+    def _locked(self, container: Container) -> Iterator[None]:
+        """The container's directory, flocked (start and remove take turns)."""
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(atomic.locked(container.directory, directory=True))
+            except FileNotFoundError:
+                raise ContainerNotFound(f"No such container: {container.id}") from None
+            yield
 
     def _launch(self, container: Container) -> None:
         config, state = container.config, container.state
@@ -432,7 +442,7 @@ class Runtime:
             self.cgroups.kill_all(container.id)
             pids.send_signal(container.state.pid, container.state.start_time, signal.SIGKILL)
             self.wait(container.id, timeout=30)
-        with atomic.locked(container.directory / "lock"):
+        with self._locked(container):
             if self.cgroups.exists(container.id):
                 self.cgroups.remove(container.id)
             doomed = self.root / f".removing-{container.id}"
