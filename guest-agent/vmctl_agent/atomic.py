@@ -9,7 +9,7 @@ import fcntl
 import functools
 import json
 import os
-import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,20 +31,36 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = T
     Not durable is for what a crash makes moot anyway (a running container's state, files
     regenerated at each start): readers still never see half a file while the machine is up.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = path.parent / _temp_name(path.name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
+        fd = os.open(tmp, _TEMP_FLAGS, 0o600)
+        try:
+            _write_all(fd, data)
+            os.fchmod(fd, mode)
             if durable:
-                os.fsync(f.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _temp_name(name: str) -> str:
+    """Unique among live writers (process and thread); one a crash left behind is reused."""
+    return f".{name}.{os.getpid()}-{threading.get_ident()}"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def write_json(path: Path, value: Any, *, durable: bool = True) -> None:
