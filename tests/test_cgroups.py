@@ -160,24 +160,28 @@ def test_v1_add_and_procs(v1: CgroupsV1):
 def test_v1_join_moves_the_caller_into_every_hierarchy(v1: CgroupsV1):
     v1.create("c1", Limits())
     go_r, go_w = os.pipe()
+    joined_r, joined_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             v1.join("c1")
+            os.write(joined_w, b"j")
             os.close(go_w)
             os.read(go_r, 1)  # held here while the parent looks
         finally:
             os._exit(0)
     os.close(go_r)
     try:
-        wait_for(lambda: v1.procs("c1") == [pid])
+        assert os.read(joined_r, 1) == b"j"
+        assert v1.procs("c1") == [pid]
         lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
         for controller in ("memory", "cpu", "cpuacct", "pids", "freezer", "cpuset"):
             assert any(line.endswith(f":{controller}:/{v1.parent}/c1") for line in lines), (
                 controller
             )
     finally:
-        os.close(go_w)
+        for fd in (go_w, joined_r, joined_w):
+            os.close(fd)
         os.waitpid(pid, 0)
 
 
