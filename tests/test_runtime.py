@@ -19,7 +19,7 @@ import imagekit as ik
 import pytest
 from agentkit import pull
 from runtimekit import NOTHING, busybox_image, leftovers, make_runtime, run
-from vmctl_agent import pids
+from vmctl_agent import atomic, pids
 from vmctl_agent.containers import ContainerConflict, ContainerNotFound, Runtime
 from vmctl_agent.errors import ImageNotFound, ImpossibleLimit
 from vmctl_agent.images import ImageStore
@@ -295,6 +295,24 @@ def test_logs_tail_since_and_follow(rt, image):
     rt.remove(c.id)
 
 
+def test_an_end_is_the_shims_record_and_a_new_start_ignores_the_last_one(rt, image):
+    script = "if [ -e /ran ]; then sleep 30; else touch /ran; exit 3; fi"
+    c = rt.create(CreateOptions(image=image, cmd=("sh", "-c", script)))
+    first = rt.start(c.id).state
+    assert rt.wait(c.id, timeout=10).state.exit_code == 3
+    ended = atomic.read_json(c.directory / "exit.json")
+    assert (ended["shim"], ended["shim_start_time"]) == (first.shim_pid, first.shim_start_time)
+    assert atomic.read_json(c.directory / "state.json")["status"] == "running", "not rewritten"
+    again = Runtime(rt.root.parent, rt.images, rt.cgroups)  # derived the same way afresh
+    assert (again.get(c.id).state.status, again.get(c.id).state.exit_code) == ("exited", 3)
+    rt.start(c.id)
+    assert (c.directory / "exit.json").exists(), "the last run's end stays until the next"
+    assert rt.get(c.id).state.running and again.get(c.id).state.running
+    assert rt.stop(c.id, timeout=0).state.exit_code == 137
+    assert again.get(c.id).state.exit_code == 137
+    rt.remove(c.id)
+
+
 def test_the_log_exists_once_start_returns_and_a_short_run_starts_before_it_ends(rt, image):
     for _ in range(5):
         c = rt.create(CreateOptions(image=image, cmd=("true",)))
@@ -457,6 +475,7 @@ def test_a_killed_shim_stops_its_container(rt, image):
     state = rt.get(c.id).state
     assert (state.status, state.exit_code) == ("exited", 137)
     assert "supervisor was killed" in state.error
+    assert rt.get(c.id).state == state, "recorded in the shim's stead: the same on every read"
     rt.remove(c.id)
     assert leftovers(rt, c.id) == NOTHING
 

@@ -2,8 +2,9 @@
 
     <data-root>/containers/<id>/
         config.json          what was asked for (written once, at create)
-        state.json           what happened: status, pid, times, exit code (replaced atomically)
-        exit.json            written by the shim when the command ends
+        state.json           the last start: pid, shim, times (replaced atomically; none yet:
+                             created)
+        exit.json            how that run ended, written by its shim (names the shim)
         container-json.log   the output, in Docker's json-file format
         upper/ work/         the overlay's writable layer and its work directory
         ctl.sock
@@ -12,10 +13,12 @@
     <data-root>/containers/.rootfs/           where each container mounts its root, in its
                                              own mount namespace
 
-Status is derived, never trusted: a "running" record is checked against exit.json and against
-the shim and the container's process (pid + start time, so a reused pid is not mistaken for
-ours) every time it is read. So a restarted agent finds its running containers again, and
-those that ended meanwhile are reported with their real exit status.
+Status is derived, never stored: a "running" record is checked against exit.json (if it names
+that run's shim) and against the shim and the container's process (pid + start time, so a
+reused pid is not mistaken for ours) every time it is read. So a restarted agent finds its
+running containers again, and those that ended meanwhile are reported with their real exit
+status; state.json is written once per start, and an end is only ever written by the shim
+(or for a shim that was killed, by the agent in its place).
 """
 
 from __future__ import annotations
@@ -243,10 +246,10 @@ class Runtime:
         state = container.state
         if not state.running:
             return
-        ended = atomic.read_json_or_none(container.directory / "exit.json")
+        ended = _this_runs_end(container)
         if ended is None and not pids.same_process(state.shim_pid, state.shim_start_time):
             pids.reap(state.shim_pid)
-            ended = atomic.read_json_or_none(container.directory / "exit.json")  # just written?
+            ended = _this_runs_end(container)  # just written?
             if ended is None and not container.directory.exists():
                 raise ContainerNotFound(f"No such container: {container.id}")  # --rm: gone
             if ended is None:
@@ -262,7 +265,11 @@ class Runtime:
         with contextlib.suppress(Exception):
             self.cgroups.remove(container.id)
         error = "the container's supervisor was killed; the container was stopped"
-        return {"exit_code": 137, "finished_at": logs.now(), "error": error}
+        state = container.state
+        ended = {"exit_code": 137, "finished_at": logs.now(), "error": error}
+        ended |= {"shim": state.shim_pid, "shim_start_time": state.shim_start_time}
+        atomic.write_json(container.directory / "exit.json", ended, durable=False)  # its stead
+        return ended
 
     def _mark_exited(self, container: Container, ended: dict) -> None:
         state = container.state
@@ -271,10 +278,7 @@ class Runtime:
         state.exit_code = int(ended.get("exit_code", 0))
         state.oom_killed = bool(ended.get("oom_killed", False))
         state.finished_at = ended.get("finished_at", logs.now())
-        state.error = ended.get("error", "")
-        if container.config.create_options.auto_remove:
-            return  # its shim is deleting the directory (and was reaped above): nothing to save
-        self._save(container)
+        state.error = ended.get("error", "")  # not saved: derived again at each read
 
     def _save(self, container: Container) -> None:
         """Not fsynced: after a crash every container is dead anyway, and its status is
@@ -310,7 +314,7 @@ class Runtime:
 
     def _launch(self, container: Container) -> None:
         config, state = container.config, container.state
-        (container.directory / "exit.json").unlink(missing_ok=True)
+        _drop_unnamed_end(container.directory)
         self.cgroups.create(config.id, config.cgroup_limits)
         started_at = logs.now()  # before the shim can record the end: a run may be that short
         try:
@@ -511,6 +515,25 @@ class Runtime:
         if not container.state.running:
             raise ContainerConflict(f"Container {container.id} is not running")
         return self.cgroups.stats(container.id)
+
+
+def _this_runs_end(container: Container) -> dict | None:
+    """exit.json, if its shim is this run's: a start leaves the last run's end in place (were
+    it removed first, a reader meanwhile would take the last run's dead shim for a killed one
+    and stop the container being started)."""
+    ended = atomic.read_json_or_none(container.directory / "exit.json")
+    if ended is None or "shim" not in ended:
+        return ended  # (unnamed: written by an agent of an earlier version)
+    state = container.state
+    ours = ended["shim"] == state.shim_pid and ended["shim_start_time"] == state.shim_start_time
+    return ended if ours else None
+
+
+def _drop_unnamed_end(directory: Path) -> None:
+    """An exit.json from an earlier version names no shim: it would pass for the next run's."""
+    ended = atomic.read_json_or_none(directory / "exit.json")
+    if ended is not None and "shim" not in ended:
+        (directory / "exit.json").unlink(missing_ok=True)
 
 
 def _read_state(directory: Path) -> State:

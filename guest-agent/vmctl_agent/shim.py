@@ -255,6 +255,7 @@ def _record_exit(launch: Launch, cgroups, pid: int) -> None:
     exit_code = 128 - code if code < 0 else code
     oom = cgroups.oom_killed(launch.name)
     record = {"exit_code": exit_code, "oom_killed": oom, "finished_at": logfile.now()}
+    record |= {"shim": os.getpid(), "shim_start_time": pids.start_time(os.getpid())}  # this run's
     with contextlib.suppress(Exception):  # if this fails, the agent removes it with the container
         cgroups.remove(launch.name)  # before exit.json: whoever waits may remove at once
     atomic.write_json(Path(launch.exit_path), record, durable=False)
