@@ -1,13 +1,10 @@
 """Containers: Docker's lifecycle over one state directory per container.
 
     <data-root>/containers/<id>/
-        config.json          what was asked for (written once, at create)
-        state.json           the last start: pid, shim, times (replaced atomically; none yet:
-                             created)
-        exit.json            how that run ended, written by its shim (names the shim)
+        config.json state.json exit.json   the records (records.py)
         container-json.log   the output, in Docker's json-file format
         upper/ work/         the overlay's writable layer and its work directory
-        ctl.sock
+        ctl.sock             stdin and resizes, for a container with stdin open or a tty
     <data-root>/containers/.exits/<id>.json   exit status of an auto-removed container
     <data-root>/containers/.init/             the init layer (rootfs.make_init_layer)
     <data-root>/containers/.rootfs/           where each container mounts its root, in its
@@ -34,14 +31,14 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vmctl_agent import atomic, cgroups, execs, logs, naming, pids, rootfs, shim, spec
+from vmctl_agent import atomic, cgroups, execs, logs, naming, pids, records, rootfs, shim, spec
 from vmctl_agent.containerconfig import INIT_LAYER, MOUNT_POINT, ContainerConfig, build_config
 from vmctl_agent.content import remove_tree
 from vmctl_agent.endings import Endings
 from vmctl_agent.errors import AgentError
 from vmctl_agent.images import ImageStore
+from vmctl_agent.records import ZERO_TIME, State
 
-ZERO_TIME = "0001-01-01T00:00:00Z"
 _NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 
 
@@ -51,25 +48,6 @@ class ContainerNotFound(AgentError):
 
 class ContainerConflict(AgentError):
     """409: running, name taken, ambiguous prefix."""
-
-
-@dataclass
-class State:
-    status: str = "created"
-    pid: int = 0
-    start_time: int = 0
-    shim_pid: int = 0
-    shim_start_time: int = 0
-    started_at: str = ZERO_TIME
-    finished_at: str = ZERO_TIME
-    exit_code: int = 0
-    oom_killed: bool = False
-    error: str = ""
-    restart_count: int = 0
-
-    @property
-    def running(self) -> bool:
-        return self.status == "running"
 
 
 @dataclass
@@ -118,7 +96,7 @@ class Runtime:
         (self.root / ".exits").mkdir(exist_ok=True)
         (self.root / MOUNT_POINT).mkdir(mode=0o700, exist_ok=True)
         rootfs.make_init_layer(str(self.root / INIT_LAYER))
-        _prune_tombstones(self.root / ".exits")
+        records.prune_tombstones(self.root / ".exits")
         self.images = images
         self.cgroups = groups or cgroups.detect()
         images.containers_using = self.users_of
@@ -138,7 +116,7 @@ class Runtime:
                 str(self.images.content.layer_dir(d)) for d in reversed(image.record.diff_ids)
             ]
             config = build_config(container_id, name, options, image, layers, self.cgroups)
-            self._write_new(config)
+            records.publish(self.root, container_id, config.to_json())
         self._configs[container_id] = config
         return Container(config, State(), self.root / container_id)
 
@@ -159,22 +137,6 @@ class Runtime:
                     "to reuse that name."
                 )
         return name[1:]
-
-    def _write_new(self, config: ContainerConfig) -> None:
-        """Made under a staging name, published by a rename, durably: three fsyncs (config.json,
-        the staging directory, the parent). No state.json yet: none means "created"."""
-        staging = self.root / f".new-{config.id}"
-        staging.mkdir(mode=0o700)
-        try:
-            for sub in ("upper", "work"):
-                (staging / sub).mkdir(mode=0o755)
-            atomic.write_new_json(staging / "config.json", config.to_json())
-            atomic.fsync_dir(staging)
-            os.rename(staging, self.root / config.id)
-            atomic.fsync_dir(self.root)
-        except BaseException:
-            remove_tree(staging)
-            raise
 
     # -- finding ----------------------------------------------------------------------------
 
@@ -218,7 +180,7 @@ class Runtime:
     def _load(self, directory: Path) -> Container:
         try:
             config = self._config(directory)
-            state = _read_state(directory)
+            state = records.read_state(directory)
         except FileNotFoundError:
             raise ContainerNotFound(f"No such container: {directory.name}") from None
         container = Container(config, state, directory)
@@ -229,7 +191,7 @@ class Runtime:
         """config.json never changes after create: parsed once, then kept."""
         config = self._configs.get(directory.name)
         if config is None:
-            config = ContainerConfig.from_json(atomic.read_json(directory / "config.json"))
+            config = ContainerConfig.from_json(records.read_config(directory))
             self._configs[directory.name] = config
         elif not directory.is_dir():
             self._configs.pop(directory.name, None)
@@ -246,10 +208,10 @@ class Runtime:
         state = container.state
         if not state.running:
             return
-        ended = _this_runs_end(container)
+        ended = records.this_runs_end(container.directory, state)
         if ended is None and not pids.same_process(state.shim_pid, state.shim_start_time):
             pids.reap(state.shim_pid)
-            ended = _this_runs_end(container)  # just written?
+            ended = records.this_runs_end(container.directory, state)  # just written?
             if ended is None and not container.directory.exists():
                 raise ContainerNotFound(f"No such container: {container.id}")  # --rm: gone
             if ended is None:
@@ -314,7 +276,7 @@ class Runtime:
 
     def _launch(self, container: Container) -> None:
         config, state = container.config, container.state
-        _drop_unnamed_end(container.directory)
+        records.drop_unnamed_end(container.directory)
         self.cgroups.create(config.id, config.cgroup_limits)
         started_at = logs.now()  # before the shim can record the end: a run may be that short
         try:
@@ -515,46 +477,3 @@ class Runtime:
         if not container.state.running:
             raise ContainerConflict(f"Container {container.id} is not running")
         return self.cgroups.stats(container.id)
-
-
-def _this_runs_end(container: Container) -> dict | None:
-    """exit.json, if its shim is this run's: a start leaves the last run's end in place (were
-    it removed first, a reader meanwhile would take the last run's dead shim for a killed one
-    and stop the container being started)."""
-    ended = atomic.read_json_or_none(container.directory / "exit.json")
-    if ended is None or "shim" not in ended:
-        return ended  # (unnamed: written by an agent of an earlier version)
-    state = container.state
-    ours = ended["shim"] == state.shim_pid and ended["shim_start_time"] == state.shim_start_time
-    return ended if ours else None
-
-
-def _drop_unnamed_end(directory: Path) -> None:
-    """An exit.json from an earlier version names no shim: it would pass for the next run's."""
-    ended = atomic.read_json_or_none(directory / "exit.json")
-    if ended is not None and "shim" not in ended:
-        (directory / "exit.json").unlink(missing_ok=True)
-
-
-def _read_state(directory: Path) -> State:
-    """state.json; none yet means never started (FileNotFoundError if the container is gone)."""
-    try:
-        return State(**atomic.read_json(directory / "state.json"))
-    except FileNotFoundError:
-        if not (directory / "config.json").exists():
-            raise  # removed (or renamed away for removal) meanwhile
-        return State()
-    except (ValueError, TypeError):
-        return State(status="exited", exit_code=255, error="state lost in a crash of the VM")
-
-
-TOMBSTONE_TTL = 3600
-
-
-def _prune_tombstones(directory: Path) -> None:
-    """Exit statuses of auto-removed containers are kept an hour for late `wait`s and events."""
-    cutoff = time.time() - TOMBSTONE_TTL
-    for path in directory.glob("*.json"):
-        with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
