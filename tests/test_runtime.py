@@ -398,6 +398,26 @@ def test_a_created_container_is_found_by_a_new_agent_as_created(rt, image):
         rt.get(c.id)
 
 
+def test_what_a_crash_during_create_left_is_invisible_then_swept(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("true",)))
+    torn = rt.root / ("f" * 64)  # renamed into place, config.json never reached the disk
+    (torn / "upper").mkdir(parents=True)
+    (torn / "config.json").write_bytes(b"")
+    old_staging, new_staging = rt.root / ".new-crashed", rt.root / ".new-in-flight"
+    for d in (old_staging, new_staging):
+        d.mkdir()
+    os.utime(old_staging, (0, 0))
+    assert torn.name not in [x.id for x in rt.list(all=True)]
+    with pytest.raises(ContainerNotFound):
+        rt.get(torn.name)
+    again = Runtime(rt.root.parent, rt.images, rt.cgroups)
+    assert not torn.exists() and not old_staging.exists()
+    assert new_staging.exists(), "may be a create in progress"
+    assert again.get(c.id).state.status == "created"
+    new_staging.rmdir()
+    rt.remove(c.id)
+
+
 def test_names_are_unique_and_prefixes_must_be(rt, image):
     rt.create(CreateOptions(image=image, cmd=("true",), name="only-once"))
     with pytest.raises(

@@ -71,14 +71,24 @@ def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, indent=1, sort_keys=True).encode() + b"\n"
 
 
-def write_new_json(path: Path, value: Any) -> None:
+def write_new_json(path: Path, value: Any, *, durable: bool = True) -> None:
     """A new file in a directory nobody reads yet (a staging directory renamed into place
-    later): no temp name needed. Fsynced; the directory is the caller's to fsync."""
+    later): no temp name needed. Fsynced if durable; the directory is the caller's to fsync."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(_json_bytes(value))
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        _write_all(fd, _json_bytes(value))
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_json(path: Path) -> Any:

@@ -96,7 +96,7 @@ class Runtime:
         (self.root / ".exits").mkdir(exist_ok=True)
         (self.root / MOUNT_POINT).mkdir(mode=0o700, exist_ok=True)
         rootfs.make_init_layer(str(self.root / INIT_LAYER))
-        records.prune_tombstones(self.root / ".exits")
+        records.sweep(self.root)
         self.images = images
         self.cgroups = groups or cgroups.detect()
         images.containers_using = self.users_of

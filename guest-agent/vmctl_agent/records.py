@@ -1,12 +1,14 @@
 """A container's records on disk, and the rules that keep them whole through crashes.
 
-    config.json   what was asked for: written once, at create, durably
+    config.json   what was asked for: written once, at create, durably (see publish)
     state.json    the last start: pid, shim, times; replaced atomically at each start, not
                   fsynced (after a crash every container is dead anyway); none yet: created
     exit.json     how that run ended, written by its shim and naming it (this_runs_end)
 
 Readers never see half a file while the machine is up (a temp name and a rename, or a staging
-directory published by a rename); a state.json torn by a crash reads as exited.
+directory published by a rename). What a crash can tear is recognised and dealt with here: a
+torn state.json reads as exited, a container whose config.json never reached the disk whole
+(its create never returned) is invisible and swept at the next start of the agent.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from vmctl_agent.content import remove_tree
 ZERO_TIME = "0001-01-01T00:00:00Z"
 TOMBSTONE_TTL = 3600
 STAGING = ".new-"
+_STAGING_TTL = 60.0  # a create takes milliseconds: older staging dirs were left by a crash
 
 
 @dataclass
@@ -45,25 +48,36 @@ class State:
 
 def publish(root: Path, name: str, config: dict) -> None:
     """Make container directory `root/name` (upper/, work/, config.json) under a staging name
-    and publish it by a rename, durably: three fsyncs (config.json, the staging directory,
-    the parent)."""
-    staging = root / f"{STAGING}{name}"
+    and publish it by a rename, durably. config.json is fsynced after the rename: on ext4 that
+    one journal commit carries the whole create (two before: config.json's, then the
+    rename's); the parent's fsync then costs nothing there, and makes the rename durable
+    elsewhere. A crash before they return may leave config.json torn: see read_config."""
+    staging, final = root / f"{STAGING}{name}", root / name
+    published = None
     staging.mkdir(mode=0o700)
     try:
         for sub in ("upper", "work"):
             (staging / sub).mkdir(mode=0o755)
-        atomic.write_new_json(staging / "config.json", config)
-        atomic.fsync_dir(staging)
-        staging.rename(root / name)
+        atomic.write_new_json(staging / "config.json", config, durable=False)
+        staging.rename(final)
+        published = final
+        atomic.fsync_file(final / "config.json")
         atomic.fsync_dir(root)
     except BaseException:
-        remove_tree(staging)
+        remove_tree(published or staging)
         raise
 
 
 def read_config(directory: Path) -> dict:
-    """config.json (FileNotFoundError if the container is gone)."""
-    return atomic.read_json(directory / "config.json")
+    """config.json; FileNotFoundError if the container is gone, or was never whole: a torn
+    config.json can only come from a crash during a create that never returned."""
+    try:
+        data = atomic.read_json(directory / "config.json")
+    except ValueError:
+        raise FileNotFoundError(directory / "config.json") from None
+    if not isinstance(data, dict):
+        raise FileNotFoundError(directory / "config.json")
+    return data
 
 
 def read_state(directory: Path) -> State:
@@ -96,10 +110,26 @@ def drop_unnamed_end(directory: Path) -> None:
         (directory / "exit.json").unlink(missing_ok=True)
 
 
-def prune_tombstones(directory: Path) -> None:
-    """Exit statuses of auto-removed containers are kept an hour for late `wait`s and events."""
-    cutoff = time.time() - TOMBSTONE_TTL
-    for path in directory.glob("*.json"):
+def sweep(root: Path) -> None:
+    """What crashes left: staging directories, containers whose create never completed, and
+    exit statuses of auto-removed containers past their hour (kept for late `wait`s)."""
+    now = time.time()
+    for path in root.iterdir():
         with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_mtime < cutoff:
+            if path.name.startswith(STAGING):
+                if path.stat().st_mtime < now - _STAGING_TTL:
+                    remove_tree(path)
+            elif not path.name.startswith(".") and path.is_dir() and _torn(path):
+                remove_tree(path)
+    for path in (root / ".exits").glob("*.json"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < now - TOMBSTONE_TTL:
                 path.unlink()
+
+
+def _torn(directory: Path) -> bool:
+    try:
+        read_config(directory)
+    except FileNotFoundError:
+        return directory.is_dir()  # (not just removed by someone else meanwhile)
+    return False
