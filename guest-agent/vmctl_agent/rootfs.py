@@ -195,9 +195,13 @@ def bind_etc_files(etc_files: tuple[tuple[str, bytes], ...]) -> None:
 
 def mask_paths() -> None:
     for path in MASKED:
-        if os.path.isdir(path):
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(mode):
             sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY)
-        elif os.path.exists(path):
+        else:
             sc.mount("/dev/null", path, None, sc.MS_BIND)
 
 

@@ -28,7 +28,7 @@ import termios
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmctl_agent import atomic, pids, process, rootfs
+from vmctl_agent import atomic, capabilities, pids, process, rootfs
 from vmctl_agent import logs as logfile
 from vmctl_agent import syscalls as sc
 from vmctl_agent.content import remove_tree
@@ -92,6 +92,7 @@ def spawn(launch: Launch, cgroups) -> Started:
     pipe it then keeps open until the container's end is recorded: closing it tells a waiter
     sooner than the shim's own exit, which unmaps a whole copy of the agent first."""
     ready_r, ready_w = os.pipe()
+    capabilities.last_cap()  # read here, once: the container's first process inherits it
     gc.freeze()  # the shim touches few objects: keep the copied memory shared
     pid = os.fork()
     if pid == 0:

@@ -82,9 +82,12 @@ def sethostname(name: str) -> None:
     _check(_libc.sethostname(raw, len(raw)), "sethostname")
 
 
+_libc.prctl.argtypes = (ctypes.c_int, *(ctypes.c_ulong,) * 4)  # dozens of calls a start
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> None:
-    args = (ctypes.c_ulong(a) for a in (arg2, arg3, arg4, arg5))
-    _check(_libc.prctl(option, *args), f"prctl {option}")
+    if _libc.prctl(option, arg2, arg3, arg4, arg5) != 0:
+        _check(-1, f"prctl {option}")
 
 
 def close_range(first: int) -> None:
