@@ -10,6 +10,11 @@ import ctypes
 import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# Looked up here, once (ctypes keeps them): a fork would otherwise do each dlsym again on its
+# first call, and the container's first process calls most of these just once.
+for _name in ("mount", "umount2", "pivot_root", "unshare", "setns", "sethostname", "capset",
+              "prctl", "close_range"):  # fmt: skip
+    getattr(_libc, _name, None)  # (a C library without one fails when it is called, as before)
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
