@@ -5,6 +5,8 @@ Runs as root on the host (cgroup v1 here; the VM's cgroup v2 is exercised by the
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import select
 import signal
@@ -21,7 +23,7 @@ from agentkit import pull
 from runtimekit import NOTHING, busybox_image, leftovers, make_runtime, run
 from vmctl_agent import atomic, pids
 from vmctl_agent.containers import ContainerConflict, ContainerNotFound, Runtime
-from vmctl_agent.errors import ImageNotFound, ImpossibleLimit
+from vmctl_agent.errors import CgroupError, ImageNotFound, ImpossibleLimit
 from vmctl_agent.images import ImageStore
 from vmctl_agent.shim import StartError
 from vmctl_agent.spec import CreateOptions, InvalidSpec
@@ -676,6 +678,38 @@ def test_reaping_a_shim_checks_it_is_still_that_process():
     assert pids.reap_same(pid, started)
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def _our_children() -> set[int]:
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == os.getpid():
+                found.add(int(pid))
+    return found
+
+
+def test_a_cgroup_that_cannot_be_made_fails_the_start_and_the_shim_gives_up(rt, image):
+    """The cgroup is made while the shim starts: a refusal still fails the start, with the
+    same error, and the shim and its child, told so, leave nothing behind."""
+
+    class Refusing(type(rt.cgroups)):
+        def create(self, name, limits):
+            raise CgroupError("cannot limit memory: refused for the test")
+
+    refusing = copy.copy(rt.cgroups)
+    refusing.__class__ = Refusing
+    other = Runtime(rt.root.parent, rt.images, refusing)
+    c = other.create(CreateOptions(image=image, cmd=("true",)))
+    before = _our_children()
+    with pytest.raises(CgroupError, match="refused for the test"):
+        other.start(c.id)
+    assert _our_children() <= before
+    assert other.get(c.id).state.status == "created"
+    rt.start(c.id)
+    assert rt.wait(c.id, timeout=10).state.exit_code == 0
+    rt.remove(c.id)
 
 
 def test_a_failed_start_removes_an_auto_remove_container(rt, image):

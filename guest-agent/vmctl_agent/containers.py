@@ -277,12 +277,10 @@ class Runtime:
     def _launch(self, container: Container) -> None:
         config, state = container.config, container.state
         records.drop_unnamed_end(container.directory)
-        self.cgroups.create(config.id, config.cgroup_limits)
+        launch = config.launch(container.directory, self.cgroups.version)
         started_at = logs.now()  # before the shim can record the end: a run may be that short
         try:
-            started = shim.spawn(
-                config.launch(container.directory, self.cgroups.version), self.cgroups
-            )
+            started = shim.spawn(launch, self.cgroups, config.cgroup_limits)  # (its cgroup too)
         except shim.StartError as e:
             self.cgroups.remove(config.id)
             state.exit_code, state.error = e.exit_code, str(e)

@@ -31,6 +31,7 @@ from pathlib import Path
 from vmctl_agent import atomic, capabilities, pids, process, rootfs
 from vmctl_agent import logs as logfile
 from vmctl_agent import syscalls as sc
+from vmctl_agent.cgroupfs import Limits
 from vmctl_agent.content import remove_tree
 from vmctl_agent.errors import AgentError
 from vmctl_agent.spec import ProcessSpec
@@ -84,22 +85,30 @@ class Started:
     done: int  # read end of a pipe the shim closes once exit.json is written (ours to close)
 
 
-def spawn(launch: Launch, cgroups) -> Started:
-    """Start the shim and the container; returns once the command has been exec'd.
+def spawn(launch: Launch, cgroups, limits: Limits) -> Started:
+    """Make the container's cgroup with `limits`, start the shim and the container; returns
+    once the command has been exec'd.
 
-    The shim is our child, in a session of its own; when it ends, whoever sees that first
-    reaps it (pids.reap), and if we are gone by then, init does. Its answer is one line on a
-    pipe it then keeps open until the container's end is recorded: closing it tells a waiter
-    sooner than the shim's own exit, which unmaps a whole copy of the agent first."""
+    The cgroup is made while the shim starts (a fork takes milliseconds on either side): the
+    first to need it, the container's first process or (v2) the shim, waits for our word; if
+    it cannot be made, they are told to give up and the error is raised here as it was. The
+    shim is our child, in a session of its own; when it ends, whoever sees that first reaps it
+    (pids.reap), and if we are gone by then, init does. Its answer is one line on a pipe it
+    then keeps open until the container's end is recorded: closing it tells a waiter sooner
+    than the shim's own exit, which unmaps a whole copy of the agent first."""
     ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
     capabilities.last_cap()  # read here, once: the container's first process inherits it
     gc.freeze()  # the shim touches few objects: keep the copied memory shared
     pid = os.fork()
     if pid == 0:
         os.close(ready_r)
-        _shim(launch, cgroups, ready_w)
+        os.close(go_w)
+        _shim(launch, cgroups, ready_w, go_r)
     gc.unfreeze()
     os.close(ready_w)
+    os.close(go_r)
+    _make_cgroup(launch.name, cgroups, limits, go_w, pid, ready_r)
     try:
         answer = json.loads(_read_answer(ready_r))
     except ValueError:
@@ -110,6 +119,26 @@ def spawn(launch: Launch, cgroups) -> Started:
         raise StartError(answer["error"], answer["exit_code"])
     pid, shim_pid = answer["pid"], answer["shim"]
     return Started(pid, shim_pid, answer["start_time"], answer["shim_start_time"], ready_r)
+
+
+def _make_cgroup(name: str, cgroups, limits: Limits, go_w: int, shim: int, ready_r: int) -> None:
+    try:
+        cgroups.create(name, limits)
+    except BaseException:
+        os.close(go_w)  # end of file, no word: the shim and its child give up
+        os.close(ready_r)
+        pids.reap(shim, timeout=1.0)
+        raise
+    os.write(go_w, b"g")
+    os.close(go_w)
+
+
+def _wait_for_cgroup(go_r: int) -> None:
+    """Until the agent has made the container's cgroup (see spawn)."""
+    word = os.read(go_r, 1)
+    os.close(go_r)
+    if word != b"g":
+        raise OSError(errno.ECANCELED, "the agent could not make the container's cgroup")
 
 
 def _read_answer(fd: int) -> bytes:
@@ -123,7 +152,7 @@ def _read_answer(fd: int) -> bytes:
 # -- the shim -----------------------------------------------------------------------------------
 
 
-def _shim(launch: Launch, cgroups, ready_w: int) -> None:
+def _shim(launch: Launch, cgroups, ready_w: int, go_r: int) -> None:
     status = 1
     try:
         os.setsid()  # the agent's terminal and signals are not ours
@@ -131,28 +160,28 @@ def _shim(launch: Launch, cgroups, ready_w: int) -> None:
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
-        ready_w = _keep_only(ready_w)
-        status = _run(launch, cgroups, ready_w)
+        ready_w, go_r = _keep_only(ready_w, go_r)
+        status = _run(launch, cgroups, ready_w, go_r)
     except BaseException as e:  # report, never unwind into the agent's code
         _report(ready_w, {"error": f"container supervisor failed: {e}", "exit_code": 128})
     finally:
         os._exit(status)
 
 
-def _keep_only(fd: int) -> int:
-    """Close every inherited fd (the agent's sockets, files) but `fd`, moved to 3."""
-    if fd != 3:
-        os.dup2(fd, 3, inheritable=False)
-        fd = 3
-    sc.close_range(4)
+def _keep_only(*fds: int) -> list[int]:
+    """Close every inherited fd (the agent's sockets, files) but `fds`, moved to 3, 4, ..."""
+    spare = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 32) for fd in fds]  # clear of 3, 4, ...
+    for target, fd in enumerate(spare, start=3):
+        os.dup2(fd, target, inheritable=False)
+    sc.close_range(3 + len(fds))
     devnull = os.open(os.devnull, os.O_RDWR)
     for std in (0, 1, 2):
         os.dup2(devnull, std)
     os.close(devnull)
-    return fd
+    return list(range(3, 3 + len(fds)))
 
 
-def _run(launch: Launch, cgroups, ready_w: int) -> int:
+def _run(launch: Launch, cgroups, ready_w: int, go_r: int) -> int:
     stdio = process.Stdio.make(launch.process.tty, launch.open_stdin)
     sc.unshare(sc.CLONE_NEWPID)
     sync_r, sync_w = os.pipe()
@@ -161,11 +190,14 @@ def _run(launch: Launch, cgroups, ready_w: int) -> int:
     if pid == 0:
         for fd in (sync_w, err_r, ready_w):
             os.close(fd)
-        _container(launch, cgroups, stdio, sync_r, err_w)
+        _container(launch, cgroups, stdio, sync_r, err_w, go_r)
     for fd in (sync_r, err_w, *stdio.child_fds()):
         os.close(fd)
     try:
-        if not cgroups.joins_itself:
+        if cgroups.joins_itself:
+            os.close(go_r)  # the child waits for it
+        else:
+            _wait_for_cgroup(go_r)
             cgroups.add(launch.name, pid)
     except Exception as e:
         os.kill(pid, signal.SIGKILL)
@@ -341,13 +373,18 @@ def _forward_stdin(conn: socket.socket, sel, stdio: process.Stdio, launch: Launc
 # -- the container's first process ---------------------------------------------------------------
 
 
-def _container(launch: Launch, cgroups, stdio: process.Stdio, sync_r: int, err_w: int) -> None:
+def _container(
+    launch: Launch, cgroups, stdio: process.Stdio, sync_r: int, err_w: int, go_r: int
+) -> None:
     """Runs in the new PID namespace as PID 1; ends in exec or in _exit."""
     if cgroups.joins_itself:  # first: nothing of ours runs outside it either
         try:
+            _wait_for_cgroup(go_r)
             cgroups.join(launch.name)
         except BaseException as e:
             process.fail(err_w, f"{_NO_CGROUP}: {e}", 128)
+    else:
+        os.close(go_r)  # the shim waits for it
     try:
         cgroup_ns = launch.namespaces & sc.CLONE_NEWCGROUP
         sc.unshare(launch.namespaces & ~sc.CLONE_NEWCGROUP)
