@@ -23,12 +23,11 @@ import os
 import selectors
 import signal
 import socket
-import struct
-import termios
 from dataclasses import dataclass
 from pathlib import Path
 
 from vmctl_agent import atomic, capabilities, pids, process, rootfs
+from vmctl_agent import control as ctl
 from vmctl_agent import logs as logfile
 from vmctl_agent import syscalls as sc
 from vmctl_agent.cgroupfs import Limits
@@ -214,7 +213,7 @@ def _run(launch: Launch, cgroups, ready_w: int, go_r: int) -> int:
         return 0
     # Before the report: logs may be followed, and a terminal resized, once start returns.
     log = logfile.LogWriter(launch.log_path)
-    control = _control_socket(launch.state_dir) if launch.interactive else None
+    control = ctl.bind(launch.state_dir) if launch.interactive else None
     me = os.getpid()
     _report(
         ready_w,
@@ -260,9 +259,9 @@ def _supervise(
                 exited = True
                 sel.unregister(pidfd)
             elif key.data == "control":
-                _accept_control(key.fileobj, sel, stdio)
+                ctl.accept(key.fileobj, sel, stdio)
             elif key.data == "stdin":
-                _forward_stdin(key.fileobj, sel, stdio, launch)
+                ctl.forward_stdin(key.fileobj, sel, stdio, launch.stdin_once)
             elif not _copy(key.fd, key.data, log):
                 sel.unregister(key.fd)
                 open_streams -= 1
@@ -303,71 +302,6 @@ def _remove_container(launch: Launch, record: dict) -> None:
     doomed = state_dir.parent / f".removing-{launch.name}"
     os.rename(state_dir, doomed)
     remove_tree(doomed)
-
-
-def _control_socket(state_dir: str) -> socket.socket:
-    """ctl.sock (0600): stdin for the container, and terminal resizes. Bound through
-    /proc/self/fd so a long state path never hits the 108-byte socket path limit."""
-    dirfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
-    path = f"/proc/self/fd/{dirfd}/ctl.sock"
-    if os.path.lexists(path):
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
-    try:
-        sock.bind(path)
-    finally:
-        os.umask(old)
-        os.close(dirfd)
-    sock.listen(4)
-    return sock
-
-
-def _accept_control(control: socket.socket, sel, stdio: process.Stdio) -> None:
-    """`resize ROWS COLS`, or `stdin` followed by bytes to forward for as long as they come."""
-    conn, _ = control.accept()
-    conn.settimeout(5)
-    try:
-        head = _read_line(conn)
-    except OSError:
-        conn.close()
-        return
-    if head == b"stdin" and stdio.input_fd() is not None:
-        conn.settimeout(None)
-        sel.register(conn, selectors.EVENT_READ, "stdin")
-        return
-    if head.startswith(b"resize ") and stdio.tty:
-        rows, cols = (int(x) for x in head.split()[1:3])
-        size = struct.pack("HHHH", rows, cols, 0, 0)
-        fcntl.ioctl(stdio.stdout[0], termios.TIOCSWINSZ, size)
-    conn.close()
-
-
-def _read_line(conn: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\n") and len(data) < 256:
-        chunk = conn.recv(1)
-        if not chunk:
-            break
-        data += chunk
-    return data.strip()
-
-
-def _forward_stdin(conn: socket.socket, sel, stdio: process.Stdio, launch: Launch) -> None:
-    chunk = b""
-    try:
-        chunk = conn.recv(_READ)
-        if chunk and stdio.input_fd() is not None:
-            os.write(stdio.input_fd(), chunk)
-    except OSError:
-        chunk = b""
-    if chunk:
-        return
-    sel.unregister(conn)
-    conn.close()
-    if launch.stdin_once and stdio.stdin:
-        os.close(stdio.stdin[1])  # the client is done: the container sees end of input
-        stdio.stdin = None
 
 
 # -- the container's first process ---------------------------------------------------------------
