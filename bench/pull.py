@@ -32,16 +32,16 @@ import statistics
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
+from benchkit import cmdline, in_workdir, mounts_below, remove_tree, run  # noqa: E402, F401
 from imagekit import (  # noqa: E402
     Image,
     RegistryClient,
@@ -175,34 +175,10 @@ def size_line(kind: str, entries: int, tar_size: int, gz_size: int) -> str:
 # --------------------------------------------------------------------------- helpers
 
 
-def run(argv: list[str], **kw) -> subprocess.CompletedProcess[str]:
-    """Run to completion, capturing text output; never raises on a non-zero exit."""
-    return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, **kw)
-
-
 def failure(what: str, proc: subprocess.CompletedProcess[str]) -> RunFailed:
     """A RunFailed carrying the exit status and the end of stderr (or stdout)."""
     tail = "\n".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-15:])
     return RunFailed(f"{what} exited {proc.returncode}:\n{tail}")
-
-
-def mounts_below(root: Path) -> list[str]:
-    """Mount points at or below `root`, deepest first."""
-    prefix = str(root)
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = line.split()[4].encode().decode("unicode_escape")  # \040 etc. are octal escapes
-        if point == prefix or point.startswith(prefix + "/"):
-            found.append(point)
-    return sorted(found, key=len, reverse=True)
-
-
-def remove_tree(path: Path) -> None:
-    """Unmount whatever a tool left mounted below `path`, then delete it."""
-    for point in mounts_below(path):
-        if run(["umount", point]).returncode != 0:
-            run(["umount", "-l", point])
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def wait_for_server(proc, docker, field: str, what: str, log_tail, poll: float) -> str:
@@ -521,14 +497,6 @@ def measure_round(
     print(f"  {label} " + "  ".join(cells), flush=True)
 
 
-def cmdline(pid: int) -> bytes:
-    """A process's NUL-separated command line, or b"" once it is gone."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
 def start_tools(names: list[str], ref: str, scratch: Path) -> list[Tool]:
     """Start each selected tool; one that cannot start is reported and left out."""
     started = []
@@ -659,23 +627,6 @@ def bench(args: argparse.Namespace, workdir: Path) -> None:
         for tool in tools:
             tool.stop()
         registry.stop()
-
-
-def in_workdir(parent: str | None, body: Callable[[Path], None], *guards) -> int:
-    """Run `body` in a fresh temp dir under `parent` with `guards` entered; clean up always.
-    The exit status: 0, or 130 on Ctrl-C."""
-    workdir = Path(tempfile.mkdtemp(prefix="vmctl-bench-", dir=parent)).resolve()
-    try:
-        with ExitStack() as stack:
-            for guard in guards:
-                stack.enter_context(guard)
-            body(workdir)
-    except KeyboardInterrupt:
-        print("interrupted; cleaning up", file=sys.stderr)
-        return 130
-    finally:
-        remove_tree(workdir)
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

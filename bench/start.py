@@ -12,8 +12,9 @@ Ours goes through the runtime's own Python API, in this process, as the agent ca
 
 Runs alternate (ours, runc, ours, runc, ...) after `--warmup` untimed rounds, so machine noise
 hits both alike. The image is built, pushed to a loopback registry and pulled into our store by
-a child process (`--prepare`): the start path runs gc.collect() before it forks the shim, so
-the test kit's modules in this process would bill ours ~20 ms a start the agent never pays.
+a child process (`--prepare`): each start of ours forks this process (the shim, then the
+container's first process), so the test kit's modules here would make every fork dearer than
+the agent's; the helpers shared with the other benches come from benchkit, which loads none.
 
     python bench/start.py [--runs 100] [--warmup 5] [--profile] [--workdir DIR]   (as root)
 """
@@ -40,7 +41,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pull import cmdline, in_workdir, remove_tree
+from benchkit import cmdline, in_workdir, remove_tree
 from vmctl_agent import __version__ as agent_version
 from vmctl_agent import syscalls as sc
 from vmctl_agent.containers import Container, Runtime
@@ -58,6 +59,7 @@ PROFILE_CYCLES = 20
 PROFILE_TOP = 15
 RUNC_CANDIDATES = ("/usr/sbin/runc", "runc")
 RUNC_FLAG_TRIES = ((), ("--no-pivot",))  # what `runc run` may need on odd hosts
+TEST_KIT = ("imagekit", "registry", "agentkit", "requests")  # must stay out of this process
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 OUR_CGROUP_PARENT = "vmctl"
 ZOMBIE_OF_INIT = "[Z ppid 1]"  # exited detached shims, for init to reap
@@ -473,13 +475,18 @@ def print_machine(workdir: Path) -> None:
 
 
 def print_process_heap() -> None:
-    """What the shim fork's gc.collect() walks in this process."""
+    """How big this process is: each start of ours forks it twice, at a cost that grows
+    with its size; a test kit module loaded here would bill ours for what the agent never
+    loads (benchkit keeps it out)."""
     gc.collect()
     started = time.perf_counter()
     gc.collect()
     took = time.perf_counter() - started
     objects = len(gc.get_objects())
     print(f"this process: {objects} gc-tracked objects, gc.collect() {ms(took).strip()} ms")
+    kit = [name for name in TEST_KIT if name in sys.modules]
+    if kit:
+        print(f"  WARNING: {', '.join(kit)} loaded here: every fork of ours pays for them")
 
 
 # --------------------------------------------------------------------------- leftovers

@@ -117,6 +117,26 @@ def test_v1_create_writes_limits_and_is_idempotent(v1: CgroupsV1):
 
 
 @needs_v1
+def test_v1_fresh_leaves_keep_the_kernels_defaults_and_a_lost_parent_is_made_again(
+    v1: CgroupsV1,
+):
+    v1.create("c1", Limits(memory=64 * MiB))
+    cpuset = ROOT / "cpuset" / v1.parent
+    assert (cpuset / "cgroup.clone_children").read_text() == "1\n"
+    assert (cpuset / "c1" / "cpuset.mems").read_text() == (cpuset / "cpuset.mems").read_text()
+    assert v1.stats("c1").memory_limit == 64 * MiB
+    v1.remove("c1")
+    for h in v1.hierarchies:
+        (h / v1.parent).rmdir()  # e.g. cleaned up by someone while the agent ran
+    v1.create("c2", Limits(pids=10))
+    assert v1.stats("c2").pids_limit == 10 and v1.stats("c2").memory_limit is None
+    assert (ROOT / "cpu" / v1.parent / "c2" / "cpu.shares").read_text() == "1024\n"
+    assert (cpuset / "c2" / "cpuset.cpus").read_text() == (
+        ROOT / "cpuset" / "cpuset.cpus"
+    ).read_text()
+
+
+@needs_v1
 def test_v1_add_and_procs(v1: CgroupsV1):
     v1.create("c1", Limits())
     proc = subprocess.Popen(["sleep", "30"])
@@ -134,6 +154,35 @@ def test_v1_add_and_procs(v1: CgroupsV1):
     assert v1.procs("c1") == []  # zombies and the dead are not listed
     with pytest.raises(CgroupError):
         v1.add("c1", 999_999_999)
+
+
+@needs_v1
+def test_v1_join_moves_the_caller_into_every_hierarchy(v1: CgroupsV1):
+    v1.create("c1", Limits())
+    go_r, go_w = os.pipe()
+    joined_r, joined_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            v1.join("c1")
+            os.write(joined_w, b"j")
+            os.close(go_w)
+            os.read(go_r, 1)  # held here while the parent looks
+        finally:
+            os._exit(0)
+    os.close(go_r)
+    try:
+        assert os.read(joined_r, 1) == b"j"
+        assert v1.procs("c1") == [pid]
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        for controller in ("memory", "cpu", "cpuacct", "pids", "freezer", "cpuset"):
+            assert any(line.endswith(f":{controller}:/{v1.parent}/c1") for line in lines), (
+                controller
+            )
+    finally:
+        for fd in (go_w, joined_r, joined_w):
+            os.close(fd)
+        os.waitpid(pid, 0)
 
 
 @needs_v1

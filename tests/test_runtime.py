@@ -5,7 +5,10 @@ Runs as root on the host (cgroup v1 here; the VM's cgroup v2 is exercised by the
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -18,8 +21,9 @@ import imagekit as ik
 import pytest
 from agentkit import pull
 from runtimekit import NOTHING, busybox_image, leftovers, make_runtime, run
+from vmctl_agent import atomic, pids
 from vmctl_agent.containers import ContainerConflict, ContainerNotFound, Runtime
-from vmctl_agent.errors import ImageNotFound, ImpossibleLimit
+from vmctl_agent.errors import CgroupError, ImageNotFound, ImpossibleLimit
 from vmctl_agent.images import ImageStore
 from vmctl_agent.shim import StartError
 from vmctl_agent.spec import CreateOptions, InvalidSpec
@@ -70,6 +74,44 @@ def test_the_hosts_files_are_invisible(rt, image, tmp_path):
         marker.unlink()
     assert "No such file or directory" in ran.stderr
     assert set(ran.stdout.split()) <= {"bin", "dev", "etc", "proc", "root", "sys", "tmp"}
+
+
+def test_a_run_writes_nothing_into_the_containers_layer(rt, image):
+    """No directory for the old root, no /etc copied up for the files bound over it."""
+    ran = run(rt, image, "sh", "-c", "cat /etc/hostname /etc/hosts /etc/resolv.conf; ls -a / /dev")
+    assert ran.exit_code == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines[0] == ran.container.id[:12] and "127.0.0.1\tlocalhost" in lines
+    assert any(line.startswith("nameserver ") for line in lines)
+    assert not any(".vmctl" in line for line in lines), "nothing of ours is left at / or /dev"
+    assert list((ran.container.directory / "upper").iterdir()) == []
+    assert sorted(os.listdir(ran.container.directory)) == [
+        "config.json",
+        "container-json.log",
+        "exit.json",
+        "state.json",
+        "upper",
+        "work",
+    ], "no lock file (the directory itself is locked), no control socket, no /etc files"
+    rt.remove(ran.container.id)
+
+
+def test_etc_files_over_an_image_whose_etc_the_init_layer_would_change(rt, registry):
+    """An /etc that is not a plain root 0755 directory keeps its owner and mode: the files
+    are then made in the container's own layer."""
+    layer = ik.tar_bytes([ik.directory("etc", mode=0o750, uid=0, gid=0)])
+    image = ik.build_image([ik.busybox_layer(), layer], config={"Cmd": ["/bin/sh"]})
+    ik.RegistryClient(registry.url).push_image("runtime/odd-etc", "v1", image)
+    ref = f"{registry.host}/runtime/odd-etc:v1"
+    pull(rt.images, ref)
+    ran = run(rt, ref, "sh", "-c", "stat -c %a /etc; cat /etc/hostname", hostname="odd")
+    assert ran.stdout.split() == ["750", "odd"], ran.stderr
+    assert sorted(p.name for p in (ran.container.directory / "upper" / "etc").iterdir()) == [
+        "hostname",
+        "hosts",
+        "resolv.conf",
+    ]
+    rt.remove(ran.container.id)
 
 
 def test_proc_sys_is_read_only_and_proc_files_masked(rt, image):
@@ -255,6 +297,34 @@ def test_logs_tail_since_and_follow(rt, image):
     rt.remove(c.id)
 
 
+def test_an_end_is_the_shims_record_and_a_new_start_ignores_the_last_one(rt, image):
+    script = "if [ -e /ran ]; then sleep 30; else touch /ran; exit 3; fi"
+    c = rt.create(CreateOptions(image=image, cmd=("sh", "-c", script)))
+    first = rt.start(c.id).state
+    assert rt.wait(c.id, timeout=10).state.exit_code == 3
+    ended = atomic.read_json(c.directory / "exit.json")
+    assert (ended["shim"], ended["shim_start_time"]) == (first.shim_pid, first.shim_start_time)
+    assert atomic.read_json(c.directory / "state.json")["status"] == "running", "not rewritten"
+    again = Runtime(rt.root.parent, rt.images, rt.cgroups)  # derived the same way afresh
+    assert (again.get(c.id).state.status, again.get(c.id).state.exit_code) == ("exited", 3)
+    rt.start(c.id)
+    assert (c.directory / "exit.json").exists(), "the last run's end stays until the next"
+    assert rt.get(c.id).state.running and again.get(c.id).state.running
+    assert rt.stop(c.id, timeout=0).state.exit_code == 137
+    assert again.get(c.id).state.exit_code == 137
+    rt.remove(c.id)
+
+
+def test_the_log_exists_once_start_returns_and_a_short_run_starts_before_it_ends(rt, image):
+    for _ in range(5):
+        c = rt.create(CreateOptions(image=image, cmd=("true",)))
+        rt.start(c.id)
+        assert (c.directory / "container-json.log").exists()
+        state = rt.wait(c.id, timeout=10).state
+        assert state.started_at <= state.finished_at
+        rt.remove(c.id)
+
+
 def test_fifty_containers_at_once(rt, image):
     results: list[int] = []
 
@@ -312,6 +382,42 @@ def test_bad_options_leave_no_container(rt, image, options, error, message):
         rt.create(CreateOptions(**{"image": image, "cmd": ("true",), **options}))
     assert {c.id for c in rt.list(all=True)} == before
     assert not list(rt.root.glob(".new-*"))
+
+
+def test_a_created_container_is_found_by_a_new_agent_as_created(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("true",), name="made-before"))
+    assert c.state.status == "created" and not (c.directory / "state.json").exists()
+    again = Runtime(rt.root.parent, rt.images, rt.cgroups)
+    found = again.get("made-before")
+    assert (found.id, found.state.status, found.state.pid) == (c.id, "created", 0)
+    assert c.id in [x.id for x in again.list(all=True)]
+    with pytest.raises(ContainerConflict, match="already in use"):
+        again.create(CreateOptions(image=image, name="made-before"))
+    again.start(c.id)
+    assert again.wait(c.id, timeout=10).state.status == "exited"
+    again.remove(c.id)
+    with pytest.raises(ContainerNotFound):
+        rt.get(c.id)
+
+
+def test_what_a_crash_during_create_left_is_invisible_then_swept(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("true",)))
+    torn = rt.root / ("f" * 64)  # renamed into place, config.json never reached the disk
+    (torn / "upper").mkdir(parents=True)
+    (torn / "config.json").write_bytes(b"")
+    old_staging, new_staging = rt.root / ".new-crashed", rt.root / ".new-in-flight"
+    for d in (old_staging, new_staging):
+        d.mkdir()
+    os.utime(old_staging, (0, 0))
+    assert torn.name not in [x.id for x in rt.list(all=True)]
+    with pytest.raises(ContainerNotFound):
+        rt.get(torn.name)
+    again = Runtime(rt.root.parent, rt.images, rt.cgroups)
+    assert not torn.exists() and not old_staging.exists()
+    assert new_staging.exists(), "may be a create in progress"
+    assert again.get(c.id).state.status == "created"
+    new_staging.rmdir()
+    rt.remove(c.id)
 
 
 def test_names_are_unique_and_prefixes_must_be(rt, image):
@@ -391,6 +497,7 @@ def test_a_killed_shim_stops_its_container(rt, image):
     state = rt.get(c.id).state
     assert (state.status, state.exit_code) == ("exited", 137)
     assert "supervisor was killed" in state.error
+    assert rt.get(c.id).state == state, "recorded in the shim's stead: the same on every read"
     rt.remove(c.id)
     assert leftovers(rt, c.id) == NOTHING
 
@@ -446,6 +553,18 @@ def test_stdin_is_forwarded_and_closed_once(rt, image):
     c = rt.wait(c.id, timeout=10)
     assert [e.data for e in rt.logs(c.id)] == [b"hello\n", b"world\n", b"end\n"]
     rt.remove(c.id)
+
+
+def test_only_an_interactive_container_has_a_control_socket(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("sleep", "60")))
+    rt.start(c.id)
+    try:
+        assert not (c.directory / "ctl.sock").exists()
+        rt.resize(c.id, 40, 120)  # no terminal: nothing to resize, and no error
+        with pytest.raises(ContainerConflict, match="stdin"):
+            rt.attach_stdin(c.id)
+    finally:
+        rt.remove(c.id, force=True)
 
 
 def test_a_tty_container(rt, image):
@@ -526,6 +645,71 @@ def test_no_zombie_shims_are_left_behind(rt, image):
         if fields[0] == "Z" and int(fields[1]) == os.getpid():
             zombies.append(pid)
     assert zombies == []
+
+
+def test_the_shims_pipe_closes_once_the_end_is_recorded_and_the_shim_is_reaped_later(rt, image):
+    c = rt.create(CreateOptions(image=image, cmd=("true",)))
+    shim_pid = rt.start(c.id).state.shim_pid
+    fd = rt.endings.watch(c.id)
+    assert fd is not None
+    try:
+        select.select([fd], [], [], 10)
+        assert os.read(fd, 1) == b"", "closed, not written to"
+    finally:
+        os.close(fd)
+    assert (c.directory / "exit.json").exists()
+    assert rt.wait(c.id, timeout=10).state.exit_code == 0
+    assert rt.endings.watch(c.id) is None, "dropped once the end is seen"
+    rt.remove(c.id)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(shim_pid, os.WNOHANG)  # collected already
+    assert pids.reap(1, timeout=30), "init is not our child: nothing to wait for"
+
+
+def test_reaping_a_shim_checks_it_is_still_that_process():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    started = pids.start_time(pid)
+    while not pids.is_zombie(pid):
+        time.sleep(0.01)
+    assert pids.reap_same(pid, started + 1), "another process by that pid: not ours to wait"
+    assert pids.is_zombie(pid), "so it was left alone"
+    assert pids.reap_same(pid, started)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _our_children() -> set[int]:
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == os.getpid():
+                found.add(int(pid))
+    return found
+
+
+def test_a_cgroup_that_cannot_be_made_fails_the_start_and_the_shim_gives_up(rt, image):
+    """The cgroup is made while the shim starts: a refusal still fails the start, with the
+    same error, and the shim and its child, told so, leave nothing behind."""
+
+    class Refusing(type(rt.cgroups)):
+        def create(self, name, limits):
+            raise CgroupError("cannot limit memory: refused for the test")
+
+    refusing = copy.copy(rt.cgroups)
+    refusing.__class__ = Refusing
+    other = Runtime(rt.root.parent, rt.images, refusing)
+    c = other.create(CreateOptions(image=image, cmd=("true",)))
+    before = _our_children()
+    with pytest.raises(CgroupError, match="refused for the test"):
+        other.start(c.id)
+    assert _our_children() <= before
+    assert other.get(c.id).state.status == "created"
+    rt.start(c.id)
+    assert rt.wait(c.id, timeout=10).state.exit_code == 0
+    rt.remove(c.id)
 
 
 def test_a_failed_start_removes_an_auto_remove_container(rt, image):

@@ -9,7 +9,7 @@ import fcntl
 import functools
 import json
 import os
-import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,25 +31,64 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = T
     Not durable is for what a crash makes moot anyway (a running container's state, files
     regenerated at each start): readers still never see half a file while the machine is up.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = path.parent / _temp_name(path.name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
+        fd = os.open(tmp, _TEMP_FLAGS, 0o600)
+        try:
+            _write_all(fd, data)
+            os.fchmod(fd, mode)
             if durable:
-                os.fsync(f.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     if durable:
         fsync_dir(path.parent)
 
 
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _temp_name(name: str) -> str:
+    """Unique among live writers (process and thread); one a crash left behind is reused."""
+    return f".{name}.{os.getpid()}-{threading.get_ident()}"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def write_json(path: Path, value: Any, *, durable: bool = True) -> None:
-    data = json.dumps(value, indent=1, sort_keys=True).encode() + b"\n"
-    write_bytes(path, data, durable=durable)
+    write_bytes(path, _json_bytes(value), durable=durable)
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, indent=1, sort_keys=True).encode() + b"\n"
+
+
+def write_new_json(path: Path, value: Any, *, durable: bool = True) -> None:
+    """A new file in a directory nobody reads yet (a staging directory renamed into place
+    later): no temp name needed. Fsynced if durable; the directory is the caller's to fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        _write_all(fd, _json_bytes(value))
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_json(path: Path) -> Any:
@@ -88,12 +127,19 @@ def syncfs(path: Path) -> None:
 
 
 @contextmanager
-def locked(path: Path, *, shared: bool = False, wait: bool = True) -> Iterator[bool]:
+def locked(
+    path: Path, *, shared: bool = False, wait: bool = True, directory: bool = False
+) -> Iterator[bool]:
     """An flock on `path`: serialises threads and processes alike (one open file each).
+    The file is made if missing; with `directory`, the directory itself is locked (no file
+    to make; FileNotFoundError if it is gone).
 
     Yields True once held; with `wait=False`, yields False at once if someone else holds it.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    if directory:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    else:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
         try:

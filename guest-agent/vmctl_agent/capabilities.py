@@ -6,6 +6,7 @@ rest, so not even a setuid binary inside can regain them.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from vmctl_agent import syscalls
@@ -34,8 +35,9 @@ def number(name: str) -> int:
     return NAMES.index(key)
 
 
+@functools.cache
 def last_cap() -> int:
-    """The highest capability this kernel knows."""
+    """The highest capability this kernel knows (read once: forks inherit the answer)."""
     try:
         return int(Path("/proc/sys/kernel/cap_last_cap").read_text())
     except OSError:

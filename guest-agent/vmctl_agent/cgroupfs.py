@@ -111,9 +111,14 @@ def check_name(name: str) -> str:
 
 def write(path: Path, value: object) -> None:
     """One write(2) of the whole value: the kernel parses each write as one request."""
+    data = str(value).encode()
     try:
-        with path.open("w") as f:
-            f.write(str(value))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.EIO, "short write")
+        finally:
+            os.close(fd)
     except OSError as e:
         raise CgroupError(f"cannot write {value!r} to {path}: {e.strerror}") from e
 
@@ -121,13 +126,24 @@ def write(path: Path, value: object) -> None:
 def read(path: Path, default: str = "") -> str:
     """A cgroup file's text; `default` if the cgroup is gone or going (ENODEV mid-rmdir)."""
     try:
-        return path.read_text().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return default
+    try:
+        return _read_all(fd).decode().strip()
     except OSError as e:
         if e.errno == errno.ENODEV:
             return default
         raise
+    finally:
+        os.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def read_int(path: Path) -> int:

@@ -10,8 +10,9 @@ Limits and Stats (defined in cgroupfs.py, exported here) follow docker's flags a
 A Limits field that is None means "no limit" and is written as the kernel default, so calling
 create() again on an existing cgroup also resets what was dropped.
 
-The runtime puts a child in before it execs, so nothing runs unlimited even briefly: the child
-calls `add(name, 0)` (pid 0 means the writer) between fork and exec, e.g. in a preexec_fn.
+The runtime puts a child in before it execs, so nothing runs unlimited even briefly: either the
+child calls `join(name)` between fork and exec (where `joins_itself`: v1), or its parent calls
+`add(name, pid)` while the child waits.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Cgroups(ABC):
     """The runtime's view of container cgroups; `name` is always a container id."""
 
     version: int
+    joins_itself: bool  # whether a child should join() rather than wait to be add()ed
 
     def __init__(self, parent: str) -> None:
         self.parent = check_name(parent)
@@ -70,7 +72,8 @@ class Cgroups(ABC):
         """Create the parent and the leaf; return the directories this call created."""
 
     @abstractmethod
-    def _apply(self, name: str, limits: Limits) -> None: ...
+    def _apply(self, name: str, limits: Limits, fresh: bool) -> None:
+        """Write the limits; `fresh`: this call made the leaf, so it holds the defaults."""
 
     @abstractmethod
     def stats(self, name: str) -> Stats: ...
@@ -88,7 +91,7 @@ class Cgroups(ABC):
         limits.check(host_cpus())
         created = self._make(name)
         try:
-            self._apply(name, limits)
+            self._apply(name, limits, fresh=len(created) == len(self.path(name)))
         except BaseException:
             for d in reversed(created):
                 remove_dir(d)
@@ -104,6 +107,10 @@ class Cgroups(ABC):
         for d in self.path(name):
             write(d / "cgroup.procs", pid)
 
+    def join(self, name: str) -> None:
+        """Move the caller, a single-threaded process, into the container's cgroup."""
+        self.add(name, 0)
+
     def procs(self, name: str) -> list[int]:
         """Processes inside (zombies are not listed); none if the cgroup does not exist."""
         pids = {int(p) for d in self.path(name) for p in read(d / "cgroup.procs").split()}
@@ -118,12 +125,11 @@ class Cgroups(ABC):
         """Kill what is left and remove the cgroup everywhere; a missing cgroup is fine.
 
         rmdir fails with EBUSY until the kernel has finished tearing down killed tasks, so
-        this retries until `timeout`, then raises CgroupError naming what remains.
+        this retries until `timeout`, then raises CgroupError naming what remains. Usually
+        nothing is left (a PID namespace dies with its PID 1): the first rmdir just works.
         """
         deadline = time.monotonic() + timeout
         while True:
-            if self.procs(name):
-                self.kill_all(name)
             errors = [(d, e) for d in self.path(name) if (e := remove_dir(d)) is not None]
             if not errors:
                 return
@@ -131,6 +137,8 @@ class Cgroups(ABC):
                 d, e = errors[0]
                 left = self.procs(name)
                 raise CgroupError(f"cannot remove cgroup {d}: {e.strerror}; processes left: {left}")
+            if self.procs(name):
+                self.kill_all(name)
             time.sleep(0.01)
 
     def _signal_each(self, name: str, sig: int) -> None:
@@ -148,6 +156,7 @@ class CgroupsV2(Cgroups):
     """
 
     version = 2
+    joins_itself = False  # the parent add()s meanwhile: the kernel's wait overlaps the set-up
 
     def __init__(self, root: Path = Path("/sys/fs/cgroup"), parent: str = "vmctl") -> None:
         super().__init__(parent)
@@ -169,7 +178,7 @@ class CgroupsV2(Cgroups):
         (leaf,) = self.path(name)
         return [leaf] if make_dir(leaf) else []
 
-    def _apply(self, name: str, limits: Limits) -> None:
+    def _apply(self, name: str, limits: Limits, fresh: bool) -> None:
         """Check every controller first, so a refusal leaves the leaf empty to roll back."""
         (d,) = self.path(name)
         writes = [(f, v) for f, v, limited in self._plan(d, limits) if self._usable(f, limited)]
@@ -239,6 +248,7 @@ class CgroupsV1(Cgroups):
     """
 
     version = 1
+    joins_itself = True
 
     def __init__(self, roots: Mapping[str, Path], parent: str = "vmctl") -> None:
         super().__init__(parent)
@@ -256,21 +266,36 @@ class CgroupsV1(Cgroups):
     def _dir(self, controller: str, name: str) -> Path:
         return self.roots[controller] / self.parent / name
 
+    def join(self, name: str) -> None:
+        """Through `tasks`, as the thread itself: a write to cgroup.procs takes the kernel's
+        global threadgroup lock, which waits for an RCU grace period (~7 ms here, more than
+        all of a container's set-up); moving only the caller's own thread skips it (Linux
+        5.19+). For a single-threaded process, as a freshly forked child is, that is all of it."""
+        for d in self.path(name):
+            write(d / "tasks", 0)
+
     def _make(self, name: str) -> list[Path]:
         for h in self.hierarchies:
-            make_dir(h / self.parent)
-        self._inherit_cpuset(self.roots["cpuset"] / self.parent)
+            if not (h / self.parent).is_dir():
+                self._make_parent(h)
         created: list[Path] = []
         try:
             for d in self.path(name):
                 if make_dir(d):
                     created.append(d)
-            self._inherit_cpuset(self._dir("cpuset", name))
+            self._inherit_cpuset(self._dir("cpuset", name))  # done by clone_children, normally
         except BaseException:
             for d in created:
                 remove_dir(d)
             raise
         return created
+
+    def _make_parent(self, hierarchy: Path) -> None:
+        """Under the root; the cpuset parent hands its CPUs and nodes to each new child itself."""
+        make_dir(hierarchy / self.parent)
+        if hierarchy == self.roots["cpuset"]:
+            self._inherit_cpuset(hierarchy / self.parent)
+            write(hierarchy / self.parent / "cgroup.clone_children", 1)
 
     @staticmethod
     def _inherit_cpuset(d: Path) -> None:
@@ -279,20 +304,29 @@ class CgroupsV1(Cgroups):
             if not read(d / file):
                 write(d / file, read(d.parent / file))
 
-    def _apply(self, name: str, limits: Limits) -> None:
-        memory = limits.memory_bytes
-        mem = self._dir("memory", name)
+    def _apply(self, name: str, limits: Limits, fresh: bool) -> None:
+        """A fresh leaf holds the kernel's defaults, which are what "no limit" means: only
+        limits are written to it. An old one gets every file, so dropped limits are reset."""
+        for path, value, limited in self._plan(name, limits, fresh):
+            if limited or not fresh:
+                write(path, value)
+
+    def _plan(self, name: str, limits: Limits, fresh: bool) -> list[tuple[Path, object, bool]]:
+        """(file, value, whether it limits anything), in an order the kernel accepts."""
+        memory, cpus, pids = limits.memory_bytes, limits.cpus, limits.pids_max
+        mem, cpu = self._dir("memory", name), self._dir("cpu", name)
         memsw = mem / "memory.memsw.limit_in_bytes"  # only with swap accounting
-        if memsw.exists():  # memory <= memory+swap must hold after every write
-            write(memsw, -1)
-        write(mem / "memory.limit_in_bytes", memory or -1)
-        if memsw.exists() and memory:
-            write(memsw, 2 * memory)  # docker's default when --memory-swap is unset
-        cpu = self._dir("cpu", name)
-        write(cpu / "cpu.cfs_period_us", CPU_PERIOD)
-        write(cpu / "cpu.cfs_quota_us", cfs_quota(limits.cpus) if limits.cpus is not None else -1)
-        write(cpu / "cpu.shares", limits.shares)
-        write(self._dir("pids", name) / "pids.max", limits.pids_max or "max")
+        swap = (memory or not fresh) and memsw.exists()  # memory <= memory+swap at every write
+        quota = cfs_quota(cpus) if cpus is not None else -1
+        return [
+            *([(memsw, -1, False)] if swap else []),
+            (mem / "memory.limit_in_bytes", memory or -1, memory is not None),
+            *([(memsw, 2 * memory, True)] if swap and memory else []),  # docker's default
+            (cpu / "cpu.cfs_period_us", CPU_PERIOD, False),  # the kernel's default too
+            (cpu / "cpu.cfs_quota_us", quota, cpus is not None),
+            (cpu / "cpu.shares", limits.shares, bool(limits.cpu_shares)),
+            (self._dir("pids", name) / "pids.max", pids or "max", pids is not None),
+        ]
 
     def stats(self, name: str) -> Stats:
         mem, acct = self._dir("memory", name), self._dir("cpuacct", name)

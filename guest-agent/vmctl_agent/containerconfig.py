@@ -6,11 +6,12 @@ as config.json and turns it into a shim.Launch at each start.
 from __future__ import annotations
 
 import functools
+import os
 import signal
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from vmctl_agent import atomic, capabilities, cgroupfs, logs, rootfs, shim, spec
+from vmctl_agent import capabilities, cgroupfs, logs, rootfs, shim, spec
 from vmctl_agent import syscalls as sc
 from vmctl_agent.images import Image
 
@@ -20,6 +21,8 @@ HOSTS = (
     "ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
 )
 FALLBACK_DNS = "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+INIT_LAYER = ".init"  # in the containers' directory: rootfs.make_init_layer's
+MOUNT_POINT = ".rootfs"  # in the containers' directory: where each root is mounted
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,8 @@ class ContainerConfig:
     stop_signal: int = signal.SIGTERM
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """Shallow: the fields already hold plain JSON values (asdict would deep-copy them)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_json(cls, data: dict) -> ContainerConfig:
@@ -85,15 +89,19 @@ class ContainerConfig:
         )
 
     def _plan(self, directory: Path, cgroup_version: int) -> rootfs.RootfsPlan:
+        """Shared by all containers (beside their directories): the init layer and the mount
+        point, which each container's own mount namespace mounts its overlay on."""
         layers_root = str(Path(self.layers[0]).parent.parent) if self.layers else "/"
-        lower = tuple(str(Path(p).relative_to(layers_root)) for p in self.layers)
+        lower = tuple(os.path.relpath(p, layers_root) for p in self.layers)
+        if rootfs.init_layer_fits(self.layers):
+            lower = (os.path.relpath(directory.parent / INIT_LAYER, layers_root), *lower)
         return rootfs.RootfsPlan(
             layers_root=layers_root,
             lower=lower,
             upper=str(directory / "upper"),
             work=str(directory / "work"),
-            merged=str(directory / "merged"),
-            etc_files=tuple((str(directory / f), f"/etc/{f}") for f in _ETC_FILES),
+            merged=str(directory.parent / MOUNT_POINT),
+            etc_files=self._etc_files(),
             host_network=self.network == "host",
             cgroup_v2=cgroup_version == 2,
         )
@@ -106,13 +114,12 @@ class ContainerConfig:
             flags |= sc.CLONE_NEWCGROUP
         return flags
 
-    def write_etc_files(self, directory: Path) -> None:
+    def _etc_files(self) -> tuple[tuple[str, bytes], ...]:
         """/etc/hostname, /etc/hosts and /etc/resolv.conf, made fresh at each start."""
         host = self.network == "host"
         hosts = _host_file("/etc/hosts") if host else HOSTS
         files = {"hostname": f"{self.hostname}\n", "hosts": hosts, "resolv.conf": resolv_conf(host)}
-        for name, text in files.items():
-            atomic.write_bytes(directory / name, text.encode(), durable=False)
+        return tuple((f"/etc/{name}", text.encode()) for name, text in files.items())
 
     def inspect(self) -> dict:
         """The config half of `docker inspect`."""
@@ -156,9 +163,6 @@ class ContainerConfig:
                 "PortBindings": {},
             },
         }
-
-
-_ETC_FILES = ("hostname", "hosts", "resolv.conf")
 
 
 def build_config(

@@ -1,18 +1,21 @@
 """Containers: Docker's lifecycle over one state directory per container.
 
     <data-root>/containers/<id>/
-        config.json          what was asked for (written once, at create)
-        state.json           what happened: status, pid, times, exit code (replaced atomically)
-        exit.json            written by the shim when the command ends
+        config.json state.json exit.json   the records (records.py)
         container-json.log   the output, in Docker's json-file format
-        upper/ work/ merged/ the overlay's writable layer and mount point
-        hostname hosts resolv.conf, ctl.sock
+        upper/ work/         the overlay's writable layer and its work directory
+        ctl.sock             stdin and resizes, for a container with stdin open or a tty
     <data-root>/containers/.exits/<id>.json   exit status of an auto-removed container
+    <data-root>/containers/.init/             the init layer (rootfs.make_init_layer)
+    <data-root>/containers/.rootfs/           where each container mounts its root, in its
+                                             own mount namespace
 
-Status is derived, never trusted: a "running" record is checked against exit.json and against
-the shim and the container's process (pid + start time, so a reused pid is not mistaken for
-ours) every time it is read. So a restarted agent finds its running containers again, and
-those that ended meanwhile are reported with their real exit status.
+Status is derived, never stored: a "running" record is checked against exit.json (if it names
+that run's shim) and against the shim and the container's process (pid + start time, so a
+reused pid is not mistaken for ours) every time it is read. So a restarted agent finds its
+running containers again, and those that ended meanwhile are reported with their real exit
+status; state.json is written once per start, and an end is only ever written by the shim
+(or for a shim that was killed, by the agent in its place).
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vmctl_agent import atomic, cgroups, execs, logs, naming, pids, shim, spec
-from vmctl_agent.containerconfig import ContainerConfig, build_config
+from vmctl_agent import atomic, cgroups, execs, logs, naming, pids, records, rootfs, shim, spec
+from vmctl_agent.containerconfig import INIT_LAYER, MOUNT_POINT, ContainerConfig, build_config
 from vmctl_agent.content import remove_tree
+from vmctl_agent.endings import Endings
 from vmctl_agent.errors import AgentError
 from vmctl_agent.images import ImageStore
+from vmctl_agent.records import ZERO_TIME, State
 
-ZERO_TIME = "0001-01-01T00:00:00Z"
 _NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 
 
@@ -45,25 +49,6 @@ class ContainerNotFound(AgentError):
 
 class ContainerConflict(AgentError):
     """409: running, name taken, ambiguous prefix."""
-
-
-@dataclass
-class State:
-    status: str = "created"
-    pid: int = 0
-    start_time: int = 0
-    shim_pid: int = 0
-    shim_start_time: int = 0
-    started_at: str = ZERO_TIME
-    finished_at: str = ZERO_TIME
-    exit_code: int = 0
-    oom_killed: bool = False
-    error: str = ""
-    restart_count: int = 0
-
-    @property
-    def running(self) -> bool:
-        return self.status == "running"
 
 
 @dataclass
@@ -110,13 +95,17 @@ class Runtime:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         (self.root / ".exits").mkdir(exist_ok=True)
-        _prune_tombstones(self.root / ".exits")
+        (self.root / MOUNT_POINT).mkdir(mode=0o700, exist_ok=True)
+        rootfs.make_init_layer(str(self.root / INIT_LAYER))
+        records.sweep(self.root)
         self.images = images
         self.cgroups = groups or cgroups.detect()
         images.containers_using = self.users_of
         self._configs: dict[str, ContainerConfig] = {}
+        self.endings = Endings()
         self._changes = itertools.count(1)
         self.generation = 0
+        self._ends_seen: dict[str, tuple[int, int]] = {}  # id → the shim whose end we saw
 
     def changed(self) -> None:
         """A container was made, started, ended or removed, or was found to have ended or
@@ -129,6 +118,7 @@ class Runtime:
     def create(self, options: spec.CreateOptions) -> Container:
         """A new container in state "created"; nothing is left behind if any check fails."""
         image = self.images.get(options.image)
+        self.endings.reap()
         with atomic.locked(self.root / ".lock"):
             name = self._new_name(options.name)
             container_id = secrets.token_hex(32)
@@ -136,19 +126,23 @@ class Runtime:
                 str(self.images.content.layer_dir(d)) for d in reversed(image.record.diff_ids)
             ]
             config = build_config(container_id, name, options, image, layers, self.cgroups)
-            self._write_new(config)
-        return self.get(container_id)
+            try:
+                records.publish(self.root, container_id, config.to_json())
+            finally:
+                self.changed()
+        self._configs[container_id] = config
+        return Container(config, State(), self.root / container_id)
 
     def _new_name(self, wanted: str) -> str:
         if not wanted:
-            taken = {c.name for c in self._all()}
+            taken = {c.name for c in self._all_configs()}
             return naming.generate(lambda n: f"/{n}" in taken)
         if not _NAME.fullmatch(wanted):
             raise spec.InvalidSpec(
                 f"Invalid container name ({wanted}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
             )
         name = "/" + wanted.lstrip("/")
-        for other in self._all():
+        for other in self._all_configs():
             if "/" + other.name == name:
                 raise ContainerConflict(
                     f'Conflict. The container name "{name}" is already in use by container '
@@ -156,22 +150,6 @@ class Runtime:
                     "to reuse that name."
                 )
         return name[1:]
-
-    def _write_new(self, config: ContainerConfig) -> None:
-        staging = self.root / f".new-{config.id}"
-        staging.mkdir(mode=0o700)
-        try:
-            for sub in ("upper", "work", "merged"):
-                (staging / sub).mkdir(mode=0o755)
-            atomic.write_json(staging / "config.json", config.to_json())
-            atomic.write_json(staging / "state.json", asdict(State()))
-            os.rename(staging, self.root / config.id)
-            atomic.fsync_dir(self.root)
-        except BaseException:
-            remove_tree(staging)
-            raise
-        finally:
-            self.changed()
 
     # -- finding ----------------------------------------------------------------------------
 
@@ -193,6 +171,7 @@ class Runtime:
         return matches[0]
 
     def list(self, *, all: bool = False) -> list[Container]:
+        self.endings.reap(timeout=1.0)  # a listing shows no exited shim still around
         found = sorted(self._all(), key=lambda c: c.config.created, reverse=True)
         return [c for c in found if all or c.state.running]
 
@@ -204,10 +183,17 @@ class Runtime:
                 except ContainerNotFound:
                     continue  # removed meanwhile
 
+    def _all_configs(self) -> Iterator[ContainerConfig]:
+        """Names and the like never change: no need to derive every container's status."""
+        for path in self.root.iterdir():
+            if not path.name.startswith("."):
+                with contextlib.suppress(FileNotFoundError):
+                    yield self._config(path)
+
     def _load(self, directory: Path) -> Container:
         try:
             config = self._config(directory)
-            state = _read_state(directory / "state.json")
+            state = records.read_state(directory)
         except FileNotFoundError:
             self.changed()  # removed since it was listed
             raise ContainerNotFound(f"No such container: {directory.name}") from None
@@ -219,7 +205,7 @@ class Runtime:
         """config.json never changes after create: parsed once, then kept."""
         config = self._configs.get(directory.name)
         if config is None:
-            config = ContainerConfig.from_json(atomic.read_json(directory / "config.json"))
+            config = ContainerConfig.from_json(records.read_config(directory))
             self._configs[directory.name] = config
         elif not directory.is_dir():
             self._configs.pop(directory.name, None)
@@ -236,10 +222,10 @@ class Runtime:
         state = container.state
         if not state.running:
             return
-        ended = atomic.read_json_or_none(container.directory / "exit.json")
+        ended = records.this_runs_end(container.directory, state)
         if ended is None and not pids.same_process(state.shim_pid, state.shim_start_time):
             pids.reap(state.shim_pid)
-            ended = atomic.read_json_or_none(container.directory / "exit.json")  # just written?
+            ended = records.this_runs_end(container.directory, state)  # just written?
             if ended is None and not container.directory.exists():
                 self.changed()
                 raise ContainerNotFound(f"No such container: {container.id}")  # --rm: gone
@@ -256,20 +242,24 @@ class Runtime:
         with contextlib.suppress(Exception):
             self.cgroups.remove(container.id)
         error = "the container's supervisor was killed; the container was stopped"
-        return {"exit_code": 137, "finished_at": logs.now(), "error": error}
+        state = container.state
+        ended = {"exit_code": 137, "finished_at": logs.now(), "error": error}
+        ended |= {"shim": state.shim_pid, "shim_start_time": state.shim_start_time}
+        atomic.write_json(container.directory / "exit.json", ended, durable=False)  # its stead
+        return ended
 
     def _mark_exited(self, container: Container, ended: dict) -> None:
         state = container.state
-        pids.reap(state.shim_pid, timeout=1.0)
+        self.endings.ended(container.id, state.shim_pid, state.shim_start_time)
+        shim = (state.shim_pid, state.shim_start_time)
+        if self._ends_seen.get(container.id) != shim:  # derived at every read: say it once
+            self._ends_seen[container.id] = shim
+            self.changed()
         state.status = "exited"
         state.exit_code = int(ended.get("exit_code", 0))
         state.oom_killed = bool(ended.get("oom_killed", False))
         state.finished_at = ended.get("finished_at", logs.now())
-        state.error = ended.get("error", "")
-        self.changed()
-        if container.config.create_options.auto_remove:
-            return  # its shim is deleting the directory (and was reaped above): nothing to save
-        self._save(container)
+        state.error = ended.get("error", "")  # not saved: derived again at each read
 
     def _save(self, container: Container) -> None:
         """Not fsynced: after a crash every container is dead anyway, and its status is
@@ -286,23 +276,32 @@ class Runtime:
     # -- start, wait, signals -----------------------------------------------------------------
 
     def start(self, ref: str) -> Container:
+        self.endings.reap()
         container = self.get(ref)
-        with atomic.locked(container.directory / "lock"):
+        with self._locked(container):
             container = self._load(container.directory)
             if container.state.running:
                 return container
             self._launch(container)
         return container
 
+    @contextlib.contextmanager
+    def _locked(self, container: Container) -> Iterator[None]:
+        """The container's directory, flocked (start and remove take turns)."""
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(atomic.locked(container.directory, directory=True))
+            except FileNotFoundError:
+                raise ContainerNotFound(f"No such container: {container.id}") from None
+            yield
+
     def _launch(self, container: Container) -> None:
         config, state = container.config, container.state
-        (container.directory / "exit.json").unlink(missing_ok=True)
-        config.write_etc_files(container.directory)
-        self.cgroups.create(config.id, config.cgroup_limits)
+        records.drop_unnamed_end(container.directory)
+        launch = config.launch(container.directory, self.cgroups.version)
+        started_at = logs.now()  # before the shim can record the end: a run may be that short
         try:
-            started = shim.spawn(
-                config.launch(container.directory, self.cgroups.version), self.cgroups
-            )
+            started = shim.spawn(launch, self.cgroups, config.cgroup_limits)  # (its cgroup too)
         except shim.StartError as e:
             self.cgroups.remove(config.id)
             state.exit_code, state.error = e.exit_code, str(e)
@@ -314,9 +313,10 @@ class Runtime:
             state.restart_count += 1
         state.status, state.pid, state.start_time = "running", started.pid, started.start_time
         state.shim_pid, state.shim_start_time = started.shim_pid, started.shim_start_time
-        state.started_at = logs.now()
+        state.started_at = started_at
         state.exit_code, state.error, state.oom_killed = 0, "", False
         state.finished_at = ZERO_TIME
+        self.endings.started(config.id, started.done)
         self._save(container)
 
     def wait(self, ref: str, timeout: float | None = None) -> Container:
@@ -324,12 +324,19 @@ class Runtime:
         container = self.get(ref)
         deadline = None if timeout is None else time.monotonic() + timeout
         while container.state.running:
-            pids.wait_for_exit(container.state.shim_pid, deadline)
+            done = self.endings.watch(container.id)
+            try:
+                pids.wait_for_exit(container.state.shim_pid, deadline, done)
+            finally:
+                if done is not None:
+                    os.close(done)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"container {container.id[:12]} is still running")
             try:
                 container = self._load(container.directory)
-            except ContainerNotFound:
+            except ContainerNotFound:  # --rm: its shim removed it
+                state = container.state
+                self.endings.ended(container.id, state.shim_pid, state.shim_start_time)
                 return self.removed(container)
         state = container.state
         if container.config.create_options.auto_remove and state.status != "created":
@@ -359,14 +366,19 @@ class Runtime:
 
     def attach_stdin(self, ref: str) -> socket.socket:
         """A socket whose bytes become the container's stdin (for OpenStdin containers)."""
-        return self._control(ref, b"stdin\n")
+        container = self.get(ref)
+        if not container.config.create_options.open_stdin:
+            raise ContainerConflict(f"Container {container.id} was not created with stdin open")
+        return self._control(container, b"stdin\n")
 
     def resize(self, ref: str, rows: int, cols: int) -> None:
-        """Set a TTY container's terminal size."""
-        self._control(ref, f"resize {int(rows)} {int(cols)}\n".encode()).close()
-
-    def _control(self, ref: str, request: bytes) -> socket.socket:
+        """Set a TTY container's terminal size (a container without one has none to set)."""
         container = self.get(ref)
+        if container.config.create_options.tty or not container.state.running:
+            self._control(container, f"resize {int(rows)} {int(cols)}\n".encode()).close()
+
+    def _control(self, container: Container, request: bytes) -> socket.socket:
+        """A request to the shim over ctl.sock, which only interactive containers have."""
         if not container.state.running:
             raise ContainerConflict(f"Container {container.id} is not running")
         dirfd = os.open(container.directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -417,14 +429,17 @@ class Runtime:
             self.cgroups.kill_all(container.id)
             pids.send_signal(container.state.pid, container.state.start_time, signal.SIGKILL)
             self.wait(container.id, timeout=30)
-        with atomic.locked(container.directory / "lock"):
+        with self._locked(container):
             if self.cgroups.exists(container.id):
                 self.cgroups.remove(container.id)
             doomed = self.root / f".removing-{container.id}"
             os.rename(container.directory, doomed)
             self.changed()
         self._configs.pop(container.id, None)
+        self._ends_seen.pop(container.id, None)
+        self.endings.forget(container.id)
         remove_tree(doomed)
+        self.endings.reap(timeout=1.0)  # the shims done by now: no zombie outlives its container
 
     def exec(
         self,
@@ -485,22 +500,3 @@ class Runtime:
         if not container.state.running:
             raise ContainerConflict(f"Container {container.id} is not running")
         return self.cgroups.stats(container.id)
-
-
-def _read_state(path: Path) -> State:
-    try:
-        return State(**atomic.read_json(path))
-    except (ValueError, TypeError):
-        return State(status="exited", exit_code=255, error="state lost in a crash of the VM")
-
-
-TOMBSTONE_TTL = 3600
-
-
-def _prune_tombstones(directory: Path) -> None:
-    """Exit statuses of auto-removed containers are kept an hour for late `wait`s and events."""
-    cutoff = time.time() - TOMBSTONE_TTL
-    for path in directory.glob("*.json"):
-        with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_mtime < cutoff:
-                path.unlink()

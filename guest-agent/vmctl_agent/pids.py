@@ -5,7 +5,6 @@ through a pidfd opened and then checked to be that process.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import signal
@@ -51,30 +50,54 @@ def send_signal(pid: int, started: int, sig: int) -> None:
         os.close(pidfd)
 
 
-def reap(pid: int, timeout: float = 0.0) -> None:
+def reap(pid: int, timeout: float = 0.0) -> bool:
     """Collect `pid`'s exit if it is our child (a shim this agent started), waiting up to
-    `timeout` for it to end: a shim exits right after writing exit.json."""
+    `timeout` for it to end: a shim exits right after writing exit.json. False if it is our
+    child and still running. Asked first, so a pid that is not (or no longer) our child is
+    never waited for: it may be anyone's by now."""
+    if _collected(pid):
+        return True
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
-        return
+        return True
     try:
         select.select([pidfd], [], [], timeout)
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
     finally:
         os.close(pidfd)
+    return _collected(pid)
 
 
-def wait_for_exit(pid: int, deadline: float | None) -> None:
-    """Sleep until process `pid` ends (or the deadline): the shim exits after exit.json."""
+def reap_same(pid: int, started: int, timeout: float = 0.0) -> bool:
+    """reap(), only while `pid` is still the process that started at `started` (a zombie
+    included): a pid collected elsewhere may be a new child of ours by now."""
+    try:
+        if start_time(pid) != started:
+            return True
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return True
+    return reap(pid, timeout)
+
+
+def _collected(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG) != (0, 0)
+    except (ChildProcessError, OSError):
+        return True  # not our child, or collected already
+
+
+def wait_for_exit(pid: int, deadline: float | None, also: int | None = None) -> None:
+    """Sleep until process `pid` ends, or fd `also` is readable (a shim's end-of-work pipe,
+    which it closes once exit.json is written: before its exit, which takes a while), or the
+    deadline."""
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
         return
     try:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if select.select([pidfd], [], [], remaining)[0]:
+        watched = [pidfd] if also is None else [pidfd, also]
+        if pidfd in select.select(watched, [], [], remaining)[0]:
             reap(pid)
     finally:
         os.close(pidfd)

@@ -1,14 +1,18 @@
 """A container's root filesystem, set up as an ordered recipe in its own mount namespace.
 
-    private mounts -> overlay root -> pivot_root (old root kept at a random name) -> /proc
-    -> /dev -> /sys -> /etc files -> masked and read-only paths -> old root detached
+    private mounts -> overlay root -> pivot_root(".", ".") (the old root stays stacked, held
+    by an fd) -> /proc -> /dev -> /sys -> /etc files -> masked and read-only paths -> old root
+    detached
 
 Each step is small and named (rubber-docker's `contain()`). All of it runs in the container's
 first process after unshare(CLONE_NEWNS), so every mount dies with the namespace: a container
 can never leak a mount on the host. Everything but the overlay is mounted after pivot_root, so
 a symlink in the image resolves inside the container and cannot aim a mount or a new file at
-the host; what must come from the host (device nodes, our /etc files, /sys for host networking)
-is bound from the old root, kept under an unguessable name until the end, then detached.
+the host; what must come from the host (device nodes, /sys for host networking) is bound from
+the old root, which only this process can reach (it is the working directory until the end,
+so host paths are given relative), then detached. pivot_root(".", ".") needs no directory for
+the old root, so nothing is written into the container's layer: on this path every new inode
+on the host's disk costs more than a mount.
 /dev is a nodev tmpfs whose few nodes are binds of the host's: a node made with mknod inside is
 useless, so no devices cgroup is needed.
 """
@@ -16,6 +20,7 @@ useless, so no devices cgroup is needed.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 from vmctl_agent import syscalls as sc
@@ -27,6 +32,7 @@ MASKED = (
 )  # fmt: skip
 READ_ONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+ETC_FILES = ("hostname", "hosts", "resolv.conf")
 _SAFE = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
 _MAX_MOUNT_DATA = 4095
 
@@ -39,28 +45,65 @@ class RootfsPlan:
     lower: tuple[str, ...]  # top layer first, relative to layers_root
     upper: str
     work: str
-    merged: str
-    etc_files: tuple[tuple[str, str], ...]  # (host file, path in the container)
+    merged: str  # the mount point; any empty directory (each namespace mounts its own)
+    etc_files: tuple[tuple[str, bytes], ...]  # (path in the container, its content)
     host_network: bool = False
     cgroup_v2: bool = False
+
+
+def make_init_layer(path: str) -> None:
+    """A lower layer holding empty /etc files to bind ours over (Docker's init layer, shared
+    by all containers): without it, each first start copies the image's /etc up into the
+    container's layer and makes three files there. Made once, published by a rename."""
+    if os.path.isdir(path):
+        return
+    staging = f"{path}.{os.getpid()}-{os.urandom(4).hex()}"
+    os.makedirs(f"{staging}/etc", mode=0o755)
+    os.chmod(staging, 0o755)
+    os.chmod(f"{staging}/etc", 0o755)
+    for name in ETC_FILES:
+        os.close(os.open(f"{staging}/etc/{name}", os.O_WRONLY | os.O_CREAT, 0o644))
+    try:
+        os.rename(staging, path)
+    except OSError:  # someone else made it first
+        for name in ETC_FILES:
+            os.unlink(f"{staging}/etc/{name}")
+        os.rmdir(f"{staging}/etc")
+        os.rmdir(staging)
+        if not os.path.isdir(path):
+            raise
+
+
+def init_layer_fits(layers: tuple[str, ...]) -> bool:
+    """Whether the init layer can go over these layers (top first) unnoticed: only if the
+    image's /etc is a plain root-owned 0755 directory, since the topmost one's owner and mode
+    are what the container sees (and a directory would hide an /etc that is a symlink)."""
+    for layer in layers:
+        try:
+            st = os.lstat(f"{layer}/etc")
+        except FileNotFoundError:
+            continue
+        plain = stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o755
+        return plain and st.st_uid == 0 and st.st_gid == 0
+    return True  # no /etc at all: the init layer's is the one we would have made
 
 
 def setup(plan: RootfsPlan) -> None:
     """Everything up to exec; afterwards `/` is the container's and the host's is gone."""
     make_private()
     mount_overlay(plan)
-    old = pivot(plan.merged)
+    host = pivot(plan.merged)
     try:
         mount_proc()
-        mount_dev(old)
-        mount_sys(old, plan.host_network)
+        mount_dev()
+        mount_sys(plan.host_network)
         if plan.cgroup_v2:
             mount_cgroup()
-        bind_etc_files(old, plan.etc_files)
+        bind_etc_files(plan.etc_files)
         mask_paths()
         read_only_paths()
     finally:
-        drop_old_root(old)
+        drop_old_root(host)
 
 
 def make_private() -> None:
@@ -81,31 +124,35 @@ def mount_overlay(plan: RootfsPlan) -> None:
         os.close(cwd)
 
 
-def pivot(root: str) -> str:
-    """pivot_root into `root` (never chroot); the old root stays reachable, for the binds
-    that need it, at a random name only this process knows. Returns that path."""
-    old = f"/.vmctl-old-root-{os.urandom(8).hex()}"
-    os.mkdir(root + old, 0o700)
-    sc.pivot_root(root, root + old)
+def pivot(root: str) -> int:
+    """pivot_root into `root` (never chroot). The old root ends up stacked over the new one,
+    where no path reaches it; it stays the working directory, so host paths relative to it
+    name the host's files for the binds that need them. Returns an fd of it."""
+    host = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    os.chdir(root)
+    sc.pivot_root(".", ".")
+    os.fchdir(host)
+    return host
+
+
+def drop_old_root(host: int) -> None:
+    """Detach the old root ("." is it) and stand in the container's root."""
+    os.fchdir(host)
+    sc.umount(".", sc.MNT_DETACH)
+    os.close(host)
     os.chdir("/")
-    return old
-
-
-def drop_old_root(old: str) -> None:
-    sc.umount(old, sc.MNT_DETACH)
-    os.rmdir(old)
 
 
 def mount_proc() -> None:
     sc.mount("proc", _dir("/proc"), "proc", _SAFE)
 
 
-def mount_dev(old: str) -> None:
+def mount_dev() -> None:
     dev = _dir("/dev")
     flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_STRICTATIME
     sc.mount("tmpfs", dev, "tmpfs", flags, "mode=755,size=65536k")
     for name in DEVICES:
-        _bind_file(f"{old}/dev/{name}", f"/dev/{name}")
+        _bind_file(f"dev/{name}", f"/dev/{name}")  # the host's node (relative: the old root)
     options = "newinstance,ptmxmode=0666,mode=0620,gid=5"
     sc.mount("devpts", _dir("/dev/pts"), "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, options)
     os.symlink("pts/ptmx", "/dev/ptmx")
@@ -115,13 +162,13 @@ def mount_dev(old: str) -> None:
         os.symlink(target, f"/dev/{name}")
 
 
-def mount_sys(old: str, host_network: bool) -> None:
+def mount_sys(host_network: bool) -> None:
     """Read-only sysfs; with the host's network a fresh sysfs is refused, so bind the host's."""
     target = _dir("/sys")
     if not host_network:
         sc.mount("sysfs", target, "sysfs", _SAFE | sc.MS_RDONLY)
         return
-    sc.mount(f"{old}/sys", target, None, sc.MS_BIND | sc.MS_REC)
+    sc.mount("sys", target, None, sc.MS_BIND | sc.MS_REC)  # relative: the old root's
     sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | _SAFE)
 
 
@@ -130,18 +177,31 @@ def mount_cgroup() -> None:
     sc.mount("cgroup", _dir("/sys/fs/cgroup"), "cgroup2", _SAFE | sc.MS_RDONLY)
 
 
-def bind_etc_files(old: str, etc_files: tuple[tuple[str, str], ...]) -> None:
-    """/etc/hostname, /etc/hosts and /etc/resolv.conf are ours, bound over the image's."""
+def bind_etc_files(etc_files: tuple[tuple[str, bytes], ...]) -> None:
+    """/etc/hostname, /etc/hosts and /etc/resolv.conf are ours, bound over the image's. They
+    are made afresh at each start, so they live in the container's /dev tmpfs (a file on the
+    host's disk costs more to make and delete than the whole bind), unlinked there once bound."""
     _dir("/etc")
-    for source, inside in etc_files:
-        _bind_file(old + source, inside)
+    for inside, content in etc_files:
+        staged = f"/dev/.vmctl-{os.path.basename(inside)}"
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            _write_all(fd, content)
+        finally:
+            os.close(fd)
+        _bind_file(staged, inside)
+        os.unlink(staged)
 
 
 def mask_paths() -> None:
     for path in MASKED:
-        if os.path.isdir(path):
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(mode):
             sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY)
-        elif os.path.exists(path):
+        else:
             sc.mount("/dev/null", path, None, sc.MS_BIND)
 
 
@@ -160,6 +220,12 @@ _DEV_LINKS = (
     ("stderr", "/proc/self/fd/2"),
     ("core", "/proc/kcore"),
 )
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _dir(path: str) -> str:

@@ -1,8 +1,9 @@
 """Starting a container: the shim that supervises it and the first process that becomes it.
 
-    agent ──fork──▶ (gone) ──fork──▶ shim ──unshare(PID), fork──▶ container's PID 1
-                                      │  cgroup, logs, exit.json      │ namespaces, rootfs,
-                                      │  stdin/resize socket          │ user, capabilities, exec
+    agent ──fork──▶ shim ──unshare(PID), fork──▶ container's PID 1
+      ▲               │  logs, exit.json, cgroup      │ cgroup (v1), namespaces, rootfs,
+      │               │  stdin/resize socket          │ user, capabilities, exec
+      └── a pipe: the shim's answer (one line), then EOF once the end is recorded
 
 The shim is a forked copy of the agent (no exec: a fresh Python costs a second under the VM's
 emulation), detached so that the agent can die and come back: it owns the container's output
@@ -22,19 +23,20 @@ import os
 import selectors
 import signal
 import socket
-import struct
-import termios
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmctl_agent import atomic, pids, process, rootfs
+from vmctl_agent import atomic, capabilities, pids, process, rootfs
+from vmctl_agent import control as ctl
 from vmctl_agent import logs as logfile
 from vmctl_agent import syscalls as sc
+from vmctl_agent.cgroupfs import Limits
 from vmctl_agent.content import remove_tree
 from vmctl_agent.errors import AgentError
 from vmctl_agent.spec import ProcessSpec
 
 _READ = 64 * 1024
+_NO_CGROUP = "cannot put the container in its cgroup"
 
 
 class StartError(AgentError):
@@ -60,6 +62,11 @@ class Launch:
     auto_remove: bool = False  # `docker run --rm`: the shim removes the container at exit
 
     @property
+    def interactive(self) -> bool:
+        """Has a control socket (ctl.sock): for stdin, or a terminal to resize."""
+        return self.open_stdin or self.process.tty
+
+    @property
     def log_path(self) -> str:
         return f"{self.state_dir}/container-json.log"
 
@@ -74,38 +81,77 @@ class Started:
     shim_pid: int
     start_time: int
     shim_start_time: int
+    done: int  # read end of a pipe the shim closes once exit.json is written (ours to close)
 
 
-def spawn(launch: Launch, cgroups) -> Started:
-    """Start the shim and the container; returns once the command has been exec'd.
+def spawn(launch: Launch, cgroups, limits: Limits) -> Started:
+    """Make the container's cgroup with `limits`, start the shim and the container; returns
+    once the command has been exec'd.
 
-    The shim is our child, in a session of its own; when it ends, whoever sees that first
-    reaps it (pids.reap), and if we are gone by then, init does."""
+    The cgroup is made while the shim starts (a fork takes milliseconds on either side): the
+    first to need it, the container's first process or (v2) the shim, waits for our word; if
+    it cannot be made, they are told to give up and the error is raised here as it was. The
+    shim is our child, in a session of its own; when it ends, whoever sees that first reaps it
+    (pids.reap), and if we are gone by then, init does. Its answer is one line on a pipe it
+    then keeps open until the container's end is recorded: closing it tells a waiter sooner
+    than the shim's own exit, which unmaps a whole copy of the agent first."""
     ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    capabilities.last_cap()  # read here, once: the container's first process inherits it
     gc.freeze()  # the shim touches few objects: keep the copied memory shared
     pid = os.fork()
     if pid == 0:
         os.close(ready_r)
-        _shim(launch, cgroups, ready_w)
+        os.close(go_w)
+        _shim(launch, cgroups, ready_w, go_r)
     gc.unfreeze()
     os.close(ready_w)
-    with os.fdopen(ready_r, "rb") as ready:
-        raw = ready.read()
+    os.close(go_r)
+    _make_cgroup(launch.name, cgroups, limits, go_w, pid, ready_r)
     try:
-        answer = json.loads(raw)
+        answer = json.loads(_read_answer(ready_r))
     except ValueError:
-        pids.reap(pid, timeout=1.0)
-        raise StartError("the container's supervisor died while starting it", 128) from None
+        answer = {"error": "the container's supervisor died while starting it", "exit_code": 128}
     if "error" in answer:
+        os.close(ready_r)
         pids.reap(pid, timeout=1.0)
         raise StartError(answer["error"], answer["exit_code"])
-    return Started(answer["pid"], answer["shim"], answer["start_time"], answer["shim_start_time"])
+    pid, shim_pid = answer["pid"], answer["shim"]
+    return Started(pid, shim_pid, answer["start_time"], answer["shim_start_time"], ready_r)
+
+
+def _make_cgroup(name: str, cgroups, limits: Limits, go_w: int, shim: int, ready_r: int) -> None:
+    try:
+        cgroups.create(name, limits)
+    except BaseException:
+        os.close(go_w)  # end of file, no word: the shim and its child give up
+        os.close(ready_r)
+        pids.reap(shim, timeout=1.0)
+        raise
+    os.write(go_w, b"g")
+    os.close(go_w)
+
+
+def _wait_for_cgroup(go_r: int) -> None:
+    """Until the agent has made the container's cgroup (see spawn)."""
+    word = os.read(go_r, 1)
+    os.close(go_r)
+    if word != b"g":
+        raise OSError(errno.ECANCELED, "the agent could not make the container's cgroup")
+
+
+def _read_answer(fd: int) -> bytes:
+    """Up to a newline (or EOF): the shim's answer; the pipe stays open after it."""
+    data = b""
+    while not data.endswith(b"\n") and (chunk := os.read(fd, 4096)):
+        data += chunk
+    return data
 
 
 # -- the shim -----------------------------------------------------------------------------------
 
 
-def _shim(launch: Launch, cgroups, ready_w: int) -> None:
+def _shim(launch: Launch, cgroups, ready_w: int, go_r: int) -> None:
     status = 1
     try:
         os.setsid()  # the agent's terminal and signals are not ours
@@ -113,28 +159,28 @@ def _shim(launch: Launch, cgroups, ready_w: int) -> None:
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
-        ready_w = _keep_only(ready_w)
-        status = _run(launch, cgroups, ready_w)
+        ready_w, go_r = _keep_only(ready_w, go_r)
+        status = _run(launch, cgroups, ready_w, go_r)
     except BaseException as e:  # report, never unwind into the agent's code
         _report(ready_w, {"error": f"container supervisor failed: {e}", "exit_code": 128})
     finally:
         os._exit(status)
 
 
-def _keep_only(fd: int) -> int:
-    """Close every inherited fd (the agent's sockets, files) but `fd`, moved to 3."""
-    if fd != 3:
-        os.dup2(fd, 3, inheritable=False)
-        fd = 3
-    sc.close_range(4)
+def _keep_only(*fds: int) -> list[int]:
+    """Close every inherited fd (the agent's sockets, files) but `fds`, moved to 3, 4, ..."""
+    spare = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 32) for fd in fds]  # clear of 3, 4, ...
+    for target, fd in enumerate(spare, start=3):
+        os.dup2(fd, target, inheritable=False)
+    sc.close_range(3 + len(fds))
     devnull = os.open(os.devnull, os.O_RDWR)
     for std in (0, 1, 2):
         os.dup2(devnull, std)
     os.close(devnull)
-    return fd
+    return list(range(3, 3 + len(fds)))
 
 
-def _run(launch: Launch, cgroups, ready_w: int) -> int:
+def _run(launch: Launch, cgroups, ready_w: int, go_r: int) -> int:
     stdio = process.Stdio.make(launch.process.tty, launch.open_stdin)
     sc.unshare(sc.CLONE_NEWPID)
     sync_r, sync_w = os.pipe()
@@ -143,17 +189,19 @@ def _run(launch: Launch, cgroups, ready_w: int) -> int:
     if pid == 0:
         for fd in (sync_w, err_r, ready_w):
             os.close(fd)
-        _container(launch, stdio, sync_r, err_w)
+        _container(launch, cgroups, stdio, sync_r, err_w, go_r)
     for fd in (sync_r, err_w, *stdio.child_fds()):
         os.close(fd)
     try:
-        cgroups.add(launch.name, pid)
+        if cgroups.joins_itself:
+            os.close(go_r)  # the child waits for it
+        else:
+            _wait_for_cgroup(go_r)
+            cgroups.add(launch.name, pid)
     except Exception as e:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-        _report(
-            ready_w, {"error": f"cannot put the container in its cgroup: {e}", "exit_code": 128}
-        )
+        _report(ready_w, {"error": f"{_NO_CGROUP}: {e}", "exit_code": 128})
         return 1
     with contextlib.suppress(BrokenPipeError):  # it may have failed already: err_r says
         os.write(sync_w, b"g")
@@ -163,6 +211,9 @@ def _run(launch: Launch, cgroups, ready_w: int) -> int:
         os.waitpid(pid, 0)
         _report(ready_w, json.loads(failure or b'{"error": "no terminal", "exit_code": 128}'))
         return 0
+    # Before the report: logs may be followed, and a terminal resized, once start returns.
+    log = logfile.LogWriter(launch.log_path)
+    control = ctl.bind(launch.state_dir) if launch.interactive else None
     me = os.getpid()
     _report(
         ready_w,
@@ -173,26 +224,32 @@ def _run(launch: Launch, cgroups, ready_w: int) -> int:
             "shim_start_time": pids.start_time(me),
         },
     )
-    _supervise(launch, cgroups, pid, stdio)
+    _supervise(launch, cgroups, pid, stdio, log, control)
+    os.close(ready_w)  # recorded: tell the agent now, not after our slow exit
     return 0
 
 
 def _report(fd: int, answer: dict) -> None:
-    try:
-        os.write(fd, json.dumps(answer).encode())
-        os.close(fd)
-    except OSError:
-        pass
+    """One line; the pipe stays open (see spawn)."""
+    with contextlib.suppress(OSError):
+        os.write(fd, json.dumps(answer).encode() + b"\n")
 
 
-def _supervise(launch: Launch, cgroups, pid: int, stdio: process.Stdio) -> None:
+def _supervise(
+    launch: Launch,
+    cgroups,
+    pid: int,
+    stdio: process.Stdio,
+    log: logfile.LogWriter,
+    control: socket.socket | None,
+) -> None:
     """Copy output to the log until the container is gone; then record how it ended."""
-    log = logfile.LogWriter(launch.log_path)
     sel = selectors.DefaultSelector()
     sel.register(stdio.stdout[0], selectors.EVENT_READ, "stdout")
     if stdio.stderr:
         sel.register(stdio.stderr[0], selectors.EVENT_READ, "stderr")
-    sel.register(_control_socket(launch.state_dir), selectors.EVENT_READ, "control")
+    if control is not None:
+        sel.register(control, selectors.EVENT_READ, "control")
     pidfd = os.pidfd_open(pid)
     sel.register(pidfd, selectors.EVENT_READ, "exit")
     open_streams, exited = (2 if stdio.stderr else 1), False
@@ -202,9 +259,9 @@ def _supervise(launch: Launch, cgroups, pid: int, stdio: process.Stdio) -> None:
                 exited = True
                 sel.unregister(pidfd)
             elif key.data == "control":
-                _accept_control(key.fileobj, sel, stdio)
+                ctl.accept(key.fileobj, sel, stdio)
             elif key.data == "stdin":
-                _forward_stdin(key.fileobj, sel, stdio, launch)
+                ctl.forward_stdin(key.fileobj, sel, stdio, launch.stdin_once)
             elif not _copy(key.fd, key.data, log):
                 sel.unregister(key.fd)
                 open_streams -= 1
@@ -230,6 +287,7 @@ def _record_exit(launch: Launch, cgroups, pid: int) -> None:
     exit_code = 128 - code if code < 0 else code
     oom = cgroups.oom_killed(launch.name)
     record = {"exit_code": exit_code, "oom_killed": oom, "finished_at": logfile.now()}
+    record |= {"shim": os.getpid(), "shim_start_time": pids.start_time(os.getpid())}  # this run's
     with contextlib.suppress(Exception):  # if this fails, the agent removes it with the container
         cgroups.remove(launch.name)  # before exit.json: whoever waits may remove at once
     atomic.write_json(Path(launch.exit_path), record, durable=False)
@@ -246,90 +304,34 @@ def _remove_container(launch: Launch, record: dict) -> None:
     remove_tree(doomed)
 
 
-def _control_socket(state_dir: str) -> socket.socket:
-    """ctl.sock (0600): stdin for the container, and terminal resizes. Bound through
-    /proc/self/fd so a long state path never hits the 108-byte socket path limit."""
-    dirfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
-    path = f"/proc/self/fd/{dirfd}/ctl.sock"
-    if os.path.lexists(path):
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
-    try:
-        sock.bind(path)
-    finally:
-        os.umask(old)
-        os.close(dirfd)
-    sock.listen(4)
-    return sock
-
-
-def _accept_control(control: socket.socket, sel, stdio: process.Stdio) -> None:
-    """`resize ROWS COLS`, or `stdin` followed by bytes to forward for as long as they come."""
-    conn, _ = control.accept()
-    conn.settimeout(5)
-    try:
-        head = _read_line(conn)
-    except OSError:
-        conn.close()
-        return
-    if head == b"stdin" and stdio.input_fd() is not None:
-        conn.settimeout(None)
-        sel.register(conn, selectors.EVENT_READ, "stdin")
-        return
-    if head.startswith(b"resize ") and stdio.tty:
-        rows, cols = (int(x) for x in head.split()[1:3])
-        size = struct.pack("HHHH", rows, cols, 0, 0)
-        fcntl.ioctl(stdio.stdout[0], termios.TIOCSWINSZ, size)
-    conn.close()
-
-
-def _read_line(conn: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\n") and len(data) < 256:
-        chunk = conn.recv(1)
-        if not chunk:
-            break
-        data += chunk
-    return data.strip()
-
-
-def _forward_stdin(conn: socket.socket, sel, stdio: process.Stdio, launch: Launch) -> None:
-    chunk = b""
-    try:
-        chunk = conn.recv(_READ)
-        if chunk and stdio.input_fd() is not None:
-            os.write(stdio.input_fd(), chunk)
-    except OSError:
-        chunk = b""
-    if chunk:
-        return
-    sel.unregister(conn)
-    conn.close()
-    if launch.stdin_once and stdio.stdin:
-        os.close(stdio.stdin[1])  # the client is done: the container sees end of input
-        stdio.stdin = None
-
-
 # -- the container's first process ---------------------------------------------------------------
 
 
-def _container(launch: Launch, stdio: process.Stdio, sync_r: int, err_w: int) -> None:
+def _container(
+    launch: Launch, cgroups, stdio: process.Stdio, sync_r: int, err_w: int, go_r: int
+) -> None:
     """Runs in the new PID namespace as PID 1; ends in exec or in _exit."""
+    if cgroups.joins_itself:  # first: nothing of ours runs outside it either
+        try:
+            _wait_for_cgroup(go_r)
+            cgroups.join(launch.name)
+        except BaseException as e:
+            process.fail(err_w, f"{_NO_CGROUP}: {e}", 128)
+    else:
+        os.close(go_r)  # the shim waits for it
     try:
         cgroup_ns = launch.namespaces & sc.CLONE_NEWCGROUP
         sc.unshare(launch.namespaces & ~sc.CLONE_NEWCGROUP)
         sc.sethostname(launch.hostname)
+        if not cgroups.joins_itself:
+            os.read(sync_r, 1)  # until the shim has moved us into the cgroup
+        os.close(sync_r)
         if cgroup_ns:
             # A cgroup namespace is rooted where its maker stands: be in the container's
             # cgroup first, or it (and /sys/fs/cgroup inside) is the agent's service cgroup.
-            os.read(sync_r, 1)
             sc.unshare(cgroup_ns)
-        rootfs.setup(launch.plan)  # on v1, meanwhile the shim moves us into the cgroup
+        rootfs.setup(launch.plan)
         stdio.attach_child(console=True)
-        if not cgroup_ns:
-            os.read(sync_r, 1)  # in the cgroup now: nothing of the command runs outside it
-        os.close(sync_r)
         process.enter(launch.process)
         err_w = process.keep_error_pipe(err_w)
     except BaseException as e:

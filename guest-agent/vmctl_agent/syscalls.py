@@ -10,6 +10,11 @@ import ctypes
 import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# Looked up here, once (ctypes keeps them): a fork would otherwise do each dlsym again on its
+# first call, and the container's first process calls most of these just once.
+for _name in ("mount", "umount2", "pivot_root", "unshare", "setns", "sethostname", "capset",
+              "prctl", "close_range"):  # fmt: skip
+    getattr(_libc, _name, None)  # (a C library without one fails when it is called, as before)
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -82,9 +87,12 @@ def sethostname(name: str) -> None:
     _check(_libc.sethostname(raw, len(raw)), "sethostname")
 
 
+_libc.prctl.argtypes = (ctypes.c_int, *(ctypes.c_ulong,) * 4)  # dozens of calls a start
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> None:
-    args = (ctypes.c_ulong(a) for a in (arg2, arg3, arg4, arg5))
-    _check(_libc.prctl(option, *args), f"prctl {option}")
+    if _libc.prctl(option, arg2, arg3, arg4, arg5) != 0:
+        _check(-1, f"prctl {option}")
 
 
 def close_range(first: int) -> None:
