@@ -4,13 +4,10 @@ in the user's terminal."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
     QHeaderView,
-    QPlainTextEdit,
     QPushButton,
     QTableView,
     QVBoxLayout,
@@ -20,6 +17,7 @@ from vmctl_gui import fmt
 from vmctl_gui.bridge import Bridge
 from vmctl_gui.engine import ContainerRow
 from vmctl_gui.jobs import Job
+from vmctl_gui.output import OutputWindow
 from vmctl_gui.tables import RowsModel
 
 COLUMNS = (
@@ -107,21 +105,9 @@ class ContainersView(QWidget):
             self.buttons[name].setEnabled(chosen is not None)
 
 
-class LogsWindow(QPlainTextEdit):
-    """A container's logs, followed until the window closes (closing cancels the stream)."""
+class LogsWindow(OutputWindow):
+    """A container's logs, followed until the window closes."""
 
     def __init__(self, bridge: Bridge, container: ContainerRow) -> None:
-        super().__init__(readOnly=True, maximumBlockCount=10_000)
-        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        self.setWindowTitle(f"Logs: {container.name}")
-        self.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
-        self.resize(760, 420)
-        self.job = bridge.logs(container.id, self._append)
-
-    def _append(self, line: str) -> None:
-        self.moveCursor(self.textCursor().MoveOperation.End)
-        self.insertPlainText(line)
-
-    def closeEvent(self, event) -> None:
-        self.job.cancel()
-        super().closeEvent(event)
+        super().__init__(f"Logs: {container.name}")
+        self.job = bridge.logs(container.id, self.add_text)

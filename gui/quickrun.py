@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFontDatabase
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -23,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 from vmctl_gui.bridge import Bridge
 from vmctl_gui.engine import LayerProgress, RunRequest
+from vmctl_gui.output import OutputWindow
 
 _PORT = re.compile(r"(\d{1,5}):(\d{1,5})(/(tcp|udp))?")
 _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*", re.DOTALL)
@@ -87,36 +87,24 @@ class QuickRunDialog(QDialog):
         super().accept()
 
 
-class RunWindow(QPlainTextEdit):
+class RunWindow(OutputWindow):
     """A quick run's output: pull progress first, then what the container prints."""
 
     done = Signal()
 
     def __init__(self, bridge: Bridge, request: RunRequest) -> None:
-        super().__init__(readOnly=True, maximumBlockCount=10_000)
-        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        self.setWindowTitle(f"Run: {request.title}")
-        self.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
-        self.resize(720, 400)
+        super().__init__(f"Run: {request.title}")
         self.finished = False
         self._pulling: set[str] = set()
-        self.job = bridge.run(request, self.append, self._finish, self._pull)
-
-    def append(self, text: str) -> None:  # type: ignore[override]
-        self.moveCursor(self.textCursor().MoveOperation.End)
-        self.insertPlainText(text)
+        self.job = bridge.run(request, self.add_text, self._finish, self._pull)
 
     def _pull(self, progress: LayerProgress) -> None:
         """One line per layer state change, not per byte: the window is for output."""
         key = f"{progress.layer}:{progress.status}"
         if progress.status and key not in self._pulling:
             self._pulling.add(key)
-            self.append(f"{progress.layer + ': ' if progress.layer else ''}{progress.status}\n")
+            self.add_text(f"{progress.layer + ': ' if progress.layer else ''}{progress.status}\n")
 
     def _finish(self) -> None:
         self.finished = True
         self.done.emit()
-
-    def closeEvent(self, event) -> None:
-        self.job.cancel()
-        super().closeEvent(event)
