@@ -12,6 +12,7 @@ The engine is injected (`Desktop(engine)`), so tests drive the whole app with a 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -194,6 +195,17 @@ def app_command() -> list[str]:
     return [*vmctl_command(), "gui"]
 
 
+def check_display(environ=os.environ, platform: str = sys.platform) -> None:
+    """Say what to do when there is no display, before Qt aborts with its own words."""
+    if platform in ("darwin", "win32") or environ.get("QT_QPA_PLATFORM"):
+        return
+    if not (environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY")):
+        raise VmctlError(
+            "the desktop app needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set: "
+            "run it in your desktop session (over SSH: ssh -X), or use the vmctl CLI"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="vmctl gui", description="vmctl's desktop app")
@@ -204,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "--self-test", action="store_true", help="draw the window once and exit (packaging)"
     )
     args = parser.parse_args(argv)
+    check_display()
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName("vmctl")
     app.setWindowIcon(icons.app_icon())

@@ -156,3 +156,14 @@ def test_the_gui_imports_only_vmctls_public_api():
                 used |= {a.name for a in node.names if a.name.startswith("vmctl")}
     used = {u for u in used if not u.startswith("vmctl_gui")}
     assert used <= PUBLIC, sorted(used - PUBLIC)
+
+
+def test_no_display_is_said_in_words_before_qt_aborts():
+    from vmctl_gui.app import check_display
+
+    with pytest.raises(VmctlError, match="needs a display, and neither DISPLAY nor WAYLAND"):
+        check_display({}, "linux")
+    check_display({"DISPLAY": ":0"}, "linux")
+    check_display({"WAYLAND_DISPLAY": "wayland-0"}, "linux")
+    check_display({"QT_QPA_PLATFORM": "offscreen"}, "linux")
+    check_display({}, "darwin")
