@@ -97,3 +97,15 @@ def test_a_packaged_app_deploys_the_agent_it_carries(tmp_path, monkeypatch):
     assert not (tmp_path / "built.pyz").exists()
     monkeypatch.delattr(sys, "_MEIPASS")
     assert agentapp.for_deploy(tmp_path / "built.pyz") == tmp_path / "built.pyz"
+
+
+def test_build_is_the_same_bytes_in_any_process(tmp_path):
+    """The host redeploys when the digest differs: a build must not depend on what else the
+    building process holds (marshal's back-references did, through reference counts)."""
+    here = agentapp.digest(agentapp.build(tmp_path / "here.pyz"))
+    fresh = subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from vmctl import agentapp;"
+         f"print(agentapp.digest(agentapp.build(Path({str(tmp_path / 'fresh.pyz')!r}))))"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert fresh.stdout.strip() == here

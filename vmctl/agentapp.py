@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import marshal
 import os
 import sys
 import tempfile
@@ -81,7 +82,10 @@ def _add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
 
 
 def _bytecode(source: bytes, name: str) -> bytes:
+    """An unchecked hash-based .pyc. Marshal format 2, which has no back-references: later
+    formats mark an object shared when its reference count says so, which depends on what
+    else the building process holds, so the same source gave different bytes in pytest."""
     code = compile(source, name, "exec", dont_inherit=True)
-    return importlib._bootstrap_external._code_to_hash_pyc(
-        code, importlib.util.source_hash(source), checked=False
-    )
+    flags = 0b01  # hash-based, not checked against the source
+    header = importlib.util.MAGIC_NUMBER + flags.to_bytes(4, "little")
+    return header + importlib.util.source_hash(source) + marshal.dumps(code, 2)
