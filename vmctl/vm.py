@@ -321,9 +321,11 @@ def _serve_socket(paths: vmpaths.VMPaths, driver: Driver) -> None:
 
 
 def spawn_hostagent(paths: vmpaths.VMPaths) -> None:
+    """Start the host agent; return once it serves, having written where (docker.host)."""
+    paths.docker_host.unlink(missing_ok=True)  # a dead agent's: the new one writes its own
     env = dict(os.environ, VMCTL_HOME=str(vmpaths.home()))
     with open(paths.hostagent_log, "ab") as log, open(os.devnull, "rb") as null:
-        subprocess.Popen(
+        agent = subprocess.Popen(
             [sys.executable, "-m", "vmctl.hostagent", "--name", paths.name],
             stdin=null,
             stdout=log,
@@ -333,8 +335,8 @@ def spawn_hostagent(paths: vmpaths.VMPaths) -> None:
             close_fds=True,
         )
     deadline = time.monotonic() + 15
-    while locks.holder(paths.hostagent_pid) is None:
-        if time.monotonic() > deadline:
+    while locks.holder(paths.hostagent_pid) is None or not paths.docker_host.exists():
+        if agent.poll() is not None or time.monotonic() > deadline:
             raise VmctlError(
                 "the host agent did not start: " + console.tail(paths.hostagent_log, 10)
             )
