@@ -88,8 +88,18 @@ class Bridge(QObject):
         )
 
     def stop_vm(self) -> Job:
+        """Stop; a start in progress is cancelled and its VM powered off now, not after the
+        start's current stage has run out its time (the ssh stage may wait minutes). The
+        queued stop then catches a VM that the start booted meanwhile."""
         self._failure = None
-        self._cancel_vm_jobs()
+        if self._cancel_starts():
+            self.api.submit(
+                Job(
+                    lambda job: self.engine.stop(lambda _message: None),
+                    label="stop the VM now",
+                    on_error=self._reporter("stop the VM"),
+                )
+            )
         return self._lifecycle("stop the VM", lambda job: self.engine.stop(job.progress))
 
     def restart_vm(self) -> Job:
@@ -118,10 +128,11 @@ class Bridge(QObject):
         self.busyChanged.emit(True)
         return job
 
-    def _cancel_vm_jobs(self) -> None:
-        for job in self.vm_queue.jobs:
-            if job.label == "start the VM":
-                job.cancel()
+    def _cancel_starts(self) -> bool:
+        starts = [job for job in self.vm_queue.jobs if job.label == "start the VM"]
+        for job in starts:
+            job.cancel()
+        return bool(starts)
 
     def _lifecycle_done(self, state: VmState) -> None:
         if state.state == "error":
