@@ -22,6 +22,7 @@ from vmctl_gui.jobs import Job, JobQueue
 
 POLL_MS = 5000  # state re-derived this often: vmctl status is cheap, the CLI may change it
 EVENTS_RETRY_S = 3.0  # a dropped event stream (VM restarting) is re-opened after this
+STARTING_GRACE_S = 5.0  # a guest still booting ignores ACPI: it is powered off after this
 REFRESH_DEBOUNCE_MS = 150  # a burst of events (docker run: create, attach, start) → one list
 
 
@@ -95,7 +96,7 @@ class Bridge(QObject):
         if self._cancel_starts():
             self.api.submit(
                 Job(
-                    lambda job: self.engine.stop(lambda _message: None),
+                    lambda job: self.engine.stop(lambda _message: None, STARTING_GRACE_S),
                     label="stop the VM now",
                     on_error=self._reporter("stop the VM"),
                 )

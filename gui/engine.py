@@ -115,7 +115,8 @@ class Engine:
     def start(self, say: Say, cancelled: Callable[[], bool]) -> VmState:
         raise NotImplementedError
 
-    def stop(self, say: Say) -> VmState:
+    def stop(self, say: Say, grace: float = 60) -> VmState:
+        """Shut the guest down, powering it off after `grace` seconds."""
         raise NotImplementedError
 
     def config(self) -> vmconfig.VMConfig:
@@ -209,8 +210,8 @@ class VmctlEngine(Engine):
             )
         return self.state()
 
-    def stop(self, say: Say) -> VmState:
-        vm.stop(self.name, progress=say)
+    def stop(self, say: Say, grace: float = 60) -> VmState:
+        vm.stop(self.name, timeout=grace, progress=say)
         self._client = None
         return self.state()
 

@@ -78,6 +78,7 @@ class FakeEngine(Engine):
         self.event_stream = Stream()
         self.streams: list[Stream] = []
         self.saved: list[vmconfig.VMConfig] = []
+        self.graces: list[float] = []  # of each stop
 
     def _call(self, method: str) -> None:
         self.calls.append((method, threading.current_thread().name))
@@ -114,8 +115,9 @@ class FakeEngine(Engine):
         )
         return self._state
 
-    def stop(self, say) -> VmState:
+    def stop(self, say, grace: float = 60) -> VmState:
         self._call("stop")
+        self.graces.append(grace)
         say("stopping")
         self._state = dataclasses.replace(self._state, state="stopped", detail="")
         return self._state
