@@ -3,10 +3,12 @@ test images as docker.io names, and the docker CLI pointed at it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import imagekit as ik
@@ -31,6 +33,18 @@ def push_test_images(registry) -> None:
     hello = ik.build_image([ik.busybox_layer()], config={"Cmd": ["/bin/sh", "-c", HELLO]})
     client.push_image("library/hello-world", "latest", hello)
     client.push_image("library/busybox", "latest", busybox_image())
+
+
+@contextlib.contextmanager
+def serving(workdir: Path, registry) -> Iterator[AgentServer]:
+    """The test images pushed to `registry`, and an agent using it as its mirror until the
+    block ends (its containers removed, the agent stopped)."""
+    push_test_images(registry)
+    server = AgentServer(workdir, registry)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class AgentServer:

@@ -17,7 +17,7 @@ import time
 
 import imagekit as ik
 import pytest
-from agentserver import AgentServer, push_test_images
+from agentserver import AgentServer, push_test_images, serving
 from fakeserver import FakeServer, proxy_to
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
@@ -25,10 +25,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory, registry):
-    push_test_images(registry)
-    server = AgentServer(tmp_path_factory.mktemp("agent"), registry)
-    yield server
-    server.stop()
+    with serving(tmp_path_factory.mktemp("agent"), registry) as server:
+        yield server
 
 
 def ok(result) -> str:

@@ -6,7 +6,7 @@ import os
 
 import docker
 import pytest
-from agentserver import AgentServer, push_test_images
+from agentserver import serving
 from docker.errors import APIError, ContainerError, ImageNotFound, NotFound
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
@@ -14,10 +14,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, registry):
-    push_test_images(registry)
-    server = AgentServer(tmp_path_factory.mktemp("agent-py"), registry)
-    yield docker.DockerClient(base_url=server.url, version="auto", timeout=60)
-    server.stop()
+    with serving(tmp_path_factory.mktemp("agent-py"), registry) as server:
+        yield docker.DockerClient(base_url=server.url, version="auto", timeout=60)
 
 
 def test_images_pull_list_get_remove(client):

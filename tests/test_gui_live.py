@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from agentserver import AgentServer, push_test_images
+from agentserver import serving
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QMessageBox
 from vmctl_gui.app import Desktop
@@ -31,10 +31,8 @@ class AgentOnHost(VmctlEngine):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, registry):
-    push_test_images(registry)
-    server = AgentServer(tmp_path_factory.mktemp("agent-gui"), registry)
-    yield server
-    server.stop()
+    with serving(tmp_path_factory.mktemp("agent-gui"), registry) as server:
+        yield server
 
 
 @pytest.fixture
