@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vmctl_agent import syscalls as sc
 from vmctl_agent.errors import CgroupError, ImpossibleLimit
 
 MIN_MEMORY = 6 * 1024 * 1024  # docker's linuxMinMemory
@@ -130,20 +131,13 @@ def read(path: Path, default: str = "") -> str:
     except (FileNotFoundError, NotADirectoryError):
         return default
     try:
-        return _read_all(fd).decode().strip()
+        return sc.read_to_end(fd).decode().strip()
     except OSError as e:
         if e.errno == errno.ENODEV:
             return default
         raise
     finally:
         os.close(fd)
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def read_int(path: Path) -> int:

@@ -161,8 +161,6 @@ def fail(err_w: int, message: str, code: int) -> None:
 
 def read_all(fd: int) -> bytes:
     """Everything until the writer closes (or execs): a child's error report."""
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
+    data = sc.read_to_end(fd)
     os.close(fd)
-    return b"".join(chunks)
+    return data

@@ -95,6 +95,15 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
         _check(-1, f"prctl {option}")
 
 
+def read_to_end(fd: int) -> bytes:
+    """Every byte until end of file (or until the writer closes a pipe), without a Python
+    file object: cgroup files and a child's error pipe are read this way."""
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def close_range(first: int) -> None:
     """Close every fd from `first` up: nothing of ours may leak into a container."""
     _check(_libc.close_range(ctypes.c_uint(first), ctypes.c_uint(0xFFFFFFFF), 0), "close_range")
