@@ -49,8 +49,12 @@ class Bridge(QObject):
         self._state_job: Job | None = None
         self._events_job: Job | None = None
         self._poll = QTimer(self, interval=poll_ms, timeout=self.refresh_state)
+        # Changes come in bursts (docker run: create, attach, start; a pull's events and its
+        # own end): each timer turns a burst into one read.
         self._lists = QTimer(self, singleShot=True, interval=REFRESH_DEBOUNCE_MS)
         self._lists.timeout.connect(self.refresh_lists)
+        self._disk = QTimer(self, singleShot=True, interval=REFRESH_DEBOUNCE_MS)
+        self._disk.timeout.connect(self.refresh_disk)
 
     def begin(self) -> None:
         """Derive the state now and keep deriving it."""
@@ -183,7 +187,8 @@ class Bridge(QObject):
 
     def _engine_came_up(self) -> None:
         self.refresh_lists()
-        self.refresh_details()
+        self._read("read the engine's version", self.engine.version, self.versionChanged.emit)
+        self.refresh_disk()
         self._follow_events()
 
     def _engine_went_away(self) -> None:
@@ -195,9 +200,8 @@ class Bridge(QObject):
 
     # ---- the engine ----
 
-    def refresh_details(self) -> None:
-        """`docker version` and disk usage: asked once per boot, and after a pull or remove."""
-        self._read("read the engine's version", self.engine.version, self.versionChanged.emit)
+    def refresh_disk(self) -> None:
+        """Asked when the engine comes up, and after images or containers come or go."""
         self._read("read the disk usage", self.engine.disk_usage, self.diskChanged.emit)
 
     def refresh_lists(self) -> None:
@@ -306,7 +310,7 @@ class Bridge(QObject):
         if kind in ("container", "image"):
             self._lists.start()  # restarts the debounce: one refresh after a burst
         if kind == "image":
-            self.refresh_details()
+            self._disk.start()
 
     def _read(self, what: str, fn, emit) -> Job:
         return self.api.submit(
@@ -324,8 +328,10 @@ class Bridge(QObject):
         )
 
     def _changed(self) -> None:
-        self.refresh_lists()
-        self.refresh_details()
+        """An action of ours finished: its events may be on their way too, so both are
+        debounced into one read (and the action shows even with the event stream down)."""
+        self._lists.start()
+        self._disk.start()
 
     def _reporter(self, what: str, after: Callable[[], None] | None = None):
         def report(error: BaseException) -> None:
