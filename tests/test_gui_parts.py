@@ -167,3 +167,17 @@ def test_no_display_is_said_in_words_before_qt_aborts():
     check_display({"WAYLAND_DISPLAY": "wayland-0"}, "linux")
     check_display({"QT_QPA_PLATFORM": "offscreen"}, "linux")
     check_display({}, "darwin")
+
+
+def test_open_shell_without_the_docker_cli_says_what_to_install(tmp_path, monkeypatch):
+    from vmctl_gui.engine import VmctlEngine
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker CLI anywhere
+    engine = VmctlEngine("default", docker_host="unix:///nowhere.sock")
+    with pytest.raises(VmctlError, match="Open shell needs the docker command-line client"):
+        engine.shell_command("abc")
+    (tmp_path / "docker").write_text("#!/bin/sh\n")
+    (tmp_path / "docker").chmod(0o755)
+    assert engine.shell_command("abc") == [
+        str(tmp_path / "docker"), "--host", "unix:///nowhere.sock", "exec", "-it", "abc", "sh"
+    ]  # fmt: skip
