@@ -44,9 +44,9 @@ from pathlib import Path
 from benchkit import cmdline, in_workdir, remove_tree
 from vmctl_agent import __version__ as agent_version
 from vmctl_agent import syscalls as sc
-from vmctl_agent.containers import Container, Runtime
-from vmctl_agent.images import ImageStore
-from vmctl_agent.spec import CreateOptions
+from vmctl_agent.runtime.containers import Container, Runtime
+from vmctl_agent.runtime.spec import CreateOptions
+from vmctl_agent.store.images import ImageStore
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPO, TAG = "bench/busybox", "v1"

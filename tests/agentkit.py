@@ -6,11 +6,11 @@ import itertools
 from pathlib import Path
 
 import imagekit as ik
-from vmctl_agent.auth import Credentials
-from vmctl_agent.images import ImageStore
-from vmctl_agent.manifest import Platform
-from vmctl_agent.pull import Puller
-from vmctl_agent.registry import RegistryClient, RegistryConfig
+from vmctl_agent.store.auth import Credentials
+from vmctl_agent.store.images import ImageStore
+from vmctl_agent.store.manifest import Platform
+from vmctl_agent.store.pull import Puller
+from vmctl_agent.store.registry import RegistryClient, RegistryConfig
 
 _names = itertools.count()
 AMD64 = Platform("linux", "amd64")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import imagekit as ik
 from agentkit import pull
-from vmctl_agent import cgroups
-from vmctl_agent.containers import Container, Runtime
-from vmctl_agent.images import ImageStore
-from vmctl_agent.spec import CreateOptions
+from vmctl_agent.runtime import cgroups
+from vmctl_agent.runtime.containers import Container, Runtime
+from vmctl_agent.runtime.spec import CreateOptions
+from vmctl_agent.store.images import ImageStore
 
 
 @dataclass

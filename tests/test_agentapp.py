@@ -21,7 +21,7 @@ def test_build_is_reproducible(tmp_path):
     assert agentapp.digest(first) == agentapp.digest(second)
     names = zipfile.ZipFile(first).namelist()
     assert "__main__.py" in names
-    assert "vmctl_agent/pull.py" in names and "vmctl_agent/pull.pyc" in names
+    assert "vmctl_agent/store/pull.py" in names and "vmctl_agent/store/pull.pyc" in names
     assert "vmctl_agent/api/http.py" in names and "vmctl_agent/api/http.pyc" in names
     assert first.stat().st_mode & 0o777 == 0o755
 

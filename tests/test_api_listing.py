@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from vmctl_agent.api.listing import MAX_ENTRIES, ListCache, _ago
-from vmctl_agent.logs import parse_time
+from vmctl_agent.runtime.logs import parse_time
 
 STAMP = "2026-01-01T00:00:00.000000000Z"
 T0 = parse_time(STAMP)

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from vmctl_agent.cgroupfs import cpu_weight, host_cpus
-from vmctl_agent.cgroups import CgroupsV1, CgroupsV2, Limits, detect
 from vmctl_agent.errors import CgroupError, ImpossibleLimit
+from vmctl_agent.runtime.cgroupfs import cpu_weight, host_cpus
+from vmctl_agent.runtime.cgroups import CgroupsV1, CgroupsV2, Limits, detect
 
 ROOT = Path("/sys/fs/cgroup")
 MiB = 1 << 20

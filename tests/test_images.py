@@ -8,7 +8,7 @@ import imagekit as ik
 import pytest
 from agentkit import pull, small_image, unique_repo, visible_state
 from vmctl_agent.errors import ImageConflict, ImageNotFound, InvalidReference
-from vmctl_agent.images import ImageStore
+from vmctl_agent.store.images import ImageStore
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from imagekit import TarEntry, directory, file, hardlink, opaque, symlink, tar_bytes, whiteout
-from vmctl_agent.content import remove_tree
 from vmctl_agent.errors import UnsafeLayer
-from vmctl_agent.layers import LayerExtractor
+from vmctl_agent.store.content import remove_tree
+from vmctl_agent.store.layers import LayerExtractor
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="extraction tests need root (CI runs as root)"

@@ -11,7 +11,6 @@ from pathlib import Path
 import imagekit as ik
 import pytest
 from agentkit import leftovers, pull, small_image, unique_repo, visible_state
-from vmctl_agent.auth import Credentials
 from vmctl_agent.errors import (
     AuthenticationError,
     ManifestUnknown,
@@ -20,7 +19,8 @@ from vmctl_agent.errors import (
     UnsupportedManifest,
     VerificationError,
 )
-from vmctl_agent.images import ImageStore
+from vmctl_agent.store.auth import Credentials
+from vmctl_agent.store.images import ImageStore
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import imagekit as ik
 import pytest
 from agentkit import leftovers, pull, small_image, unique_repo, visible_state
 from fakeserver import FakeServer, Reply, Request, proxy_to
-from vmctl_agent.auth import Credentials
 from vmctl_agent.errors import (
     ManifestUnknown,
     RegistryUnreachable,
@@ -24,7 +23,8 @@ from vmctl_agent.errors import (
     UnsupportedManifest,
     VerificationError,
 )
-from vmctl_agent.images import ImageStore
+from vmctl_agent.store.auth import Credentials
+from vmctl_agent.store.images import ImageStore
 
 EMPTY = {"images": [], "layers": [], "blobs": [], "tags": []}
 

@@ -2,7 +2,7 @@
 
 import pytest
 from vmctl_agent.errors import InvalidReference
-from vmctl_agent.reference import is_image_id, parse
+from vmctl_agent.store.reference import is_image_id, parse
 
 DIGEST = "sha256:" + "ab" * 32
 

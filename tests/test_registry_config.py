@@ -1,9 +1,9 @@
 """Where a reference's registry is looked for: dockerd's rules for mirrors and insecure hosts."""
 
 import pytest
-from vmctl_agent.auth import docker_config_credentials, parse_challenge
-from vmctl_agent.manifest import Descriptor, Platform, select
-from vmctl_agent.registry import HUB_URL, Endpoint, RegistryConfig, is_loopback
+from vmctl_agent.store.auth import docker_config_credentials, parse_challenge
+from vmctl_agent.store.manifest import Descriptor, Platform, select
+from vmctl_agent.store.registry import HUB_URL, Endpoint, RegistryConfig, is_loopback
 
 
 def test_docker_hub_tries_mirrors_first():

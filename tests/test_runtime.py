@@ -21,12 +21,13 @@ import imagekit as ik
 import pytest
 from agentkit import pull
 from runtimekit import NOTHING, busybox_image, leftovers, make_runtime, run
-from vmctl_agent import atomic, pids
-from vmctl_agent.containers import ContainerConflict, ContainerNotFound, Runtime
+from vmctl_agent import atomic
 from vmctl_agent.errors import CgroupError, ImageNotFound, ImpossibleLimit
-from vmctl_agent.images import ImageStore
-from vmctl_agent.shim import StartError
-from vmctl_agent.spec import CreateOptions, InvalidSpec
+from vmctl_agent.runtime import pids
+from vmctl_agent.runtime.containers import ContainerConflict, ContainerNotFound, Runtime
+from vmctl_agent.runtime.shim import StartError
+from vmctl_agent.runtime.spec import CreateOptions, InvalidSpec
+from vmctl_agent.store.images import ImageStore
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the runtime needs root (CI is root)")
 
@@ -451,10 +452,10 @@ import os, signal, sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
 from agentkit import pull
-from vmctl_agent import cgroups
-from vmctl_agent.containers import Runtime
-from vmctl_agent.images import ImageStore
-from vmctl_agent.spec import CreateOptions
+from vmctl_agent.runtime import cgroups
+from vmctl_agent.runtime.containers import Runtime
+from vmctl_agent.store.images import ImageStore
+from vmctl_agent.runtime.spec import CreateOptions
 root = Path({root!r})
 store = ImageStore(root / "image")
 pull(store, {image!r})

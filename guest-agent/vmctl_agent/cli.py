@@ -20,14 +20,15 @@ import json
 import sys
 from collections.abc import Sequence
 
-from vmctl_agent import __version__, config, manifest
-from vmctl_agent import progress as pg
-from vmctl_agent import reference as refs
-from vmctl_agent.auth import docker_config_credentials
+from vmctl_agent import __version__, config
 from vmctl_agent.errors import AgentError
-from vmctl_agent.images import ImageStore
-from vmctl_agent.pull import Puller
-from vmctl_agent.registry import RegistryClient
+from vmctl_agent.store import manifest
+from vmctl_agent.store import progress as pg
+from vmctl_agent.store import reference as refs
+from vmctl_agent.store.auth import docker_config_credentials
+from vmctl_agent.store.images import ImageStore
+from vmctl_agent.store.pull import Puller
+from vmctl_agent.store.registry import RegistryClient, RegistryConfig
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,7 +110,7 @@ def _serve(args) -> int:
 def _pull(args) -> int:
     settings = _settings(args)
     store = ImageStore(settings.data_root / "image")
-    client = RegistryClient(settings.registry, credentials=docker_config_credentials())
+    client = RegistryClient(RegistryConfig.of(settings), credentials=docker_config_credentials())
     platform = manifest.Platform.parse(args.platform) if args.platform else None
     printer = None if args.quiet else ProgressPrinter(sys.stdout)
     Puller(store, client, platform).pull(args.reference, printer)

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmctl_agent.errors import AgentError
-from vmctl_agent.registry import RegistryConfig
 
 DEFAULT_DATA_ROOT = "/var/lib/vmctl-agent"
 _KNOWN_KEYS = {"registry-mirrors", "insecure-registries", "data-root", "group"}
@@ -23,10 +22,6 @@ class AgentConfig:
     group: str = DEFAULT_GROUP  # owner group of unix sockets (mode 0660), as dockerd's -G
     group_required: bool = False
     ignored_keys: tuple[str, ...] = field(default=())
-
-    @property
-    def registry(self) -> RegistryConfig:
-        return RegistryConfig(self.registry_mirrors, self.insecure_registries)
 
 
 def load(

@@ -1,5 +1,6 @@
 """The Docker Engine API, served by the agent on a unix socket: the door that the docker CLI,
-docker-py, vmctl and the GUI all use.
+docker-py, vmctl and the GUI all use. The top room: it may use every room below it (build,
+network, volumes, runtime, store) and the shared floor.
 
     serve.py       `vmctl-agent serve`: the listening sockets, the engine, signals
     server.py      the event loop: reads every connection, answers what needs no waiting

@@ -13,12 +13,12 @@ import socket
 import threading
 import time
 
-from vmctl_agent import logs as logfile
 from vmctl_agent.api import events, streams
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
-from vmctl_agent.containers import Container, ContainerNotFound
-from vmctl_agent.content import tree_size
-from vmctl_agent.spec import CreateOptions
+from vmctl_agent.runtime import logs as logfile
+from vmctl_agent.runtime.containers import Container, ContainerNotFound
+from vmctl_agent.runtime.spec import CreateOptions
+from vmctl_agent.store.content import tree_size
 
 _POLL = 0.05
 NO_BRIDGE = (

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 
 from vmctl_agent.api.events import EventBus
 from vmctl_agent.api.listing import ListCache
-from vmctl_agent.auth import Credentials, docker_config_credentials
 from vmctl_agent.config import AgentConfig
-from vmctl_agent.containers import Runtime
-from vmctl_agent.execs import ExecProcess
-from vmctl_agent.images import ImageStore
-from vmctl_agent.pull import Puller
-from vmctl_agent.registry import RegistryClient
+from vmctl_agent.runtime.containers import Runtime
+from vmctl_agent.runtime.execs import ExecProcess
+from vmctl_agent.store.auth import Credentials, docker_config_credentials
+from vmctl_agent.store.images import ImageStore
+from vmctl_agent.store.pull import Puller
+from vmctl_agent.store.registry import RegistryClient, RegistryConfig
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Engine:
         """A puller using X-Registry-Auth when the client sent it, else docker's config."""
         credentials = _registry_auth(auth_header)
         lookup = (lambda host: credentials) if credentials else self._saved_credentials
-        client = RegistryClient(self.config.registry, credentials=lookup)
+        client = RegistryClient(RegistryConfig.of(self.config), credentials=lookup)
         return Puller(self.images, client)
 
 

@@ -14,8 +14,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from vmctl_agent import pids
 from vmctl_agent.api.http import Response, parse_filters
+from vmctl_agent.runtime import pids
 
 _HISTORY = 1024
 _KEEPALIVE = 1.0
@@ -92,7 +92,7 @@ def watch(engine, container) -> None:
 
 
 def _watch(engine, container) -> None:
-    from vmctl_agent.containers import ContainerNotFound
+    from vmctl_agent.runtime.containers import ContainerNotFound
 
     container_id = container.id
     attributes = {"name": container.name, "image": container.config.image}

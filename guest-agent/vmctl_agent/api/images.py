@@ -7,9 +7,9 @@ import queue
 import threading
 from datetime import datetime
 
-from vmctl_agent import archive
-from vmctl_agent import reference as refs
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
+from vmctl_agent.store import archive
+from vmctl_agent.store import reference as refs
 
 _DONE = object()
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from vmctl_agent import __version__
 from vmctl_agent.api.containers import NO_BRIDGE
 from vmctl_agent.api.http import API_VERSION, MIN_API_VERSION, Response, json_response
-from vmctl_agent.content import tree_size
-from vmctl_agent.manifest import Platform
+from vmctl_agent.store.content import tree_size
+from vmctl_agent.store.manifest import Platform
 
 BUILD_TIME = "2026-11-28T00:00:00.000000000+00:00"
 
@@ -134,7 +134,7 @@ def _registry_config(config) -> dict:
 
 
 def _now() -> str:
-    from vmctl_agent.logs import now
+    from vmctl_agent.runtime.logs import now
 
     return now()
 

@@ -25,7 +25,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 
-from vmctl_agent.cgroupfs import (
+from vmctl_agent.errors import CgroupError
+from vmctl_agent.runtime.cgroupfs import (
     CPU_PERIOD,
     Limits,
     Stats,
@@ -41,7 +42,6 @@ from vmctl_agent.cgroupfs import (
     remove_dir,
     write,
 )
-from vmctl_agent.errors import CgroupError
 
 __all__ = ["Cgroups", "CgroupsV1", "CgroupsV2", "Limits", "Stats", "detect"]
 

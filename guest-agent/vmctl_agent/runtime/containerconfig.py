@@ -11,9 +11,9 @@ import signal
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from vmctl_agent import capabilities, cgroupfs, logs, rootfs, shim, spec
 from vmctl_agent import syscalls as sc
-from vmctl_agent.images import Image
+from vmctl_agent.runtime import capabilities, cgroupfs, logs, rootfs, shim, spec
+from vmctl_agent.store.images import Image
 
 NETWORKS = ("none", "host")
 HOSTS = (

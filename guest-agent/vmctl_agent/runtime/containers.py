@@ -32,13 +32,19 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vmctl_agent import atomic, cgroups, execs, logs, naming, pids, records, rootfs, shim, spec
-from vmctl_agent.containerconfig import INIT_LAYER, MOUNT_POINT, ContainerConfig, build_config
-from vmctl_agent.content import remove_tree
-from vmctl_agent.endings import Endings
+from vmctl_agent import atomic
 from vmctl_agent.errors import AgentError
-from vmctl_agent.images import ImageStore
-from vmctl_agent.records import ZERO_TIME, State
+from vmctl_agent.runtime import cgroups, execs, logs, naming, pids, records, rootfs, shim, spec
+from vmctl_agent.runtime.containerconfig import (
+    INIT_LAYER,
+    MOUNT_POINT,
+    ContainerConfig,
+    build_config,
+)
+from vmctl_agent.runtime.endings import Endings
+from vmctl_agent.runtime.records import ZERO_TIME, State
+from vmctl_agent.store.content import remove_tree
+from vmctl_agent.store.images import ImageStore
 
 _NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 

@@ -13,7 +13,7 @@ import socket
 import struct
 import termios
 
-from vmctl_agent import process
+from vmctl_agent.runtime import process
 
 READ = 64 * 1024
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 
-from vmctl_agent import pids
+from vmctl_agent.runtime import pids
 
 
 class Endings:

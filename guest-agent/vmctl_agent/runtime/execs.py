@@ -15,10 +15,10 @@ import json
 import os
 from dataclasses import dataclass
 
-from vmctl_agent import process
 from vmctl_agent import syscalls as sc
-from vmctl_agent.shim import StartError
-from vmctl_agent.spec import ProcessSpec
+from vmctl_agent.runtime import process
+from vmctl_agent.runtime.shim import StartError
+from vmctl_agent.runtime.spec import ProcessSpec
 
 # setns order: the mount namespace last, once nothing else needs the host's /proc.
 NAMESPACES = ("ipc", "uts", "net", "cgroup", "pid", "mnt")

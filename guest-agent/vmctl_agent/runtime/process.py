@@ -14,9 +14,9 @@ import struct
 import termios
 from dataclasses import dataclass
 
-from vmctl_agent import capabilities
 from vmctl_agent import syscalls as sc
-from vmctl_agent.spec import ProcessSpec
+from vmctl_agent.runtime import capabilities
+from vmctl_agent.runtime.spec import ProcessSpec
 
 _TIOCSPTLCK = 0x40045431
 # Python ignores SIGPIPE and SIGXFSZ; the shim ignores SIGINT, SIGTERM and SIGHUP.

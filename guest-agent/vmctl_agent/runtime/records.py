@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmctl_agent import atomic
-from vmctl_agent.content import remove_tree
+from vmctl_agent.store.content import remove_tree
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 TOMBSTONE_TTL = 3600

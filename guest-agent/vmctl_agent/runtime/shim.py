@@ -26,14 +26,15 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmctl_agent import atomic, capabilities, pids, process, rootfs
-from vmctl_agent import control as ctl
-from vmctl_agent import logs as logfile
+from vmctl_agent import atomic
 from vmctl_agent import syscalls as sc
-from vmctl_agent.cgroupfs import Limits
-from vmctl_agent.content import remove_tree
 from vmctl_agent.errors import AgentError
-from vmctl_agent.spec import ProcessSpec
+from vmctl_agent.runtime import capabilities, pids, process, rootfs
+from vmctl_agent.runtime import control as ctl
+from vmctl_agent.runtime import logs as logfile
+from vmctl_agent.runtime.cgroupfs import Limits
+from vmctl_agent.runtime.spec import ProcessSpec
+from vmctl_agent.store.content import remove_tree
 
 _READ = 64 * 1024
 _NO_CGROUP = "cannot put the container in its cgroup"

@@ -11,8 +11,8 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from vmctl_agent import capabilities
 from vmctl_agent.errors import AgentError
+from vmctl_agent.runtime import capabilities
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ENV_NAME = re.compile(r"[^=\0]+")

@@ -21,13 +21,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from vmctl_agent import atomic
-from vmctl_agent import manifest as mf
-from vmctl_agent import reference as refs
-from vmctl_agent.blobstream import BlobStream
-from vmctl_agent.content import hex_of, remove_tree
 from vmctl_agent.errors import AgentError, VerificationError
-from vmctl_agent.images import Image, ImageRecord, ImageStore
-from vmctl_agent.layers import LayerExtractor
+from vmctl_agent.store import manifest as mf
+from vmctl_agent.store import reference as refs
+from vmctl_agent.store.blobstream import BlobStream
+from vmctl_agent.store.content import hex_of, remove_tree
+from vmctl_agent.store.images import Image, ImageRecord, ImageStore
+from vmctl_agent.store.layers import LayerExtractor
 
 _CHUNK = 1 << 20
 _LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"

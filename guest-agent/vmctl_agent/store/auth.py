@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmctl_agent.errors import AuthenticationError
-from vmctl_agent.transport import Transport
+from vmctl_agent.store.transport import Transport
 
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from vmctl_agent import atomic
-from vmctl_agent import reference as refs
-from vmctl_agent.content import ContentStore, hex_of
 from vmctl_agent.errors import AgentError, ImageConflict, ImageNotFound, InvalidReference
+from vmctl_agent.store import reference as refs
+from vmctl_agent.store.content import ContentStore, hex_of
 
 # (container id, running) for each container created from an image id.
 ContainerUsers = Callable[[str], list[tuple[str, bool]]]

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from vmctl_agent.content import remove_tree
 from vmctl_agent.errors import UnsafeLayer
+from vmctl_agent.store.content import remove_tree
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"

@@ -15,14 +15,14 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from vmctl_agent import atomic
-from vmctl_agent import manifest as mf
-from vmctl_agent import progress as pg
-from vmctl_agent import reference as refs
-from vmctl_agent.blobstream import BlobStream, Cancelled
 from vmctl_agent.errors import AgentError, StoreError, UnsupportedManifest, VerificationError
-from vmctl_agent.images import ImageRecord, ImageStore
-from vmctl_agent.layers import LayerExtractor
-from vmctl_agent.registry import RegistryClient, RepositorySession
+from vmctl_agent.store import manifest as mf
+from vmctl_agent.store import progress as pg
+from vmctl_agent.store import reference as refs
+from vmctl_agent.store.blobstream import BlobStream, Cancelled
+from vmctl_agent.store.images import ImageRecord, ImageStore
+from vmctl_agent.store.layers import LayerExtractor
+from vmctl_agent.store.registry import RegistryClient, RepositorySession
 
 MAX_CONCURRENT_DOWNLOADS = 3
 _LAYER_TYPES = (

@@ -15,8 +15,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vmctl_agent import manifest as mf
-from vmctl_agent.auth import Credentials, TokenCache, parse_challenge
+from vmctl_agent.config import AgentConfig
 from vmctl_agent.errors import (
     AuthenticationError,
     ManifestUnknown,
@@ -25,8 +24,10 @@ from vmctl_agent.errors import (
     UnsupportedManifest,
     VerificationError,
 )
-from vmctl_agent.reference import DEFAULT_DOMAIN, Reference
-from vmctl_agent.transport import Response, Transport
+from vmctl_agent.store import manifest as mf
+from vmctl_agent.store.auth import Credentials, TokenCache, parse_challenge
+from vmctl_agent.store.reference import DEFAULT_DOMAIN, Reference
+from vmctl_agent.store.transport import Response, Transport
 
 HUB_URL = "https://registry-1.docker.io"
 MAX_MANIFEST_BYTES = 4 << 20
@@ -45,6 +46,11 @@ class RegistryConfig:
 
     mirrors: tuple[str, ...] = ()
     insecure: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, settings: AgentConfig) -> RegistryConfig:
+        """The registry keys of the agent's configuration."""
+        return cls(settings.registry_mirrors, settings.insecure_registries)
 
     def endpoints(self, domain: str) -> list[Endpoint]:
         """Where to look for `domain`'s repositories, in order."""

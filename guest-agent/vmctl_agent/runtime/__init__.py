@@ -1,0 +1,19 @@
+"""The container runtime: make, run, supervise and remove containers from the store's
+images (namespaces, an overlay root, cgroups, capabilities, a shim per container). Uses the
+image store and the shared floor; never the API above it.
+
+    containers.py     Runtime: create, start, wait, signals, remove, exec, output
+    containerconfig.py  what a container is made of, decided once at create
+    records.py        a container's records on disk
+    spec.py           the create options and the process spec, checked
+    shim.py           the supervisor of one container: output, exit, ctl.sock
+    process.py        the container's first process: the ordered recipe to exec
+    rootfs.py         the overlay root, /proc /sys /dev, pivot_root
+    execs.py          `docker exec`: a process joining a running container
+    control.py        ctl.sock: stdin and terminal resizes
+    cgroups.py        limits and stats, cgroup v1 and v2 (cgroupfs.py: the files)
+    capabilities.py   Docker's default capability set
+    logs.py           json-file logs
+    pids.py endings.py  processes by pid and start time; whose shim has ended
+    naming.py         Docker's generated names
+"""
