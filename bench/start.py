@@ -44,7 +44,8 @@ from pathlib import Path
 from benchkit import cmdline, in_workdir, remove_tree
 from vmctl_agent import __version__ as agent_version
 from vmctl_agent import syscalls as sc
-from vmctl_agent.runtime.containers import Container, Runtime
+from vmctl_agent.runtime.containers import Runtime
+from vmctl_agent.runtime.index import Container
 from vmctl_agent.runtime.spec import CreateOptions
 from vmctl_agent.store.images import ImageStore
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import imagekit as ik
 from agentkit import pull
 from vmctl_agent.runtime import cgroups
-from vmctl_agent.runtime.containers import Container, Runtime
+from vmctl_agent.runtime.containers import Runtime
+from vmctl_agent.runtime.index import Container
 from vmctl_agent.runtime.spec import CreateOptions
 from vmctl_agent.store.images import ImageStore
 

@@ -24,7 +24,8 @@ from runtimekit import NOTHING, busybox_image, leftovers, make_runtime, run
 from vmctl_agent import atomic
 from vmctl_agent.errors import CgroupError, ImageNotFound, ImpossibleLimit
 from vmctl_agent.runtime import pids
-from vmctl_agent.runtime.containers import ContainerConflict, ContainerNotFound, Runtime
+from vmctl_agent.runtime.containers import Runtime
+from vmctl_agent.runtime.index import ContainerConflict, ContainerNotFound
 from vmctl_agent.runtime.shim import StartError
 from vmctl_agent.runtime.spec import CreateOptions, InvalidSpec
 from vmctl_agent.store.images import ImageStore

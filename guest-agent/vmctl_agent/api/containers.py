@@ -16,7 +16,7 @@ import time
 from vmctl_agent.api import events, streams
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
 from vmctl_agent.runtime import logs as logfile
-from vmctl_agent.runtime.containers import Container, ContainerNotFound
+from vmctl_agent.runtime.index import Container, ContainerNotFound
 from vmctl_agent.runtime.spec import CreateOptions
 from vmctl_agent.store.content import tree_size
 

@@ -92,7 +92,7 @@ def watch(engine, container) -> None:
 
 
 def _watch(engine, container) -> None:
-    from vmctl_agent.runtime.containers import ContainerNotFound
+    from vmctl_agent.runtime.index import ContainerNotFound
 
     container_id = container.id
     attributes = {"name": container.name, "image": container.config.image}

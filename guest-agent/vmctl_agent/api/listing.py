@@ -16,7 +16,7 @@ import time
 
 from vmctl_agent.api.http import ApiError, Response, parse_filters
 from vmctl_agent.runtime import logs as logfile
-from vmctl_agent.runtime.containers import Container
+from vmctl_agent.runtime.index import Container
 
 MAX_AGE = 1.0  # seconds: what a change the runtime was not told of could hide, at most
 MAX_ENTRIES = 64  # distinct query strings kept

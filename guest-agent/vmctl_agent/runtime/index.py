@@ -1,0 +1,210 @@
+"""Finding containers, and their status derived from their records each time they are read.
+
+Status is derived, never stored: a "running" record is checked against exit.json (if it names
+that run's shim) and against the shim and the container's process (pid + start time, so a
+reused pid is not mistaken for ours) every time it is read. So a restarted agent finds its
+running containers again, and those that ended meanwhile are reported with their real exit
+status; state.json is written once per start, and an end is only ever written by the shim
+(or for a shim that was killed, by the agent in its place).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import re
+import signal
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from vmctl_agent import atomic
+from vmctl_agent.errors import AgentError
+from vmctl_agent.runtime import cgroups, logs, pids, records
+from vmctl_agent.runtime.containerconfig import ContainerConfig
+from vmctl_agent.runtime.endings import Endings
+from vmctl_agent.runtime.records import State
+
+
+class ContainerNotFound(AgentError):
+    """404: `No such container: x`."""
+
+
+class ContainerConflict(AgentError):
+    """409: running, name taken, ambiguous prefix."""
+
+
+@dataclass
+class Container:
+    config: ContainerConfig
+    state: State
+    directory: Path
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def inspect(self) -> dict:
+        """`docker inspect`'s fields."""
+        return {
+            **self.config.inspect(),
+            "State": {
+                "Status": self.state.status,
+                "Running": self.state.running,
+                "Paused": False,
+                "Restarting": False,
+                "OOMKilled": self.state.oom_killed,
+                "Dead": False,
+                "Pid": self.state.pid if self.state.running else 0,
+                "ExitCode": self.state.exit_code,
+                "Error": self.state.error,
+                "StartedAt": self.state.started_at,
+                "FinishedAt": self.state.finished_at,
+            },
+            "RestartCount": self.state.restart_count,
+            "LogPath": str(self.directory / "container-json.log"),
+        }
+
+
+class ContainerIndex:
+    """The containers under `root`, found by id, prefix or name, with their status derived."""
+
+    def __init__(self, root: Path, groups: cgroups.Cgroups):
+        self.root = root
+        self.cgroups = groups
+        self._configs: dict[str, ContainerConfig] = {}
+        self.endings = Endings()
+        self._changes = itertools.count(1)
+        self.generation = 0
+        self._ends_seen: dict[str, tuple[int, int]] = {}  # id → the shim whose end we saw
+
+    def changed(self) -> None:
+        """A container was made, started, ended or removed, or was found to have ended or
+        gone: views built from the containers' records before now (the API's cached list)
+        are out of date."""
+        self.generation = next(self._changes)
+
+    # -- finding ----------------------------------------------------------------------------
+
+    def get(self, ref: str) -> Container:
+        """By id, unique id prefix, or name (with or without its leading slash)."""
+        ref = ref.strip()
+        if not ref:
+            raise ContainerNotFound("No such container: ")
+        direct = self.root / ref
+        if re.fullmatch(r"[a-f0-9]{64}", ref) and direct.is_dir():
+            return self._load(direct)
+        matches = [c for c in self._all() if c.name == ref.lstrip("/")]
+        if not matches and re.fullmatch(r"[a-f0-9]+", ref):
+            matches = [c for c in self._all() if c.id.startswith(ref)]
+            if len(matches) > 1:
+                raise ContainerConflict(f"multiple IDs found with provided prefix: {ref}")
+        if not matches:
+            raise ContainerNotFound(f"No such container: {ref}")
+        return matches[0]
+
+    def list(self, *, all: bool = False) -> list[Container]:
+        self.endings.reap(timeout=1.0)  # a listing shows no exited shim still around
+        found = sorted(self._all(), key=lambda c: c.config.created, reverse=True)
+        return [c for c in found if all or c.state.running]
+
+    def _all(self) -> Iterator[Container]:
+        for path in self.root.iterdir():
+            if not path.name.startswith("."):
+                try:
+                    yield self._load(path)
+                except ContainerNotFound:
+                    continue  # removed meanwhile
+
+    def _all_configs(self) -> Iterator[ContainerConfig]:
+        """Names and the like never change: no need to derive every container's status."""
+        for path in self.root.iterdir():
+            if not path.name.startswith("."):
+                with contextlib.suppress(FileNotFoundError):
+                    yield self._config(path)
+
+    def _load(self, directory: Path) -> Container:
+        try:
+            config = self._config(directory)
+            state = records.read_state(directory)
+        except FileNotFoundError:
+            self.changed()  # removed since it was listed
+            raise ContainerNotFound(f"No such container: {directory.name}") from None
+        container = Container(config, state, directory)
+        self._refresh(container)
+        return container
+
+    def _config(self, directory: Path) -> ContainerConfig:
+        """config.json never changes after create: parsed once, then kept."""
+        config = self._configs.get(directory.name)
+        if config is None:
+            config = ContainerConfig.from_json(records.read_config(directory))
+            self._configs[directory.name] = config
+        elif not directory.is_dir():
+            self._configs.pop(directory.name, None)
+            raise FileNotFoundError(directory)
+        return config
+
+    def users_of(self, image_id: str) -> list[tuple[str, bool]]:
+        """Containers made from `image_id`, for `docker rmi`'s checks."""
+        return [(c.id, c.state.running) for c in self._all() if c.config.image_id == image_id]
+
+    # -- deriving the status ----------------------------------------------------------------
+
+    def _refresh(self, container: Container) -> None:
+        state = container.state
+        if not state.running:
+            return
+        ended = records.this_runs_end(container.directory, state)
+        if ended is None and not pids.same_process(state.shim_pid, state.shim_start_time):
+            pids.reap(state.shim_pid)
+            ended = records.this_runs_end(container.directory, state)  # just written?
+            if ended is None and not container.directory.exists():
+                self.changed()
+                raise ContainerNotFound(f"No such container: {container.id}")  # --rm: gone
+            if ended is None:
+                ended = self._orphaned(container)
+        if ended is not None:
+            self._mark_exited(container, ended)
+
+    def _orphaned(self, container: Container) -> dict:
+        """The shim was killed: nobody records this container's output or exit any more, so
+        it is stopped rather than left running unsupervised."""
+        self.cgroups.kill_all(container.id)
+        pids.send_signal(container.state.pid, container.state.start_time, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            self.cgroups.remove(container.id)
+        error = "the container's supervisor was killed; the container was stopped"
+        state = container.state
+        ended = {"exit_code": 137, "finished_at": logs.now(), "error": error}
+        ended |= {"shim": state.shim_pid, "shim_start_time": state.shim_start_time}
+        atomic.write_json(container.directory / "exit.json", ended, durable=False)  # its stead
+        return ended
+
+    def _mark_exited(self, container: Container, ended: dict) -> None:
+        state = container.state
+        self.endings.ended(container.id, state.shim_pid, state.shim_start_time)
+        shim = (state.shim_pid, state.shim_start_time)
+        if self._ends_seen.get(container.id) != shim:  # derived at every read: say it once
+            self._ends_seen[container.id] = shim
+            self.changed()
+        state.status = "exited"
+        state.exit_code = int(ended.get("exit_code", 0))
+        state.oom_killed = bool(ended.get("oom_killed", False))
+        state.finished_at = ended.get("finished_at", logs.now())
+        state.error = ended.get("error", "")  # not saved: derived again at each read
+
+    def removed(self, container: Container) -> Container:
+        """An auto-removed container, as it ended (from the status its shim left behind)."""
+        self.changed()  # whoever asks has found it gone
+        tombstone = self.root / ".exits" / f"{container.id}.json"
+        ended = atomic.read_json_or_none(tombstone) or {"exit_code": 0}
+        state = State(**{**asdict(container.state), "status": "removed"})
+        state.exit_code = int(ended.get("exit_code", 0))
+        state.oom_killed = bool(ended.get("oom_killed", False))
+        state.finished_at = ended.get("finished_at", logs.now())
+        return Container(container.config, state, container.directory)
