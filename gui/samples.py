@@ -62,8 +62,10 @@ def memory_used(memory: dict) -> int:
 
 
 def block_io(stats: dict) -> tuple[int | None, int | None]:
+    """Bytes read and written, summed over devices; None where the engine accounts none
+    (an empty list is accounting with no I/O yet)."""
     entries = (stats.get("blkio_stats") or {}).get("io_service_bytes_recursive")
-    if not entries:
+    if entries is None:
         return None, None
     totals = {"read": 0, "write": 0}
     for entry in entries:

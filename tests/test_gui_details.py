@@ -14,6 +14,7 @@ from guikit import FakeEngine
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QMessageBox
 from vmctl_gui import bridge as bridge_module
+from vmctl_gui import samples
 from vmctl_gui.app import Desktop
 from vmctl_gui.engine import ContainerRow
 
@@ -216,6 +217,13 @@ def test_stats_without_block_io_say_so(qtbot, details, engine):
     engine.stats_streams[0].put(stats_message(1_000, 10_000, 0, 0))
     qtbot.waitUntil(lambda: details.stats.history.last is not None, timeout=WAIT_MS)
     assert details.stats.block.note == "The engine reports no block I/O for this container."
+
+
+def test_block_io_accounted_but_idle_is_zero_not_missing():
+    message = stats_message(1_000, 10_000, 0, 0, blkio=[])
+    assert samples.block_io(message) == (0, 0)
+    assert samples.block_io(stats_message(1_000, 10_000, 0, 0)) == (None, None)
+    assert samples.sample({"memory_stats": {}, "cpu_stats": {}}) is None  # not running
 
 
 def test_an_engine_that_restarts_under_the_chart_is_said_and_the_chart_resumes(
