@@ -5,13 +5,14 @@ of the image's layers, base at the bottom, with the container's writable layer o
 
 from __future__ import annotations
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
     QTreeWidget,
@@ -63,7 +64,7 @@ class InsideTab(QWidget):
         self.bridge = bridge
         self.container_id = ""
         self.facts: dict = {}
-        self._reading = False
+        self._reading = ""  # the container whose facts are being read
         self.status = QLabel(wordWrap=True, objectName="inside-status")
         self.refresh_button = QPushButton("Refresh", clicked=self.refresh)
         self.namespaces = _table(["Namespace", "Container's id", "VM's id", ""])
@@ -78,27 +79,30 @@ class InsideTab(QWidget):
         self.timer = QTimer(self, interval=REFRESH_MS, timeout=self._tick)
 
     def _layout(self) -> None:
+        """One scrolling column: tables as tall as their rows, so every limit shows."""
         top = QHBoxLayout()
         top.addWidget(self.status, 1)
         top.addWidget(self.refresh_button)
         cgroup = QVBoxLayout()
-        for widget in (
-            self.cgroup_label,
-            self.limits,
-            self.memory_bar,
-            self.pids_bar,
-            self.cpu_label,
-        ):
+        for widget in (self.cgroup_label, self.limits, self.memory_bar, self.pids_bar,
+                       self.cpu_label):  # fmt: skip
             cgroup.addWidget(widget)
+        cgroup.addStretch(1)
         row = QHBoxLayout()
-        row.addWidget(_box("Namespaces", self.namespaces))
-        row.addWidget(_box("cgroup", cgroup))
+        row.addWidget(_box("Namespaces", self.namespaces), 1)
+        row.addWidget(_box("cgroup", cgroup), 1)
+        body = QWidget()
+        sections = QVBoxLayout(body)
+        sections.addLayout(row)
+        sections.addWidget(_box("Root filesystem: the layers, top to base", self.layers))
+        sections.addStretch(1)
         column = QVBoxLayout(self)
         column.addLayout(top)
-        column.addLayout(row, 1)
-        column.addWidget(_box("Root filesystem: the layers, top to base", self.layers), 1)
+        column.addWidget(QScrollArea(widgetResizable=True, widget=body), 1)
 
     def show_container(self, container_id: str) -> None:
+        if container_id != self.container_id:
+            self.facts = {}
         self.container_id = container_id
         self.refresh()
         self.timer.start()
@@ -107,20 +111,23 @@ class InsideTab(QWidget):
         self.timer.stop()
 
     def refresh(self) -> None:
-        if self.container_id and not self._reading:
-            self._reading = True
+        """Read the facts again, unless a read of this container's is under way (a read of
+        the container selected before does not hold this one up)."""
+        if self.container_id and self._reading != self.container_id:
+            self._reading = self.container_id
             self.bridge.inside(self.container_id, self.show_facts, self._failed)
 
     def _tick(self) -> None:
-        if self.isVisible() and self.facts.get("Running"):
+        if self.isVisible() and self.facts.get("Running", True):
             self.refresh()
 
     def _failed(self, error: BaseException) -> None:
-        self._reading = False
+        self._reading = ""
         self.status.setText(f"Cannot look inside: {errors.describe(error)}")
 
     def show_facts(self, facts: dict) -> None:
-        self._reading = False
+        if facts.get("Id") == self._reading:
+            self._reading = ""
         if facts.get("Id") != self.container_id:
             return  # an answer about the container selected before
         self.facts = facts
@@ -139,7 +146,10 @@ class InsideTab(QWidget):
             self.cgroup_label.setText("No cgroup: the container is not running.")
             _fill(self.limits, [])
             return
-        self.cgroup_label.setText(f"cgroup v{cgroup['Version']}: " + ", ".join(cgroup["Paths"]))
+        paths = cgroup["Paths"]
+        more = f" (and {len(paths) - 1} more hierarchies)" if len(paths) > 1 else ""
+        self.cgroup_label.setText(f"cgroup v{cgroup['Version']}: {paths[0]}{more}")
+        self.cgroup_label.setToolTip("\n".join(paths))
         _fill(self.limits, [(lim["File"], lim["Value"], "yes" if lim["Set"] else "no")
                             for lim in cgroup["Limits"]])  # fmt: skip
         usage = cgroup["Usage"]
@@ -164,7 +174,11 @@ class InsideTab(QWidget):
                         QTreeWidgetItem([f"{CHANGE_LETTERS[change['Kind']]} {change['Path']}"])
                     )
             self.layers.addTopLevelItem(item)
+        self.layers.expandAll()
         self.layers.resizeColumnToContents(0)
+        rows = self.layers.topLevelItemCount() + len(changes)
+        line = self.layers.fontMetrics().height() + 4
+        self.layers.setFixedHeight(self.layers.header().sizeHint().height() + rows * line + 8)
 
 
 def _table(headers: list[str]) -> QTableWidget:
@@ -173,6 +187,7 @@ def _table(headers: list[str]) -> QTableWidget:
     table.verticalHeader().hide()
     table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
     table.horizontalHeader().setStretchLastSection(True)
+    table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     return table
 
 
@@ -182,6 +197,9 @@ def _fill(table: QTableWidget, rows: list[tuple[str, ...]]) -> None:
         for c, text in enumerate(row):
             table.setItem(r, c, QTableWidgetItem(text))
     table.resizeColumnsToContents()
+    table.resizeRowsToContents()
+    height = table.horizontalHeader().sizeHint().height() + 2 * table.frameWidth()
+    table.setFixedHeight(height + sum(table.rowHeight(r) for r in range(len(rows))))
 
 
 def _bar(bar: QProgressBar, what: str, current: int, limit: int, show) -> None:
@@ -201,6 +219,7 @@ def _box(title: str, content) -> QGroupBox:
     if isinstance(content, QWidget):
         layout = QVBoxLayout(box)
         layout.addWidget(content)
+        layout.addStretch(1)  # a table as tall as its rows sits at the top
     else:
         box.setLayout(content)
     return box

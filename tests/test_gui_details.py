@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QMessageBox
 from vmctl_gui import bridge as bridge_module
 from vmctl_gui import samples
 from vmctl_gui.app import Desktop
+from vmctl_gui.charts import LineChart, Series
 from vmctl_gui.engine import ContainerRow
 
 WAIT_MS = 5000
@@ -319,3 +320,39 @@ def test_selecting_nothing_stops_the_streams(qtbot, details, engine):
     assert engine.stats_streams[0].closed.is_set() and logs.closed.is_set()
     assert details.headline.text() == "Select a container to see its details."
     assert not details.tabs.isEnabled()
+
+
+def test_inside_follows_a_new_selection_while_the_last_ones_read_is_slow(qtbot, desktop, engine):
+    other = "c" * 64
+    engine.container_rows = [
+        ROW,
+        ContainerRow(other, "db", "busybox", "sh", "running", "Up", 2, ""),
+    ]
+    engine.inspected[other] = {**copy.deepcopy(INFO), "Id": other, "Name": "/db"}
+    engine.insides[other] = {**copy.deepcopy(INSIDE), "Id": other, "Pid": 777}
+    gate, real_inside = threading.Event(), engine.inside
+    engine.inside = lambda cid: (cid != ID or gate.wait(WAIT_MS / 1000), real_inside(cid))[1]
+    view = desktop.window.containers_view
+    qtbot.waitUntil(lambda: view.model.rowCount() == 2, timeout=WAIT_MS)
+    view.table.selectRow(view.model.row_of(ID))  # its read hangs
+    view.table.selectRow(view.model.row_of(other))
+    tab = view.details.inside
+    qtbot.waitUntil(lambda: tab.facts.get("Id") == other, timeout=WAIT_MS)
+    assert tab.status.text().startswith("pid 777 in the VM")
+    gate.set()  # the old answer arrives late and is not shown
+    qtbot.waitUntil(lambda: not desktop.bridge.api.busy, timeout=WAIT_MS)
+    assert tab.facts["Id"] == other
+
+
+def test_a_chart_scales_to_its_values_and_shows_a_limit_only_when_near_it(qtbot):
+    chart = LineChart("Memory", str, window=180)
+    qtbot.addWidget(chart)
+    chart.show_series([Series("used", "#000", [10.0, None, 20.0])], ceiling=1000.0)
+    assert (chart.ceiling_shown, chart.top()) == (False, 25.0)  # far below: the values fill it
+    assert chart.caption() == "Memory  used 20.0  limit 1000.0"
+    chart.show_series([Series("used", "#000", [10.0, 40.0])], ceiling=50.0)
+    assert (chart.ceiling_shown, chart.top()) == (True, 50.0)
+    chart.show_series([Series("used", "#000", [])])
+    assert (chart.ceiling_shown, chart.top()) == (False, 1.0)
+    chart.resize(300, 150)
+    assert not chart.grab().isNull()
