@@ -49,8 +49,17 @@ class LineChart(QWidget):
         return "  ".join([self.title, *latest, *limit])
 
     def top(self) -> float:
-        values = [v for s in self.series for v in s.values if v is not None]
-        return max([self.ceiling or 0.0, *values, 1.0])
+        """The scale's top: the ceiling when the values come near it (a memory limit is
+        worth seeing then), else a little above the highest value, so small ones show."""
+        highest = max([v for s in self.series for v in s.values if v is not None], default=0.0)
+        if self.ceiling_shown:
+            return max(self.ceiling or 0.0, highest)
+        return max(highest * 1.25, 1.0)
+
+    @property
+    def ceiling_shown(self) -> bool:
+        highest = max([v for s in self.series for v in s.values if v is not None], default=0.0)
+        return bool(self.ceiling) and (self.ceiling or 0.0) <= 3 * highest
 
     def paintEvent(self, event) -> None:
         painter = QPainter(self)
@@ -68,12 +77,25 @@ class LineChart(QWidget):
                 plot, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, self.note
             )
         top = self.top()
-        if self.ceiling:
+        if any(v is not None for s in self.series for v in s.values):
+            self._axes(painter, plot, top)
+        if self.ceiling_shown:
             self._ceiling(painter, plot, top)
         for series in self.series:
             painter.setPen(QPen(QColor(series.color), 1.6))
             painter.drawPath(self._path(series.values, plot, top))
         painter.end()
+
+    def _axes(self, painter: QPainter, plot: QRectF, top: float) -> None:
+        """The scale's top value, and the time span: the newest sample is at the right."""
+        painter.setPen(self.palette().placeholderText().color())
+        inner = plot.adjusted(4, 2, -4, -2)
+        painter.drawText(
+            inner, Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft, self.fmt(top)
+        )
+        span = f"{self.window // 60} min ago" if self.window >= 60 else f"{self.window} s ago"
+        painter.drawText(inner, Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignLeft, span)
+        painter.drawText(inner, Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignRight, "now")
 
     def _ceiling(self, painter: QPainter, plot: QRectF, top: float) -> None:
         y = plot.bottom() - plot.height() * (self.ceiling or 0) / top

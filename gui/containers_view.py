@@ -64,7 +64,8 @@ class ContainersView(QWidget):
         split = QSplitter(Qt.Orientation.Vertical, childrenCollapsible=False)
         split.addWidget(self.table)
         split.addWidget(self.details)
-        split.setSizes([220, 420])
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)  # the details need more room; the list scrolls
         column = QVBoxLayout(self)
         column.addLayout(actions)
         column.addWidget(split, 1)

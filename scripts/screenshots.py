@@ -62,7 +62,8 @@ def main() -> int:
             (Path(tmp) / "agent").mkdir()
             server = AgentServer(Path(tmp) / "agent", registry)
             try:
-                server.docker("run", "-d", "--name", "web", "busybox", "httpd", "-f", "-v")
+                server.docker("run", "-d", "--name", "web", "--memory", "64m", "--pids-limit",
+                              "100", "busybox", "httpd", "-f", "-v")  # fmt: skip
                 server.docker("run", "--name", "once", "busybox", "echo", "hello")
                 return shoot(app, server.url, args.out, engine_tab=not args.vm_image)
             finally:
@@ -140,6 +141,22 @@ def shoot_vm(app, image: str, out: Path) -> None:
     vm.delete("default")
 
 
+def shoot_details(app, window, out: Path) -> None:
+    """The details pane of the running `web` container: its Stats after a few samples, and
+    its Inside view."""
+    view = window.containers_view
+    view.table.selectRow(next(i for i, r in enumerate(view.model.rows) if r.name == "web"))
+    details = view.details
+    settle(app, lambda: "Image" in details.overview.fields, "the overview")
+    save(window, out, "details-overview")
+    details.tabs.setCurrentWidget(details.stats)
+    settle(app, lambda: len([s for s in details.stats.history.samples if s]) >= 5, "stats")
+    save(window, out, "details-stats")
+    details.tabs.setCurrentWidget(details.inside)
+    settle(app, lambda: bool(details.inside.facts.get("Namespaces")), "the Inside view")
+    save(window, out, "details-inside")
+
+
 def shoot(app, docker_host: str, out: Path, engine_tab: bool = True) -> int:
     from PySide6.QtCore import Qt, QTimer
     from PySide6.QtGui import QPainter, QPixmap
@@ -171,6 +188,7 @@ def shoot(app, docker_host: str, out: Path, engine_tab: bool = True) -> int:
     settle(app, lambda: window.containers_view.model.rowCount() >= 2, "the container list")
     window.containers_view.table.selectRow(0)
     save(window, out, "containers")
+    shoot_details(app, window, out)
     window.tabs.setCurrentIndex(2)
     window.images_view.ref.setText("hello-world")
     window.images_view.pull()
