@@ -76,7 +76,7 @@ class ContainersView(QWidget):
         self._enable()
 
     def show_rows(self, rows: list[ContainerRow]) -> None:
-        chosen = self.selected()
+        chosen = self.selected() or self.details.row  # a shown one that comes back is chosen
         self._refreshing = True
         try:
             self.model.set_rows(sorted(rows, key=lambda c: -c.created))

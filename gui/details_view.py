@@ -25,6 +25,7 @@ class ContainerDetails(QWidget):
         super().__init__()
         self.bridge = bridge
         self.row: ContainerRow | None = None
+        self.lost = False  # the shown container left the list (removed, or the engine stopped)
         self.headline = QLabel(PICK, wordWrap=True, objectName="details-headline")
         self.overview = OverviewTab()
         self.logs = LogsTab(bridge)
@@ -52,7 +53,7 @@ class ContainerDetails(QWidget):
         if self.row is not None and row.id == self.row.id:
             return self.follow(row)
         self._stop()
-        self.row = row
+        self.row, self.lost = row, False
         self.tabs.setEnabled(True)
         self.headline.setText(f"{row.name}: {row.status or row.state}")
         self._load(row)
@@ -63,6 +64,7 @@ class ContainerDetails(QWidget):
             return
         if row is None:
             self._stop()
+            self.lost = True
             gone = "was removed: its details are gone."
             if self.bridge.state.state != "running":
                 gone = "cannot be seen: the engine is not running. Start it to see it again."
@@ -70,6 +72,11 @@ class ContainerDetails(QWidget):
             self.tabs.setEnabled(False)
             return
         before, self.row = self.row, row
+        if self.lost:  # back (the engine runs again): read everything afresh
+            self.lost = False
+            self.tabs.setEnabled(True)
+            self.headline.setText(f"{row.name}: {row.status or row.state}")
+            return self._load(row)
         if (before.state == "running") != (row.state == "running"):
             verb = "started" if row.state == "running" else "stopped"
             self.headline.setText(f"{row.name} {verb} while you were looking: {row.status}")
@@ -94,7 +101,6 @@ class ContainerDetails(QWidget):
         self.headline.setText(f"Cannot read the container's details: {errors.describe(error)}")
 
     def _stop(self) -> None:
-        self.logs.stop()
-        self.stats.stop()
+        self.logs.forget()
+        self.stats.forget()
         self.inside.stop()
-        self.logs.container_id = ""

@@ -62,6 +62,11 @@ class LogsTab(QWidget):
             self.job.cancel()
             self.job = None
 
+    def forget(self) -> None:
+        """Stop, so that showing any container (this one too) reads its logs afresh."""
+        self.stop()
+        self.container_id = ""
+
     def add_text(self, text: str) -> None:
         scrollbar = self.text.verticalScrollBar()
         position = scrollbar.value()

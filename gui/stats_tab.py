@@ -64,6 +64,11 @@ class StatsTab(QWidget):
             self.job.cancel()
             self.job = None
 
+    def forget(self) -> None:
+        """Stop, so that showing any container (this one too) starts a new history."""
+        self.stop()
+        self.container_id = ""
+
     def _event(self, kind: str, value) -> None:
         getattr(self, f"_on_{kind}")(value)
 

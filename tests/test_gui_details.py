@@ -356,3 +356,22 @@ def test_a_chart_scales_to_its_values_and_shows_a_limit_only_when_near_it(qtbot)
     assert (chart.ceiling_shown, chart.top()) == (False, 1.0)
     chart.resize(300, 150)
     assert not chart.grab().isNull()
+
+
+def test_the_pane_says_when_the_engine_stops_and_reads_again_when_it_is_back(
+    qtbot, details, desktop, engine
+):
+    qtbot.waitUntil(lambda: bool(engine.stats_streams), timeout=WAIT_MS)
+    desktop.bridge.stop_vm()
+    qtbot.waitUntil(lambda: "engine is not running" in details.headline.text(), timeout=WAIT_MS)
+    assert details.headline.text() == (
+        "web cannot be seen: the engine is not running. Start it to see it again."
+    )
+    assert engine.stats_streams[0].closed.is_set() and not details.tabs.isEnabled()
+    desktop.bridge.start_vm()
+    qtbot.waitUntil(lambda: details.headline.text() == "web: Up 2 minutes", timeout=WAIT_MS)
+    assert details.tabs.isEnabled()
+    view = desktop.window.containers_view
+    assert view.selected() is not None and view.selected().id == ID  # selected again
+    qtbot.waitUntil(lambda: len(engine.stats_streams) == 2, timeout=WAIT_MS)  # a new stream
+    qtbot.waitUntil(lambda: "line one" in details.logs.text.toPlainText(), timeout=WAIT_MS)
