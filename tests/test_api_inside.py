@@ -16,12 +16,16 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root
 
 KINDS = ("pid", "mnt", "uts", "ipc", "net", "cgroup", "user")
 STACKED = "library/stacked"
+BARE = "library/bare"  # no /proc, /dev or /sys: the runtime makes them to mount on
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, registry):
     with serving(tmp_path_factory.mktemp("agent-inside"), registry) as server:
-        ik.RegistryClient(registry.url).push_image(STACKED, "latest", stacked_image())
+        client = ik.RegistryClient(registry.url)
+        client.push_image(STACKED, "latest", stacked_image())
+        bare = ik.tar_bytes([ik.whiteout("proc"), ik.whiteout("dev"), ik.whiteout("sys")])
+        client.push_image(BARE, "latest", ik.build_image([ik.busybox_layer(), bare]))
         yield server
 
 
@@ -199,3 +203,15 @@ def test_an_unknown_container_is_a_404_in_dockers_words(api):
     assert missing.value.explanation == "No such container: no-such-container"
     with pytest.raises(docker.errors.NotFound, match="No such container: nope"):
         api.diff("nope")
+
+
+def test_the_directories_the_runtime_mounts_on_are_not_changes(server, api):
+    """An image without /proc, /dev and /sys gets them made in its container's layer to mount
+    on (dockerd's init layer has them): `docker diff` shows only what the command did."""
+    assert server.docker("pull", "bare").returncode == 0
+    container = run(server, "bare", "sh", "-c", "ls /proc/self > /dev/null && touch /made")
+    assert server.docker("wait", container).stdout.strip() == "0"
+    upper = Path(inside(api, container)["RootFS"]["Writable"]["Path"])
+    assert {p.name for p in upper.iterdir()} == {"proc", "dev", "sys", "made"}
+    assert server.docker("diff", container).stdout.splitlines() == ["A /made"]
+    server.docker("rm", container)
