@@ -26,6 +26,7 @@ class ContainerDetails(QWidget):
         self.bridge = bridge
         self.row: ContainerRow | None = None
         self.lost = False  # the shown container left the list (removed, or the engine stopped)
+        self.notice = ""  # what happened to it while shown
         self.headline = QLabel(PICK, wordWrap=True, objectName="details-headline")
         self.overview = OverviewTab()
         self.logs = LogsTab(bridge)
@@ -53,7 +54,7 @@ class ContainerDetails(QWidget):
         if self.row is not None and row.id == self.row.id:
             return self.follow(row)
         self._stop()
-        self.row, self.lost = row, False
+        self.row, self.lost, self.notice = row, False, ""
         self.tabs.setEnabled(True)
         self.headline.setText(f"{row.name}: {row.status or row.state}")
         self._load(row)
@@ -62,29 +63,40 @@ class ContainerDetails(QWidget):
         """The list was refreshed: `row` is the shown container as it is now (None: gone)."""
         if self.row is None:
             return
+        before, self.row = self.row, row or self.row
         if row is None:
-            self._stop()
-            self.lost = True
-            gone = "was removed: its details are gone."
-            if self.bridge.state.state != "running":
-                gone = "cannot be seen: the engine is not running. Start it to see it again."
-            self.headline.setText(f"{self.row.name} {gone}")
-            self.tabs.setEnabled(False)
-            return
-        before, self.row = self.row, row
-        if self.lost:  # back (the engine runs again): read everything afresh
-            self.lost = False
-            self.tabs.setEnabled(True)
+            self._lose()
+        elif self.lost:
+            self._back(row)
+        elif (before.state == "running") != (row.state == "running"):
+            self._ran_or_stopped(row)
+        elif not self.notice:
             self.headline.setText(f"{row.name}: {row.status or row.state}")
-            return self._load(row)
-        if (before.state == "running") != (row.state == "running"):
-            verb = "started" if row.state == "running" else "stopped"
-            self.headline.setText(f"{row.name} {verb} while you were looking: {row.status}")
-            if row.state == "running":
-                self.logs.restart()  # a new run: its output follows the old
-            self._load(row)
-        else:
-            self.headline.setText(f"{row.name}: {row.status or row.state}")
+
+    def _lose(self) -> None:
+        self._stop()
+        self.lost = True
+        gone = "was removed: its details are gone."
+        if self.bridge.state.state != "running":
+            gone = "cannot be seen: the engine is not running. Start it to see it again."
+        self.headline.setText(f"{self.row.name} {gone}")
+        self.tabs.setEnabled(False)
+
+    def _back(self, row: ContainerRow) -> None:
+        """Back in the list (the engine runs again): everything is read afresh."""
+        self.lost, self.notice = False, ""
+        self.tabs.setEnabled(True)
+        self.headline.setText(f"{row.name}: {row.status or row.state}")
+        self._load(row)
+
+    def _ran_or_stopped(self, row: ContainerRow) -> None:
+        """Said until the selection changes, whatever the list says meanwhile."""
+        verb = "started" if row.state == "running" else "stopped"
+        self.notice = f"{row.name} {verb} while you were looking: {row.status}"
+        self.headline.setText(self.notice)
+        if row.state == "running":
+            self.logs.restart()  # a new run: its output follows the old
+        self._load(row)
 
     def _load(self, row: ContainerRow) -> None:
         self.bridge.inspect_container(row.id, self._show_info, self._failed)

@@ -268,6 +268,12 @@ def test_a_container_that_exits_while_open_is_said_and_the_pane_keeps_working(
     qtbot.waitUntil(lambda: "stopped while you were looking" in pane.headline.text(),
                     timeout=WAIT_MS)  # fmt: skip
     assert pane.headline.text() == "web stopped while you were looking: Exited (137) 1 second ago"
+    lists = [call for call, _thread in engine.calls].count("containers")
+    engine.event_stream.put({"Type": "container", "Action": "create", "id": "other"})
+    qtbot.waitUntil(lambda: [c for c, _t in engine.calls].count("containers") > lists,
+                    timeout=WAIT_MS)  # fmt: skip
+    qtbot.waitUntil(lambda: not pane.bridge.api.busy, timeout=WAIT_MS)  # and delivered
+    assert pane.headline.text().startswith("web stopped while you were looking")  # it stays
     qtbot.waitUntil(lambda: "exited with code 137" in pane.overview.fields["State"].text(),
                     timeout=WAIT_MS)  # fmt: skip
     qtbot.waitUntil(lambda: pane.stats.status.text().startswith("The container stopped"),
