@@ -123,7 +123,7 @@ class InsideTab(QWidget):
 
     def _failed(self, error: BaseException) -> None:
         self._reading = ""
-        self.status.setText(f"Cannot look inside: {errors.describe(error)}")
+        self.status.setText(f"Cannot look inside: {_words(error)}")
 
     def show_facts(self, facts: dict) -> None:
         if facts.get("Id") == self._reading:
@@ -179,6 +179,14 @@ class InsideTab(QWidget):
         rows = self.layers.topLevelItemCount() + len(changes)
         line = self.layers.fontMetrics().height() + 4
         self.layers.setFixedHeight(self.layers.header().sizeHint().height() + rows * line + 8)
+
+
+def _words(error: BaseException) -> str:
+    """An engine older than this app answers the vendor endpoint with dockerd's 404 for an
+    unknown path; the VM's next start deploys the engine that has it."""
+    if getattr(error, "explanation", None) == "page not found":
+        return "the engine in the VM is older than this app. Restart the VM to update it."
+    return errors.describe(error)
 
 
 def _table(headers: list[str]) -> QTableWidget:

@@ -8,6 +8,7 @@ import copy
 import json
 import threading
 
+import docker.errors
 import pytest
 import requests
 from guikit import FakeEngine
@@ -381,3 +382,20 @@ def test_the_pane_says_when_the_engine_stops_and_reads_again_when_it_is_back(
     assert view.selected() is not None and view.selected().id == ID  # selected again
     qtbot.waitUntil(lambda: len(engine.stats_streams) == 2, timeout=WAIT_MS)  # a new stream
     qtbot.waitUntil(lambda: "line one" in details.logs.text.toPlainText(), timeout=WAIT_MS)
+
+
+def test_an_engine_without_the_inside_endpoint_says_to_restart_the_vm(qtbot, desktop, engine):
+    response = requests.Response()
+    response.status_code = 404
+    engine.errors["inside " + ID] = docker.errors.NotFound(
+        "404 Client Error", response, explanation="page not found"
+    )
+    view = desktop.window.containers_view
+    qtbot.waitUntil(lambda: view.model.rowCount() == 1, timeout=WAIT_MS)
+    view.table.selectRow(0)
+    tab = view.details.inside
+    qtbot.waitUntil(lambda: tab.status.text().startswith("Cannot"), timeout=WAIT_MS)
+    assert tab.status.text() == (
+        "Cannot look inside: the engine in the VM is older than this app. "
+        "Restart the VM to update it."
+    )
