@@ -3,6 +3,7 @@ on demand, search, and follow (stay at the newest line)."""
 
 from __future__ import annotations
 
+from PySide6.QtCore import QTimer
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -17,6 +18,8 @@ from PySide6.QtWidgets import (
 from vmctl_gui.bridge import Bridge
 from vmctl_gui.jobs import Job
 from vmctl_gui.output import MAX_LINES
+
+RECOUNT_MS = 250  # matches are counted again this long after lines stop arriving
 
 
 class LogsTab(QWidget):
@@ -36,6 +39,7 @@ class LogsTab(QWidget):
         self.search.returnPressed.connect(self.find)
         self.next_button = QPushButton("Next", clicked=self.find)
         self.matches = QLabel()
+        self._recount = QTimer(self, singleShot=True, interval=RECOUNT_MS, timeout=self._count)
         bar = QHBoxLayout()
         for widget in (self.follow, self.timestamps, self.search, self.next_button, self.matches):
             bar.addWidget(widget)
@@ -78,7 +82,7 @@ class LogsTab(QWidget):
         else:
             scrollbar.setValue(position)
         if self.search.text():
-            self._count()
+            self._recount.start()  # once after a burst of lines, not per line
 
     def _to_end(self) -> None:
         scrollbar = self.text.verticalScrollBar()

@@ -183,6 +183,8 @@ def test_logs_follow_search_and_timestamps(qtbot, details, engine):
     assert tab.matches.text() == "2 matches"
     assert tab.text.textCursor().selectedText() == "line"
     assert not tab.follow.isChecked()  # a match stays in view
+    first.put("a third line\n")  # counted again once the lines stop coming
+    qtbot.waitUntil(lambda: tab.matches.text() == "3 matches", timeout=WAIT_MS)
     tab.timestamps.setChecked(True)
     qtbot.waitUntil(lambda: "Z line one" in tab.text.toPlainText(), timeout=WAIT_MS)
     assert first.closed.is_set()  # the old stream was closed, not left running
