@@ -16,6 +16,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root
 
 KINDS = ("pid", "mnt", "uts", "ipc", "net", "cgroup", "user")
 STACKED = "library/stacked"
+DOOMED = "library/doomed"  # removed with rmi -f under its container
 BARE = "library/bare"  # no /proc, /dev or /sys: the runtime makes them to mount on
 
 
@@ -26,6 +27,7 @@ def server(tmp_path_factory, registry):
         client.push_image(STACKED, "latest", stacked_image())
         bare = ik.tar_bytes([ik.whiteout("proc"), ik.whiteout("dev"), ik.whiteout("sys")])
         client.push_image(BARE, "latest", ik.build_image([ik.busybox_layer(), bare]))
+        client.push_image(DOOMED, "latest", ik.build_image([ik.busybox_layer()]))
         yield server
 
 
@@ -214,4 +216,16 @@ def test_the_directories_the_runtime_mounts_on_are_not_changes(server, api):
     upper = Path(inside(api, container)["RootFS"]["Writable"]["Path"])
     assert {p.name for p in upper.iterdir()} == {"proc", "dev", "sys", "made"}
     assert server.docker("diff", container).stdout.splitlines() == ["A /made"]
+    server.docker("rm", container)
+
+
+def test_layers_of_an_image_removed_under_its_container_still_show(server, api):
+    assert server.docker("pull", "doomed").returncode == 0
+    image = api.inspect_image("doomed")
+    container = run(server, "doomed", "true")
+    assert server.docker("wait", container).stdout.strip() == "0"
+    assert server.docker("rmi", "-f", "doomed").returncode == 0
+    layers = inside(api, container)["RootFS"]["Layers"]
+    assert [layer["DiffID"] for layer in layers] == image["RootFS"]["Layers"]
+    assert [(layer["Digest"], layer["CreatedBy"]) for layer in layers] == [("", "")]
     server.docker("rm", container)

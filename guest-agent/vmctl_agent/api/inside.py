@@ -10,11 +10,13 @@ made it, then the container's writable layer and its changes). The docker CLI ne
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from vmctl_agent.api.http import Response, json_response
 from vmctl_agent.errors import CgroupError, ImageNotFound
 from vmctl_agent.runtime import inside as facts
 from vmctl_agent.runtime.index import Container
+from vmctl_agent.store.content import tree_size
 
 
 def inside(engine, request, id: str) -> Response:
@@ -59,14 +61,21 @@ def image_layers(engine, container: Container) -> list[dict]:
     entries marked empty_layer, like ENV or CMD, made none)."""
     try:
         image = engine.images.get(container.config.image_id)
-    except ImageNotFound:  # removed under the container: its layers' directories remain
-        return [_layer({}, {}, path) for path in reversed(container.config.layers)]
+    except ImageNotFound:  # removed under the container (rmi -f): its layers remain
+        return [_layer(_orphan(path), {}, path) for path in reversed(container.config.layers)]
     history = [h for h in image.config.get("history") or [] if not h.get("empty_layer")]
     paths = list(reversed(container.config.layers))
     return [
         _layer(entry, history[i] if i < len(history) else {}, paths[i] if i < len(paths) else "")
         for i, entry in enumerate(image.record.layers)
     ]
+
+
+def _orphan(path: str) -> dict:
+    """What a layer's directory tells without its image: the store names it by its diff_id
+    (<layers>/<hex>/diff), and its size is what it holds."""
+    directory = Path(path)
+    return {"diff_id": f"sha256:{directory.parent.name}", "size": tree_size(directory)}
 
 
 def _layer(entry: dict, history: dict, path: str) -> dict:
