@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 from vmctl_gui import errors, fmt
 from vmctl_gui.bridge import Bridge
+from vmctl_gui.layer_stack import LayerStack
 
 REFRESH_MS = 3000  # live usage is read again this often while the tab is shown
 CHANGE_LETTERS = "CAD"  # docker diff's: Kind 0 changed, 1 added, 2 deleted
@@ -73,6 +74,7 @@ class InsideTab(QWidget):
         self.memory_bar = QProgressBar(format="%v")
         self.pids_bar = QProgressBar(format="%v")
         self.cpu_label = QLabel()
+        self.stack = LayerStack()
         self.layers = QTreeWidget(columnCount=3)
         self.layers.setHeaderLabels(["Layer", "Size", "Made by"])
         self._layout()
@@ -94,11 +96,15 @@ class InsideTab(QWidget):
         body = QWidget()
         sections = QVBoxLayout(body)
         sections.addLayout(row)
-        sections.addWidget(_box("Root filesystem: the layers, top to base", self.layers))
+        layers = QVBoxLayout()
+        layers.addWidget(self.stack)
+        layers.addWidget(self.layers)
+        sections.addWidget(_box("Root filesystem: the layers, top to base", layers))
         sections.addStretch(1)
         column = QVBoxLayout(self)
         column.addLayout(top)
-        column.addWidget(QScrollArea(widgetResizable=True, widget=body), 1)
+        self.scroll = QScrollArea(widgetResizable=True, widget=body)
+        column.addWidget(self.scroll, 1)
 
     def show_container(self, container_id: str) -> None:
         if container_id != self.container_id:
@@ -166,7 +172,9 @@ class InsideTab(QWidget):
     def _show_layers(self, rootfs: dict) -> None:
         self.layers.clear()
         changes = (rootfs.get("Writable") or {}).get("Changes") or []
-        for i, row in enumerate(layer_rows(rootfs)):
+        rows = layer_rows(rootfs)
+        self.stack.show_rows(rows)
+        for i, row in enumerate(rows):
             item = QTreeWidgetItem(list(row))
             if i == 0:
                 for change in changes:

@@ -62,8 +62,9 @@ def main() -> int:
             (Path(tmp) / "agent").mkdir()
             server = AgentServer(Path(tmp) / "agent", registry)
             try:
+                site = "mkdir /www; echo hi > /www/index.html; rm /bin/ls; exec httpd -fh /www"
                 server.docker("run", "-d", "--name", "web", "--memory", "64m", "--pids-limit",
-                              "100", "busybox", "httpd", "-f", "-v")  # fmt: skip
+                              "100", "busybox", "sh", "-c", site)  # fmt: skip
                 server.docker("run", "--name", "once", "busybox", "echo", "hello")
                 return shoot(app, server.url, args.out, engine_tab=not args.vm_image)
             finally:
@@ -155,6 +156,10 @@ def shoot_details(app, window, out: Path) -> None:
     details.tabs.setCurrentWidget(details.inside)
     settle(app, lambda: bool(details.inside.facts.get("Namespaces")), "the Inside view")
     save(window, out, "details-inside")
+    bar = details.inside.scroll.verticalScrollBar()
+    bar.setValue(bar.maximum())
+    settle(app, lambda: True, "the scroll")
+    save(window, out, "details-layers")
 
 
 def shoot(app, docker_host: str, out: Path, engine_tab: bool = True) -> int:

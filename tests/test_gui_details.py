@@ -316,6 +316,8 @@ def test_inside_shows_namespaces_cgroup_and_the_layer_stack(qtbot, details, engi
         ["image layer 2: 222222222222", "1.2kB", "COPY site /srv"],
         ["image layer 1: 111111111111 (base)", "4.4MB", "ADD rootfs.tar /"],
     ]
+    assert tab.stack.band_texts() == ["   ".join(row) for row in stack]  # drawn, top first
+    assert not tab.stack.grab().isNull()
     changes = tab.layers.topLevelItem(0)
     assert [changes.child(i).text(0) for i in range(3)] == ["C /tmp", "A /tmp/x", "D /bin/ls"]
     assert tab.status.text() == "pid 4242 in the VM, seen from the engine (pid 812)"
