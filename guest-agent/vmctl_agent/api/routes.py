@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from vmctl_agent.api import containers, events, execs, images, listing, system
+from vmctl_agent.api import containers, events, execs, images, inside, listing, system
 from vmctl_agent.api.http import ApiError, Request, Response
 
 _ID = r"(?P<id>[^/]+)"
@@ -41,11 +41,13 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", rf"/containers/{_ID}/logs", containers.logs),
     ("GET", rf"/containers/{_ID}/top", containers.top),
     ("GET", rf"/containers/{_ID}/stats", containers.stats),
+    ("GET", rf"/containers/{_ID}/changes", inside.changes),
     ("DELETE", rf"/containers/{_ID}", containers.remove),
     ("POST", rf"/containers/{_ID}/exec", execs.create),
     ("POST", rf"/exec/{_ID}/start", execs.start),
     ("POST", rf"/exec/{_ID}/resize", execs.resize),
     ("GET", rf"/exec/{_ID}/json", execs.inspect),
+    ("GET", rf"/vmctl/containers/{_ID}/inside", inside.inside),  # vendor: the app's Inside view
 ]
 _COMPILED = [(method, re.compile(pattern + "$"), fn) for method, pattern, fn in ROUTES]
 _PLAIN = {(m, p): fn for m, p, fn in ROUTES if re.escape(p) == p}  # no pattern: a dict look-up

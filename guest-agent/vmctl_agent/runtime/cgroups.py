@@ -38,6 +38,7 @@ from vmctl_agent.runtime.cgroupfs import (
     read,
     read_flat,
     read_int,
+    read_io_stat,
     read_limit,
     remove_dir,
     write,
@@ -224,6 +225,7 @@ class CgroupsV2(Cgroups):
             memory_cache=memory_stat.get("inactive_file", 0),
             cpu_user_ns=cpu.get("user_usec", 0) * 1000,
             cpu_system_ns=cpu.get("system_usec", 0) * 1000,
+            io=read_io_stat(d / "io.stat") if "io" in self.controllers else None,
         )
 
     def oom_killed(self, name: str) -> bool:
