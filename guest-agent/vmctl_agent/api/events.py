@@ -113,6 +113,7 @@ def _watch(engine, container) -> None:
         if pids.same_process(state.shim_pid, state.shim_start_time):
             pids.reap(state.shim_pid, timeout=30)  # it is deleting the container
         engine.events.publish("container", "destroy", container_id, **attributes)
+        engine.volumes.reap()  # its anonymous volumes go with it
 
 
 def stream(engine, request) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from vmctl_agent.api import containers, events, execs, images, listing, system
+from vmctl_agent.api import containers, events, execs, images, listing, system, volumes
 from vmctl_agent.api.http import ApiError, Request, Response
 
 _ID = r"(?P<id>[^/]+)"
@@ -44,6 +44,11 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("DELETE", rf"/containers/{_ID}", containers.remove),
     ("POST", rf"/containers/{_ID}/exec", execs.create),
     ("POST", rf"/exec/{_ID}/start", execs.start),
+    ("POST", r"/volumes/create", volumes.create),
+    ("POST", r"/volumes/prune", volumes.prune),
+    ("GET", r"/volumes", volumes.list_),
+    ("GET", rf"/volumes/{_NAME}", volumes.inspect),
+    ("DELETE", rf"/volumes/{_NAME}", volumes.remove),
     ("POST", rf"/exec/{_ID}/resize", execs.resize),
     ("GET", rf"/exec/{_ID}/json", execs.inspect),
 ]
