@@ -105,13 +105,21 @@ def test_a_file_bind_and_mount_flag_and_inspects_shape(agent, tmp_path):
     ok(agent.docker("rm", name))
 
 
-def test_a_symlink_in_the_image_cannot_aim_a_mount_at_the_host(agent, tmp_path):
-    """The destination resolves inside the container: /etc/x -> /tmp stays the container's."""
-    target = tmp_path / "host-target"
-    target.mkdir()
-    script = "ln -s /tmp/inside /aim && cat /aim/f 2>/dev/null; ls /aim"
-    ok(agent.docker("run", "--rm", "-v", f"{tmp_path}:/tmp/inside", "busybox", "sh", "-c", script))
-    assert list(target.iterdir()) == []
+def test_a_symlink_in_the_image_cannot_aim_a_mount_at_the_host(agent, registry, tmp_path):
+    """An image's `/aim -> <a host path>` resolves inside the container: the mount point is
+    made in the container's own layer, never on the host."""
+    host_target = tmp_path / "host-target"
+    host_target.mkdir()
+    layer = ik.tar_bytes([ik.symlink("aim", str(host_target))])
+    busybox = ik.busybox_layer(sorted(ik.busybox_applets() - {"busybox"}))
+    image = ik.build_image([busybox, layer], config={"Env": [ik.DEFAULT_PATH]})
+    ik.RegistryClient(registry.url).push_image("library/aiming", "latest", image)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_text("mounted\n")
+    out = agent.docker("run", "--rm", "-v", f"{tmp_path / 'src'}:/aim/sub", "aiming",
+                       "cat", "/aim/sub/f")  # fmt: skip
+    assert ok(out) == "mounted\n"
+    assert list(host_target.iterdir()) == []
 
 
 # -- named and anonymous volumes ---------------------------------------------------------------
@@ -310,12 +318,37 @@ def test_driver_options_tmpfs_and_bind_devices(agent, tmp_path):
         (["-v", "/tmp:/a", "--mount", "type=volume,dst=/a"], "Duplicate mount point: /a"),
         (["--tmpfs", "/t:bogus=1"], "invalid tmpfs option: 'bogus=1'"),
         (["--volumes-from", "no-such-container"], "No such container: no-such-container"),
+        (["--volume-driver", "nfsplugin", "-v", "v:/v"],
+         'error looking up volume plugin nfsplugin: plugin "nfsplugin" not found'),
     ],
 )  # fmt: skip
 def test_bad_mounts_are_refused_and_leave_nothing(agent, args, words):
     before = (mount_count(), volumes(agent), ok(agent.docker("ps", "-aq")))
     refused(agent.docker("create", "-v", "/made-then-undone", *args, "busybox"), words)
     assert (mount_count(), volumes(agent), ok(agent.docker("ps", "-aq"))) == before
+
+
+def test_a_create_refused_after_its_volumes_were_made_takes_them_back(agent):
+    ok(agent.docker("create", "--name", "taken", "busybox"))
+    before = volumes(agent)
+    taken = agent.docker("create", "--name", "taken", "-v", "undone:/u", "-v", "/anon", "busybox")
+    refused(taken, 'The container name "/taken" is already in use')
+    refused(agent.docker("create", "-u", "nosuchuser", "-v", "undone:/u", "busybox"),
+            "unable to find user nosuchuser")  # fmt: skip
+    assert volumes(agent) == before
+    ok(agent.docker("rm", "taken"))
+
+
+def test_mount_flag_volume_options_make_the_volume(agent):
+    spec = ("type=volume,src=optioned,dst=/o,volume-label=made=by-mount,"
+            "volume-opt=type=tmpfs,volume-opt=device=tmpfs,volume-opt=o=size=1m")  # fmt: skip
+    out = ok(agent.docker("run", "--rm", "--mount", spec, "busybox", "sh", "-c",
+                          "grep ' /o ' /proc/mounts"))  # fmt: skip
+    assert out.startswith("tmpfs /o tmpfs") and "size=1024k" in out
+    info = json.loads(ok(agent.docker("volume", "inspect", "optioned")))[0]
+    assert info["Labels"] == {"made": "by-mount"} and info["Options"]["type"] == "tmpfs"
+    ok(agent.docker("volume", "rm", "optioned"))
+    assert not (agent.data_root / "volumes" / "optioned").exists()
 
 
 def test_a_relative_bind_source_from_the_api(agent):

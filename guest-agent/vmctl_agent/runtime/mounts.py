@@ -143,8 +143,10 @@ def bind(m: Mount, fd: int) -> None:
 
 
 def _destination(path: str, *, directory: bool) -> str:
-    """The mount point inside the container (made if missing, through the container's own
-    symlinks, since `/` is the container's now)."""
+    """The mount point inside the container, made if missing: resolved first (the image's
+    symlinks, even dangling ones, lead where they lead inside the container, as runc's
+    securejoin has it; `/` is the container's now, so none can lead out)."""
+    path = os.path.realpath(path)
     if directory:
         os.makedirs(path, mode=0o755, exist_ok=True)
     elif not os.path.lexists(path):
@@ -157,7 +159,7 @@ def copy_up(destination: str, fd: int) -> None:
     """Docker's copy-up: a volume that is still empty receives what the image has at its
     mount point (owners, modes, times and symlinks kept), the directory's own owner and
     mode too. Done before the mount hides the image's files."""
-    volume = f"/proc/self/fd/{fd}"
+    volume, destination = f"/proc/self/fd/{fd}", os.path.realpath(destination)
     try:
         image_dir = os.lstat(destination)
     except FileNotFoundError:

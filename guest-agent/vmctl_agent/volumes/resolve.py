@@ -36,14 +36,23 @@ def asked(host: dict, config_volumes: dict | None) -> Asked:
     """HostConfig's Binds, Mounts, Tmpfs and VolumesFrom and Config.Volumes, checked."""
     binds, mounts = host.get("Binds") or [], host.get("Mounts") or []
     tmpfs, inherited = host.get("Tmpfs") or {}, host.get("VolumesFrom") or []
-    wanted = [specs.from_bind(b) for b in binds] + [specs.from_mount(m) for m in mounts]
+    # With --volume-driver, the docker CLI sends `-v name:/path` in Config.Volumes.
+    named = [v for v in config_volumes or {} if ":" in v]
+    driver = host.get("VolumeDriver") or "local"  # for the volumes Binds name
+    wanted = [_driven(specs.from_bind(b), driver) for b in (*binds, *named)]
+    wanted += [specs.from_mount(m) for m in mounts]
     wanted += [specs.from_tmpfs(dst, opts or "") for dst, opts in tmpfs.items()]
     _no_duplicates(w.destination for w in wanted)
-    anonymous = tuple(specs.from_volume(d).destination for d in config_volumes or {})
+    places = (v for v in config_volumes or {} if ":" not in v)
+    anonymous = tuple(specs.from_volume(d).destination for d in places)
     echo = {"Binds": binds or None, "Mounts": mounts or None, "Tmpfs": tmpfs or None}
     echo |= {"VolumesFrom": inherited or None, "Volumes": config_volumes or None}
     from_ = tuple(specs.volumes_from(v) for v in inherited)
     return Asked(tuple(wanted), from_, anonymous, echo)
+
+
+def _driven(wanted: specs.Wanted, driver: str) -> specs.Wanted:
+    return replace(wanted, driver=driver) if wanted.type == "volume" else wanted
 
 
 def _no_duplicates(destinations: Iterable[str]) -> None:

@@ -171,15 +171,15 @@ class VolumeStore:
 
 
 def _check(name: str, driver: str, options: dict[str, str] | None) -> None:
+    if driver != local.DRIVER:
+        raise VolumeNotFound(
+            f'create {name}: error looking up volume plugin {driver}: plugin "{driver}" not found'
+        )
     if not NAME.fullmatch(name):
         raise InvalidMount(
             f'create {name}: "{name}" includes invalid characters for a local volume name, '
             'only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host '
             "directory, use absolute path"
-        )
-    if driver != local.DRIVER:
-        raise VolumeNotFound(
-            f'create {name}: error looking up volume plugin {driver}: plugin "{driver}" not found'
         )
     try:
         local.check(options or {})
