@@ -4,10 +4,12 @@ its pure parts (mount options, Docker's MountPoint shapes)."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 
 import imagekit as ik
 import pytest
+from agentkit import pull
 from runtimekit import NOTHING, busybox_image, leftovers, make_runtime, run
 from vmctl_agent import syscalls as sc
 from vmctl_agent.runtime.mounts import Mount, parse_options
@@ -101,6 +103,30 @@ def test_slave_propagation_lets_the_hosts_new_mounts_in(rt, image, tmp_path):
             rt.remove(c.id)
     finally:
         subprocess.run(["umount", "-R", str(shared)], check=True)
+
+
+@root_only
+def test_copy_up_makes_fifos_and_devices_again_never_reads_them(rt, registry, tmp_path):
+    """A fifo would block a reader forever, /dev/zero never ends: both are made, not read."""
+    special = ik.tar_bytes([
+        ik.directory("seeded"),
+        ik.TarEntry("seeded/pipe", "fifo", mode=0o600),
+        ik.TarEntry("seeded/zero", "char", mode=0o666, devmajor=1, devminor=5),
+    ])  # fmt: skip
+    layers = [ik.busybox_layer(sorted(ik.busybox_applets() - {"busybox"})), special]
+    image = ik.build_image(layers, config={"Env": [ik.DEFAULT_PATH]})
+    ik.RegistryClient(registry.url).push_image("mounts/special", "v1", image)
+    ref = f"{registry.host}/mounts/special:v1"
+    pull(rt.images, ref)
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    up = (Mount("volume", "/seeded", str(volume), name="s", copy_up=True),)
+    assert run(rt, ref, "ls", "/seeded", mounts=up).stdout.split() == ["pipe", "zero"]
+    assert stat.S_ISFIFO((volume / "pipe").lstat().st_mode)
+    zero = (volume / "zero").lstat()
+    assert (
+        stat.S_ISCHR(zero.st_mode) and os.major(zero.st_rdev) == 1 and os.minor(zero.st_rdev) == 5
+    )
 
 
 def _options(image, *cmd, **kw):

@@ -166,10 +166,19 @@ def copy_up(destination: str, fd: int) -> None:
         return
     if not stat.S_ISDIR(image_dir.st_mode) or os.listdir(volume):
         return
-    shutil.copytree(destination, volume, symlinks=True, dirs_exist_ok=True)
+    shutil.copytree(destination, volume, symlinks=True, dirs_exist_ok=True, copy_function=_copy)
     _copy_owners(destination, volume)
     os.chown(volume, image_dir.st_uid, image_dir.st_gid)
     os.chmod(volume, stat.S_IMODE(image_dir.st_mode))
+
+
+def _copy(source: str, target: str) -> None:
+    """A regular file's bytes; a fifo, socket or device node is made again, never read."""
+    st = os.lstat(source)
+    if stat.S_ISREG(st.st_mode):
+        shutil.copy2(source, target)
+    else:
+        os.mknod(target, st.st_mode, st.st_rdev)
 
 
 def _copy_owners(source: str, target: str) -> None:
