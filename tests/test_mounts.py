@@ -31,20 +31,21 @@ def rt(tmp_path_factory, registry, image):
         runtime.remove(container.id, force=True)
 
 
-def mount_lines() -> list[str]:
+def mount_lines(under) -> list[str]:
+    """This session's mounts on the host (other sessions on a shared machine mount too)."""
     with open("/proc/self/mountinfo") as f:
-        return f.readlines()
+        return [line for line in f if str(under) in line]
 
 
 # -- the mount step, for real ------------------------------------------------------------------
 
 
 @root_only
-def test_binds_tmpfs_and_order_inside_a_container(rt, image, tmp_path):
+def test_binds_tmpfs_and_order_inside_a_container(rt, image, tmp_path, tmp_path_factory):
     (tmp_path / "dir").mkdir()
     (tmp_path / "dir" / "f").write_text("dir\n")
     (tmp_path / "file").write_text("file\n")
-    before = mount_lines()
+    before = mount_lines(tmp_path_factory.getbasetemp())
     mounts = (
         Mount("tmpfs", "/srv", options="nosuid,nodev,size=1m,mode=700"),
         Mount("bind", "/srv/dir", str(tmp_path / "dir"), read_only=True),
@@ -59,7 +60,7 @@ def test_binds_tmpfs_and_order_inside_a_container(rt, image, tmp_path):
     assert "Read-only file system" in ran.stdout
     assert (tmp_path / "file").read_text() == "file\nw\n"
     rt.remove(ran.container.id)
-    assert mount_lines() == before
+    assert mount_lines(tmp_path_factory.getbasetemp()) == before
     assert leftovers(rt, ran.container.id) == NOTHING
 
 
@@ -136,8 +137,8 @@ def _options(image, *cmd, **kw):
 
 
 @root_only
-def test_a_missing_source_fails_the_start_and_leaves_nothing(rt, image, tmp_path):
-    before = mount_lines()
+def test_a_missing_source_fails_the_start_and_leaves_nothing(rt, image, tmp_path, tmp_path_factory):
+    before = mount_lines(tmp_path_factory.getbasetemp())
     gone = tmp_path / "gone"
     gone.mkdir()
     c = rt.create(_options(image, "true", mounts=(Mount("bind", "/g", str(gone)),)))
@@ -145,7 +146,7 @@ def test_a_missing_source_fails_the_start_and_leaves_nothing(rt, image, tmp_path
     with pytest.raises(Exception, match="No such file or directory"):
         rt.start(c.id)
     rt.remove(c.id)
-    assert mount_lines() == before
+    assert mount_lines(tmp_path_factory.getbasetemp()) == before
     assert leftovers(rt, c.id) == NOTHING
 
 
