@@ -188,6 +188,19 @@ def test_volumes_from_shares_another_containers_mounts(agent, tmp_path):
     ok(agent.docker("volume", "rm", "from-me"))
 
 
+def test_a_volumes_subpath_is_mounted_and_a_symlink_there_refused(agent):
+    setup = "mkdir -p /v/dir && echo inside > /v/dir/f && ln -s /etc /v/escape"
+    ok(agent.docker("run", "--rm", "-v", "subbed:/v", "busybox", "sh", "-c", setup))
+    mount = "type=volume,src=subbed,dst=/m,volume-subpath=dir"
+    assert ok(agent.docker("run", "--rm", "--mount", mount, "busybox", "cat", "/m/f")) == (
+        "inside\n"
+    )
+    escape = "type=volume,src=subbed,dst=/m,volume-subpath=escape"
+    refused(agent.docker("run", "--rm", "--mount", escape, "busybox", "ls", "/m"),
+            "cannot mount volume subpath escape: escape is a symlink")  # fmt: skip
+    ok(agent.docker("volume", "rm", "subbed"))
+
+
 def test_ps_filters_by_volume_name_or_mount_point(agent):
     ok(agent.docker("create", "--name", "with-vol", "-v", "filtered:/data", "busybox"))
     ok(agent.docker("create", "--name", "without", "busybox"))

@@ -60,6 +60,7 @@ class Mount:
     mode: str = ""  # as given in Binds (`ro,z`), shown by inspect
     copy_up: bool = False  # volume: filled from the image at `destination` while empty
     recursive: bool = True  # bind: with the mounts below the source (BindOptions.NonRecursive)
+    subpath: str = ""  # volume: the directory inside it that is mounted (no symlink on the way)
     listed: bool = True  # in inspect's Mounts (HostConfig.Tmpfs mounts are not, as in Docker)
 
     def to_json(self) -> dict:
@@ -111,7 +112,23 @@ def open_sources(mounts: Sequence[Mount]) -> tuple[int, ...]:
 def _open_source(m: Mount) -> int:
     if m.type == "tmpfs":
         return -1
-    return os.open(m.source, os.O_PATH | os.O_CLOEXEC)
+    fd = os.open(m.source, os.O_PATH | os.O_CLOEXEC)
+    return _walk(fd, m.subpath) if m.subpath else fd
+
+
+def _walk(fd: int, subpath: str) -> int:
+    """`subpath` below the held volume, one name at a time, no symlink followed: a volume's
+    content is a container's to write, and a symlink there must not lead to the host."""
+    for name in subpath.split("/"):
+        try:
+            child = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = child
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(f"cannot mount volume subpath {subpath}: {name} is a symlink")
+    return fd
 
 
 def mount_all(mounts: Sequence[Mount], sources: Sequence[int]) -> None:

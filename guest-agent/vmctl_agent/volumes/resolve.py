@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from vmctl_agent.errors import InvalidMount
 from vmctl_agent.runtime.mounts import Mount
 from vmctl_agent.volumes import specs
-from vmctl_agent.volumes.store import ANONYMOUS, Volume, VolumeStore
+from vmctl_agent.volumes.store import Volume, VolumeStore
 
 
 @dataclass(frozen=True)
@@ -94,15 +94,15 @@ class Resolver:
         return Mount(
             "volume", wanted.destination, volume.mountpoint, wanted.read_only,
             name=volume.name, driver=volume.driver, mode=wanted.mode, copy_up=wanted.copy_up,
+            subpath=wanted.subpath,
         )  # fmt: skip
 
     def _volume(self, wanted: specs.Wanted) -> Volume:
-        labels = dict(wanted.labels) | ({} if wanted.source else {ANONYMOUS: ""})
         volume, made = self.store.create(
             wanted.source,
             driver=wanted.driver,
             options=wanted.driver_opts or None,
-            labels=labels,
+            labels=wanted.labels,
             auto_remove=self.auto_remove and not wanted.source,
         )
         if made:

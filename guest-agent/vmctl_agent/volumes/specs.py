@@ -23,7 +23,7 @@ ALL_PROPAGATIONS = (*PROPAGATIONS, "shared", "rshared")
 _MOUNT_FIELDS = ("Type", "Source", "Target", "ReadOnly", "Consistency", "BindOptions",
                  "VolumeOptions", "TmpfsOptions")  # fmt: skip
 _BIND_OPTIONS = ("Propagation", "NonRecursive", "CreateMountpoint")
-_VOLUME_OPTIONS = ("NoCopy", "Labels", "DriverConfig")
+_VOLUME_OPTIONS = ("NoCopy", "Labels", "DriverConfig", "Subpath")
 _TMPFS_OPTIONS = ("SizeBytes", "Mode", "Options")
 
 
@@ -45,6 +45,7 @@ class Wanted:
     driver_opts: dict[str, str] = field(default_factory=dict)
     tmpfs_options: str = ""
     listed: bool = True
+    subpath: str = ""  # volume: a directory inside it, mounted instead of the whole
 
 
 def check_destination(target: str) -> str:
@@ -108,12 +109,26 @@ def _volume(spec: dict, destination: str) -> Wanted:
     _refuse_unknown(options, _VOLUME_OPTIONS, "VolumeOptions.")
     if spec.get("ReadOnly") and not name:
         raise InvalidMount("must not set ReadOnly mode when using anonymous volumes")
+    subpath = _subpath(options.get("Subpath") or "", name)
     driver = options.get("DriverConfig") or {}
     return Wanted(
         "volume", destination, name, bool(spec.get("ReadOnly")),
-        copy_up=not options.get("NoCopy"), labels=dict(options.get("Labels") or {}),
-        driver=driver.get("Name") or "local", driver_opts=dict(driver.get("Options") or {}),
+        copy_up=not options.get("NoCopy") and not subpath,
+        labels=dict(options.get("Labels") or {}), driver=driver.get("Name") or "local",
+        driver_opts=dict(driver.get("Options") or {}), subpath=subpath,
     )  # fmt: skip
+
+
+def _subpath(subpath: str, name: str) -> str:
+    """VolumeOptions.Subpath: relative, inside the volume (symlinks are refused at start)."""
+    if not subpath:
+        return ""
+    if not name:
+        raise InvalidMount("must not set Subpath when using anonymous volumes")
+    cleaned = posixpath.normpath(subpath)
+    if posixpath.isabs(subpath) or cleaned == ".." or cleaned.startswith("../"):
+        raise InvalidMount("subpath must be a relative path within the volume")
+    return "" if cleaned == "." else cleaned
 
 
 def _tmpfs(spec: dict, destination: str) -> Wanted:

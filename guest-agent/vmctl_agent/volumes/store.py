@@ -128,8 +128,10 @@ class VolumeStore:
         labels: dict[str, str] | None = None,
         auto_remove: bool = False,
     ) -> tuple[Volume, bool]:
-        """The volume, made unless it exists; and whether this call made it."""
-        name = name or secrets.token_hex(32)
+        """The volume, made unless it exists; and whether this call made it. One made
+        without a name is anonymous (dockerd's label says so, and prune takes it)."""
+        if not name:
+            name, labels = secrets.token_hex(32), {**(labels or {}), ANONYMOUS: ""}
         _check(name, driver, options)
         try:
             existing = self.get(name)
