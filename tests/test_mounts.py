@@ -29,6 +29,9 @@ def rt(tmp_path_factory, registry, image):
     yield runtime
     for container in runtime.list(all=True):
         runtime.remove(container.id, force=True)
+    for directory in runtime.cgroups.path("x"):  # the test's own parent cgroups
+        if directory.parent.exists():
+            directory.parent.rmdir()
 
 
 def mount_lines(under) -> list[str]:
