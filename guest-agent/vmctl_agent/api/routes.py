@@ -44,13 +44,13 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("DELETE", rf"/containers/{_ID}", containers.remove),
     ("POST", rf"/containers/{_ID}/exec", execs.create),
     ("POST", rf"/exec/{_ID}/start", execs.start),
+    ("POST", rf"/exec/{_ID}/resize", execs.resize),
+    ("GET", rf"/exec/{_ID}/json", execs.inspect),
     ("POST", r"/volumes/create", volumes.create),
     ("POST", r"/volumes/prune", volumes.prune),
     ("GET", r"/volumes", volumes.list_),
     ("GET", rf"/volumes/{_NAME}", volumes.inspect),
     ("DELETE", rf"/volumes/{_NAME}", volumes.remove),
-    ("POST", rf"/exec/{_ID}/resize", execs.resize),
-    ("GET", rf"/exec/{_ID}/json", execs.inspect),
 ]
 _COMPILED = [(method, re.compile(pattern + "$"), fn) for method, pattern, fn in ROUTES]
 _PLAIN = {(m, p): fn for m, p, fn in ROUTES if re.escape(p) == p}  # no pattern: a dict look-up

@@ -84,8 +84,8 @@ def inspect(engine, request, name: str) -> Response:
 
 
 def remove(engine, request, name: str) -> Response:
-    engine.volumes.remove(name, force=request.flag("force"))
-    engine.events.publish("volume", "destroy", name, driver="local")
+    if engine.volumes.remove(name, force=request.flag("force")):
+        engine.events.publish("volume", "destroy", name, driver="local")
     return empty(204)
 
 

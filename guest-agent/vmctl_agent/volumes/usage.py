@@ -115,19 +115,21 @@ class Volumes:
         self.reap()
         return self.store.get(name)
 
-    def remove(self, name: str, *, force: bool = False) -> None:
-        """409 while any container names it, forced or not; a missing one is fine if forced."""
+    def remove(self, name: str, *, force: bool = False) -> bool:
+        """409 while any container names it, forced or not; a missing one is fine if forced.
+        Whether there was one to remove."""
         with self.store.locked():
             try:
                 volume = self.store.get(name)
             except VolumeNotFound:
                 if force:
-                    return
+                    return False
                 raise
             users = self.users(volume.name)
             if users:
                 raise VolumeConflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
             self.store.remove(volume)
+        return True
 
     def prune(self, wanted) -> tuple[list[str], int]:
         """Remove the unused volumes `wanted(volume)` picks; their names and bytes freed."""
