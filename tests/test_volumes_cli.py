@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import stat
+import time
 
 import imagekit as ik
 import pytest
@@ -403,5 +404,31 @@ def test_volumes_and_their_use_outlive_an_agent_killed_with_sigkill(tmp_path, re
         assert "volume is in use" in in_use.stderr
         assert agent.docker("rm", "holder").returncode == 0
         assert agent.docker("volume", "rm", "durable").returncode == 0
+    finally:
+        agent.stop()
+
+
+def test_a_rm_containers_volume_goes_even_if_it_ended_while_no_agent_ran(tmp_path, registry):
+    """The shim removes a `--rm` container by itself; its anonymous volume is taken by the
+    next agent that looks at the volumes."""
+    push_test_images(registry)
+    agent = AgentServer(tmp_path, registry)
+    try:
+        wait = "until [ -e /anon/go ]; do sleep 0.05; done"
+        container = ok(agent.docker("run", "-d", "--rm", "-v", "/anon", "busybox", "sh", "-c",
+                                    wait)).strip()  # fmt: skip
+        (data,) = (agent.data_root / "volumes").glob("*/_data")
+        agent.process.send_signal(signal.SIGKILL)
+        agent.process.wait(timeout=10)
+        agent.socket.unlink()
+        (data / "go").write_text("")  # the container ends, and its shim removes it
+        directory = agent.data_root / "containers" / container
+        give_up = time.monotonic() + 120  # only a broken shim gets near this
+        while directory.exists() or any((agent.data_root / "containers").glob(".removing-*")):
+            assert time.monotonic() < give_up, "the shim never removed its --rm container"
+            time.sleep(0.05)  # waits on what the shim does, not on a guess of how long
+        agent = AgentServer(tmp_path, registry)
+        assert ok(agent.docker("volume", "ls", "-q")) == ""
+        assert not data.exists()
     finally:
         agent.stop()
