@@ -141,9 +141,15 @@ def restart(engine, request, id: str) -> Response:
 
 
 def kill(engine, request, id: str) -> Response:
+    """SIGKILL answers once the container has ended, as dockerd's Kill waits for it (so a
+    `docker ps` right after shows it exited); other signals at once."""
     sig = _signal(request.arg("signal", "KILL"))
     engine.runtime.kill(id, sig)
-    events.container_event(engine, "kill", engine.runtime.get(id).id, signal=str(int(sig)))
+    container_id = engine.runtime.get(id).id
+    events.container_event(engine, "kill", container_id, signal=str(int(sig)))
+    if sig == signals.SIGKILL:
+        with contextlib.suppress(TimeoutError, ContainerNotFound):
+            engine.runtime.wait(container_id, timeout=10)
     return empty(204)
 
 
