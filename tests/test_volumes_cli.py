@@ -432,3 +432,21 @@ def test_a_rm_containers_volume_goes_even_if_it_ended_while_no_agent_ran(tmp_pat
         assert not data.exists()
     finally:
         agent.stop()
+
+
+def test_volume_events_through_a_containers_life(agent):
+    """create (on first use), mount as it starts, unmount as it ends, destroy on rm."""
+    since = str(int(time.time()) - 1)
+    ok(agent.docker("run", "--rm", "-v", "evented:/e", "busybox", "true"))
+    ok(agent.docker("volume", "rm", "evented"))
+    give_up, actions = time.monotonic() + 30, []
+    while not {"unmount", "destroy"} <= set(actions):  # unmount: as the end is seen
+        assert time.monotonic() < give_up, actions
+        out = ok(agent.docker("events", "--since", since, "--until", str(int(time.time()) + 1),
+                              "--filter", "type=volume", "--filter", "volume=evented",
+                              "--format", "{{.Action}}"))  # fmt: skip
+        actions = out.split()
+    assert actions[:2] == ["create", "mount"] and sorted(actions[2:]) == ["destroy", "unmount"]
+    other = ok(agent.docker("events", "--since", since, "--until", str(int(time.time()) + 1),
+                            "--filter", "volume=not-this-one"))  # fmt: skip
+    assert other == ""

@@ -38,7 +38,9 @@ def create(engine, request) -> Response:
         mounts = resolve.asked(body.get("HostConfig") or {}, body.get("Volumes"))
     except (TypeError, ValueError, AttributeError) as e:
         raise ApiError(400, f"invalid container configuration: {e}") from None
-    container = engine.volumes.create_container(options, mounts)
+    container, made = engine.volumes.create_container(options, mounts)
+    for volume in made:
+        engine.events.publish("volume", "create", volume.name, driver=volume.driver)
     events.container_event(engine, "create", container.id, container)
     return json_response({"Id": container.id, "Warnings": warnings}, 201)
 
@@ -119,6 +121,7 @@ def start(engine, request, id: str) -> Response:
         return empty(304)
     engine.volumes.prepare_start(found)
     container = engine.runtime.start(id)
+    events.volume_events(engine, "mount", container)
     events.container_event(engine, "start", container.id, container)
     events.watch(engine, container)
     return empty(204)
@@ -135,6 +138,7 @@ def stop(engine, request, id: str) -> Response:
 def restart(engine, request, id: str) -> Response:
     engine.volumes.prepare_start(engine.runtime.get(id))
     container = engine.runtime.restart(id, timeout=request.int_arg("t", 10))
+    events.volume_events(engine, "mount", container)
     events.container_event(engine, "restart", container.id)
     events.watch(engine, container)
     return empty(204)

@@ -31,20 +31,21 @@ class Volumes:
 
     # -- containers -------------------------------------------------------------------------
 
-    def create_container(self, options: CreateOptions, request: Asked) -> Container:
-        """runtime.create with the mounts resolved; the volumes this made are removed again
-        if the create fails. A container without mounts takes no lock."""
+    def create_container(
+        self, options: CreateOptions, request: Asked
+    ) -> tuple[Container, list[Volume]]:
+        """runtime.create with the mounts resolved, and the volumes this made (removed again
+        if the create fails). A container without mounts takes no lock."""
         image = self.runtime.images.get(options.image)
         image_volumes = tuple((image.config.get("config") or {}).get("Volumes") or {})
         if request.empty and not image_volumes:
-            return self.runtime.create(replace(options, mount_request=request.echo))
+            return self.runtime.create(replace(options, mount_request=request.echo)), []
         with self.store.locked():
             resolver = Resolver(self.store, self._mounts_of, options.auto_remove)
             try:
                 mounts = resolver.resolve(request, image_volumes)
-                return self.runtime.create(
-                    replace(options, mounts=mounts, mount_request=request.echo)
-                )
+                made = replace(options, mounts=mounts, mount_request=request.echo)
+                return self.runtime.create(made), resolver.made
             except BaseException:
                 for volume in resolver.made:
                     self.store.remove(volume)
