@@ -4,7 +4,8 @@ words (volumes/specs.py, resolve.asked): pure, no engine needed."""
 from __future__ import annotations
 
 import pytest
-from vmctl_agent.errors import InvalidMount
+from vmctl_agent import config
+from vmctl_agent.errors import AgentError, InvalidMount
 from vmctl_agent.volumes import specs
 from vmctl_agent.volumes.resolve import asked
 
@@ -86,3 +87,13 @@ def test_a_request_keeps_what_was_sent_and_refuses_duplicates():
         asked({"Binds": ["/a:/x"], "Tmpfs": {"/x/": ""}}, None)
     with pytest.raises(InvalidMount, match="invalid mode: rshared"):
         asked({"VolumesFrom": ["c:rshared"]}, None)
+
+
+def test_shared_paths_from_daemon_json_and_flags(tmp_path):
+    daemon = tmp_path / "daemon.json"
+    daemon.write_text('{"vmctl-shared-paths": ["/Users/me/", "/Volumes"]}')
+    loaded = config.load(str(daemon), shared=["/tmp", "/Volumes"])
+    assert loaded.shared_paths == ("/Users/me", "/Volumes", "/tmp")
+    assert loaded.ignored_keys == ()
+    with pytest.raises(AgentError, match="shared path 'rel' must be absolute"):
+        config.load(None, shared=["rel"])

@@ -450,3 +450,27 @@ def test_volume_events_through_a_containers_life(agent):
     other = ok(agent.docker("events", "--since", since, "--until", str(int(time.time()) + 1),
                             "--filter", "volume=not-this-one"))  # fmt: skip
     assert other == ""
+
+
+def test_binds_outside_the_shared_folders_are_denied_as_docker_desktop_does(tmp_path, registry):
+    """With the host's shared folders given, a bind elsewhere is refused; nothing is made."""
+    push_test_images(registry)
+    shared = tmp_path / "home"
+    (shared / "project").mkdir(parents=True)
+    config = tmp_path / "daemon.json"
+    config.write_text(json.dumps({"vmctl-shared-paths": [str(tmp_path / "also")]}))
+    agent = AgentServer(tmp_path, registry, "--shared-path", str(shared), "--config", str(config))
+    try:
+        inside = f"{shared / 'project'}:/src"
+        assert ok(agent.docker("run", "--rm", "-v", inside, "busybox", "ls", "/src")) == ""
+        outside = agent.docker("run", "--rm", "-v", f"{tmp_path / 'elsewhere'}:/x", "busybox")
+        refused(outside, f"mounts denied: the path {tmp_path / 'elsewhere'} is not shared")
+        assert not (tmp_path / "elsewhere").exists()
+        sibling = agent.docker("create", "--mount", f"type=bind,src={tmp_path}/home2,dst=/x",
+                               "busybox")  # fmt: skip
+        refused(sibling, "is not shared from the host")
+        from_file = agent.docker("create", "-v", f"{tmp_path / 'also'}:/a", "busybox")
+        refused(from_file, "bind source path does not exist")  # shared, just missing
+        assert ok(agent.docker("ps", "-aq")) == ""
+    finally:
+        agent.stop()

@@ -52,7 +52,8 @@ class Engine:
         self.config = config
         self.images = ImageStore(config.data_root / "image", durable_after=DURABLE_AFTER)
         self.runtime = Runtime(config.data_root, self.images)
-        self.volumes = Volumes(VolumeStore(config.data_root / "volumes"), self.runtime)
+        volumes = VolumeStore(config.data_root / "volumes")
+        self.volumes = Volumes(volumes, self.runtime, config.shared_paths)
         self.execs: dict[str, ExecRecord] = {}
         self.events = EventBus()
         self.container_list = ListCache()

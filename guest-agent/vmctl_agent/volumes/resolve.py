@@ -17,6 +17,8 @@ from vmctl_agent.runtime.mounts import Mount
 from vmctl_agent.volumes import specs
 from vmctl_agent.volumes.store import Volume, VolumeStore
 
+KNOWN_IN_VM = ("/var/run/docker.sock", "/run/docker.sock")  # binds Docker Desktop allows too
+
 
 @dataclass(frozen=True)
 class Asked:
@@ -70,6 +72,7 @@ class Resolver:
     store: VolumeStore
     mounts_of: Callable[[str], tuple[Mount, ...]]  # a container's mounts (--volumes-from)
     auto_remove: bool = False
+    shared: tuple[str, ...] = ()  # the host's folders in the VM; none: any path may be bound
     made: list[Volume] = field(default_factory=list)
 
     def resolve(self, request: Asked, image_volumes: Iterable[str]) -> tuple[Mount, ...]:
@@ -89,6 +92,8 @@ class Resolver:
             return Mount("tmpfs", wanted.destination, read_only=wanted.read_only,
                          options=wanted.tmpfs_options, listed=wanted.listed)  # fmt: skip
         if wanted.type == "bind":
+            if self.shared:
+                _check_shared(wanted.source, self.shared)
             return _bind(wanted)
         volume = self._volume(wanted)
         return Mount(
@@ -124,6 +129,21 @@ def _bind(wanted: specs.Wanted) -> Mount:
         "bind", wanted.destination, wanted.source, wanted.read_only, wanted.propagation,
         mode=wanted.mode, recursive=not wanted.non_recursive,
     )  # fmt: skip
+
+
+def _check_shared(source: str, shared: tuple[str, ...]) -> None:
+    """Docker Desktop's answer to a bind of a folder the host does not share: never an empty
+    directory made in the VM where the user meant their own."""
+    if source in KNOWN_IN_VM or any(_inside(source, folder) for folder in shared):
+        return
+    raise InvalidMount(
+        f"mounts denied: the path {source} is not shared from the host and is not known to "
+        f"vmctl: share it (or a folder above it) with `vmctl config --mount {source}`"
+    )
+
+
+def _inside(path: str, folder: str) -> bool:
+    return folder == "/" or path == folder or path.startswith(folder + "/")
 
 
 def _inherited(m: Mount, mode: str) -> Mount:

@@ -25,9 +25,11 @@ from vmctl_agent.volumes.store import Volume, VolumeStore
 class Volumes:
     """The volume store and the runtime, together."""
 
-    def __init__(self, store: VolumeStore, runtime: Runtime) -> None:
+    def __init__(self, store: VolumeStore, runtime: Runtime, shared: tuple[str, ...] = ()):
+        """`shared`: the host's folders in the VM; given, binds of other paths are refused."""
         self.store = store
         self.runtime = runtime
+        self.shared = shared
 
     # -- containers -------------------------------------------------------------------------
 
@@ -41,7 +43,7 @@ class Volumes:
         if request.empty and not image_volumes:
             return self.runtime.create(replace(options, mount_request=request.echo)), []
         with self.store.locked():
-            resolver = Resolver(self.store, self._mounts_of, options.auto_remove)
+            resolver = Resolver(self.store, self._mounts_of, options.auto_remove, self.shared)
             try:
                 mounts = resolver.resolve(request, image_volumes)
                 made = replace(options, mounts=mounts, mount_request=request.echo)
