@@ -48,7 +48,8 @@ def serving(workdir: Path, registry) -> Iterator[AgentServer]:
 
 
 class AgentServer:
-    def __init__(self, workdir: Path, registry) -> None:
+    def __init__(self, workdir: Path, registry, *extra: str) -> None:
+        """`extra`: more `vmctl-agent serve` flags."""
         self.workdir = workdir
         self.socket = workdir / "docker.sock"
         self.data_root = workdir / "data"
@@ -62,6 +63,7 @@ class AgentServer:
             str(self.data_root),
             "--registry-mirror",
             registry.url,
+            *extra,
         ]
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)

@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="group owning the unix socket (default: docker, when that group exists)",
     )
+    serve.add_argument(
+        "--shared-path",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a host folder shared at this path; given, binds elsewhere are refused",
+    )
     pull = _command(sub, "pull", "pull an image from a registry", _pull)
     pull.add_argument("--platform", default=None, help="os/arch[/variant] (default: this machine)")
     pull.add_argument("--quiet", "-q", action="store_true", help="print only the image reference")
@@ -94,6 +101,7 @@ def _settings(args) -> config.AgentConfig:
         mirrors=args.registry_mirror,
         insecure=args.insecure_registry,
         group=getattr(args, "group", None),
+        shared=getattr(args, "shared_path", None),
     )
 
 

@@ -44,6 +44,7 @@ import libvirt
 
 from vmctl.errors import VmctlError
 from vmctl.machine import Driver, MachineSpec
+from vmctl.shares import VIRTIOFSD, Share
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 DOMAIN_TYPES = {"kvm": "kvm", "hvf": "hvf", "tcg": "qemu"}
@@ -108,10 +109,36 @@ def _devices(domain: ET.Element, spec: MachineSpec) -> None:
         chardev = _sub(devices, tag, type="file")
         _sub(chardev, "source", path=str(spec.serial_log), append="on")
         _sub(chardev, "target", type=target, port="0")
+    for share in spec.shares:
+        _filesystem(devices, share, spec.share_transport)
     _sub(devices, "controller", type="usb", model="none")
     rng = _sub(devices, "rng", model="virtio")
     _sub(rng, "backend", "/dev/urandom", model="random")
     _sub(devices, "memballoon", model="virtio", freePageReporting="on")
+
+
+def _shared_memory(domain: ET.Element) -> None:
+    """virtiofsd reads the guest's memory: it must be shared, and memfd needs no hugepages."""
+    backing = _sub(domain, "memoryBacking")
+    _sub(backing, "source", type="memfd")
+    _sub(backing, "access", mode="shared")
+
+
+def _filesystem(devices: ET.Element, share: Share, transport: str) -> None:
+    """A host folder as a virtiofs or 9p device named by its tag (sftp needs no device).
+    9p squashes ownership: files the guest makes belong to whoever runs QEMU, the user.
+    libvirt 9.0 refuses <readonly/> for virtiofs: the guest mounts such a share ro."""
+    if transport not in ("virtiofs", "9p"):
+        return
+    mode = "passthrough" if transport == "virtiofs" else "squash"
+    fs = _sub(devices, "filesystem", type="mount", accessmode=mode)
+    if transport == "virtiofs":
+        _sub(fs, "driver", type="virtiofs")
+        _sub(fs, "binary", path=VIRTIOFSD)
+    _sub(fs, "source", dir=share.host)
+    _sub(fs, "target", dir=share.tag)
+    if share.read_only and transport == "9p":
+        _sub(fs, "readonly")
 
 
 def _qemu_args(domain: ET.Element, spec: MachineSpec, pidfile: Path | None) -> None:
@@ -146,6 +173,8 @@ def domain_xml(
     domain = ET.Element("domain", type=DOMAIN_TYPES[spec.accel])
     _sub(domain, "name", spec.name)
     _sub(domain, "memory", str(spec.memory_mib), unit="MiB")
+    if spec.shares and spec.share_transport == "virtiofs":
+        _shared_memory(domain)
     _sub(domain, "vcpu", str(spec.cpus))
     _os(domain, spec)
     features = _sub(domain, "features")

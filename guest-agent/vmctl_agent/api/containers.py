@@ -19,6 +19,7 @@ from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.index import Container, ContainerNotFound
 from vmctl_agent.runtime.spec import CreateOptions
 from vmctl_agent.store.content import tree_size
+from vmctl_agent.volumes import resolve
 
 _POLL = 0.05
 NO_BRIDGE = (
@@ -34,9 +35,12 @@ def create(engine, request) -> Response:
     body = request.json()
     try:
         options, warnings = _options(body, request.arg("name"))
+        mounts = resolve.asked(body.get("HostConfig") or {}, body.get("Volumes"))
     except (TypeError, ValueError, AttributeError) as e:
         raise ApiError(400, f"invalid container configuration: {e}") from None
-    container = engine.runtime.create(options)
+    container, made = engine.volumes.create_container(options, mounts)
+    for volume in made:
+        engine.events.publish("volume", "create", volume.name, driver=volume.driver)
     events.container_event(engine, "create", container.id, container)
     return json_response({"Id": container.id, "Warnings": warnings}, 201)
 
@@ -102,7 +106,6 @@ def inspect(engine, request, id: str) -> Response:
     c = engine.runtime.get(id)
     info = c.inspect()
     info["NetworkSettings"] = {"Networks": {}, "Ports": {}, "IPAddress": ""}
-    info["Mounts"] = []
     info["ResolvConfPath"] = str(c.directory / "resolv.conf")
     info["HostnamePath"] = str(c.directory / "hostname")
     info["HostsPath"] = str(c.directory / "hosts")
@@ -113,9 +116,12 @@ def inspect(engine, request, id: str) -> Response:
 
 
 def start(engine, request, id: str) -> Response:
-    if engine.runtime.get(id).state.running:
+    found = engine.runtime.get(id)
+    if found.state.running:
         return empty(304)
+    engine.volumes.prepare_start(found)
     container = engine.runtime.start(id)
+    events.volume_events(engine, "mount", container)
     events.container_event(engine, "start", container.id, container)
     events.watch(engine, container)
     return empty(204)
@@ -130,16 +136,24 @@ def stop(engine, request, id: str) -> Response:
 
 
 def restart(engine, request, id: str) -> Response:
+    engine.volumes.prepare_start(engine.runtime.get(id))
     container = engine.runtime.restart(id, timeout=request.int_arg("t", 10))
+    events.volume_events(engine, "mount", container)
     events.container_event(engine, "restart", container.id)
     events.watch(engine, container)
     return empty(204)
 
 
 def kill(engine, request, id: str) -> Response:
+    """SIGKILL answers once the container has ended, as dockerd's Kill waits for it (so a
+    `docker ps` right after shows it exited); other signals at once."""
     sig = _signal(request.arg("signal", "KILL"))
     engine.runtime.kill(id, sig)
-    events.container_event(engine, "kill", engine.runtime.get(id).id, signal=str(int(sig)))
+    container_id = engine.runtime.get(id).id
+    events.container_event(engine, "kill", container_id, signal=str(int(sig)))
+    if sig == signals.SIGKILL:
+        with contextlib.suppress(TimeoutError, ContainerNotFound):
+            engine.runtime.wait(container_id, timeout=10)
     return empty(204)
 
 
@@ -158,6 +172,7 @@ def remove(engine, request, id: str) -> Response:
     engine.events.publish(
         "container", "destroy", container.id, name=container.name, image=container.config.image
     )
+    engine.volumes.removed_container(container, volumes=request.flag("v"))
     return empty(204)
 
 

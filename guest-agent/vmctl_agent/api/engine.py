@@ -1,4 +1,4 @@
-"""The engine behind the API: one image store, one runtime, one registry client."""
+"""The engine behind the API: one image store, one runtime, the volumes, one registry client."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from vmctl_agent.store.auth import Credentials, docker_config_credentials
 from vmctl_agent.store.images import ImageStore
 from vmctl_agent.store.pull import Puller
 from vmctl_agent.store.registry import RegistryClient, RegistryConfig
+from vmctl_agent.volumes.store import VolumeStore
+from vmctl_agent.volumes.usage import Volumes
 
 
 @dataclass
@@ -50,6 +52,8 @@ class Engine:
         self.config = config
         self.images = ImageStore(config.data_root / "image", durable_after=DURABLE_AFTER)
         self.runtime = Runtime(config.data_root, self.images)
+        volumes = VolumeStore(config.data_root / "volumes")
+        self.volumes = Volumes(volumes, self.runtime, config.shared_paths)
         self.execs: dict[str, ExecRecord] = {}
         self.events = EventBus()
         self.container_list = ListCache()

@@ -290,11 +290,23 @@ def status_of(error: Exception) -> int:
     if isinstance(error, MalformedRequest):
         return 400
     name = type(error).__name__
-    if name in ("ImageNotFound", "ContainerNotFound", "ManifestUnknown", "ExecNotFound"):
+    if name in (
+        "ImageNotFound",
+        "ContainerNotFound",
+        "ManifestUnknown",
+        "ExecNotFound",
+        "VolumeNotFound",
+    ):
         return 404
-    if name in ("ImageConflict", "ContainerConflict"):
+    if name in ("ImageConflict", "ContainerConflict", "VolumeConflict"):
         return 409
-    if name in ("InvalidReference", "InvalidSpec", "ImpossibleLimit", "PlatformNotFound"):
+    if name in (
+        "InvalidReference",
+        "InvalidSpec",
+        "ImpossibleLimit",
+        "PlatformNotFound",
+        "InvalidMount",
+    ):
         return 400
     if name == "AuthenticationError":
         return 401

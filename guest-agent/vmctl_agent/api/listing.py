@@ -83,6 +83,7 @@ def _matches(container: Container, filters: dict[str, list[str]]) -> bool:
         "id": lambda v: container.id.startswith(v),
         "label": lambda v: _label_matches(labels, v),
         "ancestor": lambda v: v in (container.config.image, container.config.image_id),
+        "volume": lambda v: _mounts(container, v),
     }
     for key, values in filters.items():
         check = checks.get(key)
@@ -91,6 +92,13 @@ def _matches(container: Container, filters: dict[str, list[str]]) -> bool:
         if not any(check(v) for v in values):
             return False
     return True
+
+
+def _mounts(container: Container, wanted: str) -> bool:
+    """`--filter volume=`: a volume's name (a bind's source) or a mount point, as dockerd
+    matches it."""
+    mounts = container.config.create_options.mounts
+    return any(wanted in (m.name or m.source, m.destination) for m in mounts if m.listed)
 
 
 def _label_matches(labels: dict[str, str], wanted: str) -> bool:
@@ -119,7 +127,7 @@ def _row(c: Container, now: float) -> tuple[dict, float]:
         "Status": status,
         "HostConfig": {"NetworkMode": c.config.network},
         "NetworkSettings": {"Networks": {}},
-        "Mounts": [],
+        "Mounts": [m.inspect() for m in c.config.create_options.mounts if m.listed],
     }
     return row, holds
 

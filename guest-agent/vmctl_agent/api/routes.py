@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from vmctl_agent.api import containers, events, execs, images, inside, listing, system
+from vmctl_agent.api import containers, events, execs, images, inside, listing, system, volumes
 from vmctl_agent.api.http import ApiError, Request, Response
 
 _ID = r"(?P<id>[^/]+)"
@@ -48,6 +48,11 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", rf"/exec/{_ID}/resize", execs.resize),
     ("GET", rf"/exec/{_ID}/json", execs.inspect),
     ("GET", rf"/vmctl/containers/{_ID}/inside", inside.inside),  # vendor: the app's Inside view
+    ("POST", r"/volumes/create", volumes.create),
+    ("POST", r"/volumes/prune", volumes.prune),
+    ("GET", r"/volumes", volumes.list_),
+    ("GET", rf"/volumes/{_NAME}", volumes.inspect),
+    ("DELETE", rf"/volumes/{_NAME}", volumes.remove),
 ]
 _COMPILED = [(method, re.compile(pattern + "$"), fn) for method, pattern, fn in ROUTES]
 _PLAIN = {(m, p): fn for m, p, fn in ROUTES if re.escape(p) == p}  # no pattern: a dict look-up

@@ -73,7 +73,7 @@ def info(engine, request) -> Response:
             "Images": len(engine.images.list()),
             "Driver": "overlay2",
             "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
-            "Plugins": {"Volume": [], "Network": ["host", "null"], "Log": ["json-file"]},
+            "Plugins": {"Volume": ["local"], "Network": ["host", "null"], "Log": ["json-file"]},
             "MemoryLimit": True,
             "SwapLimit": True,
             "CpuCfsPeriod": True,
@@ -175,6 +175,7 @@ def disk_usage(engine, request) -> Response:
     """GET /system/df: what `docker system df` sums up."""
     from vmctl_agent.api import images as image_api
     from vmctl_agent.api import listing
+    from vmctl_agent.api import volumes as volume_api
 
     images = json.loads(image_api.list_(engine, request).body)
     containers = engine.runtime.list(all=True)
@@ -196,7 +197,7 @@ def disk_usage(engine, request) -> Response:
             "LayersSize": layers,
             "Images": images,
             "Containers": rows,
-            "Volumes": [],
+            "Volumes": volume_api.disk_usage(engine),
             "BuildCache": [],
         }
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from vmctl_agent import syscalls as sc
 from vmctl_agent.runtime import capabilities, cgroupfs, logs, rootfs, shim, spec
+from vmctl_agent.runtime.mounts import Mount
 from vmctl_agent.store.images import Image
 
 NETWORKS = ("none", "host")
@@ -55,6 +56,7 @@ class ContainerConfig:
                 raw[key] = tuple(raw[key])
         for key in ("env", "cap_add", "cap_drop"):
             raw[key] = tuple(raw.get(key) or ())
+        raw["mounts"] = tuple(Mount(**m) for m in raw.get("mounts") or ())
         return spec.CreateOptions(**raw)
 
     @functools.cached_property
@@ -104,6 +106,7 @@ class ContainerConfig:
             etc_files=self._etc_files(),
             host_network=self.network == "host",
             cgroup_v2=cgroup_version == 2,
+            mounts=self.create_options.mounts,
         )
 
     def _namespaces(self, cgroup_version: int) -> int:
@@ -124,6 +127,7 @@ class ContainerConfig:
     def inspect(self) -> dict:
         """The config half of `docker inspect`."""
         options, process = self.create_options, self.process_spec
+        asked = options.mount_request
         return {
             "Id": self.id,
             "Created": self.created,
@@ -145,6 +149,7 @@ class ContainerConfig:
                 "Tty": options.tty,
                 "OpenStdin": options.open_stdin,
                 "StdinOnce": options.stdin_once,
+                "Volumes": asked.get("Volumes"),
             },
             "HostConfig": {
                 "Memory": options.memory,
@@ -159,9 +164,13 @@ class ContainerConfig:
                 "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
                 "Privileged": False,
                 "ReadonlyRootfs": False,
-                "Binds": None,
+                "Binds": asked.get("Binds"),
+                "Mounts": asked.get("Mounts"),
+                "Tmpfs": asked.get("Tmpfs"),
+                "VolumesFrom": asked.get("VolumesFrom"),
                 "PortBindings": {},
             },
+            "Mounts": [m.inspect() for m in options.mounts if m.listed],
         }
 
 

@@ -149,6 +149,10 @@ class ContainerIndex:
             raise FileNotFoundError(directory)
         return config
 
+    def configs(self) -> list[ContainerConfig]:
+        """Every container's configuration, without deriving any status (cheap)."""
+        return list(self._all_configs())
+
     def users_of(self, image_id: str) -> list[tuple[str, bool]]:
         """Containers made from `image_id`, for `docker rmi`'s checks."""
         return [(c.id, c.state.running) for c in self._all() if c.config.image_id == image_id]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from vmctl_agent.errors import AgentError
 from vmctl_agent.runtime import capabilities
+from vmctl_agent.runtime.mounts import Mount
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ENV_NAME = re.compile(r"[^=\0]+")
@@ -46,6 +47,9 @@ class CreateOptions:
     cap_drop: tuple[str, ...] = ()
     no_new_privileges: bool = False
     name: str = ""
+    mounts: tuple[Mount, ...] = ()  # resolved by the volumes room, mounted in this order
+    mount_request: dict = field(default_factory=dict)  # Binds, Mounts, Tmpfs, VolumesFrom and
+    # Config.Volumes as the client sent them: inspect shows them back
 
 
 @dataclass(frozen=True)
