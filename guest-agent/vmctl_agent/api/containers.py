@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 
-from vmctl_agent.api import events, streams
+from vmctl_agent.api import events, streams, unsupported
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.index import Container, ContainerNotFound
@@ -32,6 +32,7 @@ NO_BRIDGE = (
 
 def create(engine, request) -> Response:
     body = request.json()
+    unsupported.check_create(body)
     try:
         options, warnings = _options(body, request.arg("name"))
     except (TypeError, ValueError, AttributeError) as e:
