@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 
-from vmctl_agent.api import events, streams, unsupported
+from vmctl_agent.api import detachkeys, events, streams, unsupported
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.index import Container, ContainerNotFound
@@ -138,9 +138,13 @@ def restart(engine, request, id: str) -> Response:
 
 
 def kill(engine, request, id: str) -> Response:
+    """204 once the signal is delivered; for SIGKILL once the exit is recorded too."""
     sig = _signal(request.arg("signal", "KILL"))
-    engine.runtime.kill(id, sig)
-    events.container_event(engine, "kill", engine.runtime.get(id).id, signal=str(int(sig)))
+    container = engine.runtime.get(id)
+    if not container.state.running:
+        raise ApiError(409, f"Container {container.id} is not running")
+    events.container_event(engine, "kill", container.id, container, signal=str(int(sig)))
+    engine.runtime.kill(container.id, sig)  # before its "die", as dockerd's events come
     return empty(204)
 
 
@@ -253,49 +257,55 @@ def _log_chunks(entries, wanted: set[str], tty: bool, timestamps: bool):
 
 
 def attach(engine, request, id: str) -> Response:
-    """Hijack: output from now on (or all of it with logs=1), stdin when asked."""
+    """Hijack: output from now on (or all of it with logs=1), stdin when asked, until the
+    container ends or the client types the detach keys (the container keeps running)."""
     container = engine.runtime.get(id)
+    keys = detachkeys.parse(request.arg("detachKeys"))
     tty = container.config.create_options.tty
     wanted = {s for s in ("stdout", "stderr") if request.flag(s)}
     log_file = engine.runtime.open_log(id)
     if not request.flag("logs"):
         log_file.seek(0, os.SEEK_END)  # only what comes from now on
     stdin = request.flag("stdin") and container.config.create_options.open_stdin
+    detached = threading.Event()
 
     def session(sock: socket.socket) -> None:
         if stdin:
-            threading.Thread(target=_pump_stdin, args=(engine, id, sock), daemon=True).start()
+            pump = (engine, id, sock, detachkeys.Scanner(keys, tty), detached)
+            threading.Thread(target=_pump_stdin, args=pump, daemon=True).start()
         if request.flag("stream", True):
-            _stream_output(engine, id, sock, wanted, tty, log_file)
+            with contextlib.suppress(OSError):  # a detach shuts the socket under our writes
+                _stream_output(engine, id, sock, (wanted, tty), log_file, detached)
         log_file.close()
         _shutdown(sock)
 
     return Response(content_type=streams.RAW if tty else streams.MULTIPLEXED, hijack=session)
 
 
-def _stream_output(engine, id: str, sock, wanted: set[str], tty: bool, log_file) -> None:
-    runtime = engine.runtime
-    if not _wait_started(runtime, id):
+def _stream_output(engine, id: str, sock, how, log_file, detached: threading.Event) -> None:
+    runtime, (wanted, tty) = engine.runtime, how
+    if not _wait_started(runtime, id, detached):
         return
     offset = log_file.tell()
-    entries = logfile.read(
-        log_file, follow=True, running=lambda: _running(runtime, id), offset=offset
-    )
-    for entry in entries:
+    following = lambda: not detached.is_set() and _running(runtime, id)  # noqa: E731
+    for entry in logfile.read(log_file, follow=True, running=following, offset=offset):
+        if detached.is_set():
+            return
         if entry.stream in wanted:
             sock.sendall(streams.encode(entry.stream, entry.data, tty=tty))
 
 
-def _wait_started(runtime, id: str) -> bool:
-    """Attached before start (as `docker run` does): wait for the start; False if removed
-    without ever starting."""
-    while True:
+def _wait_started(runtime, id: str, detached: threading.Event | None = None) -> bool:
+    """Attached before start (as `docker run` does): wait for the start; False if the client
+    detached first."""
+    while detached is None or not detached.is_set():
         try:
             if runtime.get(id).state.status != "created":
                 return True
         except ContainerNotFound:
             return True  # started, ran and was auto-removed already: its output is in our file
         time.sleep(_POLL)
+    return False
 
 
 def _running(runtime, id: str) -> bool:
@@ -305,13 +315,17 @@ def _running(runtime, id: str) -> bool:
         return False
 
 
-def _pump_stdin(engine, id: str, client: socket.socket) -> None:
-    """Client bytes to the container's stdin until the client half-closes or leaves."""
+def _pump_stdin(engine, id: str, client: socket.socket, scanner, detached) -> None:
+    """Client bytes to the container's stdin until the client half-closes, leaves or types
+    the detach keys (which end its session: the socket is shut, the container runs on)."""
     with contextlib.suppress(OSError, ContainerNotFound):
         _wait_started(engine.runtime, id)
         with engine.runtime.attach_stdin(id) as target:
-            while chunk := client.recv(65536):
-                target.sendall(chunk)
+            while not scanner.detached and (chunk := client.recv(65536)):
+                target.sendall(scanner.feed(chunk))
+    if scanner.detached:
+        detached.set()
+        _shutdown(client)
 
 
 def _shutdown(sock: socket.socket) -> None:

@@ -33,6 +33,7 @@ class ExecRecord:
     attach_stdin: bool
     attach_stdout: bool
     attach_stderr: bool
+    detach_keys: str = ""
     process: ExecProcess | None = None
     running: bool = False
     exit_code: int | None = None

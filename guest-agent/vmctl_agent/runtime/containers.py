@@ -216,11 +216,19 @@ class Runtime(ContainerIndex):
             os.close(dirfd)
         return sock
 
-    def kill(self, ref: str, sig: int = signal.SIGKILL) -> None:
+    def kill(self, ref: str, sig: int = signal.SIGKILL) -> Container:
+        """Returns once `sig` is delivered and, for SIGKILL, once the exit is recorded (as
+        dockerd: an inspect or a remove right after sees the container exited)."""
         container = self.get(ref)
         if not container.state.running:
             raise ContainerConflict(f"Container {container.id} is not running")
         pids.send_signal(container.state.pid, container.state.start_time, sig)
+        if sig != signal.SIGKILL:
+            return container
+        try:
+            return self.wait(container.id, timeout=60)
+        except ContainerNotFound:  # --rm: removed as soon as it ended
+            return container
 
     def stop(self, ref: str, timeout: float = 10) -> Container:
         """The stop signal, up to `timeout` seconds' grace, then SIGKILL."""

@@ -1,0 +1,203 @@
+"""Kill, attach, exec as dockerd answers them, seen from docker-py and the docker CLI: a kill
+answered once it has happened, detach keys that end a session and leave the container running,
+exec output framed as the start asked, and an exec whose command cannot start."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+
+import docker
+import pytest
+from agentserver import serving
+from vmctl_agent.api import detachkeys
+from vmctl_agent.api.http import ApiError
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory, registry):
+    with serving(tmp_path_factory.mktemp("agent-sessions"), registry) as server:
+        assert server.docker("pull", "busybox").returncode == 0
+        yield server
+
+
+@pytest.fixture(scope="module")
+def api(agent):
+    client = docker.APIClient(base_url=agent.url, version="auto", timeout=60)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def cat(api):
+    """A running `cat` with stdin open: it echoes what a session sends it."""
+    container = api.create_container("busybox", "cat", stdin_open=True)
+    api.start(container)
+    yield container["Id"]
+    api.remove_container(container, force=True)
+
+
+def _until_eof(sock: socket.socket) -> bytes:
+    """Everything the engine sends until it ends the session (a hang fails by timeout)."""
+    sock.settimeout(60)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+# -- kill --------------------------------------------------------------------------------------
+
+
+def test_a_sigkill_is_answered_once_the_exit_is_recorded(api, agent):
+    for _ in range(5):  # each round on its own: inspect and remove come right after the kill
+        container = api.create_container("busybox", ["sleep", "300"])
+        api.start(container)
+        api.kill(container)
+        state = api.inspect_container(container)["State"]
+        assert (state["Status"], state["Running"], state["ExitCode"]) == ("exited", False, 137)
+        api.remove_container(container)
+    assert agent.docker("run", "-d", "--name", "killed", "busybox", "sleep", "300").returncode == 0
+    assert agent.docker("kill", "killed").returncode == 0
+    removed = agent.docker("rm", "killed")
+    assert removed.returncode == 0, removed.stderr
+
+
+def test_other_signals_are_delivered_and_answered_at_once(api):
+    script = 'trap "echo got USR1; exit 3" USR1; echo ready; while :; do sleep 1; done'
+    container = api.create_container("busybox", ["sh", "-c", script])
+    api.start(container)
+    logs = api.logs(container, stream=True, follow=True)
+    assert next(logs) == b"ready\n"  # the trap is set
+    api.kill(container, "SIGUSR1")
+    assert api.wait(container)["StatusCode"] == 3
+    assert api.logs(container) == b"ready\ngot USR1\n"
+    api.remove_container(container)
+
+
+def test_kill_of_a_container_not_running_is_a_409(api):
+    container = api.create_container("busybox", ["true"])
+    with pytest.raises(docker.errors.APIError) as refused:
+        api.kill(container)
+    assert refused.value.status_code == 409 and "is not running" in str(refused.value)
+    api.remove_container(container)
+
+
+# -- detach keys -------------------------------------------------------------------------------
+
+
+def test_detach_keys_spelled_as_docker_spells_them():
+    assert detachkeys.parse("") == b"\x10\x11"  # ctrl-p,ctrl-q
+    assert detachkeys.parse("ctrl-a,b,ctrl-@,ctrl-_,DEL") == b"\x01b\x00\x1f\x7f"
+    for bad in ("ctrl-1", "ctrl-", "ab", "ctrl-p,,ctrl-q"):
+        with pytest.raises(ApiError, match=re.escape(f"Invalid detach keys ({bad}) provided")):
+            detachkeys.parse(bad)
+
+
+def test_the_scanner_holds_back_a_prefix_and_never_forwards_the_keys():
+    scanner = detachkeys.Scanner(b"\x10\x11", tty=True)
+    assert scanner.feed(b"ab\x10") == b"ab"  # maybe the keys: held
+    assert scanner.feed(b"x") == b"\x10x"  # not them: forwarded after all
+    assert scanner.feed(b"\x10") == b"" and scanner.feed(b"\x11rest") == b""
+    assert scanner.detached
+    without_terminal = detachkeys.Scanner(b"\x10\x11", tty=False)
+    assert without_terminal.feed(b"\x10\x11") == b"\x10\x11" and not without_terminal.detached
+
+
+@pytest.fixture
+def terminal_cat(api):
+    container = api.create_container("busybox", "cat", stdin_open=True, tty=True)
+    api.start(container)
+    yield container["Id"]
+    api.remove_container(container, force=True)
+
+
+@pytest.mark.parametrize(("keys", "typed"), [(None, b"\x10\x11"), ("ctrl-a,b", b"\x01b")])
+def test_detach_keys_end_a_terminal_attach_and_the_container_runs_on(
+    api, terminal_cat, keys, typed
+):
+    params = {"stdin": 1, "stdout": 1, "stream": 1, **({"detachKeys": keys} if keys else {})}
+    sock = api.attach_socket(terminal_cat, params=params)._sock
+    sock.sendall(typed + b"never\n")  # nothing after the keys reaches the container
+    assert b"never" not in _until_eof(sock)
+    assert api.inspect_container(terminal_cat)["State"]["Running"] is True
+    sock.close()
+
+
+def test_without_a_terminal_the_keys_are_data(api, cat):
+    sock = api.attach_socket(cat, params={"stdin": 1, "stdout": 1, "stream": 1})._sock
+    sock.sendall(b"a\x10\x11b\n")
+    assert sock.recv(64) == b"\x01\0\0\0\0\0\0\x05a\x10\x11b\n"
+    sock.close()
+
+
+def test_exec_detach_keys_end_a_terminal_exec_and_it_runs_on(api, cat):
+    made = api.exec_create(cat, "cat", stdin=True, tty=True, detach_keys="ctrl-x")
+    sock = api.exec_start(made, tty=True, socket=True)._sock
+    sock.sendall(b"\x18never\n")
+    assert b"never" not in _until_eof(sock)
+    inspected = api.exec_inspect(made)
+    assert (inspected["Running"], inspected["DetachKeys"]) == (True, "ctrl-x")
+    assert api.inspect_container(cat)["State"]["Running"] is True
+
+
+def test_the_cli_detaches_with_its_detach_keys(agent, terminal_cat):
+    env = {**os.environ, "DOCKER_HOST": agent.url, "DOCKER_CONFIG": str(agent.workdir)}
+    cmd = f"docker attach --detach-keys ctrl-a,b {terminal_cat}"
+    run = subprocess.run(
+        [shutil.which("script"), "-qec", cmd, "/dev/null"],
+        input="\x01b", capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert "read escape sequence" in run.stdout + run.stderr
+    assert agent.docker("inspect", "-f", "{{.State.Running}}", terminal_cat).stdout == "true\n"
+
+
+def test_invalid_detach_keys_are_refused_in_dockers_words(api, cat):
+    with pytest.raises(docker.errors.APIError, match=r"Invalid detach keys \(ctrl-1\) provided"):
+        api.attach_socket(cat, params={"stdin": 1, "stream": 1, "detachKeys": "ctrl-1"})
+    with pytest.raises(docker.errors.APIError, match=r"Invalid detach keys \(ctrl-\) provided"):
+        api.exec_create(cat, "cat", detach_keys="ctrl-")
+
+
+# -- exec output and failures -------------------------------------------------------------------
+
+
+def test_exec_output_is_framed_as_the_start_body_says(api, cat):
+    with_tty = api.exec_create(cat, ["echo", "0123456789"], tty=True)
+    assert api.exec_start(with_tty, tty=False) == b"0123456789\r\n"  # multiplexed, whole
+    without = api.exec_create(cat, ["sh", "-c", "echo out; echo err >&2"])
+    assert api.exec_start(without, tty=True) in (b"out\nerr\n", b"err\nout\n")  # raw
+    assert api.exec_start(api.exec_create(cat, ["echo", "x"]), demux=True) == (b"x\n", None)
+
+
+@pytest.mark.parametrize(
+    ("cmd", "code", "why"),
+    [
+        ("nosuch", 127, 'exec: "nosuch": executable file not found in $PATH'),
+        ("/no/such", 127, 'exec: "/no/such": stat /no/such: no such file or directory'),
+        ("/etc/passwd", 126, 'exec: "/etc/passwd": permission denied'),
+    ],
+)
+def test_an_exec_whose_command_cannot_start(api, agent, cat, cmd, code, why):
+    made = api.exec_create(cat, [cmd])
+    out = api.exec_start(made)
+    assert (
+        out
+        == (
+            f"OCI runtime exec failed: exec failed: unable to start container process: {why}"
+            ": unknown\r\n"
+        ).encode()
+    )
+    inspected = api.exec_inspect(made)
+    assert (inspected["Running"], inspected["ExitCode"]) == (False, code)
+    with pytest.raises(docker.errors.APIError) as again:
+        api.exec_start(made)
+    assert again.value.status_code == 409
+    cli = agent.docker("exec", cat, cmd)
+    assert cli.returncode == code and why in cli.stdout + cli.stderr
+    assert api.inspect_container(cat)["State"]["Running"] is True
