@@ -38,6 +38,7 @@ class ContainerConfig:
     layers: tuple[str, ...]  # lower dirs, top first
     limits: dict = field(default_factory=dict)
     stop_signal: int = signal.SIGTERM
+    config_env: tuple[str, ...] | None = None  # Config.Env (None: made before it was kept)
 
     def to_json(self) -> dict:
         """Shallow: the fields already hold plain JSON values (asdict would deep-copy them)."""
@@ -136,7 +137,7 @@ class ContainerConfig:
             "Config": {
                 "Hostname": self.hostname,
                 "User": options.user,
-                "Env": list(process.env),
+                "Env": list(process.env if self.config_env is None else self.config_env),
                 "Cmd": list(options.cmd) if options.cmd is not None else None,
                 "Entrypoint": list(options.entrypoint) if options.entrypoint else None,
                 "Image": self.image,
@@ -208,6 +209,7 @@ def build_config(
         layers=tuple(layers),
         limits=asdict(limits),
         stop_signal=_stop_signal(image_config.get("StopSignal")),
+        config_env=spec.config_env(image_config.get("Env") or (), options.env),
     )
 
 

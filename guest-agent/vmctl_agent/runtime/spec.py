@@ -83,14 +83,25 @@ def command(image_config: dict, options: CreateOptions) -> tuple[str, ...]:
     return args
 
 
+def config_env(image_env: Sequence[str], extra: Sequence[str]) -> tuple[str, ...]:
+    """`Config.Env` as dockerd keeps it: ours as given (a bare `NAME` too: "unset"), then
+    the image's entries we did not name."""
+    ours = {entry.partition("=")[0] for entry in extra}
+    return (*extra, *(e for e in image_env if e.partition("=")[0] not in ours))
+
+
 def environment(image_env: Sequence[str], extra: Sequence[str], hostname: str, home: str):
-    """The image's env with ours on top; PATH, HOSTNAME and HOME as Docker sets them."""
+    """The image's env with ours on top (a bare `NAME` unsets it); PATH, HOSTNAME and HOME
+    as Docker sets them."""
     merged: dict[str, str] = {}
     for entry in (*image_env, *extra):
         name, sep, value = entry.partition("=")
         if not _ENV_NAME.fullmatch(name):
             raise InvalidSpec(f"invalid environment variable: {entry!r}")
-        merged[name] = value if sep else os.environ.get(name, "")
+        if sep:
+            merged[name] = value
+        else:
+            merged.pop(name, None)
     merged.setdefault("PATH", DEFAULT_PATH.partition("=")[2])
     merged = {"HOSTNAME": hostname, **merged}
     merged.setdefault("HOME", home)
