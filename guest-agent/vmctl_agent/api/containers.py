@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 
-from vmctl_agent.api import detachkeys, events, streams, unsupported
+from vmctl_agent.api import detachkeys, events, inspection, streams, unsupported
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.index import Container, ContainerNotFound
@@ -102,12 +102,14 @@ def _network(mode: str) -> tuple[str, list[str]]:
 def inspect(engine, request, id: str) -> Response:
     c = engine.runtime.get(id)
     info = c.inspect()
-    info["NetworkSettings"] = {"Networks": {}, "Ports": {}, "IPAddress": ""}
-    info["Mounts"] = []
     info["ResolvConfPath"] = str(c.directory / "resolv.conf")
     info["HostnamePath"] = str(c.directory / "hostname")
     info["HostsPath"] = str(c.directory / "hosts")
-    return json_response(info)
+    info["ExecIDs"] = [e.id for e in engine.execs.values() if e.container_id == c.id] or None
+    cgroupns = "private" if engine.runtime.cgroups.version == 2 else "host"  # as we run it
+    info["HostConfig"]["CgroupnsMode"] = cgroupns
+    info["HostConfig"]["PidsLimit"] = info["HostConfig"].get("PidsLimit") or None  # 0: none
+    return json_response(inspection.complete(info, inspection.CONTAINER))
 
 
 # -- lifecycle ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import struct
 import termios
 import threading
 
-from vmctl_agent.api import detachkeys, streams
+from vmctl_agent.api import detachkeys, inspection, streams
 from vmctl_agent.api.engine import ExecRecord
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
 from vmctl_agent.errors import AgentError
@@ -177,24 +177,27 @@ def _drain(fd: int) -> None:
 def inspect(engine, request, id: str) -> Response:
     r = _record(engine, id)
     return json_response(
-        {
-            "ID": r.id,
-            "Running": r.running,
-            "ExitCode": r.exit_code,
-            "ProcessConfig": {
-                "tty": r.tty,
-                "entrypoint": r.cmd[0],
-                "arguments": list(r.cmd[1:]),
-                "user": r.user,
+        inspection.complete(
+            {
+                "ID": r.id,
+                "Running": r.running,
+                "ExitCode": r.exit_code,
+                "ProcessConfig": {
+                    "tty": r.tty,
+                    "entrypoint": r.cmd[0],
+                    "arguments": list(r.cmd[1:]),
+                    "user": r.user,
+                },
+                "OpenStdin": r.attach_stdin,
+                "OpenStderr": r.attach_stderr,
+                "OpenStdout": r.attach_stdout,
+                "CanRemove": False,
+                "ContainerID": r.container_id,
+                "DetachKeys": r.detach_keys,
+                "Pid": r.pid,
             },
-            "OpenStdin": r.attach_stdin,
-            "OpenStderr": r.attach_stderr,
-            "OpenStdout": r.attach_stdout,
-            "CanRemove": False,
-            "ContainerID": r.container_id,
-            "DetachKeys": r.detach_keys,
-            "Pid": r.pid,
-        }
+            inspection.EXEC,
+        )
     )
 
 

@@ -7,6 +7,7 @@ import queue
 import threading
 from datetime import datetime
 
+from vmctl_agent.api import inspection
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
 from vmctl_agent.store import archive
 from vmctl_agent.store import reference as refs
@@ -93,7 +94,9 @@ def _progress(first: dict, progress: queue.Queue):
 
 
 def inspect(engine, request, name: str) -> Response:
-    return json_response(engine.images.get(name).inspect())
+    info = engine.images.get(name).inspect()
+    info["VirtualSize"] = info["Size"]
+    return json_response(inspection.complete(info, inspection.IMAGE))
 
 
 def tag(engine, request, name: str) -> Response:
