@@ -201,3 +201,12 @@ def test_an_exec_whose_command_cannot_start(api, agent, cat, cmd, code, why):
     cli = agent.docker("exec", cat, cmd)
     assert cli.returncode == code and why in cli.stdout + cli.stderr
     assert api.inspect_container(cat)["State"]["Running"] is True
+
+
+def test_an_attach_without_stream_gives_what_is_logged_already(api):
+    container = api.create_container("busybox", ["echo", "hello"])
+    api.start(container)
+    api.wait(container)
+    assert api.attach(container, logs=True, stream=False) == b"hello\n"
+    assert api.attach(container, logs=False, stream=False) == b""
+    api.remove_container(container)

@@ -275,9 +275,9 @@ def attach(engine, request, id: str) -> Response:
         if stdin:
             pump = (engine, id, sock, detachkeys.Scanner(keys, tty), detached)
             threading.Thread(target=_pump_stdin, args=pump, daemon=True).start()
-        if request.flag("stream", True):
-            with contextlib.suppress(OSError):  # a detach shuts the socket under our writes
-                _stream_output(engine, id, sock, (wanted, tty), log_file, detached)
+        follow = request.flag("stream", True)
+        with contextlib.suppress(OSError):  # a detach shuts the socket under our writes
+            _stream_output(engine, id, sock, (wanted, tty, follow), log_file, detached)
         log_file.close()
         _shutdown(sock)
 
@@ -285,12 +285,15 @@ def attach(engine, request, id: str) -> Response:
 
 
 def _stream_output(engine, id: str, sock, how, log_file, detached: threading.Event) -> None:
-    runtime, (wanted, tty) = engine.runtime, how
-    if not _wait_started(runtime, id, detached):
+    """stream=1: until the container ends or the client detaches; stream=0: what is logged
+    already (all of it with logs=1, else nothing)."""
+    runtime, (wanted, tty, follow) = engine.runtime, how
+    if follow and not _wait_started(runtime, id, detached):
         return
     offset = log_file.tell()
     following = lambda: not detached.is_set() and _running(runtime, id)  # noqa: E731
-    for entry in logfile.read(log_file, follow=True, running=following, offset=offset):
+    entries = logfile.read(log_file, follow=follow, running=following, offset=offset)
+    for entry in entries:
         if detached.is_set():
             return
         if entry.stream in wanted:
