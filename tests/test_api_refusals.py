@@ -96,7 +96,6 @@ REFUSED_FLAGS = [
     (["--init"], "HostConfig.Init"),
     (["--cpu-shares", "512"], "HostConfig.CpuShares"),
     (["--read-only"], "HostConfig.ReadonlyRootfs"),
-    (["--stop-signal", "USR1"], "Config.StopSignal"),
     (["--volumes-from", "other"], "HostConfig.VolumesFrom"),
 ]
 

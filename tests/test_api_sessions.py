@@ -88,6 +88,26 @@ def test_kill_of_a_container_not_running_is_a_409(api):
     api.remove_container(container)
 
 
+def test_stop_signal_and_stop_timeout_given_at_create(api, agent):
+    script = 'trap "echo got USR1; exit 3" USR1; echo ready; while :; do sleep 1; done'
+    run = agent.docker(
+        "run", "-d", "--stop-signal", "USR1", "--stop-timeout", "30", "busybox", "sh", "-c",
+        script,
+    )  # fmt: skip
+    cid = run.stdout.strip()
+    assert run.returncode == 0, run.stderr
+    config = api.inspect_container(cid)["Config"]
+    assert (config["StopSignal"], config["StopTimeout"]) == ("USR1", 30)
+    assert next(api.logs(cid, stream=True, follow=True)) == b"ready\n"
+    assert agent.docker("stop", cid).returncode == 0
+    assert api.wait(cid)["StatusCode"] == 3 and api.logs(cid) == b"ready\ngot USR1\n"
+    unset = api.inspect_container(api.create_container("busybox", ["true"]))["Config"]
+    assert "StopSignal" not in unset and "StopTimeout" not in unset
+    with pytest.raises(docker.errors.APIError, match="Invalid signal: SIGNOPE"):
+        api.create_container("busybox", ["true"], stop_signal="SIGNOPE")
+    api.remove_container(cid)
+
+
 # -- detach keys -------------------------------------------------------------------------------
 
 

@@ -74,6 +74,8 @@ def _options(body: dict, name: str) -> tuple[CreateOptions, list[str]]:
         cap_drop=tuple(host.get("CapDrop") or ()),
         no_new_privileges=any(s.startswith("no-new-privileges") for s in security),
         name=name,
+        stop_signal=body.get("StopSignal") or "",
+        stop_timeout=None if body.get("StopTimeout") is None else int(body["StopTimeout"]),
     )
     return options, warnings
 
@@ -127,16 +129,25 @@ def start(engine, request, id: str) -> Response:
 def stop(engine, request, id: str) -> Response:
     if not engine.runtime.get(id).state.running:
         return empty(304)
-    container = engine.runtime.stop(id, timeout=request.int_arg("t", 10))
+    container = engine.runtime.stop(id, timeout=_stop_timeout(engine, request, id))
     events.container_event(engine, "stop", container.id)
     return empty(204)
 
 
 def restart(engine, request, id: str) -> Response:
-    container = engine.runtime.restart(id, timeout=request.int_arg("t", 10))
+    container = engine.runtime.restart(id, timeout=_stop_timeout(engine, request, id))
     events.container_event(engine, "restart", container.id)
     events.watch(engine, container)
     return empty(204)
+
+
+def _stop_timeout(engine, request, id: str) -> float | None:
+    """`t`, else the container's StopTimeout, else 10 s; negative: wait as long as it takes."""
+    seconds = request.int_arg("t")
+    if seconds is None:
+        seconds = engine.runtime.get(id).config.create_options.stop_timeout
+    seconds = 10 if seconds is None else seconds
+    return None if seconds < 0 else seconds
 
 
 def kill(engine, request, id: str) -> Response:

@@ -22,8 +22,6 @@ CREATE_FIELDS: tuple[tuple[str, str, tuple], ...] = (
     ("Config.Healthcheck.StartInterval", "health checks", ()),
     ("Config.MacAddress", "a MAC address", ()),
     ("Config.NetworkDisabled", "disabling the network", ()),
-    ("Config.StopSignal", "a stop signal", ()),
-    ("Config.StopTimeout", "a stop timeout", ()),
     ("Config.Runtime", "another runtime", ("vmctl",)),
     ("HostConfig.Annotations", "annotations", ()),
     ("HostConfig.Binds", "bind mounts and volumes", ()),

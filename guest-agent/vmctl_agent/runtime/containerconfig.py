@@ -146,6 +146,7 @@ class ContainerConfig:
                 "Tty": options.tty,
                 "OpenStdin": options.open_stdin,
                 "StdinOnce": options.stdin_once,
+                **self._stop_settings(),
             },
             "HostConfig": {
                 "Memory": options.memory,
@@ -164,6 +165,15 @@ class ContainerConfig:
                 "PortBindings": {},
             },
         }
+
+    def _stop_settings(self) -> dict:
+        """Config.StopSignal and StopTimeout, present only when set (as dockerd has them)."""
+        options, settings = self.create_options, {}
+        if options.stop_signal or self.stop_signal != signal.SIGTERM:
+            settings["StopSignal"] = options.stop_signal or signal.Signals(self.stop_signal).name
+        if options.stop_timeout is not None:
+            settings["StopTimeout"] = options.stop_timeout
+        return settings
 
 
 def build_config(
@@ -208,7 +218,7 @@ def build_config(
         hostname=hostname,
         layers=tuple(layers),
         limits=asdict(limits),
-        stop_signal=_stop_signal(image_config.get("StopSignal")),
+        stop_signal=_stop_signal(options.stop_signal or image_config.get("StopSignal")),
         config_env=spec.config_env(image_config.get("Env") or (), options.env),
     )
 

@@ -230,8 +230,9 @@ class Runtime(ContainerIndex):
         except ContainerNotFound:  # --rm: removed as soon as it ended
             return container
 
-    def stop(self, ref: str, timeout: float = 10) -> Container:
-        """The stop signal, up to `timeout` seconds' grace, then SIGKILL."""
+    def stop(self, ref: str, timeout: float | None = 10) -> Container:
+        """The stop signal, up to `timeout` seconds' grace (None: as long as it takes), then
+        SIGKILL."""
         container = self.get(ref)
         if not container.state.running:
             return container
@@ -244,7 +245,7 @@ class Runtime(ContainerIndex):
             pids.send_signal(container.state.pid, container.state.start_time, signal.SIGKILL)
             return self.wait(container.id, timeout=30)
 
-    def restart(self, ref: str, timeout: float = 10) -> Container:
+    def restart(self, ref: str, timeout: float | None = 10) -> Container:
         self.stop(ref, timeout)
         return self.start(ref)
 

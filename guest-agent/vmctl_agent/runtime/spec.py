@@ -46,6 +46,8 @@ class CreateOptions:
     cap_drop: tuple[str, ...] = ()
     no_new_privileges: bool = False
     name: str = ""
+    stop_signal: str = ""  # the image's (or SIGTERM) when empty
+    stop_timeout: int | None = None  # seconds `docker stop` waits when not told; None: 10
 
 
 @dataclass(frozen=True)
