@@ -164,6 +164,8 @@ def test_exec_detach_keys_end_a_terminal_exec_and_it_runs_on(api, cat):
     inspected = api.exec_inspect(made)
     assert (inspected["Running"], inspected["DetachKeys"]) == (True, "ctrl-x")
     assert api.inspect_container(cat)["State"]["Running"] is True
+    commands = [row[-1] for row in api.top(cat)["Processes"]]  # the exec's helper is not one
+    assert commands == ["cat", "cat"]
 
 
 def test_the_cli_detaches_with_its_detach_keys(agent, terminal_cat):

@@ -361,9 +361,19 @@ def top(engine, request, id: str) -> Response:
     container = engine.runtime.get(id)
     if not container.state.running:
         raise ApiError(409, f"Container {container.id} is not running")
-    rows = [_process_row(pid) for pid in engine.runtime.cgroups.procs(container.id)]
+    inside = _pid_namespace(container.state.pid)
+    pids = engine.runtime.cgroups.procs(container.id)
+    rows = [_process_row(p) for p in pids if _pid_namespace(p) == inside]
     titles = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
     return json_response({"Titles": titles, "Processes": [r for r in rows if r]})
+
+
+def _pid_namespace(pid: int) -> str | None:
+    """Which PID namespace: an exec's helper shares the cgroup but stays outside it."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
 
 
 def _process_row(pid: int) -> list[str] | None:
