@@ -55,6 +55,7 @@ CREATE_FIELDS: tuple[tuple[str, str, tuple], ...] = (
     ("HostConfig.IOMaximumBandwidth", "an I/O bandwidth limit", ()),
     ("HostConfig.IOMaximumIOps", "an I/O operations limit", ()),
     ("HostConfig.IpcMode", "an IPC mode", ("private", "shareable")),
+    ("HostConfig.Isolation", "an isolation technology", ("default",)),
     ("HostConfig.KernelMemory", "a kernel memory limit", ()),
     ("HostConfig.KernelMemoryTCP", "a kernel TCP memory limit", ()),
     ("HostConfig.Links", "links", ()),
