@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from vmctl_agent.api import containers, events, execs, images, listing, system
+from vmctl_agent.api import attach, containers, events, execs, images, listing, system
 from vmctl_agent.api.http import ApiError, Request, Response
 
 _ID = r"(?P<id>[^/]+)"
@@ -36,7 +36,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", rf"/containers/{_ID}/restart", containers.restart),
     ("POST", rf"/containers/{_ID}/kill", containers.kill),
     ("POST", rf"/containers/{_ID}/wait", containers.wait),
-    ("POST", rf"/containers/{_ID}/attach", containers.attach),
+    ("POST", rf"/containers/{_ID}/attach", attach.attach),
     ("POST", rf"/containers/{_ID}/resize", containers.resize),
     ("GET", rf"/containers/{_ID}/logs", containers.logs),
     ("GET", rf"/containers/{_ID}/top", containers.top),
