@@ -47,6 +47,10 @@ def test_container_inspect_has_every_field_of_dockerds(api):
     assert host["Init"] is None and host["Tmpfs"] is None and host["PidsLimit"] is None
     assert ours["Config"]["Domainname"] == "" and ours["Config"]["Volumes"] is None
     assert "Health" not in ours["State"] and "StopTimeout" not in ours["Config"]  # as dockerd
+    assert host["Isolation"] == ""
+    isolated = api.create_container("busybox", ["true"], host_config={"Isolation": "default"})
+    assert api.inspect_container(isolated)["HostConfig"]["Isolation"] == "default"
+    api.remove_container(isolated)
     exec_id = api.exec_create(container, ["true"])["Id"]
     assert api.inspect_container(container)["ExecIDs"] == [exec_id]
     assert sorted(fields(DOCKERD["exec"]) - fields(api.exec_inspect(exec_id))) == []

@@ -74,6 +74,7 @@ def _options(body: dict, name: str) -> tuple[CreateOptions, list[str]]:
         name=name,
         stop_signal=body.get("StopSignal") or "",
         stop_timeout=None if body.get("StopTimeout") is None else int(body["StopTimeout"]),
+        isolation=host.get("Isolation") or "",
     )
     return options, warnings
 

@@ -163,6 +163,7 @@ class ContainerConfig:
                 "ReadonlyRootfs": False,
                 "Binds": None,
                 "PortBindings": {},
+                "Isolation": options.isolation,
             },
         }
 

@@ -48,6 +48,7 @@ class CreateOptions:
     name: str = ""
     stop_signal: str = ""  # the image's (or SIGTERM) when empty
     stop_timeout: int | None = None  # seconds `docker stop` waits when not told; None: 10
+    isolation: str = ""  # "" or "default": Linux has no other
 
 
 @dataclass(frozen=True)
