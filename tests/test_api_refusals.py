@@ -147,3 +147,15 @@ def test_docker_py_defaults_and_zero_values_are_accepted(agent):
         client.containers.run("busybox", ["true"], volumes=["/tmp:/data"], remove=True)
     assert refused.value.status_code == 400
     assert "HostConfig.Binds is not supported" in str(refused.value)
+
+
+def test_swarm_endpoints_answer_as_a_node_outside_a_swarm(agent):
+    client = docker.APIClient(base_url=agent.url, version="auto", timeout=60)
+    assert client.leave_swarm(force=True) is True  # docker-py's tidy-up after network tests
+    with pytest.raises(docker.errors.APIError) as outside:
+        client.inspect_swarm()
+    assert outside.value.status_code == 503 and "not a swarm manager" in str(outside.value)
+    services = agent.docker("service", "ls")
+    assert services.returncode == 1 and "This node is not a swarm manager" in services.stderr
+    init = agent.docker("swarm", "init")
+    assert init.returncode == 1 and "swarm mode is not supported by this engine" in init.stderr

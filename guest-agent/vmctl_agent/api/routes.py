@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from vmctl_agent.api import attach, containers, events, execs, images, listing, system
+from vmctl_agent.api import attach, containers, events, execs, images, listing, swarm, system
 from vmctl_agent.api.http import ApiError, Request, Response
 
 _ID = r"(?P<id>[^/]+)"
@@ -46,6 +46,10 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", rf"/exec/{_ID}/start", execs.start),
     ("POST", rf"/exec/{_ID}/resize", execs.resize),
     ("GET", rf"/exec/{_ID}/json", execs.inspect),
+    ("POST", r"/swarm/leave", swarm.leave),
+    ("POST", r"/swarm/(?:init|join)", swarm.unsupported),
+    ("GET", r"/swarm", swarm.not_a_manager),
+    ("GET", r"/(?P<kind>services|nodes|tasks|secrets|configs)(?:/.*)?", swarm.not_a_manager),
 ]
 _COMPILED = [(method, re.compile(pattern + "$"), fn) for method, pattern, fn in ROUTES]
 _PLAIN = {(m, p): fn for m, p, fn in ROUTES if re.escape(p) == p}  # no pattern: a dict look-up
