@@ -39,7 +39,8 @@ def test_each_field_not_honoured_is_refused_by_name(path):
         with pytest.raises(ApiError) as refused:
             check_create(_body_with(path, value))
         assert refused.value.status == 400
-        assert str(refused.value).startswith(f"{path} is not supported by this engine yet (")
+        named = path.replace("*", "none")  # the endpoint's network, by name
+        assert str(refused.value).startswith(f"{named} is not supported by this engine yet (")
 
 
 @pytest.mark.parametrize("path", [row[0] for row in CREATE_FIELDS])

@@ -110,9 +110,9 @@ def check_create(body: dict) -> None:
     document["NetworkingConfig"] = body.get("NetworkingConfig") or {}
     _check_log_driver(document["HostConfig"])
     for path, what, accepted in CREATE_FIELDS:
-        for value in _values(document, path.split(".")):
+        for where, value in _values(document, path.split(".")):
             if not is_zero(value) and value not in accepted:
-                raise ApiError(400, f"{path} is not supported by this engine yet ({what})")
+                raise ApiError(400, f"{where} is not supported by this engine yet ({what})")
     for opt in document["HostConfig"].get("SecurityOpt") or ():
         if not opt.startswith("no-new-privileges") and opt not in SECURITY_OPTS:
             raise ApiError(400, f"HostConfig.SecurityOpt {opt!r} is not supported yet")
@@ -124,18 +124,18 @@ def _check_log_driver(host: dict) -> None:
         raise ApiError(400, f"logger: no log driver named '{driver}' is registered")
 
 
-def _values(document, keys: list[str]):
-    """The values at a dotted path; `*` stands for every value of an object."""
+def _values(document, keys: list[str], where: str = ""):
+    """(path, value) at a dotted path; `*` stands for each key of an object (then named)."""
     if not keys:
-        yield document
+        yield where, document
         return
     if not isinstance(document, dict):
         return
     key, rest = keys[0], keys[1:]
-    children = document.values() if key == "*" else [document.get(key)]
-    for child in children:
-        if child is not None:
-            yield from _values(child, rest)
+    names = list(document) if key == "*" else [key]
+    for name in names:
+        if document.get(name) is not None:
+            yield from _values(document[name], rest, f"{where}.{name}" if where else name)
 
 
 def is_zero(value) -> bool:
