@@ -160,3 +160,15 @@ def test_swarm_endpoints_answer_as_a_node_outside_a_swarm(agent):
     assert services.returncode == 1 and "This node is not a swarm manager" in services.stderr
     init = agent.docker("swarm", "init")
     assert init.returncode == 1 and "swarm mode is not supported by this engine" in init.stderr
+
+
+def test_a_start_with_a_body_is_refused_as_dockerd_does(agent):
+    client = docker.APIClient(base_url=agent.url, version="auto", timeout=60)
+    container = client.create_container("busybox", ["true"])
+    url = client._url("/containers/{0}/start", container["Id"])
+    answer = client._post_json(url, data={"Binds": ["/tmp:/data"]})
+    assert answer.status_code == 400
+    assert "non-empty request body was deprecated since API v1.22" in answer.json()["message"]
+    assert client.inspect_container(container)["State"]["Status"] == "created"
+    assert client._post_json(url, data={}).status_code == 204
+    client.remove_container(container, force=True)

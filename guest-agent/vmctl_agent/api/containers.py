@@ -117,6 +117,12 @@ def inspect(engine, request, id: str) -> Response:
 
 
 def start(engine, request, id: str) -> Response:
+    if request.json():  # a HostConfig given at start would otherwise be dropped unseen
+        raise ApiError(
+            400,
+            "starting container with non-empty request body was deprecated since API v1.22 "
+            "and removed in v1.24",
+        )
     if engine.runtime.get(id).state.running:
         return empty(304)
     container = engine.runtime.start(id)
