@@ -14,6 +14,7 @@ from pathlib import Path
 import dockerpy_suite as suite
 import pytest
 from agentserver import AgentServer
+from registry import Registry
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,16 +24,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory, registry) -> suite.Outcomes:
-    suite.push_stand_ins(registry)
-    workdir = tmp_path_factory.mktemp("dockerpy")
+def outcomes(tmp_path_factory) -> suite.Outcomes:
     folder = suite.find_suite(REPO)
     before = sorted(p.name for p in folder.iterdir())
-    server = AgentServer(workdir, registry)
-    try:
-        junit = suite.run_suite(folder, server.url, workdir)
-    finally:
-        server.stop()
+    workdir = tmp_path_factory.mktemp("dockerpy")
+    with Registry(tmp_path_factory.mktemp("dockerpy-registry")) as registry:  # its own names
+        suite.push_stand_ins(registry)
+        server = AgentServer(workdir, registry)
+        try:
+            junit = suite.run_suite(folder, server.url, workdir)
+        finally:
+            server.stop()
     assert sorted(p.name for p in folder.iterdir()) == before  # nothing written beside it
     if not junit.exists():
         pytest.fail(f"docker-py's suite did not run:\n{(workdir / 'suite.log').read_text()}")
