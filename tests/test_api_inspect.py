@@ -76,3 +76,18 @@ def test_a_bare_env_name_is_kept_as_given_and_means_unset(api):
     assert "Other=one" in seen and "Blank=" in seen
     assert not [e for e in seen if e.startswith(("Foo", "QT_QPA_PLATFORM"))]
     api.remove_container(container)
+
+
+def test_sizes_are_given_when_asked(api):
+    container = api.create_container("busybox", ["sh", "-c", "head -c 100000 /dev/zero > /big"])
+    api.start(container)
+    api.wait(container)
+    url = api._url("/containers/{0}/json", container["Id"])
+    sized = api._result(api._get(url, params={"size": 1}), json=True)
+    image_size = api.inspect_image("busybox")["Size"]
+    assert sized["SizeRw"] >= 100000 and sized["SizeRootFs"] == sized["SizeRw"] + image_size
+    assert "SizeRw" not in api.inspect_container(container)
+    (row,) = [r for r in api.containers(all=True, size=True) if r["Id"] == container["Id"]]
+    assert (row["SizeRw"], row["SizeRootFs"]) == (sized["SizeRw"], sized["SizeRootFs"])
+    assert "SizeRw" not in api.containers(all=True)[0]
+    api.remove_container(container)

@@ -110,7 +110,17 @@ def inspect(engine, request, id: str) -> Response:
     cgroupns = "private" if engine.runtime.cgroups.version == 2 else "host"  # as we run it
     info["HostConfig"]["CgroupnsMode"] = cgroupns
     info["HostConfig"]["PidsLimit"] = info["HostConfig"].get("PidsLimit") or None  # 0: none
+    if request.flag("size"):
+        info.update(disk_sizes(engine, c))
     return json_response(inspection.complete(info, inspection.CONTAINER))
+
+
+def disk_sizes(engine, container: Container) -> dict[str, int]:
+    """SizeRw (what the container wrote) and SizeRootFs (that and its image), for size=1."""
+    written = tree_size(container.directory / "upper")
+    image_id = container.config.image_id
+    image = engine.images.get(image_id).record.size if engine.images.exists(image_id) else 0
+    return {"SizeRw": written, "SizeRootFs": written + image}
 
 
 # -- lifecycle ---------------------------------------------------------------------------------
