@@ -108,6 +108,26 @@ def test_stop_signal_and_stop_timeout_given_at_create(api, agent):
     api.remove_container(cid)
 
 
+def test_stop_with_a_signal_of_its_own(api, agent):
+    script = 'trap "echo got USR2; exit 4" USR2; echo ready; while :; do sleep 1; done'
+    container = api.create_container("busybox", ["sh", "-c", script])
+    api.start(container)
+    assert next(api.logs(container, stream=True, follow=True)) == b"ready\n"
+    stopped = agent.docker("stop", "--signal", "USR2", container["Id"])
+    assert stopped.returncode == 0, stopped.stderr
+    assert api.wait(container)["StatusCode"] == 4
+    refused = agent.docker("stop", "--signal", "NOPE", container["Id"])
+    assert "Invalid signal: NOPE" in refused.stderr
+    api.remove_container(container)
+
+
+def test_top_says_it_cannot_take_ps_args(api, agent, cat):
+    refused = agent.docker("top", cat, "aux")
+    assert refused.returncode == 1
+    assert "ps_args other than -ef are not supported by this engine yet" in refused.stderr
+    assert agent.docker("top", cat, "-ef").returncode == 0
+
+
 # -- detach keys -------------------------------------------------------------------------------
 
 

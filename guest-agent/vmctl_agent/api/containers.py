@@ -142,15 +142,17 @@ def start(engine, request, id: str) -> Response:
 
 
 def stop(engine, request, id: str) -> Response:
+    sig = _signal(request.arg("signal")) if request.arg("signal") else None
     if not engine.runtime.get(id).state.running:
         return empty(304)
-    container = engine.runtime.stop(id, timeout=_stop_timeout(engine, request, id))
+    container = engine.runtime.stop(id, timeout=_stop_timeout(engine, request, id), sig=sig)
     events.container_event(engine, "stop", container.id)
     return empty(204)
 
 
 def restart(engine, request, id: str) -> Response:
-    container = engine.runtime.restart(id, timeout=_stop_timeout(engine, request, id))
+    sig = _signal(request.arg("signal")) if request.arg("signal") else None
+    container = engine.runtime.restart(id, timeout=_stop_timeout(engine, request, id), sig=sig)
     events.container_event(engine, "restart", container.id)
     events.watch(engine, container)
     return empty(204)
@@ -293,6 +295,8 @@ def resize(engine, request, id: str) -> Response:
 
 
 def top(engine, request, id: str) -> Response:
+    if request.arg("ps_args", "-ef") != "-ef":  # the rows are ps -ef's, built here
+        raise ApiError(400, "ps_args other than -ef are not supported by this engine yet")
     container = engine.runtime.get(id)
     if not container.state.running:
         raise ApiError(409, f"Container {container.id} is not running")

@@ -230,23 +230,22 @@ class Runtime(ContainerIndex):
         except ContainerNotFound:  # --rm: removed as soon as it ended
             return container
 
-    def stop(self, ref: str, timeout: float | None = 10) -> Container:
-        """The stop signal, up to `timeout` seconds' grace (None: as long as it takes), then
-        SIGKILL."""
+    def stop(self, ref: str, timeout: float | None = 10, sig: int | None = None) -> Container:
+        """The stop signal (or `sig`), up to `timeout` seconds' grace (None: as long as it
+        takes), then SIGKILL."""
         container = self.get(ref)
         if not container.state.running:
             return container
-        pids.send_signal(
-            container.state.pid, container.state.start_time, container.config.stop_signal
-        )
+        sig = container.config.stop_signal if sig is None else sig
+        pids.send_signal(container.state.pid, container.state.start_time, sig)
         try:
             return self.wait(container.id, timeout=timeout)
         except TimeoutError:
             pids.send_signal(container.state.pid, container.state.start_time, signal.SIGKILL)
             return self.wait(container.id, timeout=30)
 
-    def restart(self, ref: str, timeout: float | None = 10) -> Container:
-        self.stop(ref, timeout)
+    def restart(self, ref: str, timeout: float | None = 10, sig: int | None = None) -> Container:
+        self.stop(ref, timeout, sig)
         return self.start(ref)
 
     def remove(self, ref: str, *, force: bool = False) -> None:
