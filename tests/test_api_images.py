@@ -84,3 +84,21 @@ def test_an_archive_of_several_tags_loads_each_line_parsed(client, agent, tmp_pa
     assert sorted({t for image in loaded for t in image.tags if t.startswith("filt/")}) == [
         "filt/a:1", "filt/a:2", "filt/b:1",
     ]  # fmt: skip
+
+
+def test_a_platform_asked_for_is_honoured_or_refused(client, agent):
+    pulled = client.api.pull("busybox", tag="latest", platform="linux/amd64")
+    assert "Status:" in pulled
+    other = client.api.pull("busybox", tag="latest", platform="linux/arm64")  # error in stream
+    assert "does not match the specified platform: wanted linux/arm64, actual: linux/amd64" in (
+        other
+    )
+    with pytest.raises(docker.errors.APIError, match="unknown operating system or architecture"):
+        client.api.pull("busybox", tag="latest", platform="foobar")
+    run = agent.docker("run", "--rm", "--platform", "linux/arm64", "busybox", "true")
+    assert run.returncode == 125
+    assert "does not match the specified platform: wanted linux/arm64" in run.stderr
+    assert (
+        agent.docker("run", "--rm", "--platform", "linux/amd64", "busybox", "true").returncode == 0
+    )
+    assert client.images.get("busybox").attrs["Architecture"] == "amd64"

@@ -11,8 +11,9 @@ import signal as signals
 import socket
 import time
 
-from vmctl_agent.api import events, inspection, streams, unsupported
+from vmctl_agent.api import events, images, inspection, streams, unsupported
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
+from vmctl_agent.errors import ImageNotFound
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.index import Container, ContainerNotFound
 from vmctl_agent.runtime.spec import CreateOptions
@@ -35,6 +36,7 @@ def create(engine, request) -> Response:
         options, warnings = _options(body, request.arg("name"))
     except (TypeError, ValueError, AttributeError) as e:
         raise ApiError(400, f"invalid container configuration: {e}") from None
+    _check_platform(engine, options.image, request.arg("platform"))
     container = engine.runtime.create(options)
     events.container_event(engine, "create", container.id, container)
     return json_response({"Id": container.id, "Warnings": warnings}, 201)
@@ -77,6 +79,20 @@ def _options(body: dict, name: str) -> tuple[CreateOptions, list[str]]:
         isolation=host.get("Isolation") or "",
     )
     return options, warnings
+
+
+def _check_platform(engine, name: str, wanted: str) -> None:
+    """`docker run --platform`: the local image must be that platform (the CLI then pulls)."""
+    platform = images.requested_platform(wanted)
+    if platform is None:
+        return
+    info = engine.images.get(name).inspect()
+    actual = f"{info['Os']}/{info['Architecture']}"
+    if actual != f"{platform.os}/{platform.architecture}":
+        raise ImageNotFound(
+            f"image with reference {name} was found but does not match the specified "
+            f"platform: wanted {platform}, actual: {actual}"
+        )
 
 
 def _strings(value) -> tuple[str, ...] | None:

@@ -12,8 +12,11 @@ from vmctl_agent.api.http import ApiError, Response, empty, json_response, parse
 from vmctl_agent.errors import AgentError
 from vmctl_agent.store import archive
 from vmctl_agent.store import reference as refs
+from vmctl_agent.store.manifest import Platform
 
 _DONE = object()
+_OSES = ("linux", "windows", "darwin", "freebsd")
+_ARCHES = {"amd64", "386", "arm", "arm64", "ppc64le", "s390x", "riscv64", "mips64le"}
 
 
 def list_(engine, request) -> Response:
@@ -79,13 +82,27 @@ def create(engine, request) -> Response:
         raise ApiError(400, "importing from a tarball (fromSrc) is not supported; use docker load")
     name = _reference(request.arg("fromImage"), request.arg("tag"))
     progress: queue.Queue = queue.Queue()
-    puller = engine.puller(request.headers.get("X-Registry-Auth", ""))
+    platform = requested_platform(request.arg("platform"))
+    puller = engine.puller(request.headers.get("X-Registry-Auth", ""), platform)
     args = (engine, puller, name, progress)
     threading.Thread(target=_pull, args=args, daemon=True).start()
     first = progress.get()
     if isinstance(first, Exception):
         raise first
     return Response(200, stream=_progress(first, progress))
+
+
+def requested_platform(text: str) -> Platform | None:
+    """`linux/arm64`, `linux/arm/v7`, `linux` or `arm64` (Docker's short forms); None if none."""
+    if not text:
+        return None
+    native = Platform.native()
+    parts = text.lower().split("/")
+    if len(parts) == 1 and parts[0] in {"linux", native.architecture} | _ARCHES:
+        return native if parts[0] == "linux" else Platform("linux", parts[0])
+    if len(parts) in (2, 3) and all(parts) and parts[0] in _OSES:
+        return Platform(*parts)
+    raise ApiError(400, f'"{text}": unknown operating system or architecture: invalid argument')
 
 
 def _reference(image: str, tag: str) -> str:
