@@ -31,7 +31,7 @@ NO_BRIDGE = (
 
 def create(engine, request) -> Response:
     body = request.json()
-    unsupported.check_create(body)
+    unsupported.check_create(body, cgroupns=_cgroupns(engine))
     try:
         options, warnings = _options(body, request.arg("name"))
     except (TypeError, ValueError, AttributeError) as e:
@@ -95,6 +95,11 @@ def _check_platform(engine, name: str, wanted: str) -> None:
         )
 
 
+def _cgroupns(engine) -> str:
+    """The cgroup namespace mode containers get: their own on cgroup v2, the host's on v1."""
+    return "private" if engine.runtime.cgroups.version == 2 else "host"
+
+
 def _strings(value) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -123,8 +128,7 @@ def inspect(engine, request, id: str) -> Response:
     info["HostnamePath"] = str(c.directory / "hostname")
     info["HostsPath"] = str(c.directory / "hosts")
     info["ExecIDs"] = [e.id for e in engine.execs.values() if e.container_id == c.id] or None
-    cgroupns = "private" if engine.runtime.cgroups.version == 2 else "host"  # as we run it
-    info["HostConfig"]["CgroupnsMode"] = cgroupns
+    info["HostConfig"]["CgroupnsMode"] = _cgroupns(engine)
     info["HostConfig"]["PidsLimit"] = info["HostConfig"].get("PidsLimit") or None  # 0: none
     if request.flag("size"):
         info.update(disk_sizes(engine, c))

@@ -104,9 +104,13 @@ SECURITY_OPTS = ("seccomp=unconfined", "seccomp:unconfined", "apparmor=unconfine
 SECURITY_OPTS += ("apparmor:unconfined", "label=disable", "label:disable")
 
 
-def check_create(body: dict) -> None:
-    """Raise a 400 naming the first create field the engine would not honour."""
-    document = {"Config": body, "HostConfig": body.get("HostConfig") or {}}
+def check_create(body: dict, cgroupns: str = "") -> None:
+    """Raise a 400 naming the first create field the engine would not honour (`cgroupns`:
+    the cgroup namespace mode containers get here, which may be asked for)."""
+    host = body.get("HostConfig") or {}
+    if host.get("CgroupnsMode") == cgroupns:
+        host = {k: v for k, v in host.items() if k != "CgroupnsMode"}
+    document = {"Config": body, "HostConfig": host}
     document["NetworkingConfig"] = body.get("NetworkingConfig") or {}
     _check_log_driver(document["HostConfig"])
     for path, what, accepted in CREATE_FIELDS:
