@@ -178,3 +178,15 @@ def test_a_start_with_a_body_is_refused_as_dockerd_does(agent):
     assert client.inspect_container(container)["State"]["Status"] == "created"
     assert client._post_json(url, data={}).status_code == 204
     client.remove_container(container, force=True)
+
+
+def test_malformed_create_fields_are_a_400_not_a_500(agent):
+    client = docker.APIClient(base_url=agent.url, version="auto", timeout=60)
+    for body in (
+        {"Image": "busybox", "HostConfig": ["not", "an", "object"]},
+        {"Image": "busybox", "HostConfig": {"SecurityOpt": [7]}},
+        {"Image": "busybox", "HostConfig": {"LogConfig": "json-file"}},
+    ):
+        answer = client._post_json(client._url("/containers/create"), data=body)
+        assert answer.status_code == 400, body
+        assert answer.json()["message"].startswith("invalid container configuration: ")

@@ -31,8 +31,8 @@ NO_BRIDGE = (
 
 def create(engine, request) -> Response:
     body = request.json()
-    unsupported.check_create(body, cgroupns=_cgroupns(engine))
     try:
+        unsupported.check_create(body, cgroupns=_cgroupns(engine))
         options, warnings = _options(body, request.arg("name"))
     except (TypeError, ValueError, AttributeError) as e:
         raise ApiError(400, f"invalid container configuration: {e}") from None
