@@ -252,3 +252,10 @@ def test_an_attach_without_stream_gives_what_is_logged_already(api):
     assert api.attach(container, logs=True, stream=False) == b"hello\n"
     assert api.attach(container, logs=False, stream=False) == b""
     api.remove_container(container)
+
+
+def test_an_exec_cmd_given_as_a_string_is_one_argument(api, cat):
+    url = api._url("/containers/{0}/exec", cat)
+    made = api._result(api._post_json(url, data={"Cmd": "pwd", "AttachStdout": True}), True)
+    assert api.exec_start(made["Id"]) == b"/\n"
+    assert api.exec_inspect(made["Id"])["ProcessConfig"]["entrypoint"] == "pwd"

@@ -28,6 +28,7 @@ def create(engine, request, id: str) -> Response:
         raise ApiError(409, f"Container {container.id} is not running")
     body = request.json()
     cmd = body.get("Cmd") or []
+    cmd = [cmd] if isinstance(cmd, str) else cmd  # a string is one argument, as in dockerd
     if not cmd or not all(isinstance(c, str) for c in cmd):
         raise ApiError(400, "No exec command specified")
     if body.get("Privileged"):
