@@ -259,3 +259,12 @@ def test_an_exec_cmd_given_as_a_string_is_one_argument(api, cat):
     made = api._result(api._post_json(url, data={"Cmd": "pwd", "AttachStdout": True}), True)
     assert api.exec_start(made["Id"]) == b"/\n"
     assert api.exec_inspect(made["Id"])["ProcessConfig"]["entrypoint"] == "pwd"
+
+
+def test_an_exec_env_bare_name_unsets_it(api):
+    container = api.create_container("busybox", "cat", stdin_open=True, environment=["A=1"])
+    api.start(container)
+    made = api.exec_create(container, ["env"], environment=["A", "B=2", "C="])
+    seen = api.exec_start(made).decode().splitlines()
+    assert "B=2" in seen and "C=" in seen and not [e for e in seen if e.startswith("A=")]
+    api.remove_container(container, force=True)

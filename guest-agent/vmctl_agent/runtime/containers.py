@@ -291,7 +291,11 @@ class Runtime(ContainerIndex):
             raise spec.InvalidSpec("No exec command specified")
         base = container.config.process_spec
         merged = dict(e.split("=", 1) for e in base.env)
-        merged.update(dict(e.partition("=")[::2] for e in env))
+        for name, sep, value in (e.partition("=") for e in env):
+            if sep:
+                merged[name] = value
+            else:
+                merged.pop(name, None)  # a bare NAME unsets it, as in dockerd
         process = spec.ProcessSpec(
             args=tuple(cmd),
             env=tuple(f"{k}={v}" for k, v in merged.items()),
