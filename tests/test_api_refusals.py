@@ -91,7 +91,6 @@ REFUSED_FLAGS = [
     (["--restart", "on-failure:3"], "HostConfig.RestartPolicy.MaximumRetryCount"),
     (["--log-driver", "syslog"], "HostConfig.LogConfig.Type"),
     (["--log-opt", "max-size=1m"], "HostConfig.LogConfig.Config"),
-    (["--group-add", "10"], "HostConfig.GroupAdd"),
     (["--health-cmd", "true"], "Config.Healthcheck.Test"),
     (["--dns", "10.0.0.1"], "HostConfig.Dns"),
     (["--add-host", "a:10.0.0.1"], "HostConfig.ExtraHosts"),

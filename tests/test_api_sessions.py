@@ -268,3 +268,21 @@ def test_an_exec_env_bare_name_unsets_it(api):
     seen = api.exec_start(made).decode().splitlines()
     assert "B=2" in seen and "C=" in seen and not [e for e in seen if e.startswith("A=")]
     api.remove_container(container, force=True)
+
+
+def test_group_add_by_id_or_name_for_the_process_and_its_execs(api, agent):
+    run = agent.docker(
+        "run", "--rm", "--group-add", "1000", "--group-add", "nobody", "busybox", "id", "-G"
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["0", "1000", "65534"]
+    unknown = agent.docker("run", "--rm", "--group-add", "nosuch", "busybox", "true")
+    assert unknown.returncode == 125
+    assert "unable to find group nosuch: no matching entries in group file" in unknown.stderr
+    host = api.create_host_config(group_add=[1000])
+    container = api.create_container("busybox", "cat", stdin_open=True, host_config=host)
+    assert api.inspect_container(container)["HostConfig"]["GroupAdd"] == ["1000"]
+    api.start(container)
+    made = api.exec_create(container, ["id", "-G"], user="nobody")
+    assert api.exec_start(made).split() == [b"65534", b"1000"]  # its own group first
+    api.remove_container(container, force=True)

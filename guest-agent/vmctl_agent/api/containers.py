@@ -77,6 +77,7 @@ def _options(body: dict, name: str) -> tuple[CreateOptions, list[str]]:
         stop_signal=body.get("StopSignal") or "",
         stop_timeout=None if body.get("StopTimeout") is None else int(body["StopTimeout"]),
         isolation=host.get("Isolation") or "",
+        group_add=tuple(str(g) for g in host.get("GroupAdd") or ()),
     )
     return options, warnings
 

@@ -50,7 +50,6 @@ CREATE_FIELDS: tuple[tuple[str, str, tuple], ...] = (
     ("HostConfig.DnsOptions", "DNS options", ()),
     ("HostConfig.DnsSearch", "DNS search domains", ()),
     ("HostConfig.ExtraHosts", "extra hosts", ()),
-    ("HostConfig.GroupAdd", "additional groups", ()),
     ("HostConfig.Init", "an init process", ()),
     ("HostConfig.IOMaximumBandwidth", "an I/O bandwidth limit", ()),
     ("HostConfig.IOMaximumIOps", "an I/O operations limit", ()),

@@ -54,7 +54,7 @@ class ContainerConfig:
         for key in ("cmd", "entrypoint"):
             if raw.get(key) is not None:
                 raw[key] = tuple(raw[key])
-        for key in ("env", "cap_add", "cap_drop"):
+        for key in ("env", "cap_add", "cap_drop", "group_add"):
             raw[key] = tuple(raw.get(key) or ())
         return spec.CreateOptions(**raw)
 
@@ -164,6 +164,7 @@ class ContainerConfig:
                 "Binds": None,
                 "PortBindings": {},
                 "Isolation": options.isolation,
+                "GroupAdd": list(options.group_add) or None,
             },
         }
 
@@ -198,7 +199,9 @@ def build_config(
     )
     limits.check(cgroupfs.host_cpus())
     hostname = options.hostname or container_id[:12]
-    user = spec.resolve_user(options.user or image_config.get("User") or "", layers)
+    user = spec.resolve_user(
+        options.user or image_config.get("User") or "", layers, options.group_add
+    )
     process = spec.ProcessSpec(
         args=spec.command(image_config, options),
         env=spec.environment(image_config.get("Env") or (), options.env, hostname, user.home),

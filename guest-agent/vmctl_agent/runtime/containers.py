@@ -300,13 +300,19 @@ class Runtime(ContainerIndex):
             args=tuple(cmd),
             env=tuple(f"{k}={v}" for k, v in merged.items()),
             cwd=working_dir or base.cwd,
-            user=spec.resolve_user(user, container.config.layers) if user else base.user,
+            user=self._exec_user(container, user) if user else base.user,
             tty=tty,
             capabilities=base.capabilities,
             no_new_privileges=base.no_new_privileges,
         )
         cgroup_dirs = self.cgroups.path(container.id)
         return execs.start(container.state.pid, cgroup_dirs, process, open_stdin)
+
+    @staticmethod
+    def _exec_user(container: Container, user: str) -> spec.User:
+        """`docker exec -u`: looked up in the image, with the container's --group-add."""
+        config = container.config
+        return spec.resolve_user(user, config.layers, config.create_options.group_add)
 
     # -- output -------------------------------------------------------------------------------
 

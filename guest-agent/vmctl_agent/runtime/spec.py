@@ -49,6 +49,7 @@ class CreateOptions:
     stop_signal: str = ""  # the image's (or SIGTERM) when empty
     stop_timeout: int | None = None  # seconds `docker stop` waits when not told; None: 10
     isolation: str = ""  # "" or "default": Linux has no other
+    group_add: tuple[str, ...] = ()  # more groups, by name or id, for every process
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,9 @@ def working_dir(image_config: dict, options: CreateOptions) -> str:
 # -- users, from the image's own /etc/passwd and /etc/group -------------------------------------
 
 
-def resolve_user(spec: str, layers: Sequence[str]) -> User:
-    """`name`, `uid`, `name:group`, `uid:gid`, looked up in the image as Docker does."""
+def resolve_user(spec: str, layers: Sequence[str], group_add: Sequence[str] = ()) -> User:
+    """`name`, `uid`, `name:group`, `uid:gid`, looked up in the image as Docker does, with
+    the groups of `group_add` (names or ids, as --group-add) besides its own."""
     name, _, group = (spec or "0").partition(":")
     passwd = _entries(read_image_file(layers, "etc/passwd"))
     groups = _entries(read_image_file(layers, "etc/group"))
@@ -136,7 +138,8 @@ def resolve_user(spec: str, layers: Sequence[str]) -> User:
         gid = _group_id(group, groups)
     username = entry[0] if entry else None
     extra = tuple(int(g[2]) for g in groups if username and username in _members(g))
-    return User(uid, gid, tuple(sorted({gid, *extra})), home)
+    added = tuple(_group_id(g, groups) for g in group_add)
+    return User(uid, gid, tuple(sorted({gid, *extra, *added})), home)
 
 
 def _group_id(group: str, groups: list[list[str]]) -> int:
