@@ -100,7 +100,6 @@ REFUSED_FLAGS = [
     (["--sysctl", "net.ipv4.ip_forward=1"], "HostConfig.Sysctls"),
     (["--tmpfs", "/run"], "HostConfig.Tmpfs"),
     (["--init"], "HostConfig.Init"),
-    (["--cpu-shares", "512"], "HostConfig.CpuShares"),
     (["--read-only"], "HostConfig.ReadonlyRootfs"),
     (["--volumes-from", "other"], "HostConfig.VolumesFrom"),
 ]

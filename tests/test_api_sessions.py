@@ -9,12 +9,14 @@ import re
 import shutil
 import socket
 import subprocess
+from pathlib import Path
 
 import docker
 import pytest
 from agentserver import serving
 from vmctl_agent.api import detachkeys
 from vmctl_agent.api.http import ApiError
+from vmctl_agent.runtime.cgroupfs import cpu_weight
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
 
@@ -286,3 +288,15 @@ def test_group_add_by_id_or_name_for_the_process_and_its_execs(api, agent):
     made = api.exec_create(container, ["id", "-G"], user="nobody")
     assert api.exec_start(made).split() == [b"65534", b"1000"]  # its own group first
     api.remove_container(container, force=True)
+
+
+def test_cpu_shares_reach_the_containers_cgroup(api, agent):
+    cid = agent.docker("run", "-d", "--cpu-shares", "512", "busybox", "sleep", "300").stdout
+    cid = cid.strip()
+    assert api.inspect_container(cid)["HostConfig"]["CpuShares"] == 512
+    v1 = list(Path("/sys/fs/cgroup/cpu").glob(f"*/{cid}/cpu.shares"))
+    v2 = list(Path("/sys/fs/cgroup").glob(f"*/{cid}/cpu.weight"))
+    assert [f.read_text().strip() for f in v1 + v2] == ["512" if v1 else str(cpu_weight(512))]
+    refused = agent.docker("run", "--rm", "--cpu-shares", "-5", "busybox", "true")
+    assert refused.returncode == 125 and "Invalid CPU shares -5" in refused.stderr
+    api.remove_container(cid, force=True)

@@ -68,6 +68,7 @@ def _options(body: dict, name: str) -> tuple[CreateOptions, list[str]]:
         auto_remove=bool(host.get("AutoRemove")),
         memory=int(host.get("Memory") or 0),
         nano_cpus=int(host.get("NanoCpus") or 0),
+        cpu_shares=int(host.get("CpuShares") or 0),
         pids_limit=host.get("PidsLimit"),
         network=network,
         cap_add=tuple(host.get("CapAdd") or ()),

@@ -40,7 +40,6 @@ CREATE_FIELDS: tuple[tuple[str, str, tuple], ...] = (
     ("HostConfig.CpuQuota", "a CPU CFS quota", ()),
     ("HostConfig.CpuRealtimePeriod", "a real-time CPU period", ()),
     ("HostConfig.CpuRealtimeRuntime", "a real-time CPU runtime", ()),
-    ("HostConfig.CpuShares", "CPU shares", ()),
     ("HostConfig.CpusetCpus", "a CPU set", ()),
     ("HostConfig.CpusetMems", "a memory node set", ()),
     ("HostConfig.DeviceCgroupRules", "device cgroup rules", ()),

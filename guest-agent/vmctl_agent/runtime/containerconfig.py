@@ -151,6 +151,7 @@ class ContainerConfig:
             "HostConfig": {
                 "Memory": options.memory,
                 "NanoCpus": options.nano_cpus,
+                "CpuShares": options.cpu_shares,
                 "PidsLimit": options.pids_limit,
                 "AutoRemove": options.auto_remove,
                 "NetworkMode": self.network,
@@ -196,6 +197,7 @@ def build_config(
         memory=options.memory or None,
         cpus=options.nano_cpus / 1e9 if options.nano_cpus else None,
         pids=options.pids_limit,
+        cpu_shares=options.cpu_shares or None,
     )
     limits.check(cgroupfs.host_cpus())
     hostname = options.hostname or container_id[:12]

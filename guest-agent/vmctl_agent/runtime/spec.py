@@ -50,6 +50,7 @@ class CreateOptions:
     stop_timeout: int | None = None  # seconds `docker stop` waits when not told; None: 10
     isolation: str = ""  # "" or "default": Linux has no other
     group_add: tuple[str, ...] = ()  # more groups, by name or id, for every process
+    cpu_shares: int = 0  # relative CPU weight (v1 cpu.shares, v2 cpu.weight); 0: default
 
 
 @dataclass(frozen=True)
