@@ -254,6 +254,26 @@ def test_v1_kill_all_kills_a_tree_and_a_fast_forker(v1: CgroupsV1, spawn):
 
 
 @needs_v1
+def test_v1_kill_all_of_a_cgroup_removed_meanwhile_is_done(v1: CgroupsV1, spawn):
+    """The container ends and its shim removes the cgroup while `rm -f` kills it: its
+    processes are gone, which is what was asked (it was a 500: "cannot write 'THAWED'")."""
+    v1.create("c1", Limits())
+    proc = spawn("c1", ["sleep", "30"])
+    wait_for(lambda: len(v1.procs("c1")) == 1)
+    freeze = v1._freeze
+
+    def as_the_shim_would(state: Path) -> None:  # the container ended, its shim cleaned up
+        proc.kill()
+        proc.wait(timeout=5)
+        v1.remove("c1")
+        freeze(state)
+
+    v1._freeze = as_the_shim_would
+    v1.kill_all("c1")
+    assert proc.returncode == -signal.SIGKILL and not v1.exists("c1")
+
+
+@needs_v1
 def test_v1_remove_kills_and_leaves_nothing(v1: CgroupsV1, spawn):
     v1.create("c1", Limits(memory=64 * MiB))
     proc = spawn("c1", ["sh", "-c", "sleep 30 & sleep 30 & wait"])

@@ -15,6 +15,7 @@ from vmctl_agent.runtime.containers import Runtime
 from vmctl_agent.runtime.execs import ExecProcess
 from vmctl_agent.store.auth import Credentials, docker_config_credentials
 from vmctl_agent.store.images import ImageStore
+from vmctl_agent.store.manifest import Platform
 from vmctl_agent.store.pull import Puller
 from vmctl_agent.store.registry import RegistryClient, RegistryConfig
 from vmctl_agent.volumes.store import VolumeStore
@@ -35,6 +36,7 @@ class ExecRecord:
     attach_stdin: bool
     attach_stdout: bool
     attach_stderr: bool
+    detach_keys: str = ""
     process: ExecProcess | None = None
     running: bool = False
     exit_code: int | None = None
@@ -60,12 +62,13 @@ class Engine:
         self.started = time.time()
         self._saved_credentials = docker_config_credentials()
 
-    def puller(self, auth_header: str = "") -> Puller:
-        """A puller using X-Registry-Auth when the client sent it, else docker's config."""
+    def puller(self, auth_header: str = "", platform: Platform | None = None) -> Puller:
+        """A puller using X-Registry-Auth when the client sent it, else docker's config; for
+        `platform` when one was asked for."""
         credentials = _registry_auth(auth_header)
         lookup = (lambda host: credentials) if credentials else self._saved_credentials
         client = RegistryClient(RegistryConfig.of(self.config), credentials=lookup)
-        return Puller(self.images, client)
+        return Puller(self.images, client, platform=platform)
 
 
 def _registry_auth(header: str) -> Credentials | None:

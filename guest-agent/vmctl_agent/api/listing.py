@@ -14,6 +14,7 @@ import json
 import threading
 import time
 
+from vmctl_agent.api import containers
 from vmctl_agent.api.http import ApiError, Response, parse_filters
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.index import Container
@@ -68,7 +69,7 @@ def _build(engine, request, now: float) -> tuple[bytes, float]:
     for c in found:
         if _matches(c, filters):
             row, holds = _row(c, now)
-            rows.append(row)
+            rows.append(row | (containers.disk_sizes(engine, c) if request.flag("size") else {}))
             valid_for = min(valid_for, holds)
     limit = request.int_arg("limit", -1)
     rows = rows[:limit] if limit and limit > 0 else rows

@@ -118,9 +118,14 @@ class Cgroups(ABC):
         return sorted(pids)
 
     def kill_all(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Signal every process inside, including ones forked while we do it."""
-        if self.exists(name):
-            self._kill(name, sig)
+        """Signal every process inside, including ones forked while we do it. A cgroup that
+        goes while we do (its container ended and its shim removed it) has nothing left."""
+        try:
+            if self.exists(name):
+                self._kill(name, sig)
+        except CgroupError:
+            if self.exists(name):
+                raise
 
     def remove(self, name: str, timeout: float = 5.0) -> None:
         """Kill what is left and remove the cgroup everywhere; a missing cgroup is fine.

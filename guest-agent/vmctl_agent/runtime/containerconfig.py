@@ -39,6 +39,7 @@ class ContainerConfig:
     layers: tuple[str, ...]  # lower dirs, top first
     limits: dict = field(default_factory=dict)
     stop_signal: int = signal.SIGTERM
+    config_env: tuple[str, ...] | None = None  # Config.Env (None: made before it was kept)
 
     def to_json(self) -> dict:
         """Shallow: the fields already hold plain JSON values (asdict would deep-copy them)."""
@@ -54,7 +55,7 @@ class ContainerConfig:
         for key in ("cmd", "entrypoint"):
             if raw.get(key) is not None:
                 raw[key] = tuple(raw[key])
-        for key in ("env", "cap_add", "cap_drop"):
+        for key in ("env", "cap_add", "cap_drop", "group_add"):
             raw[key] = tuple(raw.get(key) or ())
         raw["mounts"] = tuple(Mount(**m) for m in raw.get("mounts") or ())
         return spec.CreateOptions(**raw)
@@ -140,7 +141,7 @@ class ContainerConfig:
             "Config": {
                 "Hostname": self.hostname,
                 "User": options.user,
-                "Env": list(process.env),
+                "Env": list(process.env if self.config_env is None else self.config_env),
                 "Cmd": list(options.cmd) if options.cmd is not None else None,
                 "Entrypoint": list(options.entrypoint) if options.entrypoint else None,
                 "Image": self.image,
@@ -150,10 +151,12 @@ class ContainerConfig:
                 "OpenStdin": options.open_stdin,
                 "StdinOnce": options.stdin_once,
                 "Volumes": asked.get("Volumes"),
+                **self._stop_settings(),
             },
             "HostConfig": {
                 "Memory": options.memory,
                 "NanoCpus": options.nano_cpus,
+                "CpuShares": options.cpu_shares,
                 "PidsLimit": options.pids_limit,
                 "AutoRemove": options.auto_remove,
                 "NetworkMode": self.network,
@@ -169,9 +172,20 @@ class ContainerConfig:
                 "Tmpfs": asked.get("Tmpfs"),
                 "VolumesFrom": asked.get("VolumesFrom"),
                 "PortBindings": {},
+                "Isolation": options.isolation,
+                "GroupAdd": list(options.group_add) or None,
             },
             "Mounts": [m.inspect() for m in options.mounts if m.listed],
         }
+
+    def _stop_settings(self) -> dict:
+        """Config.StopSignal and StopTimeout, present only when set (as dockerd has them)."""
+        options, settings = self.create_options, {}
+        if options.stop_signal or self.stop_signal != signal.SIGTERM:
+            settings["StopSignal"] = options.stop_signal or signal.Signals(self.stop_signal).name
+        if options.stop_timeout is not None:
+            settings["StopTimeout"] = options.stop_timeout
+        return settings
 
 
 def build_config(
@@ -192,10 +206,13 @@ def build_config(
         memory=options.memory or None,
         cpus=options.nano_cpus / 1e9 if options.nano_cpus else None,
         pids=options.pids_limit,
+        cpu_shares=options.cpu_shares or None,
     )
     limits.check(cgroupfs.host_cpus())
     hostname = options.hostname or container_id[:12]
-    user = spec.resolve_user(options.user or image_config.get("User") or "", layers)
+    user = spec.resolve_user(
+        options.user or image_config.get("User") or "", layers, options.group_add
+    )
     process = spec.ProcessSpec(
         args=spec.command(image_config, options),
         env=spec.environment(image_config.get("Env") or (), options.env, hostname, user.home),
@@ -216,7 +233,8 @@ def build_config(
         hostname=hostname,
         layers=tuple(layers),
         limits=asdict(limits),
-        stop_signal=_stop_signal(image_config.get("StopSignal")),
+        stop_signal=_stop_signal(options.stop_signal or image_config.get("StopSignal")),
+        config_env=spec.config_env(image_config.get("Env") or (), options.env),
     )
 
 
