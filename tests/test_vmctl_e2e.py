@@ -176,11 +176,14 @@ def proof_image(registry, tag: str) -> tuple[str, str]:
     return f"10.0.2.2:{registry.port}/kill/proof:{tag}", words.decode()
 
 
-def kill_qemu(home: Path, name: str) -> None:
-    """SIGKILL to QEMU: the VM's power cut, as a host crash or a force quit does it."""
+def qemu_pid(home: Path, name: str) -> int:
     shown = json.loads(ok(vmctl(home, "status", "--name", name, "--json")))
-    pid = shown["pid"]
-    assert pid and Path(f"/proc/{pid}").exists(), shown
+    assert shown["pid"] and Path(f"/proc/{shown['pid']}").exists(), shown
+    return shown["pid"]
+
+
+def kill_qemu(pid: int) -> None:
+    """SIGKILL to QEMU: the VM's power cut, as a host crash or a force quit does it."""
     os.kill(pid, 9)
     vmkit.wait_until_gone(pid)
 
@@ -196,8 +199,9 @@ def test_what_the_engine_reported_done_survives_qemu_being_killed(booted, regist
     last, last_words = proof_image(registry, "last")
     ok(docker(home, name, "run", "--name", "survivor-early", early, "echo", "early output"))
     ok(docker(home, name, "run", "--name", "survivor-late", late, "echo", "late output"))
+    pid = qemu_pid(home, name)
     ok(docker(home, name, "pull", last))
-    kill_qemu(home, name)
+    kill_qemu(pid)  # within milliseconds of the pull's answer
     state = json.loads(ok(vmctl(home, "status", "--name", name, "--json")))["state"]
     assert state == "stopped"
 
