@@ -65,7 +65,9 @@ def booted(request, base_image, registry, tmp_path_factory):
         assert services.returncode == 0, f"libvirtd did not start: {services.stderr}"
     push_test_images(registry)
     home = tmp_path_factory.mktemp(f"home-{driver}")
-    name = f"e2e-{driver}"
+    # libvirt's domain names are one namespace per daemon: a name of this run's own, so two
+    # runs on one machine (CI jobs, several developers) never define or delete each other's.
+    name = f"e2e-{driver}-{os.getpid()}"
     mirror = f"http://10.0.2.2:{registry.port}"  # the host's loopback, seen from the guest
     began = time.monotonic()
     started = vmctl(
