@@ -278,6 +278,8 @@ class LibvirtDriver(Driver):
         self.delete()  # libvirt refuses a second definition under a known name (new uuid)
         if is_local(self.uri):
             spec.serial_log.touch()  # created by us, so ours even where libvirtd opens it
+        if self.pidfile is not None:
+            self.pidfile.unlink(missing_ok=True)  # the last QEMU's: dead, see _qemu_died
         dom = self._call("define", lambda conn: conn.defineXML(xml))
         try:
             dom.create()
@@ -285,20 +287,33 @@ class LibvirtDriver(Driver):
             raise _start_error(spec, err) from None
 
     def is_running(self) -> bool:
-        return self._on_domain("ask about", lambda dom: bool(dom.isActive()), absent=False)
+        """libvirt's answer, unless QEMU is known to have died: libvirtd learns that a killed
+        QEMU is gone only once its event loop has handled the monitor's hang-up, seconds later
+        on a loaded host, while the VM stopped the moment QEMU did."""
+        active = self._on_domain("ask about", lambda dom: bool(dom.isActive()), absent=False)
+        return active and not self._qemu_died()
 
     def pid(self) -> int | None:
         """QEMU's pid from its pid file, trusted only if that process is QEMU with that file."""
+        pid = self._recorded_pid()
+        return pid if pid is not None and self._is_our_qemu(pid) else None
+
+    def _recorded_pid(self) -> int | None:
         if self.pidfile is None:
             return None
         try:
-            pid = int(self.pidfile.read_text().strip())
+            return int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
-            return None
+            return None  # none yet (boot removes the last one), or being written
+
+    def _is_our_qemu(self, pid: int) -> bool:
         argv = _argv(pid)
-        if not argv or "qemu" not in Path(argv[0]).name or str(self.pidfile) not in argv:
-            return None
-        return pid
+        return bool(argv) and "qemu" in Path(argv[0]).name and str(self.pidfile) in argv
+
+    def _qemu_died(self) -> bool:
+        """This boot's QEMU wrote its pid file and that pid is no QEMU of ours any more."""
+        pid = self._recorded_pid()
+        return pid is not None and not self._is_our_qemu(pid)
 
     def shutdown(self, timeout: float) -> None:
         """ACPI power button, then power off. A Debian guest honours the button through

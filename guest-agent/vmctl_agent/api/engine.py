@@ -44,15 +44,10 @@ class ExecRecord:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-# Seconds after a pull before its image is synced to disk: a burst of pulls shares one syncfs,
-# and an image survives the VM being killed a few seconds later.
-DURABLE_AFTER = 1.0
-
-
 class Engine:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.images = ImageStore(config.data_root / "image", durable_after=DURABLE_AFTER)
+        self.images = ImageStore(config.data_root / "image")
         self.runtime = Runtime(config.data_root, self.images)
         volumes = VolumeStore(config.data_root / "volumes")
         self.volumes = Volumes(volumes, self.runtime, config.shared_paths)

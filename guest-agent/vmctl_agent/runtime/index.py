@@ -194,6 +194,8 @@ class ContainerIndex:
         self.endings.ended(container.id, state.shim_pid, state.shim_start_time)
         shim = (state.shim_pid, state.shim_start_time)
         if self._ends_seen.get(container.id) != shim:  # derived at every read: say it once
+            if not container.config.create_options.auto_remove:
+                records.make_end_durable(container.directory)  # before anyone is told
             self._ends_seen[container.id] = shim
             self.changed()
         state.status = "exited"

@@ -111,7 +111,7 @@ class Puller:
             repo_digests=[str(ref.with_digest(top.digest))],
             created=str(config.get("created", "")),
             pulled=time.time(),
-            boot_id=atomic.boot_id(),  # durable at the next collect_garbage
+            boot_id=atomic.boot_id(),  # until add() has synced its layers
         )
         had_image = self.store.exists(record.id)
         moved = self.store.add(record, ref.with_tag(ref.tag) if ref.tag else None)
