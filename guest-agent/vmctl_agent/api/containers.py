@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 
-from vmctl_agent.api import events, streams
+from vmctl_agent.api import events, streams, supervision
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.index import Container, ContainerNotFound
@@ -52,6 +52,7 @@ def _options(body: dict, name: str) -> tuple[CreateOptions, list[str]]:
             f"so the container runs with --network {network}"
         )
     security = host.get("SecurityOpt") or []
+    restart = host.get("RestartPolicy") or {}
     options = CreateOptions(
         image=body["Image"],
         cmd=_strings(body.get("Cmd")),
@@ -73,6 +74,8 @@ def _options(body: dict, name: str) -> tuple[CreateOptions, list[str]]:
         cap_drop=tuple(host.get("CapDrop") or ()),
         no_new_privileges=any(s.startswith("no-new-privileges") for s in security),
         name=name,
+        restart_policy=restart.get("Name") or "no",
+        restart_retries=int(restart.get("MaximumRetryCount") or 0) if restart.get("Name") else 0,
     )
     return options, warnings
 
@@ -113,16 +116,19 @@ def inspect(engine, request, id: str) -> Response:
 
 
 def start(engine, request, id: str) -> Response:
-    if engine.runtime.get(id).state.running:
+    current = engine.runtime.get(id)
+    if current.state.running or current.restarting:
         return empty(304)
     container = engine.runtime.start(id)
     events.container_event(engine, "start", container.id, container)
-    events.watch(engine, container)
+    supervision.watch(engine, container)
     return empty(204)
 
 
 def stop(engine, request, id: str) -> Response:
-    if not engine.runtime.get(id).state.running:
+    current = engine.runtime.get(id)
+    if not (current.state.running or current.restarting):
+        engine.runtime.stop(id)  # nothing to signal, but a restart policy must hold it down
         return empty(304)
     container = engine.runtime.stop(id, timeout=request.int_arg("t", 10))
     events.container_event(engine, "stop", container.id)
@@ -132,7 +138,7 @@ def stop(engine, request, id: str) -> Response:
 def restart(engine, request, id: str) -> Response:
     container = engine.runtime.restart(id, timeout=request.int_arg("t", 10))
     events.container_event(engine, "restart", container.id)
-    events.watch(engine, container)
+    supervision.watch(engine, container)
     return empty(204)
 
 

@@ -1,8 +1,7 @@
 """/events: what happened to containers and images, live, as `docker events` shows it.
 
-The engine publishes as it acts (create, start, kill, destroy, pull, tag, delete...). A
-container's end is noticed by a watcher thread per running container, waiting on its shim's
-pidfd: that also reaps the shim at once, and works for containers found running at start-up.
+The engine publishes as it acts (create, start, kill, destroy, pull, tag, delete...); a
+container's end (die) and what follows it are published by its supervision (supervision.py).
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from collections import deque
 from dataclasses import dataclass
 
 from vmctl_agent.api.http import Response, parse_filters
-from vmctl_agent.runtime import pids
 
 _HISTORY = 1024
 _KEEPALIVE = 1.0
@@ -84,35 +82,6 @@ def container_event(engine, action: str, container_id: str, container=None, **ex
     except Exception:
         attributes = dict(extra)
     engine.events.publish("container", action, container_id, **attributes)
-
-
-def watch(engine, container) -> None:
-    """Publish `die` when `container` ends (and `destroy` if it removed itself)."""
-    threading.Thread(target=_watch, args=(engine, container), daemon=True).start()
-
-
-def _watch(engine, container) -> None:
-    from vmctl_agent.runtime.index import ContainerNotFound
-
-    container_id = container.id
-    attributes = {"name": container.name, "image": container.config.image}
-    attributes.update(container.config.create_options.labels)
-    try:
-        current = engine.runtime.get(container_id)
-        while current.state.running:
-            pids.wait_for_exit(current.state.shim_pid, None)
-            current = engine.runtime.get(container_id)
-    except ContainerNotFound:  # --rm: it removed itself
-        current = engine.runtime.removed(container)
-    if current.state.oom_killed:
-        engine.events.publish("container", "oom", container_id, **attributes)
-    code = str(current.state.exit_code)
-    engine.events.publish("container", "die", container_id, exitCode=code, **attributes)
-    if container.config.create_options.auto_remove:
-        state = current.state
-        if pids.same_process(state.shim_pid, state.shim_start_time):
-            pids.reap(state.shim_pid, timeout=30)  # it is deleting the container
-        engine.events.publish("container", "destroy", container_id, **attributes)
 
 
 def stream(engine, request) -> Response:

@@ -125,15 +125,15 @@ def _row(c: Container, now: float) -> tuple[dict, float]:
 
 
 def status_text(c: Container, now: float) -> tuple[str, float]:
-    """`Up 5 minutes`, `Exited (0) 3 seconds ago` or `Created`, and for how many more
-    seconds it reads so."""
+    """`Up 5 minutes`, `Exited (0) 3 seconds ago`, `Restarting (1) 1 second ago` or
+    `Created`, and for how many more seconds it reads so."""
     state = c.state
     if state.running:
         text, holds = _ago(state.started_at, now)
         return "Up " + text, holds
-    if state.status == "exited":
+    if state.status in ("exited", "restarting"):
         text, holds = _ago(state.finished_at, now)
-        return f"Exited ({state.exit_code}) {text} ago", holds
+        return f"{state.status.capitalize()} ({state.exit_code}) {text} ago", holds
     return "Created", MAX_AGE
 
 

@@ -7,6 +7,7 @@ image store and the shared floor; never the API above it.
     containerconfig.py  what a container is made of, decided once at create
     records.py        a container's records on disk
     spec.py           the create options and the process spec, checked
+    restarts.py       restart policies, their back-off, the pending restarts
     shim.py           the supervisor of one container: output, exit, ctl.sock
     process.py        the container's first process: the ordered recipe to exec
     rootfs.py         the overlay root, /proc /sys /dev, pivot_root

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from vmctl_agent import syscalls as sc
 from vmctl_agent.runtime import capabilities, cgroupfs, logs, rootfs, shim, spec
+from vmctl_agent.runtime.restarts import RestartPolicy
 from vmctl_agent.store.images import Image
 
 NETWORKS = ("none", "host")
@@ -68,6 +69,11 @@ class ContainerConfig:
     @property
     def cgroup_limits(self) -> cgroupfs.Limits:
         return cgroupfs.Limits(**self.limits)
+
+    @property
+    def restart_policy(self) -> RestartPolicy:
+        options = self.create_options
+        return RestartPolicy(options.restart_policy, options.restart_retries)
 
     @property
     def network(self) -> str:
@@ -156,7 +162,7 @@ class ContainerConfig:
                 "CapDrop": list(options.cap_drop) or None,
                 "SecurityOpt": ["no-new-privileges"] if options.no_new_privileges else None,
                 "LogConfig": {"Type": "json-file", "Config": {}},
-                "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+                "RestartPolicy": self.restart_policy.inspect(),
                 "Privileged": False,
                 "ReadonlyRootfs": False,
                 "Binds": None,
@@ -185,6 +191,7 @@ def build_config(
         pids=options.pids_limit,
     )
     limits.check(cgroupfs.host_cpus())
+    _check_restart_policy(options)
     hostname = options.hostname or container_id[:12]
     user = spec.resolve_user(options.user or image_config.get("User") or "", layers)
     process = spec.ProcessSpec(
@@ -209,6 +216,13 @@ def build_config(
         limits=asdict(limits),
         stop_signal=_stop_signal(image_config.get("StopSignal")),
     )
+
+
+def _check_restart_policy(options: spec.CreateOptions) -> None:
+    policy = RestartPolicy(options.restart_policy, options.restart_retries)
+    policy.check()
+    if options.auto_remove and policy.name != "no":
+        raise spec.InvalidSpec("can't create 'AutoRemove' container with restart policy")
 
 
 def _capabilities(options: spec.CreateOptions) -> tuple[str, ...]:

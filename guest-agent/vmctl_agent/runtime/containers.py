@@ -21,6 +21,7 @@ import re
 import secrets
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -110,14 +111,55 @@ class Runtime(ContainerIndex):
     # -- start, wait, signals -----------------------------------------------------------------
 
     def start(self, ref: str) -> Container:
+        """A user's start: the restart count, back-off and any stop start over, as in dockerd."""
         self.endings.reap()
         container = self.get(ref)
         with self._locked(container):
             container = self._load(container.directory)
-            if container.state.running:
+            if container.state.running or container.restarting:
                 return container
+            self.restarts.release(container.id)
             self._launch(container)
         return container
+
+    def plan_restart(self, ended: Container) -> tuple[float, threading.Event] | None:
+        """If `ended`'s policy brings it back (and it has not been started since): the delay,
+        and the event that a stop, kill or remove sets to cancel it. It is `restarting` now."""
+        try:
+            current = self.get(ended.id)
+        except ContainerNotFound:
+            return None
+        state = current.state
+        if state.running or state.started_at != ended.state.started_at:
+            return None  # started again meanwhile
+        held = self.restarts.held(current.id)
+        if not current.config.restart_policy.wants(
+            state.exit_code, state.restart_count, stopped=state.manually_stopped, held=held
+        ):
+            return None
+        ran_for = logs.parse_time(state.finished_at) - logs.parse_time(state.started_at)
+        planned = self.restarts.schedule(current.id, ran_for)
+        self.changed()
+        return planned
+
+    def revive(self, ref: str, *, fresh: bool = False) -> Container | None:
+        """Start an ended container as its restart policy wants (`fresh`: at the agent's start,
+        which dockerd counts as a new start); None if it was stopped, removed or started
+        meanwhile. A failed start ends the policy's attempts, as in dockerd."""
+        try:
+            container = self.get(ref)
+            with self._locked(container):
+                container = self._load(container.directory)
+                wanted = fresh or (container.restarting and not self.restarts.held(container.id))
+                if container.state.running or not wanted:
+                    return None
+                self._launch(container, restarted=not fresh)
+                return container
+        except ContainerNotFound:
+            return None
+        finally:
+            self.restarts.done(ref)
+            self.changed()
 
     @contextlib.contextmanager
     def _locked(self, container: Container) -> Iterator[None]:
@@ -129,9 +171,10 @@ class Runtime(ContainerIndex):
                 raise ContainerNotFound(f"No such container: {container.id}") from None
             yield
 
-    def _launch(self, container: Container) -> None:
+    def _launch(self, container: Container, *, restarted: bool = False) -> None:
         config, state = container.config, container.state
         records.drop_unnamed_end(container.directory)
+        self._end_unrecorded_run(config.id)
         launch = config.launch(container.directory, self.cgroups.version)
         started_at = logs.now()  # before the shim can record the end: a run may be that short
         try:
@@ -143,8 +186,8 @@ class Runtime(ContainerIndex):
             if config.create_options.auto_remove:  # --rm: a failed start removes it too
                 self._discard(container, {"exit_code": e.exit_code, "error": str(e)})
             raise
-        if state.started_at != ZERO_TIME:
-            state.restart_count += 1
+        state.restart_count = state.restart_count + 1 if restarted else 0
+        state.manually_stopped = False
         state.status, state.pid, state.start_time = "running", started.pid, started.start_time
         state.shim_pid, state.shim_start_time = started.shim_pid, started.shim_start_time
         state.started_at = started_at
@@ -152,6 +195,13 @@ class Runtime(ContainerIndex):
         state.finished_at = ZERO_TIME
         self.endings.started(config.id, started.done)
         self._save(container)
+
+    def _end_unrecorded_run(self, container_id: str) -> None:
+        """Processes in the cgroup of a container that has no run recorded: an agent killed
+        between a shim's start and its record of it. Killed, so a container runs once."""
+        if self.cgroups.exists(container_id) and self.cgroups.procs(container_id):
+            self.cgroups.kill_all(container_id)
+            self.cgroups.remove(container_id)
 
     def wait(self, ref: str, timeout: float | None = None) -> Container:
         """Block until the container is not running (Docker's `not-running` condition)."""
@@ -217,14 +267,30 @@ class Runtime(ContainerIndex):
         return sock
 
     def kill(self, ref: str, sig: int = signal.SIGKILL) -> None:
+        """As dockerd: the user stopped it (unless-stopped stays down); SIGKILL or the stop
+        signal also keep `always` from restarting it, in this life of the agent."""
         container = self.get(ref)
-        if not container.state.running:
+        if not (container.state.running or container.restarting):
             raise ContainerConflict(f"Container {container.id} is not running")
-        pids.send_signal(container.state.pid, container.state.start_time, sig)
+        if sig in (signal.SIGKILL, container.config.stop_signal) or container.restarting:
+            self.restarts.hold(container.id)
+        container = self._mark_stopped(container)
+        if container.state.running:
+            pids.send_signal(container.state.pid, container.state.start_time, sig)
+
+    def _mark_stopped(self, container: Container) -> Container:
+        """Recorded under the lock a restart takes: it is then either done (and the run
+        returned is the new one) or never done."""
+        with self._locked(container):
+            records.mark_stopped(container.directory)
+            return self._load(container.directory)
 
     def stop(self, ref: str, timeout: float = 10) -> Container:
-        """The stop signal, up to `timeout` seconds' grace, then SIGKILL."""
+        """The stop signal, up to `timeout` seconds' grace, then SIGKILL; no restart policy
+        brings it back (until the agent restarts, for `always`)."""
         container = self.get(ref)
+        self.restarts.hold(container.id)
+        container = self._mark_stopped(container)
         if not container.state.running:
             return container
         pids.send_signal(
@@ -243,12 +309,14 @@ class Runtime(ContainerIndex):
     def remove(self, ref: str, *, force: bool = False) -> None:
         """Refused while running unless forced; leaves no mount, cgroup or process behind."""
         container = self.get(ref)
+        if (container.state.running or container.restarting) and not force:
+            raise ContainerConflict(
+                f"You cannot remove a {container.state.status} container {container.id}. Stop "
+                "the container before attempting removal or force remove"
+            )
+        self.restarts.hold(container.id)
+        container = self.get(ref)
         if container.state.running:
-            if not force:
-                raise ContainerConflict(
-                    f"You cannot remove a running container {container.id}. Stop the container "
-                    "before attempting removal or force remove"
-                )
             self.cgroups.kill_all(container.id)
             pids.send_signal(container.state.pid, container.state.start_time, signal.SIGKILL)
             self.wait(container.id, timeout=30)
@@ -260,6 +328,7 @@ class Runtime(ContainerIndex):
             self.changed()
         self._configs.pop(container.id, None)
         self._ends_seen.pop(container.id, None)
+        self.restarts.forget(container.id)
         self.endings.forget(container.id)
         remove_tree(doomed)
         self.endings.reap(timeout=1.0)  # the shims done by now: no zombie outlives its container

@@ -24,6 +24,7 @@ from vmctl_agent.runtime import cgroups, logs, pids, records
 from vmctl_agent.runtime.containerconfig import ContainerConfig
 from vmctl_agent.runtime.endings import Endings
 from vmctl_agent.runtime.records import State
+from vmctl_agent.runtime.restarts import Restarts
 
 
 class ContainerNotFound(AgentError):
@@ -48,15 +49,20 @@ class Container:
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def restarting(self) -> bool:
+        """Ended, and waiting out the back-off before its restart policy starts it again."""
+        return self.state.status == "restarting"
+
     def inspect(self) -> dict:
         """`docker inspect`'s fields."""
         return {
             **self.config.inspect(),
             "State": {
                 "Status": self.state.status,
-                "Running": self.state.running,
+                "Running": self.state.running or self.restarting,  # as dockerd says it
                 "Paused": False,
-                "Restarting": False,
+                "Restarting": self.restarting,
                 "OOMKilled": self.state.oom_killed,
                 "Dead": False,
                 "Pid": self.state.pid if self.state.running else 0,
@@ -78,6 +84,7 @@ class ContainerIndex:
         self.cgroups = groups
         self._configs: dict[str, ContainerConfig] = {}
         self.endings = Endings()
+        self.restarts = Restarts()
         self._changes = itertools.count(1)
         self.generation = 0
         self._ends_seen: dict[str, tuple[int, int]] = {}  # id → the shim whose end we saw
@@ -110,7 +117,7 @@ class ContainerIndex:
     def list(self, *, all: bool = False) -> list[Container]:
         self.endings.reap(timeout=1.0)  # a listing shows no exited shim still around
         found = sorted(self._all(), key=lambda c: c.config.created, reverse=True)
-        return [c for c in found if all or c.state.running]
+        return [c for c in found if all or c.state.running or c.restarting]
 
     def _all(self) -> Iterator[Container]:
         for path in self.root.iterdir():
@@ -157,6 +164,8 @@ class ContainerIndex:
 
     def _refresh(self, container: Container) -> None:
         state = container.state
+        if state.status == "exited" and self.restarts.pending(container.id):
+            state.status = "restarting"
         if not state.running:
             return
         ended = records.this_runs_end(container.directory, state)
@@ -197,6 +206,8 @@ class ContainerIndex:
         state.oom_killed = bool(ended.get("oom_killed", False))
         state.finished_at = ended.get("finished_at", logs.now())
         state.error = ended.get("error", "")  # not saved: derived again at each read
+        if self.restarts.pending(container.id):
+            state.status = "restarting"
 
     def removed(self, container: Container) -> Container:
         """An auto-removed container, as it ended (from the status its shim left behind)."""

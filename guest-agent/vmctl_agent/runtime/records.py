@@ -40,6 +40,7 @@ class State:
     oom_killed: bool = False
     error: str = ""
     restart_count: int = 0
+    manually_stopped: bool = False  # by `docker stop` or kill: unless-stopped stays down
 
     @property
     def running(self) -> bool:
@@ -90,6 +91,19 @@ def read_state(directory: Path) -> State:
         return State()
     except (ValueError, TypeError):
         return State(status="exited", exit_code=255, error="state lost in a crash of the VM")
+
+
+def mark_stopped(directory: Path) -> None:
+    """Remember that the user stopped the container (state.json as written at its start, plus
+    this flag): a restart policy of unless-stopped then leaves it down, even after the agent
+    or the VM restarts. Not fsynced, as state.json never is."""
+    path = directory / "state.json"
+    try:
+        recorded = atomic.read_json_or_none(path)
+    except ValueError:
+        return  # torn by a crash: it reads as exited, and nothing restarts it
+    if isinstance(recorded, dict) and not recorded.get("manually_stopped"):
+        atomic.write_json(path, {**recorded, "manually_stopped": True}, durable=False)
 
 
 def this_runs_end(directory: Path, state: State) -> dict | None:

@@ -46,6 +46,8 @@ class CreateOptions:
     cap_drop: tuple[str, ...] = ()
     no_new_privileges: bool = False
     name: str = ""
+    restart_policy: str = "no"
+    restart_retries: int = 0
 
 
 @dataclass(frozen=True)
