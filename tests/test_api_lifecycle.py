@@ -1,5 +1,6 @@
 """The container lifecycle beyond run and stop, with the real docker CLI and docker-py against
-`vmctl-agent serve`: restart policies (and what comes back when the agent starts again)."""
+`vmctl-agent serve`: restart policies (and what comes back when the agent starts again),
+healthchecks."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import docker
+import imagekit as ik
 import pytest
 from agentserver import AgentServer, serving
 
@@ -20,9 +22,22 @@ PATIENCE = 120.0  # seconds: what a loaded 2-core machine may take; the waits en
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory, registry):
+    push_checked_image(registry)
     with serving(tmp_path_factory.mktemp("agent-life"), registry) as server:
         assert server.docker("pull", "busybox").returncode == 0
         yield server
+
+
+def push_checked_image(registry) -> None:
+    """`checked`: busybox whose HEALTHCHECK passes once /tmp/ok exists, probed every 50 ms."""
+    layer = ik.busybox_layer(sorted(ik.busybox_applets() - {"busybox"}))
+    config = {
+        "Cmd": ["sleep", "1000"],
+        "Env": [ik.DEFAULT_PATH],
+        "Healthcheck": {"Test": ["CMD-SHELL", "test -e /tmp/ok"], "Interval": 50 * 10**6},
+    }
+    checked = ik.build_image([layer], config=config)
+    ik.RegistryClient(registry.url).push_image("library/checked", "latest", checked)
 
 
 def ok(result) -> str:
@@ -255,3 +270,131 @@ def test_an_agent_killed_between_a_death_and_its_restart_brings_it_back_once(tmp
         starts = [e for e in events(second, "once", since) if e["Action"] == "start"]
         assert len(starts) == 1
         assert ok(second.docker("logs", "once")).split() == ["started", "started"]
+
+
+# -- healthchecks --------------------------------------------------------------------------------
+
+
+def _health(agent: AgentServer, name: str) -> dict:
+    return inspect(agent, name)["State"].get("Health") or {}
+
+
+def _listed(agent: AgentServer, health: str) -> list[str]:
+    out = agent.docker("ps", "--filter", f"health={health}", "--format", "{{.Names}}")
+    return ok(out).split()
+
+
+def test_health_from_run_options_goes_unhealthy_then_healthy(agent):
+    since = time.time() - 1
+    ok(
+        agent.docker(
+            "run",
+            "-d",
+            "--name",
+            "probed",
+            "--health-cmd",
+            "cat /tmp/ok || exit 1",
+            "--health-interval",
+            "50ms",
+            "--health-retries",
+            "2",
+            "--health-timeout",
+            "5s",
+            "busybox",
+            "sleep",
+            "1000",
+        )
+    )
+    unhealthy = until(
+        lambda: (h := _health(agent, "probed"))["Status"] == "unhealthy" and h, "unhealthy"
+    )
+    assert unhealthy["FailingStreak"] >= 2 and 2 <= len(unhealthy["Log"]) <= 5
+    last = unhealthy["Log"][-1]
+    assert last["ExitCode"] == 1 and "No such file or directory" in last["Output"]
+    assert last["Start"] <= last["End"]
+    assert "(unhealthy)" in ok(
+        agent.docker("ps", "--filter", "name=probed", "--format", "{{.Status}}")
+    )
+    assert "probed" in _listed(agent, "unhealthy") and "probed" not in _listed(agent, "healthy")
+    ok(agent.docker("exec", "probed", "sh", "-c", "echo fine > /tmp/ok"))
+    until(lambda: _health(agent, "probed")["Status"] == "healthy", "healthy")
+    healthy = _health(agent, "probed")
+    assert healthy["FailingStreak"] == 0 and healthy["Log"][-1]["Output"] == "fine\n"
+    assert "probed" in _listed(agent, "healthy") and "probed" not in _listed(agent, "unhealthy")
+    status = ok(agent.docker("ps", "--filter", "name=probed", "--format", "{{.Status}}"))
+    assert status.strip().endswith("(healthy)")
+    actions = [e["Action"] for e in events(agent, "probed", since)]
+    health_events = [a for a in actions if a.startswith("health_status")]
+    assert health_events == ["health_status: unhealthy", "health_status: healthy"]
+    config = inspect(agent, "probed")["Config"]["Healthcheck"]
+    assert config["Test"] == ["CMD-SHELL", "cat /tmp/ok || exit 1"] and config["Retries"] == 2
+    ok(agent.docker("rm", "-f", "probed"))
+
+
+def test_the_images_healthcheck_and_no_healthcheck(agent):
+    ok(agent.docker("run", "-d", "--name", "from-image", "checked"))
+    ok(agent.docker("run", "-d", "--name", "unchecked", "--no-healthcheck", "checked"))
+    assert _health(agent, "from-image")["Status"] in ("starting", "unhealthy")
+    assert "from-image" in _listed(agent, "starting") + _listed(agent, "unhealthy")
+    ok(agent.docker("exec", "from-image", "touch", "/tmp/ok"))
+    until(lambda: _health(agent, "from-image").get("Status") == "healthy", "healthy")
+    assert _health(agent, "unchecked") == {} and "unchecked" in _listed(agent, "none")
+    assert "Healthcheck" not in inspect(agent, "unchecked")["Config"]
+    ok(agent.docker("rm", "-f", "from-image", "unchecked"))
+
+
+def test_a_probe_past_its_timeout_is_killed_and_counts_as_a_failure(agent):
+    ok(
+        agent.docker(
+            "run",
+            "-d",
+            "--name",
+            "slow",
+            "--health-cmd",
+            "sleep 777",
+            "--health-timeout",
+            "100ms",
+            "--health-interval",
+            "50ms",
+            "--health-retries",
+            "1",
+            "busybox",
+            "sleep",
+            "1000",
+        )
+    )
+    until(lambda: _health(agent, "slow").get("Status") == "unhealthy", "unhealthy")
+    last = _health(agent, "slow")["Log"][-1]
+    assert last["ExitCode"] == -1
+    assert last["Output"] == "Health check exceeded timeout (100ms)"
+    until(lambda: len(_health(agent, "slow")["Log"]) >= 3, "three timed-out probes")
+    assert _processes().count("sleep 777") <= 1  # each killed at its timeout: none pile up
+    ok(agent.docker("stop", "-t", "0", "slow"))
+    until(lambda: "sleep 777" not in _processes(), "the probes to be gone")
+    ok(agent.docker("rm", "slow"))
+
+
+def _processes() -> str:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return "\n".join(found)
+
+
+def test_bad_healthchecks_are_refused_and_nothing_is_made(agent):
+    before = names(agent)
+    result = agent.docker("create", "--health-cmd", "true", "--health-interval", "500us", "busybox")
+    assert "Interval in Healthcheck cannot be less than 1ms" in result.stderr, result.stderr
+    client = docker.APIClient(base_url=agent.url, version="auto")
+    with pytest.raises(docker.errors.APIError) as refused:
+        client.create_container(
+            "busybox", ["true"], healthcheck={"test": ["CMD", "true"], "retries": -1}
+        )
+    assert refused.value.status_code == 400
+    assert "Retries in Healthcheck cannot be negative" in str(refused.value)
+    listed = agent.docker("ps", "--filter", "health=bouncy")
+    assert "Unrecognised filter value for health: bouncy" in listed.stderr
+    assert names(agent) == before

@@ -76,6 +76,7 @@ def _options(body: dict, name: str) -> tuple[CreateOptions, list[str]]:
         name=name,
         restart_policy=restart.get("Name") or "no",
         restart_retries=int(restart.get("MaximumRetryCount") or 0) if restart.get("Name") else 0,
+        healthcheck=body.get("Healthcheck") or None,
     )
     return options, warnings
 

@@ -16,6 +16,7 @@ import time
 
 from vmctl_agent.api.http import ApiError, Response, parse_filters
 from vmctl_agent.runtime import logs as logfile
+from vmctl_agent.runtime.healthcheck import STATUSES
 from vmctl_agent.runtime.index import Container
 
 MAX_AGE = 1.0  # seconds: what a change the runtime was not told of could hide, at most
@@ -63,6 +64,9 @@ def list_(engine, request) -> Response:
 def _build(engine, request, now: float) -> tuple[bytes, float]:
     """The answer, and for how many seconds its Status texts hold."""
     filters = parse_filters(request.arg("filters"))
+    for wanted in filters.get("health", ()):
+        if wanted not in STATUSES:
+            raise ApiError(400, f"Unrecognised filter value for health: {wanted}")
     found = engine.runtime.list(all=request.flag("all") or "status" in filters)
     rows, valid_for = [], MAX_AGE
     for c in found:
@@ -83,6 +87,7 @@ def _matches(container: Container, filters: dict[str, list[str]]) -> bool:
         "id": lambda v: container.id.startswith(v),
         "label": lambda v: _label_matches(labels, v),
         "ancestor": lambda v: v in (container.config.image, container.config.image_id),
+        "health": lambda v: container.health_status == v,
     }
     for key, values in filters.items():
         check = checks.get(key)
@@ -130,11 +135,18 @@ def status_text(c: Container, now: float) -> tuple[str, float]:
     state = c.state
     if state.running:
         text, holds = _ago(state.started_at, now)
-        return "Up " + text, holds
+        return "Up " + text + _health_text(c), holds
     if state.status in ("exited", "restarting"):
         text, holds = _ago(state.finished_at, now)
         return f"{state.status.capitalize()} ({state.exit_code}) {text} ago", holds
     return "Created", MAX_AGE
+
+
+def _health_text(c: Container) -> str:
+    status = c.health_status
+    if status == "none":
+        return ""
+    return " (health: starting)" if status == "starting" else f" ({status})"
 
 
 def _ago(stamp: str, now: float) -> tuple[str, float]:

@@ -1,19 +1,25 @@
 """The agent's watch over its containers: a thread per running container waits for its end
 (on its shim's pidfd, which also reaps the shim at once), publishes `die` (`oom` before it,
 `destroy` after it for --rm), and brings the container back as its restart policy says, after
-the back-off (`die`, then `start` again). At its own start the agent takes over the containers
+the back-off (`die`, then `start` again). Beside it, a container with a healthcheck has its
+probes run, each run's results kept in health.json and each change of status published
+(`health_status: healthy`). At its own start the agent takes over the containers
 found running, and starts those whose policy wants them back (an agent or a VM that
 restarted): so `vmctl start` brings back what the user left running, as Docker Desktop does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
+import time
 
 from vmctl_agent.api import events
 from vmctl_agent.errors import AgentError
-from vmctl_agent.runtime import pids
+from vmctl_agent.runtime import logs as logfile
+from vmctl_agent.runtime import pids, probes, records
+from vmctl_agent.runtime.healthcheck import Health
 from vmctl_agent.runtime.index import Container, ContainerNotFound
 
 
@@ -49,10 +55,37 @@ def _bring_back(engine, container: Container) -> None:
 
 def _follow(engine, container: Container | None) -> None:
     while container is not None:
+        run_over = threading.Event()
+        _check_health(engine, container, run_over)
         ended = _wait_for_end(engine, container)
+        run_over.set()
         if ended is None:
             return
         container = _restart(engine, ended)
+
+
+def _check_health(engine, container: Container, run_over: threading.Event) -> None:
+    """Probe this run of `container` as its healthcheck says, until `run_over`."""
+    check = container.config.health_check
+    if check is not None:
+        args = (engine, container, check, run_over)
+        threading.Thread(target=_probe_run, args=args, daemon=True).start()
+
+
+def _probe_run(engine, container: Container, check, run_over: threading.Event) -> None:
+    health = container.health or Health(container.state.started_at)  # resumed by a new agent
+    started = logfile.parse_time(container.state.started_at)
+    while not run_over.wait(check.wait_before_next(health.status, time.time() - started)):
+        result = probes.probe(engine.runtime, container.id, check)
+        if run_over.is_set():
+            return  # it ended meanwhile: a probe that could not run says nothing of its health
+        changed = health.add(result, check)
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+            records.write_health(container.directory, health.to_json())
+        if changed:
+            engine.runtime.changed()
+            action = f"health_status: {health.status}"
+            events.container_event(engine, action, container.id, container)
 
 
 def _wait_for_end(engine, container: Container) -> Container | None:

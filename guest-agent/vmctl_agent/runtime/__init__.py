@@ -8,6 +8,8 @@ image store and the shared floor; never the API above it.
     records.py        a container's records on disk
     spec.py           the create options and the process spec, checked
     restarts.py       restart policies, their back-off, the pending restarts
+    healthcheck.py    healthchecks: the check, and the health its results add up to
+    probes.py         one healthcheck probe, run as an exec in the container
     shim.py           the supervisor of one container: output, exit, ctl.sock
     process.py        the container's first process: the ordered recipe to exec
     rootfs.py         the overlay root, /proc /sys /dev, pivot_root

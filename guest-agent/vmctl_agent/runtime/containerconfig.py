@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from vmctl_agent import syscalls as sc
-from vmctl_agent.runtime import capabilities, cgroupfs, logs, rootfs, shim, spec
+from vmctl_agent.runtime import capabilities, cgroupfs, healthcheck, logs, rootfs, shim, spec
+from vmctl_agent.runtime.healthcheck import Healthcheck
 from vmctl_agent.runtime.restarts import RestartPolicy
 from vmctl_agent.store.images import Image
 
@@ -39,6 +40,7 @@ class ContainerConfig:
     layers: tuple[str, ...]  # lower dirs, top first
     limits: dict = field(default_factory=dict)
     stop_signal: int = signal.SIGTERM
+    healthcheck: dict | None = None  # the image's and run's, merged (Docker's shape)
 
     def to_json(self) -> dict:
         """Shallow: the fields already hold plain JSON values (asdict would deep-copy them)."""
@@ -69,6 +71,10 @@ class ContainerConfig:
     @property
     def cgroup_limits(self) -> cgroupfs.Limits:
         return cgroupfs.Limits(**self.limits)
+
+    @functools.cached_property
+    def health_check(self) -> Healthcheck | None:
+        return healthcheck.merge(self.healthcheck, None)
 
     @property
     def restart_policy(self) -> RestartPolicy:
@@ -151,6 +157,7 @@ class ContainerConfig:
                 "Tty": options.tty,
                 "OpenStdin": options.open_stdin,
                 "StdinOnce": options.stdin_once,
+                **({"Healthcheck": self.healthcheck} if self.healthcheck else {}),
             },
             "HostConfig": {
                 "Memory": options.memory,
@@ -192,6 +199,8 @@ def build_config(
     )
     limits.check(cgroupfs.host_cpus())
     _check_restart_policy(options)
+    healthcheck.check_options(options.healthcheck)
+    checks = _merged_healthcheck(options.healthcheck, image_config.get("Healthcheck"))
     hostname = options.hostname or container_id[:12]
     user = spec.resolve_user(options.user or image_config.get("User") or "", layers)
     process = spec.ProcessSpec(
@@ -215,7 +224,17 @@ def build_config(
         layers=tuple(layers),
         limits=asdict(limits),
         stop_signal=_stop_signal(image_config.get("StopSignal")),
+        healthcheck=checks,
     )
+
+
+def _merged_healthcheck(asked: dict | None, image: dict | None) -> dict | None:
+    """Docker's merge, field by field: what `docker run` gave, else the image's HEALTHCHECK."""
+    if healthcheck.merge(asked, image) is None:
+        return None
+    asked, image = asked or {}, image or {}
+    keys = ("Test", "Interval", "Timeout", "StartPeriod", "StartInterval", "Retries")
+    return {k: asked.get(k) or image.get(k) for k in keys if asked.get(k) or image.get(k)}
 
 
 def _check_restart_policy(options: spec.CreateOptions) -> None:

@@ -11,6 +11,7 @@ status; state.json is written once per start, and an end is only ever written by
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import re
 import signal
@@ -23,6 +24,7 @@ from vmctl_agent.errors import AgentError
 from vmctl_agent.runtime import cgroups, logs, pids, records
 from vmctl_agent.runtime.containerconfig import ContainerConfig
 from vmctl_agent.runtime.endings import Endings
+from vmctl_agent.runtime.healthcheck import Health
 from vmctl_agent.runtime.records import State
 from vmctl_agent.runtime.restarts import Restarts
 
@@ -49,6 +51,25 @@ class Container:
     def name(self) -> str:
         return self.config.name
 
+    @functools.cached_property
+    def health(self) -> Health | None:
+        """This run's health (`starting` until its first probe); the last run's once it ended;
+        None without a healthcheck or before any start."""
+        if self.config.health_check is None or self.state.status == "created":
+            return None
+        recorded = records.read_health(self.directory)
+        if recorded is not None and (
+            recorded.get("run") == self.state.started_at or not self.state.running
+        ):
+            return Health.from_json(recorded)
+        return Health(self.state.started_at) if self.state.running else None
+
+    @property
+    def health_status(self) -> str:
+        """starting, healthy, unhealthy, or none (the `health` filter's words)."""
+        health = self.health
+        return "none" if health is None else health.status
+
     @property
     def restarting(self) -> bool:
         """Ended, and waiting out the back-off before its restart policy starts it again."""
@@ -70,6 +91,7 @@ class Container:
                 "Error": self.state.error,
                 "StartedAt": self.state.started_at,
                 "FinishedAt": self.state.finished_at,
+                **({"Health": self.health.inspect()} if self.health else {}),
             },
             "RestartCount": self.state.restart_count,
             "LogPath": str(self.directory / "container-json.log"),

@@ -4,6 +4,7 @@
     state.json    the last start: pid, shim, times; replaced atomically at each start, not
                   fsynced (after a crash every container is dead anyway); none yet: created
     exit.json     how that run ended, written by its shim and naming it (this_runs_end)
+    health.json   that run's healthcheck results, written by the agent and naming the run
 
 Readers never see half a file while the machine is up (a temp name and a rename, or a staging
 directory published by a rename). What a crash can tear is recognised and dealt with here: a
@@ -104,6 +105,18 @@ def mark_stopped(directory: Path) -> None:
         return  # torn by a crash: it reads as exited, and nothing restarts it
     if isinstance(recorded, dict) and not recorded.get("manually_stopped"):
         atomic.write_json(path, {**recorded, "manually_stopped": True}, durable=False)
+
+
+def read_health(directory: Path) -> dict | None:
+    """health.json: the health of the run it names (its start), kept by the agent's probes."""
+    try:
+        return atomic.read_json_or_none(directory / "health.json")
+    except ValueError:
+        return None  # torn by a crash: that run is over anyway
+
+
+def write_health(directory: Path, health: dict) -> None:
+    atomic.write_json(directory / "health.json", health, durable=False)
 
 
 def this_runs_end(directory: Path, state: State) -> dict | None:

@@ -48,6 +48,7 @@ class CreateOptions:
     name: str = ""
     restart_policy: str = "no"
     restart_retries: int = 0
+    healthcheck: dict | None = None  # Docker's Healthcheck: Test, Interval... (ns)
 
 
 @dataclass(frozen=True)
