@@ -151,7 +151,10 @@ def kill(engine, request, id: str) -> Response:
 
 
 def _signal(name: str) -> int:
+    """`KILL`, `SIGHUP`, `1`... as dockerd parses them."""
     if name.isdigit():
+        if not 0 < int(name) <= signals.SIGRTMAX:
+            raise ApiError(400, f"Invalid signal: {name}")
         return int(name)
     try:
         return signals.Signals["SIG" + name.upper().removeprefix("SIG")]

@@ -82,7 +82,7 @@ def _build(engine, request, now: float) -> tuple[bytes, float]:
 def _matches(container: Container, filters: dict[str, list[str]]) -> bool:
     labels = container.config.create_options.labels
     checks = {
-        "status": lambda v: container.state.status == v,
+        "status": lambda v: v == ("paused" if container.paused else container.state.status),
         "name": lambda v: v.lstrip("/") in container.name,
         "id": lambda v: container.id.startswith(v),
         "label": lambda v: _label_matches(labels, v),
@@ -120,7 +120,7 @@ def _row(c: Container, now: float) -> tuple[dict, float]:
         "Created": int(logfile.parse_time(c.config.created)),
         "Ports": [],
         "Labels": dict(c.config.create_options.labels),
-        "State": c.state.status,
+        "State": "paused" if c.paused else c.state.status,
         "Status": status,
         "HostConfig": {"NetworkMode": c.config.network},
         "NetworkSettings": {"Networks": {}},
@@ -135,7 +135,8 @@ def status_text(c: Container, now: float) -> tuple[str, float]:
     state = c.state
     if state.running:
         text, holds = _ago(state.started_at, now)
-        return "Up " + text + _health_text(c), holds
+        paused = " (Paused)" if c.paused else ""
+        return "Up " + text + paused + _health_text(c), holds
     if state.status in ("exited", "restarting"):
         text, holds = _ago(state.finished_at, now)
         return f"{state.status.capitalize()} ({state.exit_code}) {text} ago", holds

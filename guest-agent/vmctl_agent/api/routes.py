@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from vmctl_agent.api import containers, events, execs, images, listing, system
+from vmctl_agent.api import changes, containers, events, execs, images, listing, system
 from vmctl_agent.api.http import ApiError, Request, Response
 
 _ID = r"(?P<id>[^/]+)"
@@ -41,6 +41,10 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", rf"/containers/{_ID}/logs", containers.logs),
     ("GET", rf"/containers/{_ID}/top", containers.top),
     ("GET", rf"/containers/{_ID}/stats", containers.stats),
+    ("POST", rf"/containers/{_ID}/pause", changes.pause),
+    ("POST", rf"/containers/{_ID}/unpause", changes.unpause),
+    ("POST", rf"/containers/{_ID}/rename", changes.rename),
+    ("POST", rf"/containers/{_ID}/update", changes.update),
     ("DELETE", rf"/containers/{_ID}", containers.remove),
     ("POST", rf"/containers/{_ID}/exec", execs.create),
     ("POST", rf"/exec/{_ID}/start", execs.start),

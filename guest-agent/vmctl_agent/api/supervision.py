@@ -76,6 +76,8 @@ def _probe_run(engine, container: Container, check, run_over: threading.Event) -
     health = container.health or Health(container.state.started_at)  # resumed by a new agent
     started = logfile.parse_time(container.state.started_at)
     while not run_over.wait(check.wait_before_next(health.status, time.time() - started)):
+        if _paused(engine, container.id):
+            continue  # as dockerd: no probes while paused
         result = probes.probe(engine.runtime, container.id, check)
         if run_over.is_set():
             return  # it ended meanwhile: a probe that could not run says nothing of its health
@@ -131,6 +133,13 @@ def _revive(engine, container_id: str, *, fresh: bool) -> Container | None:
     if revived is not None:
         events.container_event(engine, "start", revived.id, revived)
     return revived
+
+
+def _paused(engine, container_id: str) -> bool:
+    try:
+        return engine.runtime.get(container_id).paused
+    except ContainerNotFound:
+        return False
 
 
 def _attributes(container: Container) -> dict:

@@ -4,6 +4,7 @@ image store and the shared floor; never the API above it.
 
     containers.py     Runtime: create, start, wait, signals, remove, exec, output
     index.py          finding containers and deriving their status from their records
+    changes.py        pause, unpause, rename, update: a container changed in place
     containerconfig.py  what a container is made of, decided once at create
     records.py        a container's records on disk
     spec.py           the create options and the process spec, checked

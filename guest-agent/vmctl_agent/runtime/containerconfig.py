@@ -162,6 +162,7 @@ class ContainerConfig:
             "HostConfig": {
                 "Memory": options.memory,
                 "NanoCpus": options.nano_cpus,
+                "CpuShares": self.limits.get("cpu_shares") or 0,
                 "PidsLimit": options.pids_limit,
                 "AutoRemove": options.auto_remove,
                 "NetworkMode": self.network,

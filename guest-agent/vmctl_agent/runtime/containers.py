@@ -15,9 +15,7 @@ Finding containers and deriving their status from these records is index.py's pa
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import secrets
 import signal
 import socket
@@ -28,22 +26,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from vmctl_agent import atomic
-from vmctl_agent.runtime import cgroups, execs, logs, naming, pids, records, rootfs, shim, spec
+from vmctl_agent.runtime import cgroups, execs, logs, pids, records, rootfs, shim, spec
+from vmctl_agent.runtime.changes import ContainerChanges
 from vmctl_agent.runtime.containerconfig import INIT_LAYER, MOUNT_POINT, build_config
-from vmctl_agent.runtime.index import (
-    Container,
-    ContainerConflict,
-    ContainerIndex,
-    ContainerNotFound,
-)
+from vmctl_agent.runtime.index import Container, ContainerConflict, ContainerNotFound
 from vmctl_agent.runtime.records import ZERO_TIME, State
 from vmctl_agent.store.content import remove_tree
 from vmctl_agent.store.images import ImageStore
 
-_NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 
-
-class Runtime(ContainerIndex):
+class Runtime(ContainerChanges):
     """Creates and runs containers from the images in `images`."""
 
     def __init__(self, data_root: Path, images: ImageStore, groups: cgroups.Cgroups | None = None):
@@ -77,24 +69,6 @@ class Runtime(ContainerIndex):
                 self.changed()
         self._configs[container_id] = config
         return Container(config, State(), self.root / container_id)
-
-    def _new_name(self, wanted: str) -> str:
-        if not wanted:
-            taken = {c.name for c in self._all_configs()}
-            return naming.generate(lambda n: f"/{n}" in taken)
-        if not _NAME.fullmatch(wanted):
-            raise spec.InvalidSpec(
-                f"Invalid container name ({wanted}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-            )
-        name = "/" + wanted.lstrip("/")
-        for other in self._all_configs():
-            if "/" + other.name == name:
-                raise ContainerConflict(
-                    f'Conflict. The container name "{name}" is already in use by container '
-                    f'"{other.id}". You have to remove (or rename) that container to be able '
-                    "to reuse that name."
-                )
-        return name[1:]
 
     def _save(self, container: Container) -> None:
         """Not fsynced: after a crash every container is dead anyway, and its status is
@@ -160,16 +134,6 @@ class Runtime(ContainerIndex):
         finally:
             self.restarts.done(ref)
             self.changed()
-
-    @contextlib.contextmanager
-    def _locked(self, container: Container) -> Iterator[None]:
-        """The container's directory, flocked (start and remove take turns)."""
-        with contextlib.ExitStack() as stack:
-            try:
-                stack.enter_context(atomic.locked(container.directory, directory=True))
-            except FileNotFoundError:
-                raise ContainerNotFound(f"No such container: {container.id}") from None
-            yield
 
     def _launch(self, container: Container, *, restarted: bool = False) -> None:
         config, state = container.config, container.state
@@ -276,7 +240,13 @@ class Runtime(ContainerIndex):
             self.restarts.hold(container.id)
         container = self._mark_stopped(container)
         if container.state.running:
-            pids.send_signal(container.state.pid, container.state.start_time, sig)
+            self._signal(container, sig)
+
+    def _signal(self, container: Container, sig: int) -> None:
+        """A paused container is thawed once signalled, so that it can act on it (dockerd)."""
+        pids.send_signal(container.state.pid, container.state.start_time, sig)
+        if container.paused:
+            self.cgroups.thaw(container.id)
 
     def _mark_stopped(self, container: Container) -> Container:
         """Recorded under the lock a restart takes: it is then either done (and the run
@@ -293,9 +263,7 @@ class Runtime(ContainerIndex):
         container = self._mark_stopped(container)
         if not container.state.running:
             return container
-        pids.send_signal(
-            container.state.pid, container.state.start_time, container.config.stop_signal
-        )
+        self._signal(container, container.config.stop_signal)
         try:
             return self.wait(container.id, timeout=timeout)
         except TimeoutError:
@@ -348,6 +316,10 @@ class Runtime(ContainerIndex):
         container = self.get(ref)
         if not container.state.running:
             raise ContainerConflict(f"Container {container.id} is not running")
+        if container.paused:
+            raise ContainerConflict(
+                f"Container {container.id} is paused, unpause the container before exec"
+            )
         if not cmd:
             raise spec.InvalidSpec("No exec command specified")
         base = container.config.process_spec

@@ -21,12 +21,14 @@ from pathlib import Path
 
 from vmctl_agent import atomic
 from vmctl_agent.errors import AgentError
-from vmctl_agent.runtime import cgroups, logs, pids, records
+from vmctl_agent.runtime import cgroups, logs, naming, pids, records, spec
 from vmctl_agent.runtime.containerconfig import ContainerConfig
 from vmctl_agent.runtime.endings import Endings
 from vmctl_agent.runtime.healthcheck import Health
 from vmctl_agent.runtime.records import State
 from vmctl_agent.runtime.restarts import Restarts
+
+_NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 
 
 class ContainerNotFound(AgentError):
@@ -42,6 +44,7 @@ class Container:
     config: ContainerConfig
     state: State
     directory: Path
+    paused: bool = False  # derived at each read from the cgroup freezer
 
     @property
     def id(self) -> str:
@@ -80,9 +83,9 @@ class Container:
         return {
             **self.config.inspect(),
             "State": {
-                "Status": self.state.status,
+                "Status": "paused" if self.paused else self.state.status,
                 "Running": self.state.running or self.restarting,  # as dockerd says it
-                "Paused": False,
+                "Paused": self.paused,
                 "Restarting": self.restarting,
                 "OOMKilled": self.state.oom_killed,
                 "Dead": False,
@@ -178,6 +181,34 @@ class ContainerIndex:
             raise FileNotFoundError(directory)
         return config
 
+    def _new_name(self, wanted: str) -> str:
+        if not wanted:
+            taken = {c.name for c in self._all_configs()}
+            return naming.generate(lambda n: f"/{n}" in taken)
+        if not _NAME.fullmatch(wanted):
+            raise spec.InvalidSpec(
+                f"Invalid container name ({wanted}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )
+        name = "/" + wanted.lstrip("/")
+        for other in self._all_configs():
+            if "/" + other.name == name:
+                raise ContainerConflict(
+                    f'Conflict. The container name "{name}" is already in use by container '
+                    f'"{other.id}". You have to remove (or rename) that container to be able '
+                    "to reuse that name."
+                )
+        return name[1:]
+
+    @contextlib.contextmanager
+    def _locked(self, container: Container) -> Iterator[None]:
+        """The container's directory, flocked (start and remove take turns)."""
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(atomic.locked(container.directory, directory=True))
+            except FileNotFoundError:
+                raise ContainerNotFound(f"No such container: {container.id}") from None
+            yield
+
     def users_of(self, image_id: str) -> list[tuple[str, bool]]:
         """Containers made from `image_id`, for `docker rmi`'s checks."""
         return [(c.id, c.state.running) for c in self._all() if c.config.image_id == image_id]
@@ -201,6 +232,8 @@ class ContainerIndex:
                 ended = self._orphaned(container)
         if ended is not None:
             self._mark_exited(container, ended)
+        else:
+            container.paused = self.cgroups.frozen(container.id)
 
     def _orphaned(self, container: Container) -> dict:
         """The shim was killed: nobody records this container's output or exit any more, so
