@@ -9,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+import docker
 import pytest
 from agentserver import AgentServer, serving
 
@@ -175,3 +176,23 @@ def test_kill_takes_signal_names_and_numbers(agent):
     fails(agent.docker("kill", "-s", "0", "signalled"), "Invalid signal: 0")
     assert inspect(agent, "signalled")["State"]["Running"]
     ok(agent.docker("rm", "-f", "signalled"))
+
+
+def test_docker_py_pauses_renames_and_updates(agent):
+    client = docker.DockerClient(base_url=agent.url, version="auto")
+    c = client.containers.run("busybox", ["sleep", "1000"], detach=True, name="py-before")
+    c.pause()
+    c.reload()
+    assert c.status == "paused"
+    with pytest.raises(docker.errors.APIError, match="is already paused") as conflict:
+        c.pause()
+    assert conflict.value.status_code == 409
+    c.unpause()
+    c.rename("py-after")
+    c.reload()
+    assert (c.name, c.status) == ("py-after", "running")
+    assert c.update(mem_limit="32m", restart_policy={"Name": "unless-stopped"}) == {"Warnings": []}
+    c.reload()
+    assert c.attrs["HostConfig"]["Memory"] == 32 << 20
+    assert c.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    c.remove(force=True)
