@@ -160,6 +160,13 @@ def test_update_changes_a_running_containers_cgroup(agent):
     until(lambda: inspect(agent, "grown")["RestartCount"] == 1, "the updated policy's restart")
     until(lambda: inspect(agent, "grown")["State"]["Running"], "the restarted run")
     ok(agent.docker("rm", "-f", "grown"))
+    ok(agent.docker("run", "-d", "--rm", "--name", "fleeting", "busybox", "sleep", "1000"))
+    fails(
+        agent.docker("update", "--restart", "always", "fleeting"),
+        "Restart policy cannot be updated because AutoRemove is enabled for the container",
+    )
+    assert inspect(agent, "fleeting")["HostConfig"]["RestartPolicy"]["Name"] == "no"
+    ok(agent.docker("rm", "-f", "fleeting"))
 
 
 def test_kill_takes_signal_names_and_numbers(agent):
@@ -196,3 +203,20 @@ def test_docker_py_pauses_renames_and_updates(agent):
     assert c.attrs["HostConfig"]["Memory"] == 32 << 20
     assert c.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     c.remove(force=True)
+
+
+def test_update_below_what_the_container_uses_is_refused_and_changes_nothing(agent):
+    if len(Path("/proc/swaps").read_text().splitlines()) > 1:
+        pytest.skip("with swap the kernel pages the usage out rather than refusing the limit")
+    fill = "dd if=/dev/zero of=/dev/shm/fill bs=1M count=30 && echo full; sleep 1000"
+    ok(agent.docker("run", "-d", "--name", "full", "--memory", "64m", "busybox", "sh", "-c", fill))
+    until(lambda: "full" in ok(agent.docker("logs", "full")), "30 MiB of tmpfs in use")
+    container_id = inspect(agent, "full")["Id"]
+    fails(
+        agent.docker("update", "--memory", "8m", "full"), f"Cannot update container {container_id}"
+    )
+    assert inspect(agent, "full")["HostConfig"]["Memory"] == 64 << 20
+    if V1:
+        assert cgroup_file("memory", container_id, "memory.limit_in_bytes") == str(64 << 20)
+    assert inspect(agent, "full")["State"]["Running"]
+    ok(agent.docker("rm", "-f", "full"))

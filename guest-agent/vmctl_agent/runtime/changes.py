@@ -74,25 +74,15 @@ class ContainerChanges(ContainerIndex):
         """New limits, applied to the running container's cgroup first: if the kernel refuses
         them, nothing changes (they are applied again as they were)."""
         container = self.get(ref)
-        options = container.config.create_options
-        if change.restart_policy is not None:
-            change.restart_policy.check()
-            if options.auto_remove and change.restart_policy.name != "no":
-                raise InvalidSpec(
-                    "Restart policy cannot be updated because AutoRemove is enabled for the "
-                    "container"
-                )
+        _check_policy(container, change.restart_policy)
         limits = _new_limits(container.config.cgroup_limits, change)
         limits.check(cgroupfs.host_cpus())
         with self._locked(container):
             container = self._load(container.directory)
             if container.state.running:
                 self._apply_limits(container, limits)
-            self._rewrite(
-                container,
-                limits=dataclasses.asdict(limits),
-                options=_options(container.config.options, change),
-            )
+            options = _options(container.config.options, change)
+            self._rewrite(container, limits=dataclasses.asdict(limits), options=options)
         return self.get(container.id)
 
     def _apply_limits(self, container: Container, limits: cgroupfs.Limits) -> None:
@@ -107,6 +97,16 @@ class ContainerChanges(ContainerIndex):
         atomic.write_json(container.directory / "config.json", data)
         self._configs[container.id] = ContainerConfig.from_json(data)
         self.changed()
+
+
+def _check_policy(container: Container, policy: RestartPolicy | None) -> None:
+    if policy is None:
+        return
+    policy.check()
+    if container.config.create_options.auto_remove and policy.name != "no":
+        raise InvalidSpec(
+            "Restart policy cannot be updated because AutoRemove is enabled for the container"
+        )
 
 
 def _new_limits(old: cgroupfs.Limits, change: Update) -> cgroupfs.Limits:
