@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from vmctl_agent.api.http import Response, parse_filters
 
 _HISTORY = 1024
+_WITH_DETAIL = ("health_status", "exec_create", "exec_start")
 _KEEPALIVE = 1.0
 
 
@@ -113,7 +114,7 @@ def _messages(engine, subscriber: queue.Queue, past: list[Event], until: float, 
 def _wanted(event: Event, filters: dict[str, list[str]]) -> bool:
     checks = {
         "type": lambda v: event.type == v,
-        "event": lambda v: event.action == v,
+        "event": lambda v: event.action == v or _prefix_of(v, event.action),
         "container": lambda v: (
             event.type == "container"
             and (event.actor_id.startswith(v) or event.attributes.get("name") == v)
@@ -124,6 +125,12 @@ def _wanted(event: Event, filters: dict[str, list[str]]) -> bool:
     return all(
         any(checks.get(k, lambda v: True)(v) for v in values) for k, values in filters.items()
     )
+
+
+def _prefix_of(wanted: str, action: str) -> bool:
+    """As dockerd: `health_status` (and `exec_create`, `exec_start`) match the actions that
+    carry a detail after a colon (`health_status: healthy`)."""
+    return wanted in _WITH_DETAIL and action.startswith(wanted + ":")
 
 
 def _label(attributes: dict, wanted: str) -> bool:

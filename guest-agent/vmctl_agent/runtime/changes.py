@@ -33,6 +33,8 @@ class Update:
 
 
 class ContainerChanges(ContainerIndex):
+    """The runtime's verbs that change a container without starting or stopping it."""
+
     def pause(self, ref: str) -> Container:
         container = self.get(ref)
         self._check_running(container)

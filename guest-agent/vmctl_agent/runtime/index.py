@@ -2,10 +2,12 @@
 
 Status is derived, never stored: a "running" record is checked against exit.json (if it names
 that run's shim) and against the shim and the container's process (pid + start time, so a
-reused pid is not mistaken for ours) every time it is read. So a restarted agent finds its
-running containers again, and those that ended meanwhile are reported with their real exit
-status; state.json is written once per start, and an end is only ever written by the shim
-(or for a shim that was killed, by the agent in its place).
+reused pid is not mistaken for ours) every time it is read; `restarting` is an ended run with
+a restart pending in this life of the agent, `paused` what the cgroup freezer says. So a
+restarted agent finds its running containers again, and those that ended meanwhile are
+reported with their real exit status; state.json is written once per start (and marked when
+the user stops the container), and an end is only ever written by the shim (or for a shim
+that was killed, by the agent in its place).
 """
 
 from __future__ import annotations
