@@ -146,6 +146,11 @@ def test_update_changes_a_running_containers_cgroup(agent):
         assert cgroup_file("memory", container_id, "memory.limit_in_bytes") == str(64 << 20)
         assert cgroup_file("cpu", container_id, "cpu.cfs_quota_us") == "50000"
         assert cgroup_file("pids", container_id, "pids.max") == "50"
+    ok(agent.docker("update", "--cpu-shares", "512", "grown"))
+    assert inspect(agent, "grown")["HostConfig"]["CpuShares"] == 512
+    if V1:
+        assert cgroup_file("cpu", container_id, "cpu.shares") == "512"
+        assert cgroup_file("memory", container_id, "memory.limit_in_bytes") == str(64 << 20)
     fails(agent.docker("update", "--blkio-weight", "300", "grown"), "BlkioWeight")
     fails(agent.docker("update", "--cpus", "1000", "grown"), "Range of CPUs is from 0.01")
     fails(

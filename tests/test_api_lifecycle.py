@@ -358,6 +358,38 @@ def test_the_images_healthcheck_and_no_healthcheck(agent):
     ok(agent.docker("rm", "-f", "from-image", "unchecked"))
 
 
+def test_failures_in_the_start_period_do_not_count(agent):
+    ok(
+        agent.docker(
+            "run",
+            "-d",
+            "--name",
+            "warming",
+            "--health-cmd",
+            "false",
+            "--health-retries",
+            "1",
+            "--health-start-period",
+            "1h",
+            "--health-start-interval",
+            "50ms",
+            "--health-interval",
+            "1h",
+            "busybox",
+            "sleep",
+            "1000",
+        )
+    )
+    health = until(
+        lambda: len((h := _health(agent, "warming")).get("Log", [])) >= 3 and h,
+        "three probes, every start interval",
+    )
+    assert health["Status"] == "starting" and health["FailingStreak"] == 0
+    assert [r["ExitCode"] for r in health["Log"]][:3] == [1, 1, 1]
+    assert "warming" in _listed(agent, "starting")
+    ok(agent.docker("rm", "-f", "warming"))
+
+
 def test_a_probe_past_its_timeout_is_killed_and_counts_as_a_failure(agent):
     ok(
         agent.docker(
