@@ -507,10 +507,22 @@ def _cpu_ticks(pid: int) -> int:
 
 
 @needs_v1
-def test_v1_kill_all_while_the_shim_removes_the_cgroup_is_not_an_error(v1: CgroupsV1):
-    """The container died and its shim is half-way through removing the cgroup: a force
-    remove's kill_all finds the freezer gone and nothing left to kill."""
+def test_v1_kill_all_while_the_shim_removes_the_cgroup_kills_who_is_left(v1: CgroupsV1):
+    """The container died and its shim is half-way through removing the cgroup, while a
+    late exec joined what was left: kill_all finds the freezer gone and signals each."""
     v1.create("c1", Limits())
-    (ROOT / "freezer" / v1.parent / "c1").rmdir()
-    v1.kill_all("c1")
-    assert v1.procs("c1") == []
+    late = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: _join_all_but_freezer(v1))
+    try:
+        (ROOT / "freezer" / v1.parent / "c1").rmdir()
+        assert v1.procs("c1") == [late.pid]
+        v1.kill_all("c1")
+        assert late.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        late.kill()
+        late.wait()
+
+
+def _join_all_but_freezer(v1: CgroupsV1) -> None:
+    for d in v1.path("c1"):
+        if d.parent.parent.name != "freezer":
+            (d / "cgroup.procs").write_text("0")

@@ -129,13 +129,13 @@ class Cgroups(ABC):
 
     def kill_all(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Signal every process inside, including ones forked while we do it. The shim may
-        be removing the cgroup meanwhile (the container died): then nothing is left to kill."""
+        be removing the cgroup meanwhile (the container died, and an exec joined it late):
+        then whoever is left in the hierarchies still there is signalled one by one."""
         if self.exists(name):
             try:
                 self._kill(name, sig)
             except CgroupError:
-                if self.procs(name):
-                    raise
+                self._signal_each(name, sig)
 
     def remove(self, name: str, timeout: float = 5.0) -> None:
         """Kill what is left and remove the cgroup everywhere; a missing cgroup is fine.
