@@ -442,6 +442,8 @@ def test_bad_healthchecks_are_refused_and_nothing_is_made(agent):
         )
     assert refused.value.status_code == 400
     assert "Retries in Healthcheck cannot be negative" in str(refused.value)
+    with pytest.raises(docker.errors.APIError, match="Healthcheck must be a JSON object"):
+        client.create_container("busybox", ["true"], healthcheck=["CMD", "true"])
     listed = agent.docker("ps", "--filter", "health=bouncy")
     assert "Unrecognised filter value for health: bouncy" in listed.stderr
     assert names(agent) == before

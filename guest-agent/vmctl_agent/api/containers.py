@@ -76,9 +76,15 @@ def _options(body: dict, name: str) -> tuple[CreateOptions, list[str]]:
         name=name,
         restart_policy=restart.get("Name") or "no",
         restart_retries=int(restart.get("MaximumRetryCount") or 0) if restart.get("Name") else 0,
-        healthcheck=body.get("Healthcheck") or None,
+        healthcheck=_object(body.get("Healthcheck"), "Healthcheck"),
     )
     return options, warnings
+
+
+def _object(value, field: str) -> dict | None:
+    if value is not None and not isinstance(value, dict):
+        raise ApiError(400, f"{field} must be a JSON object")
+    return value or None
 
 
 def _strings(value) -> tuple[str, ...] | None:
