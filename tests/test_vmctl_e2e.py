@@ -130,6 +130,35 @@ def test_the_guest_has_cgroup_v2_and_limits_hold(booted):
     ok(docker(home, name, "rm", "hog"))
 
 
+def test_pause_and_update_use_the_v2_freezer_and_limits(booted):
+    """pause, unpause and update through cgroup v2's files, which this host cannot show."""
+    home, name = booted
+    ok(docker(home, name, "run", "-d", "--name", "icy", "busybox", "sleep", "1000"))
+    container_id = ok(docker(home, name, "inspect", "icy", "--format", "{{.Id}}")).strip()
+    leaf = f"/sys/fs/cgroup/vmctl/{container_id}"
+    ok(docker(home, name, "pause", "icy"))
+    assert ok(docker(home, name, "inspect", "icy", "--format", "{{.State.Status}}")) == "paused\n"
+    frozen = ok(vmctl(home, "ssh", "--name", name, "--", "cat", f"{leaf}/cgroup.events"))
+    assert "frozen 1" in frozen.splitlines()
+    ok(docker(home, name, "unpause", "icy"))
+    ok(docker(home, name, "update", "--memory", "48m", "--pids-limit", "40", "icy"))
+    files = ok(
+        vmctl(
+            home,
+            "ssh",
+            "--name",
+            name,
+            "--",
+            "cat",
+            f"{leaf}/cgroup.freeze",
+            f"{leaf}/memory.max",
+            f"{leaf}/pids.max",
+        )
+    )
+    assert files.split() == ["0", str(48 << 20), "40"]
+    ok(docker(home, name, "rm", "-f", "icy"))
+
+
 def test_ssh_runs_commands_in_the_guest(booted):
     home, name = booted
     assert ok(vmctl(home, "ssh", "--name", name, "--", "uname", "-m")).strip() == "x86_64"
@@ -165,7 +194,25 @@ def test_the_guest_clock_is_put_right_when_the_host_agent_connects(booted):
 
 
 def test_killed_qemu_is_seen_as_stopped_and_start_works_again(booted):
+    """A power cut: QEMU killed. The next `vmctl start` brings back the containers whose
+    restart policy says so, as Docker Desktop does, and leaves the others exited."""
     home, name = booted
+    for container, policy in (("survivor", "always"), ("plain", "no")):
+        ok(
+            docker(
+                home,
+                name,
+                "run",
+                "-d",
+                "--name",
+                container,
+                "--restart",
+                policy,
+                "busybox",
+                "sleep",
+                "100000",
+            )
+        )
     shown = json.loads(ok(vmctl(home, "status", "--name", name, "--json")))
     pid = shown["pid"]
     assert pid and Path(f"/proc/{pid}").exists(), shown
@@ -184,6 +231,13 @@ def test_killed_qemu_is_seen_as_stopped_and_start_works_again(booted):
     # The image pulled before the kill is still there: the engine's store survived.
     images = ok(docker(home, name, "images", "--format", "{{.Repository}}"))
     assert "busybox" in images.split()
+    status = "{{.State.Status}}"
+    deadline = time.monotonic() + 300  # the agent brings it back right after it starts
+    while ok(docker(home, name, "inspect", "survivor", "--format", status)) != "running\n":
+        assert time.monotonic() < deadline, "the always container did not come back"
+        time.sleep(0.5)
+    assert ok(docker(home, name, "inspect", "plain", "--format", status)) == "exited\n"
+    ok(docker(home, name, "rm", "-f", "survivor", "plain"))
 
 
 def test_stop_then_delete_leaves_nothing_behind(booted):
