@@ -150,6 +150,8 @@ def test_restarting_shows_in_ps_and_a_stop_ends_it_for_good(agent):
     assert info["State"]["Restarting"] and info["State"]["Running"] and info["State"]["Pid"] == 0
     refused = agent.docker("rm", "looping")
     assert "You cannot remove a restarting container" in refused.stderr
+    pruned = ok(agent.docker("container", "prune", "-f"))
+    assert info["Id"] not in pruned and "looping" in names(agent)  # not stopped: kept
     ok(agent.docker("stop", "looping"))
     stopped = inspect(agent, "looping")
     assert stopped["State"]["Status"] == "exited" and not stopped["State"]["Restarting"]

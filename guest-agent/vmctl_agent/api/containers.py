@@ -432,10 +432,11 @@ def _system_cpu_ns() -> int:
 
 
 def prune(engine, request) -> Response:
-    """POST /containers/prune: remove every container that is not running."""
+    """POST /containers/prune: remove every container that is not running (nor waiting to
+    restart: dockerd counts those as running)."""
     deleted, reclaimed = [], 0
     for c in engine.runtime.list(all=True):
-        if c.state.running:
+        if c.state.running or c.restarting:
             continue
         reclaimed += tree_size(c.directory / "upper")
         engine.runtime.remove(c.id)
