@@ -124,7 +124,8 @@ class Runtime(ContainerChanges):
             container = self.get(ref)
             with self._locked(container):
                 container = self._load(container.directory)
-                wanted = fresh or (container.restarting and not self.restarts.held(container.id))
+                held = self.restarts.held(container.id)  # stopped or killed meanwhile
+                wanted = (fresh or container.restarting) and not held
                 if container.state.running or not wanted:
                     return None
                 self._launch(container, restarted=not fresh)
