@@ -225,3 +225,33 @@ def test_update_below_what_the_container_uses_is_refused_and_changes_nothing(age
         assert cgroup_file("memory", container_id, "memory.limit_in_bytes") == str(64 << 20)
     assert inspect(agent, "full")["State"]["Running"]
     ok(agent.docker("rm", "-f", "full"))
+
+
+def test_stop_signal_and_stop_timeout_are_the_containers_own(agent):
+    script = "trap 'echo got USR1' USR1; echo ready; while true; do sleep 0.05; done"
+    ok(
+        agent.docker(
+            "run",
+            "-d",
+            "--name",
+            "stoppy",
+            "--stop-signal",
+            "USR1",
+            "--stop-timeout",
+            "1",
+            "busybox",
+            "sh",
+            "-c",
+            script,
+        )
+    )
+    config = inspect(agent, "stoppy")["Config"]
+    assert (config["StopSignal"], config["StopTimeout"]) == ("USR1", 1)
+    until(lambda: "ready" in ok(agent.docker("logs", "stoppy")), "ready")
+    ok(agent.docker("stop", "stoppy"))  # USR1 (trapped, ignored), then SIGKILL after 1 s
+    assert "got USR1" in ok(agent.docker("logs", "stoppy"))
+    assert inspect(agent, "stoppy")["State"]["ExitCode"] == 137
+    before = ok(agent.docker("ps", "-aq")).split()
+    fails(agent.docker("create", "--stop-signal", "NOPE", "busybox"), "Invalid signal: NOPE")
+    assert ok(agent.docker("ps", "-aq")).split() == before
+    ok(agent.docker("rm", "stoppy"))

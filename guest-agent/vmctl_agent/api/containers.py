@@ -77,6 +77,8 @@ def _options(body: dict, name: str) -> tuple[CreateOptions, list[str]]:
         restart_policy=restart.get("Name") or "no",
         restart_retries=int(restart.get("MaximumRetryCount") or 0) if restart.get("Name") else 0,
         healthcheck=_object(body.get("Healthcheck"), "Healthcheck"),
+        stop_signal=str(body.get("StopSignal") or ""),
+        stop_timeout=None if body.get("StopTimeout") is None else int(body["StopTimeout"]),
     )
     return options, warnings
 
@@ -137,13 +139,13 @@ def stop(engine, request, id: str) -> Response:
     if not (current.state.running or current.restarting):
         engine.runtime.stop(id)  # nothing to signal, but a restart policy must hold it down
         return empty(304)
-    container = engine.runtime.stop(id, timeout=request.int_arg("t", 10))
+    container = engine.runtime.stop(id, timeout=request.int_arg("t"))
     events.container_event(engine, "stop", container.id)
     return empty(204)
 
 
 def restart(engine, request, id: str) -> Response:
-    container = engine.runtime.restart(id, timeout=request.int_arg("t", 10))
+    container = engine.runtime.restart(id, timeout=request.int_arg("t"))
     events.container_event(engine, "restart", container.id)
     supervision.watch(engine, container)
     return empty(204)

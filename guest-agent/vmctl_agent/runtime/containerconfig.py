@@ -77,6 +77,11 @@ class ContainerConfig:
         return healthcheck.merge(self.healthcheck, None)
 
     @property
+    def stop_timeout(self) -> float:
+        timeout = self.create_options.stop_timeout
+        return 10 if timeout is None else timeout
+
+    @property
     def restart_policy(self) -> RestartPolicy:
         options = self.create_options
         return RestartPolicy(options.restart_policy, options.restart_retries)
@@ -133,6 +138,15 @@ class ContainerConfig:
         files = {"hostname": f"{self.hostname}\n", "hosts": hosts, "resolv.conf": resolv_conf(host)}
         return tuple((f"/etc/{name}", text.encode()) for name, text in files.items())
 
+    def _stop_fields(self, options: spec.CreateOptions) -> dict:
+        """StopSignal and StopTimeout, shown when they differ from Docker's defaults."""
+        fields = {}
+        if options.stop_signal or self.stop_signal != signal.SIGTERM:
+            fields["StopSignal"] = options.stop_signal or signal.Signals(self.stop_signal).name
+        if options.stop_timeout is not None:
+            fields["StopTimeout"] = options.stop_timeout
+        return fields
+
     def inspect(self) -> dict:
         """The config half of `docker inspect`."""
         options, process = self.create_options, self.process_spec
@@ -158,6 +172,7 @@ class ContainerConfig:
                 "OpenStdin": options.open_stdin,
                 "StdinOnce": options.stdin_once,
                 **({"Healthcheck": self.healthcheck} if self.healthcheck else {}),
+                **self._stop_fields(options),
             },
             "HostConfig": {
                 "Memory": options.memory,
@@ -224,7 +239,7 @@ def build_config(
         hostname=hostname,
         layers=tuple(layers),
         limits=asdict(limits),
-        stop_signal=_stop_signal(image_config.get("StopSignal")),
+        stop_signal=_stop_signal(options.stop_signal or image_config.get("StopSignal")),
         healthcheck=checks,
     )
 

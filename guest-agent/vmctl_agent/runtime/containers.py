@@ -256,22 +256,24 @@ class Runtime(ContainerChanges):
             records.mark_stopped(container.directory)
             return self._load(container.directory)
 
-    def stop(self, ref: str, timeout: float = 10) -> Container:
-        """The stop signal, up to `timeout` seconds' grace, then SIGKILL; no restart policy
-        brings it back (until the agent restarts, for `always`)."""
+    def stop(self, ref: str, timeout: float | None = None) -> Container:
+        """The stop signal, up to `timeout` seconds' grace (None: the container's StopTimeout,
+        else 10; -1: no limit), then SIGKILL; no restart policy brings it back (until the
+        agent restarts, for `always`)."""
         container = self.get(ref)
+        timeout = container.config.stop_timeout if timeout is None else timeout
         self.restarts.hold(container.id)
         container = self._mark_stopped(container)
         if not container.state.running:
             return container
         self._signal(container, container.config.stop_signal)
         try:
-            return self.wait(container.id, timeout=timeout)
+            return self.wait(container.id, timeout=None if timeout < 0 else timeout)
         except TimeoutError:
             pids.send_signal(container.state.pid, container.state.start_time, signal.SIGKILL)
             return self.wait(container.id, timeout=30)
 
-    def restart(self, ref: str, timeout: float = 10) -> Container:
+    def restart(self, ref: str, timeout: float | None = None) -> Container:
         self.stop(ref, timeout)
         return self.start(ref)
 

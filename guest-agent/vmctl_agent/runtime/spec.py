@@ -49,6 +49,8 @@ class CreateOptions:
     restart_policy: str = "no"
     restart_retries: int = 0
     healthcheck: dict | None = None  # Docker's Healthcheck: Test, Interval... (ns)
+    stop_signal: str = ""  # else the image's, else SIGTERM
+    stop_timeout: int | None = None  # seconds `docker stop` waits by default (else 10)
 
 
 @dataclass(frozen=True)
