@@ -15,6 +15,7 @@ Finding containers and deriving their status from these records is index.py's pa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -233,7 +234,8 @@ class Runtime(ContainerChanges):
 
     def kill(self, ref: str, sig: int = signal.SIGKILL) -> None:
         """As dockerd: the user stopped it (unless-stopped stays down); SIGKILL or the stop
-        signal also keep `always` from restarting it, in this life of the agent."""
+        signal also keep `always` from restarting it, in this life of the agent. SIGKILL
+        returns once the container has ended."""
         container = self.get(ref)
         if not (container.state.running or container.restarting):
             raise ContainerConflict(f"Container {container.id} is not running")
@@ -242,6 +244,9 @@ class Runtime(ContainerChanges):
         container = self._mark_stopped(container)
         if container.state.running:
             self._signal(container, sig)
+            if sig == signal.SIGKILL:  # as dockerd: a kill returns once the container is dead
+                with contextlib.suppress(TimeoutError, ContainerNotFound):
+                    self.wait(container.id, timeout=10)
 
     def _signal(self, container: Container, sig: int) -> None:
         """A paused container is thawed once signalled, so that it can act on it (dockerd)."""
