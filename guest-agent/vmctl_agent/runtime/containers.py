@@ -72,11 +72,14 @@ class Runtime(ContainerChanges):
         return Container(config, State(), self.root / container_id)
 
     def _save(self, container: Container) -> None:
-        """Not fsynced: after a crash every container is dead anyway, and its status is
-        derived again; a state.json torn by the crash reads as exited (see _load)."""
+        """Not fsynced, after a crash every container is dead anyway and its status is
+        derived again (a state.json torn by the crash reads as exited, see _load); but for a
+        container whose restart policy brings it back after a crash of the VM, the record
+        that it was started is what brings it back, so that one is made durable."""
         state = asdict(container.state)
+        durable = container.config.restart_policy.name != "no"
         try:
-            atomic.write_json(container.directory / "state.json", state, durable=False)
+            atomic.write_json(container.directory / "state.json", state, durable=durable)
         except FileNotFoundError:
             if not container.config.create_options.auto_remove:
                 raise  # else: it ran, ended and removed itself before we wrote its start
@@ -258,7 +261,8 @@ class Runtime(ContainerChanges):
         """Recorded under the lock a restart takes: it is then either done (and the run
         returned is the new one) or never done."""
         with self._locked(container):
-            records.mark_stopped(container.directory)
+            durable = container.config.restart_policy.name != "no"
+            records.mark_stopped(container.directory, durable=durable)
             return self._load(container.directory)
 
     def stop(self, ref: str, timeout: float | None = None) -> Container:

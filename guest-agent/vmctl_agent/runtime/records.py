@@ -2,7 +2,8 @@
 
     config.json   what was asked for: written once, at create, durably (see publish)
     state.json    the last start: pid, shim, times; replaced atomically at each start, not
-                  fsynced (after a crash every container is dead anyway); none yet: created
+                  fsynced (after a crash every container is dead anyway) unless a restart
+                  policy brings the container back after one; none yet: created
     exit.json     how that run ended, written by its shim and naming it (this_runs_end)
     health.json   that run's healthcheck results, written by the agent and naming the run
 
@@ -94,17 +95,17 @@ def read_state(directory: Path) -> State:
         return State(status="exited", exit_code=255, error="state lost in a crash of the VM")
 
 
-def mark_stopped(directory: Path) -> None:
+def mark_stopped(directory: Path, *, durable: bool = False) -> None:
     """Remember that the user stopped the container (state.json as written at its start, plus
     this flag): a restart policy of unless-stopped then leaves it down, even after the agent
-    or the VM restarts. Not fsynced, as state.json never is."""
+    or the VM restarts (`durable` for a container with a restart policy)."""
     path = directory / "state.json"
     try:
         recorded = atomic.read_json_or_none(path)
     except ValueError:
         return  # torn by a crash: it reads as exited, and nothing restarts it
     if isinstance(recorded, dict) and not recorded.get("manually_stopped"):
-        atomic.write_json(path, {**recorded, "manually_stopped": True}, durable=False)
+        atomic.write_json(path, {**recorded, "manually_stopped": True}, durable=durable)
 
 
 def read_health(directory: Path) -> dict | None:
