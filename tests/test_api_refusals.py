@@ -85,11 +85,8 @@ def test_log_drivers_unknown_and_not_yet_supported():
 
 
 REFUSED_FLAGS = [
-    (["--restart", "always"], "HostConfig.RestartPolicy.Name"),
-    (["--restart", "on-failure:3"], "HostConfig.RestartPolicy.MaximumRetryCount"),
     (["--log-driver", "syslog"], "HostConfig.LogConfig.Type"),
     (["--log-opt", "max-size=1m"], "HostConfig.LogConfig.Config"),
-    (["--health-cmd", "true"], "Config.Healthcheck.Test"),
     (["--dns", "10.0.0.1"], "HostConfig.Dns"),
     (["--add-host", "a:10.0.0.1"], "HostConfig.ExtraHosts"),
     (["--privileged"], "HostConfig.Privileged"),

@@ -498,3 +498,63 @@ def test_v2_kill_all_without_cgroup_kill_signals_each(fake_root: Path):
 
 def test_cpu_shares_convert_as_runc_does():
     assert [cpu_weight(s) for s in (2, 512, 1024, 2048, 262_144)] == [1, 59, 100, 174, 10_000]
+
+
+def test_v2_freeze_waits_for_the_kernel_and_thaw_undoes_it(fake_root: Path):
+    leaf = fake_leaf(fake_root, "c1", cgroup_freeze="0", cgroup_events="populated 1\nfrozen 1\n")
+    cg = CgroupsV2(fake_root)
+    assert not cg.frozen("c1")
+    cg.freeze("c1")
+    assert (leaf / "cgroup.freeze").read_text() == "1" and cg.frozen("c1")
+    cg.thaw("c1")
+    assert (leaf / "cgroup.freeze").read_text() == "0" and not cg.frozen("c1")
+
+
+def test_v2_a_freeze_that_never_completes_is_undone_and_reported(fake_root: Path):
+    leaf = fake_leaf(fake_root, "c1", cgroup_freeze="0", cgroup_events="frozen 0\n")
+    with pytest.raises(CgroupError, match="did not stop"):
+        CgroupsV2(fake_root).freeze("c1")
+    assert (leaf / "cgroup.freeze").read_text() == "0"
+
+
+@needs_v1
+def test_v1_freeze_stops_the_processes_and_thaw_resumes_them(v1: CgroupsV1, spawn):
+    v1.create("c1", Limits())
+    counter = spawn("c1", ["sh", "-c", "while true; do :; done"])
+    assert not v1.frozen("c1")
+    v1.freeze("c1")
+    assert (ROOT / "freezer" / v1.parent / "c1" / "freezer.state").read_text().strip() == "FROZEN"
+    assert v1.frozen("c1")
+    ticks = _cpu_ticks(counter.pid)
+    time.sleep(0.2)  # a frozen busy loop uses no CPU at all, however long we look
+    assert _cpu_ticks(counter.pid) == ticks
+    v1.thaw("c1")
+    assert not v1.frozen("c1")
+    wait_for(lambda: _cpu_ticks(counter.pid) > ticks, timeout=60)
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+@needs_v1
+def test_v1_kill_all_while_the_shim_removes_the_cgroup_kills_who_is_left(v1: CgroupsV1):
+    """The container died and its shim is half-way through removing the cgroup, while a
+    late exec joined what was left: kill_all finds the freezer gone and signals each."""
+    v1.create("c1", Limits())
+    late = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: _join_all_but_freezer(v1))
+    try:
+        (ROOT / "freezer" / v1.parent / "c1").rmdir()
+        assert v1.procs("c1") == [late.pid]
+        v1.kill_all("c1")
+        assert late.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        late.kill()
+        late.wait()
+
+
+def _join_all_but_freezer(v1: CgroupsV1) -> None:
+    for d in v1.path("c1"):
+        if d.parent.parent.name != "freezer":
+            (d / "cgroup.procs").write_text("0")

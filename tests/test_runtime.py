@@ -256,8 +256,26 @@ def test_kill_with_any_signal_and_restart(rt, image):
     with pytest.raises(ContainerConflict, match="is not running"):
         rt.kill(c.id)
     c = rt.restart(c.id, timeout=1)
-    assert c.state.running and c.state.restart_count == 1
+    assert c.state.running and c.state.restart_count == 0  # a user's restart: dockerd counts 0
     rt.remove(c.id, force=True)
+
+
+def test_a_run_the_agent_never_recorded_is_ended_before_a_start(rt, image):
+    """An agent killed between starting a shim and recording it leaves a run nobody knows of,
+    in the container's cgroup: the next start kills it, so the container runs once."""
+    c = rt.create(CreateOptions(image=image, cmd=("sleep", "60")))
+    rt.cgroups.create(c.id, c.config.cgroup_limits)
+    stray = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: rt.cgroups.join(c.id))
+    try:
+        assert rt.cgroups.procs(c.id) == [stray.pid]
+        c = rt.start(c.id)
+        assert stray.wait(timeout=30) == -signal.SIGKILL
+        assert rt.cgroups.procs(c.id) == [c.state.pid]
+    finally:
+        stray.kill()
+        stray.wait()
+    rt.remove(c.id, force=True)
+    assert leftovers(rt, c.id) == NOTHING
 
 
 def test_remove_is_refused_while_running_and_leaves_nothing(rt, image):

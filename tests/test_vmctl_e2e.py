@@ -133,6 +133,35 @@ def test_the_guest_has_cgroup_v2_and_limits_hold(booted):
     ok(docker(home, name, "rm", "hog"))
 
 
+def test_pause_and_update_use_the_v2_freezer_and_limits(booted):
+    """pause, unpause and update through cgroup v2's files, which this host cannot show."""
+    home, name = booted
+    ok(docker(home, name, "run", "-d", "--name", "icy", "busybox", "sleep", "1000"))
+    container_id = ok(docker(home, name, "inspect", "icy", "--format", "{{.Id}}")).strip()
+    leaf = f"/sys/fs/cgroup/vmctl/{container_id}"
+    ok(docker(home, name, "pause", "icy"))
+    assert ok(docker(home, name, "inspect", "icy", "--format", "{{.State.Status}}")) == "paused\n"
+    frozen = ok(vmctl(home, "ssh", "--name", name, "--", "cat", f"{leaf}/cgroup.events"))
+    assert "frozen 1" in frozen.splitlines()
+    ok(docker(home, name, "unpause", "icy"))
+    ok(docker(home, name, "update", "--memory", "48m", "--pids-limit", "40", "icy"))
+    files = ok(
+        vmctl(
+            home,
+            "ssh",
+            "--name",
+            name,
+            "--",
+            "cat",
+            f"{leaf}/cgroup.freeze",
+            f"{leaf}/memory.max",
+            f"{leaf}/pids.max",
+        )
+    )
+    assert files.split() == ["0", str(48 << 20), "40"]
+    ok(docker(home, name, "rm", "-f", "icy"))
+
+
 def test_ssh_runs_commands_in_the_guest(booted):
     home, name = booted
     assert ok(vmctl(home, "ssh", "--name", name, "--", "uname", "-m")).strip() == "x86_64"
@@ -201,6 +230,9 @@ def test_what_the_engine_reported_done_survives_qemu_being_killed(booted, regist
     last, last_words = proof_image(registry, "last")
     ok(docker(home, name, "run", "--name", "survivor-early", early, "echo", "early output"))
     ok(docker(home, name, "run", "--name", "survivor-late", late, "echo", "late output"))
+    for container, policy in (("policy-always", "always"), ("policy-no", "no")):
+        ok(docker(home, name, "run", "-d", "--name", container, "--restart", policy,
+                  "busybox", "sleep", "100000"))  # fmt: skip
     pid = qemu_pid(home, name)
     listed = ok(docker(home, name, "images", "--format", "{{.Repository}}:{{.Tag}}")).split()
     ok(docker(home, name, "pull", last))
@@ -221,6 +253,15 @@ def test_what_the_engine_reported_done_survives_qemu_being_killed(booted, regist
         assert re.fullmatch(rf"survivor-{which} Exited \(0\) .*\n", shown), shown
         assert ok(docker(home, name, "logs", f"survivor-{which}")) == f"{which} output\n"
         ok(docker(home, name, "rm", f"survivor-{which}"))
+    # The restart policies: the engine brings back what `always` wants running, as Docker
+    # Desktop does, and leaves the others exited.
+    status = "{{.State.Status}}"
+    deadline = time.monotonic() + 300  # the agent brings it back right after it starts
+    while ok(docker(home, name, "inspect", "policy-always", "--format", status)) != "running\n":
+        assert time.monotonic() < deadline, "the always container did not come back"
+        time.sleep(0.5)
+    assert ok(docker(home, name, "inspect", "policy-no", "--format", status)) == "exited\n"
+    ok(docker(home, name, "rm", "-f", "policy-always", "policy-no"))
 
 
 def test_stop_then_delete_leaves_nothing_behind(booted):

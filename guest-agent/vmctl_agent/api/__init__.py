@@ -12,7 +12,9 @@ network, volumes, runtime, store) and the shared floor.
     system.py      /_ping /version /info
     images.py      /images/...
     containers.py  /containers/...
+    changes.py     /containers/{id}/pause, unpause, rename, update
     listing.py     /containers/json, from a cache kept while no container changes
+    supervision.py each container's end (die) and its restart policy; what comes back at start
     execs.py       /containers/{id}/exec and /exec/...
     volumes.py     /volumes/...: create, list, inspect, remove, prune; df's volumes
     streams.py     Docker's framing of container output (multiplexed stdout/stderr)

@@ -11,7 +11,7 @@ import signal as signals
 import socket
 import time
 
-from vmctl_agent.api import events, images, inspection, streams, unsupported
+from vmctl_agent.api import events, images, inspection, streams, supervision, unsupported
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
 from vmctl_agent.errors import ImageNotFound
 from vmctl_agent.runtime import logs as logfile
@@ -57,6 +57,7 @@ def _options(body: dict, name: str) -> tuple[CreateOptions, list[str]]:
             f"so the container runs with --network {network}"
         )
     security = host.get("SecurityOpt") or []
+    restart = host.get("RestartPolicy") or {}
     options = CreateOptions(
         image=body["Image"],
         cmd=_strings(body.get("Cmd")),
@@ -79,7 +80,10 @@ def _options(body: dict, name: str) -> tuple[CreateOptions, list[str]]:
         cap_drop=tuple(host.get("CapDrop") or ()),
         no_new_privileges=any(s.startswith("no-new-privileges") for s in security),
         name=name,
-        stop_signal=body.get("StopSignal") or "",
+        restart_policy=restart.get("Name") or "no",
+        restart_retries=int(restart.get("MaximumRetryCount") or 0) if restart.get("Name") else 0,
+        healthcheck=_object(body.get("Healthcheck"), "Healthcheck"),
+        stop_signal=str(body.get("StopSignal") or ""),
         stop_timeout=None if body.get("StopTimeout") is None else int(body["StopTimeout"]),
         isolation=host.get("Isolation") or "",
         group_add=tuple(str(g) for g in host.get("GroupAdd") or ()),
@@ -104,6 +108,12 @@ def _check_platform(engine, name: str, wanted: str) -> None:
 def _cgroupns(engine) -> str:
     """The cgroup namespace mode containers get: their own on cgroup v2, the host's on v1."""
     return "private" if engine.runtime.cgroups.version == 2 else "host"
+
+
+def _object(value, field: str) -> dict | None:
+    if value is not None and not isinstance(value, dict):
+        raise ApiError(400, f"{field} must be a JSON object")
+    return value or None
 
 
 def _strings(value) -> tuple[str, ...] | None:
@@ -160,21 +170,23 @@ def start(engine, request, id: str) -> Response:
             "and removed in v1.24",
         )
     found = engine.runtime.get(id)
-    if found.state.running:
+    if found.state.running or found.restarting:
         return empty(304)
     engine.volumes.prepare_start(found)
     container = engine.runtime.start(id)
     events.volume_events(engine, "mount", container)
     events.container_event(engine, "start", container.id, container)
-    events.watch(engine, container)
+    supervision.watch(engine, container)
     return empty(204)
 
 
 def stop(engine, request, id: str) -> Response:
     sig = _signal(request.arg("signal")) if request.arg("signal") else None
-    if not engine.runtime.get(id).state.running:
+    current = engine.runtime.get(id)
+    if not (current.state.running or current.restarting):
+        engine.runtime.stop(id)  # nothing to signal, but a restart policy must hold it down
         return empty(304)
-    container = engine.runtime.stop(id, timeout=_stop_timeout(engine, request, id), sig=sig)
+    container = engine.runtime.stop(id, timeout=request.int_arg("t"), sig=sig)
     events.container_event(engine, "stop", container.id)
     return empty(204)
 
@@ -182,27 +194,18 @@ def stop(engine, request, id: str) -> Response:
 def restart(engine, request, id: str) -> Response:
     sig = _signal(request.arg("signal")) if request.arg("signal") else None
     engine.volumes.prepare_start(engine.runtime.get(id))
-    container = engine.runtime.restart(id, timeout=_stop_timeout(engine, request, id), sig=sig)
+    container = engine.runtime.restart(id, timeout=request.int_arg("t"), sig=sig)
     events.volume_events(engine, "mount", container)
     events.container_event(engine, "restart", container.id)
-    events.watch(engine, container)
+    supervision.watch(engine, container)
     return empty(204)
-
-
-def _stop_timeout(engine, request, id: str) -> float | None:
-    """`t`, else the container's StopTimeout, else 10 s; negative: wait as long as it takes."""
-    seconds = request.int_arg("t")
-    if seconds is None:
-        seconds = engine.runtime.get(id).config.create_options.stop_timeout
-    seconds = 10 if seconds is None else seconds
-    return None if seconds < 0 else seconds
 
 
 def kill(engine, request, id: str) -> Response:
     """204 once the signal is delivered; for SIGKILL once the exit is recorded too."""
     sig = _signal(request.arg("signal", "KILL"))
     container = engine.runtime.get(id)
-    if not container.state.running:
+    if not (container.state.running or container.restarting):  # a restart pending: cancelled
         raise ApiError(409, f"Container {container.id} is not running")
     events.container_event(engine, "kill", container.id, container, signal=str(int(sig)))
     engine.runtime.kill(container.id, sig)  # before its "die", as dockerd's events come
@@ -210,7 +213,10 @@ def kill(engine, request, id: str) -> Response:
 
 
 def _signal(name: str) -> int:
+    """`KILL`, `SIGHUP`, `1`... as dockerd parses them."""
     if name.isdigit():
+        if not 0 < int(name) <= signals.SIGRTMAX:
+            raise ApiError(400, f"Invalid signal: {name}")
         return int(name)
     try:
         return signals.Signals["SIG" + name.upper().removeprefix("SIG")]
@@ -436,10 +442,11 @@ def _system_cpu_ns() -> int:
 
 
 def prune(engine, request) -> Response:
-    """POST /containers/prune: remove every container that is not running."""
+    """POST /containers/prune: remove every container that is not running (nor waiting to
+    restart: dockerd counts those as running)."""
     deleted, reclaimed = [], 0
     for c in engine.runtime.list(all=True):
-        if c.state.running:
+        if c.state.running or c.restarting:
             continue
         reclaimed += tree_size(c.directory / "upper")
         engine.runtime.remove(c.id)

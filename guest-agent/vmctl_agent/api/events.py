@@ -1,8 +1,7 @@
 """/events: what happened to containers and images, live, as `docker events` shows it.
 
-The engine publishes as it acts (create, start, kill, destroy, pull, tag, delete...). A
-container's end is noticed by a watcher thread per running container, waiting on its shim's
-pidfd: that also reaps the shim at once, and works for containers found running at start-up.
+The engine publishes as it acts (create, start, kill, destroy, pull, tag, delete...); a
+container's end (die) and what follows it are published by its supervision (supervision.py).
 """
 
 from __future__ import annotations
@@ -15,9 +14,9 @@ from collections import deque
 from dataclasses import dataclass
 
 from vmctl_agent.api.http import Response, parse_filters
-from vmctl_agent.runtime import pids
 
 _HISTORY = 1024
+_WITH_DETAIL = ("health_status", "exec_create", "exec_start")
 _KEEPALIVE = 1.0
 
 
@@ -99,37 +98,6 @@ def volume_events(engine, action: str, container) -> None:
         engine.events.publish("volume", action, m.name, **attributes)
 
 
-def watch(engine, container) -> None:
-    """Publish `die` when `container` ends (and `destroy` if it removed itself)."""
-    threading.Thread(target=_watch, args=(engine, container), daemon=True).start()
-
-
-def _watch(engine, container) -> None:
-    from vmctl_agent.runtime.index import ContainerNotFound
-
-    container_id = container.id
-    attributes = {"name": container.name, "image": container.config.image}
-    attributes.update(container.config.create_options.labels)
-    try:
-        current = engine.runtime.get(container_id)
-        while current.state.running:
-            pids.wait_for_exit(current.state.shim_pid, None)
-            current = engine.runtime.get(container_id)
-    except ContainerNotFound:  # --rm: it removed itself
-        current = engine.runtime.removed(container)
-    if current.state.oom_killed:
-        engine.events.publish("container", "oom", container_id, **attributes)
-    code = str(current.state.exit_code)
-    engine.events.publish("container", "die", container_id, exitCode=code, **attributes)
-    volume_events(engine, "unmount", container)
-    if container.config.create_options.auto_remove:
-        state = current.state
-        if pids.same_process(state.shim_pid, state.shim_start_time):
-            pids.reap(state.shim_pid, timeout=30)  # it is deleting the container
-        engine.events.publish("container", "destroy", container_id, **attributes)
-        engine.volumes.reap()  # its anonymous volumes go with it
-
-
 def stream(engine, request) -> Response:
     """GET /events?since=&until=&filters= ; streams until `until` or the client leaves."""
     since = float(request.arg("since") or 0)
@@ -159,7 +127,7 @@ def _messages(engine, subscriber: queue.Queue, past: list[Event], until: float, 
 def _wanted(event: Event, filters: dict[str, list[str]]) -> bool:
     checks = {
         "type": lambda v: event.type == v,
-        "event": lambda v: event.action == v,
+        "event": lambda v: event.action == v or _prefix_of(v, event.action),
         "container": lambda v: (
             event.type == "container"
             and (event.actor_id.startswith(v) or event.attributes.get("name") == v)
@@ -171,6 +139,12 @@ def _wanted(event: Event, filters: dict[str, list[str]]) -> bool:
     return all(
         any(checks.get(k, lambda v: True)(v) for v in values) for k, values in filters.items()
     )
+
+
+def _prefix_of(wanted: str, action: str) -> bool:
+    """As dockerd: `health_status` (and `exec_create`, `exec_start`) match the actions that
+    carry a detail after a colon (`health_status: healthy`)."""
+    return wanted in _WITH_DETAIL and action.startswith(wanted + ":")
 
 
 def _label(attributes: dict, wanted: str) -> bool:

@@ -26,6 +26,9 @@ def create(engine, request, id: str) -> Response:
     container = engine.runtime.get(id)
     if not container.state.running:
         raise ApiError(409, f"Container {container.id} is not running")
+    if container.paused:
+        message = f"Container {container.id} is paused, unpause the container before exec"
+        raise ApiError(409, message)
     body = request.json()
     cmd = body.get("Cmd") or []
     cmd = [cmd] if isinstance(cmd, str) else cmd  # a string is one argument, as in dockerd

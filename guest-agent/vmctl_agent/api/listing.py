@@ -17,6 +17,7 @@ import time
 from vmctl_agent.api import containers
 from vmctl_agent.api.http import ApiError, Response, parse_filters
 from vmctl_agent.runtime import logs as logfile
+from vmctl_agent.runtime.healthcheck import STATUSES
 from vmctl_agent.runtime.index import Container
 
 MAX_AGE = 1.0  # seconds: what a change the runtime was not told of could hide, at most
@@ -64,6 +65,9 @@ def list_(engine, request) -> Response:
 def _build(engine, request, now: float) -> tuple[bytes, float]:
     """The answer, and for how many seconds its Status texts hold."""
     filters = parse_filters(request.arg("filters"))
+    for wanted in filters.get("health", ()):
+        if wanted not in STATUSES:
+            raise ApiError(400, f"Unrecognised filter value for health: {wanted}")
     found = engine.runtime.list(all=request.flag("all") or "status" in filters)
     rows, valid_for = [], MAX_AGE
     for c in found:
@@ -79,12 +83,13 @@ def _build(engine, request, now: float) -> tuple[bytes, float]:
 def _matches(container: Container, filters: dict[str, list[str]]) -> bool:
     labels = container.config.create_options.labels
     checks = {
-        "status": lambda v: container.state.status == v,
+        "status": lambda v: v == ("paused" if container.paused else container.state.status),
         "name": lambda v: v.lstrip("/") in container.name,
         "id": lambda v: container.id.startswith(v),
         "label": lambda v: _label_matches(labels, v),
         "ancestor": lambda v: v in (container.config.image, container.config.image_id),
         "volume": lambda v: _mounts(container, v),
+        "health": lambda v: container.health_status == v,
     }
     for key, values in filters.items():
         check = checks.get(key)
@@ -124,7 +129,7 @@ def _row(c: Container, now: float) -> tuple[dict, float]:
         "Created": int(logfile.parse_time(c.config.created)),
         "Ports": [],
         "Labels": dict(c.config.create_options.labels),
-        "State": c.state.status,
+        "State": "paused" if c.paused else c.state.status,
         "Status": status,
         "HostConfig": {"NetworkMode": c.config.network},
         "NetworkSettings": {"Networks": {}},
@@ -134,16 +139,24 @@ def _row(c: Container, now: float) -> tuple[dict, float]:
 
 
 def status_text(c: Container, now: float) -> tuple[str, float]:
-    """`Up 5 minutes`, `Exited (0) 3 seconds ago` or `Created`, and for how many more
-    seconds it reads so."""
+    """`Up 5 minutes`, `Exited (0) 3 seconds ago`, `Restarting (1) 1 second ago` or
+    `Created`, and for how many more seconds it reads so."""
     state = c.state
     if state.running:
         text, holds = _ago(state.started_at, now)
-        return "Up " + text, holds
-    if state.status == "exited":
+        paused = " (Paused)" if c.paused else ""
+        return "Up " + text + paused + _health_text(c), holds
+    if state.status in ("exited", "restarting"):
         text, holds = _ago(state.finished_at, now)
-        return f"Exited ({state.exit_code}) {text} ago", holds
+        return f"{state.status.capitalize()} ({state.exit_code}) {text} ago", holds
     return "Created", MAX_AGE
+
+
+def _health_text(c: Container) -> str:
+    status = c.health_status
+    if status == "none":
+        return ""
+    return " (health: starting)" if status == "starting" else f" ({status})"
 
 
 def _ago(stamp: str, now: float) -> tuple[str, float]:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from vmctl_agent.api import (
     attach,
+    changes,
     containers,
     events,
     execs,
@@ -53,6 +54,10 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", rf"/containers/{_ID}/top", containers.top),
     ("GET", rf"/containers/{_ID}/stats", containers.stats),
     ("GET", rf"/containers/{_ID}/changes", inside.changes),
+    ("POST", rf"/containers/{_ID}/pause", changes.pause),
+    ("POST", rf"/containers/{_ID}/unpause", changes.unpause),
+    ("POST", rf"/containers/{_ID}/rename", changes.rename),
+    ("POST", rf"/containers/{_ID}/update", changes.update),
     ("DELETE", rf"/containers/{_ID}", containers.remove),
     ("POST", rf"/containers/{_ID}/exec", execs.create),
     ("POST", rf"/exec/{_ID}/start", execs.start),

@@ -13,7 +13,7 @@ import sys
 import threading
 import urllib.parse
 
-from vmctl_agent.api import events
+from vmctl_agent.api import supervision
 from vmctl_agent.api.engine import Engine
 from vmctl_agent.api.routes import Router
 from vmctl_agent.api.server import Server
@@ -25,8 +25,7 @@ def run(config: AgentConfig, listen: list[str]) -> int:
     gid = socket_group(config)
     engine = Engine(config)
     engine.images.collect_garbage(wait=False)
-    for container in engine.runtime.list():  # found running after a restart of the agent
-        events.watch(engine, container)
+    supervision.take_over(engine)  # what runs, and what its restart policy wants back
     listeners = [listener(address, gid) for address in listen]
     server = Server(listeners, Router(engine))
     stop = threading.Event()

@@ -14,12 +14,6 @@ from vmctl_agent.api.http import ApiError
 # (field, what it asks for, non-zero values that mean what the engine does anyway)
 CREATE_FIELDS: tuple[tuple[str, str, tuple], ...] = (
     ("Config.Domainname", "a domain name", ()),
-    ("Config.Healthcheck.Test", "health checks", (["NONE"],)),
-    ("Config.Healthcheck.Interval", "health checks", ()),
-    ("Config.Healthcheck.Timeout", "health checks", ()),
-    ("Config.Healthcheck.Retries", "health checks", ()),
-    ("Config.Healthcheck.StartPeriod", "health checks", ()),
-    ("Config.Healthcheck.StartInterval", "health checks", ()),
     ("Config.MacAddress", "a MAC address", ()),
     ("Config.NetworkDisabled", "disabling the network", ()),
     ("Config.Runtime", "another runtime", ("vmctl",)),
@@ -68,8 +62,6 @@ CREATE_FIELDS: tuple[tuple[str, str, tuple], ...] = (
     ("HostConfig.Privileged", "privileged mode", ()),
     ("HostConfig.ReadonlyPaths", "read-only paths", ()),
     ("HostConfig.ReadonlyRootfs", "a read-only root filesystem", ()),
-    ("HostConfig.RestartPolicy.MaximumRetryCount", "a restart policy", ()),
-    ("HostConfig.RestartPolicy.Name", "a restart policy", ("no",)),
     ("HostConfig.Runtime", "another runtime", ("vmctl",)),
     ("HostConfig.ShmSize", "a /dev/shm size", ()),
     ("HostConfig.StorageOpt", "storage options", ()),

@@ -4,9 +4,13 @@ image store and the shared floor; never the API above it.
 
     containers.py     Runtime: create, start, wait, signals, remove, exec, output
     index.py          finding containers and deriving their status from their records
+    changes.py        pause, unpause, rename, update: a container changed in place
     containerconfig.py  what a container is made of, decided once at create
     records.py        a container's records on disk
     spec.py           the create options and the process spec, checked
+    restarts.py       restart policies, their back-off, the pending restarts
+    healthcheck.py    healthchecks: the check, and the health its results add up to
+    probes.py         one healthcheck probe, run as an exec in the container
     shim.py           the supervisor of one container: output, exit, ctl.sock
     process.py        the container's first process: the ordered recipe to exec
     rootfs.py         the overlay root, /proc /sys /dev, pivot_root

@@ -86,6 +86,17 @@ class Cgroups(ABC):
     @abstractmethod
     def _kill(self, name: str, sig: int) -> None: ...
 
+    @abstractmethod
+    def freeze(self, name: str) -> None:
+        """`docker pause`: stop every process inside until thaw(); returns once frozen."""
+
+    @abstractmethod
+    def thaw(self, name: str) -> None: ...
+
+    @abstractmethod
+    def frozen(self, name: str) -> bool:
+        """Whether the container is paused, as the kernel's freezer says."""
+
     def create(self, name: str, limits: Limits) -> None:
         """Idempotent; on failure, removes whatever this call created."""
         check_name(name)
@@ -118,14 +129,14 @@ class Cgroups(ABC):
         return sorted(pids)
 
     def kill_all(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Signal every process inside, including ones forked while we do it. A cgroup that
-        goes while we do (its container ended and its shim removed it) has nothing left."""
-        try:
-            if self.exists(name):
+        """Signal every process inside, including ones forked while we do it. The shim may
+        be removing the cgroup meanwhile (the container died, and an exec joined it late):
+        then whoever is left in the hierarchies still there is signalled one by one."""
+        if self.exists(name):
+            try:
                 self._kill(name, sig)
-        except CgroupError:
-            if self.exists(name):
-                raise
+            except CgroupError:
+                self._signal_each(name, sig)
 
     def remove(self, name: str, timeout: float = 5.0) -> None:
         """Kill what is left and remove the cgroup everywhere; a missing cgroup is fine.
@@ -235,6 +246,22 @@ class CgroupsV2(Cgroups):
 
     def oom_killed(self, name: str) -> bool:
         return read_flat(self.path(name)[0] / "memory.events").get("oom_kill", 0) > 0
+
+    def freeze(self, name: str) -> None:
+        (d,) = self.path(name)
+        write(d / "cgroup.freeze", 1)
+        deadline = time.monotonic() + _FREEZE_WAIT
+        while read_flat(d / "cgroup.events").get("frozen", 1) != 1:
+            if time.monotonic() > deadline:
+                write(d / "cgroup.freeze", 0)
+                raise CgroupError(f"cannot freeze {d}: its processes did not stop")
+            time.sleep(0.001)
+
+    def thaw(self, name: str) -> None:
+        write(self.path(name)[0] / "cgroup.freeze", 0)
+
+    def frozen(self, name: str) -> bool:
+        return read(self.path(name)[0] / "cgroup.freeze") == "1"
 
     def _kill(self, name: str, sig: int) -> None:
         """cgroup.kill (Linux 5.14+) kills atomically, forks included; else one pass of kill(2)."""
@@ -365,15 +392,28 @@ class CgroupsV1(Cgroups):
         finally:
             write(state, "THAWED")
 
+    def freeze(self, name: str) -> None:
+        state = self._dir("freezer", name) / "freezer.state"
+        if not self._freeze(state):
+            write(state, "THAWED")
+            raise CgroupError(f"cannot freeze {state.parent}: its processes did not stop")
+
+    def thaw(self, name: str) -> None:
+        write(self._dir("freezer", name) / "freezer.state", "THAWED")
+
+    def frozen(self, name: str) -> bool:
+        return read(self._dir("freezer", name) / "freezer.state", "THAWED") != "THAWED"
+
     @staticmethod
-    def _freeze(state: Path) -> None:
+    def _freeze(state: Path) -> bool:
         """Ask until every task is frozen (FREEZING is transient); give up after a second."""
         deadline = time.monotonic() + _FREEZE_WAIT
         while time.monotonic() < deadline:
             write(state, "FROZEN")
             if read(state) == "FROZEN":
-                return
+                return True
             time.sleep(0.001)
+        return False
 
 
 def detect(root: Path = Path("/sys/fs/cgroup"), parent: str = "vmctl") -> Cgroups:

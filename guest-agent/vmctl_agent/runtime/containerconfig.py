@@ -12,8 +12,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from vmctl_agent import syscalls as sc
-from vmctl_agent.runtime import capabilities, cgroupfs, logs, rootfs, shim, spec
+from vmctl_agent.runtime import capabilities, cgroupfs, healthcheck, logs, rootfs, shim, spec
+from vmctl_agent.runtime.healthcheck import Healthcheck
 from vmctl_agent.runtime.mounts import Mount
+from vmctl_agent.runtime.restarts import RestartPolicy
 from vmctl_agent.store.images import Image
 
 NETWORKS = ("none", "host")
@@ -40,6 +42,7 @@ class ContainerConfig:
     limits: dict = field(default_factory=dict)
     stop_signal: int = signal.SIGTERM
     config_env: tuple[str, ...] | None = None  # Config.Env (None: made before it was kept)
+    healthcheck: dict | None = None  # the image's and run's, merged (Docker's shape)
 
     def to_json(self) -> dict:
         """Shallow: the fields already hold plain JSON values (asdict would deep-copy them)."""
@@ -71,6 +74,20 @@ class ContainerConfig:
     @property
     def cgroup_limits(self) -> cgroupfs.Limits:
         return cgroupfs.Limits(**self.limits)
+
+    @functools.cached_property
+    def health_check(self) -> Healthcheck | None:
+        return healthcheck.merge(self.healthcheck, None)
+
+    @property
+    def stop_timeout(self) -> float:
+        timeout = self.create_options.stop_timeout
+        return 10 if timeout is None else timeout
+
+    @property
+    def restart_policy(self) -> RestartPolicy:
+        options = self.create_options
+        return RestartPolicy(options.restart_policy, options.restart_retries)
 
     @property
     def network(self) -> str:
@@ -151,12 +168,13 @@ class ContainerConfig:
                 "OpenStdin": options.open_stdin,
                 "StdinOnce": options.stdin_once,
                 "Volumes": asked.get("Volumes"),
+                **({"Healthcheck": self.healthcheck} if self.healthcheck else {}),
                 **self._stop_settings(),
             },
             "HostConfig": {
                 "Memory": options.memory,
                 "NanoCpus": options.nano_cpus,
-                "CpuShares": options.cpu_shares,
+                "CpuShares": self.limits.get("cpu_shares") or 0,
                 "PidsLimit": options.pids_limit,
                 "AutoRemove": options.auto_remove,
                 "NetworkMode": self.network,
@@ -164,7 +182,7 @@ class ContainerConfig:
                 "CapDrop": list(options.cap_drop) or None,
                 "SecurityOpt": ["no-new-privileges"] if options.no_new_privileges else None,
                 "LogConfig": {"Type": "json-file", "Config": {}},
-                "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+                "RestartPolicy": self.restart_policy.inspect(),
                 "Privileged": False,
                 "ReadonlyRootfs": False,
                 "Binds": asked.get("Binds"),
@@ -209,6 +227,9 @@ def build_config(
         cpu_shares=options.cpu_shares or None,
     )
     limits.check(cgroupfs.host_cpus())
+    _check_restart_policy(options)
+    healthcheck.check_options(options.healthcheck)
+    checks = _merged_healthcheck(options.healthcheck, image_config.get("Healthcheck"))
     hostname = options.hostname or container_id[:12]
     user = spec.resolve_user(
         options.user or image_config.get("User") or "", layers, options.group_add
@@ -235,7 +256,24 @@ def build_config(
         limits=asdict(limits),
         stop_signal=_stop_signal(options.stop_signal or image_config.get("StopSignal")),
         config_env=spec.config_env(image_config.get("Env") or (), options.env),
+        healthcheck=checks,
     )
+
+
+def _merged_healthcheck(asked: dict | None, image: dict | None) -> dict | None:
+    """Docker's merge, field by field: what `docker run` gave, else the image's HEALTHCHECK."""
+    if healthcheck.merge(asked, image) is None:
+        return None
+    asked, image = asked or {}, image or {}
+    keys = ("Test", "Interval", "Timeout", "StartPeriod", "StartInterval", "Retries")
+    return {k: asked.get(k) or image.get(k) for k in keys if asked.get(k) or image.get(k)}
+
+
+def _check_restart_policy(options: spec.CreateOptions) -> None:
+    policy = RestartPolicy(options.restart_policy, options.restart_retries)
+    policy.check()
+    if options.auto_remove and policy.name != "no":
+        raise spec.InvalidSpec("can't create 'AutoRemove' container with restart policy")
 
 
 def _capabilities(options: spec.CreateOptions) -> tuple[str, ...]:

@@ -17,32 +17,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 from vmctl_agent import atomic
-from vmctl_agent.runtime import cgroups, execs, logs, naming, pids, records, rootfs, shim, spec
+from vmctl_agent.runtime import cgroups, execs, logs, pids, records, rootfs, shim, spec
+from vmctl_agent.runtime.changes import ContainerChanges
 from vmctl_agent.runtime.containerconfig import INIT_LAYER, MOUNT_POINT, build_config
-from vmctl_agent.runtime.index import (
-    Container,
-    ContainerConflict,
-    ContainerIndex,
-    ContainerNotFound,
-)
+from vmctl_agent.runtime.index import Container, ContainerConflict, ContainerNotFound
 from vmctl_agent.runtime.records import ZERO_TIME, State
 from vmctl_agent.store.content import remove_tree
 from vmctl_agent.store.images import ImageStore
 
-_NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 
-
-class Runtime(ContainerIndex):
+class Runtime(ContainerChanges):
     """Creates and runs containers from the images in `images`."""
 
     def __init__(self, data_root: Path, images: ImageStore, groups: cgroups.Cgroups | None = None):
@@ -77,30 +71,15 @@ class Runtime(ContainerIndex):
         self._configs[container_id] = config
         return Container(config, State(), self.root / container_id)
 
-    def _new_name(self, wanted: str) -> str:
-        if not wanted:
-            taken = {c.name for c in self._all_configs()}
-            return naming.generate(lambda n: f"/{n}" in taken)
-        if not _NAME.fullmatch(wanted):
-            raise spec.InvalidSpec(
-                f"Invalid container name ({wanted}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-            )
-        name = "/" + wanted.lstrip("/")
-        for other in self._all_configs():
-            if "/" + other.name == name:
-                raise ContainerConflict(
-                    f'Conflict. The container name "{name}" is already in use by container '
-                    f'"{other.id}". You have to remove (or rename) that container to be able '
-                    "to reuse that name."
-                )
-        return name[1:]
-
     def _save(self, container: Container) -> None:
-        """Not fsynced: after a crash every container is dead anyway, and its status is
-        derived again; a state.json torn by the crash reads as exited (see _load)."""
+        """Not fsynced, after a crash every container is dead anyway and its status is
+        derived again (a state.json torn by the crash reads as exited, see _load); but for a
+        container whose restart policy brings it back after a crash of the VM, the record
+        that it was started is what brings it back, so that one is made durable."""
         state = asdict(container.state)
+        durable = container.config.restart_policy.name != "no"
         try:
-            atomic.write_json(container.directory / "state.json", state, durable=False)
+            atomic.write_json(container.directory / "state.json", state, durable=durable)
         except FileNotFoundError:
             if not container.config.create_options.auto_remove:
                 raise  # else: it ran, ended and removed itself before we wrote its start
@@ -110,28 +89,61 @@ class Runtime(ContainerIndex):
     # -- start, wait, signals -----------------------------------------------------------------
 
     def start(self, ref: str) -> Container:
+        """A user's start: the restart count, back-off and any stop start over, as in dockerd."""
         self.endings.reap()
         container = self.get(ref)
         with self._locked(container):
             container = self._load(container.directory)
-            if container.state.running:
+            if container.state.running or container.restarting:
                 return container
+            self.restarts.release(container.id)
             self._launch(container)
         return container
 
-    @contextlib.contextmanager
-    def _locked(self, container: Container) -> Iterator[None]:
-        """The container's directory, flocked (start and remove take turns)."""
-        with contextlib.ExitStack() as stack:
-            try:
-                stack.enter_context(atomic.locked(container.directory, directory=True))
-            except FileNotFoundError:
-                raise ContainerNotFound(f"No such container: {container.id}") from None
-            yield
+    def plan_restart(self, ended: Container) -> tuple[float, threading.Event] | None:
+        """If `ended`'s policy brings it back (and it has not been started since): the delay,
+        and the event that a stop, kill or remove sets to cancel it. It is `restarting` now."""
+        try:
+            current = self.get(ended.id)
+        except ContainerNotFound:
+            return None
+        state = current.state
+        if state.running or state.started_at != ended.state.started_at:
+            return None  # started again meanwhile
+        held = self.restarts.held(current.id)
+        if not current.config.restart_policy.wants(
+            state.exit_code, state.restart_count, stopped=state.manually_stopped, held=held
+        ):
+            return None
+        ran_for = logs.parse_time(state.finished_at) - logs.parse_time(state.started_at)
+        planned = self.restarts.schedule(current.id, ran_for)
+        self.changed()
+        return planned
 
-    def _launch(self, container: Container) -> None:
+    def revive(self, ref: str, *, fresh: bool = False) -> Container | None:
+        """Start an ended container as its restart policy wants (`fresh`: at the agent's start,
+        which dockerd counts as a new start); None if it was stopped, removed or started
+        meanwhile. A failed start ends the policy's attempts, as in dockerd."""
+        try:
+            container = self.get(ref)
+            with self._locked(container):
+                container = self._load(container.directory)
+                held = self.restarts.held(container.id)  # stopped or killed meanwhile
+                wanted = (fresh or container.restarting) and not held
+                if container.state.running or not wanted:
+                    return None
+                self._launch(container, restarted=not fresh)
+                return container
+        except ContainerNotFound:
+            return None
+        finally:
+            self.restarts.done(ref)
+            self.changed()
+
+    def _launch(self, container: Container, *, restarted: bool = False) -> None:
         config, state = container.config, container.state
         records.drop_unnamed_end(container.directory)
+        self._end_unrecorded_run(config.id)
         launch = config.launch(container.directory, self.cgroups.version)
         started_at = logs.now()  # before the shim can record the end: a run may be that short
         try:
@@ -143,8 +155,8 @@ class Runtime(ContainerIndex):
             if config.create_options.auto_remove:  # --rm: a failed start removes it too
                 self._discard(container, {"exit_code": e.exit_code, "error": str(e)})
             raise
-        if state.started_at != ZERO_TIME:
-            state.restart_count += 1
+        state.restart_count = state.restart_count + 1 if restarted else 0
+        state.manually_stopped = False
         state.status, state.pid, state.start_time = "running", started.pid, started.start_time
         state.shim_pid, state.shim_start_time = started.shim_pid, started.shim_start_time
         state.started_at = started_at
@@ -152,6 +164,13 @@ class Runtime(ContainerIndex):
         state.finished_at = ZERO_TIME
         self.endings.started(config.id, started.done)
         self._save(container)
+
+    def _end_unrecorded_run(self, container_id: str) -> None:
+        """Processes in the cgroup of a container that has no run recorded: an agent killed
+        between a shim's start and its record of it. Killed, so a container runs once."""
+        if self.cgroups.exists(container_id) and self.cgroups.procs(container_id):
+            self.cgroups.kill_all(container_id)
+            self.cgroups.remove(container_id)
 
     def wait(self, ref: str, timeout: float | None = None) -> Container:
         """Block until the container is not running (Docker's `not-running` condition)."""
@@ -216,47 +235,68 @@ class Runtime(ContainerIndex):
             os.close(dirfd)
         return sock
 
-    def kill(self, ref: str, sig: int = signal.SIGKILL) -> Container:
-        """Returns once `sig` is delivered and, for SIGKILL, once the exit is recorded (as
-        dockerd: an inspect or a remove right after sees the container exited)."""
+    def kill(self, ref: str, sig: int = signal.SIGKILL) -> None:
+        """As dockerd: the user stopped it (unless-stopped stays down); SIGKILL or the stop
+        signal also keep `always` from restarting it, in this life of the agent. SIGKILL
+        returns once the container has ended."""
         container = self.get(ref)
-        if not container.state.running:
+        if not (container.state.running or container.restarting):
             raise ContainerConflict(f"Container {container.id} is not running")
-        pids.send_signal(container.state.pid, container.state.start_time, sig)
-        if sig != signal.SIGKILL:
-            return container
-        try:
-            return self.wait(container.id, timeout=60)
-        except ContainerNotFound:  # --rm: removed as soon as it ended
-            return container
+        if sig in (signal.SIGKILL, container.config.stop_signal) or container.restarting:
+            self.restarts.hold(container.id)
+        container = self._mark_stopped(container)
+        if container.state.running:
+            self._signal(container, sig)
+            if sig == signal.SIGKILL:  # as dockerd: a kill returns once the container is dead
+                with contextlib.suppress(TimeoutError, ContainerNotFound):
+                    self.wait(container.id, timeout=60)
 
-    def stop(self, ref: str, timeout: float | None = 10, sig: int | None = None) -> Container:
-        """The stop signal (or `sig`), up to `timeout` seconds' grace (None: as long as it
-        takes), then SIGKILL."""
+    def _signal(self, container: Container, sig: int) -> None:
+        """A paused container is thawed once signalled, so that it can act on it (dockerd)."""
+        pids.send_signal(container.state.pid, container.state.start_time, sig)
+        if container.paused:
+            self.cgroups.thaw(container.id)
+
+    def _mark_stopped(self, container: Container) -> Container:
+        """Recorded under the lock a restart takes: it is then either done (and the run
+        returned is the new one) or never done."""
+        with self._locked(container):
+            durable = container.config.restart_policy.name != "no"
+            records.mark_stopped(container.directory, durable=durable)
+            return self._load(container.directory)
+
+    def stop(self, ref: str, timeout: float | None = None, sig: int | None = None) -> Container:
+        """The stop signal (or `sig`), up to `timeout` seconds' grace (None: its StopTimeout,
+        else 10; -1: no limit), then SIGKILL; no restart policy brings it back (until the
+        agent restarts, for `always`)."""
         container = self.get(ref)
+        timeout = container.config.stop_timeout if timeout is None else timeout
+        self.restarts.hold(container.id)
+        container = self._mark_stopped(container)
         if not container.state.running:
             return container
-        sig = container.config.stop_signal if sig is None else sig
-        pids.send_signal(container.state.pid, container.state.start_time, sig)
+        self._signal(container, container.config.stop_signal if sig is None else sig)
         try:
-            return self.wait(container.id, timeout=timeout)
+            return self.wait(container.id, timeout=None if timeout < 0 else timeout)
         except TimeoutError:
             pids.send_signal(container.state.pid, container.state.start_time, signal.SIGKILL)
             return self.wait(container.id, timeout=30)
 
-    def restart(self, ref: str, timeout: float | None = 10, sig: int | None = None) -> Container:
+    def restart(self, ref: str, timeout: float | None = None, sig: int | None = None) -> Container:
         self.stop(ref, timeout, sig)
         return self.start(ref)
 
     def remove(self, ref: str, *, force: bool = False) -> None:
         """Refused while running unless forced; leaves no mount, cgroup or process behind."""
         container = self.get(ref)
+        if (container.state.running or container.restarting) and not force:
+            raise ContainerConflict(
+                f"You cannot remove a {container.state.status} container {container.id}. Stop "
+                "the container before attempting removal or force remove"
+            )
+        self.restarts.hold(container.id)
+        container = self.get(ref)
         if container.state.running:
-            if not force:
-                raise ContainerConflict(
-                    f"You cannot remove a running container {container.id}. Stop the container "
-                    "before attempting removal or force remove"
-                )
             self.cgroups.kill_all(container.id)
             pids.send_signal(container.state.pid, container.state.start_time, signal.SIGKILL)
             self.wait(container.id, timeout=30)
@@ -268,6 +308,7 @@ class Runtime(ContainerIndex):
             self.changed()
         self._configs.pop(container.id, None)
         self._ends_seen.pop(container.id, None)
+        self.restarts.forget(container.id)
         self.endings.forget(container.id)
         remove_tree(doomed)
         self.endings.reap(timeout=1.0)  # the shims done by now: no zombie outlives its container
@@ -287,6 +328,10 @@ class Runtime(ContainerIndex):
         container = self.get(ref)
         if not container.state.running:
             raise ContainerConflict(f"Container {container.id} is not running")
+        if container.paused:
+            raise ContainerConflict(
+                f"Container {container.id} is paused, unpause the container before exec"
+            )
         if not cmd:
             raise spec.InvalidSpec("No exec command specified")
         base = container.config.process_spec

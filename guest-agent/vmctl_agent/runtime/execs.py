@@ -13,10 +13,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 from dataclasses import dataclass
 
 from vmctl_agent import syscalls as sc
-from vmctl_agent.runtime import process
+from vmctl_agent.runtime import pids, process
 from vmctl_agent.runtime.shim import StartError
 from vmctl_agent.runtime.spec import ProcessSpec
 
@@ -50,6 +51,17 @@ class ExecProcess:
             _, status = os.waitpid(self.helper_pid, 0)
             self.exit_code = os.waitstatus_to_exitcode(status)
         return self.exit_code
+
+    def kill(self) -> None:
+        """SIGKILL the process inside (the helper's child): a probe past its timeout."""
+        try:
+            with open(f"/proc/{self.helper_pid}/task/{self.helper_pid}/children") as f:
+                inside = [int(pid) for pid in f.read().split()]
+        except OSError:
+            return  # the helper is gone: so is what it waited for
+        for pid in inside:
+            with contextlib.suppress(OSError):
+                pids.send_signal(pid, pids.start_time(pid), signal.SIGKILL)
 
     def close(self) -> None:
         for fd in self.stdio.parent_fds():

@@ -2,15 +2,18 @@
 
 Status is derived, never stored: a "running" record is checked against exit.json (if it names
 that run's shim) and against the shim and the container's process (pid + start time, so a
-reused pid is not mistaken for ours) every time it is read. So a restarted agent finds its
-running containers again, and those that ended meanwhile are reported with their real exit
-status; state.json is written once per start, and an end is only ever written by the shim
-(or for a shim that was killed, by the agent in its place).
+reused pid is not mistaken for ours) every time it is read; `restarting` is an ended run with
+a restart pending in this life of the agent, `paused` what the cgroup freezer says. So a
+restarted agent finds its running containers again, and those that ended meanwhile are
+reported with their real exit status; state.json is written once per start (and marked when
+the user stops the container), and an end is only ever written by the shim (or for a shim
+that was killed, by the agent in its place).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import re
 import signal
@@ -20,10 +23,14 @@ from pathlib import Path
 
 from vmctl_agent import atomic
 from vmctl_agent.errors import AgentError
-from vmctl_agent.runtime import cgroups, logs, pids, records
+from vmctl_agent.runtime import cgroups, logs, naming, pids, records, spec
 from vmctl_agent.runtime.containerconfig import ContainerConfig
 from vmctl_agent.runtime.endings import Endings
+from vmctl_agent.runtime.healthcheck import Health
 from vmctl_agent.runtime.records import State
+from vmctl_agent.runtime.restarts import Restarts
+
+_NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 
 
 class ContainerNotFound(AgentError):
@@ -39,6 +46,7 @@ class Container:
     config: ContainerConfig
     state: State
     directory: Path
+    paused: bool = False  # derived at each read from the cgroup freezer
 
     @property
     def id(self) -> str:
@@ -48,15 +56,39 @@ class Container:
     def name(self) -> str:
         return self.config.name
 
+    @functools.cached_property
+    def health(self) -> Health | None:
+        """This run's health (`starting` until its first probe); the last run's once it ended;
+        None without a healthcheck or before any start."""
+        if self.config.health_check is None or self.state.status == "created":
+            return None
+        recorded = records.read_health(self.directory)
+        if recorded is not None and (
+            recorded.get("run") == self.state.started_at or not self.state.running
+        ):
+            return Health.from_json(recorded)
+        return Health(self.state.started_at) if self.state.running else None
+
+    @property
+    def health_status(self) -> str:
+        """starting, healthy, unhealthy, or none (the `health` filter's words)."""
+        health = self.health
+        return "none" if health is None else health.status
+
+    @property
+    def restarting(self) -> bool:
+        """Ended, and waiting out the back-off before its restart policy starts it again."""
+        return self.state.status == "restarting"
+
     def inspect(self) -> dict:
         """`docker inspect`'s fields."""
         return {
             **self.config.inspect(),
             "State": {
-                "Status": self.state.status,
-                "Running": self.state.running,
-                "Paused": False,
-                "Restarting": False,
+                "Status": "paused" if self.paused else self.state.status,
+                "Running": self.state.running or self.restarting,  # as dockerd says it
+                "Paused": self.paused,
+                "Restarting": self.restarting,
                 "OOMKilled": self.state.oom_killed,
                 "Dead": False,
                 "Pid": self.state.pid if self.state.running else 0,
@@ -64,6 +96,7 @@ class Container:
                 "Error": self.state.error,
                 "StartedAt": self.state.started_at,
                 "FinishedAt": self.state.finished_at,
+                **({"Health": self.health.inspect()} if self.health else {}),
             },
             "RestartCount": self.state.restart_count,
             "LogPath": str(self.directory / "container-json.log"),
@@ -78,6 +111,7 @@ class ContainerIndex:
         self.cgroups = groups
         self._configs: dict[str, ContainerConfig] = {}
         self.endings = Endings()
+        self.restarts = Restarts()
         self._changes = itertools.count(1)
         self.generation = 0
         self._ends_seen: dict[str, tuple[int, int]] = {}  # id → the shim whose end we saw
@@ -110,7 +144,7 @@ class ContainerIndex:
     def list(self, *, all: bool = False) -> list[Container]:
         self.endings.reap(timeout=1.0)  # a listing shows no exited shim still around
         found = sorted(self._all(), key=lambda c: c.config.created, reverse=True)
-        return [c for c in found if all or c.state.running]
+        return [c for c in found if all or c.state.running or c.restarting]
 
     def _all(self) -> Iterator[Container]:
         for path in self.root.iterdir():
@@ -153,6 +187,34 @@ class ContainerIndex:
         """Every container's configuration, without deriving any status (cheap)."""
         return list(self._all_configs())
 
+    def _new_name(self, wanted: str) -> str:
+        if not wanted:
+            taken = {c.name for c in self._all_configs()}
+            return naming.generate(lambda n: f"/{n}" in taken)
+        if not _NAME.fullmatch(wanted):
+            raise spec.InvalidSpec(
+                f"Invalid container name ({wanted}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )
+        name = "/" + wanted.lstrip("/")
+        for other in self._all_configs():
+            if "/" + other.name == name:
+                raise ContainerConflict(
+                    f'Conflict. The container name "{name}" is already in use by container '
+                    f'"{other.id}". You have to remove (or rename) that container to be able '
+                    "to reuse that name."
+                )
+        return name[1:]
+
+    @contextlib.contextmanager
+    def _locked(self, container: Container) -> Iterator[None]:
+        """The container's directory, flocked (start and remove take turns)."""
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(atomic.locked(container.directory, directory=True))
+            except FileNotFoundError:
+                raise ContainerNotFound(f"No such container: {container.id}") from None
+            yield
+
     def users_of(self, image_id: str) -> list[tuple[str, bool]]:
         """Containers made from `image_id`, for `docker rmi`'s checks."""
         return [(c.id, c.state.running) for c in self._all() if c.config.image_id == image_id]
@@ -161,6 +223,8 @@ class ContainerIndex:
 
     def _refresh(self, container: Container) -> None:
         state = container.state
+        if state.status == "exited" and self.restarts.pending(container.id):
+            state.status = "restarting"
         if not state.running:
             return
         ended = records.this_runs_end(container.directory, state)
@@ -174,6 +238,8 @@ class ContainerIndex:
                 ended = self._orphaned(container)
         if ended is not None:
             self._mark_exited(container, ended)
+        else:
+            container.paused = self.cgroups.frozen(container.id)
 
     def _orphaned(self, container: Container) -> dict:
         """The shim was killed: nobody records this container's output or exit any more, so
@@ -203,6 +269,8 @@ class ContainerIndex:
         state.oom_killed = bool(ended.get("oom_killed", False))
         state.finished_at = ended.get("finished_at", logs.now())
         state.error = ended.get("error", "")  # not saved: derived again at each read
+        if self.restarts.pending(container.id):
+            state.status = "restarting"
 
     def removed(self, container: Container) -> Container:
         """An auto-removed container, as it ended (from the status its shim left behind)."""

@@ -2,12 +2,14 @@
 
     config.json   what was asked for: written once, at create, durably (see publish)
     state.json    the last start: pid, shim, times; replaced atomically at each start, not
-                  fsynced then (a crash kills every container anyway); none yet: created
+                  fsynced (after a crash every container is dead anyway) unless a restart
+                  policy brings the container back after one; none yet: created
     exit.json     how that run ended, written by its shim and naming it (this_runs_end)
+    health.json   that run's healthcheck results, written by the agent and naming the run
     container-json.log   its output (logs.py)
 
-The last three reach the disk before a run's end is first reported (make_end_durable): an
-exited container and its logs survive the VM's power being cut.
+state.json (at its end), exit.json and the log reach the disk before a run's end is first
+reported (make_end_durable): an exited container and its logs survive the VM's power being cut.
 
 Readers never see half a file while the machine is up (a temp name and a rename, or a staging
 directory published by a rename). What a crash can tear is recognised and dealt with here: a
@@ -45,6 +47,7 @@ class State:
     oom_killed: bool = False
     error: str = ""
     restart_count: int = 0
+    manually_stopped: bool = False  # by `docker stop` or kill: unless-stopped stays down
 
     @property
     def running(self) -> bool:
@@ -95,6 +98,31 @@ def read_state(directory: Path) -> State:
         return State()
     except (ValueError, TypeError):
         return State(status="exited", exit_code=255, error="state lost in a crash of the VM")
+
+
+def mark_stopped(directory: Path, *, durable: bool = False) -> None:
+    """Remember that the user stopped the container (state.json as written at its start, plus
+    this flag): a restart policy of unless-stopped then leaves it down, even after the agent
+    or the VM restarts (`durable` for a container with a restart policy)."""
+    path = directory / "state.json"
+    try:
+        recorded = atomic.read_json_or_none(path)
+    except ValueError:
+        return  # torn by a crash: it reads as exited, and nothing restarts it
+    if isinstance(recorded, dict) and not recorded.get("manually_stopped"):
+        atomic.write_json(path, {**recorded, "manually_stopped": True}, durable=durable)
+
+
+def read_health(directory: Path) -> dict | None:
+    """health.json: the health of the run it names (its start), kept by the agent's probes."""
+    try:
+        return atomic.read_json_or_none(directory / "health.json")
+    except ValueError:
+        return None  # torn by a crash: that run is over anyway
+
+
+def write_health(directory: Path, health: dict) -> None:
+    atomic.write_json(directory / "health.json", health, durable=False)
 
 
 def this_runs_end(directory: Path, state: State) -> dict | None:

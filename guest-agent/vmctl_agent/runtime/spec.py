@@ -50,6 +50,9 @@ class CreateOptions:
     mounts: tuple[Mount, ...] = ()  # resolved by the volumes room, mounted in this order
     mount_request: dict = field(default_factory=dict)  # Binds, Mounts, Tmpfs, VolumesFrom and
     # Config.Volumes as the client sent them: inspect shows them back
+    restart_policy: str = "no"
+    restart_retries: int = 0
+    healthcheck: dict | None = None  # Docker's Healthcheck: Test, Interval... (ns)
     stop_signal: str = ""  # the image's (or SIGTERM) when empty
     stop_timeout: int | None = None  # seconds `docker stop` waits when not told; None: 10
     isolation: str = ""  # "" or "default": Linux has no other

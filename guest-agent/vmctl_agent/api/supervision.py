@@ -1,0 +1,152 @@
+"""The agent's watch over its containers: a thread per running container waits for its end
+(on its shim's pidfd, which also reaps the shim at once), publishes `die` (`oom` before it,
+`destroy` after it for --rm), and brings the container back as its restart policy says, after
+the back-off (`die`, then `start` again). Beside it, a container with a healthcheck has its
+probes run, each run's results kept in health.json and each change of status published
+(`health_status: healthy`). At its own start the agent takes over the containers
+found running, and starts those whose policy wants them back (an agent or a VM that
+restarted): so `vmctl start` brings back what the user left running, as Docker Desktop does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+
+from vmctl_agent.api import events
+from vmctl_agent.errors import AgentError
+from vmctl_agent.runtime import logs as logfile
+from vmctl_agent.runtime import pids, probes, records
+from vmctl_agent.runtime.healthcheck import Health
+from vmctl_agent.runtime.index import Container, ContainerNotFound
+
+
+def watch(engine, container: Container) -> None:
+    """Follow `container`, which was just started, through its ends and restarts."""
+    threading.Thread(target=_follow, args=(engine, container), daemon=True).start()
+
+
+def take_over(engine) -> None:
+    """At the agent's start: follow what runs, and bring back what its policy wants back."""
+    runtime = engine.runtime
+    for container in runtime.list(all=True):
+        if container.state.running:
+            watch(engine, container)
+        elif _comes_back(container, runtime):
+            threading.Thread(target=_bring_back, args=(engine, container), daemon=True).start()
+
+
+def _comes_back(container: Container, runtime) -> bool:
+    state = container.state
+    policy = container.config.restart_policy
+    ended = state.status == "exited" and not runtime.restarts.pending(container.id)
+    return ended and policy.wants(
+        state.exit_code, state.restart_count, stopped=state.manually_stopped, held=False
+    )
+
+
+def _bring_back(engine, container: Container) -> None:
+    revived = _revive(engine, container.id, fresh=True)
+    if revived is not None:
+        _follow(engine, revived)
+
+
+def _follow(engine, container: Container | None) -> None:
+    while container is not None:
+        run_over = threading.Event()
+        _check_health(engine, container, run_over)
+        ended = _wait_for_end(engine, container)
+        run_over.set()
+        if ended is None:
+            return
+        container = _restart(engine, ended)
+
+
+def _check_health(engine, container: Container, run_over: threading.Event) -> None:
+    """Probe this run of `container` as its healthcheck says, until `run_over`."""
+    check = container.config.health_check
+    if check is not None:
+        args = (engine, container, check, run_over)
+        threading.Thread(target=_probe_run, args=args, daemon=True).start()
+
+
+def _probe_run(engine, container: Container, check, run_over: threading.Event) -> None:
+    health = container.health or Health(container.state.started_at)  # resumed by a new agent
+    started = logfile.parse_time(container.state.started_at)
+    while not run_over.wait(check.wait_before_next(health.status, time.time() - started)):
+        if _paused(engine, container.id):
+            continue  # as dockerd: no probes while paused
+        result = probes.probe(engine.runtime, container.id, check)
+        if run_over.is_set():
+            return  # it ended meanwhile: a probe that could not run says nothing of its health
+        changed = health.add(result, check)
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+            records.write_health(container.directory, health.to_json())
+        if changed:
+            engine.runtime.changed()
+            action = f"health_status: {health.status}"
+            events.container_event(engine, action, container.id, container)
+
+
+def _wait_for_end(engine, container: Container) -> Container | None:
+    """The container as it ended (after publishing its end), or None if it removed itself."""
+    attributes = _attributes(container)
+    try:
+        current = engine.runtime.get(container.id)
+        while current.state.running and current.state.started_at == container.state.started_at:
+            pids.wait_for_exit(current.state.shim_pid, None)
+            current = engine.runtime.get(container.id)
+    except ContainerNotFound:  # --rm: it removed itself
+        current = engine.runtime.removed(container)
+    if current.state.oom_killed:
+        engine.events.publish("container", "oom", container.id, **attributes)
+    code = str(current.state.exit_code)
+    engine.events.publish("container", "die", container.id, exitCode=code, **attributes)
+    events.volume_events(engine, "unmount", container)
+    if not container.config.create_options.auto_remove:
+        return current
+    state = current.state
+    if pids.same_process(state.shim_pid, state.shim_start_time):
+        pids.reap(state.shim_pid, timeout=30)  # it is deleting the container
+    engine.events.publish("container", "destroy", container.id, **attributes)
+    engine.volumes.reap()  # its anonymous volumes go with it
+    return None
+
+
+def _restart(engine, ended: Container) -> Container | None:
+    """After the back-off, if nobody stopped, killed or removed it meanwhile."""
+    planned = engine.runtime.plan_restart(ended)
+    if planned is None:
+        return None
+    delay, cancelled = planned
+    if cancelled.wait(delay):
+        return None
+    return _revive(engine, ended.id, fresh=False)
+
+
+def _revive(engine, container_id: str, *, fresh: bool) -> Container | None:
+    try:
+        engine.volumes.prepare_start(engine.runtime.get(container_id))
+        revived = engine.runtime.revive(container_id, fresh=fresh)
+    except AgentError as e:  # as dockerd: a failed restart ends the policy's attempts
+        print(f"vmctl-agent: cannot restart {container_id[:12]}: {e}", file=sys.stderr)
+        return None
+    if revived is not None:
+        events.volume_events(engine, "mount", revived)
+        events.container_event(engine, "start", revived.id, revived)
+    return revived
+
+
+def _paused(engine, container_id: str) -> bool:
+    try:
+        return engine.runtime.get(container_id).paused
+    except ContainerNotFound:
+        return False
+
+
+def _attributes(container: Container) -> dict:
+    attributes = {"name": container.name, "image": container.config.image}
+    attributes.update(container.config.create_options.labels)
+    return attributes
