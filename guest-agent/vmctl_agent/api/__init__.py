@@ -14,5 +14,6 @@ network, volumes, runtime, store) and the shared floor.
     containers.py  /containers/...
     listing.py     /containers/json, from a cache kept while no container changes
     execs.py       /containers/{id}/exec and /exec/...
+    build.py       /build: the classic builder's request and stream
     streams.py     Docker's framing of container output (multiplexed stdout/stderr)
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from vmctl_agent.api import containers, events, execs, images, listing, system
+from vmctl_agent.api import build, containers, events, execs, images, listing, system
 from vmctl_agent.api.http import ApiError, Request, Response
 
 _ID = r"(?P<id>[^/]+)"
@@ -24,6 +24,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", r"/images/create", images.create),
     ("GET", r"/images/get", images.save),
     ("POST", r"/images/load", images.load),
+    ("POST", r"/build", build.build),
     ("GET", rf"/images/{_NAME}/get", images.save),
     ("GET", rf"/images/{_NAME}/json", images.inspect),
     ("POST", rf"/images/{_NAME}/tag", images.tag),

@@ -6,4 +6,12 @@ image store and the shared floor; never the API above it.
     words.py       Docker's word rules: quotes, escapes and ${VAR} substitution
     stages.py      instructions grouped into stages, flags checked, --target
     ignore.py      .dockerignore patterns, as Go's filepath.Match and `**`
+    context.py     the context tar unpacked safely; the Dockerfile read; .dockerignore applied
+    dispatch.py    what each instruction does to the stage's image config
+    builder.py     a build: stages, steps, the cache, the stream the CLI reads
+    steps.py       RUN in a container; COPY, ADD, WORKDIR through the mounted image
+    copier.py      COPY and ADD's rules: globs, directories, owners, modes, archives
+    overlay.py     an image mounted in a thread's own mount namespace; scoped paths
+    layertar.py    a directory of changes as an OCI layer, stored as pulled layers are
+    commit.py      a step's image: config, history, record, and the build cache
 """

@@ -35,6 +35,7 @@ class ImageRecord:
     created: str = ""
     pulled: float = 0.0
     boot_id: str = ""  # the boot that wrote it, until make_durable() clears it
+    parent: str = ""  # the image a build step made this one from (dockerd's Parent)
 
     @property
     def diff_ids(self) -> list[str]:
@@ -57,6 +58,7 @@ class ImageRecord:
             "created": self.created,
             "pulled": self.pulled,
             "boot_id": self.boot_id,
+            "parent": self.parent,
         }
 
 
@@ -79,7 +81,7 @@ class Image:
             "Id": self.id,
             "RepoTags": [refs.parse(t).familiar() for t in self.repo_tags],
             "RepoDigests": [refs.parse(d).familiar() for d in self.record.repo_digests],
-            "Parent": "",
+            "Parent": self.record.parent,
             "Comment": "",
             "Created": cfg.get("created") or "0001-01-01T00:00:00Z",
             "DockerVersion": cfg.get("docker_version", ""),
@@ -114,7 +116,7 @@ class ImageStore:
         self._records = root / "images"
         self._records.mkdir(parents=True, exist_ok=True)
         self._tags_file = root / "repositories.json"
-        self._containers_using = containers_using or (lambda image_id: [])
+        self.containers_using = containers_using or (lambda image_id: [])
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -234,7 +236,7 @@ class ImageStore:
             record = self._find(name)
             tags = self._tags()
             mine = sorted(t for t, i in tags.items() if i == record.id)
-            users = self._containers_using(record.id)
+            users = self.containers_using(record.id)
             ref = self._named_reference(name, tags)
             self._check_removable(name, record, mine, users, ref is None, force)
             drop = mine if ref is None else [str(ref)] if ref.tag and not ref.digest else []
@@ -285,11 +287,28 @@ class ImageStore:
         return [{"Untagged": refs.parse(d).familiar()} for d in record.repo_digests]
 
     def _delete(self, record: ImageRecord) -> list[dict[str, str]]:
-        """Remove the record, then every layer and blob no other image uses."""
-        (self._records / f"{hex_of(record.id)}.json").unlink()
+        """Remove the record and the untagged build parents nothing else needs (as dockerd
+        does), then every layer and blob no other image uses."""
+        deleted = []
+        while record is not None:
+            (self._records / f"{hex_of(record.id)}.json").unlink()
+            deleted.append({"Deleted": record.id})
+            record = self._unneeded_parent(record)
         atomic.fsync_dir(self._records)
         self._collect()
-        return [{"Deleted": record.id}]
+        return deleted
+
+    def _unneeded_parent(self, record: ImageRecord) -> ImageRecord | None:
+        """`record`'s parent, if it is an intermediate image no tag, child or container uses."""
+        if not record.parent:
+            return None
+        parent = self._load(self._records / f"{hex_of(record.parent)}.json")
+        if parent is None or parent.id in self._tags().values():
+            return None
+        if self.containers_using(parent.id) or parent.repo_digests:
+            return None
+        records = filter(None, map(self._load, self._records.glob("*.json")))
+        return None if any(r.parent == parent.id for r in records) else parent
 
     def collect_garbage(self, *, wait: bool = True) -> bool:
         """Make recent pulls durable, forget what a crash may have torn, and free layers and
