@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
+import socket
 import subprocess
 import tarfile
 from pathlib import Path
@@ -48,23 +50,71 @@ def inspect(agent, name: str) -> dict:
     return json.loads(ok(agent.docker("image", "inspect", name)))[0]
 
 
-def layer_files(agent, name: str) -> list[dict[str, tarfile.TarInfo]]:
-    """Each layer of the image as `docker save` gives it: name -> tar entry."""
-    saved = subprocess.run(
+def saved(agent, name: str) -> tarfile.TarFile:
+    data = subprocess.run(
         ["docker", "save", name],
         capture_output=True, env={**os.environ, "DOCKER_HOST": agent.url}, check=True,
     ).stdout  # fmt: skip
-    outer = tarfile.open(fileobj=io.BytesIO(saved))
-    manifest = json.load(outer.extractfile("manifest.json"))[0]
+    return tarfile.open(fileobj=io.BytesIO(data))
+
+
+def layer_files(agent, name: str) -> list[dict[str, tarfile.TarInfo]]:
+    """Each layer of the image as `docker save` gives it: name -> tar entry."""
     layers = []
-    for layer in manifest["Layers"]:
-        inner = tarfile.open(fileobj=outer.extractfile(layer))
-        layers.append({m.name.rstrip("/"): m for m in inner.getmembers()})
+    with saved(agent, name) as outer:
+        manifest = json.load(outer.extractfile("manifest.json"))[0]
+        for layer in manifest["Layers"]:
+            with tarfile.open(fileobj=outer.extractfile(layer)) as inner:
+                layers.append({m.name.rstrip("/"): m for m in inner.getmembers()})
     return layers
+
+
+def image_config(agent, name: str) -> dict:
+    """The image's config blob as `docker save` writes it (history, container_config...)."""
+    with saved(agent, name) as outer:
+        manifest = json.load(outer.extractfile("manifest.json"))[0]
+        return json.load(outer.extractfile(manifest["Config"]))
 
 
 def containers(agent) -> list[str]:
     return ok(agent.docker("ps", "-aq")).split()
+
+
+def assert_nothing_left(agent) -> None:
+    """No step container, no mount under the data root, no build workspace."""
+    assert containers(agent) == []
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(agent.data_root) not in mounts
+    assert not [p for p in (agent.data_root / "image" / "tmp").iterdir() if "build" in p.name]
+
+
+def post(agent, path: str, body: bytes, headers: dict | None = None) -> tuple[int, bytes]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(agent.socket))
+    conn = http.client.HTTPConnection("localhost")
+    conn.sock = sock
+    conn.request(
+        "POST", path, body=body, headers={"Content-Type": "application/x-tar", **(headers or {})}
+    )
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, data
+
+
+def tar_of(entries: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for info, data in entries:
+            info.size = len(data) if info.isreg() else 0
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return out.getvalue()
+
+
+def entry(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = "") -> tuple:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode = kind, link, 0o755 if kind == tarfile.DIRTYPE else 0o644
+    return info, data
 
 
 def test_a_build_runs_copies_and_tags(agent, tmp_path):
@@ -97,3 +147,214 @@ def test_a_build_runs_copies_and_tags(agent, tmp_path):
     assert "app/out" in run_layer and "bin/.wh.true" in run_layer
     assert not any(n.startswith(("proc", "sys", "dev")) for n in run_layer)
     assert containers(agent) == []
+
+
+def test_the_history_and_config_are_dockerds(agent, tmp_path):
+    ctx = project(
+        tmp_path, {"Dockerfile": "FROM busybox\nENV A=1\nCOPY f /f\nRUN true\n", "f": "x"}
+    )
+    ok(build(agent, ctx, "-t", "hist"))
+    config = image_config(agent, "hist")
+    base = len(image_config(agent, "busybox")["history"])
+    history = config["history"][base:]
+    assert history[0]["created_by"] == "/bin/sh -c #(nop)  ENV A=1"
+    assert history[0]["empty_layer"] is True
+    assert history[1]["created_by"].startswith("/bin/sh -c #(nop) COPY file:")
+    assert history[1]["created_by"].endswith(" in /f ") and "empty_layer" not in history[1]
+    assert history[2] == {"created": history[2]["created"], "created_by": "/bin/sh -c true",
+                          "empty_layer": True}  # fmt: skip
+    assert (
+        len(config["rootfs"]["diff_ids"]) == len(inspect(agent, "busybox")["RootFS"]["Layers"]) + 1
+    )
+    assert config["container_config"]["Cmd"] == ["/bin/sh", "-c", "true"]
+    assert inspect(agent, "hist")["Parent"].startswith("sha256:")
+
+
+def test_an_unchanged_rebuild_is_all_cache_and_an_edit_reruns_from_its_copy(agent, tmp_path):
+    ctx = project(
+        tmp_path,
+        {
+            "Dockerfile": (
+                "FROM busybox\nRUN echo one > /one\nCOPY a /a\nRUN cat /a > /b\nCOPY b /b2\n"
+            ),
+            "a": "a1",
+            "b": "b1",
+        },
+    )
+    first = ok(build(agent, ctx, "-t", "cached"))
+    again = ok(build(agent, ctx, "-t", "cached"))
+    assert again.count(" ---> Using cache") == 4 and "Running in" not in again
+    assert first.splitlines()[-2] == again.splitlines()[-2]  # the same image
+    (ctx / "a").write_text("a2")
+    edited = ok(build(agent, ctx, "-t", "cached"))
+    steps = edited.split("Step ")[1:]
+    assert " ---> Using cache" in steps[1] and "Using cache" not in steps[2]
+    assert "Running in" in steps[3] and "Using cache" not in steps[4]
+    assert ok(agent.docker("run", "--rm", "cached", "cat", "/b")) == "a2"
+    nocache = ok(build(agent, ctx, "--no-cache", "-t", "cached"))
+    assert "Using cache" not in nocache
+    assert_nothing_left(agent)
+
+
+def test_multi_stage_target_build_args_file_and_iidfile(agent, tmp_path):
+    ctx = project(
+        tmp_path,
+        {
+            "docker/Build.dockerfile": (
+                "ARG BASE=busybox\n"
+                "FROM $BASE AS builder\n"
+                "ARG WHO\n"
+                "RUN mkdir /out && echo ${WHO:-nobody} > /out/who\n"
+                "FROM busybox AS broken\n"
+                "RUN exit 7\n"
+                "FROM busybox AS final\n"
+                "COPY --from=builder /out/who /who\n"
+                "FROM final AS last\n"
+                "RUN exit 9\n"
+            ),
+        },
+    )
+    iid = tmp_path / "iid"
+    args = ("-f", str(ctx / "docker/Build.dockerfile"), "--target", "final")
+    out = ok(build(agent, ctx, *args, "--build-arg", "WHO=me", "--iidfile", str(iid), "-t", "ms"))
+    assert "exit 7" not in out and "exit 9" not in out  # stages the target does not need
+    assert iid.read_text() == inspect(agent, "ms")["Id"]
+    assert ok(agent.docker("run", "--rm", "ms", "cat", "/who")) == "me\n"
+    missing = build(agent, ctx, *args[:2], "--target", "nope")
+    assert missing.returncode != 0 and "failed to reach build target nope" in missing.stderr
+
+
+def test_context_from_stdin_and_quiet(agent, tmp_path):
+    result = build(agent, tmp_path, "-q", "-t", "stdin", input="FROM busybox\nRUN echo hi > /hi\n")
+    image_id = ok(result).strip()
+    assert image_id == inspect(agent, "stdin")["Id"] and "Step" not in result.stdout
+    assert ok(agent.docker("run", "--rm", "stdin", "cat", "/hi")) == "hi\n"
+
+
+def test_a_failing_run_leaves_no_container_and_tags_nothing(agent, tmp_path):
+    ctx = project(tmp_path, {"Dockerfile": "FROM busybox\nRUN echo start; exit 3\n"})
+    result = build(agent, ctx, "-t", "fails")
+    assert result.returncode == 3
+    assert (
+        "The command '/bin/sh -c echo start; exit 3' returned a non-zero code: 3" in result.stderr
+    )
+    assert "start" in result.stdout
+    assert agent.docker("image", "inspect", "fails").returncode != 0
+    assert_nothing_left(agent)
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "files", "message"),
+    [
+        ("FROM busybox\nFOO bar\n", {},
+         "dockerfile parse error on line 2: unknown instruction: FOO"),
+        ("FROM busybox\nRUN --mount=type=cache,target=/c true\n", {},
+         "the --mount option requires BuildKit"),
+        ("FROM busybox\nCOPY missing /x\n", {},
+         "COPY failed: file not found in build context or excluded by .dockerignore: stat missing"),
+        ("FROM busybox\nCOPY ../x /x\n", {}, "forbidden path outside the build context: ../x"),
+        ("FROM busybox\nCOPY a b /dst\n", {"a": "", "b": ""},
+         "the destination must be a directory and end with a /"),
+        ("FROM busybox\nCOPY --chown=nobody:nogroupatall a /a\n", {"a": ""},
+         "can't find gid for group nogroupatall"),
+        ("FROM --platform=linux/arm64 busybox\n", {}, "it builds linux/amd64"),
+        ("", {}, "the Dockerfile cannot be empty"),
+    ],
+)  # fmt: skip
+def test_mistakes_get_dockerds_messages(agent, tmp_path, dockerfile, files, message):
+    ctx = project(tmp_path, {"Dockerfile": dockerfile, **files})
+    result = build(agent, ctx, "-t", "mistake")
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert agent.docker("image", "inspect", "mistake").returncode != 0
+    assert_nothing_left(agent)
+
+
+def test_dockerignore_and_owners_modes_in_layers(agent, tmp_path):
+    ctx = project(
+        tmp_path,
+        {
+            "Dockerfile": (
+                "FROM busybox\n"
+                "COPY --chown=1:2 --chmod=640 . /ctx/\n"
+                "ADD archive.tar.gz /unpacked/\n"
+            ),
+            ".dockerignore": "*.log\n!keep.log\nsecret/\n**/tmp\n",
+            "a.log": "", "keep.log": "kept", "secret/key": "k", "sub/tmp": "t", "sub/ok": "ok",
+        },
+    )  # fmt: skip
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w:gz") as tar:
+        info = tarfile.TarInfo("inner/tool")
+        info.size, info.mode, info.uid, info.gid = 4, 0o4755, 7, 8
+        tar.addfile(info, io.BytesIO(b"tool"))
+    (ctx / "archive.tar.gz").write_bytes(payload.getvalue())
+    ok(build(agent, ctx, "-t", "owners"))
+    copy_layer, add_layer = layer_files(agent, "owners")[-2:]
+    names = set(copy_layer)
+    assert {"ctx/keep.log", "ctx/sub/ok", "ctx/Dockerfile"} <= names
+    assert not names & {"ctx/a.log", "ctx/secret", "ctx/secret/key", "ctx/sub/tmp"}
+    kept = copy_layer["ctx/keep.log"]
+    assert (kept.uid, kept.gid, kept.mode) == (1, 2, 0o640)
+    assert (copy_layer["ctx"].uid, copy_layer["ctx"].mode) == (1, 0o640)
+    tool = add_layer["unpacked/inner/tool"]
+    assert (tool.uid, tool.gid, tool.mode) == (7, 8, 0o4755)
+
+
+def test_a_hostile_context_cannot_write_outside_the_build(agent, tmp_path):
+    outside = tmp_path / "outside"
+    cases = [
+        [entry("../../escape", b"x")],
+        [entry("link", kind=tarfile.SYMTYPE, link=str(outside)), entry("link/file", b"x")],
+        [entry("hard", kind=tarfile.LNKTYPE, link="/etc/passwd")],
+    ]
+    for entries in cases:
+        outside.mkdir(exist_ok=True)
+        body = tar_of([entry("Dockerfile", b"FROM busybox\n"), *entries])
+        status, data = post(agent, "/v1.50/build?t=hostile", body)
+        assert status in (200, 400)
+        if status == 200:  # `..` is taken relative to the context's root, as Docker does
+            assert b"errorDetail" not in data
+        assert list(outside.iterdir()) == []
+    assert not (agent.data_root.parent / "escape").exists()
+    assert_nothing_left(agent)
+
+
+def test_compressed_contexts_and_refused_options(agent):
+    body = tar_of([entry("Dockerfile", b"FROM busybox\nRUN echo zipped\n")])
+    import bz2
+    import gzip
+    import lzma
+
+    for compress in (gzip.compress, bz2.compress, lzma.compress):
+        status, data = post(agent, "/build?t=zipped", compress(body))
+        assert status == 200 and b"Successfully tagged zipped:latest" in data, data
+    status, data = post(agent, "/build?shmsize=1073741824", body)
+    assert status == 400 and b"shmsize" in data
+    status, data = post(agent, "/build?platform=linux/arm64", body)
+    assert status == 400 and b"linux/amd64" in data
+    status, data = post(agent, "/build", b"not a tar at all" * 100)
+    assert status == 400 and b"tar" in data
+    assert_nothing_left(agent)
+
+
+def test_docker_py_builds_too(agent, tmp_path):
+    docker = pytest.importorskip("docker")
+    ctx = project(tmp_path, {"Dockerfile": "FROM busybox\nARG X\nRUN echo $X > /x\n"})
+    client = docker.DockerClient(base_url=agent.url)
+    image, logs = client.images.build(path=str(ctx), tag="py:built", buildargs={"X": "py"}, rm=True)
+    assert "py:built" in image.tags
+    assert any("Successfully built" in chunk.get("stream", "") for chunk in logs)
+    assert client.containers.run("py:built", "cat /x", remove=True) == b"py\n"
+    bad = io.BytesIO(b"FROM busybox\nRUN false\n")
+    with pytest.raises(docker.errors.BuildError, match="returned a non-zero code: 1"):
+        client.images.build(fileobj=bad, tag="py:bad", forcerm=True)
+    assert_nothing_left(agent)
+    bad.seek(0)  # docker-py's default is rm=False: the step's container stays, as dockerd has it
+    with pytest.raises(docker.errors.BuildError):
+        client.images.build(fileobj=bad, tag="py:bad")
+    (kept,) = client.containers.list(all=True)
+    assert kept.attrs["Config"]["Cmd"] == ["/bin/sh", "-c", "false"]
+    kept.remove()
+    client.close()
+    assert_nothing_left(agent)

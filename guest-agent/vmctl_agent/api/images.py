@@ -15,13 +15,19 @@ _DONE = object()
 
 
 def list_(engine, request) -> Response:
+    """`docker images`: without `all`, a build's intermediate images (untagged parents of
+    another image) are left out, as dockerd leaves them out."""
     rows = []
-    for image in engine.images.list():
+    images = engine.images.list()
+    parents = {image.record.parent for image in images}
+    for image in images:
+        if not request.flag("all") and not image.repo_tags and image.id in parents:
+            continue
         info = image.inspect()
         rows.append(
             {
                 "Id": image.id,
-                "ParentId": "",
+                "ParentId": image.record.parent,
                 "RepoTags": info["RepoTags"],
                 "RepoDigests": info["RepoDigests"],
                 "Created": _unix(info["Created"]),
