@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -358,3 +359,26 @@ def test_docker_py_builds_too(agent, tmp_path):
     kept.remove()
     client.close()
     assert_nothing_left(agent)
+
+
+def test_a_client_that_leaves_stops_the_running_step(agent):
+    body = tar_of([entry("Dockerfile", b"FROM busybox\nRUN echo started; sleep 1000\n")])
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(agent.socket))
+    head = (
+        "POST /v1.50/build?t=left&rm=0 HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: application/x-tar\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body)
+    seen = b""
+    while b"started" not in seen:
+        chunk = sock.recv(65536)
+        assert chunk, seen
+        seen += chunk
+    assert len(containers(agent)) == 1
+    sock.close()
+    deadline = time.monotonic() + 120  # the step notices within a log poll; a loaded machine
+    while containers(agent) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert_nothing_left(agent)
+    assert agent.docker("image", "inspect", "left").returncode != 0

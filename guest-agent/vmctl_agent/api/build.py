@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 
-from vmctl_agent.api.http import ApiError, Response
+from vmctl_agent.api.http import ApiError, Response, client_alive
 from vmctl_agent.build import context, dockerfile, stages
 from vmctl_agent.build.builder import Builder, BuildOptions
-from vmctl_agent.build.steps import RunLimits, StepFailed
+from vmctl_agent.build.steps import ClientGone, RunLimits, StepFailed
 from vmctl_agent.errors import AgentError
 from vmctl_agent.store import reference as refs
 from vmctl_agent.store.auth import Credentials
@@ -52,7 +53,8 @@ def build(engine, request) -> Response:
         stack.close()
         raise
     puller = _puller(engine, request)
-    builder = Builder(engine.images, engine.runtime, puller, workspace, root, options)
+    alive = functools.partial(client_alive, request.socket)
+    builder = Builder(engine.images, engine.runtime, puller, workspace, root, options, alive)
     stream = _stream(engine, builder, plan, options, cache_from, stack)
     return Response(200, stream=stream)
 
@@ -66,6 +68,8 @@ def _stream(engine, builder: Builder, plan, options: BuildOptions, cache_from, s
                 yield _note_cache_from(cache_from)
             for message in builder.run(plan):
                 yield json.dumps(message).encode() + b"\r\n"
+        except ClientGone:
+            return  # nobody to tell; the step's container is gone already
         except StepFailed as e:
             yield _error(str(e), e.code)
             return

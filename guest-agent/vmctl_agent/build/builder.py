@@ -62,8 +62,10 @@ class Builder:
         workspace: Path,
         context: Path,
         options: BuildOptions,
+        alive: Callable[[], bool] = lambda: True,
     ) -> None:
-        self.images, self.runtime, self.pull = images, runtime, pull
+        """`alive` says whether the client still listens (a RUN stops when it is gone)."""
+        self.images, self.runtime, self.pull, self.alive = images, runtime, pull, alive
         self.workspace, self.context, self.options = workspace, context, options
         self.cache = commit.BuildCache(images)
         self.meta: dict[str, str] = {}  # the ARGs before the first FROM
@@ -231,7 +233,7 @@ class Builder:
             raise steps.StepFailed(f"cannot run '{' '.join(cmd)}': the image has no files yet")
         opts = self.options
         layer, container_id = yield from steps.run(
-            self.runtime, state, cmd, env, opts.limits, opts.remove
+            self.runtime, state, cmd, env, opts.limits, opts.remove, self.alive
         )
         yield from self._commit(state, step_config, layer, container_id)
 

@@ -7,12 +7,13 @@ stream messages and returns the step's layer (None when no file changed).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import stat
 import urllib.parse
 import urllib.request
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -21,7 +22,9 @@ from vmctl_agent.build import copier, layertar, overlay, words
 from vmctl_agent.build.dispatch import StageState
 from vmctl_agent.build.dockerfile import Instruction
 from vmctl_agent.errors import AgentError
+from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.containers import Runtime
+from vmctl_agent.runtime.index import ContainerNotFound
 from vmctl_agent.runtime.spec import CreateOptions
 from vmctl_agent.store.content import hex_of, remove_tree
 from vmctl_agent.store.images import ImageStore
@@ -41,6 +44,10 @@ class StepFailed(AgentError):
         self.code = code
 
 
+class ClientGone(AgentError):
+    """The client hung up mid-build: the running step is stopped and cleaned up."""
+
+
 @dataclass(frozen=True)
 class RunLimits:
     network: str = "none"
@@ -56,7 +63,7 @@ def _runtime_made(path: str, info: os.stat_result) -> bool:
 
 def run(
     runtime: Runtime, state: StageState, cmd: list[str], env: list[str], limits: RunLimits,
-    remove: bool,
+    remove: bool, alive: Callable[[], bool] = lambda: True,
 ) -> Generator[dict, None, tuple[dict | None, str]]:  # fmt: skip
     """RUN: the command in a container from the stage's image; (its changes as a layer or
     None, the container's id)."""
@@ -76,7 +83,9 @@ def run(
     try:
         yield {"stream": f" ---> Running in {short}\n"}
         runtime.start(container.id)
-        for entry in runtime.logs(container.id, follow=True):
+        log = str(container.directory / "container-json.log")
+        running = functools.partial(_running, runtime, container.id, alive)
+        for entry in logfile.read(log, follow=True, running=running):
             yield {"stream": entry.data.decode("utf-8", "replace")}
         code = runtime.wait(container.id).state.exit_code
         if code != 0:
@@ -85,6 +94,9 @@ def run(
             )
         upper = container.directory / "upper"
         layer = layertar.store_layer(runtime.images.content, upper, _runtime_made)
+    except (ClientGone, GeneratorExit):
+        remove = True  # nobody will ever see or remove this container
+        raise
     finally:
         if remove:
             with contextlib.suppress(AgentError, OSError):
@@ -92,6 +104,16 @@ def run(
     if remove:
         yield {"stream": f" ---> Removed intermediate container {short}\n"}
     return layer, container.id
+
+
+def _running(runtime: Runtime, container_id: str, alive: Callable[[], bool]) -> bool:
+    """Whether the step still runs; a client that has gone stops it (ClientGone)."""
+    if not alive():
+        raise ClientGone("the client went away mid-build")
+    try:
+        return runtime.get(container_id).state.running
+    except ContainerNotFound:
+        return False
 
 
 def heredoc_command(state: StageState, ins: Instruction) -> list[str]:
