@@ -12,8 +12,8 @@ import functools
 import json
 import os
 
-from vmctl_agent.api.http import ApiError, Response, client_alive
-from vmctl_agent.build import context, dockerfile, stages
+from vmctl_agent.api.http import ApiError, Response, client_alive, json_response
+from vmctl_agent.build import commit, context, dockerfile, stages
 from vmctl_agent.build.builder import Builder, BuildOptions
 from vmctl_agent.build.steps import ClientGone, RunLimits, StepFailed
 from vmctl_agent.errors import AgentError
@@ -207,3 +207,39 @@ def _registry_config(header: str) -> dict[str, Credentials]:
             found[key.rstrip("/")] = Credentials(entry["username"], entry.get("password", ""))
             found[key] = found[key.rstrip("/")]
     return found
+
+
+def prune(engine, request) -> Response:
+    """POST /build/prune: the classic builder's cache is its index of step results; the
+    images stay (their tags and children need them) and go with `docker image prune`."""
+    for name in ("filters", "keep-storage", "reserved-space", "max-used-space", "min-free-space"):
+        value = request.arg(name)
+        if value not in ("", "0", "{}", "null"):
+            raise ApiError(400, f"the build cache prune option {name}={value!r} is not supported")
+    keys = commit.BuildCache(engine.images).prune()
+    return json_response({"CachesDeleted": keys or None, "SpaceReclaimed": 0})
+
+
+def cache_rows(engine) -> list[dict]:
+    """`docker system df`'s Build Cache: one row per cached step, sized by its own layer
+    (shared with the images that hold it)."""
+    rows = []
+    for key, image_id in commit.BuildCache(engine.images).entries():
+        image = engine.images.get(image_id)
+        history = image.config.get("history") or [{}]
+        own = image.record.layers[-1] if not history[-1].get("empty_layer") else None
+        rows.append(
+            {
+                "ID": key[:25],
+                "Parents": [image.record.parent] if image.record.parent else None,
+                "Type": "regular",
+                "Description": history[-1].get("created_by", ""),
+                "InUse": False,
+                "Shared": True,
+                "Size": int(own["size"]) if own else 0,
+                "CreatedAt": image.config.get("created", ""),
+                "LastUsedAt": None,
+                "UsageCount": 0,
+            }
+        )
+    return rows

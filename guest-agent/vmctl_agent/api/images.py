@@ -126,13 +126,26 @@ def prune(engine, request) -> Response:
     dangling = filters.get("dangling", ["true"])
     only_dangling = next(iter(dangling), "true") in ("true", "1")  # a list, or a {"x": true} map
     used = {c.config.image_id for c in engine.runtime.list(all=True)}
-    deleted, reclaimed = [], 0
-    for image in engine.images.list():
-        if image.id in used or (only_dangling and image.repo_tags):
-            continue
-        reclaimed += image.record.size
-        deleted += engine.images.remove(image.id, force=True)
+    deleted, reclaimed, tried = [], 0, set()
+    while batch := _prunable(engine.images.list(), used | tried, only_dangling):
+        for image in batch:
+            tried.add(image.id)
+            reclaimed += image.record.size
+            deleted += engine.images.remove(image.id, force=True)
     return json_response({"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed})
+
+
+def _prunable(images, skip: set[str], only_dangling: bool) -> list:
+    """Images to remove now, but those in `skip`; a build's parents go with their children
+    (or in a later round, once those are gone)."""
+    parents = {image.record.parent for image in images}
+    return [
+        image
+        for image in images
+        if image.id not in skip
+        and image.id not in parents
+        and not (only_dangling and image.repo_tags)
+    ]
 
 
 def save(engine, request, name: str = "") -> Response:

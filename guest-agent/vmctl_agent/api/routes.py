@@ -25,6 +25,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", r"/images/get", images.save),
     ("POST", r"/images/load", images.load),
     ("POST", r"/build", build.build),
+    ("POST", r"/build/prune", build.prune),
     ("GET", rf"/images/{_NAME}/get", images.save),
     ("GET", rf"/images/{_NAME}/json", images.inspect),
     ("POST", rf"/images/{_NAME}/tag", images.tag),

@@ -76,10 +76,11 @@ class Builder:
         self.image_id = ""  # the result, once built
 
     def run(self, plan: stages.Plan) -> Iterator[dict]:
-        """Every message of the build, up to `Successfully tagged`."""
+        """Every message of the build, up to `Successfully tagged`; with `quiet`, only the
+        image ID (as `aux` and as the last line)."""
         for message in self._build(plan):
-            if not self.options.quiet or "stream" not in message or message.get("final"):
-                message.pop("final", None)
+            final = message.pop("final", False)
+            if not self.options.quiet or final or "aux" in message:
                 yield message
 
     def _build(self, plan: stages.Plan) -> Iterator[dict]:

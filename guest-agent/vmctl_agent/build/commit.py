@@ -141,9 +141,18 @@ class BuildCache:
     def put(self, key: str, image_id: str) -> None:
         atomic.write_bytes(self.root / key, image_id.encode(), durable=False)
 
-    def prune(self) -> int:
-        """Forget every entry (`docker builder prune`); how many there were."""
-        entries = list(self.root.iterdir())
-        for entry in entries:
-            entry.unlink(missing_ok=True)
-        return len(entries)
+    def entries(self) -> list[tuple[str, str]]:
+        """(key, image id) of every entry whose image is still here."""
+        found = []
+        for path in sorted(self.root.iterdir()):
+            image_id = self.get(path.name)
+            if image_id is not None:
+                found.append((path.name, image_id))
+        return found
+
+    def prune(self) -> list[str]:
+        """Forget every entry (`docker builder prune`); the keys forgotten."""
+        keys = [path.name for path in self.root.iterdir()]
+        for key in keys:
+            (self.root / key).unlink(missing_ok=True)
+        return keys

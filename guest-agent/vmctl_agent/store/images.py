@@ -239,6 +239,12 @@ class ImageStore:
             users = self.containers_using(record.id)
             ref = self._named_reference(name, tags)
             self._check_removable(name, record, mine, users, ref is None, force)
+            has_children = self._has_children(record)
+            if has_children and ref is None and not mine:
+                raise ImageConflict(
+                    f"conflict: unable to delete {record.short_id} (cannot be forced) - image "
+                    "has dependent child images"
+                )
             drop = mine if ref is None else [str(ref)] if ref.tag and not ref.digest else []
             events = [{"Untagged": refs.parse(t).familiar()} for t in drop]
             for t in drop:
@@ -248,6 +254,8 @@ class ImageStore:
                 events += self._drop_digest(record, ref)
             if len(drop) < len(mine) or users or (ref and ref.digest and record.repo_digests):
                 return events
+            if has_children:
+                return events  # a build's parent: untagged, kept for its children
             events += self._untag_digests(record)
             return events + self._delete(record)
 
@@ -298,6 +306,10 @@ class ImageStore:
         self._collect()
         return deleted
 
+    def _has_children(self, record: ImageRecord) -> bool:
+        records = filter(None, map(self._load, self._records.glob("*.json")))
+        return any(r.parent == record.id for r in records)
+
     def _unneeded_parent(self, record: ImageRecord) -> ImageRecord | None:
         """`record`'s parent, if it is an intermediate image no tag, child or container uses."""
         if not record.parent:
@@ -307,8 +319,7 @@ class ImageStore:
             return None
         if self.containers_using(parent.id) or parent.repo_digests:
             return None
-        records = filter(None, map(self._load, self._records.glob("*.json")))
-        return None if any(r.parent == parent.id for r in records) else parent
+        return None if self._has_children(parent) else parent
 
     def collect_garbage(self, *, wait: bool = True) -> bool:
         """Make recent pulls durable, forget what a crash may have torn, and free layers and
