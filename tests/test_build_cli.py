@@ -382,3 +382,72 @@ def test_a_client_that_leaves_stops_the_running_step(agent):
         time.sleep(0.2)
     assert_nothing_left(agent)
     assert agent.docker("image", "inspect", "left").returncode != 0
+
+
+def test_intermediate_images_rmi_prune_and_the_build_cache(agent, tmp_path):
+    ctx = project(tmp_path, {"Dockerfile": "FROM busybox\nENV A=1\nRUN echo x > /x\nENV B=2\n"})
+    image_id = ok(build(agent, ctx, "-q", "--pull", "-t", "chain")).strip()
+    shown = ok(agent.docker("images", "-q", "--no-trunc"))
+    everything = ok(agent.docker("images", "-a", "-q", "--no-trunc"))
+    parent = inspect(agent, "chain")["Parent"]
+    assert parent in everything and parent not in shown  # intermediate: only with -a
+    refused = agent.docker("rmi", parent)
+    assert "image has dependent child images" in refused.stderr
+    df = json.loads(ok(agent.docker("system", "df", "--format", "{{json .}}")).splitlines()[-1])
+    assert df["Type"] == "Build Cache" and int(df["TotalCount"]) >= 3
+    ok(agent.docker("builder", "prune", "-f"))
+    df = json.loads(ok(agent.docker("system", "df", "--format", "{{json .}}")).splitlines()[-1])
+    assert int(df["TotalCount"]) == 0
+    assert "Using cache" not in ok(build(agent, ctx, "-t", "chain"))
+    new_parent = inspect(agent, "chain")["Parent"]
+    assert image_id in ok(agent.docker("images", "-q", "--no-trunc"))  # dangling now
+    removed = ok(agent.docker("rmi", "chain"))
+    assert removed.count("Deleted:") == 3  # the image and its two untagged parents
+    assert new_parent not in ok(agent.docker("images", "-a", "-q", "--no-trunc"))
+    pruned = ok(agent.docker("image", "prune", "-f"))
+    assert image_id in pruned and parent in pruned  # the dangling one, with its parents
+    assert parent not in ok(agent.docker("images", "-a", "-q", "--no-trunc"))
+
+
+def test_instructions_as_dockerd_writes_them(agent, tmp_path):
+    ctx = project(
+        tmp_path,
+        {
+            "Dockerfile": (
+                "FROM busybox AS base\n"
+                "ONBUILD RUN echo triggered > /onbuild\n"
+                "FROM base\n"
+                'SHELL ["/bin/sh", "-ec"]\n'
+                "RUN <<EOF\n"
+                "echo one > /doc\n"
+                "echo two >> /doc\n"
+                "EOF\n"
+                "COPY <<EOT /etc/greeting\n"
+                "hello ${NAME:-world}\n"
+                "EOT\n"
+                "ENV NAME=x PATH=/opt/bin:$PATH\n"
+                "MAINTAINER someone\n"
+                "USER nobody\n"
+                "WORKDIR /srv/app\n"
+                "ENTRYPOINT echo entry\n"
+            ),
+        },
+    )
+    ok(build(agent, ctx, "-t", "instr", "--label", "from.cli=yes"))
+    image = inspect(agent, "instr")
+    config = image["Config"]
+    assert config["Shell"] == ["/bin/sh", "-ec"] and config["User"] == "nobody"
+    assert config["Entrypoint"] == ["/bin/sh", "-ec", "echo entry"] and config["Cmd"] is None
+    assert config["WorkingDir"] == "/srv/app" and image["Author"] == "someone"
+    assert config["Labels"] == {"from.cli": "yes"} and not config.get("OnBuild")
+    assert (
+        "PATH=/opt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        in config["Env"]
+    )
+    run = ["run", "--rm", "--entrypoint", "cat", "instr"]
+    assert ok(agent.docker(*run, "/onbuild", "/doc", "/etc/greeting")) == (
+        "triggered\none\ntwo\nhello world\n"
+    )
+    layers = layer_files(agent, "instr")
+    workdir_layer = layers[-1]
+    assert workdir_layer["srv/app"].uid == 0 and workdir_layer["srv/app"].mode == 0o755
