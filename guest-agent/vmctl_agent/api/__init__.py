@@ -15,5 +15,6 @@ network, volumes, runtime, store) and the shared floor.
     listing.py     /containers/json, from a cache kept while no container changes
     execs.py       /containers/{id}/exec and /exec/...
     build.py       /build: the classic builder's request and stream
+    snapshots.py   /containers/{id}/changes and /commit: a container's files as an image
     streams.py     Docker's framing of container output (multiplexed stdout/stderr)
 """

@@ -8,6 +8,7 @@ import threading
 from datetime import datetime
 
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
+from vmctl_agent.errors import ImageNotFound
 from vmctl_agent.store import archive
 from vmctl_agent.store import reference as refs
 
@@ -96,6 +97,41 @@ def _progress(first: dict, progress: queue.Queue):
             yield json.dumps(error).encode() + b"\r\n"
             return
         yield json.dumps(item).encode() + b"\r\n"
+
+
+def history(engine, request, name: str) -> Response:
+    """GET /images/{name}/history: newest first; each row takes an image id while the chain of
+    build parents lasts, then `<missing>` (pulled images keep no parents), as dockerd does."""
+    image = engine.images.get(name)
+    rows = _history_rows(image)
+    current = image
+    for row in rows:
+        row["Id"] = current.id
+        row["Tags"] = [refs.parse(t).familiar() for t in current.repo_tags] or None
+        if not current.record.parent:
+            break
+        try:
+            current = engine.images.get(current.record.parent)
+        except ImageNotFound:
+            break
+    return json_response(rows)
+
+
+def _history_rows(image) -> list[dict]:
+    rows, layers = [], iter(image.record.layers)
+    for entry in image.config.get("history") or []:
+        layer = None if entry.get("empty_layer") else next(layers, None)
+        rows.append(
+            {
+                "Id": "<missing>",
+                "Created": _unix(entry.get("created", "")),
+                "CreatedBy": entry.get("created_by", ""),
+                "Tags": None,
+                "Size": int(layer.get("size", 0)) if layer else 0,
+                "Comment": entry.get("comment", ""),
+            }
+        )
+    return rows[::-1]
 
 
 def inspect(engine, request, name: str) -> Response:

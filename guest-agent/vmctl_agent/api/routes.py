@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from vmctl_agent.api import build, containers, events, execs, images, listing, system
+from vmctl_agent.api import build, containers, events, execs, images, listing, snapshots, system
 from vmctl_agent.api.http import ApiError, Request, Response
 
 _ID = r"(?P<id>[^/]+)"
@@ -28,6 +28,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", r"/build/prune", build.prune),
     ("GET", rf"/images/{_NAME}/get", images.save),
     ("GET", rf"/images/{_NAME}/json", images.inspect),
+    ("GET", rf"/images/{_NAME}/history", images.history),
     ("POST", rf"/images/{_NAME}/tag", images.tag),
     ("DELETE", rf"/images/{_NAME}", images.remove),
     ("POST", r"/containers/create", containers.create),
@@ -44,6 +45,8 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", rf"/containers/{_ID}/top", containers.top),
     ("GET", rf"/containers/{_ID}/stats", containers.stats),
     ("DELETE", rf"/containers/{_ID}", containers.remove),
+    ("GET", rf"/containers/{_ID}/changes", snapshots.changes),
+    ("POST", r"/commit", snapshots.commit),
     ("POST", rf"/containers/{_ID}/exec", execs.create),
     ("POST", rf"/exec/{_ID}/start", execs.start),
     ("POST", rf"/exec/{_ID}/resize", execs.resize),

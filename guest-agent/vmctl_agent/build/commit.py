@@ -53,6 +53,8 @@ def image_config(state: StageState, step_config: dict, container_id: str, create
     }
     if state.author:
         body["author"] = state.author
+    if state.history and state.history[-1].get("comment"):
+        body["comment"] = state.history[-1]["comment"]  # dockerd's `docker commit -m`
     return body
 
 
@@ -62,10 +64,13 @@ def commit(
     step_config: dict,
     layer: dict | None,
     container_id: str = "",
+    note: dict | None = None,
 ) -> str:
-    """Add the step's image (a child of `state.image_id`) and make it the stage's image."""
+    """Add the step's image (a child of `state.image_id`) and make it the stage's image;
+    `note` adds to its history entry (`docker commit`'s author and comment)."""
     created = now()
     entry = {"created": created, "created_by": " ".join(step_config.get("Cmd") or [])}
+    entry.update(note or {})
     if layer is None:
         entry["empty_layer"] = True
     else:

@@ -55,7 +55,8 @@ class RunLimits:
     nano_cpus: int = 0
 
 
-def _runtime_made(path: str, info: os.stat_result) -> bool:
+def runtime_made(path: str, info: os.stat_result) -> bool:
+    """What the runtime made in a container's upper directory, not the container's work."""
     if path in _MOUNT_POINTS:
         return stat.S_ISDIR(info.st_mode)
     return path in _ETC_FILES and stat.S_ISREG(info.st_mode) and info.st_size == 0
@@ -93,7 +94,7 @@ def run(
                 f"The command '{' '.join(cmd)}' returned a non-zero code: {code}", code
             )
         upper = container.directory / "upper"
-        layer = layertar.store_layer(runtime.images.content, upper, _runtime_made)
+        layer = layertar.store_layer(runtime.images.content, upper, runtime_made)
     except (ClientGone, GeneratorExit):
         remove = True  # nobody will ever see or remove this container
         raise

@@ -82,7 +82,7 @@ class Image:
             "RepoTags": [refs.parse(t).familiar() for t in self.repo_tags],
             "RepoDigests": [refs.parse(d).familiar() for d in self.record.repo_digests],
             "Parent": self.record.parent,
-            "Comment": "",
+            "Comment": cfg.get("comment", ""),
             "Created": cfg.get("created") or "0001-01-01T00:00:00Z",
             "DockerVersion": cfg.get("docker_version", ""),
             "Author": cfg.get("author", ""),

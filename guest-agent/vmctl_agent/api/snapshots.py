@@ -1,0 +1,146 @@
+"""A container's filesystem as its changes (GET /containers/{id}/changes, `docker diff`) and
+as a new image (POST /commit, `docker commit`): its upper directory stored as a layer the way
+a build step's is, over the container's image, with `changes` applied as dockerd applies them.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from vmctl_agent.api.http import ApiError, Response, json_response
+from vmctl_agent.build import changes as fs_changes
+from vmctl_agent.build import commit as images_commit
+from vmctl_agent.build import dispatch, dockerfile, layertar
+from vmctl_agent.build.steps import runtime_made
+from vmctl_agent.store import reference as refs
+
+
+def changes(engine, request, id: str) -> Response:
+    container = engine.runtime.get(id)
+    found = fs_changes.changes(container.directory / "upper", container.config.layers)
+    return json_response(found)
+
+
+def commit(engine, request) -> Response:
+    """POST /commit?container=&repo=&tag=&author=&comment=&changes=&pause="""
+    container = engine.runtime.get(request.arg("container") or _missing("container"))
+    if container.state.running and request.flag("pause", True):
+        raise ApiError(
+            400,
+            "this engine cannot pause a running container yet: stop it first, or commit "
+            "without pausing (docker commit --pause=false)",
+        )
+    tag = _tag(request)
+    config = _container_config(engine, container, request.json())
+    step_config = copy.deepcopy(config)  # what the container ran with, for its history
+    step_config["Cmd"] = list(container.config.process_spec.args)
+    state = _state(engine, container, config)
+    for text in request.query.get("changes", []):
+        _apply_change(state, text)
+    with engine.images.content.gc_lock(shared=True):
+        upper = container.directory / "upper"
+        layer = layertar.store_layer(engine.images.content, upper, runtime_made)
+        note = {
+            k: v
+            for k, v in (("author", request.arg("author")), ("comment", request.arg("comment")))
+            if v
+        }
+        state.author = request.arg("author")
+        image_id = images_commit.commit(
+            engine.images, state, step_config, layer, container.id, note
+        )
+    if tag:
+        engine.images.tag(image_id, tag)
+    engine.events.publish("container", "commit", container.id, name=container.name)
+    return json_response({"Id": image_id}, 201)
+
+
+def _missing(name: str) -> str:
+    raise ApiError(400, f"{name} is required")
+
+
+def _tag(request) -> str:
+    repo, tag = request.arg("repo"), request.arg("tag")
+    if not repo:
+        if tag:
+            raise ApiError(400, "tag is given without a repository (repo)")
+        return ""
+    ref = refs.parse(f"{repo}:{tag}" if tag else repo)
+    if ref.digest:
+        raise ApiError(400, "refusing to create a tag with a digest reference")
+    return str(ref)
+
+
+def _container_config(engine, container, body: dict) -> dict:
+    """The image config's `config`: the image's, as the container changed it (its command,
+    environment, user, directory, labels), then what the request's body sets."""
+    image = engine.images.get(container.config.image_id)
+    config = copy.deepcopy(image.config.get("config") or {})
+    options = container.config.create_options
+    if options.entrypoint is not None:
+        config["Entrypoint"] = list(options.entrypoint) or None
+        config["Cmd"] = None
+    if options.cmd is not None:
+        config["Cmd"] = list(options.cmd)
+    env = dict(e.partition("=")[::2] for e in config.get("Env") or [])
+    env.update(e.partition("=")[::2] for e in options.env)
+    config["Env"] = [f"{k}={v}" for k, v in env.items()]
+    config["WorkingDir"] = options.working_dir or config.get("WorkingDir", "")
+    config["User"] = options.user or config.get("User", "")
+    config["Labels"] = {**(config.get("Labels") or {}), **options.labels} or None
+    config["Hostname"] = container.config.hostname
+    for key, value in (body or {}).items():
+        if value not in (None, "", [], {}):
+            config[key] = value
+    return config
+
+
+def _state(engine, container, config: dict) -> dispatch.StageState:
+    image = engine.images.get(container.config.image_id)
+    return dispatch.StageState(
+        image_id=image.id,
+        config=config,
+        layers=list(image.record.layers),
+        history=list(image.config.get("history") or []),
+    )
+
+
+def _apply_change(state: dispatch.StageState, text: str) -> None:
+    """One `--change` line, as a Dockerfile instruction of the kinds dockerd allows."""
+    try:
+        (ins,) = dockerfile.parse(text).instructions
+    except ValueError:
+        raise ApiError(400, f"invalid change: {text!r}") from None
+    except dockerfile.DockerfileError as e:
+        raise ApiError(400, str(e)) from None
+    apply = _CHANGES.get(ins.keyword)
+    if apply is None:
+        keyword = ins.keyword.upper()
+        raise ApiError(
+            400, f"dockerfile parse error on line 1: {keyword} is not a valid change command"
+        )
+    apply(state, ins, state.variables({}))
+
+
+def _pairs(apply):
+    return lambda state, ins, variables: apply(
+        state, dispatch.key_values(ins, variables, state.escape)
+    )
+
+
+def _plain(apply):
+    return lambda state, ins, variables: apply(state, ins)
+
+
+# The instructions `docker commit --change` takes, as dockerd lists them.
+_CHANGES = {
+    "cmd": _plain(dispatch.apply_cmd),
+    "entrypoint": _plain(dispatch.apply_entrypoint),
+    "env": _pairs(dispatch.apply_env),
+    "expose": dispatch.apply_expose,
+    "label": _pairs(dispatch.apply_label),
+    "onbuild": _plain(dispatch.apply_onbuild),
+    "user": dispatch.apply_user,
+    "volume": dispatch.apply_volume,
+    "workdir": dispatch.workdir,
+}

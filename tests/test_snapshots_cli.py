@@ -1,0 +1,92 @@
+"""`docker history`, `docker diff` and `docker commit` with the real docker CLI against
+`vmctl-agent serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from agentserver import serving
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory, registry):
+    with serving(tmp_path_factory.mktemp("agent"), registry) as server:
+        yield server
+
+
+def ok(result) -> str:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def build(agent, dockerfile: str, tag: str) -> None:
+    env = {**os.environ, "DOCKER_HOST": agent.url, "DOCKER_CONFIG": str(agent.workdir)}
+    result = subprocess.run(
+        ["docker", "build", "-q", "-t", tag, "-"],
+        input=dockerfile, capture_output=True, text=True, timeout=300,
+        env={**env, "DOCKER_BUILDKIT": "0"},
+    )  # fmt: skip
+    ok(result)
+
+
+def history(agent, name: str) -> list[dict]:
+    out = ok(agent.docker("history", "--no-trunc", "--format", "{{json .}}", name))
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_history_walks_the_build_and_stops_at_the_pulled_base(agent):
+    build(agent, "FROM busybox\nENV A=1\nRUN echo x > /x\n", "hist")
+    rows = history(agent, "hist")
+    image_id = json.loads(ok(agent.docker("image", "inspect", "hist")))[0]["Id"]
+    assert rows[0]["ID"] == image_id and rows[0]["CreatedBy"] == "/bin/sh -c echo x > /x"
+    assert rows[0]["Size"] != "0B"
+    assert rows[1]["CreatedBy"] == "/bin/sh -c #(nop)  ENV A=1" and rows[1]["Size"] == "0B"
+    busybox = json.loads(ok(agent.docker("image", "inspect", "busybox")))[0]["Id"]
+    assert rows[2]["ID"] == busybox  # the build's parent chain reaches the base image
+    missing = agent.docker("history", "no-such-image")
+    assert missing.returncode != 0 and "No such image: no-such-image" in missing.stderr
+
+
+def test_diff_lists_changes_as_dockerd_does(agent):
+    script = "echo new > /newfile; rm /bin/ls; echo m >> /etc/passwd; mkdir -p /tmp/d/e"
+    ok(agent.docker("run", "--name", "differ", "busybox", "sh", "-c", script))
+    lines = ok(agent.docker("diff", "differ")).splitlines()
+    assert lines == [
+        "C /bin", "D /bin/ls", "C /etc", "C /etc/passwd", "A /newfile", "C /tmp", "A /tmp/d",
+        "A /tmp/d/e",
+    ]  # fmt: skip
+    ok(agent.docker("rm", "differ"))
+
+
+def test_commit_with_changes_author_and_message(agent):
+    ok(agent.docker("run", "--name", "tocommit", "-e", "FROM_RUN=1", "busybox", "sh", "-c",
+                    "echo saved > /saved; rm /bin/vi"))  # fmt: skip
+    changes = ("-c", 'CMD ["cat", "/saved"]', "-c", "ENV Z=9", "-c", "EXPOSE 80")
+    author = ("-a", "Someone <s@example.com>", "-m", "a message")
+    committed = ok(agent.docker("commit", *author, *changes, "tocommit", "committed:v1")).strip()
+    assert ok(agent.docker("run", "--rm", "committed:v1")) == "saved\n"
+    gone = agent.docker("run", "--rm", "committed:v1", "ls", "/bin/vi")
+    assert gone.returncode != 0
+    image = json.loads(ok(agent.docker("image", "inspect", "committed:v1")))[0]
+    assert image["Id"] == committed and image["Author"] == "Someone <s@example.com>"
+    assert image["Comment"] == "a message" and image["Config"]["Cmd"] == ["cat", "/saved"]
+    assert {"FROM_RUN=1", "Z=9"} <= set(image["Config"]["Env"])
+    assert image["Config"]["ExposedPorts"] == {"80/tcp": {}}
+    top = history(agent, "committed:v1")[0]
+    assert top["Comment"] == "a message" and "echo saved" in top["CreatedBy"]
+    bad = agent.docker("commit", "-c", "RUN echo no", "tocommit", "committed:bad")
+    assert "RUN is not a valid change command" in bad.stderr
+    ok(agent.docker("rm", "tocommit"))
+
+
+def test_commit_refuses_to_pause_a_running_container(agent):
+    ok(agent.docker("run", "-d", "--name", "running", "busybox", "sleep", "300"))
+    refused = agent.docker("commit", "running", "committed:running")
+    assert "cannot pause a running container" in refused.stderr
+    ok(agent.docker("commit", "--pause=false", "running", "committed:running"))
+    ok(agent.docker("rm", "-f", "running"))
