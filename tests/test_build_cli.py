@@ -144,7 +144,7 @@ def test_a_build_runs_copies_and_tags(agent, tmp_path):
     layers = layer_files(agent, "built:one")
     copy_layer, run_layer = layers[-2], layers[-1]
     assert set(copy_layer) == {"app", "app/app.txt"}
-    assert copy_layer["app/app.txt"].uid == 0 and copy_layer["app/app.txt"].mode == 0o644
+    assert copy_layer["app/app.txt"].uid == 0 and copy_layer["app/app.txt"].mode == 0o100644
     assert "app/out" in run_layer and "bin/.wh.true" in run_layer
     assert not any(n.startswith(("proc", "sys", "dev")) for n in run_layer)
     assert containers(agent) == []
@@ -296,10 +296,10 @@ def test_dockerignore_and_owners_modes_in_layers(agent, tmp_path):
     assert {"ctx/keep.log", "ctx/sub/ok", "ctx/Dockerfile"} <= names
     assert not names & {"ctx/a.log", "ctx/secret", "ctx/secret/key", "ctx/sub/tmp"}
     kept = copy_layer["ctx/keep.log"]
-    assert (kept.uid, kept.gid, kept.mode) == (1, 2, 0o640)
-    assert (copy_layer["ctx"].uid, copy_layer["ctx"].mode) == (1, 0o640)
+    assert (kept.uid, kept.gid, kept.mode) == (1, 2, 0o100640)  # type bits, as Go writes
+    assert (copy_layer["ctx"].uid, copy_layer["ctx"].mode) == (1, 0o40640)
     tool = add_layer["unpacked/inner/tool"]
-    assert (tool.uid, tool.gid, tool.mode) == (7, 8, 0o4755)
+    assert (tool.uid, tool.gid, tool.mode) == (7, 8, 0o104755)
 
 
 def test_a_hostile_context_cannot_write_outside_the_build(agent, tmp_path):
@@ -450,4 +450,4 @@ def test_instructions_as_dockerd_writes_them(agent, tmp_path):
     )
     layers = layer_files(agent, "instr")
     workdir_layer = layers[-1]
-    assert workdir_layer["srv/app"].uid == 0 and workdir_layer["srv/app"].mode == 0o755
+    assert workdir_layer["srv/app"].uid == 0 and workdir_layer["srv/app"].mode == 0o40755

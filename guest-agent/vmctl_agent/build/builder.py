@@ -254,7 +254,7 @@ class Builder:
 
     def _copy(self, state: StageState, ins: Instruction, variables: dict):
         verb = ins.keyword.upper()
-        patterns, dest = self._copy_args(state, ins, variables)
+        patterns, dest, written = self._copy_args(state, ins, variables)
         scratch = self._scratch("sources")
         extra = steps.heredoc_sources(ins, variables, state.escape, scratch)
         urls = [p for p in patterns if p.startswith(("http://", "https://"))]
@@ -268,7 +268,8 @@ class Builder:
         def action(root: str, source_root: str | None = None) -> _Outcome:
             found = copier.find_sources(source_root or str(self.context), local, verb) + extra
             label = copier.content_hash(found)
-            cmd = dispatch.nop(state, f"{verb} {label} in {dest} ", single=True)
+            chown = f"--chown={target[0]} " if target[0] else ""
+            cmd = dispatch.nop(state, f"{verb} {chown}{label} in {written} ", single=True)
             step_config = commit.container_config(state, cmd)
             hit = self._cached(state, step_config)
             if hit is None:
@@ -297,13 +298,13 @@ class Builder:
                 "provided. Destination could not be determined.",
                 ins.line,
             )
-        dest = args[-1]
+        dest = written = args[-1]
         if not dest.startswith("/"):
             workdir = state.config.get("WorkingDir") or "/"
             dest = workdir.rstrip("/") + "/" + dest
         if dest.endswith("/.") or dest.endswith("/.."):
             dest += "/"
-        return args[:-1], dest
+        return args[:-1], dest, written
 
     def _copy_target(self, ins, variables, dest, verb) -> tuple[str, int | None]:
         chown = words.expand(ins.flag("chown") or "", variables)

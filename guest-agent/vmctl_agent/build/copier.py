@@ -141,11 +141,12 @@ def _copy_one(root: str, source: Source, target: Target, scratch: Path, many: bo
         unpacked = scratch / f"unpacked-{os.urandom(4).hex()}"
         _unpack(source.path, unpacked)
         keep = Target(target.dest, target.uid, target.gid, target.mode, False, keep_owner=True)
-        _copy_tree(root, str(unpacked), make_dir(root, target.dest, target), keep, top=False)
+        _copy_tree(str(unpacked), make_dir(root, target.dest, target), keep, top=False)
         remove_tree(unpacked)
         return
     if os.path.isdir(source.path):
-        _copy_tree(root, source.path, make_dir(root, target.dest, target), target, top=True)
+        fresh = not os.path.lexists(scoped(root, target.dest))
+        _copy_tree(source.path, make_dir(root, target.dest, target), target, top=fresh)
         return
     if many or target.dest.endswith("/") or os.path.isdir(scoped(root, target.dest)):
         dest = os.path.join(make_dir(root, target.dest, target), posixpath.basename(source.name))
@@ -172,13 +173,14 @@ def make_dir(root: str, path: str, target: Target) -> str:
     return real
 
 
-def _copy_tree(root: str, source: str, dest: str, target: Target, *, top: bool) -> None:
-    """The contents of directory `source` into the real directory `dest`; `dest` itself
-    takes the source directory's mode and times, as dockerd's tar copy gives it."""
+def _copy_tree(source: str, dest: str, target: Target, *, top: bool) -> None:
+    """The contents of directory `source` into the real directory `dest`; a `dest` made for
+    this copy (`top`) takes the source directory's mode and times, one that was there
+    already stays as it was, as dockerd has it."""
     for rel, path, info in _tree(source):
         here = dest if rel == "." else os.path.join(dest, rel)
         if rel == ".":
-            if top or target.keep_owner:
+            if top:
                 _metadata(here, info, target)
             continue
         _put(path, here, info, target)

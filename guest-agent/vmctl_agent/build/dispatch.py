@@ -26,6 +26,15 @@ _UNITS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 *
 _UNITS["h"] = 3600 * 10**9
 
 
+# The fields dockerd writes in every built image's config, unset.
+_EMPTY_CONFIG = {
+    "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
+    "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None,
+    "Cmd": None, "Image": "", "Volumes": None, "WorkingDir": "", "Entrypoint": None,
+    "OnBuild": None, "Labels": None,
+}  # fmt: skip
+
+
 @dataclass
 class StageState:
     """One stage while it is built: its image so far and the variables in scope."""
@@ -54,7 +63,7 @@ class StageState:
 
 def initial_config(base: dict) -> dict:
     """The stage starts from its base image's config (a copy: the base is not changed)."""
-    config = copy.deepcopy(base) if base else {}
+    config = {**_EMPTY_CONFIG, **copy.deepcopy(base)} if base else dict(_EMPTY_CONFIG)
     env = config.get("Env") or []
     if not any(e.startswith("PATH=") for e in env):
         config["Env"] = [*env, DEFAULT_PATH]
@@ -185,13 +194,12 @@ def apply_shell(state: StageState, ins: Instruction) -> str:
 
 def apply_expose(state: StageState, ins: Instruction, variables: dict) -> str:
     ports = state.config.get("ExposedPorts") or {}
-    shown = []
-    for word in words.split(ins.args, variables, state.escape):
+    given = words.split(ins.args, variables, state.escape)
+    for word in given:
         for port in _ports(word, ins.line):
             ports[port] = {}
-            shown.append(port)
     state.config["ExposedPorts"] = ports
-    return "EXPOSE " + " ".join(sorted(set(shown)))
+    return "EXPOSE " + " ".join(given)
 
 
 def _ports(word: str, line: int) -> list[str]:
@@ -268,7 +276,11 @@ def apply_healthcheck(state: StageState, ins: Instruction) -> str:
             raise DockerfileError("--retries must be at least 1", ins.line)
         check["Retries"] = int(retries)
     state.config["Healthcheck"] = check
-    return f"HEALTHCHECK {go_list(test)}"
+    times = " ".join(
+        f'"{go_duration(check.get(k, 0))}"'
+        for k in ("Interval", "Timeout", "StartPeriod", "StartInterval")
+    )
+    return f"HEALTHCHECK &{{{go_list(test)} {times} {_go_char(check.get('Retries', 0))}}}"
 
 
 def _duration_flag(ins: Instruction, flag: str, key: str, check: dict) -> None:
@@ -284,6 +296,29 @@ def _duration_flag(ins: Instruction, flag: str, key: str, check: dict) -> None:
     if pos != len(value) or not value:
         raise DockerfileError(f'time: invalid duration "{value}"', ins.line)
     check[key] = total
+
+
+def go_duration(ns: int) -> str:
+    """A duration as Go's time.Duration prints it: 5s, 1m30s, 1.5s, 100ms, 0s."""
+    if ns == 0:
+        return "0s"
+    if ns < 10**9:
+        for unit, size in (("ms", 10**6), ("µs", 10**3), ("ns", 1)):
+            if ns >= size:
+                return f"{_trim(ns / size)}{unit}"
+    hours, rest = divmod(ns, 3600 * 10**9)
+    minutes, rest = divmod(rest, 60 * 10**9)
+    seconds = _trim(rest / 10**9) + "s"
+    return (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "") + seconds
+
+
+def _trim(value: float) -> str:
+    return f"{value:.9f}".rstrip("0").rstrip(".")
+
+
+def _go_char(value: int) -> str:
+    """An int as Go's %q prints it (a quoted character)."""
+    return "'" + (chr(value) if 32 <= value < 127 else f"\\x{value:02x}") + "'"
 
 
 def go_list(items: list[str]) -> str:

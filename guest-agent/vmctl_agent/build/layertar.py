@@ -70,12 +70,13 @@ def _entry(root: Path, path: str, info: os.stat_result, links: dict) -> Iterator
     if stat.S_ISCHR(info.st_mode) and info.st_rdev == 0:
         parent, _, name = path.rpartition("/")
         whiteout = f"{parent}/{WHITEOUT_PREFIX}{name}" if parent else WHITEOUT_PREFIX + name
-        yield _header(whiteout, info, tarfile.REGTYPE, mode=0o600)
+        yield _header(whiteout, info, tarfile.REGTYPE, mode=0o600)  # as dockerd writes it
         return
     if stat.S_ISDIR(info.st_mode):
         yield _header(path + "/", info, tarfile.DIRTYPE, xattrs=_xattrs(full))
         if _opaque(full):
-            yield _header(f"{path}/{OPAQUE_MARKER}", info, tarfile.REGTYPE)
+            marker = f"{path}/{OPAQUE_MARKER}"
+            yield _header(marker, info, tarfile.REGTYPE, mode=stat.S_IMODE(info.st_mode))
         return
     if stat.S_ISREG(info.st_mode):
         yield from _file(full, path, info, links)
@@ -115,7 +116,9 @@ def _file(full: Path, path: str, info: os.stat_result, links: dict) -> Iterator[
 def _header(name: str, info: os.stat_result, kind: bytes, **extra) -> bytes:
     header = tarfile.TarInfo(name)
     header.type = kind
-    header.mode = extra.get("mode", stat.S_IMODE(info.st_mode))
+    # Go's archive/tar keeps the file type bits in the mode (0o100644, 0o40755), as Docker's
+    # layers have them.
+    header.mode = extra.get("mode", stat.S_IMODE(info.st_mode) | stat.S_IFMT(info.st_mode))
     header.uid, header.gid = info.st_uid, info.st_gid
     header.mtime = int(info.st_mtime)
     header.size = extra.get("size", 0)
@@ -124,7 +127,20 @@ def _header(name: str, info: os.stat_result, kind: bytes, **extra) -> bytes:
         header.devmajor, header.devminor = os.major(info.st_rdev), os.minor(info.st_rdev)
     for key, value in extra.get("xattrs", ()):
         header.pax_headers["SCHILY.xattr." + key] = value.decode("utf-8", "surrogateescape")
-    return header.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
+    raw = header.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
+    return _full_mode(raw, header.mode)
+
+
+def _full_mode(raw: bytes, mode: int) -> bytes:
+    """Python's tarfile keeps only the permission bits of a mode; Go's (Docker's) keeps the
+    type bits too, so the last header block gets them back, its checksum made again."""
+    if mode <= 0o7777:
+        return raw
+    block = bytearray(raw[-512:])
+    block[100:108] = b"%07o\0" % mode
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return raw[:-512] + bytes(block)
 
 
 def _xattrs(path: Path) -> list[tuple[str, bytes]]:
