@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import os
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from agentserver import serving
+from contextkit import assert_nothing_left, containers, entry, ok, post, tar_of
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
 
@@ -40,11 +40,6 @@ def project(tmp_path: Path, files: dict[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return tmp_path
-
-
-def ok(result) -> str:
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 def inspect(agent, name: str) -> dict:
@@ -75,47 +70,6 @@ def image_config(agent, name: str) -> dict:
     with saved(agent, name) as outer:
         manifest = json.load(outer.extractfile("manifest.json"))[0]
         return json.load(outer.extractfile(manifest["Config"]))
-
-
-def containers(agent) -> list[str]:
-    return ok(agent.docker("ps", "-aq")).split()
-
-
-def assert_nothing_left(agent) -> None:
-    """No step container, no mount under the data root, no build workspace."""
-    assert containers(agent) == []
-    mounts = Path("/proc/self/mountinfo").read_text()
-    assert str(agent.data_root) not in mounts
-    assert not [p for p in (agent.data_root / "image" / "tmp").iterdir() if "build" in p.name]
-
-
-def post(agent, path: str, body: bytes, headers: dict | None = None) -> tuple[int, bytes]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(str(agent.socket))
-    conn = http.client.HTTPConnection("localhost")
-    conn.sock = sock
-    conn.request(
-        "POST", path, body=body, headers={"Content-Type": "application/x-tar", **(headers or {})}
-    )
-    response = conn.getresponse()
-    data = response.read()
-    conn.close()
-    return response.status, data
-
-
-def tar_of(entries: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for info, data in entries:
-            info.size = len(data) if info.isreg() else 0
-            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
-    return out.getvalue()
-
-
-def entry(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = "") -> tuple:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname, info.mode = kind, link, 0o755 if kind == tarfile.DIRTYPE else 0o644
-    return info, data
 
 
 def test_a_build_runs_copies_and_tags(agent, tmp_path):

@@ -64,7 +64,7 @@ def _stream(engine, builder: Builder, plan, options: BuildOptions, cache_from, s
     errorDetail (and the exit code of a failed RUN). Closing it stops the build."""
     with stack:
         try:
-            if cache_from:
+            if cache_from and not options.quiet:
                 yield _note_cache_from(cache_from)
             for message in builder.run(plan):
                 yield json.dumps(message).encode() + b"\r\n"
