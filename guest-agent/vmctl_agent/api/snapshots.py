@@ -37,22 +37,21 @@ def commit(engine, request) -> Response:
     state = _state(engine, container, config)
     for text in request.query.get("changes", []):
         _apply_change(state, text)
-    with engine.images.content.gc_lock(shared=True):
-        upper = container.directory / "upper"
-        layer = layertar.store_layer(engine.images.content, upper, runtime_made)
-        note = {
-            k: v
-            for k, v in (("author", request.arg("author")), ("comment", request.arg("comment")))
-            if v
-        }
-        state.author = request.arg("author")
-        image_id = images_commit.commit(
-            engine.images, state, step_config, layer, container.id, note
-        )
+    state.author = request.arg("author")
+    image_id = _store(engine, container, state, step_config, request.arg("comment"))
     if tag:
         engine.images.tag(image_id, tag)
     engine.events.publish("container", "commit", container.id, name=container.name)
     return json_response({"Id": image_id}, 201)
+
+
+def _store(engine, container, state, step_config: dict, comment: str) -> str:
+    """The container's upper directory as a layer, and the image over it."""
+    note = {k: v for k, v in (("author", state.author), ("comment", comment)) if v}
+    with engine.images.content.gc_lock(shared=True):
+        upper = container.directory / "upper"
+        layer = layertar.store_layer(engine.images.content, upper, runtime_made)
+        return images_commit.commit(engine.images, state, step_config, layer, container.id, note)
 
 
 def _missing(name: str) -> str:
@@ -113,34 +112,23 @@ def _apply_change(state: dispatch.StageState, text: str) -> None:
         raise ApiError(400, f"invalid change: {text!r}") from None
     except dockerfile.DockerfileError as e:
         raise ApiError(400, str(e)) from None
-    apply = _CHANGES.get(ins.keyword)
-    if apply is None:
+    if ins.keyword not in COMMIT_CHANGES:
         keyword = ins.keyword.upper()
         raise ApiError(
             400, f"dockerfile parse error on line 1: {keyword} is not a valid change command"
         )
-    apply(state, ins, state.variables({}))
-
-
-def _pairs(apply):
-    return lambda state, ins, variables: apply(
-        state, dispatch.key_values(ins, variables, state.escape)
-    )
-
-
-def _plain(apply):
-    return lambda state, ins, variables: apply(state, ins)
+    dispatch.apply(state, ins, state.variables({}))
 
 
 # The instructions `docker commit --change` takes, as dockerd lists them.
-_CHANGES = {
-    "cmd": _plain(dispatch.apply_cmd),
-    "entrypoint": _plain(dispatch.apply_entrypoint),
-    "env": _pairs(dispatch.apply_env),
-    "expose": dispatch.apply_expose,
-    "label": _pairs(dispatch.apply_label),
-    "onbuild": _plain(dispatch.apply_onbuild),
-    "user": dispatch.apply_user,
-    "volume": dispatch.apply_volume,
-    "workdir": dispatch.workdir,
-}
+COMMIT_CHANGES = (
+    "cmd",
+    "entrypoint",
+    "env",
+    "expose",
+    "label",
+    "onbuild",
+    "user",
+    "volume",
+    "workdir",
+)

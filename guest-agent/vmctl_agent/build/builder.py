@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmctl_agent.build import commit, copier, dispatch, stages, steps, words
+from vmctl_agent.build import commit, copier, copystep, dispatch, stages, steps, words
 from vmctl_agent.build.dispatch import StageState
 from vmctl_agent.build.dockerfile import DockerfileError, Instruction, parse
 from vmctl_agent.errors import ImageNotFound
@@ -101,7 +101,7 @@ class Builder:
     def _global_args(self, plan: stages.Plan) -> dict[str, str]:
         found: dict[str, str] = {}
         for ins in plan.global_args:
-            for word in dispatch._raw_words(ins.args):
+            for word in dispatch.raw_words(ins.args):
                 name, sep, default = word.partition("=")
                 self.consumed.add(name)
                 if name in self.options.build_args:
@@ -188,30 +188,10 @@ class Builder:
             yield from self._nop(state, dispatch.nop(state, text))
 
     def _metadata(self, state: StageState, ins: Instruction, variables: dict) -> str:
-        kw, escape = ins.keyword, state.escape
-        if kw in ("env", "label"):
-            pairs = dispatch.key_values(ins, variables, escape)
-            return (dispatch.apply_env if kw == "env" else dispatch.apply_label)(state, pairs)
-        if kw == "arg":
-            self.consumed.update(w.partition("=")[0] for w in dispatch._raw_words(ins.args))
-            return dispatch.apply_arg(state, ins, self.options.build_args, self.meta)
-        simple = {
-            "cmd": dispatch.apply_cmd,
-            "entrypoint": dispatch.apply_entrypoint,
-            "shell": dispatch.apply_shell,
-            "onbuild": dispatch.apply_onbuild,
-            "healthcheck": dispatch.apply_healthcheck,
-        }
-        if kw in simple:
-            return simple[kw](state, ins)
-        with_variables = {
-            "expose": dispatch.apply_expose,
-            "volume": dispatch.apply_volume,
-            "user": dispatch.apply_user,
-            "stopsignal": dispatch.apply_stopsignal,
-            "maintainer": dispatch.apply_maintainer,
-        }
-        return with_variables[kw](state, ins, variables)
+        if ins.keyword != "arg":
+            return dispatch.apply(state, ins, variables)
+        self.consumed.update(w.partition("=")[0] for w in dispatch.raw_words(ins.args))
+        return dispatch.apply_arg(state, ins, self.options.build_args, self.meta)
 
     def _nop(self, state: StageState, cmd: list[str]):
         step_config = commit.container_config(state, cmd)
@@ -253,29 +233,19 @@ class Builder:
         yield from self._commit(state, step_config, layer)
 
     def _copy(self, state: StageState, ins: Instruction, variables: dict):
-        verb = ins.keyword.upper()
-        patterns, dest, written = self._copy_args(state, ins, variables)
+        plan = copystep.plan(state, ins, variables)
         scratch = self._scratch("sources")
-        extra = steps.heredoc_sources(ins, variables, state.escape, scratch)
-        urls = [p for p in patterns if p.startswith(("http://", "https://"))]
-        if urls and verb == "COPY":
-            raise steps.StepFailed("COPY failed: source can't be a URL for COPY")
-        extra += [steps.download(u, scratch, ins.flag("checksum")) for u in urls]
-        local = [p for p in patterns if p not in urls]
+        fetched = copystep.fetched_sources(plan, ins, variables, state.escape, scratch)
         source_layers = yield from self._copy_source(ins, variables)
-        target = self._copy_target(ins, variables, dest, verb)
 
         def action(root: str, source_root: str | None = None) -> _Outcome:
-            found = copier.find_sources(source_root or str(self.context), local, verb) + extra
-            label = copier.content_hash(found)
-            chown = f"--chown={target[0]} " if target[0] else ""
-            cmd = dispatch.nop(state, f"{verb} {chown}{label} in {written} ", single=True)
-            step_config = commit.container_config(state, cmd)
+            where = source_root or str(self.context)
+            found = copier.find_sources(where, list(plan.patterns), plan.verb) + fetched
+            text = copystep.comment(plan, copier.content_hash(found))
+            step_config = commit.container_config(state, dispatch.nop(state, text, single=True))
             hit = self._cached(state, step_config)
             if hit is None:
-                uid, gid = steps.chown_ids(root, target[0]) if target[0] else (0, 0)
-                where = copier.Target(dest, uid, gid, target[1], verb == "ADD")
-                copier.copy(root, found, where, scratch)
+                copystep.apply(root, found, plan, scratch)
             return _Outcome(step_config, hit)
 
         work = self._scratch("mount")
@@ -284,40 +254,6 @@ class Builder:
             yield from self._use_cache(state, outcome.hit)
             return
         yield from self._commit(state, outcome.step_config, layer)
-
-    def _copy_args(self, state: StageState, ins: Instruction, variables: dict):
-        if ins.json is not None:
-            args = [words.expand(a, variables, state.escape) for a in ins.json]
-        else:
-            args = words.split(ins.args, variables, state.escape)
-        heredoc_words = {f"<<{'-' if h.chomp else ''}{h.name}" for h in ins.heredocs}
-        args = [a for a in args if a not in heredoc_words and not a.startswith("<<")]
-        if len(args) < (1 if ins.heredocs else 2):
-            raise DockerfileError(
-                f"{ins.keyword.upper()} requires at least two arguments, but only one was "
-                "provided. Destination could not be determined.",
-                ins.line,
-            )
-        dest = written = args[-1]
-        if not dest.startswith("/"):
-            workdir = state.config.get("WorkingDir") or "/"
-            dest = workdir.rstrip("/") + "/" + dest
-        if dest.endswith("/.") or dest.endswith("/.."):
-            dest += "/"
-        return args[:-1], dest, written
-
-    def _copy_target(self, ins, variables, dest, verb) -> tuple[str, int | None]:
-        chown = words.expand(ins.flag("chown") or "", variables)
-        raw = ins.flag("chmod")
-        mode = None
-        if raw is not None:
-            try:
-                mode = int(words.expand(raw, variables), 8)
-            except ValueError:
-                raise DockerfileError(f"invalid chmod parameter: {raw}", ins.line) from None
-            if not 0 <= mode <= 0o7777:
-                raise DockerfileError(f"invalid chmod parameter: {raw}", ins.line)
-        return chown, mode
 
     def _copy_source(self, ins: Instruction, variables: dict):
         """The layers of a `--from` stage or image (None for the context)."""

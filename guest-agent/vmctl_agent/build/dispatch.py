@@ -83,7 +83,7 @@ def key_values(ins: Instruction, variables: dict[str, str], escape: str) -> list
             raise DockerfileError("ENV must have two arguments", ins.line)
         return [(key, words.expand(value.strip(), variables, escape))]
     pairs = []
-    for word in _raw_words(text):
+    for word in raw_words(text):
         key, sep, value = word.partition("=")
         if not sep or not key:
             raise DockerfileError(f"{ins.keyword.upper()} names can not be blank", ins.line)
@@ -91,7 +91,7 @@ def key_values(ins: Instruction, variables: dict[str, str], escape: str) -> list
     return pairs
 
 
-def _raw_words(text: str) -> list[str]:
+def raw_words(text: str) -> list[str]:
     """Split on unquoted whitespace, keeping quotes (expanded later, word by word)."""
     out, word, quote, i = [], [], "", 0
     while i < len(text):
@@ -139,7 +139,7 @@ def apply_arg(state: StageState, ins: Instruction, build_args: dict, globals_: d
     """`ARG NAME[=default]`: a --build-arg wins, then a global ARG's value, then the default."""
     variables = state.variables(build_args)
     shown = []
-    for word in _raw_words(ins.args):
+    for word in raw_words(ins.args):
         name, sep, default = word.partition("=")
         value = words.expand(default, variables, state.escape) if sep else None
         if name in build_args:
@@ -256,6 +256,29 @@ def apply_healthcheck(state: StageState, ins: Instruction) -> str:
     if ins.args.strip().upper() == "NONE":
         state.config["Healthcheck"] = {"Test": ["NONE"]}
         return "HEALTHCHECK NONE"
+    check = {"Test": _healthcheck_test(ins)}
+    for flag, key in _HEALTHCHECK_TIMES:
+        _duration_flag(ins, flag, key, check)
+    retries = ins.flag("retries")
+    if retries is not None:
+        if not retries.isdigit() or int(retries) < 1:
+            raise DockerfileError("--retries must be at least 1", ins.line)
+        check["Retries"] = int(retries)
+    state.config["Healthcheck"] = check
+    times = " ".join(f'"{go_duration(check.get(key, 0))}"' for _, key in _HEALTHCHECK_TIMES)
+    retries_text = _go_char(check.get("Retries", 0))
+    return f"HEALTHCHECK &{{{go_list(check['Test'])} {times} {retries_text}}}"
+
+
+_HEALTHCHECK_TIMES = (
+    ("interval", "Interval"),
+    ("timeout", "Timeout"),
+    ("start-period", "StartPeriod"),
+    ("start-interval", "StartInterval"),
+)
+
+
+def _healthcheck_test(ins: Instruction) -> list[str]:
     keyword, _, rest = ins.args.partition(" ")
     if keyword.upper() != "CMD":
         raise DockerfileError(f'Unknown type "{keyword}" in HEALTHCHECK (try CMD)', ins.line)
@@ -264,23 +287,9 @@ def apply_healthcheck(state: StageState, ins: Instruction) -> str:
         exec_form = json.loads(rest) if rest.startswith("[") else None
     except ValueError:
         exec_form = None
-    test = ["CMD", *exec_form] if isinstance(exec_form, list) else ["CMD-SHELL", rest]
-    check = {"Test": test}
-    for flag, key in (("interval", "Interval"), ("timeout", "Timeout")):
-        _duration_flag(ins, flag, key, check)
-    _duration_flag(ins, "start-period", "StartPeriod", check)
-    _duration_flag(ins, "start-interval", "StartInterval", check)
-    retries = ins.flag("retries")
-    if retries is not None:
-        if not retries.isdigit() or int(retries) < 1:
-            raise DockerfileError("--retries must be at least 1", ins.line)
-        check["Retries"] = int(retries)
-    state.config["Healthcheck"] = check
-    times = " ".join(
-        f'"{go_duration(check.get(k, 0))}"'
-        for k in ("Interval", "Timeout", "StartPeriod", "StartInterval")
-    )
-    return f"HEALTHCHECK &{{{go_list(test)} {times} {_go_char(check.get('Retries', 0))}}}"
+    if isinstance(exec_form, list) and all(isinstance(x, str) for x in exec_form):
+        return ["CMD", *exec_form]
+    return ["CMD-SHELL", rest]
 
 
 def _duration_flag(ins: Instruction, flag: str, key: str, check: dict) -> None:
@@ -296,6 +305,29 @@ def _duration_flag(ins: Instruction, flag: str, key: str, check: dict) -> None:
     if pos != len(value) or not value:
         raise DockerfileError(f'time: invalid duration "{value}"', ins.line)
     check[key] = total
+
+
+def apply(state: StageState, ins: Instruction, variables: dict) -> str:
+    """An instruction that only changes the config (not RUN, COPY, ADD, ARG or WORKDIR's
+    directory): applied to `state`; the text dockerd records for it."""
+    return _CONFIG_ONLY[ins.keyword](state, ins, variables)
+
+
+_CONFIG_ONLY = {
+    "env": lambda s, ins, v: apply_env(s, key_values(ins, v, s.escape)),
+    "label": lambda s, ins, v: apply_label(s, key_values(ins, v, s.escape)),
+    "cmd": lambda s, ins, v: apply_cmd(s, ins),
+    "entrypoint": lambda s, ins, v: apply_entrypoint(s, ins),
+    "shell": lambda s, ins, v: apply_shell(s, ins),
+    "onbuild": lambda s, ins, v: apply_onbuild(s, ins),
+    "healthcheck": lambda s, ins, v: apply_healthcheck(s, ins),
+    "expose": apply_expose,
+    "volume": apply_volume,
+    "user": apply_user,
+    "stopsignal": apply_stopsignal,
+    "maintainer": apply_maintainer,
+    "workdir": workdir,  # the config's part of it
+}
 
 
 def go_duration(ns: int) -> str:

@@ -13,7 +13,7 @@ import os
 import stat
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -67,32 +67,12 @@ def run(
     remove: bool, alive: Callable[[], bool] = lambda: True,
 ) -> Generator[dict, None, tuple[dict | None, str]]:  # fmt: skip
     """RUN: the command in a container from the stage's image; (its changes as a layer or
-    None, the container's id)."""
-    options = CreateOptions(
-        image=state.image_id,
-        cmd=tuple(cmd),
-        entrypoint=(),
-        env=tuple(env),
-        working_dir=state.config.get("WorkingDir") or "",
-        user=state.config.get("User") or "",
-        network=limits.network,
-        memory=limits.memory,
-        nano_cpus=limits.nano_cpus,
-    )
-    container = runtime.create(options)
+    None, the container's id). `alive` False (the client left) stops it."""
+    container = runtime.create(_options(state, cmd, env, limits))
     short = container.id[:12]
     try:
         yield {"stream": f" ---> Running in {short}\n"}
-        runtime.start(container.id)
-        log = str(container.directory / "container-json.log")
-        running = functools.partial(_running, runtime, container.id, alive)
-        for entry in logfile.read(log, follow=True, running=running):
-            yield {"stream": entry.data.decode("utf-8", "replace")}
-        code = runtime.wait(container.id).state.exit_code
-        if code != 0:
-            raise StepFailed(
-                f"The command '{' '.join(cmd)}' returned a non-zero code: {code}", code
-            )
+        yield from _execute(runtime, container, cmd, alive)
         upper = container.directory / "upper"
         layer = layertar.store_layer(runtime.images.content, upper, runtime_made)
     except (ClientGone, GeneratorExit):
@@ -105,6 +85,34 @@ def run(
     if remove:
         yield {"stream": f" ---> Removed intermediate container {short}\n"}
     return layer, container.id
+
+
+def _options(state: StageState, cmd: list[str], env: list[str], limits: RunLimits):
+    """The step's container: the stage's image, user and directory, the build's ARGs in its
+    environment, confined as `docker run` confines."""
+    return CreateOptions(
+        image=state.image_id,
+        cmd=tuple(cmd),
+        entrypoint=(),
+        env=tuple(env),
+        working_dir=state.config.get("WorkingDir") or "",
+        user=state.config.get("User") or "",
+        network=limits.network,
+        memory=limits.memory,
+        nano_cpus=limits.nano_cpus,
+    )
+
+
+def _execute(runtime: Runtime, container, cmd: list[str], alive) -> Iterator[dict]:
+    """Start it, stream its output, and fail as dockerd does if it exits non-zero."""
+    runtime.start(container.id)
+    log = str(container.directory / "container-json.log")
+    running = functools.partial(_running, runtime, container.id, alive)
+    for entry in logfile.read(log, follow=True, running=running):
+        yield {"stream": entry.data.decode("utf-8", "replace")}
+    code = runtime.wait(container.id).state.exit_code
+    if code != 0:
+        raise StepFailed(f"The command '{' '.join(cmd)}' returned a non-zero code: {code}", code)
 
 
 def _running(runtime: Runtime, container_id: str, alive: Callable[[], bool]) -> bool:
