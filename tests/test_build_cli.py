@@ -186,6 +186,17 @@ def test_context_from_stdin_and_quiet(agent, tmp_path):
     assert ok(agent.docker("run", "--rm", "stdin", "cat", "/hi")) == "hi\n"
 
 
+def test_a_dockerfile_from_stdin_with_a_context_directory(agent, tmp_path):
+    ctx = project(tmp_path, {"f.txt": "in the context\n", ".dockerignore": "secret\n"})
+    env = {**os.environ, "DOCKER_HOST": agent.url, "DOCKER_BUILDKIT": "0"}
+    result = subprocess.run(
+        ["docker", "build", "-f", "-", "-t", "dash-f", str(ctx)],
+        input="FROM busybox\nCOPY f.txt /f\n", capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    ok(result)
+    assert ok(agent.docker("run", "--rm", "dash-f", "cat", "/f")) == "in the context\n"
+
+
 def test_a_failing_run_leaves_no_container_and_tags_nothing(agent, tmp_path):
     ctx = project(tmp_path, {"Dockerfile": "FROM busybox\nRUN echo start; exit 3\n"})
     result = build(agent, ctx, "-t", "fails")

@@ -32,29 +32,46 @@ class ContextError(AgentError):
 def receive(body: io.RawIOBase, workspace: Path) -> Path:
     """Spool and unpack the context into `workspace/context`; its path."""
     spooled = workspace / "context.tar"
-    with open(spooled, "wb") as out:
-        shutil.copyfileobj(body, out, 1 << 20)
-    root = workspace / "context"
-    root.mkdir()
     try:
-        with _open(spooled) as stream:
+        _spool(body, spooled)
+        root = workspace / "context"
+        root.mkdir()
+        with open(spooled, "rb") as stream:
             LayerExtractor(str(root)).extract(stream)
     except UnsafeLayer as e:
         raise ContextError(str(e).replace("layer", "build context")) from None
     except (OSError, EOFError, lzma.LZMAError) as e:
         raise ContextError(f"the build context is not a readable tar archive: {e}") from None
     finally:
-        spooled.unlink()
+        spooled.unlink(missing_ok=True)
     return root
 
 
-def _open(path: Path):
+def _spool(body: io.RawIOBase, path: Path) -> None:
+    """The body as a plain tar file, decompressed, and padded with the end-of-archive
+    blocks: the docker CLI's `-f -` context ends its last member unpadded (Go's reader does
+    not mind; Python's tarfile does)."""
+    raw = path.with_suffix(".raw")
+    with open(raw, "wb") as out:
+        shutil.copyfileobj(body, out, 1 << 20)
+    opener = _opener(raw)
+    if opener is None:
+        os.rename(raw, path)
+    else:
+        with opener(raw, "rb") as source, open(path, "wb") as out:
+            shutil.copyfileobj(source, out, 1 << 20)
+        raw.unlink()
+    size = path.stat().st_size
+    os.truncate(path, size + (-size % 512) + 1024)
+
+
+def _opener(path: Path):
     with open(path, "rb") as f:
         head = f.read(6)
     for magic, opener in _OPENERS.items():
         if head.startswith(magic):
-            return opener(path, "rb")
-    return open(path, "rb")
+            return opener
+    return None
 
 
 def read_dockerfile(root: Path, name: str) -> str:
