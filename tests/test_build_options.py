@@ -9,8 +9,10 @@ import functools
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 from agentserver import serving
@@ -103,3 +105,26 @@ def test_options_not_honoured_are_refused_by_name(agent, flag, name):
     result = build(agent, "FROM busybox\nRUN true\n", *flag)
     assert result.returncode != 0 and name in result.stderr, result.stderr
     assert containers(agent) == []
+
+
+def test_docker_compose_builds_through_the_classic_builder(agent, tmp_path):
+    import compose
+
+    plugins = agent.workdir / "cli-plugins"
+    plugins.mkdir(exist_ok=True)
+    shutil.copy(Path(compose.__file__).parent / "docker-compose", plugins / "docker-compose")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app/Dockerfile").write_text(
+        "FROM busybox\nARG GREETING\nRUN echo $GREETING > /g\n"
+    )
+    (tmp_path / "compose.yaml").write_text(
+        "services:\n  web:\n    build:\n      context: ./app\n      args:\n"
+        "        GREETING: composed\n    image: composed:latest\n"
+    )
+    env = {**os.environ, "DOCKER_HOST": agent.url, "DOCKER_CONFIG": str(agent.workdir)}
+    result = subprocess.run(
+        ["docker", "compose", "build"], cwd=tmp_path, capture_output=True, text=True,
+        env={**env, "DOCKER_BUILDKIT": "0"}, timeout=300,
+    )  # fmt: skip
+    ok(result)
+    assert ok(agent.docker("run", "--rm", "composed", "cat", "/g")) == "composed\n"
