@@ -162,7 +162,7 @@ def test_multi_stage_target_build_args_file_and_iidfile(agent, tmp_path):
                 "RUN mkdir /out && echo ${WHO:-nobody} > /out/who\n"
                 "FROM busybox AS broken\n"
                 "RUN exit 7\n"
-                "FROM busybox AS final\n"
+                "FROM --platform=$BUILDPLATFORM busybox AS final\n"
                 "COPY --from=builder /out/who /who\n"
                 "FROM final AS last\n"
                 "RUN exit 9\n"

@@ -146,8 +146,8 @@ class Builder:
         platform = ins.flag("platform")
         if platform is None:
             return
-        value = words.expand(platform, self.meta)
-        if value not in ("linux/amd64", "linux/x86_64", "linux", "amd64"):
+        value = words.expand(platform, self.meta)  # $BUILDPLATFORM is unset here: the default
+        if value not in ("", "linux/amd64", "linux/x86_64", "linux", "amd64"):
             raise DockerfileError(
                 f'"{value}" is not a platform this engine builds for: it builds linux/amd64',
                 ins.line,
