@@ -128,3 +128,21 @@ def test_docker_compose_builds_through_the_classic_builder(agent, tmp_path):
     )  # fmt: skip
     ok(result)
     assert ok(agent.docker("run", "--rm", "composed", "cat", "/g")) == "composed\n"
+
+
+def test_a_full_disk_mid_build_is_reported_and_leaves_nothing(tmp_path, registry):
+    """The data root on a 16 MB tmpfs: the RUN's 7 MB fit, storing them as a layer does not."""
+    data = tmp_path / "data"
+    data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(data)], check=True)
+    try:
+        with serving(tmp_path, registry) as small:
+            big = "FROM busybox\nRUN head -c 7000000 /dev/urandom > /big\n"
+            result = build(small, big, "-t", "toobig")
+            assert result.returncode != 0
+            assert "no space left on device while building: free space" in result.stderr
+            assert_nothing_left(small)
+            assert not list((small.data_root / "image" / "tmp").iterdir())
+            ok(build(small, "FROM busybox\nRUN echo fits > /f\n", "-t", "fits"))
+    finally:
+        subprocess.run(["umount", str(data)], check=True)

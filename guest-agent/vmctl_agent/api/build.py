@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -76,8 +77,20 @@ def _stream(engine, builder: Builder, plan, options: BuildOptions, cache_from, s
         except AgentError as e:
             yield _error(str(e), 0)
             return
+        except OSError as e:
+            yield _error(_disk_message(e), 0)
+            return
     for tag in options.tags:
         engine.events.publish("image", "tag", builder.image_id, name=refs.parse(tag).familiar())
+
+
+def _disk_message(error: OSError) -> str:
+    if error.errno == errno.ENOSPC:
+        return (
+            "no space left on device while building: free space (docker image prune, "
+            "docker builder prune, docker system prune) and build again"
+        )
+    return f"the build failed writing its files: {error}"
 
 
 def _note_cache_from(images: list[str]) -> bytes:
