@@ -43,10 +43,11 @@ class BuildOptions:
 
 @dataclass
 class _Outcome:
-    """What a COPY or ADD found in its mounted image: its config, and a cache hit if any."""
+    """What a COPY or ADD found: its config, a cache hit if any, and its sources."""
 
     step_config: dict
     hit: str | None
+    found: list = field(default_factory=list)
 
     @property
     def skip(self) -> bool:
@@ -233,20 +234,24 @@ class Builder:
         yield from self._commit(state, step_config, layer)
 
     def _copy(self, state: StageState, ins: Instruction, variables: dict):
+        """COPY/ADD. From the context, the cache is asked before anything is mounted; from
+        another stage or image, once that image is mounted and its files can be hashed."""
         plan = copystep.plan(state, ins, variables)
         scratch = self._scratch("sources")
         fetched = copystep.fetched_sources(plan, ins, variables, state.escape, scratch)
         source_layers = yield from self._copy_source(ins, variables)
+        early = None
+        if source_layers is None:
+            early = self._copy_lookup(state, plan, str(self.context), fetched)
+            if early.hit is not None:
+                yield from self._use_cache(state, early.hit)
+                return
 
         def action(root: str, source_root: str | None = None) -> _Outcome:
-            where = source_root or str(self.context)
-            found = copier.find_sources(where, list(plan.patterns), plan.verb) + fetched
-            text = copystep.comment(plan, copier.content_hash(found))
-            step_config = commit.container_config(state, dispatch.nop(state, text, single=True))
-            hit = self._cached(state, step_config)
-            if hit is None:
-                copystep.apply(root, found, plan, scratch)
-            return _Outcome(step_config, hit)
+            outcome = early or self._copy_lookup(state, plan, source_root or "", fetched)
+            if outcome.hit is None:
+                copystep.apply(root, outcome.found, plan, scratch)
+            return outcome
 
         work = self._scratch("mount")
         outcome, layer = steps.mounted(self.images, state, work, action, source_layers)
@@ -254,6 +259,14 @@ class Builder:
             yield from self._use_cache(state, outcome.hit)
             return
         yield from self._commit(state, outcome.step_config, layer)
+
+    def _copy_lookup(self, state: StageState, plan, root: str, fetched: list) -> _Outcome:
+        """The sources under `root`, the step's config (with their content hash) and the
+        cache's answer for it."""
+        found = copier.find_sources(root, list(plan.patterns), plan.verb) + fetched
+        text = copystep.comment(plan, copier.content_hash(found))
+        step_config = commit.container_config(state, dispatch.nop(state, text, single=True))
+        return _Outcome(step_config, self._cached(state, step_config), found)
 
     def _copy_source(self, ins: Instruction, variables: dict):
         """The layers of a `--from` stage or image (None for the context)."""
