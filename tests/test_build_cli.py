@@ -122,7 +122,9 @@ def test_the_history_and_config_are_dockerds(agent, tmp_path):
         len(config["rootfs"]["diff_ids"]) == len(inspect(agent, "busybox")["RootFS"]["Layers"]) + 1
     )
     assert config["container_config"]["Cmd"] == ["/bin/sh", "-c", "true"]
-    assert inspect(agent, "hist")["Parent"].startswith("sha256:")
+    info = inspect(agent, "hist")
+    assert info["Parent"].startswith("sha256:")
+    assert info["ContainerConfig"]["Cmd"] == ["/bin/sh", "-c", "true"]
 
 
 def test_an_unchanged_rebuild_is_all_cache_and_an_edit_reruns_from_its_copy(agent, tmp_path):
@@ -299,6 +301,8 @@ def test_compressed_contexts_and_refused_options(agent):
     assert status == 400 and b"shmsize" in data
     status, data = post(agent, "/build?platform=linux/arm64", body)
     assert status == 400 and b"linux/amd64" in data
+    status, data = post(agent, "/build?t=Not/Lower", body)
+    assert status == 400 and b"invalid reference format" in data
     status, data = post(agent, "/build", b"not a tar at all" * 100)
     assert status == 400 and b"tar" in data
     assert_nothing_left(agent)

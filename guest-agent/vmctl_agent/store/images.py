@@ -83,6 +83,8 @@ class Image:
             "RepoDigests": [refs.parse(d).familiar() for d in self.record.repo_digests],
             "Parent": self.record.parent,
             "Comment": cfg.get("comment", ""),
+            "Container": cfg.get("container", ""),
+            "ContainerConfig": cfg.get("container_config") or {},
             "Created": cfg.get("created") or "0001-01-01T00:00:00Z",
             "DockerVersion": cfg.get("docker_version", ""),
             "Author": cfg.get("author", ""),
