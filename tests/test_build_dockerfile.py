@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from vmctl_agent.build import dockerfile, ignore, stages, words
+from vmctl_agent.build import dispatch, dockerfile, ignore, stages, words
 from vmctl_agent.build.dockerfile import DockerfileError
 
 
@@ -150,3 +150,74 @@ def test_dockerignore_last_match_wins_and_classes():
     pats = ignore.read("*\n!src\nsrc/*.pyc\n[ab].txt\n")
     assert ignore.ignored("x", pats) and not ignore.ignored("src/m.py", pats)
     assert ignore.ignored("src/m.pyc", pats) and ignore.ignored("a.txt", pats)
+
+
+# -- what instructions do to the config (dispatch.py) -------------------------------------------
+
+
+def state(**config) -> dispatch.StageState:
+    return dispatch.StageState("sha256:" + "0" * 64, dispatch.initial_config(config), [], [])
+
+
+def one(text: str) -> dockerfile.Instruction:
+    (ins,) = dockerfile.parse(text).instructions
+    return ins
+
+
+def test_env_and_label_forms():
+    s = state(Env=["PATH=/bin", "A=old"])
+    ins = one('ENV A=new B="two words" C=$A')
+    text = dispatch.apply(s, ins, s.variables({}))
+    assert s.config["Env"] == ["PATH=/bin", "A=new", "B=two words", "C=old"]  # $A: before
+    assert text == "ENV A=new B=two words C=old"
+    legacy = one("ENV D some value here")
+    dispatch.apply(s, legacy, s.variables({}))
+    assert "D=some value here" in s.config["Env"]
+    dispatch.apply(s, one('LABEL "a b"=c d=e'), {})
+    assert s.config["Labels"] == {"a b": "c", "d": "e"}
+    with pytest.raises(DockerfileError, match="ENV must have two arguments"):
+        dispatch.apply(s, one("ENV lonely"), {})
+
+
+def test_args_scope_and_build_env():
+    s = state()
+    given = {"B": "from-cli", "HTTP_PROXY": "http://proxy"}
+    dispatch.apply_arg(s, one("ARG A=1 B=2 C"), given, {"C": "global"})
+    assert s.args == {"A": "1", "B": "from-cli", "C": "global"}
+    dispatch.apply(s, one("ENV A=env"), s.variables(given))
+    assert dispatch.build_env(s, given) == ["B=from-cli", "C=global", "HTTP_PROXY=http://proxy"]
+    assert s.variables(given)["A"] == "env"  # ENV wins over ARG
+
+
+def test_cmd_entrypoint_shell_and_exec_forms():
+    s = state(Cmd=["base"])
+    dispatch.apply(s, one('SHELL ["/bin/bash", "-c"]'), {})
+    dispatch.apply(s, one("ENTRYPOINT run me"), {})
+    assert s.config["Entrypoint"] == ["/bin/bash", "-c", "run me"]
+    assert s.config["Cmd"] is None  # an ENTRYPOINT drops the base image's CMD
+    assert dispatch.apply(s, one('CMD ["a", "b"]'), {}) == 'CMD ["a" "b"]'
+    with pytest.raises(DockerfileError, match="SHELL requires the arguments to be in JSON"):
+        dispatch.apply(s, one("SHELL /bin/sh"), {})
+
+
+def test_expose_volume_user_workdir_and_healthcheck():
+    s = state()
+    assert dispatch.apply(s, one("EXPOSE 80 8000-8001/udp"), {}) == "EXPOSE 80 8000-8001/udp"
+    assert set(s.config["ExposedPorts"]) == {"80/tcp", "8000/udp", "8001/udp"}
+    with pytest.raises(DockerfileError, match="invalid containerPort: x"):
+        dispatch.apply(s, one("EXPOSE x"), {})
+    dispatch.apply(s, one('VOLUME ["/a", "/b"]'), {})
+    assert s.config["Volumes"] == {"/a": {}, "/b": {}}
+    dispatch.apply(s, one("WORKDIR /srv"), {})
+    dispatch.apply(s, one("WORKDIR app/../web"), {})
+    assert s.config["WorkingDir"] == "/srv/web"
+    text = dispatch.apply(
+        s, one("HEALTHCHECK --interval=1m30s --timeout=500ms --retries=3 CMD curl x"), {}
+    )
+    assert s.config["Healthcheck"] == {
+        "Test": ["CMD-SHELL", "curl x"], "Interval": 90 * 10**9, "Timeout": 5 * 10**8,
+        "Retries": 3,
+    }  # fmt: skip
+    assert text == 'HEALTHCHECK &{["CMD-SHELL" "curl x"] "1m30s" "500ms" "0s" "0s" \'\\x03\'}'
+    with pytest.raises(DockerfileError, match='invalid duration "5 minutes"'):
+        dispatch.apply(s, one("HEALTHCHECK --interval='5 minutes' CMD x"), {})
