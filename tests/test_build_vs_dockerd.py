@@ -82,7 +82,26 @@ CORPUS = {
         "USER nobody\n"
         "ENTRYPOINT echo entry\n"
     ),
+    "args and env": (
+        "ARG TOP=top-default\n"
+        "FROM busybox\n"
+        "ARG TOP\n"
+        "ARG WHO=${TOP}-stage\n"
+        "ENV GREETING=hello WHO_ENV=${WHO:-none} EMPTY=${NOTSET:+set}\n"
+        "ENV OLD_STYLE keeps spaces\n"
+        'RUN echo "$GREETING $WHO $TOP" > /out && env | sort | grep -v HOSTNAME > /env\n'
+        "USER nobody\n"
+        "RUN id > /tmp/id\n"
+    ),
+    "links and ignore": (
+        "FROM busybox\n"
+        "COPY . /ctx/\n"
+        "COPY --from=busybox /bin/busybox /copied/\n"
+        "ADD archive.tar /etc/\n"
+        "RUN ln -s /ctx/src /src-link && mkdir /d && ln /copied/busybox /d/hard\n"
+    ),
 }
+IGNORE = "ignored*\n**/sub\n!src/sub/y\n"
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +157,9 @@ def context(tmp_path: Path, dockerfile: str) -> Path:
     (tmp_path / "src/main.sh").write_text("code\n")
     (tmp_path / "src/main.sh").chmod(0o755)
     (tmp_path / "src/sub/y").write_text("x\n")
+    (tmp_path / ".dockerignore").write_text(IGNORE)
+    (tmp_path / "ignored.txt").write_text("left out\n")
+    os.symlink("src/main.sh", tmp_path / "link-in-context")
     with tarfile.open(tmp_path / "archive.tar", "w") as tar:
         info = tarfile.TarInfo("inner/tool")
         info.size, info.mode, info.uid, info.gid, info.mtime = 4, 0o4755, 7, 8, 1_600_000_000

@@ -136,18 +136,19 @@ def apply_label(state: StageState, pairs: list[tuple[str, str]]) -> str:
 
 
 def apply_arg(state: StageState, ins: Instruction, build_args: dict, globals_: dict) -> str:
-    """`ARG NAME[=default]`: a --build-arg wins, then a global ARG's value, then the default."""
+    """`ARG NAME[=default]`: a --build-arg wins, then a global ARG's value, then the default.
+    The history shows the default as written (expanded), never a --build-arg's value."""
     variables = state.variables(build_args)
     shown = []
     for word in raw_words(ins.args):
         name, sep, default = word.partition("=")
         value = words.expand(default, variables, state.escape) if sep else None
+        shown.append(f"{name}={value}" if sep else name)
         if name in build_args:
             value = build_args[name]
         elif not sep and name in globals_:
             value = globals_[name]
         state.args[name] = value
-        shown.append(f"{name}={value}" if value is not None and sep else name)
     return "ARG " + " ".join(shown)
 
 
