@@ -420,3 +420,17 @@ def test_instructions_as_dockerd_writes_them(agent, tmp_path):
     layers = layer_files(agent, "instr")
     workdir_layer = layers[-1]
     assert workdir_layer["srv/app"].uid == 0 and workdir_layer["srv/app"].mode == 0o40755
+
+
+def test_builds_at_once_share_the_store(agent, tmp_path):
+    ctx = project(tmp_path, {"Dockerfile": "FROM busybox\nCOPY f /f\nRUN cat /f > /g\n", "f": "x"})
+    env = {**os.environ, "DOCKER_HOST": agent.url, "DOCKER_BUILDKIT": "0"}
+    argv = ["docker", "build", "--no-cache", "-t"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "env": env}
+    procs = [subprocess.Popen([*argv, f"together:{n}", str(ctx)], **pipes) for n in range(3)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    for n in range(3):
+        assert ok(agent.docker("run", "--rm", f"together:{n}", "cat", "/g")) == "x"
+    assert_nothing_left(agent)
