@@ -199,6 +199,18 @@ def test_a_dockerfile_from_stdin_with_a_context_directory(agent, tmp_path):
     assert ok(agent.docker("run", "--rm", "dash-f", "cat", "/f")) == "in the context\n"
 
 
+def test_from_scratch(agent, tmp_path):
+    ctx = project(tmp_path, {"Dockerfile": "FROM scratch\nCOPY f /f\nENV A=1\n", "f": "only"})
+    ok(build(agent, ctx, "-t", "scratchy"))
+    (layer,) = layer_files(agent, "scratchy")
+    assert set(layer) == {"f"} and layer["f"].size == 4
+    config = inspect(agent, "scratchy")["Config"]
+    assert config["Env"] == [
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "A=1",
+    ]
+
+
 def test_a_failing_run_leaves_no_container_and_tags_nothing(agent, tmp_path):
     ctx = project(tmp_path, {"Dockerfile": "FROM busybox\nRUN echo start; exit 3\n"})
     result = build(agent, ctx, "-t", "fails")
@@ -227,6 +239,8 @@ def test_a_failing_run_leaves_no_container_and_tags_nothing(agent, tmp_path):
          "can't find gid for group nogroupatall"),
         ("FROM --platform=linux/arm64 busybox\n", {}, "it builds linux/amd64"),
         ("", {}, "the Dockerfile cannot be empty"),
+        ("FROM scratch\n", {}, "No image was generated. Is your Dockerfile empty?"),
+        ("FROM scratch\nRUN true\n", {}, "the image has no files yet"),
     ],
 )  # fmt: skip
 def test_mistakes_get_dockerds_messages(agent, tmp_path, dockerfile, files, message):
