@@ -161,3 +161,15 @@ def test_diff_of_an_upper_directory(tmp_path):
         {"Path": "/etc", "Kind": 0}, {"Path": "/etc/passwd", "Kind": 0},
         {"Path": "/new", "Kind": 1},
     ]  # fmt: skip
+
+
+def test_an_image_too_deep_to_mount_is_said_plainly(tmp_path):
+    layers_root = tmp_path / "layers"
+    layers_root.mkdir()
+    lowers = [f"{n:064x}/diff" for n in range(70)]
+    for lower in lowers:
+        (layers_root / lower).mkdir(parents=True)
+    (tmp_path / "work").mkdir()
+    with pytest.raises(overlay.TooManyLayers, match=r"too many layers \(70\).*combine steps"):
+        overlay.run_mounted(layers_root, [lowers], tmp_path / "work", lambda root: None)
+    assert str(tmp_path) not in Path("/proc/self/mountinfo").read_text()

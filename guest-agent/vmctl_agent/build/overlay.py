@@ -24,6 +24,11 @@ from vmctl_agent.runtime import rootfs
 
 T = TypeVar("T")
 _MAX_LINKS = 255
+_MAX_MOUNT_DATA = 4095  # mount(2) takes one page of options
+
+
+class TooManyLayers(AgentError):
+    """The layers' paths do not fit in one overlay mount's options."""
 
 
 def run_mounted(
@@ -67,6 +72,11 @@ def _mount(layers_root: Path, layers: Sequence[str], work: Path, index: int) -> 
         lower = (*layers, *pads)[: max(2, len(layers))]
         data = f"lowerdir={':'.join(lower)}"
         flags |= sc.MS_RDONLY
+    if len(data) > _MAX_MOUNT_DATA:
+        raise TooManyLayers(
+            f"the image has too many layers ({len(layers)}) to mount in one overlay; "
+            "combine steps (fewer RUN, COPY and ADD instructions) and build again"
+        )
     cwd = os.open(".", os.O_RDONLY)
     try:
         os.chdir(layers_root)
