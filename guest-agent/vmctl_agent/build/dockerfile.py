@@ -51,9 +51,6 @@ class Instruction:
         values = [v for k, v in self.flags if k == name]
         return values[-1] if values else None
 
-    def flag_values(self, name: str) -> list[str]:
-        return [v or "" for k, v in self.flags if k == name]
-
 
 @dataclass(frozen=True)
 class Dockerfile:

@@ -12,7 +12,6 @@ resolved with `scoped`, so a symlink in the image can never lead a write onto th
 from __future__ import annotations
 
 import os
-import posixpath
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -115,11 +114,3 @@ def scoped(root: str, path: str, *, follow_last: bool = True) -> str:
             continue
         resolved.append(part)
     return os.path.join(root, *resolved) if resolved else root
-
-
-def inside(path: str) -> str:
-    """A context path, cleaned; `../x` is refused as dockerd refuses it."""
-    cleaned = posixpath.normpath("/" + path).lstrip("/")
-    if posixpath.normpath(path).startswith("../") or posixpath.normpath(path) == "..":
-        raise OutsideRoot(f"forbidden path outside the build context: {path} ()")
-    return cleaned
