@@ -87,6 +87,12 @@ def test_cache_from_is_said_and_add_fetches_urls(agent, tmp_path):
     assert missing.returncode != 0 and "failed to GET" in missing.stderr
 
 
+def test_unset_spellings_of_options_are_accepted(agent):
+    body = tar_of([entry("Dockerfile", b"FROM busybox\n")])
+    status, data = post(agent, "/build?isolation=default&memswap=-1&ulimits=[]&extrahosts=[]", body)
+    assert status == 200 and b"Successfully built" in data, data
+
+
 @pytest.mark.parametrize(
     ("flag", "name"),
     [

@@ -30,7 +30,13 @@ _UNSET_ONLY = {
     "shmsize": "0", "isolation": "", "extrahosts": "", "squash": "0", "ulimits": "null",
     "remote": "", "session": "", "outputs": "", "buildid": "", "securityopt": "",
 }  # fmt: skip
-_UNSET_ALSO = {"ulimits": ("[]", ""), "extrahosts": ("[]", "null"), "outputs": ("[]", "null")}
+_UNSET_ALSO = {
+    "ulimits": ("[]", ""),
+    "extrahosts": ("[]", "null"),
+    "outputs": ("[]", "null"),
+    "isolation": ("default",),  # Linux has one isolation
+    "memswap": ("-1",),  # unlimited swap: what the step containers have
+}
 _PLATFORMS = ("", "linux/amd64", "linux/x86_64", "linux", "amd64")
 
 
