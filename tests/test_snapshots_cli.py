@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tarfile
+from pathlib import Path
 
 import pytest
 from agentserver import serving
@@ -90,3 +92,21 @@ def test_commit_refuses_to_pause_a_running_container(agent):
     assert "cannot pause a running container" in refused.stderr
     ok(agent.docker("commit", "--pause=false", "running", "committed:running"))
     ok(agent.docker("rm", "-f", "running"))
+
+
+def test_export_streams_the_whole_filesystem(agent, tmp_path):
+    script = "echo made > /made; rm /bin/vi; mkdir /d && ln -s /made /d/link"
+    ok(agent.docker("run", "--name", "exported", "busybox", "sh", "-c", script))
+    out = tmp_path / "fs.tar"
+    ok(agent.docker("export", "-o", str(out), "exported"))
+    with tarfile.open(out) as tar:
+        names = {m.name.rstrip("/"): m for m in tar.getmembers()}
+        assert tar.extractfile(names["made"]).read() == b"made\n"
+    assert "bin/vi" not in names and "bin/sh" in names and "etc/passwd" in names
+    assert names["d/link"].issym() and names["d/link"].linkname == "/made"
+    assert not any(".wh." in name for name in names)
+    ok(agent.docker("rm", "exported"))
+    missing = agent.docker("export", "no-such-container")
+    assert "No such container: no-such-container" in missing.stderr
+    assert str(agent.data_root) + "/" not in Path("/proc/self/mountinfo").read_text()
+    assert not [p for p in (agent.data_root / "image/tmp").iterdir() if "export" in p.name]

@@ -46,6 +46,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", rf"/containers/{_ID}/stats", containers.stats),
     ("DELETE", rf"/containers/{_ID}", containers.remove),
     ("GET", rf"/containers/{_ID}/changes", snapshots.changes),
+    ("GET", rf"/containers/{_ID}/export", snapshots.export),
     ("POST", r"/commit", snapshots.commit),
     ("POST", rf"/containers/{_ID}/exec", execs.create),
     ("POST", rf"/exec/{_ID}/start", execs.start),

@@ -1,16 +1,19 @@
-"""A container's filesystem as its changes (GET /containers/{id}/changes, `docker diff`) and
-as a new image (POST /commit, `docker commit`): its upper directory stored as a layer the way
-a build step's is, over the container's image, with `changes` applied as dockerd applies them.
+"""A container's filesystem as its changes (GET /containers/{id}/changes, `docker diff`), as
+one tar (GET /containers/{id}/export, `docker export`), and as a new image (POST /commit,
+`docker commit`: its upper directory stored as a layer the way a build step's is, over the
+container's image, with `changes` applied as dockerd applies them).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 
 from vmctl_agent.api.http import ApiError, Response, json_response
 from vmctl_agent.build import changes as fs_changes
 from vmctl_agent.build import commit as images_commit
 from vmctl_agent.build import dispatch, dockerfile, layertar
+from vmctl_agent.build import export as fs_export
 from vmctl_agent.build.steps import runtime_made
 from vmctl_agent.store import reference as refs
 
@@ -19,6 +22,23 @@ def changes(engine, request, id: str) -> Response:
     container = engine.runtime.get(id)
     found = fs_changes.changes(container.directory / "upper", container.config.layers)
     return json_response(found)
+
+
+def export(engine, request, id: str) -> Response:
+    """GET /containers/{id}/export: `docker export`, streamed."""
+    container = engine.runtime.get(id)
+    content = engine.images.content
+    work = content.tmp / f"export-{os.urandom(6).hex()}"
+    chunks = fs_export.export(
+        content.layers, container.config.layers, container.directory / "upper", work
+    )
+    return Response(200, content_type="application/x-tar", stream=_locked(engine, chunks))
+
+
+def _locked(engine, chunks):
+    """While it streams, nothing collects the layers it reads (or its work directory)."""
+    with engine.images.content.gc_lock(shared=True):
+        yield from chunks
 
 
 def commit(engine, request) -> Response:

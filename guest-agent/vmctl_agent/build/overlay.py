@@ -31,15 +31,22 @@ class TooManyLayers(AgentError):
 
 
 def run_mounted(
-    layers_root: Path, lowers: Sequence[Sequence[str]], work: Path, action: Callable[..., T]
+    layers_root: Path,
+    lowers: Sequence[Sequence[str]],
+    work: Path,
+    action: Callable[..., T],
+    writable: bool = True,
 ) -> T:
     """`action(*roots)` with each entry of `lowers` (layer dirs, top first) mounted as a root:
-    the first one writable (its changes go to `work/upper`), the others read-only."""
+    the first one writable (its changes go to `work/upper`) unless told not, the others
+    read-only."""
     for name in ("upper", "work", "empty", "empty2"):
         (work / name).mkdir(exist_ok=True)
     result: dict = {}
     thread = threading.Thread(
-        target=_in_namespace, args=(layers_root, lowers, work, action, result), daemon=True
+        target=_in_namespace,
+        args=(layers_root, lowers, work, action, result, writable),
+        daemon=True,
     )
     thread.start()
     thread.join()
@@ -48,22 +55,25 @@ def run_mounted(
     return result["value"]
 
 
-def _in_namespace(layers_root, lowers, work: Path, action, result: dict) -> None:
+def _in_namespace(layers_root, lowers, work: Path, action, result: dict, writable) -> None:
     try:
         sc.unshare(sc.CLONE_NEWNS)
         rootfs.make_private()
-        roots = [_mount(layers_root, layers, work, i) for i, layers in enumerate(lowers)]
+        roots = [
+            _mount(layers_root, layers, work, i, writable and i == 0)
+            for i, layers in enumerate(lowers)
+        ]
         result["value"] = action(*roots)
     except BaseException as e:  # handed to the calling thread
         result["error"] = e
 
 
-def _mount(layers_root: Path, layers: Sequence[str], work: Path, index: int) -> str:
+def _mount(layers_root: Path, layers: Sequence[str], work: Path, index: int, rw: bool) -> str:
     pads = [os.path.relpath(work / name, layers_root) for name in ("empty", "empty2")]
     target = work / f"root{index}"
     target.mkdir(exist_ok=True)
     flags = sc.MS_NODEV
-    if index == 0:
+    if rw:
         lower = tuple(layers) or tuple(pads[:1])
         upper, workdir = str(work / "upper"), str(work / "work")
         data = f"lowerdir={':'.join(lower)},upperdir={upper},workdir={workdir}"
