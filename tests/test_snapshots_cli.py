@@ -110,3 +110,31 @@ def test_export_streams_the_whole_filesystem(agent, tmp_path):
     assert "No such container: no-such-container" in missing.stderr
     assert str(agent.data_root) + "/" not in Path("/proc/self/mountinfo").read_text()
     assert not [p for p in (agent.data_root / "image/tmp").iterdir() if "export" in p.name]
+
+
+def test_import_makes_a_one_layer_image(agent, tmp_path):
+    ok(agent.docker("create", "--name", "source", "busybox"))
+    exported = tmp_path / "fs.tar"
+    ok(agent.docker("export", "-o", str(exported), "source"))
+    ok(agent.docker("rm", "source"))
+    gz = tmp_path / "fs.tar.gz"
+    subprocess.run(["gzip", "-k", str(exported)], check=True)
+    out = ok(agent.docker("import", "-m", "from a tarball", "-c", 'CMD ["echo", "imported"]',
+                          "-c", "ENV A=1", str(gz), "imported:v1"))  # fmt: skip
+    image = json.loads(ok(agent.docker("image", "inspect", "imported:v1")))[0]
+    assert out.strip() == image["Id"] and len(image["RootFS"]["Layers"]) == 1
+    assert image["Config"]["Cmd"] == ["echo", "imported"] and image["Config"]["Env"] == ["A=1"]
+    assert ok(agent.docker("run", "--rm", "imported:v1")) == "imported\n"
+    (row,) = history(agent, "imported:v1")
+    assert row["Comment"] == "from a tarball"
+    env = {**os.environ, "DOCKER_HOST": agent.url}
+    with open(exported, "rb") as stdin:
+        piped = subprocess.run(["docker", "import", "-", "imported:v2"], stdin=stdin,
+                               capture_output=True, text=True, env=env)  # fmt: skip
+    ok(piped)
+    (row,) = history(agent, "imported:v2")
+    assert row["Comment"] == "Imported from -"
+    bad = subprocess.run(["docker", "import", "-", "imported:bad"], input="not a tar" * 100,
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    assert bad.returncode != 0 and "imported tar is not a valid tar archive" in bad.stderr
+    assert not [p for p in (agent.data_root / "image/tmp").iterdir() if "import" in p.name]

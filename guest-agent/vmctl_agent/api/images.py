@@ -7,6 +7,7 @@ import queue
 import threading
 from datetime import datetime
 
+from vmctl_agent.api import snapshots
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
 from vmctl_agent.errors import ImageNotFound
 from vmctl_agent.store import archive
@@ -53,7 +54,7 @@ def create(engine, request) -> Response:
     """POST /images/create?fromImage=&tag= : a pull. An error before any progress is a plain
     error response (what makes `docker pull` print it); later ones end the stream."""
     if request.arg("fromSrc"):
-        raise ApiError(400, "importing from a tarball (fromSrc) is not supported; use docker load")
+        return snapshots.import_image(engine, request)
     name = _reference(request.arg("fromImage"), request.arg("tag"))
     progress: queue.Queue = queue.Queue()
     puller = engine.puller(request.headers.get("X-Registry-Auth", ""))

@@ -7,15 +7,21 @@ container's image, with `changes` applied as dockerd applies them).
 from __future__ import annotations
 
 import copy
+import json
+import lzma
 import os
+import urllib.request
 
 from vmctl_agent.api.http import ApiError, Response, json_response
 from vmctl_agent.build import changes as fs_changes
 from vmctl_agent.build import commit as images_commit
-from vmctl_agent.build import dispatch, dockerfile, layertar
+from vmctl_agent.build import context, dispatch, dockerfile, layertar
 from vmctl_agent.build import export as fs_export
 from vmctl_agent.build.steps import runtime_made
+from vmctl_agent.errors import UnsafeLayer
 from vmctl_agent.store import reference as refs
+from vmctl_agent.store.content import remove_tree
+from vmctl_agent.store.layers import LayerExtractor
 
 
 def changes(engine, request, id: str) -> Response:
@@ -72,6 +78,54 @@ def _store(engine, container, state, step_config: dict, comment: str) -> str:
         upper = container.directory / "upper"
         layer = layertar.store_layer(engine.images.content, upper, runtime_made)
         return images_commit.commit(engine.images, state, step_config, layer, container.id, note)
+
+
+def import_image(engine, request) -> Response:
+    """POST /images/create?fromSrc=-|URL&repo=&tag=&message=&changes=: `docker import`, a
+    one-layer image from a tar (plain or compressed), its config only what `changes` sets."""
+    source = request.arg("fromSrc")
+    tag = _tag(request)
+    state = dispatch.StageState("", {}, [], [])
+    for text in request.query.get("changes", []):
+        _apply_change(state, text)
+    note = {"comment": request.arg("message") or f"Imported from {source}"}
+    with engine.images.content.gc_lock(shared=True):
+        work = engine.images.content.tmp / f"import-{os.urandom(6).hex()}"
+        work.mkdir()
+        try:
+            layer = _import_layer(engine, request, source, work)
+            image_id = images_commit.commit(engine.images, state, {"Cmd": None}, layer, "", note)
+        finally:
+            remove_tree(work)
+    if tag:
+        engine.images.tag(image_id, tag)
+    engine.events.publish("image", "import", image_id)
+    return Response(200, json.dumps({"status": image_id}).encode() + b"\r\n")
+
+
+def _import_layer(engine, request, source: str, work) -> dict | None:
+    body = request.body_stream() if source == "-" else _download(source, work)
+    try:
+        context.spool_tar(body, work / "layer.tar")
+        (work / "rootfs").mkdir()
+        with open(work / "layer.tar", "rb") as stream:
+            LayerExtractor(str(work / "rootfs")).extract(stream)
+    except UnsafeLayer as e:
+        raise ApiError(400, str(e).replace("layer", "imported tar")) from None
+    except (OSError, EOFError, lzma.LZMAError) as e:
+        raise ApiError(400, f"the import is not a readable tar archive: {e}") from None
+    finally:
+        body.close()
+    return layertar.store_layer(engine.images.content, work / "rootfs")
+
+
+def _download(url: str, work):
+    if not url.startswith(("http://", "https://")):
+        raise ApiError(400, f"fromSrc must be - (the request body) or an http(s) URL: {url}")
+    try:
+        return urllib.request.urlopen(url, timeout=60)
+    except (OSError, ValueError) as e:
+        raise ApiError(400, f"failed to GET {url}: {e}") from None
 
 
 def _missing(name: str) -> str:

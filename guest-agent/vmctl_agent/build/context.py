@@ -33,7 +33,7 @@ def receive(body: io.RawIOBase, workspace: Path) -> Path:
     """Spool and unpack the context into `workspace/context`; its path."""
     spooled = workspace / "context.tar"
     try:
-        _spool(body, spooled)
+        spool_tar(body, spooled)
         root = workspace / "context"
         root.mkdir()
         with open(spooled, "rb") as stream:
@@ -47,7 +47,7 @@ def receive(body: io.RawIOBase, workspace: Path) -> Path:
     return root
 
 
-def _spool(body: io.RawIOBase, path: Path) -> None:
+def spool_tar(body: io.RawIOBase, path: Path) -> None:
     """The body as a plain tar file, decompressed, and padded with the end-of-archive
     blocks: the docker CLI's `-f -` context ends its last member unpadded (Go's reader does
     not mind; Python's tarfile does)."""
