@@ -27,35 +27,40 @@ class _Stopped(Exception):
 def export(layers_root: Path, layers: Sequence[str], upper: Path, work: Path) -> Iterator[bytes]:
     """The tar of the container whose image layers (top first) and upper directory are
     given; `work` is a scratch directory of ours, removed at the end."""
-    chunks: queue.Queue = queue.Queue(maxsize=16)
-    stop = threading.Event()
-    lowers = [
-        [os.path.relpath(upper, layers_root), *[os.path.relpath(p, layers_root) for p in layers]]
-    ]
+    lowers = [os.path.relpath(p, layers_root) for p in (upper, *layers)]
+    producer = _Producer(layers_root, lowers, work)
     work.mkdir()
+    thread = threading.Thread(target=producer.run, daemon=True)
+    thread.start()
+    try:
+        yield from _drain(producer.chunks)
+    finally:
+        producer.stop.set()
+        thread.join()
+        remove_tree(work)
 
-    def write(root: str) -> None:
-        for chunk in layertar.tar_chunks(Path(root)):
-            _put(chunks, chunk, stop)
 
-    def produce() -> None:
+class _Producer:
+    """Mounts the container's files read-only and writes their tar into `chunks`."""
+
+    def __init__(self, layers_root: Path, lowers: list[str], work: Path) -> None:
+        self.layers_root, self.lowers, self.work = layers_root, lowers, work
+        self.chunks: queue.Queue = queue.Queue(maxsize=16)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
         try:
-            overlay.run_mounted(layers_root, lowers, work, write, writable=False)
-            _put(chunks, _DONE, stop)
+            overlay.run_mounted(self.layers_root, [self.lowers], self.work, self._write, False)
+            _put(self.chunks, _DONE, self.stop)
         except _Stopped:
             pass
         except BaseException as e:  # handed to the reader, if it still reads
             with contextlib.suppress(_Stopped):
-                _put(chunks, e, stop)
+                _put(self.chunks, e, self.stop)
 
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
-    try:
-        yield from _drain(chunks)
-    finally:
-        stop.set()
-        producer.join()
-        remove_tree(work)
+    def _write(self, root: str) -> None:
+        for chunk in layertar.tar_chunks(Path(root)):
+            _put(self.chunks, chunk, self.stop)
 
 
 def _drain(chunks: queue.Queue) -> Iterator[bytes]:

@@ -26,6 +26,11 @@ from vmctl_agent.store.layers import OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFI
 GZIP_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 EMPTY_TAR = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 _CHUNK = 1 << 20
+_NODES = {
+    stat.S_IFCHR: tarfile.CHRTYPE,
+    stat.S_IFBLK: tarfile.BLKTYPE,
+    stat.S_IFIFO: tarfile.FIFOTYPE,
+}
 
 
 class _Hashing:
@@ -82,15 +87,8 @@ def _entry(root: Path, path: str, info: os.stat_result, links: dict) -> Iterator
         yield from _file(full, path, info, links)
     elif stat.S_ISLNK(info.st_mode):
         yield _header(path, info, tarfile.SYMTYPE, linkname=os.readlink(full))
-    elif stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) or stat.S_ISFIFO(info.st_mode):
-        kind = (
-            tarfile.CHRTYPE
-            if stat.S_ISCHR(info.st_mode)
-            else tarfile.BLKTYPE
-            if stat.S_ISBLK(info.st_mode)
-            else tarfile.FIFOTYPE
-        )
-        yield _header(path, info, kind, xattrs=_xattrs(full))
+    elif stat.S_IFMT(info.st_mode) in _NODES:
+        yield _header(path, info, _NODES[stat.S_IFMT(info.st_mode)], xattrs=_xattrs(full))
     # sockets are not carried in layers (as in Docker)
 
 
