@@ -405,6 +405,10 @@ def test_instructions_as_dockerd_writes_them(agent, tmp_path):
                 "echo one > /doc\n"
                 "echo two >> /doc\n"
                 "EOF\n"
+                "RUN <<EOF\n"
+                "#!/bin/sh -e\n"
+                'echo "via $0" > /interpreted\n'
+                "EOF\n"
                 "COPY <<EOT /etc/greeting\n"
                 "hello ${NAME:-world}\n"
                 "EOT\n"
@@ -428,6 +432,7 @@ def test_instructions_as_dockerd_writes_them(agent, tmp_path):
         in config["Env"]
     )
     run = ["run", "--rm", "--entrypoint", "cat", "instr"]
+    assert ok(agent.docker(*run, "/interpreted")) == "via /dev/fd/3\n"  # its #! line ran it
     assert ok(agent.docker(*run, "/onbuild", "/doc", "/etc/greeting")) == (
         "triggered\none\ntwo\nhello world\n"
     )

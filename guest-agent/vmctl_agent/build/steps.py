@@ -126,15 +126,25 @@ def _running(runtime: Runtime, container_id: str, alive: Callable[[], bool]) -> 
 
 
 def heredoc_command(state: StageState, ins: Instruction) -> list[str]:
-    """`RUN <<EOF` runs the document as the script; `RUN cmd <<EOF` gives the shell the
-    command line with its documents after it, as BuildKit does."""
-    if (
-        len(ins.heredocs) == 1
-        and ins.args.strip().lstrip("<-\"'").rstrip("\"'") == ins.heredocs[0].name
-    ):
-        return [*state.shell(), ins.heredocs[0].content]
+    """`RUN <<EOF` runs the document as the script (with the interpreter its `#!` line
+    names, if it has one); `RUN cmd <<EOF` gives the shell the command line with its
+    documents after it, as BuildKit does."""
+    only = ins.heredocs[0]
+    if len(ins.heredocs) == 1 and ins.args.strip().lstrip("<-\"'").rstrip("\"'") == only.name:
+        if only.content.startswith("#!"):
+            return [*state.shell(), _interpreted(only.content)]
+        return [*state.shell(), only.content]
     script = ins.args + "\n" + "".join(f"{h.content}{h.name}\n" for h in ins.heredocs)
     return [*state.shell(), script]
+
+
+def _interpreted(content: str) -> str:
+    """A shell line that runs `content` with its `#!` interpreter, the script read from a
+    descriptor the shell fills: no file is written into the step's layer."""
+    first, _, _ = content.partition("\n")
+    interpreter = first[2:].strip()
+    end = "VMCTL_SCRIPT_" + hashlib.sha256(content.encode()).hexdigest()[:16]
+    return f"exec {interpreter} /dev/fd/3 3<<'{end}'\n{content}{end}\n"
 
 
 # -- files through the mounted image -------------------------------------------------------------
