@@ -15,6 +15,7 @@ network, volumes, runtime, store) and the shared floor.
     listing.py     /containers/json, from a cache kept while no container changes
     execs.py       /containers/{id}/exec and /exec/...
     build.py       /build: the classic builder's request and stream
-    snapshots.py   /containers/{id}/changes and /commit: a container's files as an image
+    snapshots.py   /containers/{id}/changes, /export, /commit, image import: a container's files
+    login.py       /auth: docker login, checked against the registry
     streams.py     Docker's framing of container output (multiplexed stdout/stderr)
 """

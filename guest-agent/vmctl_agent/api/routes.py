@@ -5,7 +5,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from vmctl_agent.api import build, containers, events, execs, images, listing, snapshots, system
+from vmctl_agent.api import (
+    build,
+    containers,
+    events,
+    execs,
+    images,
+    listing,
+    login,
+    snapshots,
+    system,
+)
 from vmctl_agent.api.http import ApiError, Request, Response
 
 _ID = r"(?P<id>[^/]+)"
@@ -18,6 +28,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", r"/info", system.info),
     ("GET", r"/events", events.stream),
     ("GET", r"/system/df", system.disk_usage),
+    ("POST", r"/auth", login.login),
     ("POST", r"/containers/prune", containers.prune),
     ("POST", r"/images/prune", images.prune),
     ("GET", r"/images/json", images.list_),
