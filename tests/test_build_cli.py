@@ -354,7 +354,7 @@ def test_a_client_that_leaves_stops_the_running_step(agent):
     )
     sock.sendall(head.encode() + body)
     seen = b""
-    while b"started" not in seen:
+    while b'"started\\n"' not in seen:  # its output, not the Step line that names it
         chunk = sock.recv(65536)
         assert chunk, seen
         seen += chunk
