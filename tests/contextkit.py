@@ -25,6 +25,8 @@ def assert_nothing_left(agent) -> None:
     mounts = Path("/proc/self/mountinfo").read_text()
     assert f"{agent.data_root}/" not in mounts  # (the data root may be a mount itself)
     assert not [p for p in (agent.data_root / "image" / "tmp").iterdir() if "build" in p.name]
+    builds = agent.data_root / "builds"
+    assert not builds.exists() or not list(builds.iterdir())
 
 
 def post(agent, path: str, body: bytes, headers: dict | None = None) -> tuple[int, bytes]:

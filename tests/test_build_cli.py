@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import tarfile
@@ -452,4 +453,35 @@ def test_builds_at_once_share_the_store(agent, tmp_path):
         assert proc.returncode == 0, err
     for n in range(3):
         assert ok(agent.docker("run", "--rm", f"together:{n}", "cat", "/g")) == "x"
+    assert_nothing_left(agent)
+
+
+def test_rmi_and_prune_do_not_wait_for_a_running_build(agent, tmp_path):
+    """A long RUN holds no lock: other images come and go, and the build's own images stay."""
+    ok(agent.docker("pull", "busybox"))
+    ok(agent.docker("tag", "busybox", "spare:1"))
+    body = tar_of([entry("Dockerfile", b"FROM busybox\nENV A=1\nRUN echo started; sleep 30\n")])
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(agent.socket))
+    head = (
+        "POST /v1.50/build?t=slow HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: application/x-tar\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body)
+    seen = b""
+    while b'"started\\n"' not in seen:
+        chunk = sock.recv(65536)
+        assert chunk, seen
+        seen += chunk
+    try:
+        ok(agent.docker("rmi", "spare:1", timeout=20))  # would wait 30 s for the build
+        ok(agent.docker("image", "prune", "-f", timeout=20))
+        left = ok(agent.docker("images", "-a", "-q", "--no-trunc"))
+        _base, env_step = re.findall(r" ---> ([0-9a-f]{12})\\n", seen.decode())[:2]
+        assert f"sha256:{env_step}" in left  # the ENV step's image, dangling yet: pinned
+    finally:
+        sock.close()
+    deadline = time.monotonic() + 120
+    while containers(agent) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert_nothing_left(agent)

@@ -12,6 +12,8 @@ import errno
 import functools
 import json
 import os
+import threading
+from pathlib import Path
 
 from vmctl_agent.api.http import ApiError, Response, client_alive, json_response
 from vmctl_agent.build import commit, context, dockerfile, stages
@@ -43,9 +45,7 @@ _PLATFORMS = ("", "linux/amd64", "linux/x86_64", "linux", "amd64")
 def build(engine, request) -> Response:
     options, cache_from = _options(request)
     stack = contextlib.ExitStack()
-    stack.enter_context(engine.images.content.gc_lock(shared=True))  # our layers stay ours
-    workspace = engine.images.content.tmp / f"build-{os.urandom(6).hex()}"
-    workspace.mkdir()
+    workspace = _workspace(engine)
     stack.callback(remove_tree, workspace)
     try:
         root = context.receive(request.body_stream(), workspace)
@@ -61,9 +61,59 @@ def build(engine, request) -> Response:
         raise
     puller = _puller(engine, request)
     alive = functools.partial(client_alive, request.socket)
-    builder = Builder(engine.images, engine.runtime, puller, workspace, root, options, alive)
+    pins = _pins()
+    stack.callback(_unpin, pins)
+    builder = Builder(engine.images, engine.runtime, puller, workspace, root, options, alive, pins)
     stream = _stream(engine, builder, plan, options, cache_from, stack)
     return Response(200, stream=stream)
+
+
+# The images running builds have made or use: image prunes leave them alone.
+_PINNED: list[set[str]] = []
+_PINNED_LOCK = threading.Lock()
+
+
+def _pins() -> set[str]:
+    pins: set[str] = set()
+    with _PINNED_LOCK:
+        _PINNED.append(pins)
+    return pins
+
+
+def _unpin(pins: set[str]) -> None:
+    with _PINNED_LOCK:
+        _PINNED.remove(pins)
+
+
+def pinned() -> set[str]:
+    """Every image a running build still needs."""
+    with _PINNED_LOCK:
+        return set().union(*_PINNED)
+
+
+def _workspace(engine) -> Path:
+    """The build's own directory, beside the store (not in its tmp, which a collection
+    empties); ones left by an agent that died are removed first."""
+    builds = engine.config.data_root / "builds"
+    builds.mkdir(exist_ok=True)
+    for stale in builds.iterdir():
+        if not _alive(stale.name.partition("-")[0]):
+            remove_tree(stale)
+    workspace = builds / f"{os.getpid()}-{os.urandom(6).hex()}"
+    workspace.mkdir()
+    return workspace
+
+
+def _alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _stream(engine, builder: Builder, plan, options: BuildOptions, cache_from, stack):

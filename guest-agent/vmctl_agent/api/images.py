@@ -7,7 +7,7 @@ import queue
 import threading
 from datetime import datetime
 
-from vmctl_agent.api import snapshots
+from vmctl_agent.api import build, snapshots
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
 from vmctl_agent.errors import ImageNotFound
 from vmctl_agent.store import archive
@@ -162,7 +162,7 @@ def prune(engine, request) -> Response:
     filters = json.loads(request.arg("filters") or "{}")
     dangling = filters.get("dangling", ["true"])
     only_dangling = next(iter(dangling), "true") in ("true", "1")  # a list, or a {"x": true} map
-    used = {c.config.image_id for c in engine.runtime.list(all=True)}
+    used = {c.config.image_id for c in engine.runtime.list(all=True)} | build.pinned()
     deleted, reclaimed, tried = [], 0, set()
     while batch := _prunable(engine.images.list(), used | tried, only_dangling):
         for image in batch:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmctl_agent.build import commit, copier, copystep, dispatch, stages, steps, words
+from vmctl_agent.build import commit, copier, copystep, dispatch, layertar, stages, steps, words
 from vmctl_agent.build.dispatch import StageState
 from vmctl_agent.build.dockerfile import DockerfileError, Instruction, parse
 from vmctl_agent.errors import ImageNotFound
@@ -64,8 +64,10 @@ class Builder:
         context: Path,
         options: BuildOptions,
         alive: Callable[[], bool] = lambda: True,
+        pins: set[str] | None = None,
     ) -> None:
-        """`alive` says whether the client still listens (a RUN stops when it is gone)."""
+        """`alive` says whether the client still listens (a RUN stops when it is gone);
+        `pins` gets every image the build makes or uses, for prunes to leave alone."""
         self.images, self.runtime, self.pull, self.alive = images, runtime, pull, alive
         self.workspace, self.context, self.options = workspace, context, options
         self.cache = commit.BuildCache(images)
@@ -75,6 +77,7 @@ class Builder:
         self.done: dict[int, StageState] = {}
         self.plan: stages.Plan | None = None
         self.image_id = ""  # the result, once built
+        self.pins = pins if pins is not None else set()
 
     def run(self, plan: stages.Plan) -> Iterator[dict]:
         """Every message of the build, up to `Successfully tagged`; with `quiet`, only the
@@ -157,11 +160,15 @@ class Builder:
     def _base_image(self, name: str):
         if not self.options.pull:
             try:
-                return self.images.get(name)
+                return self._pinned(self.images.get(name))
             except ImageNotFound:
                 pass
         yield from self.pull(name)
-        return self.images.get(name)
+        return self._pinned(self.images.get(name))
+
+    def _pinned(self, image: Image) -> Image:
+        self.pins.add(image.id)
+        return image
 
     def _triggers(self, state: StageState):
         triggers = state.config.get("OnBuild") or []
@@ -214,10 +221,16 @@ class Builder:
         if not state.layers:
             raise steps.StepFailed(f"cannot run '{' '.join(cmd)}': the image has no files yet")
         opts = self.options
-        layer, container_id = yield from steps.run(
-            self.runtime, state, cmd, env, opts.limits, opts.remove, self.alive
+
+        def save(upper: Path, container_id: str) -> str:
+            with self.images.content.gc_lock(shared=True):
+                layer = layertar.store_layer(self.images.content, upper, steps.runtime_made)
+                return self._commit_now(state, step_config, layer, container_id)
+
+        image_id = yield from steps.run(
+            self.runtime, state, cmd, env, opts.limits, opts.remove, save, self.alive
         )
-        yield from self._commit(state, step_config, layer, container_id)
+        yield {"stream": f" ---> {_short(image_id)}\n"}
 
     def _workdir(self, state: StageState, ins: Instruction, variables: dict):
         path = dispatch.workdir(state, ins, variables)
@@ -228,10 +241,12 @@ class Builder:
             yield from self._use_cache(state, hit)
             return
         work = self._scratch("workdir")
-        _, layer = steps.mounted(
-            self.images, state, work, lambda root: steps.make_workdir(root, path)
-        )
-        yield from self._commit(state, step_config, layer)
+        with self.images.content.gc_lock(shared=True):
+            _, layer = steps.mounted(
+                self.images, state, work, lambda root: steps.make_workdir(root, path)
+            )
+            image_id = self._commit_now(state, step_config, layer)
+        yield {"stream": f" ---> {_short(image_id)}\n"}
 
     def _copy(self, state: StageState, ins: Instruction, variables: dict):
         """COPY/ADD. From the context, the cache is asked before anything is mounted; from
@@ -254,11 +269,14 @@ class Builder:
             return outcome
 
         work = self._scratch("mount")
-        outcome, layer = steps.mounted(self.images, state, work, action, source_layers)
+        with self.images.content.gc_lock(shared=True):
+            outcome, layer = steps.mounted(self.images, state, work, action, source_layers)
+            if outcome.hit is None:
+                image_id = self._commit_now(state, outcome.step_config, layer)
         if outcome.hit is not None:
             yield from self._use_cache(state, outcome.hit)
             return
-        yield from self._commit(state, outcome.step_config, layer)
+        yield {"stream": f" ---> {_short(image_id)}\n"}
 
     def _copy_lookup(self, state: StageState, plan, root: str, fetched: list) -> _Outcome:
         """The sources under `root`, the step's config (with their content hash) and the
@@ -296,6 +314,7 @@ class Builder:
         return self.cache.get(self.cache.key(state.image_id, step_config))
 
     def _use_cache(self, state: StageState, image_id: str):
+        self.pins.add(image_id)
         image = self.images.get(image_id)
         state.image_id = image.id
         state.layers = list(image.record.layers)
@@ -306,10 +325,18 @@ class Builder:
         yield {"stream": f" ---> {_short(image.id)}\n"}
 
     def _commit(self, state: StageState, step_config: dict, layer, container_id: str = ""):
+        with self.images.content.gc_lock(shared=True):
+            image_id = self._commit_now(state, step_config, layer, container_id)
+        yield {"stream": f" ---> {_short(image_id)}\n"}
+
+    def _commit_now(self, state: StageState, step_config: dict, layer, container_id: str = ""):
+        """The step's image, cached, and pinned for the rest of the build (nothing prunes
+        it while the build still needs it). Call with the gc lock held shared."""
         parent = state.image_id
         image_id = commit.commit(self.images, state, step_config, layer, container_id)
         self.cache.put(self.cache.key(parent, step_config), image_id)
-        yield {"stream": f" ---> {_short(image_id)}\n"}
+        self.pins.add(image_id)
+        return image_id
 
     def _labels_instruction(self) -> Instruction:
         labels = self.options.labels.items()

@@ -64,17 +64,17 @@ def runtime_made(path: str, info: os.stat_result) -> bool:
 
 def run(
     runtime: Runtime, state: StageState, cmd: list[str], env: list[str], limits: RunLimits,
-    remove: bool, alive: Callable[[], bool] = lambda: True,
-) -> Generator[dict, None, tuple[dict | None, str]]:  # fmt: skip
-    """RUN: the command in a container from the stage's image; (its changes as a layer or
-    None, the container's id). `alive` False (the client left) stops it."""
+    remove: bool, save: Callable[[Path, str], str], alive: Callable[[], bool] = lambda: True,
+) -> Generator[dict, None, str]:  # fmt: skip
+    """RUN: the command in a container from the stage's image, then `save(upper dir,
+    container id)` (which makes the step's image; its id is returned) before the container
+    goes. `alive` False (the client left) stops it."""
     container = runtime.create(_options(state, cmd, env, limits))
     short = container.id[:12]
     try:
         yield {"stream": f" ---> Running in {short}\n"}
         yield from _execute(runtime, container, cmd, alive)
-        upper = container.directory / "upper"
-        layer = layertar.store_layer(runtime.images.content, upper, runtime_made)
+        image_id = save(container.directory / "upper", container.id)
     except (ClientGone, GeneratorExit):
         remove = True  # nobody will ever see or remove this container
         raise
@@ -84,7 +84,7 @@ def run(
                 runtime.remove(container.id, force=True)
     if remove:
         yield {"stream": f" ---> Removed intermediate container {short}\n"}
-    return layer, container.id
+    return image_id
 
 
 def _options(state: StageState, cmd: list[str], env: list[str], limits: RunLimits):
@@ -157,7 +157,8 @@ def _lower_dirs(images: ImageStore, layers: list[dict]) -> list[str]:
 def mounted(images: ImageStore, state: StageState, work: Path, action, source_layers=None):
     """`action(root[, source_root])` on the stage's image (and a `--from` image, read-only);
     returns (action's result, the step's layer or None). The layer is made only if
-    `action` returns a result whose `skip` is False."""
+    `action` returns a result whose `skip` is False. Call with the store's gc lock held
+    shared until the layer is in an image."""
     lowers = [_lower_dirs(images, state.layers)]
     if source_layers is not None:
         lowers.append(_lower_dirs(images, source_layers))
