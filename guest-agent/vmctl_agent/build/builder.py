@@ -309,9 +309,15 @@ class Builder:
     # -- images ------------------------------------------------------------------------------
 
     def _cached(self, state: StageState, step_config: dict) -> str | None:
+        """The cached image for this step, pinned before it is looked at again (a prune
+        running meanwhile leaves it alone), or None."""
         if self.options.nocache:
             return None
-        return self.cache.get(self.cache.key(state.image_id, step_config))
+        hit = self.cache.get(self.cache.key(state.image_id, step_config))
+        if hit is None:
+            return None
+        self.pins.add(hit)
+        return hit if self.images.exists(hit) else None
 
     def _use_cache(self, state: StageState, image_id: str):
         self.pins.add(image_id)
