@@ -152,3 +152,11 @@ def test_a_full_disk_mid_build_is_reported_and_leaves_nothing(tmp_path, registry
             ok(build(small, "FROM busybox\nRUN echo fits > /f\n", "-t", "fits"))
     finally:
         subprocess.run(["umount", str(data)], check=True)
+
+
+def test_a_dead_agents_build_workspace_is_removed(agent):
+    dead = next(p for p in range(4_000_000, 4_100_000) if not Path(f"/proc/{p}").exists())
+    stale = agent.data_root / "builds" / f"{dead}-0123456789ab"
+    (stale / "context").mkdir(parents=True)
+    ok(build(agent, "FROM busybox\n", "-t", "after-a-crash"))
+    assert not stale.exists()
