@@ -289,3 +289,18 @@ def test_empty_layers(tmp_path, tar):
     (tmp_path / "layer").mkdir()
     LayerExtractor(str(tmp_path / "layer")).extract(io.BytesIO(tar))
     assert listing(tmp_path / "layer") == []
+
+
+def test_fractional_pax_times_are_taken(tmp_path):
+    """Python's tarfile (docker-py's contexts) writes st_mtime's fraction in a PAX header."""
+    root = extract(
+        [
+            directory("d", mtime=1_600_000_000.25),
+            file("d/f", b"x", mtime=1_500_000_000.5),
+            symlink("d/l", "f", mtime=1_400_000_000.75),
+        ],
+        tmp_path / "layer",
+    )
+    assert os.lstat(root / "d/f").st_mtime_ns == 1_500_000_000_500_000_000
+    assert os.lstat(root / "d/l").st_mtime_ns == 1_400_000_000_750_000_000
+    assert os.lstat(root / "d").st_mtime_ns == 1_600_000_000_250_000_000

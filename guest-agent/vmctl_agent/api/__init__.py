@@ -16,6 +16,9 @@ network, volumes, runtime, store) and the shared floor.
     listing.py     /containers/json, from a cache kept while no container changes
     supervision.py each container's end (die) and its restart policy; what comes back at start
     execs.py       /containers/{id}/exec and /exec/...
+    build.py       /build: the classic builder's request and stream
+    snapshots.py   /containers/{id}/export, /commit, image import: a container's files
+    login.py       /auth: docker login, checked against the registry
     volumes.py     /volumes/...: create, list, inspect, remove, prune; df's volumes
     streams.py     Docker's framing of container output (multiplexed stdout/stderr)
 """

@@ -6,13 +6,12 @@ from __future__ import annotations
 import functools
 import json
 import os
-import select
 import signal as signals
-import socket
 import time
 
 from vmctl_agent.api import events, images, inspection, streams, supervision, unsupported
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
+from vmctl_agent.api.http import client_alive as _client_alive
 from vmctl_agent.errors import ImageNotFound
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.index import Container, ContainerNotFound
@@ -248,17 +247,6 @@ def _wait_body(engine, container: Container, condition: str, alive):
     code = _wait_for(engine.runtime, container, condition, alive)
     if code is not None:
         yield json.dumps({"StatusCode": code, "Error": None}).encode() + b"\n"
-
-
-def _client_alive(sock: socket.socket) -> bool:
-    """False once the client has hung up: a waiter it left behind must not linger."""
-    readable, _, _ = select.select([sock], [], [], 0)
-    if not readable:
-        return True
-    try:
-        return sock.recv(1, socket.MSG_PEEK) != b""
-    except OSError:
-        return False
 
 
 def _wait_for(runtime, container: Container, condition: str, alive) -> int | None:

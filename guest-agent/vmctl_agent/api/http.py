@@ -10,6 +10,7 @@ import functools
 import io
 import json
 import re
+import select
 import socket
 import sys
 import traceback
@@ -311,6 +312,17 @@ def status_of(error: Exception) -> int:
     if name == "AuthenticationError":
         return 401
     return 500
+
+
+def client_alive(sock: socket.socket) -> bool:
+    """False once the client has hung up: work it left behind must not linger."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return True
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except OSError:
+        return False
 
 
 def quiet_disconnects(error: BaseException | None) -> None:

@@ -7,9 +7,9 @@ import queue
 import threading
 from datetime import datetime
 
-from vmctl_agent.api import imagefilters, inspection
+from vmctl_agent.api import build, imagefilters, inspection, snapshots
 from vmctl_agent.api.http import ApiError, Response, empty, json_response, parse_filters
-from vmctl_agent.errors import AgentError
+from vmctl_agent.errors import AgentError, ImageNotFound
 from vmctl_agent.store import archive
 from vmctl_agent.store import reference as refs
 from vmctl_agent.store.manifest import Platform
@@ -20,19 +20,26 @@ _ARCHES = {"amd64", "386", "arm", "arm64", "ppc64le", "s390x", "riscv64", "mips6
 
 
 def list_(engine, request) -> Response:
+    """`docker images`: without `all`, a build's intermediate images (untagged parents of
+    another image) are left out, as dockerd leaves them out."""
     filters = parse_filters(request.arg("filters"))
     imagefilters.check(filters)
-    rows = [_row(image, filters) for image in _filtered(engine, filters)]
+    found = _filtered(engine, filters, everything=request.flag("all"))
+    rows = [_row(image, filters) for image in found]
     return json_response(sorted((r for r in rows if r), key=lambda r: -r["Created"]))
 
 
-def _filtered(engine, filters: dict[str, list[str]]):
-    """The images the dangling, label, before and since filters let through."""
+def _filtered(engine, filters: dict[str, list[str]], everything: bool):
+    """The images the dangling, label, before and since filters let through (and, unless
+    `everything`, not a build's intermediate images)."""
     images = engine.images.list()
+    parents = {image.record.parent for image in images}
     dangling = filters.get("dangling", [None])[-1]
     bounds = {k: _unix(engine.images.get(filters[k][-1]).inspect()["Created"]) for k in
               ("before", "since") if filters.get(k)}  # fmt: skip
     for image in images:
+        if not everything and not image.repo_tags and image.id in parents:
+            continue
         created = _unix(image.inspect()["Created"])
         if dangling is not None and (dangling in ("true", "1")) == bool(image.repo_tags):
             continue
@@ -56,7 +63,7 @@ def _row(image, filters: dict[str, list[str]]) -> dict | None:
             return None
     return {
         "Id": image.id,
-        "ParentId": "",
+        "ParentId": image.record.parent,
         "RepoTags": [refs.parse(t).familiar() for t in tags],
         "RepoDigests": [refs.parse(d).familiar() for d in digests],
         "Created": _unix(info["Created"]),
@@ -79,7 +86,7 @@ def create(engine, request) -> Response:
     """POST /images/create?fromImage=&tag= : a pull. An error before any progress is a plain
     error response (what makes `docker pull` print it); later ones end the stream."""
     if request.arg("fromSrc"):
-        raise ApiError(400, "importing from a tarball (fromSrc) is not supported; use docker load")
+        return snapshots.import_image(engine, request)
     name = _reference(request.arg("fromImage"), request.arg("tag"))
     progress: queue.Queue = queue.Queue()
     platform = requested_platform(request.arg("platform"))
@@ -139,6 +146,41 @@ def _progress(first: dict, progress: queue.Queue):
         yield json.dumps(item).encode() + b"\r\n"
 
 
+def history(engine, request, name: str) -> Response:
+    """GET /images/{name}/history: newest first; each row takes an image id while the chain of
+    build parents lasts, then `<missing>` (pulled images keep no parents), as dockerd does."""
+    image = engine.images.get(name)
+    rows = _history_rows(image)
+    current = image
+    for row in rows:
+        row["Id"] = current.id
+        row["Tags"] = [refs.parse(t).familiar() for t in current.repo_tags] or None
+        if not current.record.parent:
+            break
+        try:
+            current = engine.images.get(current.record.parent)
+        except ImageNotFound:
+            break
+    return json_response(rows)
+
+
+def _history_rows(image) -> list[dict]:
+    rows, layers = [], iter(image.record.layers)
+    for entry in image.config.get("history") or []:
+        layer = None if entry.get("empty_layer") else next(layers, None)
+        rows.append(
+            {
+                "Id": "<missing>",
+                "Created": _unix(entry.get("created", "")),
+                "CreatedBy": entry.get("created_by", ""),
+                "Tags": None,
+                "Size": int(layer.get("size", 0)) if layer else 0,
+                "Comment": entry.get("comment", ""),
+            }
+        )
+    return rows[::-1]
+
+
 def inspect(engine, request, name: str) -> Response:
     info = engine.images.get(name).inspect()
     info["VirtualSize"] = info["Size"]
@@ -168,14 +210,27 @@ def prune(engine, request) -> Response:
     filters = json.loads(request.arg("filters") or "{}")
     dangling = filters.get("dangling", ["true"])
     only_dangling = next(iter(dangling), "true") in ("true", "1")  # a list, or a {"x": true} map
-    used = {c.config.image_id for c in engine.runtime.list(all=True)}
-    deleted, reclaimed = [], 0
-    for image in engine.images.list():
-        if image.id in used or (only_dangling and image.repo_tags):
-            continue
-        reclaimed += image.record.size
-        deleted += engine.images.remove(image.id, force=True)
+    used = {c.config.image_id for c in engine.runtime.list(all=True)} | build.pinned()
+    deleted, reclaimed, tried = [], 0, set()
+    while batch := _prunable(engine.images.list(), used | tried, only_dangling):
+        for image in batch:
+            tried.add(image.id)
+            reclaimed += image.record.size
+            deleted += engine.images.remove(image.id, force=True)
     return json_response({"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed})
+
+
+def _prunable(images, skip: set[str], only_dangling: bool) -> list:
+    """Images to remove now, but those in `skip`; a build's parents go with their children
+    (or in a later round, once those are gone)."""
+    parents = {image.record.parent for image in images}
+    return [
+        image
+        for image in images
+        if image.id not in skip
+        and image.id not in parents
+        and not (only_dangling and image.repo_tags)
+    ]
 
 
 def save(engine, request, name: str = "") -> Response:

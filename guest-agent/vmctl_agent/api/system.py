@@ -173,6 +173,7 @@ def _machine_id() -> str:
 
 def disk_usage(engine, request) -> Response:
     """GET /system/df: what `docker system df` sums up."""
+    from vmctl_agent.api import build as build_api
     from vmctl_agent.api import images as image_api
     from vmctl_agent.api import listing
     from vmctl_agent.api import volumes as volume_api
@@ -198,6 +199,6 @@ def disk_usage(engine, request) -> Response:
             "Images": images,
             "Containers": rows,
             "Volumes": volume_api.disk_usage(engine),
-            "BuildCache": [],
+            "BuildCache": build_api.cache_rows(engine),
         }
     )

@@ -101,7 +101,7 @@ class TokenCache:
         return "Bearer " + token
 
     def _fetch(self, challenge: Challenge, scope: str, creds: Credentials | None):
-        query = {"scope": scope}
+        query = {"scope": scope} if scope else {}  # no scope: a login's token
         if "service" in challenge.params:
             query["service"] = challenge.params["service"]
         url = challenge.params["realm"] + "?" + urllib.parse.urlencode(query)

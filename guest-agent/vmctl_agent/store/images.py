@@ -34,6 +34,7 @@ class ImageRecord:
     created: str = ""
     pulled: float = 0.0
     boot_id: str = ""  # the boot that wrote it, until add() has made it durable
+    parent: str = ""  # the image a build step made this one from (dockerd's Parent)
 
     @property
     def diff_ids(self) -> list[str]:
@@ -56,6 +57,7 @@ class ImageRecord:
             "created": self.created,
             "pulled": self.pulled,
             "boot_id": self.boot_id,
+            "parent": self.parent,
         }
 
 
@@ -78,8 +80,10 @@ class Image:
             "Id": self.id,
             "RepoTags": [refs.parse(t).familiar() for t in self.repo_tags],
             "RepoDigests": [refs.parse(d).familiar() for d in self.record.repo_digests],
-            "Parent": "",
-            "Comment": "",
+            "Parent": self.record.parent,
+            "Comment": cfg.get("comment", ""),
+            "Container": cfg.get("container", ""),
+            "ContainerConfig": cfg.get("container_config") or {},
             "Created": cfg.get("created") or "0001-01-01T00:00:00Z",
             "DockerVersion": cfg.get("docker_version", ""),
             "Author": cfg.get("author", ""),
@@ -102,7 +106,7 @@ class ImageStore:
         self._records = root / "images"
         self._records.mkdir(parents=True, exist_ok=True)
         self._tags_file = root / "repositories.json"
-        self._containers_using = containers_using or (lambda image_id: [])
+        self.containers_using = containers_using or (lambda image_id: [])
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -227,9 +231,15 @@ class ImageStore:
             record = self._find(name)
             tags = self._tags()
             mine = sorted(t for t, i in tags.items() if i == record.id)
-            users = self._containers_using(record.id)
+            users = self.containers_using(record.id)
             ref = self._named_reference(name, tags)
             self._check_removable(name, record, mine, users, ref is None, force)
+            has_children = self._has_children(record)
+            if has_children and ref is None and not mine:
+                raise ImageConflict(
+                    f"conflict: unable to delete {record.short_id} (cannot be forced) - image "
+                    "has dependent child images"
+                )
             drop = mine if ref is None else [str(ref)] if ref.tag and not ref.digest else []
             events = [{"Untagged": refs.parse(t).familiar()} for t in drop]
             for t in drop:
@@ -239,6 +249,8 @@ class ImageStore:
                 events += self._drop_digest(record, ref)
             if len(drop) < len(mine) or users or (ref and ref.digest and record.repo_digests):
                 return events
+            if has_children:
+                return events  # a build's parent: untagged, kept for its children
             events += self._untag_digests(record)
             return events + self._delete(record)
 
@@ -278,11 +290,31 @@ class ImageStore:
         return [{"Untagged": refs.parse(d).familiar()} for d in record.repo_digests]
 
     def _delete(self, record: ImageRecord) -> list[dict[str, str]]:
-        """Remove the record, then every layer and blob no other image uses."""
-        (self._records / f"{hex_of(record.id)}.json").unlink()
+        """Remove the record and the untagged build parents nothing else needs (as dockerd
+        does), then every layer and blob no other image uses."""
+        deleted = []
+        while record is not None:
+            (self._records / f"{hex_of(record.id)}.json").unlink()
+            deleted.append({"Deleted": record.id})
+            record = self._unneeded_parent(record)
         atomic.fsync_dir(self._records)
         self._collect()
-        return [{"Deleted": record.id}]
+        return deleted
+
+    def _has_children(self, record: ImageRecord) -> bool:
+        records = filter(None, map(self._load, self._records.glob("*.json")))
+        return any(r.parent == record.id for r in records)
+
+    def _unneeded_parent(self, record: ImageRecord) -> ImageRecord | None:
+        """`record`'s parent, if it is an intermediate image no tag, child or container uses."""
+        if not record.parent:
+            return None
+        parent = self._load(self._records / f"{hex_of(record.parent)}.json")
+        if parent is None or parent.id in self._tags().values():
+            return None
+        if self.containers_using(parent.id) or parent.repo_digests:
+            return None
+        return None if self._has_children(parent) else parent
 
     def collect_garbage(self, *, wait: bool = True) -> bool:
         """Make recent pulls durable, forget what a crash may have torn, and free layers and

@@ -17,6 +17,7 @@ import posixpath
 import stat
 import tarfile
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import BinaryIO
 
@@ -126,7 +127,7 @@ class LayerExtractor:
             os.mkdir(base, 0o755, dir_fd=pfd)
         fd = self._dir(path, path)
         self._metadata(fd, member)
-        self._dir_times[path] = (member.mtime * 10**9, member.mtime * 10**9)
+        self._dir_times[path] = (_ns(member), _ns(member))
 
     def _file(self, member, parent: str, base: str, path: str) -> None:
         pfd = self._dir(parent, path)
@@ -135,7 +136,7 @@ class LayerExtractor:
         try:
             self._contents(member, fd)
             self._metadata(fd, member)
-            os.utime(fd, ns=(member.mtime * 10**9, member.mtime * 10**9))
+            os.utime(fd, ns=(_ns(member), _ns(member)))
         finally:
             os.close(fd)
 
@@ -146,7 +147,7 @@ class LayerExtractor:
         if self._as_root:
             os.chown(base, member.uid, member.gid, dir_fd=pfd, follow_symlinks=False)
         self._xattrs(f"/proc/self/fd/{pfd}/{base}", member, follow=False)
-        times = (member.mtime * 10**9, member.mtime * 10**9)
+        times = (_ns(member), _ns(member))
         os.utime(base, ns=times, dir_fd=pfd, follow_symlinks=False)
 
     def _hardlink(self, member, parent: str, base: str, path: str) -> None:
@@ -304,6 +305,18 @@ class LayerExtractor:
                     os.utime(fd, ns=self._dir_times[path])
             except FileNotFoundError:
                 pass  # removed by a later entry
+
+
+def _ns(member: tarfile.TarInfo) -> int:
+    """The entry's time in nanoseconds; a PAX header may give it with a fraction (Python's
+    tarfile writes one from a file's float st_mtime), read exactly from its text."""
+    text = member.pax_headers.get("mtime")
+    if text:
+        try:
+            return int(Decimal(text) * 10**9)
+        except InvalidOperation:
+            pass
+    return int(member.mtime * 10**9)
 
 
 def _write_all(fd: int, data: bytes) -> None:

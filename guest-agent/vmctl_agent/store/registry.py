@@ -230,6 +230,40 @@ class RegistryClient:
         challenge = parse_challenge(challenge_header)
         return self._tokens.authorization(challenge, scope, self._credentials(domain))
 
+    def login(self, domain: str) -> None:
+        """`docker login`: the registry's /v2/ asked with the credentials (its challenge
+        answered, then asked again); AuthenticationError if they are refused. Mirrors are
+        not asked: the login is for the registry itself."""
+        errors: list[Exception] = []
+        for endpoint in self.config.endpoints(domain):
+            if endpoint.mirror:
+                continue
+            try:
+                return self._login_at(endpoint, domain)
+            except RegistryUnreachable as e:
+                if not _try_next(endpoint, e):
+                    raise
+                errors.append(e)
+        raise errors[-1]
+
+    def _login_at(self, endpoint: Endpoint, domain: str) -> None:
+        url = f"{endpoint.url}/v2/"
+        status, challenge = self._ping(url, {}, endpoint)
+        if status != 401:
+            return  # the registry asks for no login: dockerd says it succeeded, and so do we
+        try:
+            authorization = self.authorize(domain, challenge, "")
+            status, _ = self._ping(url, {"Authorization": authorization}, endpoint)
+        except AuthenticationError as e:
+            raise AuthenticationError(f"{_REFUSED} ({e})") from e
+        if status in (401, 403):
+            raise AuthenticationError(_REFUSED)
+
+    def _ping(self, url: str, headers: dict[str, str], endpoint: Endpoint) -> tuple[int, str]:
+        with self.transport.request("GET", url, headers, verify_tls=endpoint.verify_tls) as r:
+            r.read()
+            return r.status, r.headers.get("WWW-Authenticate", "")
+
     def resolve(self, reference: Reference) -> tuple[RepositorySession, mf.Fetched]:
         """The first endpoint that serves `reference`'s manifest, and that manifest."""
         ref = reference.digest or reference.tag or "latest"
@@ -243,6 +277,9 @@ class RegistryClient:
                     raise _combined(errors, e) from e
                 errors.append(e)
         raise errors[-1]
+
+
+_REFUSED = "unauthorized: incorrect username or password"
 
 
 def _combined(earlier: list[Exception], last: Exception) -> Exception:
