@@ -15,7 +15,7 @@ from vmctl_gui import prefs
 from vmctl_gui.app import Desktop
 from vmctl_gui.engine import ContainerRow, RunRequest
 
-WAIT_MS = 5000
+WAIT_MS = 60_000  # a hang guard: every wait polls its condition and returns once it holds
 
 
 @pytest.fixture

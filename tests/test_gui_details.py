@@ -20,7 +20,7 @@ from vmctl_gui.app import Desktop
 from vmctl_gui.charts import LineChart, Series
 from vmctl_gui.engine import ContainerRow
 
-WAIT_MS = 5000
+WAIT_MS = 60_000  # a hang guard: every wait polls its condition and returns once it holds
 ID = "a" * 64
 ROW = ContainerRow(ID, "web", "busybox", "httpd -f", "running", "Up 2 minutes", 1, "")
 INFO = {
