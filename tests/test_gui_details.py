@@ -343,6 +343,7 @@ def test_inside_follows_a_new_selection_while_the_last_ones_read_is_slow(qtbot, 
     engine.insides[other] = {**copy.deepcopy(INSIDE), "Id": other, "Pid": 777}
     gate, real_inside = threading.Event(), engine.inside
     engine.inside = lambda cid: (cid != ID or gate.wait(WAIT_MS / 1000), real_inside(cid))[1]
+    desktop.bridge.refresh_lists()  # the first list may have been read before `other` was there
     view = desktop.window.containers_view
     qtbot.waitUntil(lambda: view.model.rowCount() == 2, timeout=WAIT_MS)
     view.table.selectRow(view.model.row_of(ID))  # its read hangs
