@@ -34,6 +34,16 @@ def test_commands_status_and_output(sshd):
             guest.run(["sh", "-c", "echo nope >&2; exit 1"])
 
 
+def test_output_written_after_the_exit_status_is_not_lost(sshd):
+    """sshd sends the exit status when the command exits, and its output as long as the pipes
+    are open: reading until EOF, not until the status, gets all of it (the stderr of a quick
+    command was lost under load)."""
+    with Guest(sshd.endpoint) as guest:
+        command = "echo out; (sleep 1; echo late >&2; echo later) & exit 3"
+        result = guest.run(["sh", "-c", command], check=False)
+        assert (result.status, result.stdout, result.stderr) == (3, "out\nlater\n", "late\n")
+
+
 def test_a_host_key_other_than_the_pinned_one_is_refused(sshd, tmp_path):
     impostor = keys.generate("impostor").public_openssh
     with pytest.raises(

@@ -305,6 +305,9 @@ def _peek_banner(s: socket.socket, wait: float, give_up: Callable[[], bool]) -> 
 
 
 def _drain(channel: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
+    """stdout and stderr until the channel's EOF: sshd may send the exit status before the
+    last of the command's stderr (it drains the pipes after the child has exited), so the
+    status alone does not say that all the output is in."""
     out, err = bytearray(), bytearray()
     deadline = time.monotonic() + timeout
     while True:
@@ -312,9 +315,7 @@ def _drain(channel: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
             out += channel.recv(65536)
         elif channel.recv_stderr_ready():
             err += channel.recv_stderr(65536)
-        elif channel.exit_status_ready() and not channel.recv_ready():
-            while channel.recv_stderr_ready():
-                err += channel.recv_stderr(65536)
+        elif channel.eof_received or channel.closed:
             return bytes(out), bytes(err)
         else:
             if time.monotonic() > deadline:
