@@ -48,12 +48,19 @@ def serving(workdir: Path, registry) -> Iterator[AgentServer]:
 
 
 class AgentServer:
-    def __init__(self, workdir: Path, registry) -> None:
+    """In the host's network namespace the agent must make no bridge (the network rule for
+    these machines): it runs with `--bridge none`, as dockerd's `-b none`. `prefix` runs it
+    under another command (netkit's `unshare --net`), where `bridge=True` is allowed."""
+
+    def __init__(
+        self, workdir: Path, registry, *, bridge: bool = False, prefix: tuple[str, ...] = ()
+    ) -> None:
         self.workdir = workdir
         self.socket = workdir / "docker.sock"
         self.data_root = workdir / "data"
         self.log = workdir / "agent.log"
         cmd = [
+            *prefix,
             "vmctl-agent",
             "serve",
             "--listen",
@@ -62,6 +69,7 @@ class AgentServer:
             str(self.data_root),
             "--registry-mirror",
             registry.url,
+            *(() if bridge else ("--bridge", "none")),
         ]
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)

@@ -2,7 +2,7 @@
 
     vmctl-agent serve  --listen unix:///PATH [--listen tcp://127.0.0.1:PORT] --data-root DIR
                        [--config daemon.json] [--registry-mirror URL]...
-                       [--insecure-registry HOST:PORT]...
+                       [--insecure-registry HOST:PORT]... [--bridge none]
     vmctl-agent pull   --data-root DIR [--config daemon.json] [--registry-mirror URL]...
                        [--insecure-registry HOST:PORT]... [--platform os/arch] REF
     vmctl-agent images --data-root DIR [--quiet]
@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="group owning the unix socket (default: docker, when that group exists)",
     )
+    serve.add_argument(
+        "--bridge",
+        "-b",
+        default=None,
+        choices=["none"],
+        help="none: no default bridge network (containers default to --network none)",
+    )
     pull = _command(sub, "pull", "pull an image from a registry", _pull)
     pull.add_argument("--platform", default=None, help="os/arch[/variant] (default: this machine)")
     pull.add_argument("--quiet", "-q", action="store_true", help="print only the image reference")
@@ -94,6 +101,7 @@ def _settings(args) -> config.AgentConfig:
         mirrors=args.registry_mirror,
         insecure=args.insecure_registry,
         group=getattr(args, "group", None),
+        bridge=getattr(args, "bridge", None),
     )
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 from vmctl_agent.errors import AgentError
 
 DEFAULT_DATA_ROOT = "/var/lib/vmctl-agent"
-_KNOWN_KEYS = {"registry-mirrors", "insecure-registries", "data-root", "group"}
+_KNOWN_KEYS = {
+    "registry-mirrors", "insecure-registries", "data-root", "group", "bridge", "host-gateway-ip",
+}  # fmt: skip
 # dockerd gives its socket to this group when it exists; naming it explicitly makes it required.
 DEFAULT_GROUP = "docker"
 
@@ -21,6 +23,8 @@ class AgentConfig:
     insecure_registries: tuple[str, ...] = ()
     group: str = DEFAULT_GROUP  # owner group of unix sockets (mode 0660), as dockerd's -G
     group_required: bool = False
+    default_bridge: bool = True  # dockerd's "bridge": "none" turns it off
+    host_gateway_ip: str = ""  # what --add-host NAME:host-gateway means (default: the bridge's)
     ignored_keys: tuple[str, ...] = field(default=())
 
 
@@ -31,6 +35,7 @@ def load(
     mirrors: list[str] | None = None,
     insecure: list[str] | None = None,
     group: str | None = None,
+    bridge: str | None = None,
 ) -> AgentConfig:
     """daemon.json (if given) with flags on top; flags add to the file's lists, as dockerd's do."""
     raw = _read(path) if path else {}
@@ -46,10 +51,20 @@ def load(
     if file_group is not None and not isinstance(file_group, str):
         raise AgentError(f"group in {path} must be a string")
     chosen_group = group or file_group
+    chosen_bridge = bridge or raw.get("bridge") or ""
+    if chosen_bridge not in ("", "none"):
+        raise AgentError(
+            f'bridge {chosen_bridge!r} is not supported: only "none" (no default bridge)'
+        )
+    gateway_ip = raw.get("host-gateway-ip") or ""
+    if not isinstance(gateway_ip, str):
+        raise AgentError(f"host-gateway-ip in {path} must be a string")
     return AgentConfig(
         data_root=Path(root),
         group=chosen_group or DEFAULT_GROUP,
         group_required=bool(chosen_group),
+        default_bridge=chosen_bridge != "none",
+        host_gateway_ip=gateway_ip,
         registry_mirrors=tuple(dict.fromkeys([*file_mirrors, *(mirrors or [])])),
         insecure_registries=tuple(dict.fromkeys([*file_insecure, *(insecure or [])])),
         ignored_keys=tuple(sorted(set(raw) - _KNOWN_KEYS)),

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 
-from vmctl_agent.api import events, streams
+from vmctl_agent.api import events, networking, streams
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.index import Container, ContainerNotFound
@@ -21,10 +21,6 @@ from vmctl_agent.runtime.spec import CreateOptions
 from vmctl_agent.store.content import tree_size
 
 _POLL = 0.05
-NO_BRIDGE = (
-    "bridge networking is not available yet: the container runs with --network none "
-    "(use --network host to share the VM's network)"
-)
 
 
 # -- create ------------------------------------------------------------------------------------
@@ -33,7 +29,7 @@ NO_BRIDGE = (
 def create(engine, request) -> Response:
     body = request.json()
     try:
-        options, warnings = _options(body, request.arg("name"))
+        options, warnings = _options(engine, body, request.arg("name"))
     except (TypeError, ValueError, AttributeError) as e:
         raise ApiError(400, f"invalid container configuration: {e}") from None
     container = engine.runtime.create(options)
@@ -41,16 +37,14 @@ def create(engine, request) -> Response:
     return json_response({"Id": container.id, "Warnings": warnings}, 201)
 
 
-def _options(body: dict, name: str) -> tuple[CreateOptions, list[str]]:
+def _options(engine, body: dict, name: str) -> tuple[CreateOptions, list[str]]:
     host = body.get("HostConfig") or {}
     if not body.get("Image"):
         raise ApiError(400, "Config.Image is required")
-    network, warnings = _network(host.get("NetworkMode") or "default")
+    network = networking.create_options(engine, body, host)
+    warnings = []
     if any(host.get("PortBindings") or {}) or host.get("PublishAllPorts"):
-        warnings.append(
-            "Published ports are discarded: this engine has no bridge network yet, "
-            f"so the container runs with --network {network}"
-        )
+        warnings.append(networking.ports_warning(network["network"]))
     security = host.get("SecurityOpt") or []
     options = CreateOptions(
         image=body["Image"],
@@ -68,7 +62,7 @@ def _options(body: dict, name: str) -> tuple[CreateOptions, list[str]]:
         memory=int(host.get("Memory") or 0),
         nano_cpus=int(host.get("NanoCpus") or 0),
         pids_limit=host.get("PidsLimit"),
-        network=network,
+        **network,
         cap_add=tuple(host.get("CapAdd") or ()),
         cap_drop=tuple(host.get("CapDrop") or ()),
         no_new_privileges=any(s.startswith("no-new-privileges") for s in security),
@@ -87,21 +81,13 @@ def _strings(value) -> tuple[str, ...] | None:
     return tuple(value)
 
 
-def _network(mode: str) -> tuple[str, list[str]]:
-    if mode in ("none", "host"):
-        return mode, []
-    if mode in ("default", "bridge"):
-        return "none", []  # said once in `docker info`'s warnings rather than at every run
-    raise ApiError(404, f"network {mode} not found")
-
-
 # -- reading -----------------------------------------------------------------------------------
 
 
 def inspect(engine, request, id: str) -> Response:
     c = engine.runtime.get(id)
     info = c.inspect()
-    info["NetworkSettings"] = {"Networks": {}, "Ports": {}, "IPAddress": ""}
+    info["NetworkSettings"] = networking.settings(engine, c)
     info["Mounts"] = []
     info["ResolvConfPath"] = str(c.directory / "resolv.conf")
     info["HostnamePath"] = str(c.directory / "hostname")

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from vmctl_agent.api.events import EventBus
 from vmctl_agent.api.listing import ListCache
 from vmctl_agent.config import AgentConfig
+from vmctl_agent.network.endpoints import Endpoints
+from vmctl_agent.network.networks import Networks
 from vmctl_agent.runtime.containers import Runtime
 from vmctl_agent.runtime.execs import ExecProcess
 from vmctl_agent.store.auth import Credentials, docker_config_credentials
@@ -50,11 +52,19 @@ class Engine:
         self.config = config
         self.images = ImageStore(config.data_root / "image", durable_after=DURABLE_AFTER)
         self.runtime = Runtime(config.data_root, self.images)
+        self.networks = Networks(config.data_root / "network", default_bridge=config.default_bridge)
+        self.endpoints = Endpoints(self.networks, self.runtime, config.host_gateway_ip)
         self.execs: dict[str, ExecRecord] = {}
         self.events = EventBus()
         self.container_list = ListCache()
         self.started = time.time()
         self._saved_credentials = docker_config_credentials()
+
+    def restore_networks(self) -> None:
+        """Bridges and rules made again from the records (the agent starts, or the VM
+        rebooted), and what ended while the agent was away undone."""
+        self.networks.restore()
+        self.endpoints.restore()
 
     def puller(self, auth_header: str = "") -> Puller:
         """A puller using X-Registry-Auth when the client sent it, else docker's config."""

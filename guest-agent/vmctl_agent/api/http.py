@@ -283,6 +283,12 @@ def _vtuple(version: str) -> tuple[int, ...]:
     return tuple(int(x) for x in version.split("."))
 
 
+_NOT_FOUND = ("ImageNotFound", "ContainerNotFound", "ManifestUnknown", "ExecNotFound",
+              "NetworkNotFound")  # fmt: skip
+_BAD_REQUEST = ("InvalidReference", "InvalidSpec", "ImpossibleLimit", "PlatformNotFound",
+                "InvalidNetworkConfig")  # fmt: skip
+
+
 def status_of(error: Exception) -> int:
     """The HTTP status dockerd uses for each kind of error."""
     if isinstance(error, ApiError):
@@ -290,11 +296,13 @@ def status_of(error: Exception) -> int:
     if isinstance(error, MalformedRequest):
         return 400
     name = type(error).__name__
-    if name in ("ImageNotFound", "ContainerNotFound", "ManifestUnknown", "ExecNotFound"):
+    if name in _NOT_FOUND:
         return 404
-    if name in ("ImageConflict", "ContainerConflict"):
+    if name in ("ImageConflict", "ContainerConflict", "NetworkConflict"):
         return 409
-    if name in ("InvalidReference", "InvalidSpec", "ImpossibleLimit", "PlatformNotFound"):
+    if name in ("NetworkForbidden", "PoolOverlap", "PoolExhausted"):
+        return 403
+    if name in _BAD_REQUEST:
         return 400
     if name == "AuthenticationError":
         return 401

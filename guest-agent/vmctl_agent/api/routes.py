@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from vmctl_agent.api import containers, events, execs, images, listing, system
+from vmctl_agent.api import containers, events, execs, images, listing, networks, system
 from vmctl_agent.api.http import ApiError, Request, Response
 
 _ID = r"(?P<id>[^/]+)"
@@ -46,6 +46,13 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", rf"/exec/{_ID}/start", execs.start),
     ("POST", rf"/exec/{_ID}/resize", execs.resize),
     ("GET", rf"/exec/{_ID}/json", execs.inspect),
+    ("GET", r"/networks", networks.list_),
+    ("POST", r"/networks/create", networks.create),
+    ("POST", r"/networks/prune", networks.prune),
+    ("GET", rf"/networks/{_ID}", networks.inspect),
+    ("DELETE", rf"/networks/{_ID}", networks.remove),
+    ("POST", rf"/networks/{_ID}/connect", networks.connect),
+    ("POST", rf"/networks/{_ID}/disconnect", networks.disconnect),
 ]
 _COMPILED = [(method, re.compile(pattern + "$"), fn) for method, pattern, fn in ROUTES]
 _PLAIN = {(m, p): fn for m, p, fn in ROUTES if re.escape(p) == p}  # no pattern: a dict look-up

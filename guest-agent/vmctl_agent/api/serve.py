@@ -25,6 +25,7 @@ def run(config: AgentConfig, listen: list[str]) -> int:
     gid = socket_group(config)
     engine = Engine(config)
     engine.images.collect_garbage(wait=False)
+    engine.restore_networks()
     for container in engine.runtime.list():  # found running after a restart of the agent
         events.watch(engine, container)
     listeners = [listener(address, gid) for address in listen]

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from vmctl_agent import __version__
-from vmctl_agent.api.containers import NO_BRIDGE
 from vmctl_agent.api.http import API_VERSION, MIN_API_VERSION, Response, json_response
 from vmctl_agent.store.content import tree_size
 from vmctl_agent.store.manifest import Platform
@@ -107,7 +106,7 @@ def info(engine, request) -> Response:
             "LiveRestoreEnabled": True,
             "Isolation": "",
             "SecurityOptions": ["name=no-new-privileges"],
-            "Warnings": ["WARNING: " + NO_BRIDGE],
+            "Warnings": _warnings(engine.config),
             "RegistryConfig": _registry_config(config),
         }
     )
@@ -200,3 +199,12 @@ def disk_usage(engine, request) -> Response:
             "BuildCache": [],
         }
     )
+
+
+def _warnings(config) -> list[str]:
+    if config.default_bridge:
+        return []
+    return [
+        'WARNING: the default bridge network is turned off ("bridge": "none"): containers '
+        "run with --network none unless given a network"
+    ]

@@ -46,6 +46,16 @@ class CreateOptions:
     cap_drop: tuple[str, ...] = ()
     no_new_privileges: bool = False
     name: str = ""
+    # What the network room reads (the runtime only passes them on):
+    endpoints: dict = field(default_factory=dict)  # network → {"Aliases", "IPv4Address"}
+    mac_address: str = ""
+    extra_hosts: tuple[str, ...] = ()
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+
+
+TUPLE_OPTIONS = ("env", "cap_add", "cap_drop", "extra_hosts", "dns", "dns_search", "dns_options")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,249 @@
+"""Containers on networks: the runtime's hooks (a network namespace plugged before each
+start, unplugged at its end), and `docker network connect` / `disconnect`.
+
+A container's attachments are recorded at create (and by connect), so they outlive its
+stops; while it runs each one is an endpoint: a veth pair (`ethN` inside), an address from
+the network's IPAM, a MAC made from it, the default route through the first network that
+has a way out.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import replace
+
+from vmctl_agent.network import commands, etcfiles, ipam
+from vmctl_agent.network.networks import NetworkForbidden, Networks
+from vmctl_agent.network.records import Attachment, Network
+from vmctl_agent.runtime import netns
+from vmctl_agent.runtime.index import ContainerConflict, ContainerNotFound
+from vmctl_agent.runtime.netns import Joined
+from vmctl_agent.runtime.spec import InvalidSpec
+
+
+class Endpoints(netns.Networking):
+    def __init__(self, networks: Networks, runtime, host_gateway: str = "") -> None:
+        self.networks = networks
+        self.records = networks.records
+        self.host = networks.host
+        self.runtime = runtime
+        self.host_gateway = host_gateway or str(ipam.default_bridge().gateway)
+        networks.active_on = self.active_on
+        runtime.networking = self
+
+    # -- what is where ----------------------------------------------------------------------
+
+    def of(self, container_id: str) -> dict[str, Attachment]:
+        return dict(self.records.endpoints.get(container_id) or {})
+
+    def active_on(self, network_id: str) -> list[str]:
+        return [cid for cid, atts in self.records.endpoints.items()
+                if network_id in atts and atts[network_id].active]  # fmt: skip
+
+    def on(self, network_id: str) -> dict[str, Attachment]:
+        """Containers with an active endpoint on the network: id → endpoint."""
+        return {cid: atts[network_id] for cid, atts in self.records.endpoints.items()
+                if network_id in atts and atts[network_id].active}  # fmt: skip
+
+    def _taken(self, network: Network) -> set[ipam.Addr]:
+        return {ipam.Addr(a.address) for a in self.on(network.id).values()}
+
+    # -- create -----------------------------------------------------------------------------
+
+    def created(self, config) -> None:
+        """The network named by --network (and any in EndpointsConfig), checked and recorded."""
+        mode = config.network
+        if mode.startswith("container:"):
+            self._networked_container(mode.partition(":")[2])
+            return
+        options = config.create_options
+        self._hosts(config, {})  # --add-host checked now, not at the first start
+        wanted = {mode: options.endpoints.get(mode) or {}}
+        wanted |= {k: v for k, v in options.endpoints.items() if k != mode}
+        with self.networks.lock:
+            atts = {}
+            for ref, settings in wanted.items():
+                network = self.networks.find(ref)
+                atts[network.id] = _attachment(network, settings or {}, options.mac_address)
+            self.records.save_endpoints(config.id, atts)
+
+    def _networked_container(self, ref: str):
+        try:
+            return self.runtime.get(ref)
+        except ContainerNotFound:
+            raise ContainerNotFound(f"No such container: {ref}") from None
+
+    # -- start and end ----------------------------------------------------------------------
+
+    def join(self, config, run: str) -> Joined:
+        if config.network.startswith("container:"):
+            return self._share(config.network.partition(":")[2])
+        path = str(self.records.netns_path(config.id))
+        with self.networks.lock:
+            netns.remove(path)  # a namespace a crash left bound
+            netns.make(path)
+            try:
+                atts = self._plug_all(config.id, path, run)
+            except BaseException:
+                self._unplug_all(config.id, None)
+                netns.remove(path)
+                raise
+        return Joined(path, self._hosts(config, atts), self._resolv(config, atts))
+
+    def _plug_all(self, container_id: str, path: str, run: str) -> dict[str, Attachment]:
+        atts = self.of(container_id)
+        routed = False
+        for index, (network_id, att) in enumerate(list(atts.items())):
+            network = self.networks.find(network_id)
+            gateway = not routed and not network.internal
+            atts[network_id] = self._plug(network, att, path, f"eth{index}", gateway, run)
+            routed = routed or gateway
+            self.records.save_endpoints(container_id, atts)
+        return atts
+
+    def _plug(self, network: Network, att: Attachment, path: str, interface: str,
+              route: bool, run: str) -> Attachment:  # fmt: skip
+        subnet = network.subnets[0]
+        address = ipam.address(subnet, self._taken(network), att.ipv4)
+        mac = att.mac or _mac(address)
+        veth = "veth" + secrets.token_hex(4)[:7]
+        gateway = str(subnet.gateway) if route else ""
+        plug = commands.Plug(path, veth, network.bridge, interface,
+                             f"{address}/{subnet.subnet.prefixlen}", mac, gateway)  # fmt: skip
+        self.host.ip(commands.plug_outside(plug))
+        try:
+            self.host.ip_in(path, commands.plug_inside(plug, first=interface == "eth0"))
+        except BaseException:
+            self.host.ip(commands.unplug(veth))
+            raise
+        return replace(att, endpoint_id=secrets.token_hex(32), address=str(address),
+                       mac_address=mac, veth=veth, run=run)  # fmt: skip
+
+    def leave(self, container_id: str, run: str | None) -> None:
+        """Unplug the endpoints of run `run` (None: whatever run) and unbind the namespace."""
+        with self.networks.lock:
+            atts = self.of(container_id)
+            if not any(a.active and (run is None or a.run == run) for a in atts.values()):
+                return
+            self._unplug_all(container_id, run)
+            netns.remove(str(self.records.netns_path(container_id)))
+
+    def _unplug_all(self, container_id: str, run: str | None) -> None:
+        atts = self.of(container_id)
+        for network_id, att in atts.items():
+            if att.active and (run is None or att.run == run):
+                if self.host.link_exists(att.veth):
+                    self.host.ip(commands.unplug(att.veth))
+                atts[network_id] = att.ended()
+        self.records.save_endpoints(container_id, atts)
+
+    def forget(self, container_id: str) -> None:
+        with self.networks.lock:
+            self.leave(container_id, None)
+            self.records.save_endpoints(container_id, {})
+
+    def restore(self) -> None:
+        """After a restart: endpoints of containers no longer running are undone."""
+        for container_id in list(self.records.endpoints):
+            try:
+                running = self.runtime.get(container_id).state.running
+            except ContainerNotFound:
+                self.forget(container_id)
+                continue
+            if not running:
+                self.leave(container_id, None)
+
+    # -- connect and disconnect -------------------------------------------------------------
+
+    def connect(self, container, network: Network, settings: dict) -> None:
+        """Record the attachment; plug it in now if the container runs."""
+        mode = container.config.network
+        if mode in ("host", "none") or mode.startswith("container:"):
+            raise NetworkForbidden(
+                f"container cannot be connected to network {network.name}: it runs with "
+                f"--network {mode.partition(':')[0]}"
+            )
+        with self.networks.lock:
+            atts = self.of(container.id)
+            if network.id in atts:
+                raise NetworkForbidden(
+                    f"endpoint with name {container.name} already exists in network {network.name}"
+                )
+            att = _attachment(network, settings, "")
+            if container.state.running:
+                path = str(self.records.netns_path(container.id))
+                interface = f"eth{_next_interface(atts)}"
+                att = self._plug(network, att, path, interface, False, _run_of(atts))
+            self.records.save_endpoints(container.id, {**atts, network.id: att})
+
+    def disconnect(self, container, network: Network) -> None:
+        with self.networks.lock:
+            atts = self.of(container.id)
+            att = atts.pop(network.id, None)
+            if att is None:
+                raise NetworkForbidden(
+                    f"container {container.id} is not connected to network {network.name}"
+                )
+            if att.active and self.host.link_exists(att.veth):
+                self.host.ip(commands.unplug(att.veth))
+            self.records.save_endpoints(container.id, atts)
+            if not any(a.active for a in atts.values()) and att.active:
+                netns.remove(str(self.records.netns_path(container.id)))
+
+    # -- /etc files -------------------------------------------------------------------------
+
+    def _hosts(self, config, atts: dict[str, Attachment]) -> str:
+        options = config.create_options
+        try:
+            extra = etcfiles.extra_hosts(options.extra_hosts, self.host_gateway)
+        except ValueError as e:
+            raise InvalidSpec(str(e)) from None
+        first = next(iter(atts.values()), None)
+        return etcfiles.hosts(config.hostname, first.address if first else "", extra)
+
+    def _resolv(self, config, atts: dict[str, Attachment]) -> str:
+        options = config.create_options
+        embedded = any(self.networks.find(n).name != "bridge" for n in atts)
+        dns = etcfiles.DnsSettings(options.dns, options.dns_search, options.dns_options)
+        return etcfiles.resolv(embedded and not options.dns, dns)
+
+    def _share(self, ref: str) -> Joined:
+        """--network container:<ref>: its namespace and its /etc files."""
+        other = self._networked_container(ref)
+        if not other.state.running:
+            raise ContainerConflict(f"cannot join network of a non running container: {other.id}")
+        path = self.records.netns_path(other.id)
+        if not self.of(other.id):
+            path = f"/proc/{other.state.pid}/ns/net"
+        hosts = etcfiles.hosts(other.config.hostname, "", [])
+        atts = self.of(other.id)
+        if atts:
+            hosts = self._hosts(other.config, atts)
+        return Joined(str(path), hosts, self._resolv(other.config, atts))
+
+
+def _attachment(network: Network, settings: dict, mac: str) -> Attachment:
+    if network.driver != "bridge":
+        raise NetworkForbidden(
+            f"container cannot be connected to network {network.name} with other networks"
+        )
+    ipv4 = ((settings.get("IPAMConfig") or {}).get("IPv4Address")) or ""
+    if ipv4 and network.name == "bridge":
+        raise InvalidSpec("user specified IP address is supported on user defined networks only")
+    if ipv4:
+        ipam.address(network.subnets[0], set(), ipv4)  # in the subnet: refused now, not at start
+    aliases = tuple(settings.get("Aliases") or ())
+    return Attachment(network.id, aliases, ipv4, settings.get("MacAddress") or mac)
+
+
+def _next_interface(atts: dict[str, Attachment]) -> int:
+    return len([a for a in atts.values() if a.active])
+
+
+def _run_of(atts: dict[str, Attachment]) -> str:
+    return next((a.run for a in atts.values() if a.active), "")
+
+
+def _mac(address: ipam.Addr) -> str:
+    """02:42 and the IPv4 address, as dockerd made them (unique on the network)."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in address.packed)

@@ -1,0 +1,77 @@
+"""An agent in a network namespace of its own, for tests of container networking: the
+machines' network rule allows bridges, veths and rules only in namespaces a test made.
+
+The agent runs under `unshare --net --mount`: its bridges and rules are in that namespace
+and its netns mounts in that mount namespace, so all of it ends with the agent. Images are
+pulled first, from the host's namespace (the loopback registry is not reachable from the new
+one), into the data root the agent then serves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from agentserver import AgentServer, push_test_images
+
+UNSHARE = ("unshare", "--net", "--mount", "--propagation", "private", "--")
+
+
+@contextlib.contextmanager
+def netns_agent(workdir: Path, registry) -> Iterator[NetnsAgent]:
+    push_test_images(registry)
+    for image in ("busybox", "hello-world"):
+        subprocess.run(
+            ["vmctl-agent", "pull", "--data-root", str(workdir / "data"),
+             "--registry-mirror", registry.url, "-q", image],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    agent = NetnsAgent(workdir, registry)
+    try:
+        yield agent
+    finally:
+        agent.stop()
+
+
+class NetnsAgent(AgentServer):
+    def __init__(self, workdir: Path, registry) -> None:
+        super().__init__(workdir, registry, bridge=True, prefix=UNSHARE)
+        self.pid = self.process.pid
+
+    def inside(self, *argv: str) -> str:
+        """A command in the agent's network namespace (to look, never to change)."""
+        done = subprocess.run(
+            ["nsenter", f"--net=/proc/{self.pid}/ns/net", *argv],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return done.stdout
+
+    def links(self, kind: str) -> list[str]:
+        out = self.inside("ip", "-o", "link", "show", "type", kind)
+        return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+    def rules(self) -> list[str]:
+        """The rules in our chains (the jumps into them are not counted)."""
+        found = []
+        for table, chain in (("filter", "VMCTL-FORWARD"), ("nat", "VMCTL-POSTROUTING")):
+            out = self.inside("iptables", "-w", "-t", table, "-S", chain)
+            found += [r for r in out.splitlines() if r.startswith("-A")]
+        return found
+
+    def netns_mounts(self) -> list[str]:
+        with open(f"/proc/{self.pid}/mountinfo") as f:
+            return [line.split()[4] for line in f if "/network/netns/" in line]
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """Everything a container or user network can leave: all empty when none exist
+        (the default bridge, docker0, and its rules stay while the agent runs)."""
+        return {
+            "veths": self.links("veth"),
+            "bridges": [b for b in self.links("bridge") if b != "docker0"],
+            "rules": [r for r in self.rules() if "docker0" not in r and "172.17.0.0/16" not in r],
+            "netns": self.netns_mounts(),
+            "netns files": os.listdir(self.data_root / "network" / "netns"),
+        }

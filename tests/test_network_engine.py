@@ -1,0 +1,200 @@
+"""Container networking in the engine, with the real docker CLI, the agent in a network
+namespace the test made: the default bridge, user-defined networks, isolation, --internal,
+and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import docker
+import pytest
+from netkit import netns_agent
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory, registry):
+    with netns_agent(tmp_path_factory.mktemp("netagent"), registry) as server:
+        yield server
+
+
+@pytest.fixture
+def clean(agent):
+    """Each test ends with no container, no user network and nothing of theirs left."""
+    yield agent
+    for container in agent.docker("ps", "-aq").stdout.split():
+        agent.docker("rm", "-f", container)
+    agent.docker("network", "prune", "-f")
+    assert agent.leftovers() == {
+        "veths": [],
+        "bridges": [],
+        "rules": [],
+        "netns": [],
+        "netns files": [],
+    }
+
+
+def ok(result) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_default_bridge_gives_an_address_a_route_and_hosts(clean):
+    agent = clean
+    out = ok(agent.docker("run", "--rm", "--hostname", "web", "busybox", "sh", "-c",
+                          "ip -4 -o addr show eth0; ip route; cat /etc/hosts"))  # fmt: skip
+    assert "inet 172.17.0.2/16" in out
+    assert "default via 172.17.0.1 dev eth0" in out
+    assert out.rstrip().endswith("172.17.0.2\tweb")
+    assert agent.links("bridge") == ["docker0"]
+
+
+def _ip(agent, container: str, network: str) -> str:
+    fmt = '{{(index .NetworkSettings.Networks "' + network + '").IPAddress}}'
+    return ok(agent.docker("inspect", "-f", fmt, container)).strip()
+
+
+def test_user_networks_connect_within_and_isolate_between(clean):
+    agent = clean
+    ok(agent.docker("network", "create", "front"))
+    ok(agent.docker("network", "create", "back"))
+    for name, net in (("web1", "front"), ("web2", "front"), ("db1", "back")):
+        ok(agent.docker("run", "-d", "--name", name, "--network", net, "busybox", "sleep", "60"))
+    web1, db1 = _ip(agent, "web1", "front"), _ip(agent, "db1", "back")
+    assert web1 == "172.18.0.2" and db1 == "172.19.0.2"
+    ok(agent.docker("exec", "web2", "ping", "-c1", "-W5", web1))
+    assert agent.docker("exec", "db1", "ping", "-c1", "-W1", web1).returncode != 0
+    inspect = json.loads(ok(agent.docker("network", "inspect", "front")))[0]
+    names = sorted(c["Name"] for c in inspect["Containers"].values())
+    assert names == ["web1", "web2"]
+    assert inspect["IPAM"]["Config"] == [{"Subnet": "172.18.0.0/16", "Gateway": "172.18.0.1"}]
+    assert len(agent.links("veth")) == 3
+
+
+def test_internal_network_has_no_way_out(clean):
+    agent = clean
+    ok(agent.docker("network", "create", "--internal", "sealed"))
+    out = ok(agent.docker("run", "--rm", "--network", "sealed", "busybox", "ip", "route"))
+    assert "default" not in out and "172.18.0.0/16 dev eth0" in out
+    rules = agent.rules()
+    assert any(r.endswith("! -o br-" + rules[0].split("br-")[1][:12] + " -j DROP") for r in rules)
+    assert not any("172.18.0.0/16" in r and "MASQUERADE" in r for r in agent.rules())
+
+
+def test_removing_a_network_in_use_is_refused(clean):
+    agent = clean
+    ok(agent.docker("network", "create", "busy"))
+    ok(agent.docker("run", "-d", "--name", "holder", "--network", "busy", "busybox", "sleep", "60"))
+    rm = agent.docker("network", "rm", "busy")
+    assert rm.returncode == 1
+    assert "error while removing network: network busy id" in rm.stderr
+    assert "has active endpoints" in rm.stderr
+    ok(agent.docker("rm", "-f", "holder"))
+    ok(agent.docker("network", "rm", "busy"))
+    assert agent.links("bridge") == ["docker0"]
+
+
+def test_bad_networks_are_refused_in_dockers_words(clean):
+    agent = clean
+    cases = [
+        (["--subnet", "10.9.0.0/33", "n1"], "invalid subnet 10.9.0.0/33: invalid CIDR address"),
+        (["--subnet", "172.17.3.0/24", "n2"], "Pool overlaps with other one on this address space"),
+        (["--ipv6", "n4"], "EnableIPv6 is not supported yet"),
+        (["-d", "overlay", "n5"], 'plugin "overlay" not found'),
+        (["-o", "com.docker.network.bridge.name=x", "n6"], "network option"),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = agent.docker("network", "create", *args)
+        assert result.returncode == 1 and message in result.stderr, (args, result.stderr)
+    client = docker.DockerClient(base_url=agent.url)
+    ipam = docker.types.IPAMConfig(
+        pool_configs=[docker.types.IPAMPool(subnet="10.9.0.0/24", gateway="10.8.0.1")]
+    )
+    with pytest.raises(docker.errors.APIError) as e:
+        client.networks.create("n3", ipam=ipam)
+    assert e.value.status_code == 400
+    assert "invalid gateway 10.8.0.1: it should be within subnet 10.9.0.0/24" in str(e.value)
+    names = ok(agent.docker("network", "ls", "--format", "{{.Name}}")).split()
+    assert sorted(names) == ["bridge", "host", "none"]
+    ok(agent.docker("network", "create", "taken"))
+    again = agent.docker("network", "create", "taken")
+    assert "network with name taken already exists" in again.stderr
+    missing = agent.docker("run", "--rm", "--pull", "never", "--network", "nope", "busybox", "true")
+    assert "network nope not found" in missing.stderr
+    assert ok(agent.docker("ps", "-aq")) == ""
+    rm = agent.docker("network", "rm", "bridge")
+    assert "bridge is a pre-defined network and cannot be removed" in rm.stderr
+
+
+def test_static_address_mac_hosts_and_dns(clean):
+    agent = clean
+    ok(agent.docker("network", "create", "--subnet", "10.77.0.0/24", "fixed"))
+    out = ok(agent.docker(
+        "run", "--rm", "--network", "fixed", "--ip", "10.77.0.50", "--mac-address",
+        "02:00:00:00:00:42", "--add-host", "gw:host-gateway", "--add-host", "db:10.1.2.3",
+        "--dns", "9.9.9.9", "--dns-search", "corp.example", "--hostname", "box",
+        "busybox", "sh", "-c", "ip -o addr show eth0; ip link show eth0; cat /etc/hosts "
+        "/etc/resolv.conf",
+    ))  # fmt: skip
+    assert "inet 10.77.0.50/24" in out and "02:00:00:00:00:42" in out
+    assert "172.17.0.1\tgw\n10.1.2.3\tdb\n10.77.0.50\tbox\n" in out
+    assert "nameserver 9.9.9.9\nsearch corp.example\n" in out
+    bad = agent.docker("run", "--rm", "--network", "fixed", "--ip", "10.78.0.5", "busybox", "true")
+    assert "no configured subnet or ip-range contain the IP address 10.78.0.5" in bad.stderr
+    ok(
+        agent.docker("rm", "-f", *agent.docker("ps", "-aq").stdout.split())
+        if agent.docker("ps", "-aq").stdout.split()
+        else agent.docker("ps")
+    )
+
+
+def test_user_network_resolv_conf_points_at_the_embedded_resolver(clean):
+    agent = clean
+    ok(agent.docker("network", "create", "named"))
+    out = ok(
+        agent.docker("run", "--rm", "--network", "named", "busybox", "cat", "/etc/resolv.conf")
+    )
+    assert out.startswith("nameserver 127.0.0.11\n") and "options ndots:0" in out
+
+
+def test_connect_and_disconnect_a_running_container(clean):
+    agent = clean
+    ok(agent.docker("network", "create", "extra"))
+    ok(agent.docker("run", "-d", "--name", "roamer", "busybox", "sleep", "60"))
+    ok(agent.docker("network", "connect", "--alias", "wanderer", "extra", "roamer"))
+    out = ok(agent.docker("exec", "roamer", "ip", "-o", "-4", "addr"))
+    assert "eth0" in out and "inet 172.18.0.2/16" in out
+    again = agent.docker("network", "connect", "extra", "roamer")
+    assert "endpoint with name roamer already exists in network extra" in again.stderr
+    fmt = "{{json .NetworkSettings.Networks.extra.Aliases}}"
+    assert json.loads(ok(agent.docker("inspect", "-f", fmt, "roamer"))) == ["wanderer"]
+    ok(agent.docker("network", "disconnect", "extra", "roamer"))
+    assert "172.18.0.2" not in ok(agent.docker("exec", "roamer", "ip", "-o", "-4", "addr"))
+    assert len(agent.links("veth")) == 1
+
+
+def test_sharing_another_containers_network(clean):
+    agent = clean
+    ok(agent.docker("run", "-d", "--name", "owner", "busybox", "sleep", "60"))
+    out = ok(agent.docker("run", "--rm", "--network", "container:owner", "busybox",
+                          "ip", "-o", "-4", "addr", "show", "eth0"))  # fmt: skip
+    assert "172.17.0.2/16" in out
+    ok(agent.docker("create", "--name", "sleeper", "busybox", "true"))
+    ok(agent.docker("create", "--name", "joiner", "--network", "container:sleeper", "busybox",
+                    "true"))  # fmt: skip
+    start = agent.docker("start", "joiner")
+    assert "cannot join network of a non running container" in start.stderr
+    conflict = agent.docker("run", "--rm", "--network", "container:owner", "--hostname", "x",
+                            "busybox", "true")  # fmt: skip
+    assert "conflicting options: hostname and the network mode" in conflict.stderr
+
+
+def test_host_and_none_networks(clean):
+    agent = clean
+    none = ok(agent.docker("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link"))
+    assert "eth0" not in none and "lo" in none
+    host = ok(agent.docker("run", "--rm", "--network", "host", "busybox", "ip", "-o", "link"))
+    assert "docker0" in host
+    assert agent.links("veth") == []

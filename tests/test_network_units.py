@@ -1,0 +1,119 @@
+"""The network room's pure parts: IPAM, the commands for bridges, veths and rules, and the
+/etc files, as Docker makes them."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import pytest
+from vmctl_agent.network import commands, etcfiles, ipam
+
+Net = ipaddress.IPv4Network
+
+
+def test_pools_skip_the_default_bridge_and_what_is_taken():
+    assert ipam.from_pools([]).subnet == Net("172.18.0.0/16")
+    first = ipam.from_pools([Net("172.17.0.0/16"), Net("172.18.0.0/16")])
+    assert (str(first.subnet), str(first.gateway)) == ("172.19.0.0/16", "172.19.0.1")
+    taken = [Net(f"172.{n}.0.0/16") for n in range(17, 32)]
+    assert ipam.from_pools(taken).subnet == Net("192.168.0.0/20")
+
+
+def test_an_exhausted_pool_says_so():
+    everything = [Net("172.16.0.0/12"), Net("192.168.0.0/16")]
+    with pytest.raises(ipam.PoolExhausted, match="could not find an available, non-overlapping"):
+        ipam.from_pools(everything)
+
+
+def test_requested_subnets_are_checked_in_dockers_words():
+    got = ipam.requested({"Subnet": "10.5.0.0/24", "IPRange": "10.5.0.128/25"}, [])
+    assert (str(got.gateway), str(got.ip_range)) == ("10.5.0.1", "10.5.0.128/25")
+    cases = {
+        "invalid subnet 10.5.0.0/33: invalid CIDR address: 10.5.0.0/33": {"Subnet": "10.5.0.0/33"},
+        "invalid subnet 10.5.0.1/24: it should be 10.5.0.0/24": {"Subnet": "10.5.0.1/24"},
+        "invalid gateway 10.6.0.1: it should be within subnet 10.5.0.0/24": {
+            "Subnet": "10.5.0.0/24",
+            "Gateway": "10.6.0.1",
+        },
+        "invalid ip-range 10.6.0.0/25: it should be within subnet 10.5.0.0/24": {
+            "Subnet": "10.5.0.0/24",
+            "IPRange": "10.6.0.0/25",
+        },
+    }
+    for message, config in cases.items():
+        with pytest.raises(ipam.InvalidNetworkConfig) as e:
+            ipam.requested(config, [])
+        assert message in str(e.value)
+    with pytest.raises(ipam.PoolOverlap, match="Pool overlaps with other one"):
+        ipam.requested({"Subnet": "172.17.5.0/24"}, [Net("172.17.0.0/16")])
+
+
+def test_addresses_follow_the_gateway_and_skip_the_taken():
+    subnet = ipam.Subnet(Net("10.5.0.0/29"), ipaddress.IPv4Address("10.5.0.1"))
+    taken = {ipaddress.IPv4Address("10.5.0.2")}
+    assert str(ipam.address(subnet, taken)) == "10.5.0.3"
+    assert str(ipam.address(subnet, taken, "10.5.0.6")) == "10.5.0.6"
+    with pytest.raises(ipam.PoolExhausted, match=re.escape("Address already in use: 10.5.0.2")):
+        ipam.address(subnet, taken, "10.5.0.2")
+    with pytest.raises(ipam.InvalidNetworkConfig, match="no configured subnet or ip-range"):
+        ipam.address(subnet, taken, "10.9.0.2")
+    full = {ipaddress.IPv4Address(f"10.5.0.{n}") for n in range(2, 7)}
+    with pytest.raises(ipam.PoolExhausted, match="no available IPv4 addresses"):
+        ipam.address(subnet, full)
+
+
+def test_bridge_and_veth_batches():
+    assert commands.bridge_up("br-1", ["10.5.0.1/24"], exists=False) == (
+        "link add name br-1 type bridge\naddr replace 10.5.0.1/24 dev br-1\nlink set br-1 up\n"
+    )
+    assert commands.bridge_up("br-1", ["10.5.0.1/24"], exists=True).startswith("addr replace")
+    plug = commands.Plug("/ns/c", "veth1234567", "br-1", "eth0", "10.5.0.2/24", "02:42:0a:05:00:02",
+                         "10.5.0.1")  # fmt: skip
+    assert commands.plug_outside(plug) == (
+        "link add veth1234567 type veth peer name eth0 address 02:42:0a:05:00:02 netns /ns/c\n"
+        "link set veth1234567 master br-1 up\n"
+    )
+    assert commands.plug_inside(plug, first=True) == (
+        "link set lo up\naddr add 10.5.0.2/24 dev eth0\nlink set eth0 up\n"
+        "route add default via 10.5.0.1\n"
+    )
+
+
+def test_firewall_isolates_networks_and_keeps_internal_ones_in():
+    rules = commands.firewall(
+        [commands.BridgeState("docker0", ("172.17.0.0/16",)),
+         commands.BridgeState("br-2", ("172.18.0.0/16",), internal=True)]
+    )  # fmt: skip
+    assert rules == (
+        "*filter\n:VMCTL-FORWARD - [0:0]\n"
+        "-A VMCTL-FORWARD -i docker0 -o br-2 -j DROP\n"
+        "-A VMCTL-FORWARD -i br-2 -o docker0 -j DROP\n"
+        "-A VMCTL-FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+        "-A VMCTL-FORWARD -i docker0 -j ACCEPT\n"
+        "-A VMCTL-FORWARD -i br-2 ! -o br-2 -j DROP\n"
+        "-A VMCTL-FORWARD ! -i br-2 -o br-2 -j DROP\n"
+        "COMMIT\n"
+        "*nat\n:VMCTL-POSTROUTING - [0:0]\n"
+        "-A VMCTL-POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n"
+        "COMMIT\n"
+    )
+    assert commands.firewall([]) == (
+        "*filter\n:VMCTL-FORWARD - [0:0]\nCOMMIT\n*nat\n:VMCTL-POSTROUTING - [0:0]\nCOMMIT\n"
+    )
+
+
+def test_hosts_end_with_extra_hosts_then_the_container():
+    extra = etcfiles.extra_hosts(["db:10.0.0.5", "host.docker.internal:host-gateway"], "172.17.0.1")
+    text = etcfiles.hosts("web", "172.18.0.2", extra)
+    assert text.startswith("127.0.0.1\tlocalhost\n")
+    assert text.endswith("10.0.0.5\tdb\n172.17.0.1\thost.docker.internal\n172.18.0.2\tweb\n")
+    with pytest.raises(ValueError, match="invalid IP address in add-host"):
+        etcfiles.extra_hosts(["nohost"], "172.17.0.1")
+
+
+def test_resolv_conf_embedded_and_overrides():
+    embedded = etcfiles.resolv(True, etcfiles.DnsSettings())
+    assert embedded.startswith("nameserver 127.0.0.11\n") and "ndots:0" in embedded
+    given = etcfiles.resolv(False, etcfiles.DnsSettings(("9.9.9.9",), ("corp",), ("rotate",)))
+    assert given == "nameserver 9.9.9.9\nsearch corp\noptions rotate\n"
