@@ -71,8 +71,12 @@ class AgentServer:
             registry.url,
             *(() if bridge else ("--bridge", "none")),
         ]
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        self.cmd = cmd
+        self._launch()
+
+    def _launch(self) -> None:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
     @property

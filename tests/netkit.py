@@ -1,8 +1,10 @@
 """An agent in a network namespace of its own, for tests of container networking: the
 machines' network rule allows bridges, veths and rules only in namespaces a test made.
 
-The agent runs under `unshare --net --mount`: its bridges and rules are in that namespace
-and its netns mounts in that mount namespace, so all of it ends with the agent. Images are
+A holder process (`unshare --net --mount ... sleep`) keeps a network and a mount namespace;
+the agent runs in them through nsenter, so it can be killed and started again in the same
+ones (as in a VM). Its bridges and rules are in that namespace and its netns mounts in that
+mount namespace, so all of it ends with the holder. Images are
 pulled first, from the host's namespace (the loopback registry is not reachable from the new
 one), into the data root the agent then serves.
 """
@@ -12,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from agentserver import AgentServer, push_test_images
 
-UNSHARE = ("unshare", "--net", "--mount", "--propagation", "private", "--")
+HOLDER = ("unshare", "--net", "--mount", "--propagation", "private", "--", "sleep", "infinity")
 
 
 @contextlib.contextmanager
@@ -29,17 +32,41 @@ def netns_agent(workdir: Path, registry) -> Iterator[NetnsAgent]:
              "--registry-mirror", registry.url, "-q", image],
             check=True, capture_output=True,
         )  # fmt: skip
-    agent = NetnsAgent(workdir, registry)
+    holder = subprocess.Popen(HOLDER)
     try:
-        yield agent
+        _wait_unshared(holder.pid)
+        agent = NetnsAgent(workdir, registry, holder.pid)
+        try:
+            yield agent
+        finally:
+            agent.stop()
     finally:
-        agent.stop()
+        holder.kill()
+        holder.wait()
+
+
+def _wait_unshared(pid: int) -> None:
+    """Until the holder is in its new namespaces (it execs sleep after unsharing)."""
+    while os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net") or not (
+        os.readlink(f"/proc/{pid}/exe").endswith("sleep")
+    ):
+        time.sleep(0.01)
 
 
 class NetnsAgent(AgentServer):
-    def __init__(self, workdir: Path, registry) -> None:
-        super().__init__(workdir, registry, bridge=True, prefix=UNSHARE)
-        self.pid = self.process.pid
+    def __init__(self, workdir: Path, registry, holder: int) -> None:
+        prefix = ("nsenter", f"--target={holder}", "--net", "--mount", "--")
+        super().__init__(workdir, registry, bridge=True, prefix=prefix)
+        self.pid = holder
+
+    def kill_and_restart_with(self, meanwhile) -> None:
+        """SIGKILL, `meanwhile()`, then a new agent on the same data root in the same
+        namespaces."""
+        self.process.kill()
+        self.process.wait()
+        meanwhile()
+        self.socket.unlink(missing_ok=True)
+        self._launch()
 
     def inside(self, *argv: str) -> str:
         """A command in the agent's network namespace (to look, never to change)."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 
 import docker
 import pytest
@@ -198,3 +200,27 @@ def test_host_and_none_networks(clean):
     host = ok(agent.docker("run", "--rm", "--network", "host", "busybox", "ip", "-o", "link"))
     assert "docker0" in host
     assert agent.links("veth") == []
+
+
+def test_networks_and_endpoints_survive_the_agent_being_killed(clean):
+    agent = clean
+    ok(agent.docker("network", "create", "durable"))
+    for name in ("stays", "ends"):
+        ok(agent.docker("run", "-d", "--name", name, "--network", "durable", "busybox", "sleep",
+                        "600"))  # fmt: skip
+    pid = int(ok(agent.docker("inspect", "-f", "{{.State.Pid}}", "ends")))
+    agent.kill_and_restart_with(lambda: _kill_and_wait(pid))  # "ends" ends while it is down
+    names = ok(agent.docker("network", "ls", "--format", "{{.Name}}")).split()
+    assert "durable" in names
+    inspect = json.loads(ok(agent.docker("network", "inspect", "durable")))[0]
+    assert [c["Name"] for c in inspect["Containers"].values()] == ["stays"]
+    assert len(agent.links("veth")) == 1
+    out = ok(agent.docker("run", "--rm", "--network", "durable", "busybox", "sh", "-c",
+                          "ip -o -4 addr show eth0; ping -c1 -W5 172.18.0.2"))  # fmt: skip
+    assert "inet 172.18.0.3/16" in out  # the address "ends" had is free again
+
+
+def _kill_and_wait(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    while os.path.exists(f"/proc/{pid}"):  # until its shim has reaped it
+        time.sleep(0.01)
