@@ -224,3 +224,29 @@ def _kill_and_wait(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
     while os.path.exists(f"/proc/{pid}"):  # until its shim has reaped it
         time.sleep(0.01)
+
+
+def test_names_resolve_on_user_networks_only_within_the_network(clean):
+    agent = clean
+    ok(agent.docker("network", "create", "app"))
+    ok(agent.docker("network", "create", "other"))
+    ok(agent.docker("run", "-d", "--name", "api1", "--network", "app", "--network-alias",
+                    "backend", "busybox", "sleep", "60"))  # fmt: skip
+    ok(agent.docker("run", "-d", "--name", "stranger", "--network", "other", "busybox", "sleep",
+                    "60"))  # fmt: skip
+    short = ok(agent.docker("inspect", "-f", "{{.Id}}", "api1"))[:12]
+    for name in ("api1", "backend", short, "API1"):
+        out = ok(agent.docker("run", "--rm", "--network", "app", "busybox", "nslookup", name))
+        assert "Address: 172.18.0.2" in out, (name, out)
+    ok(agent.docker("run", "--rm", "--network", "app", "busybox", "ping", "-c1", "-W5", "backend"))
+    hidden = agent.docker("run", "--rm", "--network", "app", "busybox", "nslookup", "stranger")
+    assert hidden.returncode != 0 and "172.19.0.2" not in hidden.stdout
+    fmt = "{{json .NetworkSettings.Networks.app.DNSNames}}"
+    assert json.loads(ok(agent.docker("inspect", "-f", fmt, "api1"))) == ["api1", "backend", short]
+
+
+def test_the_default_bridge_has_no_name_resolution(clean):
+    agent = clean
+    ok(agent.docker("run", "-d", "--name", "plain", "busybox", "sleep", "60"))
+    out = ok(agent.docker("run", "--rm", "busybox", "cat", "/etc/resolv.conf"))
+    assert "127.0.0.11" not in out

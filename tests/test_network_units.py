@@ -7,7 +7,7 @@ import ipaddress
 import re
 
 import pytest
-from vmctl_agent.network import commands, etcfiles, ipam
+from vmctl_agent.network import commands, dnswire, etcfiles, ipam
 
 Net = ipaddress.IPv4Network
 
@@ -117,3 +117,27 @@ def test_resolv_conf_embedded_and_overrides():
     assert embedded.startswith("nameserver 127.0.0.11\n") and "ndots:0" in embedded
     given = etcfiles.resolv(False, etcfiles.DnsSettings(("9.9.9.9",), ("corp",), ("rotate",)))
     assert given == "nameserver 9.9.9.9\nsearch corp\noptions rotate\n"
+
+
+def _query(name: str, qtype: int = 1) -> bytes:
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split("."))
+    return (
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+        + labels
+        + b"\x00"
+        + bytes([0, qtype, 0, 1])
+    )
+
+
+def test_dns_queries_are_read_and_answered():
+    query = dnswire.parse_query(_query("Web.Example"))
+    assert (query.id, query.name, query.qtype) == (0x1234, "web.example", 1)
+    reply = dnswire.answer(query, ["172.18.0.2"])
+    assert reply[:4] == b"\x12\x34\x85\x80"  # QR AA RD RA, NOERROR
+    assert reply[6:8] == b"\x00\x01"  # one answer
+    assert reply.endswith(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x02\x58\x00\x04\xac\x12\x00\x02")
+    aaaa = dnswire.answer(dnswire.parse_query(_query("web", qtype=28)), ["172.18.0.2"])
+    assert aaaa[6:8] == b"\x00\x00"  # a known name without IPv6: no records, no error
+    assert dnswire.failure(_query("x"), dnswire.SERVFAIL)[3] & 0x0F == dnswire.SERVFAIL
+    with pytest.raises(dnswire.BadMessage):
+        dnswire.parse_query(b"\x00\x01")

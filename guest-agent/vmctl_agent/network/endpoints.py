@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import replace
 
-from vmctl_agent.network import commands, etcfiles, ipam
+from vmctl_agent.network import commands, dns, etcfiles, ipam
 from vmctl_agent.network.networks import NetworkForbidden, Networks
 from vmctl_agent.network.records import Attachment, Network
 from vmctl_agent.runtime import netns
@@ -28,6 +28,8 @@ class Endpoints(netns.Networking):
         self.host = networks.host
         self.runtime = runtime
         self.host_gateway = host_gateway or str(ipam.default_bridge().gateway)
+        self.names: dict[str, str] = {}  # container id → name, for the resolver
+        self.resolver = dns.Resolver(self.lookup, etcfiles.upstream_servers)
         networks.active_on = self.active_on
         runtime.networking = self
 
@@ -84,11 +86,23 @@ class Endpoints(netns.Networking):
             netns.make(path)
             try:
                 atts = self._plug_all(config.id, path, run)
+                self.names[config.id] = config.name
+                self._serve_dns(config.id, atts)
             except BaseException:
+                self.resolver.stop(config.id)
                 self._unplug_all(config.id, None)
                 netns.remove(path)
                 raise
         return Joined(path, self._hosts(config, atts), self._resolv(config, atts))
+
+    def _serve_dns(self, container_id: str, atts: dict[str, Attachment]) -> None:
+        """The embedded resolver, for a container on a user-defined network."""
+        if any(a.active and self._user_defined(n) for n, a in atts.items()):
+            self.resolver.serve(container_id, str(self.records.netns_path(container_id)))
+
+    def _user_defined(self, network_id: str) -> bool:
+        network = self.records.networks.get(network_id)
+        return network is not None and network.name != "bridge"
 
     def _plug_all(self, container_id: str, path: str, run: str) -> dict[str, Attachment]:
         atts = self.of(container_id)
@@ -125,6 +139,7 @@ class Endpoints(netns.Networking):
             atts = self.of(container_id)
             if not any(a.active and (run is None or a.run == run) for a in atts.values()):
                 return
+            self.resolver.stop(container_id)
             self._unplug_all(container_id, run)
             netns.remove(str(self.records.netns_path(container_id)))
 
@@ -152,6 +167,9 @@ class Endpoints(netns.Networking):
                 continue
             if not running:
                 self.leave(container_id, None)
+            else:
+                self.names[container_id] = self.runtime.get(container_id).name
+                self._serve_dns(container_id, self.of(container_id))
 
     # -- connect and disconnect -------------------------------------------------------------
 
@@ -175,6 +193,8 @@ class Endpoints(netns.Networking):
                 interface = f"eth{_next_interface(atts)}"
                 att = self._plug(network, att, path, interface, False, _run_of(atts))
             self.records.save_endpoints(container.id, {**atts, network.id: att})
+            if att.active and container.id not in self.resolver.serving():
+                self._serve_dns(container.id, self.of(container.id))
 
     def disconnect(self, container, network: Network) -> None:
         with self.networks.lock:
@@ -189,6 +209,24 @@ class Endpoints(netns.Networking):
             self.records.save_endpoints(container.id, atts)
             if not any(a.active for a in atts.values()) and att.active:
                 netns.remove(str(self.records.netns_path(container.id)))
+
+    # -- names ------------------------------------------------------------------------------
+
+    def lookup(self, asker: str, name: str) -> list[str] | None:
+        """Addresses of `name` on the asker's user-defined networks; None if it is none of
+        their containers (the resolver forwards it)."""
+        mine = {n for n, a in self.of(asker).items() if a.active and self._user_defined(n)}
+        found = []
+        for container_id, atts in list(self.records.endpoints.items()):
+            for network_id in mine & atts.keys():
+                att = atts[network_id]
+                if att.active and name in self._names_of(container_id, att):
+                    found.append(att.address)
+        return found or None
+
+    def _names_of(self, container_id: str, att: Attachment) -> set[str]:
+        names = {self.names.get(container_id, ""), container_id[:12], *att.aliases}
+        return {n.lower() for n in names if n}
 
     # -- /etc files -------------------------------------------------------------------------
 

@@ -63,8 +63,13 @@ def _parse(text: str) -> DnsSettings:
 
 
 def upstream_servers() -> tuple[str, ...]:
-    """Where the embedded resolver forwards what it does not know: the VM's servers."""
-    return _parse(resolv_conf(False)).servers
+    """Where the embedded resolver forwards what it does not know: the VM's servers, its
+    loopback ones too (the resolver runs in the VM's namespace)."""
+    try:
+        with open("/etc/resolv.conf") as f:
+            return _parse(f.read()).servers
+    except OSError:
+        return ()
 
 
 def extra_hosts(entries: Sequence[str], host_gateway: str) -> list[tuple[str, str]]:
