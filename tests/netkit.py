@@ -14,13 +14,17 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from agentserver import AgentServer, push_test_images
 
-HOLDER = ("unshare", "--net", "--mount", "--propagation", "private", "--", "sleep", "infinity")
+HOLDER = (  # loopback up, as in the VM
+    "unshare", "--net", "--mount", "--propagation", "private", "--",
+    "sh", "-c", "ip link set lo up && exec sleep infinity",
+)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -102,3 +106,29 @@ class NetnsAgent(AgentServer):
             "netns": self.netns_mounts(),
             "netns files": os.listdir(self.data_root / "network" / "netns"),
         }
+
+
+def in_netns(pid: int, fn, *args):
+    """`fn(*args)` in a thread that entered `pid`'s network namespace (a client of the
+    namespace's own addresses: its sockets stay there)."""
+    from vmctl_agent import syscalls as sc
+
+    result: list = []
+
+    def run() -> None:
+        try:
+            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+            try:
+                sc.setns(fd, sc.CLONE_NEWNET)
+            finally:
+                os.close(fd)
+            result.append(fn(*args))
+        except BaseException as e:
+            result.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]

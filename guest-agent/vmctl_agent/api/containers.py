@@ -44,7 +44,8 @@ def _options(engine, body: dict, name: str) -> tuple[CreateOptions, list[str]]:
     network = networking.create_options(engine, body, host)
     warnings = []
     if any(host.get("PortBindings") or {}) or host.get("PublishAllPorts"):
-        warnings.append(networking.ports_warning(network["network"]))
+        warning = networking.ports_warning(network["network"])
+        warnings += [warning] if warning else []
     security = host.get("SecurityOpt") or []
     options = CreateOptions(
         image=body["Image"],

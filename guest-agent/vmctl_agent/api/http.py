@@ -286,7 +286,7 @@ def _vtuple(version: str) -> tuple[int, ...]:
 _NOT_FOUND = ("ImageNotFound", "ContainerNotFound", "ManifestUnknown", "ExecNotFound",
               "NetworkNotFound")  # fmt: skip
 _BAD_REQUEST = ("InvalidReference", "InvalidSpec", "ImpossibleLimit", "PlatformNotFound",
-                "InvalidNetworkConfig")  # fmt: skip
+                "InvalidNetworkConfig", "InvalidPort")  # fmt: skip
 
 
 def status_of(error: Exception) -> int:

@@ -14,6 +14,7 @@ import json
 import threading
 import time
 
+from vmctl_agent.api import networking
 from vmctl_agent.api.http import ApiError, Response, parse_filters
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.index import Container
@@ -68,6 +69,8 @@ def _build(engine, request, now: float) -> tuple[bytes, float]:
     for c in found:
         if _matches(c, filters):
             row, holds = _row(c, now)
+            row["Ports"] = networking.list_ports(engine, c)
+            row["NetworkSettings"] = {"Networks": networking.list_networks(engine, c)}
             rows.append(row)
             valid_for = min(valid_for, holds)
     limit = request.int_arg("limit", -1)

@@ -5,6 +5,7 @@ NetworkingConfig, ExtraHosts, Dns*, MacAddress) read into options, and NetworkSe
 from __future__ import annotations
 
 from vmctl_agent.api.http import ApiError
+from vmctl_agent.network import ports
 from vmctl_agent.network.records import Attachment
 
 _CONFLICTS = (  # with --network container:<x>, as dockerd words them
@@ -38,7 +39,39 @@ def create_options(engine, body: dict, host: dict) -> dict:
         "dns_options": tuple(host.get("DnsOptions") or ()),
     }
     _check_mode(mode, body, host, options)
+    options |= _ports(engine, body, host, mode)
     return options
+
+
+def _ports(engine, body: dict, host: dict, mode: str) -> dict:
+    """-p and -P: checked (400) whatever the mode; kept only where they are honoured."""
+    image = engine.images.get(body["Image"]).config.get("config") or {}
+    exposed = {**(image.get("ExposedPorts") or {}), **(body.get("ExposedPorts") or {})}
+    bindings = host.get("PortBindings") or {}
+    publish_all = bool(host.get("PublishAllPorts"))
+    ports.requested(bindings, publish_all, exposed)
+    if mode in ("host", "none"):
+        bindings, publish_all = {}, False
+    return {
+        "port_bindings": bindings,
+        "publish_all": publish_all,
+        "exposed_ports": tuple(sorted(exposed)),
+    }
+
+
+def published(engine, container) -> list[ports.Binding]:
+    return engine.endpoints.published(container.id) if container.state.running else []
+
+
+def list_ports(engine, container) -> list[dict]:
+    """`docker ps`'s Ports."""
+    exposed = container.config.create_options.exposed_ports
+    return ports.list_ports(published(engine, container), exposed)
+
+
+def list_networks(engine, container) -> dict:
+    """`docker ps`'s NetworkSettings.Networks."""
+    return settings(engine, container)["Networks"]
 
 
 def ports_warning(mode: str) -> str:
@@ -49,12 +82,16 @@ def ports_warning(mode: str) -> str:
             "Published ports are discarded: this engine has no bridge network yet, "
             "so the container runs with --network none"
         )
-    return "Published ports are discarded: this engine does not publish ports yet"
+    return ""
 
 
 def _check_mode(mode: str, body: dict, host: dict, options: dict) -> None:
     if mode.startswith("container:"):
         given = {**body, **host}
+        if any(host.get("PortBindings") or {}) or host.get("PublishAllPorts"):
+            raise ApiError(
+                400, "conflicting options: port publishing and the container type network mode"
+            )
         for field, words in _CONFLICTS:
             if given.get(field):
                 raise ApiError(400, f"conflicting options: {words} and the network mode")
@@ -87,7 +124,9 @@ def settings(engine, container) -> dict:
         "Bridge": "",
         "SandboxID": container.id if atts and container.state.running else "",
         "SandboxKey": _sandbox_key(engine, container, atts),
-        "Ports": {},
+        "Ports": ports.inspect_ports(
+            published(engine, container), container.config.create_options.exposed_ports
+        ),
         "IPAddress": first.get("IPAddress", ""),
         "IPPrefixLen": first.get("IPPrefixLen", 0),
         "Gateway": first.get("Gateway", ""),

@@ -10,10 +10,13 @@ has a way out.
 from __future__ import annotations
 
 import secrets
+import sys
 from dataclasses import replace
 
-from vmctl_agent.network import commands, dns, etcfiles, ipam
+from vmctl_agent.errors import AgentError
+from vmctl_agent.network import commands, dns, etcfiles, ipam, ports
 from vmctl_agent.network.networks import NetworkForbidden, Networks
+from vmctl_agent.network.proxy import Proxy
 from vmctl_agent.network.records import Attachment, Network
 from vmctl_agent.runtime import netns
 from vmctl_agent.runtime.index import ContainerConflict, ContainerNotFound
@@ -30,6 +33,7 @@ class Endpoints(netns.Networking):
         self.host_gateway = host_gateway or str(ipam.default_bridge().gateway)
         self.names: dict[str, str] = {}  # container id → name, for the resolver
         self.resolver = dns.Resolver(self.lookup, etcfiles.upstream_servers)
+        self.proxy = Proxy()
         networks.active_on = self.active_on
         runtime.networking = self
 
@@ -88,12 +92,26 @@ class Endpoints(netns.Networking):
                 atts = self._plug_all(config.id, path, run)
                 self.names[config.id] = config.name
                 self._serve_dns(config.id, atts)
+                self._publish(config.id, atts, _requested_ports(config))
             except BaseException:
+                self.proxy.unpublish(config.id)
+                self.records.save_ports(config.id, [])
                 self.resolver.stop(config.id)
                 self._unplug_all(config.id, None)
                 netns.remove(path)
                 raise
         return Joined(path, self._hosts(config, atts), self._resolv(config, atts))
+
+    def _publish(self, container_id: str, atts: dict[str, Attachment], wanted) -> None:
+        """Published ports, carried to the container's address on its first network."""
+        target = next((a.address for a in atts.values() if a.active), "")
+        if not wanted or not target:
+            return
+        bound = self.proxy.publish(container_id, target, wanted)
+        self.records.save_ports(container_id, [b.to_json() for b in bound])
+
+    def published(self, container_id: str) -> list[ports.Binding]:
+        return [ports.Binding(**b) for b in self.records.ports.get(container_id, [])]
 
     def _serve_dns(self, container_id: str, atts: dict[str, Attachment]) -> None:
         """The embedded resolver, for a container on a user-defined network."""
@@ -140,6 +158,8 @@ class Endpoints(netns.Networking):
             if not any(a.active and (run is None or a.run == run) for a in atts.values()):
                 return
             self.resolver.stop(container_id)
+            self.proxy.unpublish(container_id)
+            self.records.save_ports(container_id, [])
             self._unplug_all(container_id, run)
             netns.remove(str(self.records.netns_path(container_id)))
 
@@ -167,9 +187,21 @@ class Endpoints(netns.Networking):
                 continue
             if not running:
                 self.leave(container_id, None)
-            else:
-                self.names[container_id] = self.runtime.get(container_id).name
-                self._serve_dns(container_id, self.of(container_id))
+                continue
+            try:
+                self._rejoin(container_id)
+            except (AgentError, OSError) as e:  # a port taken meanwhile: say so, serve on
+                print(f"vmctl-agent: container {container_id[:12]}: {e}", file=sys.stderr)
+
+    def _rejoin(self, container_id: str) -> None:
+        """A container that kept running while the agent was away: its resolver socket and
+        its listeners died with the old agent; made again, on the same host ports."""
+        self.names[container_id] = self.runtime.get(container_id).name
+        atts = self.of(container_id)
+        self._serve_dns(container_id, atts)
+        bound = self.published(container_id)
+        self.records.save_ports(container_id, [])
+        self._publish(container_id, atts, bound)
 
     # -- connect and disconnect -------------------------------------------------------------
 
@@ -258,6 +290,11 @@ class Endpoints(netns.Networking):
         if atts:
             hosts = self._hosts(other.config, atts)
         return Joined(str(path), hosts, self._resolv(other.config, atts))
+
+
+def _requested_ports(config) -> list[ports.Binding]:
+    options = config.create_options
+    return ports.requested(options.port_bindings, options.publish_all, options.exposed_ports)
 
 
 def _attachment(network: Network, settings: dict, mac: str) -> Attachment:

@@ -5,6 +5,7 @@ killed and the VM rebooting (the bridges and rules are made again from them at s
     <data-root>/network/endpoints/<cid>.json   a container's attachments, by network id;
                                                 address, MAC and veth while it runs
     <data-root>/network/netns/<cid>            a running container's network namespace
+    <data-root>/network/ports/<cid>.json       a running container's published ports
 
 The agent is the only writer; everything is read once at start and kept in memory.
 """
@@ -74,10 +75,11 @@ class Records:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        for sub in ("networks", "endpoints", "netns"):
+        for sub in ("networks", "endpoints", "netns", "ports"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         self.networks = {n.id: n for n in self._read_networks()}
         self.endpoints = dict(self._read_endpoints())
+        self.ports = {p.stem: atomic.read_json(p) for p in (root / "ports").glob("*.json")}
 
     def _read_networks(self):
         for path in (self.root / "networks").glob("*.json"):
@@ -108,3 +110,13 @@ class Records:
 
     def netns_path(self, container_id: str) -> Path:
         return self.root / "netns" / container_id
+
+    def save_ports(self, container_id: str, bound: list[dict]) -> None:
+        """What a running container has bound (host ports chosen by the kernel included)."""
+        path = self.root / "ports" / f"{container_id}.json"
+        if not bound:
+            path.unlink(missing_ok=True)
+            self.ports.pop(container_id, None)
+            return
+        atomic.write_json(path, bound)
+        self.ports[container_id] = bound

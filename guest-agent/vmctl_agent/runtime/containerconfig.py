@@ -155,6 +155,7 @@ class ContainerConfig:
                 "Tty": options.tty,
                 "OpenStdin": options.open_stdin,
                 "StdinOnce": options.stdin_once,
+                "ExposedPorts": {p: {} for p in options.exposed_ports} or None,
             },
             "HostConfig": {
                 "Memory": options.memory,
@@ -170,7 +171,8 @@ class ContainerConfig:
                 "Privileged": False,
                 "ReadonlyRootfs": False,
                 "Binds": None,
-                "PortBindings": {},
+                "PortBindings": options.port_bindings,
+                "PublishAllPorts": options.publish_all,
             },
         }
 

@@ -53,9 +53,15 @@ class CreateOptions:
     dns: tuple[str, ...] = ()
     dns_search: tuple[str, ...] = ()
     dns_options: tuple[str, ...] = ()
+    port_bindings: dict = field(default_factory=dict)  # "80/tcp" → [{"HostIp", "HostPort"}]
+    publish_all: bool = False
+    exposed_ports: tuple[str, ...] = ()  # the image's and the request's, "80/tcp"
 
 
-TUPLE_OPTIONS = ("env", "cap_add", "cap_drop", "extra_hosts", "dns", "dns_search", "dns_options")
+TUPLE_OPTIONS = (
+    "env", "cap_add", "cap_drop", "extra_hosts", "dns", "dns_search", "dns_options",
+    "exposed_ports",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
