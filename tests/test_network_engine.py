@@ -13,7 +13,7 @@ import time
 
 import docker
 import pytest
-from netkit import in_netns, netns_agent
+from netkit import in_netns, install_compose, netns_agent
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
 
@@ -369,3 +369,36 @@ def test_bad_ports_are_refused(clean):
         conflict.stderr
     )
     assert ok(agent.docker("ps", "-aq")) == ""
+
+
+COMPOSE = """
+services:
+  web:
+    image: busybox
+    command: sh -c "mkdir -p /www && echo from-web > /www/index.html && exec httpd -f -p 80 -h /www"
+    ports: ["8090:80"]
+  client:
+    image: busybox
+    command: sleep 300
+"""
+
+
+def test_a_compose_project_finds_its_services_by_name(clean, tmp_path):
+    agent = clean
+    install_compose(agent.workdir)
+    (tmp_path / "compose.yaml").write_text(COMPOSE)
+    project = ("compose", "--project-directory", str(tmp_path), "-p", "shop")
+    ok(agent.docker(*project, "up", "-d"))
+    net = json.loads(ok(agent.docker("network", "inspect", "shop_default")))[0]
+    assert sorted(c["Name"] for c in net["Containers"].values()) == ["shop-client-1", "shop-web-1"]
+    while True:  # until httpd listens (it starts after `up -d` returns)
+        got = agent.docker(*project, "exec", "client", "wget", "-qO-", "http://web/index.html")
+        if got.returncode == 0:
+            break
+        assert "bad address" not in got.stderr, got.stderr  # the name must resolve at once
+        time.sleep(0.1)
+    assert got.stdout == "from-web\n"
+    assert _fetch_when_served(agent, 8090).endswith(b"from-web\n")
+    # `compose down` and `rm` also ask GET /volumes, which is the volumes room's to answer
+    ok(agent.docker("rm", "-f", "shop-web-1", "shop-client-1"))
+    ok(agent.docker("network", "rm", "shop_default"))
