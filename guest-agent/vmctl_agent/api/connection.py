@@ -131,6 +131,7 @@ def _upgrade(conn: Connection, response: Response) -> None:
     # docker-py reads the stream from the raw socket under its buffered HTTP reader, so
     # bytes that arrive together with the 101 are lost (docker/docker-py#3332): give it
     # a moment to finish reading the headers before the first byte of the stream.
-    time.sleep(HIJACK_GRACE)
+    if not response.raw_client:
+        time.sleep(HIJACK_GRACE)
     with contextlib.suppress(OSError):  # the client went away: nothing more to say
         response.hijack(conn.sock)

@@ -148,6 +148,7 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     stream: Iterable[bytes] | None = None  # chunked
     hijack: Callable[[socket.socket], None] | None = None  # 101, then the raw socket
+    raw_client: bool = False  # the client reads exactly the head (the host agent): no grace
 
 
 def json_response(value, status: int = 200) -> Response:

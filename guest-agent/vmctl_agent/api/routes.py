@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from vmctl_agent.api import containers, events, execs, images, listing, networks, system
+from vmctl_agent.api import containers, events, execs, images, listing, networks, published, system
 from vmctl_agent.api.http import ApiError, Request, Response
 
 _ID = r"(?P<id>[^/]+)"
@@ -53,6 +53,8 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("DELETE", rf"/networks/{_ID}", networks.remove),
     ("POST", rf"/networks/{_ID}/connect", networks.connect),
     ("POST", rf"/networks/{_ID}/disconnect", networks.disconnect),
+    ("GET", r"/vmctl/ports", published.list_),
+    ("POST", r"/vmctl/ports/(?P<proto>tcp|udp)/(?P<port>[0-9]+)/connect", published.connect),
 ]
 _COMPILED = [(method, re.compile(pattern + "$"), fn) for method, pattern, fn in ROUTES]
 _PLAIN = {(m, p): fn for m, p, fn in ROUTES if re.escape(p) == p}  # no pattern: a dict look-up
