@@ -53,7 +53,13 @@ class AgentServer:
     under another command (netkit's `unshare --net`), where `bridge=True` is allowed."""
 
     def __init__(
-        self, workdir: Path, registry, *, bridge: bool = False, prefix: tuple[str, ...] = ()
+        self,
+        workdir: Path,
+        registry,
+        *,
+        bridge: bool = False,
+        prefix: tuple[str, ...] = (),
+        args: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir
         self.socket = workdir / "docker.sock"
@@ -70,6 +76,7 @@ class AgentServer:
             "--registry-mirror",
             registry.url,
             *(() if bridge else ("--bridge", "none")),
+            *args,
         ]
         self.cmd = cmd
         self._launch()

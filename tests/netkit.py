@@ -12,6 +12,7 @@ one), into the data root the agent then serves.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from agentserver import AgentServer, push_test_images
 
+DESKTOP_GATEWAY = "10.0.2.2"
 HOLDER = (  # loopback up, as in the VM
     "unshare", "--net", "--mount", "--propagation", "private", "--",
     "sh", "-c", "ip link set lo up && exec sleep infinity",
@@ -61,7 +63,11 @@ def _wait_unshared(pid: int) -> None:
 class NetnsAgent(AgentServer):
     def __init__(self, workdir: Path, registry, holder: int) -> None:
         prefix = ("nsenter", f"--target={holder}", "--net", "--mount", "--")
-        super().__init__(workdir, registry, bridge=True, prefix=prefix)
+        config = workdir / "daemon.json"  # as the VM's: the user's machine at 10.0.2.2
+        config.write_text(json.dumps({"host-gateway-ip": DESKTOP_GATEWAY}))
+        super().__init__(
+            workdir, registry, bridge=True, prefix=prefix, args=("--config", str(config))
+        )
         self.pid = holder
 
     def kill_and_restart_with(self, meanwhile) -> None:

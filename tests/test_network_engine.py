@@ -143,7 +143,7 @@ def test_static_address_mac_hosts_and_dns(clean):
         "/etc/resolv.conf",
     ))  # fmt: skip
     assert "inet 10.77.0.50/24" in out and "02:00:00:00:00:42" in out
-    assert "172.17.0.1\tgw\n10.1.2.3\tdb\n10.77.0.50\tbox\n" in out
+    assert "10.0.2.2\thost.docker.internal\n10.0.2.2\tgw\n10.1.2.3\tdb\n10.77.0.50\tbox\n" in out
     assert "nameserver 9.9.9.9\nsearch corp.example\n" in out
     bad = agent.docker("run", "--rm", "--network", "fixed", "--ip", "10.78.0.5", "busybox", "true")
     assert "no configured subnet or ip-range contain the IP address 10.78.0.5" in bad.stderr
@@ -237,6 +237,9 @@ def test_names_resolve_on_user_networks_only_within_the_network(clean):
     ok(agent.docker("run", "-d", "--name", "stranger", "--network", "other", "busybox", "sleep",
                     "60"))  # fmt: skip
     short = ok(agent.docker("inspect", "-f", "{{.Id}}", "api1"))[:12]
+    desktop = ok(agent.docker("run", "--rm", "--network", "app", "busybox", "nslookup",
+                              "host.docker.internal"))  # fmt: skip
+    assert "Address: 10.0.2.2" in desktop  # the user's machine, as on Docker Desktop
     for name in ("api1", "backend", short, "API1"):
         out = ok(agent.docker("run", "--rm", "--network", "app", "busybox", "nslookup", name))
         assert "Address: 172.18.0.2" in out, (name, out)

@@ -48,6 +48,8 @@ class VMConfig:
             "data-root": data_root,
             "registry-mirrors": list(self.registry_mirrors),
             "insecure-registries": list(self.insecure_registries),
+            # QEMU's user networking: the user's machine (its loopback) as containers reach it
+            "host-gateway-ip": "10.0.2.2",
         }
 
     def replace(self, **changes) -> VMConfig:

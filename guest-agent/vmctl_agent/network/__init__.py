@@ -7,6 +7,9 @@ runtime makes), the store and the floor; never the API above it.
     records.py      networks and endpoints on disk, written atomically
     commands.py     the `ip` and firewall commands for a state (pure)
     host.py         runs them: iproute2, iptables-restore, sysctl
-    networks.py     Networks: create, remove, connect; the runtime's hook at start and end
+    networks.py     Networks: the predefined ones, create, find, remove; bridges and rules
+    endpoints.py    containers on networks: the runtime's hooks at start and end, connect
     etcfiles.py     /etc/hosts and /etc/resolv.conf as Docker writes them (pure)
+    dns.py          the embedded resolver at 127.0.0.11 (dnswire.py: DNS messages, pure)
+    ports.py        published ports asked for and shown (pure); proxy.py binds and carries
 """

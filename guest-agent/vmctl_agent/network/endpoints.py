@@ -23,6 +23,8 @@ from vmctl_agent.runtime.index import ContainerConflict, ContainerNotFound
 from vmctl_agent.runtime.netns import Joined
 from vmctl_agent.runtime.spec import InvalidSpec
 
+DESKTOP_HOST = "host.docker.internal"
+
 
 class Endpoints(netns.Networking):
     def __init__(self, networks: Networks, runtime, host_gateway: str = "") -> None:
@@ -31,6 +33,8 @@ class Endpoints(netns.Networking):
         self.host = networks.host
         self.runtime = runtime
         self.host_gateway = host_gateway or str(ipam.default_bridge().gateway)
+        # Docker Desktop's name for the user's machine, when the VM says where that is
+        self.desktop_hosts = [(DESKTOP_HOST, host_gateway)] if host_gateway else []
         self.names: dict[str, str] = {}  # container id → name, for the resolver
         self.resolver = dns.Resolver(self.lookup, etcfiles.upstream_servers)
         self.proxy = Proxy()
@@ -254,6 +258,8 @@ class Endpoints(netns.Networking):
                 att = atts[network_id]
                 if att.active and name in self._names_of(container_id, att):
                     found.append(att.address)
+        if not found and name == DESKTOP_HOST and self.desktop_hosts:
+            return [self.desktop_hosts[0][1]]
         return found or None
 
     def _names_of(self, container_id: str, att: Attachment) -> set[str]:
@@ -268,6 +274,7 @@ class Endpoints(netns.Networking):
             extra = etcfiles.extra_hosts(options.extra_hosts, self.host_gateway)
         except ValueError as e:
             raise InvalidSpec(str(e)) from None
+        extra = [*self.desktop_hosts, *extra]
         first = next(iter(atts.values()), None)
         return etcfiles.hosts(config.hostname, first.address if first else "", extra)
 
