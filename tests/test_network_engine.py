@@ -405,3 +405,40 @@ def test_a_compose_project_finds_its_services_by_name(clean, tmp_path):
     # `compose down` and `rm` also ask GET /volumes, which is the volumes room's to answer
     ok(agent.docker("rm", "-f", "shop-web-1", "shop-client-1"))
     ok(agent.docker("network", "rm", "shop_default"))
+
+
+def test_an_exhausted_network_refuses_the_next_container(clean):
+    agent = clean
+    ok(agent.docker("network", "create", "--subnet", "10.66.0.0/30", "tiny"))  # one address
+    ok(agent.docker("run", "-d", "--name", "first", "--network", "tiny", "busybox", "sleep", "60"))
+    second = agent.docker("run", "-d", "--name", "second", "--network", "tiny", "busybox", "true")
+    assert "no available IPv4 addresses on this network's address pools" in second.stderr
+    assert len(agent.links("veth")) == 1 and len(agent.netns_mounts()) == 1
+    state = ok(agent.docker("inspect", "-f", "{{.State.Status}} {{.State.Error}}", "second"))
+    assert state.startswith("created no available IPv4 addresses")
+
+
+def test_docker_py_networks_api(clean):
+    agent = clean
+    client = docker.DockerClient(base_url=agent.url)
+    net = client.networks.create("pynet", labels={"team": "a"}, internal=False)
+    client.networks.create("idle", labels={"team": "b"})
+    box = client.containers.run("busybox", "sleep 60", detach=True, name="pybox")
+    net.connect(box, aliases=["pyalias"], ipv4_address="")
+    net.reload()
+    assert [c.name for c in net.containers] == ["pybox"]
+    attrs = client.api.inspect_network(net.id)
+    assert attrs["Containers"][box.id]["IPv4Address"] == "172.18.0.2/16"
+    assert [n.name for n in client.networks.list(filters={"label": "team=a"})] == ["pynet"]
+    assert [n.name for n in client.networks.list(filters={"dangling": True})] == ["idle"]
+    builtin = {n.name for n in client.networks.list(filters={"type": "builtin"})}
+    assert builtin == {"bridge", "host", "none"}
+    with pytest.raises(docker.errors.APIError) as e:
+        net.remove()
+    assert e.value.status_code == 409
+    with pytest.raises(docker.errors.NotFound):
+        client.networks.get("nosuchnet")
+    net.disconnect(box)
+    assert sorted(client.networks.prune()["NetworksDeleted"]) == ["idle", "pynet"]
+    assert {n.name for n in client.networks.list()} == {"bridge", "host", "none"}
+    box.remove(force=True)
