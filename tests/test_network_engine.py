@@ -207,9 +207,10 @@ def test_host_and_none_networks(clean):
 def test_networks_and_endpoints_survive_the_agent_being_killed(clean):
     agent = clean
     ok(agent.docker("network", "create", "durable"))
-    for name in ("stays", "ends"):
-        ok(agent.docker("run", "-d", "--name", name, "--network", "durable", "busybox", "sleep",
-                        "600"))  # fmt: skip
+    ok(agent.docker("run", "-d", "--name", "stays", "--network", "durable", "-p", "8095:80",
+                    "busybox", "sh", "-c", HTTPD))  # fmt: skip
+    ok(agent.docker("run", "-d", "--name", "ends", "--network", "durable", "busybox", "sleep",
+                    "600"))  # fmt: skip
     pid = int(ok(agent.docker("inspect", "-f", "{{.State.Pid}}", "ends")))
     agent.kill_and_restart_with(lambda: _kill_and_wait(pid))  # "ends" ends while it is down
     names = ok(agent.docker("network", "ls", "--format", "{{.Name}}")).split()
@@ -218,8 +219,11 @@ def test_networks_and_endpoints_survive_the_agent_being_killed(clean):
     assert [c["Name"] for c in inspect["Containers"].values()] == ["stays"]
     assert len(agent.links("veth")) == 1
     out = ok(agent.docker("run", "--rm", "--network", "durable", "busybox", "sh", "-c",
-                          "ip -o -4 addr show eth0; ping -c1 -W5 172.18.0.2"))  # fmt: skip
+                          "ip -o -4 addr show eth0; ping -c1 -W5 stays"))  # fmt: skip
     assert "inet 172.18.0.3/16" in out  # the address "ends" had is free again
+    assert "64 bytes from 172.18.0.2" in out  # its name still answers (a new resolver socket)
+    assert _fetch_when_served(agent, 8095).endswith(b"hello\n")  # its port, bound again
+    assert ok(agent.docker("port", "stays")).strip() == "80/tcp -> 0.0.0.0:8095"
 
 
 def _kill_and_wait(pid: int) -> None:
