@@ -92,6 +92,8 @@ def test_a_published_port_is_on_the_host_when_run_returns(rig):
     while not (page := _get(port)):
         time.sleep(0.05)  # until httpd listens in the container
     assert page.endswith(b"carried\n")
+    short = ok(docker(paths, "inspect", "-f", "{{.Id}}", "site"))[:12]
+    assert vm.published_ports("ports-test") == [f"127.0.0.1:{port}->80/tcp ({short})"]
     ok(docker(paths, "stop", "-t", "0", "site"))
     assert not _listening(port)  # released when `docker stop` returned
     ok(docker(paths, "start", "site"))

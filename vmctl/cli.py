@@ -134,6 +134,9 @@ def _status(args) -> int:
             c = state.config
             print(f"  driver {c.driver} ({state.accel}), {c.cpus} CPUs, {c.memory_mib} MiB")
             print(f"  DOCKER_HOST={state.docker_host}")
+        if state.state == "running":
+            for port in vm.published_ports(args.name):
+                print(f"  published {port}")
     return 0
 
 
