@@ -181,3 +181,16 @@ def test_a_failed_publish_turns_the_start_into_dockers_error():
     reply = watch.reply(b"HTTP/1.1 204 No Content\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
     assert b"Bind for 127.0.0.1:80 failed: port is already allocated" in reply
+
+
+def test_an_explicit_host_address_is_honoured(rig):
+    paths, _engine = rig
+    port = free_port()
+    ok(docker(paths, "run", "-d", "--name", "pinned", "-p", f"127.0.0.2:{port}:80", "busybox",
+              "sleep", "60"))  # fmt: skip
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with pytest.raises(OSError):
+            s.bind(("127.0.0.2", port))  # the host agent listens there
+    assert not _listening(port)  # and not on the default address
+    ok(docker(paths, "rm", "-f", "pinned"))

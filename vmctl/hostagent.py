@@ -28,6 +28,7 @@ from pathlib import Path
 import paramiko
 
 from vmctl import atomic, locks
+from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
 from vmctl.portforward import PortForwarder, StartWatch
@@ -211,7 +212,7 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
     engine_socket = runtime["engine_socket"]
     ports = PortForwarder(
         lambda: connection.get().open_unix_socket(engine_socket),
-        runtime.get("publish_address", "127.0.0.1"),
+        vmconfig.load(vm.config).publish_address,
         log,
     )
     threading.Thread(target=ports.follow, args=(stop,), daemon=True).start()

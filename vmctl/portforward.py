@@ -1,5 +1,5 @@
 """Published ports on the user's machine: the host agent listens where the engine's
-containers publish (127.0.0.1 by default, the `publish_address` of the VM's runtime; an
+containers publish (127.0.0.1 by default: `vmctl config --publish-address`; an
 explicit `-p IP:...` is honoured) and carries each TCP connection, or each UDP client's
 datagrams, to the engine over SSH (the engine's /vmctl/ports endpoints).
 

@@ -165,7 +165,7 @@ def published_ports(name: str = vmpaths.DEFAULT_NAME, timeout: float = 5) -> lis
     """The ports the host agent publishes on this machine, as `docker ps` writes them
     (`127.0.0.1:8080->80/tcp`), asked of the engine now."""
     paths = vmpaths.vm(name)
-    address = _runtime(paths).get("publish_address", "127.0.0.1")
+    address = vmconfig.load(paths.config).publish_address
     url = docker_host(paths)
     try:
         body = enginehttp.request(lambda: _connect(url, timeout), "GET", "/vmctl/ports")
