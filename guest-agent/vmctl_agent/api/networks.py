@@ -104,10 +104,8 @@ def _label(labels: dict, wanted: str) -> bool:
 
 
 def _unused(engine, network: Network) -> bool:
-    """No container attached at all (running or not): what prune and dangling mean."""
-    if network.name in PREDEFINED:
-        return False
-    return not any(network.id in atts for atts in engine.endpoints.records.endpoints.values())
+    """No active endpoint (a running container), as dockerd's prune and `dangling` count."""
+    return network.name not in PREDEFINED and not engine.endpoints.active_on(network.id)
 
 
 def _driver(network: Network) -> str:

@@ -97,14 +97,18 @@ class Endpoints(netns.Networking):
                 self.names[config.id] = config.name
                 self._serve_dns(config.id, atts)
                 self._publish(config.id, atts, _requested_ports(config))
+                return Joined(path, self._hosts(config, atts), self._resolv(config, atts))
             except BaseException:
-                self.proxy.unpublish(config.id)
-                self.records.save_ports(config.id, [])
-                self.resolver.stop(config.id)
-                self._unplug_all(config.id, None)
-                netns.remove(path)
+                self._undo_join(config.id, path)
                 raise
-        return Joined(path, self._hosts(config, atts), self._resolv(config, atts))
+
+    def _undo_join(self, container_id: str, path: str) -> None:
+        """Whatever part of a join was made, unmade: nothing is left plugged or bound."""
+        self.proxy.unpublish(container_id)
+        self.records.save_ports(container_id, [])
+        self.resolver.stop(container_id)
+        self._unplug_all(container_id, None)
+        netns.remove(path)
 
     def _publish(self, container_id: str, atts: dict[str, Attachment], wanted) -> None:
         """Published ports, carried to the container's address on its first network."""
