@@ -73,6 +73,11 @@ def test_user_networks_connect_within_and_isolate_between(clean):
     inspect = json.loads(ok(agent.docker("network", "inspect", "front")))[0]
     names = sorted(c["Name"] for c in inspect["Containers"].values())
     assert names == ["web1", "web2"]
+    listed = ok(agent.docker("ps", "--filter", "network=front", "--format", "{{.Names}}"))
+    assert sorted(listed.split()) == ["web1", "web2"]
+    assert ok(agent.docker("ps", "--filter", "network=back", "--format", "{{.Networks}}")) == (
+        "back\n"
+    )
     assert inspect["IPAM"]["Config"] == [{"Subnet": "172.18.0.0/16", "Gateway": "172.18.0.1"}]
     assert len(agent.links("veth")) == 3
 
@@ -128,6 +133,13 @@ def test_bad_networks_are_refused_in_dockers_words(clean):
     missing = agent.docker("run", "--rm", "--pull", "never", "--network", "nope", "busybox", "true")
     assert "network nope not found" in missing.stderr
     assert ok(agent.docker("ps", "-aq")) == ""
+    config = client.api.create_networking_config(
+        {"bridge": client.api.create_endpoint_config(aliases=["x"])}
+    )
+    with pytest.raises(docker.errors.APIError) as e:
+        client.api.create_container("busybox", "true", networking_config=config)
+    assert e.value.status_code == 400
+    assert "network-scoped alias is supported only for containers in user defined" in str(e.value)
     rm = agent.docker("network", "rm", "bridge")
     assert "bridge is a pre-defined network and cannot be removed" in rm.stderr
 

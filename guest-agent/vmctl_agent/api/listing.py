@@ -67,7 +67,7 @@ def _build(engine, request, now: float) -> tuple[bytes, float]:
     found = engine.runtime.list(all=request.flag("all") or "status" in filters)
     rows, valid_for = [], MAX_AGE
     for c in found:
-        if _matches(c, filters):
+        if _matches(c, filters, engine):
             row, holds = _row(c, now)
             row["Ports"] = networking.list_ports(engine, c)
             row["NetworkSettings"] = {"Networks": networking.list_networks(engine, c)}
@@ -78,9 +78,10 @@ def _build(engine, request, now: float) -> tuple[bytes, float]:
     return json.dumps(rows).encode() + b"\n", valid_for
 
 
-def _matches(container: Container, filters: dict[str, list[str]]) -> bool:
+def _matches(container: Container, filters: dict[str, list[str]], engine) -> bool:
     labels = container.config.create_options.labels
     checks = {
+        "network": lambda v: networking.on_network(engine, container, v),
         "status": lambda v: container.state.status == v,
         "name": lambda v: v.lstrip("/") in container.name,
         "id": lambda v: container.id.startswith(v),

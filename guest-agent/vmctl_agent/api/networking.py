@@ -69,6 +69,17 @@ def list_ports(engine, container) -> list[dict]:
     return ports.list_ports(published(engine, container), exposed)
 
 
+def on_network(engine, container, ref: str) -> bool:
+    """`docker ps --filter network=`: by network name or id."""
+    if container.config.network == ref:
+        return True
+    for network_id in engine.endpoints.of(container.id):
+        network = engine.networks.records.networks.get(network_id)
+        if network is not None and ref in (network.name, network.id):
+            return True
+    return False
+
+
 def list_networks(engine, container) -> dict:
     """`docker ps`'s NetworkSettings.Networks."""
     return settings(engine, container)["Networks"]

@@ -319,6 +319,10 @@ def _attachment(network: Network, settings: dict, mac: str) -> Attachment:
     if ipv4:
         ipam.address(network.subnets[0], set(), ipv4)  # in the subnet: refused now, not at start
     aliases = tuple(settings.get("Aliases") or ())
+    if aliases and network.name == "bridge":
+        raise InvalidSpec(
+            "network-scoped alias is supported only for containers in user defined networks"
+        )
     return Attachment(network.id, aliases, ipv4, settings.get("MacAddress") or mac)
 
 

@@ -173,6 +173,11 @@ class ContainerConfig:
                 "Binds": None,
                 "PortBindings": options.port_bindings,
                 "PublishAllPorts": options.publish_all,
+                "Dns": list(options.dns),
+                "DnsOptions": list(options.dns_options),
+                "DnsSearch": list(options.dns_search),
+                "ExtraHosts": list(options.extra_hosts) or None,
+                "Links": None,
             },
         }
 
