@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 
@@ -264,6 +265,19 @@ def test_names_resolve_on_user_networks_only_within_the_network(clean):
     assert hidden.returncode != 0 and "172.19.0.2" not in hidden.stdout
     fmt = "{{json .NetworkSettings.Networks.app.DNSNames}}"
     assert json.loads(ok(agent.docker("inspect", "-f", fmt, "api1"))) == ["api1", "backend", short]
+    ok(agent.docker("run", "-d", "--name", "asker", "--network", "app", "busybox", "sleep", "60"))
+    pid = int(ok(agent.docker("inspect", "-f", "{{.State.Pid}}", "asker")))
+    reply = in_netns(pid, _dns_over_tcp, "backend")  # what a client retries a truncated answer with
+    assert reply[6:8] == b"\x00\x01" and reply.endswith(bytes([172, 18, 0, 2]))
+
+
+def _dns_over_tcp(name: str) -> bytes:
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split("."))
+    query = b"\x00\x07\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + labels + b"\x00\x00\x01\x00\x01"
+    with socket.create_connection(("127.0.0.11", 53), timeout=30) as s:
+        s.sendall(struct.pack("!H", len(query)) + query)
+        size = struct.unpack("!H", s.recv(2, socket.MSG_WAITALL))[0]
+        return s.recv(size, socket.MSG_WAITALL)
 
 
 def test_the_default_bridge_has_no_name_resolution(clean):

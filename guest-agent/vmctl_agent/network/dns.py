@@ -1,6 +1,6 @@
 """The embedded resolver, as Docker's: on user-defined networks each container's
 resolv.conf names 127.0.0.11, where the agent listens inside the container's own network
-namespace (a UDP socket made there by a short-lived thread). It answers the names of the
+namespace (UDP and TCP sockets made there by a short-lived thread). It answers the names of the
 containers that share a network with the asker (name, aliases, short id), each with its
 address on that network, and forwards every other name to the VM's resolvers.
 """
@@ -11,6 +11,7 @@ import contextlib
 import os
 import selectors
 import socket
+import struct
 import threading
 from collections.abc import Callable
 
@@ -29,7 +30,7 @@ class Resolver:
         self.lookup = lookup
         self.upstream = upstream
         self._selector = selectors.DefaultSelector()
-        self._sockets: dict[str, socket.socket] = {}
+        self._sockets: dict[str, tuple[socket.socket, ...]] = {}
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
@@ -38,16 +39,16 @@ class Resolver:
     def serve(self, container_id: str, netns_path: str) -> None:
         """Listen on 127.0.0.11:53 in that namespace (again, if it was already)."""
         self.stop(container_id)
-        sock = _socket_in(netns_path)
+        udp, tcp = _sockets_in(netns_path)
         with self._lock:
-            self._sockets[container_id] = sock
-            self._selector.register(sock, selectors.EVENT_READ, container_id)
+            self._sockets[container_id] = (udp, tcp)
+            self._selector.register(udp, selectors.EVENT_READ, (container_id, "udp"))
+            self._selector.register(tcp, selectors.EVENT_READ, (container_id, "tcp"))
         os.write(self._wake_w, b"x")
 
     def stop(self, container_id: str) -> None:
         with self._lock:
-            sock = self._sockets.pop(container_id, None)
-            if sock is not None:
+            for sock in self._sockets.pop(container_id, ()):
                 self._selector.unregister(sock)
                 sock.close()
 
@@ -61,18 +62,48 @@ class Resolver:
                 if key.data is None:
                     os.read(self._wake_r, 512)
                     continue
+                asker, kind = key.data
                 with contextlib.suppress(OSError):
+                    if kind == "tcp":
+                        conn, _ = key.fileobj.accept()
+                        threading.Thread(target=self._tcp, args=(conn, asker), daemon=True).start()
+                        continue
                     data, peer = key.fileobj.recvfrom(4096)
-                    self._answer(key.fileobj, key.data, data, peer)
+                    self._answer(key.fileobj, asker, data, peer)
 
-    def _answer(self, sock: socket.socket, asker: str, data: bytes, peer) -> None:
+    def _tcp(self, conn: socket.socket, asker: str) -> None:
+        """DNS over TCP (what a client retries with after a truncated answer): each message
+        framed by a 2-byte length; names answered here, the rest forwarded over TCP."""
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(_FORWARD_TIMEOUT)
+            while (data := _read_frame(conn)) is not None:
+                reply = self._reply(asker, data) or self._forward_tcp(data)
+                if reply is None:
+                    return
+                conn.sendall(struct.pack("!H", len(reply)) + reply)
+
+    def _reply(self, asker: str, data: bytes) -> bytes | None:
         try:
             query = dnswire.parse_query(data)
         except dnswire.BadMessage:
-            return
+            return None
         addresses = self.lookup(asker, query.name)
-        if addresses is not None:
-            sock.sendto(dnswire.answer(query, addresses), peer)
+        return None if addresses is None else dnswire.answer(query, addresses)
+
+    def _forward_tcp(self, data: bytes) -> bytes | None:
+        for server in self.upstream():
+            address = (server, 53)
+            with contextlib.suppress(OSError), socket.create_connection(address, 5) as up:
+                up.sendall(struct.pack("!H", len(data)) + data)
+                reply = _read_frame(up)
+                if reply is not None:
+                    return reply
+        return dnswire.failure(data, dnswire.SERVFAIL)
+
+    def _answer(self, sock: socket.socket, asker: str, data: bytes, peer) -> None:
+        reply = self._reply(asker, data)
+        if reply is not None:
+            sock.sendto(reply, peer)
             return
         threading.Thread(target=self._forward, args=(sock, data, peer), daemon=True).start()
 
@@ -99,9 +130,24 @@ def _family(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
-def _socket_in(netns_path: str) -> socket.socket:
-    """A UDP socket bound to 127.0.0.11:53 in the namespace at `netns_path`: made by a thread
-    that enters it and ends (a socket stays in the namespace it was made in)."""
+def _read_frame(sock: socket.socket) -> bytes | None:
+    head = _read_exactly(sock, 2)
+    return None if head is None else _read_exactly(sock, struct.unpack("!H", head)[0])
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _sockets_in(netns_path: str) -> tuple[socket.socket, socket.socket]:
+    """UDP and TCP sockets on 127.0.0.11:53 in the namespace at `netns_path`: made by a
+    thread that enters it and ends (a socket stays in the namespace it was made in)."""
     made: list = []
 
     def make() -> None:
@@ -111,9 +157,12 @@ def _socket_in(netns_path: str) -> socket.socket:
                 sc.setns(fd, sc.CLONE_NEWNET)
             finally:
                 os.close(fd)
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.bind((EMBEDDED_DNS, 53))
-            made.append(sock)
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind((EMBEDDED_DNS, 53))
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            tcp.bind((EMBEDDED_DNS, 53))
+            tcp.listen(64)
+            made.append((udp, tcp))
         except BaseException as e:
             made.append(e)
 
