@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -152,3 +153,43 @@ def install_compose(docker_config: Path) -> None:
     if not target.exists():
         shutil.copy(Path(compose.__file__).parent / "docker-compose", target)
         target.chmod(0o755)
+
+
+def ok(result) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def clear(agent: NetnsAgent) -> None:
+    """No container and no user network left, and nothing of theirs either."""
+    for container in agent.docker("ps", "-aq").stdout.split():
+        agent.docker("rm", "-f", container)
+    agent.docker("network", "prune", "-f")
+    empty = {"veths": [], "bridges": [], "rules": [], "netns": [], "netns files": []}
+    assert agent.leftovers() == empty
+
+
+HTTPD = "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 80 -h /www"
+
+
+def http_get(port: int) -> bytes:
+    """The reply; empty if the proxy found nothing listening in the container yet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        data = b""
+        try:
+            s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+            while chunk := s.recv(65536):
+                data += chunk
+        except ConnectionResetError:
+            return b""
+        return data
+
+
+def fetch_when_served(agent: NetnsAgent, port: int) -> bytes:
+    """The page from the agent's namespace, once httpd in the container listens (it starts
+    after `run -d` returns; the published port itself is bound when `run -d` returns)."""
+    while True:
+        reply = in_netns(agent.pid, http_get, port)
+        if reply:
+            return reply
+        time.sleep(0.05)

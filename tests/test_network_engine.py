@@ -1,20 +1,20 @@
-"""Container networking in the engine, with the real docker CLI, the agent in a network
-namespace the test made: the default bridge, user-defined networks, isolation, --internal,
-and nothing left behind."""
+"""Container networking in the engine, with the real docker CLI and docker-py, the agent in
+a network namespace the test made: the default bridge, user-defined networks, isolation,
+--internal, DNS by name, surviving the agent's SIGKILL, and nothing left behind."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
 import socket
 import struct
-import threading
 import time
 
 import docker
 import pytest
-from netkit import in_netns, install_compose, netns_agent
+from netkit import HTTPD, clear, fetch_when_served, in_netns, netns_agent, ok
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
 
@@ -29,21 +29,7 @@ def agent(tmp_path_factory, registry):
 def clean(agent):
     """Each test ends with no container, no user network and nothing of theirs left."""
     yield agent
-    for container in agent.docker("ps", "-aq").stdout.split():
-        agent.docker("rm", "-f", container)
-    agent.docker("network", "prune", "-f")
-    assert agent.leftovers() == {
-        "veths": [],
-        "bridges": [],
-        "rules": [],
-        "netns": [],
-        "netns files": [],
-    }
-
-
-def ok(result) -> str:
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    clear(agent)
 
 
 def test_default_bridge_gives_an_address_a_route_and_hosts(clean):
@@ -235,7 +221,7 @@ def test_networks_and_endpoints_survive_the_agent_being_killed(clean):
                           "ip -o -4 addr show eth0; ping -c1 -W5 stays"))  # fmt: skip
     assert "inet 172.18.0.3/16" in out  # the address "ends" had is free again
     assert "64 bytes from 172.18.0.2" in out  # its name still answers (a new resolver socket)
-    assert _fetch_when_served(agent, 8095).endswith(b"hello\n")  # its port, bound again
+    assert fetch_when_served(agent, 8095).endswith(b"hello\n")  # its port, bound again
     assert ok(agent.docker("port", "stays")).strip() == "80/tcp -> 0.0.0.0:8095"
 
 
@@ -287,156 +273,6 @@ def test_the_default_bridge_has_no_name_resolution(clean):
     assert "127.0.0.11" not in out
 
 
-HTTPD = "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 80 -h /www"
-
-
-def _http_get(port: int) -> bytes:
-    """The reply; empty if the proxy found nothing listening in the container yet."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        data = b""
-        try:
-            s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
-            while chunk := s.recv(65536):
-                data += chunk
-        except ConnectionResetError:
-            return b""
-        return data
-
-
-def _fetch_when_served(agent, port: int) -> bytes:
-    """The page, once httpd in the container listens (it starts after `run -d` returns);
-    the published port itself is bound when `run -d` returns."""
-    while True:
-        reply = in_netns(agent.pid, _http_get, port)
-        if reply:
-            return reply
-        time.sleep(0.05)
-
-
-def test_published_tcp_port_is_bound_when_run_returns(clean):
-    agent = clean
-    ok(agent.docker("run", "-d", "--name", "site", "-p", "8080:80", "busybox", "sh", "-c", HTTPD))
-    assert in_netns(agent.pid, _port_bound, 8080)
-    assert _fetch_when_served(agent, 8080).endswith(b"hello\n")
-    assert ok(agent.docker("port", "site")).strip() == "80/tcp -> 0.0.0.0:8080"
-    assert ok(agent.docker("ps", "--format", "{{.Ports}}")).strip() == "0.0.0.0:8080->80/tcp"
-    taken = agent.docker("run", "-d", "--name", "late", "-p", "8080:80", "busybox", "true")
-    assert "Bind for 0.0.0.0:8080 failed: port is already allocated" in taken.stderr
-    assert len(agent.links("veth")) == 1  # the failed start left nothing plugged
-    ok(agent.docker("stop", "-t", "0", "site"))
-    assert not in_netns(agent.pid, _port_bound, 8080)  # released at once
-    assert ok(agent.docker("port", "site")) == ""
-
-
-def _port_bound(port: int) -> bool:
-    """Whether something listens there (what a carried connection left in TIME_WAIT is not)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-        return False
-
-
-def test_publish_all_exposed_ports_on_free_host_ports(clean):
-    agent = clean
-    ok(agent.docker("run", "-d", "--name", "anyport", "-P", "--expose", "80", "busybox", "sh",
-                    "-c", HTTPD))  # fmt: skip
-    line = ok(agent.docker("port", "anyport", "80/tcp")).strip()
-    host_port = int(line.rsplit(":", 1)[1])
-    assert host_port > 1024
-    assert _fetch_when_served(agent, host_port).endswith(b"hello\n")
-    fmt = "{{json .NetworkSettings.Ports}}"
-    ports = json.loads(ok(agent.docker("inspect", "-f", fmt, "anyport")))
-    assert ports == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(host_port)}]}
-
-
-def test_published_udp_port_carries_datagrams_both_ways(clean):
-    agent = clean
-    ok(agent.docker("run", "-d", "--name", "echo", "-p", "127.0.0.1:5353:53/udp", "busybox",
-                    "sleep", "60"))  # fmt: skip
-    assert ok(agent.docker("port", "echo")).strip() == "53/udp -> 127.0.0.1:5353"
-    # busybox has no UDP server: the echo server's socket is made in the container's namespace
-    pid = int(ok(agent.docker("inspect", "-f", "{{.State.Pid}}", "echo")))
-    server = in_netns(pid, _udp_socket, 53)
-    threading.Thread(target=_echo_once, args=(server,), daemon=True).start()
-    assert in_netns(agent.pid, _udp_echo, 5353) == b"ping\n"
-
-
-def _udp_socket(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("0.0.0.0", port))
-    return sock
-
-
-def _echo_once(sock: socket.socket) -> None:
-    with sock:
-        data, peer = sock.recvfrom(100)
-        sock.sendto(data, peer)
-
-
-def _udp_echo(port: int) -> bytes:
-    """Until the container's server answers (it starts after `run -d` returns)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(0.5)
-        while True:
-            s.sendto(b"ping\n", ("127.0.0.1", port))
-            try:
-                return s.recv(100)
-            except TimeoutError:
-                continue
-
-
-def test_bad_ports_are_refused(clean):
-    agent = clean
-    client = docker.DockerClient(base_url=agent.url)
-    for ports, message in (({"80/tcp": 70000}, "invalid hostPort: 70000"),
-                           ({"80/sctp": 80}, "invalid proto: sctp")):  # fmt: skip
-        with pytest.raises(docker.errors.APIError) as e:
-            client.containers.create("busybox", "true", ports=ports)
-        assert e.value.status_code == 400 and message in str(e.value)
-    conflict = agent.docker("run", "--rm", "--network", "container:nobody", "-p", "80:80",
-                            "busybox", "true")  # fmt: skip
-    assert "conflicting options: port publishing and the container type network mode" in (
-        conflict.stderr
-    )
-    assert ok(agent.docker("ps", "-aq")) == ""
-
-
-COMPOSE = """
-services:
-  web:
-    image: busybox
-    command: sh -c "mkdir -p /www && echo from-web > /www/index.html && exec httpd -f -p 80 -h /www"
-    ports: ["8090:80"]
-  client:
-    image: busybox
-    command: sleep 300
-"""
-
-
-def test_a_compose_project_finds_its_services_by_name(clean, tmp_path):
-    agent = clean
-    install_compose(agent.workdir)
-    (tmp_path / "compose.yaml").write_text(COMPOSE)
-    project = ("compose", "--project-directory", str(tmp_path), "-p", "shop")
-    ok(agent.docker(*project, "up", "-d"))
-    net = json.loads(ok(agent.docker("network", "inspect", "shop_default")))[0]
-    assert sorted(c["Name"] for c in net["Containers"].values()) == ["shop-client-1", "shop-web-1"]
-    while True:  # until httpd listens (it starts after `up -d` returns)
-        got = agent.docker(*project, "exec", "client", "wget", "-qO-", "http://web/index.html")
-        if got.returncode == 0:
-            break
-        assert "bad address" not in got.stderr, got.stderr  # the name must resolve at once
-        time.sleep(0.1)
-    assert got.stdout == "from-web\n"
-    assert _fetch_when_served(agent, 8090).endswith(b"from-web\n")
-    # `compose down` and `rm` also ask GET /volumes, which is the volumes room's to answer
-    ok(agent.docker("rm", "-f", "shop-web-1", "shop-client-1"))
-    ok(agent.docker("network", "rm", "shop_default"))
-
-
 def test_an_exhausted_network_refuses_the_next_container(clean):
     agent = clean
     ok(agent.docker("network", "create", "--subnet", "10.66.0.0/30", "tiny"))  # one address
@@ -472,3 +308,20 @@ def test_docker_py_networks_api(clean):
     assert sorted(client.networks.prune()["NetworksDeleted"]) == ["idle", "pynet"]
     assert {n.name for n in client.networks.list()} == {"bridge", "host", "none"}
     box.remove(force=True)
+
+
+def test_concurrent_starts_get_distinct_addresses(clean):
+    agent = clean
+    ok(agent.docker("network", "create", "crowd"))
+
+    def start(n: int) -> str:
+        name = f"crowd{n}"
+        ok(agent.docker("run", "-d", "--name", name, "--network", "crowd", "busybox", "sleep",
+                        "60"))  # fmt: skip
+        return _ip(agent, name, "crowd")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        addresses = list(pool.map(start, range(8)))
+    assert len(set(addresses)) == 8
+    assert sorted(addresses) == sorted(f"172.18.0.{n}" for n in range(2, 10))
+    assert len(agent.links("veth")) == 8
