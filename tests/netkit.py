@@ -32,7 +32,8 @@ HOLDER = (  # loopback up, as in the VM
 
 
 @contextlib.contextmanager
-def netns_agent(workdir: Path, registry) -> Iterator[NetnsAgent]:
+def netns_agent(workdir: Path, registry, path: str = "") -> Iterator[NetnsAgent]:
+    """`path`: the agent's PATH, if not ours (to take tools away from it)."""
     push_test_images(registry)
     for image in ("busybox", "hello-world"):
         subprocess.run(
@@ -43,7 +44,7 @@ def netns_agent(workdir: Path, registry) -> Iterator[NetnsAgent]:
     holder = subprocess.Popen(HOLDER)
     try:
         _wait_unshared(holder.pid)
-        agent = NetnsAgent(workdir, registry, holder.pid)
+        agent = NetnsAgent(workdir, registry, holder.pid, path)
         try:
             yield agent
         finally:
@@ -62,8 +63,9 @@ def _wait_unshared(pid: int) -> None:
 
 
 class NetnsAgent(AgentServer):
-    def __init__(self, workdir: Path, registry, holder: int) -> None:
+    def __init__(self, workdir: Path, registry, holder: int, path: str = "") -> None:
         prefix = ("nsenter", f"--target={holder}", "--net", "--mount", "--")
+        prefix += ("env", f"PATH={path}") if path else ()
         config = workdir / "daemon.json"  # as the VM's: the user's machine at 10.0.2.2
         config.write_text(json.dumps({"host-gateway-ip": DESKTOP_GATEWAY}))
         super().__init__(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -325,3 +326,19 @@ def test_concurrent_starts_get_distinct_addresses(clean):
     assert len(set(addresses)) == 8
     assert sorted(addresses) == sorted(f"172.18.0.{n}" for n in range(2, 10))
     assert len(agent.links("veth")) == 8
+
+
+def test_without_iptables_the_engine_serves_and_says_why_bridges_fail(tmp_path, registry):
+    tools = tmp_path / "bin"  # ip, nsenter and the agent, but no iptables
+    tools.mkdir()
+    for tool in ("ip", "nsenter", "vmctl-agent"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    with netns_agent(tmp_path / "agent", registry, path=str(tools)) as agent:
+        info = json.loads(ok(agent.docker("info", "--format", "{{json .Warnings}}")))
+        assert any("bridge networking is unavailable: iptables" in w for w in info)
+        run = agent.docker("run", "--rm", "busybox", "true")
+        assert "bridge networking is unavailable: iptables" in run.stderr
+        ok(agent.docker("run", "--rm", "--network", "none", "busybox", "true"))
+        created = agent.docker("network", "create", "nope")
+        assert "bridge networking is unavailable" in created.stderr
+        assert agent.links("veth") == [] and agent.netns_mounts() == []

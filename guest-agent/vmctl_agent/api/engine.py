@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from vmctl_agent.api.events import EventBus
 from vmctl_agent.api.listing import ListCache
 from vmctl_agent.config import AgentConfig
+from vmctl_agent.errors import AgentError
 from vmctl_agent.network.endpoints import Endpoints
 from vmctl_agent.network.networks import Networks
 from vmctl_agent.runtime.containers import Runtime
@@ -54,6 +56,7 @@ class Engine:
         self.runtime = Runtime(config.data_root, self.images)
         self.networks = Networks(config.data_root / "network", default_bridge=config.default_bridge)
         self.endpoints = Endpoints(self.networks, self.runtime, config.host_gateway_ip)
+        self.network_problem = ""
         self.execs: dict[str, ExecRecord] = {}
         self.events = EventBus()
         self.container_list = ListCache()
@@ -62,9 +65,16 @@ class Engine:
 
     def restore_networks(self) -> None:
         """Bridges and rules made again from the records (the agent starts, or the VM
-        rebooted), and what ended while the agent was away undone."""
-        self.networks.restore()
-        self.endpoints.restore()
+        rebooted), and what ended while the agent was away undone. A kernel or a VM that
+        cannot make them (no iptables) leaves the engine serving, saying so in `docker info`
+        and in each start that needs a bridge."""
+        try:
+            self.networks.restore()
+            self.endpoints.restore()
+        except (AgentError, OSError) as e:
+            self.network_problem = f"bridge networking is unavailable: {e}"
+            self.networks.problem = self.network_problem
+            print(f"vmctl-agent: {self.network_problem}", file=sys.stderr)
 
     def puller(self, auth_header: str = "") -> Puller:
         """A puller using X-Registry-Auth when the client sent it, else docker's config."""

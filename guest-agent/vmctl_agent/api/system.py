@@ -106,7 +106,7 @@ def info(engine, request) -> Response:
             "LiveRestoreEnabled": True,
             "Isolation": "",
             "SecurityOptions": ["name=no-new-privileges"],
-            "Warnings": _warnings(engine.config),
+            "Warnings": _warnings(engine),
             "RegistryConfig": _registry_config(config),
         }
     )
@@ -201,8 +201,10 @@ def disk_usage(engine, request) -> Response:
     )
 
 
-def _warnings(config) -> list[str]:
-    if config.default_bridge:
+def _warnings(engine) -> list[str]:
+    if engine.network_problem:
+        return [f"WARNING: {engine.network_problem}"]
+    if engine.config.default_bridge:
         return []
     return [
         'WARNING: the default bridge network is turned off ("bridge": "none"): containers '

@@ -88,6 +88,7 @@ class Endpoints(netns.Networking):
     def join(self, config, run: str) -> Joined:
         if config.network.startswith("container:"):
             return self._share(config.network.partition(":")[2])
+        self.networks.check_usable()
         path = str(self.records.netns_path(config.id))
         with self.networks.lock:
             netns.remove(path)  # a namespace a crash left bound

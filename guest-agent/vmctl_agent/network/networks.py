@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vmctl_agent.errors import AgentError
 from vmctl_agent.network import commands, ipam
-from vmctl_agent.network.host import Host
+from vmctl_agent.network.host import Host, NetworkError
 from vmctl_agent.network.records import Network, Records
 from vmctl_agent.runtime import logs
 
@@ -43,6 +43,11 @@ class Networks:
         self.lock = threading.RLock()
         self.default_bridge = default_bridge
         self.active_on = lambda network_id: []  # set by the endpoints: who is plugged in
+        self.problem = ""  # why bridges cannot be made here (no iptables), if so
+
+    def check_usable(self) -> None:
+        if self.problem:
+            raise NetworkError(self.problem)
 
     # -- start ------------------------------------------------------------------------------
 
@@ -102,6 +107,7 @@ class Networks:
             raise ipam.InvalidNetworkConfig(
                 f"invalid name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
             )
+        self.check_usable()
         with self.lock:
             if name in PREDEFINED or self._by_name(name):
                 raise NetworkConflict(f"network with name {name} already exists")
