@@ -44,14 +44,16 @@ def create_options(engine, body: dict, host: dict) -> dict:
 
 
 def _ports(engine, body: dict, host: dict, mode: str) -> dict:
-    """-p and -P: checked (400) whatever the mode; kept only where they are honoured."""
-    image = engine.images.get(body["Image"]).config.get("config") or {}
-    exposed = {**(image.get("ExposedPorts") or {}), **(body.get("ExposedPorts") or {})}
+    """-p and -P: checked (400) whatever the mode; kept only where they are honoured (the
+    image is only read for that: --network none and host pay nothing for ports)."""
     bindings = host.get("PortBindings") or {}
     publish_all = bool(host.get("PublishAllPorts"))
-    ports.requested(bindings, publish_all, exposed)
+    ports.requested(bindings, publish_all, body.get("ExposedPorts") or {})
     if mode in ("host", "none"):
-        bindings, publish_all = {}, False
+        return {}
+    image = engine.images.get(body["Image"]).config.get("config") or {}
+    exposed = {**(image.get("ExposedPorts") or {}), **(body.get("ExposedPorts") or {})}
+    ports.requested({}, publish_all, exposed)
     return {
         "port_bindings": bindings,
         "publish_all": publish_all,
