@@ -127,6 +127,9 @@ def kill(engine, request, id: str) -> Response:
     sig = _signal(request.arg("signal", "KILL"))
     engine.runtime.kill(id, sig)
     events.container_event(engine, "kill", engine.runtime.get(id).id, signal=str(int(sig)))
+    if sig == signals.SIGKILL:  # as dockerd: answered once it is dead (its ports freed)
+        with contextlib.suppress(TimeoutError, ContainerNotFound):
+            engine.runtime.wait(id, timeout=10)
     return empty(204)
 
 
