@@ -47,12 +47,13 @@ class Endpoints(netns.Networking):
         return dict(self.records.endpoints.get(container_id) or {})
 
     def active_on(self, network_id: str) -> list[str]:
-        return [cid for cid, atts in self.records.endpoints.items()
-                if network_id in atts and atts[network_id].active]  # fmt: skip
+        return list(self.on(network_id))
 
     def on(self, network_id: str) -> dict[str, Attachment]:
-        """Containers with an active endpoint on the network: id → endpoint."""
-        return {cid: atts[network_id] for cid, atts in self.records.endpoints.items()
+        """Containers with an active endpoint on the network: id → endpoint. (A copy of the
+        records is walked: other threads start and stop containers meanwhile.)"""
+        every = list(self.records.endpoints.items())
+        return {cid: atts[network_id] for cid, atts in every
                 if network_id in atts and atts[network_id].active}  # fmt: skip
 
     def _taken(self, network: Network) -> set[ipam.Addr]:

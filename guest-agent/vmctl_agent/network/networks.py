@@ -84,7 +84,7 @@ class Networks:
         nets = self.records.networks
         found = nets.get(ref) or self._by_name(ref)
         if found is None and ref:
-            matches = [n for n in nets.values() if n.id.startswith(ref)]
+            matches = [n for n in list(nets.values()) if n.id.startswith(ref)]
             if len(matches) > 1:
                 raise NetworkConflict(f"network {ref} is ambiguous ({len(matches)} matches found)")
             found = matches[0] if matches else None
@@ -93,7 +93,7 @@ class Networks:
         return found
 
     def _by_name(self, name: str) -> Network | None:
-        return next((n for n in self.records.networks.values() if n.name == name), None)
+        return next((n for n in list(self.records.networks.values()) if n.name == name), None)
 
     def taken_subnets(self) -> list[ipam.Net]:
         return [s.subnet for n in self.bridges() for s in n.subnets]
