@@ -94,6 +94,15 @@ class NetnsAgent(AgentServer):
         out = self.inside("ip", "-o", "link", "show", "type", kind)
         return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
 
+    def veths_settled(self, expected: int, patience: float = 60) -> list[str]:
+        """The veths once `expected` remain: the kernel destroys an ended container's
+        namespace, and its veths with it, on its own time after the engine lets go of it.
+        (Waits for that cleanup; `patience` only bounds a leak, it is not a timing.)"""
+        deadline = time.monotonic() + patience
+        while len(found := self.links("veth")) != expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return found
+
     def rules(self) -> list[str]:
         """The rules in our chains (the jumps into them are not counted)."""
         found = []
@@ -167,6 +176,7 @@ def clear(agent: NetnsAgent) -> None:
     for container in agent.docker("ps", "-aq").stdout.split():
         agent.docker("rm", "-f", container)
     agent.docker("network", "prune", "-f")
+    agent.veths_settled(0)
     empty = {"veths": [], "bridges": [], "rules": [], "netns": [], "netns files": []}
     assert agent.leftovers() == empty
 

@@ -217,7 +217,7 @@ def test_networks_and_endpoints_survive_the_agent_being_killed(clean):
     assert "durable" in names
     inspect = json.loads(ok(agent.docker("network", "inspect", "durable")))[0]
     assert [c["Name"] for c in inspect["Containers"].values()] == ["stays"]
-    assert len(agent.links("veth")) == 1
+    assert len(agent.veths_settled(1)) == 1
     out = ok(agent.docker("run", "--rm", "--network", "durable", "busybox", "sh", "-c",
                           "ip -o -4 addr show eth0; ping -c1 -W5 stays"))  # fmt: skip
     assert "inet 172.18.0.3/16" in out  # the address "ends" had is free again
@@ -280,7 +280,7 @@ def test_an_exhausted_network_refuses_the_next_container(clean):
     ok(agent.docker("run", "-d", "--name", "first", "--network", "tiny", "busybox", "sleep", "60"))
     second = agent.docker("run", "-d", "--name", "second", "--network", "tiny", "busybox", "true")
     assert "no available IPv4 addresses on this network's address pools" in second.stderr
-    assert len(agent.links("veth")) == 1 and len(agent.netns_mounts()) == 1
+    assert len(agent.veths_settled(1)) == 1 and len(agent.netns_mounts()) == 1
     state = ok(agent.docker("inspect", "-f", "{{.State.Status}} {{.State.Error}}", "second"))
     assert state.startswith("created no available IPv4 addresses")
 

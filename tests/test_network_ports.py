@@ -38,7 +38,7 @@ def test_published_tcp_port_is_bound_when_run_returns(clean):
     assert ok(agent.docker("ps", "--format", "{{.Ports}}")).strip() == "0.0.0.0:8080->80/tcp"
     taken = agent.docker("run", "-d", "--name", "late", "-p", "8080:80", "busybox", "true")
     assert "Bind for 0.0.0.0:8080 failed: port is already allocated" in taken.stderr
-    assert len(agent.links("veth")) == 1  # the failed start left nothing plugged
+    assert len(agent.veths_settled(1)) == 1  # the failed start left nothing plugged
     ok(agent.docker("stop", "-t", "0", "site"))
     assert not in_netns(agent.pid, _port_bound, 8080)  # released at once
     assert ok(agent.docker("port", "site")) == ""
