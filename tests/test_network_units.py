@@ -7,7 +7,7 @@ import ipaddress
 import re
 
 import pytest
-from vmctl_agent.network import commands, dnswire, etcfiles, ipam
+from vmctl_agent.network import commands, dnswire, etcfiles, ipam, netlink
 
 Net = ipaddress.IPv4Network
 
@@ -74,10 +74,23 @@ def test_bridge_and_veth_batches():
         "link add veth1234567 type veth peer name eth0 address 02:42:0a:05:00:02 netns /ns/c\n"
         "link set veth1234567 master br-1 up\n"
     )
-    assert commands.plug_inside(plug, first=True) == (
-        "link set lo up\naddr add 10.5.0.2/24 dev eth0\nlink set eth0 up\n"
-        "route add default via 10.5.0.1\n"
+
+
+def test_netlink_messages_for_the_containers_end():
+    up = netlink.link_up(7, seq=3)
+    assert up == bytes.fromhex(
+        "20000000" "1000" "0500" "03000000" "00000000"  # nlmsghdr: RTM_NEWLINK, REQUEST|ACK
+        "00" "00" "0000" "07000000" "01000000" "01000000"  # ifinfomsg: index 7, IFF_UP
+    )  # fmt: skip
+    addr = netlink.add_address(7, "10.5.0.2/24", seq=4)
+    assert addr[4:6] == b"\x14\x00" and addr[16:24] == bytes([2, 24, 0, 0, 7, 0, 0, 0])
+    assert addr.endswith(bytes.fromhex("080002000a050002080001000a050002"))
+    route = netlink.default_route(7, "10.5.0.1", seq=5)
+    assert route.endswith(bytes.fromhex("080005000a0500010800040007000000"))
+    ack = bytes.fromhex("24000000020000000500000000000000") + (-17).to_bytes(
+        4, "little", signed=True
     )
+    assert netlink.error_of(ack) == 17  # EEXIST
 
 
 def test_firewall_isolates_networks_and_keeps_internal_ones_in():

@@ -1,5 +1,6 @@
 """The commands that make the kernel's state match the records: iproute2 batches for
-bridges and veths, and one iptables-restore input for all the rules. Pure functions, so
+bridges and veths (the container's end is configured over rtnetlink: netlink.py), and one
+iptables-restore input for all the rules. Pure functions, so
 what runs is tested apart from running it (host.py runs them).
 
 The rules live in chains of our own, regenerated whole at every change (iptables-restore
@@ -61,15 +62,6 @@ def plug_outside(plug: Plug) -> str:
         f"address {plug.mac} netns {plug.netns}\n"
         f"link set {plug.veth} master {plug.bridge} up\n"
     )
-
-
-def plug_inside(plug: Plug, first: bool) -> str:
-    """Run in the container's namespace: loopback up (once), the address, the route."""
-    lines = ["link set lo up"] if first else []
-    lines += [f"addr add {plug.address} dev {plug.interface}", f"link set {plug.interface} up"]
-    if plug.gateway:
-        lines.append(f"route add default via {plug.gateway}")
-    return "\n".join(lines) + "\n"
 
 
 def unplug(veth: str) -> str:

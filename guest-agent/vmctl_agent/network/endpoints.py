@@ -154,7 +154,7 @@ class Endpoints(netns.Networking):
                              f"{address}/{subnet.subnet.prefixlen}", mac, gateway)  # fmt: skip
         self.host.ip(commands.plug_outside(plug))
         try:
-            self.host.ip_in(path, commands.plug_inside(plug, first=interface == "eth0"))
+            self.host.configure_inside(path, plug, first=interface == "eth0")
         except BaseException:
             self.host.ip(commands.unplug(veth))
             raise

@@ -5,11 +5,14 @@ tests one the test made), and the containers' namespaces by path.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import threading
 
+from vmctl_agent import syscalls as sc
 from vmctl_agent.errors import AgentError
-from vmctl_agent.network import commands
+from vmctl_agent.network import commands, netlink
 
 _FORWARDING = "/proc/sys/net/ipv4/ip_forward"
 
@@ -27,9 +30,16 @@ class Host:
     def ip(self, batch: str) -> None:
         _run(["ip", "-batch", "-"], batch)
 
-    def ip_in(self, netns: str, batch: str) -> None:
-        """In the namespace bound at `netns`."""
-        _run(["nsenter", f"--net={netns}", "ip", "-batch", "-"], batch)
+    def configure_inside(self, netns: str, plug: commands.Plug, first: bool) -> None:
+        """The container's end of `plug`, in the namespace bound at `netns`: loopback up (for
+        the first), the address, the link up, the default route. Over rtnetlink, from a
+        thread that enters the namespace and ends: no process is started."""
+        failure: list[BaseException] = []
+        thread = threading.Thread(target=_inside, args=(netns, plug, first, failure))
+        thread.start()
+        thread.join()
+        if failure:
+            raise NetworkError(f"cannot configure {plug.interface}: {failure[0]}")
 
     def link_exists(self, name: str) -> bool:
         try:
@@ -65,3 +75,33 @@ def _run(argv: list[str], batch: str | None = None) -> None:
     if done.returncode != 0:
         detail = (done.stderr or done.stdout).strip()
         raise NetworkError(f"{' '.join(argv[:3])} failed: {detail}")
+
+
+def _inside(netns: str, plug: commands.Plug, first: bool, failure: list) -> None:
+    try:
+        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            sc.setns(fd, sc.CLONE_NEWNET)
+        finally:
+            os.close(fd)
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as nl:
+            nl.bind((0, 0))
+            for seq, message in enumerate(_inside_messages(plug, first), start=1):
+                nl.send(message(seq))
+                error = netlink.error_of(nl.recv(65536))
+                if error:
+                    raise OSError(error, os.strerror(error))
+    except BaseException as e:
+        failure.append(e)
+
+
+def _inside_messages(plug: commands.Plug, first: bool) -> list:
+    index = socket.if_nametoindex(plug.interface)
+    messages = [lambda seq: netlink.link_up(socket.if_nametoindex("lo"), seq)] if first else []
+    messages += [
+        lambda seq: netlink.add_address(index, plug.address, seq),
+        lambda seq: netlink.link_up(index, seq),
+    ]
+    if plug.gateway:
+        messages.append(lambda seq: netlink.default_route(index, plug.gateway, seq))
+    return messages
