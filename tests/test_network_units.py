@@ -68,12 +68,6 @@ def test_bridge_and_veth_batches():
         "link add name br-1 type bridge\naddr replace 10.5.0.1/24 dev br-1\nlink set br-1 up\n"
     )
     assert commands.bridge_up("br-1", ["10.5.0.1/24"], exists=True).startswith("addr replace")
-    plug = commands.Plug("/ns/c", "veth1234567", "br-1", "eth0", "10.5.0.2/24", "02:42:0a:05:00:02",
-                         "10.5.0.1")  # fmt: skip
-    assert commands.plug_outside(plug) == (
-        "link add veth1234567 type veth peer name eth0 address 02:42:0a:05:00:02 netns /ns/c\n"
-        "link set veth1234567 master br-1 up\n"
-    )
 
 
 def test_netlink_messages_for_the_containers_end():
@@ -87,6 +81,17 @@ def test_netlink_messages_for_the_containers_end():
     assert addr.endswith(bytes.fromhex("080002000a050002080001000a050002"))
     route = netlink.default_route(7, "10.5.0.1", seq=5)
     assert route.endswith(bytes.fromhex("080005000a0500010800040007000000"))
+    veth = netlink.add_veth("veth1234567", "eth0", "02:42:0a:05:00:02", 9, seq=1)
+    assert veth[4:8] == b"\x10\x00\x05\x06"  # RTM_NEWLINK, REQUEST|ACK|EXCL|CREATE
+    for part in (
+        b"veth1234567\0",
+        b"veth\0",
+        b"eth0\0",
+        bytes.fromhex("02420a050002"),
+        bytes.fromhex("08001c0009000000"),
+    ):  # fmt: skip  (the last: IFLA_NET_NS_FD 9)
+        assert part in veth
+    assert netlink.enslave_up(7, 3, seq=2).endswith(bytes.fromhex("08000a0003000000"))
     ack = bytes.fromhex("24000000020000000500000000000000") + (-17).to_bytes(
         4, "little", signed=True
     )

@@ -1,5 +1,5 @@
 """The commands that make the kernel's state match the records: iproute2 batches for
-bridges and veths (the container's end is configured over rtnetlink: netlink.py), and one
+bridges (each container's veth pair is made over rtnetlink: netlink.py), and one
 iptables-restore input for all the rules. Pure functions, so
 what runs is tested apart from running it (host.py runs them).
 
@@ -53,15 +53,6 @@ def bridge_up(bridge: str, addresses: Sequence[str], exists: bool) -> str:
 
 def bridge_down(bridge: str) -> str:
     return f"link del {bridge}\n"
-
-
-def plug_outside(plug: Plug) -> str:
-    """The veth pair, its inner end moved into the container's namespace at once."""
-    return (
-        f"link add {plug.veth} type veth peer name {plug.interface} "
-        f"address {plug.mac} netns {plug.netns}\n"
-        f"link set {plug.veth} master {plug.bridge} up\n"
-    )
 
 
 def unplug(veth: str) -> str:

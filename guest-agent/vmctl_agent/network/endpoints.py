@@ -152,7 +152,7 @@ class Endpoints(netns.Networking):
         gateway = str(subnet.gateway) if route else ""
         plug = commands.Plug(path, veth, network.bridge, interface,
                              f"{address}/{subnet.subnet.prefixlen}", mac, gateway)  # fmt: skip
-        self.host.ip(commands.plug_outside(plug))
+        self.host.plug_outside(plug)
         try:
             self.host.configure_inside(path, plug, first=interface == "eth0")
         except BaseException:

@@ -30,6 +30,24 @@ class Host:
     def ip(self, batch: str) -> None:
         _run(["ip", "-batch", "-"], batch)
 
+    def plug_outside(self, plug: commands.Plug) -> None:
+        """The veth pair, its peer made in the container's namespace, our end in the bridge
+        and up: two rtnetlink requests from the agent's own namespace."""
+        fd = os.open(plug.netns, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with _rtnetlink() as nl:
+                _ask(nl, netlink.add_veth(plug.veth, plug.interface, plug.mac, fd, 1))
+                veth, bridge = socket.if_nametoindex(plug.veth), socket.if_nametoindex(plug.bridge)
+                _ask(nl, netlink.enslave_up(veth, bridge, 2))
+        except OSError as e:
+            if self.link_exists(plug.veth):
+                self.ip(commands.unplug(plug.veth))
+            raise NetworkError(
+                f"cannot make the veth pair {plug.veth}: {e.strerror or e}"
+            ) from None
+        finally:
+            os.close(fd)
+
     def configure_inside(self, netns: str, plug: commands.Plug, first: bool) -> None:
         """The container's end of `plug`, in the namespace bound at `netns`: loopback up (for
         the first), the address, the link up, the default route. Over rtnetlink, from a
@@ -84,15 +102,25 @@ def _inside(netns: str, plug: commands.Plug, first: bool, failure: list) -> None
             sc.setns(fd, sc.CLONE_NEWNET)
         finally:
             os.close(fd)
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as nl:
-            nl.bind((0, 0))
+        with _rtnetlink() as nl:
             for seq, message in enumerate(_inside_messages(plug, first), start=1):
-                nl.send(message(seq))
-                error = netlink.error_of(nl.recv(65536))
-                if error:
-                    raise OSError(error, os.strerror(error))
+                _ask(nl, message(seq))
     except BaseException as e:
         failure.append(e)
+
+
+def _rtnetlink() -> socket.socket:
+    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    nl.bind((0, 0))
+    return nl
+
+
+def _ask(nl: socket.socket, message: bytes) -> None:
+    """Send one request and raise the errno its ack carries."""
+    nl.send(message)
+    error = netlink.error_of(nl.recv(65536))
+    if error:
+        raise OSError(error, os.strerror(error))
 
 
 def _inside_messages(plug: commands.Plug, first: bool) -> list:
