@@ -5,8 +5,9 @@ runtime makes), the store and the floor; never the API above it.
 
     ipam.py         Docker's default address pools, subnets and addresses (pure)
     records.py      networks and endpoints on disk, written atomically
-    commands.py     the `ip` and firewall commands for a state (pure)
-    host.py         runs them: iproute2, iptables-restore, sysctl
+    commands.py     the `ip` batches for bridges and the firewall's rules (pure)
+    netlink.py      rtnetlink messages for each container's veth pair and address (pure)
+    host.py         runs them: rtnetlink, iproute2, iptables-restore, sysctl
     networks.py     Networks: the predefined ones, create, find, remove; bridges and rules
     endpoints.py    containers on networks: the runtime's hooks at start and end, connect
     etcfiles.py     /etc/hosts and /etc/resolv.conf as Docker writes them (pure)
