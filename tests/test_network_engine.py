@@ -128,6 +128,12 @@ def test_bad_networks_are_refused_in_dockers_words(clean):
         client.api.create_container("busybox", "true", networking_config=config)
     assert e.value.status_code == 400
     assert "network-scoped alias is supported only for containers in user defined" in str(e.value)
+    v6 = client.api.create_networking_config(
+        {"taken": client.api.create_endpoint_config(ipv6_address="fd00::5")}
+    )
+    with pytest.raises(docker.errors.APIError) as e:
+        client.api.create_container("busybox", "true", networking_config=v6)
+    assert "EndpointSettings.IPAMConfig.IPv6Address is not supported" in str(e.value)
     rm = agent.docker("network", "rm", "bridge")
     assert "bridge is a pre-defined network and cannot be removed" in rm.stderr
 

@@ -29,6 +29,8 @@ def create_options(engine, body: dict, host: dict) -> dict:
             del endpoints["default"]
     if host.get("Links"):
         raise ApiError(400, "HostConfig.Links is not supported: use a user-defined network")
+    for settings in endpoints.values():
+        check_endpoint(settings or {})
     options = {
         "network": mode,
         "endpoints": {k: dict(v or {}) for k, v in endpoints.items()},
@@ -85,6 +87,21 @@ def on_network(engine, container, ref: str) -> bool:
 def list_networks(engine, container) -> dict:
     """`docker ps`'s NetworkSettings.Networks."""
     return settings(engine, container)["Networks"]
+
+
+def check_endpoint(settings: dict) -> None:
+    """An EndpointSettings (create's EndpointsConfig, connect's EndpointConfig): 400 for
+    what this engine would not honour."""
+    ipam = settings.get("IPAMConfig") or {}
+    refused = [
+        ("IPAMConfig.IPv6Address", ipam.get("IPv6Address")),
+        ("IPAMConfig.LinkLocalIPs", ipam.get("LinkLocalIPs")),
+        ("Links", settings.get("Links")),
+        ("DriverOpts", settings.get("DriverOpts")),
+    ]
+    for name, value in refused:
+        if value:
+            raise ApiError(400, f"EndpointSettings.{name} is not supported by this engine")
 
 
 def ports_warning(mode: str) -> str:

@@ -3,6 +3,7 @@ with dockerd's shapes, status codes and words."""
 
 from __future__ import annotations
 
+from vmctl_agent.api import networking
 from vmctl_agent.api.http import ApiError, Response, empty, json_response, parse_filters
 from vmctl_agent.network.networks import PREDEFINED
 from vmctl_agent.network.records import Network
@@ -183,7 +184,9 @@ def connect(engine, request, id: str) -> Response:
     body = request.json()
     network = engine.networks.find(id)
     container = engine.runtime.get(body.get("Container") or "")
-    engine.endpoints.connect(container, network, body.get("EndpointConfig") or {})
+    settings = body.get("EndpointConfig") or {}
+    networking.check_endpoint(settings)
+    engine.endpoints.connect(container, network, settings)
     engine.runtime.changed()
     _event(engine, "connect", network, container.id)
     return empty(200)
