@@ -159,3 +159,15 @@ def test_dns_queries_are_read_and_answered():
     assert dnswire.failure(_query("x"), dnswire.SERVFAIL)[3] & 0x0F == dnswire.SERVFAIL
     with pytest.raises(dnswire.BadMessage):
         dnswire.parse_query(b"\x00\x01")
+
+
+def test_the_vm_dns_a_bridged_container_gets(tmp_path):
+    stub, upstream = tmp_path / "resolv.conf", tmp_path / "upstream.conf"
+    stub.write_text("nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n")
+    upstream.write_text("nameserver 10.0.2.3\nsearch lan\n")
+    got = etcfiles.vm_dns(str(stub), str(upstream))
+    assert got == etcfiles.DnsSettings(("10.0.2.3",), ("lan",), ("edns0", "trust-ad"))
+    upstream.unlink()
+    assert etcfiles.vm_dns(str(stub), str(upstream)).servers == ("8.8.8.8", "8.8.4.4")
+    stub.write_text("nameserver 127.0.0.1\nnameserver 192.0.2.53\n")
+    assert etcfiles.vm_dns(str(stub), str(upstream)).servers == ("192.0.2.53",)

@@ -10,9 +10,13 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vmctl_agent.runtime.containerconfig import HOSTS, resolv_conf
+from vmctl_agent.runtime.containerconfig import FALLBACK_DNS, HOSTS
 
 EMBEDDED_DNS = "127.0.0.11"
+VM_RESOLV_CONF = "/etc/resolv.conf"
+# With systemd-resolved, /etc/resolv.conf names only its stub (127.0.0.53), which a container
+# cannot reach; this file names the servers it uses, and dockerd reads it instead.
+RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ def hosts(hostname: str, address: str, extra: Sequence[tuple[str, str]]) -> str:
 def resolv(embedded: bool, dns: DnsSettings) -> str:
     """The VM's resolv.conf with --dns, --dns-search and --dns-option on top; on a
     user-defined network the embedded resolver answers (and forwards the rest)."""
-    base = _parse(resolv_conf(False))
+    base = vm_dns()
     servers = [EMBEDDED_DNS] if embedded else list(dns.servers or base.servers)
     search = list(dns.search or base.search)
     options = list(dns.options or base.options)
@@ -65,11 +69,36 @@ def _parse(text: str) -> DnsSettings:
 def upstream_servers() -> tuple[str, ...]:
     """Where the embedded resolver forwards what it does not know: the VM's servers, its
     loopback ones too (the resolver runs in the VM's namespace)."""
+    return _parse(_read(VM_RESOLV_CONF)).servers
+
+
+def vm_dns(main: str = VM_RESOLV_CONF, resolved: str = RESOLVED_UPSTREAM) -> DnsSettings:
+    """The VM's DNS as a container on the default bridge can use it: loopback servers
+    dropped (systemd-resolved's upstream file used when only its stub is named), Google's
+    public servers if nothing is left, as dockerd does."""
+    settings = _parse(_read(main))
+    if settings.servers and all(_loopback(s) for s in settings.servers):
+        upstream = _parse(_read(resolved))
+        settings = DnsSettings(upstream.servers, settings.search, settings.options)
+    servers = tuple(s for s in settings.servers if not _loopback(s))
+    if not servers:
+        servers = tuple(line.split()[1] for line in FALLBACK_DNS.splitlines())
+    return DnsSettings(servers, settings.search, settings.options)
+
+
+def _loopback(server: str) -> bool:
     try:
-        with open("/etc/resolv.conf") as f:
-            return _parse(f.read()).servers
+        return ipaddress.ip_address(server).is_loopback
+    except ValueError:
+        return False
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
     except OSError:
-        return ()
+        return ""
 
 
 def extra_hosts(entries: Sequence[str], host_gateway: str) -> list[tuple[str, str]]:
