@@ -194,3 +194,23 @@ def test_an_explicit_host_address_is_honoured(rig):
             s.bind(("127.0.0.2", port))  # the host agent listens there
     assert not _listening(port)  # and not on the default address
     ok(docker(paths, "rm", "-f", "pinned"))
+
+
+def _until(condition, patience: float = 60) -> bool:
+    """Waits for the host agent to act on an engine event (bounded only against a hang)."""
+    deadline = time.monotonic() + patience
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def test_starts_the_host_agent_did_not_carry_are_followed_by_events(rig):
+    _paths, engine = rig
+    port = free_port()
+    # straight to the engine's socket, as a restart policy or a client in the VM would
+    ok(engine.docker("run", "-d", "--name", "direct", "-p", f"{port}:80", "busybox", "sleep",
+                     "60"))  # fmt: skip
+    assert _until(lambda: _listening(port))
+    ok(engine.docker("stop", "-t", "0", "direct"))
+    assert _until(lambda: not _listening(port))
+    ok(engine.docker("rm", "direct"))

@@ -137,7 +137,8 @@ class PortForwarder:
 
     def follow(self, stop: threading.Event, retry: float = 3.0) -> None:
         """Sync at every container event, and once each time the event stream (re)opens."""
-        path = "/events?filters=" + urllib.parse.quote('{"type":["container"]}')
+        wanted = {"type": ["container"], "event": ["start", "die", "destroy"]}
+        path = "/events?filters=" + urllib.parse.quote(json.dumps(wanted))
         while not stop.is_set():
             try:
                 lines = enginehttp.stream_lines(self.open_channel, path)
