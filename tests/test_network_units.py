@@ -171,3 +171,15 @@ def test_the_vm_dns_a_bridged_container_gets(tmp_path):
     assert etcfiles.vm_dns(str(stub), str(upstream)).servers == ("8.8.8.8", "8.8.4.4")
     stub.write_text("nameserver 127.0.0.1\nnameserver 192.0.2.53\n")
     assert etcfiles.vm_dns(str(stub), str(upstream)).servers == ("192.0.2.53",)
+
+
+def test_pools_avoid_what_the_vm_already_routes():
+    table = (
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+        "eth0\t00000000\t0202000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"  # default: ignored
+        "eth0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"  # 10.0.0.0/24
+        "eth1\t000012AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n"  # 172.18.0.0/16
+    )
+    routes = ipam.routed(table)
+    assert routes == [Net("10.0.0.0/24"), Net("172.18.0.0/16")]
+    assert ipam.from_pools(routes).subnet == Net("172.19.0.0/16")

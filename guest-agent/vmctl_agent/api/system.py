@@ -72,7 +72,7 @@ def info(engine, request) -> Response:
             "Images": len(engine.images.list()),
             "Driver": "overlay2",
             "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
-            "Plugins": {"Volume": [], "Network": ["host", "null"], "Log": ["json-file"]},
+            "Plugins": {"Volume": [], "Network": ["bridge", "host", "null"], "Log": ["json-file"]},
             "MemoryLimit": True,
             "SwapLimit": True,
             "CpuCfsPeriod": True,

@@ -75,6 +75,11 @@ class Host:
                     _run(commands.jump_insert(*jump))
             self.jumps_made = True
 
+    def routes(self) -> str:
+        """/proc/net/route as this namespace sees it."""
+        with open("/proc/self/net/route") as f:
+            return f.read()
+
     def forward(self) -> None:
         """Routing between the bridges and the VM's own interface (Docker turns it on too)."""
         with open(_FORWARDING, "r+") as f:

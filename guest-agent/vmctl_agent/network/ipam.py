@@ -125,6 +125,21 @@ def from_pools(taken: Iterable[Net]) -> Subnet:
     )
 
 
+def routed(proc_net_route: str) -> list[Net]:
+    """The networks the VM already routes (/proc/net/route: little-endian hex), the default
+    route apart: dockerd leaves pools that overlap them alone, so a new network never
+    hides the VM's own (10.0.2.0/24 under QEMU's user networking)."""
+    found = []
+    for line in proc_net_route.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8 or fields[7] == "00000000":
+            continue
+        destination = ipaddress.IPv4Address(bytes.fromhex(fields[1])[::-1])
+        mask = ipaddress.IPv4Address(bytes.fromhex(fields[7])[::-1])
+        found.append(Net(f"{destination}/{mask}", strict=False))
+    return found
+
+
 def default_bridge() -> Subnet:
     return Subnet(DEFAULT_BRIDGE_SUBNET, Addr("172.17.0.1"))
 

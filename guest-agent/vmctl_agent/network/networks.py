@@ -129,7 +129,7 @@ class Networks:
     def _subnets(self, configs) -> tuple[ipam.Subnet, ...]:
         taken = self.taken_subnets()
         if not configs:
-            return (ipam.from_pools(taken),)
+            return (ipam.from_pools([*taken, *ipam.routed(self.host.routes())]),)
         subnets: list[ipam.Subnet] = []
         for config in configs:
             subnets.append(ipam.requested(config, [*taken, *(s.subnet for s in subnets)]))
