@@ -23,7 +23,8 @@ def create_options(engine, body: dict, host: dict) -> dict:
     if not isinstance(endpoints, dict):
         raise ApiError(400, "NetworkingConfig.EndpointsConfig must be an object")
     if mode == "default":  # the CLI names the default network "default" in both places
-        mode = "bridge" if engine.config.default_bridge else "none"
+        usable = engine.config.default_bridge and not engine.network_problem
+        mode = "bridge" if usable else "none"  # `docker info` says why it is none
         if "default" in endpoints:
             endpoints = {mode: endpoints["default"], **endpoints}
             del endpoints["default"]
