@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from agentserver import AgentServer, push_test_images
+from vmctl_agent.runtime import pids
 
 DESKTOP_GATEWAY = "10.0.2.2"
 HOLDER = (  # loopback up, as in the VM
@@ -41,17 +43,18 @@ def netns_agent(workdir: Path, registry, path: str = "") -> Iterator[NetnsAgent]
              "--registry-mirror", registry.url, "-q", image],
             check=True, capture_output=True,
         )  # fmt: skip
-    holder = subprocess.Popen(HOLDER)
+    agent = NetnsAgent(workdir, registry, path)
     try:
-        _wait_unshared(holder.pid)
-        agent = NetnsAgent(workdir, registry, holder.pid, path)
-        try:
-            yield agent
-        finally:
-            agent.stop()
+        yield agent
     finally:
-        holder.kill()
-        holder.wait()
+        agent.stop()
+        agent.end_holder()
+
+
+def _new_holder() -> subprocess.Popen:
+    holder = subprocess.Popen(HOLDER)
+    _wait_unshared(holder.pid)
+    return holder
 
 
 def _wait_unshared(pid: int) -> None:
@@ -63,15 +66,50 @@ def _wait_unshared(pid: int) -> None:
 
 
 class NetnsAgent(AgentServer):
-    def __init__(self, workdir: Path, registry, holder: int, path: str = "") -> None:
-        prefix = ("nsenter", f"--target={holder}", "--net", "--mount", "--")
-        prefix += ("env", f"PATH={path}") if path else ()
+    """The agent in the namespaces its holder process keeps; `pid` is the holder's."""
+
+    def __init__(self, workdir: Path, registry, path: str = "") -> None:
+        self.holder = _new_holder()
+        self.pid = self.holder.pid
+        self.path = path
         config = workdir / "daemon.json"  # as the VM's: the user's machine at 10.0.2.2
         config.write_text(json.dumps({"host-gateway-ip": DESKTOP_GATEWAY}))
-        super().__init__(
-            workdir, registry, bridge=True, prefix=prefix, args=("--config", str(config))
-        )
-        self.pid = holder
+        try:
+            super().__init__(
+                workdir, registry, bridge=True, prefix=self._prefix(),
+                args=("--config", str(config)),
+            )  # fmt: skip
+        except BaseException:
+            self.end_holder()
+            raise
+
+    def _prefix(self) -> tuple[str, ...]:
+        prefix = ("nsenter", f"--target={self.pid}", "--net", "--mount", "--")
+        return prefix + (("env", f"PATH={self.path}") if self.path else ())
+
+    def end_holder(self) -> None:
+        self.holder.kill()
+        self.holder.wait()
+
+    def reboot(self) -> None:
+        """As the VM rebooting: the agent, every shim and container (the processes our
+        agent started, by their recorded pids) and the namespaces with every bridge, veth,
+        rule and mount in them gone; then a new agent on the same data root in new ones."""
+        self.process.kill()
+        self.process.wait()
+        for state in (self.data_root / "containers").glob("*/state.json"):
+            recorded = json.loads(state.read_text())
+            for pid, started in ((recorded.get("shim_pid"), recorded.get("shim_start_time")),
+                                 (recorded.get("pid"), recorded.get("start_time"))):  # fmt: skip
+                if pid and pids.same_process(pid, started):  # ours still, not a reused pid
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+        self.end_holder()
+        self.holder = _new_holder()
+        self.pid = self.holder.pid
+        self.cmd = [*self._prefix(), *self.cmd[self.cmd.index("vmctl-agent") :]]
+        self.socket.unlink(missing_ok=True)
+        self._launch()
 
     def kill_and_restart_with(self, meanwhile) -> None:
         """SIGKILL, `meanwhile()`, then a new agent on the same data root in the same

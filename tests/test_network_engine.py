@@ -351,3 +351,20 @@ def test_without_iptables_the_engine_serves_and_says_why_bridges_fail(tmp_path, 
         created = agent.docker("network", "create", "nope")
         assert "bridge networking is unavailable" in created.stderr
         assert agent.links("veth") == [] and agent.netns_mounts() == []
+
+
+def test_networks_are_made_again_after_a_reboot(clean):
+    agent = clean
+    ok(agent.docker("network", "create", "--internal", "kept"))
+    ok(agent.docker("run", "-d", "--name", "again", "--network", "kept", "busybox", "sleep",
+                    "600"))  # fmt: skip
+    bridge = "br-" + ok(agent.docker("network", "inspect", "-f", "{{.Id}}", "kept"))[:12]
+    agent.reboot()  # every bridge, veth, rule and netns mount gone with the namespaces
+    assert sorted(agent.links("bridge")) == sorted(["docker0", bridge])
+    assert any(f"! -i {bridge} -o {bridge} -j DROP" in r for r in agent.rules())
+    assert any("172.17.0.0/16" in r and "MASQUERADE" in r for r in agent.rules())
+    assert agent.netns_mounts() == [] and agent.leftovers()["netns files"] == []
+    status = ok(agent.docker("inspect", "-f", "{{.State.Status}}", "again")).strip()
+    assert status == "exited"
+    ok(agent.docker("start", "again"))
+    assert _ip(agent, "again", "kept") == "172.18.0.2"
