@@ -49,8 +49,9 @@ def serving(workdir: Path, registry) -> Iterator[AgentServer]:
 
 class AgentServer:
     """In the host's network namespace the agent must make no bridge (the network rule for
-    these machines): it runs with `--bridge none`, as dockerd's `-b none`. `prefix` runs it
-    under another command (netkit's `unshare --net`), where `bridge=True` is allowed."""
+    these machines): it runs with `--bridge none` (its default too). `prefix` runs it under
+    another command (netkit's namespaces), where `bridge=True` (`--bridge docker0`) is
+    allowed."""
 
     def __init__(
         self,
@@ -75,7 +76,8 @@ class AgentServer:
             str(self.data_root),
             "--registry-mirror",
             registry.url,
-            *(() if bridge else ("--bridge", "none")),
+            "--bridge",
+            "docker0" if bridge else "none",
             *args,
         ]
         self.cmd = cmd

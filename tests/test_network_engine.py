@@ -11,10 +11,12 @@ import shutil
 import signal
 import socket
 import struct
+import subprocess
 import time
 
 import docker
 import pytest
+from agentserver import serving
 from netkit import HTTPD, clear, fetch_when_served, in_netns, netns_agent, ok
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
@@ -368,3 +370,31 @@ def test_networks_are_made_again_after_a_reboot(clean):
     assert status == "exited"
     ok(agent.docker("start", "again"))
     assert _ip(agent, "again", "kept") == "172.18.0.2"
+
+
+def test_an_engine_without_bridge_docker0_never_touches_its_machines_network(tmp_path, registry):
+    """`vmctl-agent serve` straight on a machine (its default "bridge": "none"): no bridge,
+    veth or rule is made in the machine's own namespace, whatever a client asks."""
+    before = _host_network()
+    with serving(tmp_path, registry) as agent:  # in this machine's own namespaces
+        created = agent.docker("network", "create", "mine")
+        assert created.returncode != 0 and "bridge networking is off on this engine" in (
+            created.stderr
+        )
+        run = agent.docker("run", "--rm", "--network", "bridge", "busybox", "true")
+        assert 'bridge networking is off on this engine ("bridge": "none")' in run.stderr
+        plain = ok(agent.docker("run", "--rm", "busybox", "ip", "-o", "link"))
+        assert "eth0" not in plain  # --network none
+        names = ok(agent.docker("network", "ls", "--format", "{{.Name}}")).split()
+        assert sorted(names) == ["host", "none"]
+    assert _host_network() == before
+
+
+def _host_network() -> tuple[str, str]:
+    """Links and our chains as this machine's own namespace has them (read only)."""
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    rules = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout
+    nat = subprocess.run(["iptables", "-w", "-t", "nat", "-S"], capture_output=True, text=True)
+    names = sorted(line.split(":")[1].strip() for line in links.splitlines())
+    ours = [r for r in (rules + nat.stdout).splitlines() if "VMCTL" in r]
+    return " ".join(names), "\n".join(ours)

@@ -183,3 +183,17 @@ def test_pools_avoid_what_the_vm_already_routes():
     routes = ipam.routed(table)
     assert routes == [Net("10.0.0.0/24"), Net("172.18.0.0/16")]
     assert ipam.from_pools(routes).subnet == Net("172.19.0.0/16")
+
+
+def test_the_default_bridge_is_made_only_where_the_config_asks(tmp_path):
+    from vmctl_agent import config
+    from vmctl_agent.errors import AgentError
+
+    assert not config.load(None).default_bridge  # straight on a machine: never its network
+    daemon = tmp_path / "daemon.json"
+    daemon.write_text('{"bridge": "docker0", "host-gateway-ip": "10.0.2.2"}')
+    loaded = config.load(str(daemon))
+    assert loaded.default_bridge and loaded.host_gateway_ip == "10.0.2.2"
+    assert not config.load(str(daemon), bridge="none").default_bridge  # the flag wins
+    with pytest.raises(AgentError, match="bridge 'br7' is not supported: \"docker0\""):
+        config.load(None, bridge="br7")

@@ -50,6 +50,7 @@ class VMConfig:
             "data-root": data_root,
             "registry-mirrors": list(self.registry_mirrors),
             "insecure-registries": list(self.insecure_registries),
+            "bridge": "docker0",  # the default bridge network, in the VM only
             # QEMU's user networking: the user's machine (its loopback) as containers reach it
             "host-gateway-ip": "10.0.2.2",
         }

@@ -2,7 +2,7 @@
 
     vmctl-agent serve  --listen unix:///PATH [--listen tcp://127.0.0.1:PORT] --data-root DIR
                        [--config daemon.json] [--registry-mirror URL]...
-                       [--insecure-registry HOST:PORT]... [--bridge none]
+                       [--insecure-registry HOST:PORT]... [--bridge docker0|none]
     vmctl-agent pull   --data-root DIR [--config daemon.json] [--registry-mirror URL]...
                        [--insecure-registry HOST:PORT]... [--platform os/arch] REF
     vmctl-agent images --data-root DIR [--quiet]
@@ -64,8 +64,9 @@ def _parser() -> argparse.ArgumentParser:
         "--bridge",
         "-b",
         default=None,
-        choices=["none"],
-        help="none: no default bridge network (containers default to --network none)",
+        choices=["docker0", "none"],
+        help="docker0: make the default bridge network (the VM's config asks for it); "
+        "none (the default): containers default to --network none",
     )
     pull = _command(sub, "pull", "pull an image from a registry", _pull)
     pull.add_argument("--platform", default=None, help="os/arch[/variant] (default: this machine)")

@@ -23,7 +23,9 @@ class AgentConfig:
     insecure_registries: tuple[str, ...] = ()
     group: str = DEFAULT_GROUP  # owner group of unix sockets (mode 0660), as dockerd's -G
     group_required: bool = False
-    default_bridge: bool = True  # dockerd's "bridge": "none" turns it off
+    # The default bridge (docker0) only where asked for ("bridge": "docker0", as the VM's
+    # daemon.json says): an agent run straight on a Linux host never touches its network.
+    default_bridge: bool = False
     host_gateway_ip: str = ""  # what --add-host NAME:host-gateway means (default: the bridge's)
     ignored_keys: tuple[str, ...] = field(default=())
 
@@ -51,10 +53,11 @@ def load(
     if file_group is not None and not isinstance(file_group, str):
         raise AgentError(f"group in {path} must be a string")
     chosen_group = group or file_group
-    chosen_bridge = bridge or raw.get("bridge") or ""
-    if chosen_bridge not in ("", "none"):
+    chosen_bridge = bridge or raw.get("bridge") or "none"
+    if chosen_bridge not in ("docker0", "none"):
         raise AgentError(
-            f'bridge {chosen_bridge!r} is not supported: only "none" (no default bridge)'
+            f'bridge {chosen_bridge!r} is not supported: "docker0" (the default bridge '
+            'network) or "none"'
         )
     gateway_ip = raw.get("host-gateway-ip") or ""
     if not isinstance(gateway_ip, str):
@@ -63,7 +66,7 @@ def load(
         data_root=Path(root),
         group=chosen_group or DEFAULT_GROUP,
         group_required=bool(chosen_group),
-        default_bridge=chosen_bridge != "none",
+        default_bridge=chosen_bridge == "docker0",
         host_gateway_ip=gateway_ip,
         registry_mirrors=tuple(dict.fromkeys([*file_mirrors, *(mirrors or [])])),
         insecure_registries=tuple(dict.fromkeys([*file_insecure, *(insecure or [])])),

@@ -207,6 +207,6 @@ def _warnings(engine) -> list[str]:
     if engine.config.default_bridge:
         return []
     return [
-        'WARNING: the default bridge network is turned off ("bridge": "none"): containers '
-        "run with --network none unless given a network"
+        'WARNING: there is no default bridge network ("bridge": "none"; the VM\'s engine has '
+        '"bridge": "docker0"): containers run with --network none unless given a network'
     ]

@@ -67,6 +67,7 @@ class Endpoints(netns.Networking):
         if mode.startswith("container:"):
             self._networked_container(mode.partition(":")[2])
             return
+        self.networks.check_usable()
         options = config.create_options
         self._hosts(config, {})  # --add-host checked now, not at the first start
         wanted = {mode: options.endpoints.get(mode) or {}}

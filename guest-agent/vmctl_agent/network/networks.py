@@ -1,6 +1,7 @@
-"""Networks: the default `bridge` (made at start unless the config says `"bridge": "none"`),
-the built-in `host` and `none`, and user-defined bridge networks; each one's bridge and the
-firewall's rules kept in step with the records.
+"""Networks: the default `bridge` and user-defined bridge networks where the config says
+`"bridge": "docker0"` (the VM's does; an agent without it never touches its machine's
+network), the built-in `host` and `none`; each one's bridge and the firewall's rules kept
+in step with the records.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from vmctl_agent.network.records import Network, Records
 from vmctl_agent.runtime import logs
 
 DEFAULT_BRIDGE = "docker0"
+BRIDGES_OFF = (
+    'bridge networking is off on this engine ("bridge": "none"): only --network none, host '
+    'and container:<name> are available (the VM\'s engine has "bridge": "docker0")'
+)
 PREDEFINED = ("bridge", "host", "none")
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 
@@ -46,6 +51,10 @@ class Networks:
         self.problem = ""  # why bridges cannot be made here (no iptables), if so
 
     def check_usable(self) -> None:
+        """Bridges may be made here: refused outright where the config says none (an agent
+        on a development machine), or with the reason they cannot be (no iptables)."""
+        if not self.default_bridge:
+            raise NetworkForbidden(BRIDGES_OFF)
         if self.problem:
             raise NetworkError(self.problem)
 
@@ -57,10 +66,11 @@ class Networks:
         with self.lock:
             self._predefine("host", "host")
             self._predefine("none", "null")
-            if self.default_bridge:
-                self._predefine("bridge", "bridge", ipam.default_bridge(), DEFAULT_BRIDGE)
-            elif (old := self._by_name("bridge")) is not None:
-                self.records.drop_network(old.id)
+            if not self.default_bridge:  # nothing is made in this machine's network
+                if (old := self._by_name("bridge")) is not None:
+                    self.records.drop_network(old.id)
+                return
+            self._predefine("bridge", "bridge", ipam.default_bridge(), DEFAULT_BRIDGE)
             for network in self.bridges():
                 self._bridge_up(network)
             self.sync_firewall()
