@@ -23,6 +23,7 @@ from vmctl_gui.jobs import Job, JobQueue
 POLL_MS = 5000  # state re-derived this often: vmctl status is cheap, the CLI may change it
 EVENTS_RETRY_S = 3.0  # a dropped event stream (VM restarting) is re-opened after this
 STARTING_GRACE_S = 5.0  # a guest still booting ignores ACPI: it is powered off after this
+STATS_RETRY_S = 2.0  # a stats stream the engine dropped (it restarted) is re-opened after this
 REFRESH_DEBOUNCE_MS = 150  # a burst of events (docker run: create, attach, start) → one list
 
 
@@ -272,9 +273,11 @@ class Bridge(QObject):
                 on_progress=progress)
         )  # fmt: skip
 
-    def logs(self, container_id: str, on_line: Callable[[str], None]) -> Job:
+    def logs(
+        self, container_id: str, on_line: Callable[[str], None], timestamps: bool = False
+    ) -> Job:
         def work(job: Job) -> None:
-            lines = self.engine.logs(container_id, follow=True)
+            lines = self.engine.logs(container_id, follow=True, timestamps=timestamps)
             job.on_cancel(lines.close)
             for line in lines:
                 job.progress(line)
@@ -287,6 +290,56 @@ class Bridge(QObject):
                 on_error=self._reporter("follow the logs"),
             )
         )
+
+    # ---- one container's details ----
+
+    def inspect_container(self, container_id: str, on_done, on_error=None) -> Job:
+        return self._detail("inspect the container", self.engine.inspect_container,
+                            container_id, on_done, on_error)  # fmt: skip
+
+    def inside(self, container_id: str, on_done, on_error=None) -> Job:
+        return self._detail("look inside the container", self.engine.inside, container_id,
+                            on_done, on_error)  # fmt: skip
+
+    def _detail(self, what: str, fn, container_id: str, on_done, on_error) -> Job:
+        """A read for the details pane; its failure goes to `on_error` (the pane says it in
+        its own words) or else to the error bar."""
+        failed = on_error or self._reporter(what)
+        return self.api.submit(
+            Job(lambda job: fn(container_id), label=what, on_done=on_done, on_error=failed)
+        )
+
+    def stats(self, container_id: str, on_event: Callable[[str, object], None]) -> Job:
+        """Follow the stats stream. `on_event(kind, value)`: ("sample", message) each second;
+        ("lost", words) when the engine stops answering, after which it tries again every
+        STATS_RETRY_S (an engine restarting under an open chart); ("ended", None) when the
+        container stopped; ("gone", words) when it was removed."""
+
+        def work(job: Job) -> str:
+            while not job.cancelled:
+                try:
+                    self._stream_stats(job, container_id)
+                    if not self.engine.inspect_container(container_id)["State"]["Running"]:
+                        return "ended"
+                    job.progress(("lost", "The stats stream was cut."))
+                except Exception as e:
+                    if job.cancelled or getattr(e, "status_code", None) == 404:
+                        raise
+                    job.progress(("lost", errors.describe(e)))
+                job._cancel.wait(STATS_RETRY_S)  # the worker waits; the UI thread never does
+            return "cancelled"
+
+        return self.streams.submit(
+            Job(work, label="stats", on_progress=lambda event: on_event(*event),
+                on_done=lambda kind: on_event(kind, None),
+                on_error=lambda e: on_event("gone", errors.describe(e)))
+        )  # fmt: skip
+
+    def _stream_stats(self, job: Job, container_id: str) -> None:
+        stream = self.engine.stats(container_id)
+        job.on_cancel(stream.close)
+        for message in stream:
+            job.progress(("sample", message))
 
     def _follow_events(self) -> None:
         def work(job: Job) -> None:

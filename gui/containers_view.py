@@ -1,20 +1,23 @@
 """The Containers tab: a live list (the bridge refreshes it from the engine's event stream),
-start / stop / restart / remove on the selected one, a logs window that follows, and a shell
-in the user's terminal."""
+start / stop / restart / remove on the selected one, a logs window that follows, a shell
+in the user's terminal, and the selected container's details in a pane below the list."""
 
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
     QHeaderView,
     QPushButton,
+    QSplitter,
     QTableView,
     QVBoxLayout,
     QWidget,
 )
 from vmctl_gui import fmt
 from vmctl_gui.bridge import Bridge
+from vmctl_gui.details_view import ContainerDetails
 from vmctl_gui.engine import ContainerRow
 from vmctl_gui.jobs import Job
 from vmctl_gui.output import OutputWindow
@@ -57,20 +60,39 @@ class ContainersView(QWidget):
         actions.addWidget(self.buttons["logs"])
         actions.addWidget(self.buttons["shell"])
         actions.addStretch(1)
+        self.details = ContainerDetails(bridge)
+        split = QSplitter(Qt.Orientation.Vertical, childrenCollapsible=False)
+        split.addWidget(self.table)
+        split.addWidget(self.details)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)  # the details need more room; the list scrolls
         column = QVBoxLayout(self)
         column.addLayout(actions)
-        column.addWidget(self.table)
+        column.addWidget(split, 1)
         self.logs_windows: list[LogsWindow] = []
+        self._refreshing = False  # the list is being replaced: its selection blinks
         bridge.containersChanged.connect(self.show_rows)
-        self.table.selectionModel().selectionChanged.connect(lambda *_: self._enable())
+        self.table.selectionModel().selectionChanged.connect(lambda *_: self._selected())
         self._enable()
 
     def show_rows(self, rows: list[ContainerRow]) -> None:
-        chosen = self.selected()
-        self.model.set_rows(sorted(rows, key=lambda c: -c.created))
-        if chosen is not None and (row := self.model.row_of(chosen.id)) >= 0:
-            self.table.selectRow(row)
+        chosen = self.selected() or self.details.row  # a shown one that comes back is chosen
+        self._refreshing = True
+        try:
+            self.model.set_rows(sorted(rows, key=lambda c: -c.created))
+            if chosen is not None and (row := self.model.row_of(chosen.id)) >= 0:
+                self.table.selectRow(row)
+        finally:
+            self._refreshing = False
+        if self.details.row is not None:
+            shown = self.details.row.id
+            self.details.follow(next((r for r in rows if r.id == shown), None))
         self._enable()
+
+    def _selected(self) -> None:
+        self._enable()
+        if not self._refreshing:
+            self.details.show_container(self.selected())
 
     def selected(self) -> ContainerRow | None:
         rows = self.table.selectionModel().selectedRows()

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vmctl_gui.streams import JsonStream, LineStream
+
 import vmctl
 from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
@@ -137,7 +139,21 @@ class Engine:
     def container_action(self, container_id: str, action: str) -> None:
         raise NotImplementedError
 
-    def logs(self, container_id: str, follow: bool = True) -> Iterator[str]:
+    def logs(
+        self, container_id: str, follow: bool = True, timestamps: bool = False
+    ) -> Iterator[str]:
+        raise NotImplementedError
+
+    def inspect_container(self, container_id: str) -> dict:
+        """`docker inspect`'s JSON."""
+        raise NotImplementedError
+
+    def stats(self, container_id: str) -> Iterator[dict]:
+        """The stats stream (one message a second) until the container stops; closable."""
+        raise NotImplementedError
+
+    def inside(self, container_id: str) -> dict:
+        """The engine's vendor endpoint /vmctl/containers/{id}/inside (README, API notes)."""
         raise NotImplementedError
 
     def images(self) -> list[ImageRow]:
@@ -284,8 +300,27 @@ class VmctlEngine(Engine):
         else:
             getattr(api, f"{action}")(container_id)
 
-    def logs(self, container_id: str, follow: bool = True) -> LineStream:
-        return LineStream(self.client.api.logs(container_id, stream=True, follow=follow))
+    def logs(self, container_id: str, follow: bool = True, timestamps: bool = False) -> LineStream:
+        api = self.client.api
+        return LineStream(api.logs(container_id, stream=True, follow=follow, timestamps=timestamps))
+
+    def inspect_container(self, container_id: str) -> dict:
+        return self.client.api.inspect_container(container_id)
+
+    def stats(self, container_id: str) -> JsonStream:
+        """Through docker-py's own stream type: its `stats()` gives a generator that another
+        thread cannot close while it blocks in a read."""
+        from docker.types.daemon import CancellableStream
+
+        api = self.client.api
+        url = api._url("/containers/{0}/stats", container_id)
+        response = api._get(url, params={"stream": True}, stream=True)
+        api._raise_for_status(response)
+        return JsonStream(CancellableStream(api._stream_helper(response, decode=True), response))
+
+    def inside(self, container_id: str) -> dict:
+        api = self.client.api
+        return api._result(api._get(api._url("/vmctl/containers/{0}/inside", container_id)), True)
 
     def images(self) -> list[ImageRow]:
         rows = []
@@ -435,44 +470,3 @@ def _port_bindings(ports: tuple[str, ...]) -> dict[str, int]:
         host, _, inside = spec.rpartition(":")
         bindings[inside] = int(host)
     return bindings
-
-
-class LineStream:
-    """Decoded lines of a docker-py stream. `close()` may come from another thread (the UI's
-    cancel): it shuts the socket, which ends a blocked read. `first` lines come before the
-    stream's (the engine's warnings); `tail()` gives a last line when the stream ended by
-    itself; `cleanup()` runs however it ended (a quick run removes its container)."""
-
-    def __init__(
-        self,
-        stream,
-        tail: Callable[[], str] | None = None,
-        cleanup: Callable[[], None] | None = None,
-        first: list[str] | None = None,
-    ) -> None:
-        self._stream = stream
-        self._first = first or []
-        self._tail = tail
-        self._cleanup = cleanup
-        self.closed = False
-
-    def close(self) -> None:
-        self.closed = True
-        self._stream.close()
-
-    def __iter__(self) -> Iterator[str]:
-        try:
-            yield from self._first
-            pending = b""
-            for chunk in self._stream:
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    yield line.decode("utf-8", "replace") + "\n"
-            if pending:
-                yield pending.decode("utf-8", "replace")
-            if self._tail is not None and not self.closed:
-                yield self._tail()
-        finally:
-            if self._cleanup is not None:
-                self._cleanup()

@@ -62,7 +62,9 @@ def main() -> int:
             (Path(tmp) / "agent").mkdir()
             server = AgentServer(Path(tmp) / "agent", registry)
             try:
-                server.docker("run", "-d", "--name", "web", "busybox", "httpd", "-f", "-v")
+                site = "mkdir /www; echo hi > /www/index.html; rm /bin/ls; exec httpd -fh /www"
+                server.docker("run", "-d", "--name", "web", "--memory", "64m", "--pids-limit",
+                              "100", "busybox", "sh", "-c", site)  # fmt: skip
                 server.docker("run", "--name", "once", "busybox", "echo", "hello")
                 return shoot(app, server.url, args.out, engine_tab=not args.vm_image)
             finally:
@@ -140,6 +142,26 @@ def shoot_vm(app, image: str, out: Path) -> None:
     vm.delete("default")
 
 
+def shoot_details(app, window, out: Path) -> None:
+    """The details pane of the running `web` container: its Stats after a few samples, and
+    its Inside view."""
+    view = window.containers_view
+    view.table.selectRow(next(i for i, r in enumerate(view.model.rows) if r.name == "web"))
+    details = view.details
+    settle(app, lambda: "Image" in details.overview.fields, "the overview")
+    save(window, out, "details-overview")
+    details.tabs.setCurrentWidget(details.stats)
+    settle(app, lambda: len([s for s in details.stats.history.samples if s]) >= 5, "stats")
+    save(window, out, "details-stats")
+    details.tabs.setCurrentWidget(details.inside)
+    settle(app, lambda: bool(details.inside.facts.get("Namespaces")), "the Inside view")
+    save(window, out, "details-inside")
+    bar = details.inside.scroll.verticalScrollBar()
+    bar.setValue(bar.maximum())
+    settle(app, lambda: True, "the scroll")
+    save(window, out, "details-layers")
+
+
 def shoot(app, docker_host: str, out: Path, engine_tab: bool = True) -> int:
     from PySide6.QtCore import Qt, QTimer
     from PySide6.QtGui import QPainter, QPixmap
@@ -171,6 +193,7 @@ def shoot(app, docker_host: str, out: Path, engine_tab: bool = True) -> int:
     settle(app, lambda: window.containers_view.model.rowCount() >= 2, "the container list")
     window.containers_view.table.selectRow(0)
     save(window, out, "containers")
+    shoot_details(app, window, out)
     window.tabs.setCurrentIndex(2)
     window.images_view.ref.setText("hello-world")
     window.images_view.pull()

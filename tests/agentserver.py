@@ -51,16 +51,15 @@ class AgentServer:
     """In the host's network namespace the agent must make no bridge (the network rule for
     these machines): it runs with `--bridge none` (its default too). `prefix` runs it under
     another command (netkit's namespaces), where `bridge=True` (`--bridge docker0`) is
-    allowed."""
+    allowed. `extra`: more `vmctl-agent serve` flags."""
 
     def __init__(
         self,
         workdir: Path,
         registry,
-        *,
+        *extra: str,
         bridge: bool = False,
         prefix: tuple[str, ...] = (),
-        args: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir
         self.socket = workdir / "docker.sock"
@@ -76,9 +75,9 @@ class AgentServer:
             str(self.data_root),
             "--registry-mirror",
             registry.url,
+            *extra,
             "--bridge",
             "docker0" if bridge else "none",
-            *args,
         ]
         self.cmd = cmd
         self._launch()

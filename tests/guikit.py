@@ -12,6 +12,8 @@ import queue
 import threading
 import time
 
+import docker.errors
+import requests
 from vmctl_gui.engine import (
     Cancelled,
     ContainerRow,
@@ -79,6 +81,10 @@ class FakeEngine(Engine):
         self.streams: list[Stream] = []
         self.saved: list[vmconfig.VMConfig] = []
         self.graces: list[float] = []  # of each stop
+        self.inspected: dict[str, dict] = {}  # container id → docker inspect's JSON
+        self.insides: dict[str, dict] = {}  # container id → the vendor endpoint's answer
+        self.stats_streams: list[Stream] = []  # each opened stats stream, fed by the test
+        self.stats_failures: list[Exception] = []  # raised by the next stats() calls, in order
 
     def _call(self, method: str) -> None:
         self.calls.append((method, threading.current_thread().name))
@@ -147,11 +153,39 @@ class FakeEngine(Engine):
     def container_action(self, container_id: str, action: str) -> None:
         self._call(f"{action} {container_id}")
 
-    def logs(self, container_id: str, follow: bool = True) -> Stream:
-        self._call(f"logs {container_id}")
-        stream = Stream(["line one\n", "line two\n"])
+    def logs(self, container_id: str, follow: bool = True, timestamps: bool = False) -> Stream:
+        self._call(f"logs {container_id}{' timestamps' if timestamps else ''}")
+        stamp = "2026-12-02T01:00:00.000000000Z " if timestamps else ""
+        stream = Stream([f"{stamp}line one\n", f"{stamp}line two\n"])
         self.streams.append(stream)
         return stream
+
+    def inspect_container(self, container_id: str) -> dict:
+        self._call(f"inspect {container_id}")
+        return self._known(self.inspected, container_id)
+
+    def inside(self, container_id: str) -> dict:
+        self._call(f"inside {container_id}")
+        return self._known(self.insides, container_id)
+
+    def stats(self, container_id: str) -> Stream:
+        self._call(f"stats {container_id}")
+        self._known(self.inspected, container_id)
+        if self.stats_failures:
+            raise self.stats_failures.pop(0)
+        stream = Stream()
+        self.stats_streams.append(stream)
+        return stream
+
+    @staticmethod
+    def _known(table: dict[str, dict], container_id: str) -> dict:
+        if container_id not in table:
+            response = requests.Response()
+            response.status_code = 404
+            raise docker.errors.NotFound(
+                "404 Client Error", response, explanation=f"No such container: {container_id}"
+            )
+        return table[container_id]
 
     def images(self) -> list[ImageRow]:
         self._call("images")

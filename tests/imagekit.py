@@ -274,11 +274,13 @@ def build_image(
     config: dict[str, Any] | None = None,
     diff_ids: list[str] | None = None,
     created: str = "2024-01-01T00:00:00Z",
+    history: list[dict[str, Any]] | None = None,
 ) -> Image:
     """An image from uncompressed layer tars.
 
     `config` is merged over a default `{"Env": [PATH=...]}` container config; `diff_ids`
-    overrides the honest ones so tests can build an image that lies about its layers.
+    overrides the honest ones so tests can build an image that lies about its layers;
+    `history` replaces the default one line per layer (a builder's, with empty_layer lines).
     """
     media = _MEDIA[fmt]
     layers = tuple(Blob(media[compression], _compress(t, compression)) for t in layer_tars)
@@ -288,7 +290,7 @@ def build_image(
     doc["config"] = {"Env": [DEFAULT_PATH], **(config or {})}
     honest = [sha256_digest(t) for t in layer_tars]
     doc["rootfs"] = {"type": "layers", "diff_ids": honest if diff_ids is None else diff_ids}
-    doc["history"] = [
+    doc["history"] = history or [
         {"created": created, "created_by": f"imagekit layer {i}"} for i in range(len(layer_tars))
     ]
     cfg = Blob(media["config"], canonical_json(doc))

@@ -76,9 +76,8 @@ class NetnsAgent(AgentServer):
         config.write_text(json.dumps({"host-gateway-ip": DESKTOP_GATEWAY}))
         try:
             super().__init__(
-                workdir, registry, bridge=True, prefix=self._prefix(),
-                args=("--config", str(config)),
-            )  # fmt: skip
+                workdir, registry, "--config", str(config), bridge=True, prefix=self._prefix()
+            )
         except BaseException:
             self.end_holder()
             raise

@@ -63,12 +63,41 @@ class Sshd:
 
     def stop(self) -> None:
         """Kill sshd and its per-connection children (they setsid, so no process group holds
-        them): every session ends at once, as when a VM reboots."""
-        doomed = [self.process.pid, *_descendants(self.process.pid)]
+        them): every session ends at once, as when a VM reboots.
+
+        The tree is frozen (SIGSTOP) before it is killed: a connection accepted while the
+        children were being listed would otherwise fork a child the list missed, which then
+        outlives the kill and keeps serving its client."""
+        doomed = _freeze_tree(self.process.pid)
         for pid in doomed:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.process.wait()
+
+
+def _freeze_tree(root: int) -> list[int]:
+    """Stop `root` and all its descendants, until a listing finds none still running."""
+    stopped: set[int] = set()
+    while True:
+        tree = [root, *_descendants(root)]
+        fresh = [pid for pid in tree if pid not in stopped]
+        if not fresh:
+            return tree
+        for pid in fresh:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+            stopped.add(pid)
+        while not all(_halted(pid) for pid in fresh):  # a signal is taken, not sent, later
+            time.sleep(0.01)
+
+
+def _halted(pid: int) -> bool:
+    """Stopped, dead or a zombie: it can fork no more."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in "TtZX"
 
 
 def _descendants(root: int) -> list[int]:

@@ -499,21 +499,15 @@ def test_the_socket_goes_to_the_named_group_like_dockerds_dash_g(tmp_path):
     assert not sock.exists()
 
 
-def test_pulled_images_are_made_durable_soon_after(tmp_path, registry):
-    """A VM killed a minute after a pull (host crash, force quit) must keep the image: the
-    engine syncs new images a second after they land, not at the next pull or restart."""
+def test_pulled_images_are_durable_when_the_pull_returns(tmp_path, registry):
+    """A VM killed right after `docker pull` answered (host crash, force quit) must keep the
+    image: the engine syncs it before it reports the pull done. (The VM test kills QEMU.)"""
     push_test_images(registry)
     agent = AgentServer(tmp_path, registry)
     try:
         ok(agent.docker("pull", "hello-world"))
         records = list((agent.data_root / "image" / "images").glob("*.json"))
         assert records
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            pending = [p for p in records if json.loads(p.read_text()).get("boot_id")]
-            if not pending:
-                break
-            time.sleep(0.2)
-        assert not pending, "still not synced 15 s after the pull"
+        assert [json.loads(p.read_text()).get("boot_id") for p in records] == [""]
     finally:
         agent.stop()

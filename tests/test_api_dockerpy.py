@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import docker
 import pytest
@@ -58,3 +59,18 @@ def test_errors_surface_as_docker_py_exceptions(client):
     assert conflict.value.status_code == 409
     assert "Stop the container before attempting removal" in str(conflict.value)
     running.remove(force=True)
+
+
+def test_stats_carry_block_io_in_dockerds_shape(client):
+    """Bytes per device on cgroup v2 (the VM); null where the cgroup accounts no I/O (this
+    host's v1 hierarchies have no blkio), which the docker CLI shows as 0B / 0B."""
+    container = client.containers.run("busybox", ["sleep", "30"], detach=True)
+    stats = container.stats(stream=False)
+    entries = stats["blkio_stats"]["io_service_bytes_recursive"]
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers").is_file()
+    if v2 and "io" in Path("/sys/fs/cgroup/cgroup.controllers").read_text().split():
+        assert all(set(e) == {"major", "minor", "op", "value"} for e in entries)
+        assert {e["op"] for e in entries} <= {"read", "write"}
+    else:
+        assert entries is None
+    container.remove(force=True)

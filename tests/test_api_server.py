@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Iterator
 
 import pytest
-from vmctl_agent.api import wire
+from vmctl_agent.api import connection, wire
 from vmctl_agent.api.http import ApiError, Request, Response, json_response
 from vmctl_agent.api.serve import unix_listener
 from vmctl_agent.api.server import Server
@@ -45,6 +45,8 @@ class FakeRouter:
             return Response(200, stream=(b"%d\n" % n for n in range(3)))
         if request.path == "/hijack":
             return Response(content_type="application/vnd.docker.raw-stream", hijack=_echo_once)
+        if request.path == "/hijack-talks-first":
+            return Response(hijack=lambda sock: sock.sendall(b"at once"))
         if request.path == "/ignore-body":
             return Response(200, b"ignored")
         raise ApiError(404, "page not found")
@@ -200,6 +202,27 @@ def test_upgrade_hijacks_the_connection(served):
         sock.sendall(b"there")
         assert sock.recv(100) == b"hello there"
         assert sock.recv(100) == b""  # closed after the session
+
+
+def test_a_hijacked_stream_starts_after_the_client_has_read_the_head(served):
+    """docker-py reads the head through a buffered reader and the stream from the socket
+    under it: stream bytes that arrive with the head are lost, so they must come after."""
+    path, _ = served
+    with connect(path) as sock:
+        sock.sendall(b"POST /hijack-talks-first HTTP/1.1\r\nConnection: Upgrade\r\n\r\n")
+        head = sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 101 UPGRADED\r\n") and head.endswith(b"\r\n\r\n")
+        assert sock.recv(100) == b"at once"
+
+
+def test_unread_counts_what_the_peer_has_not_read():
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        assert connection.unread(ours) == 0 and connection.wait_until_read(ours, 0)
+        ours.sendall(b"head")
+        assert connection.unread(ours) > 0 and not connection.wait_until_read(ours, 0)
+        assert theirs.recv(100) == b"head"
+        assert connection.unread(ours) == 0 and connection.wait_until_read(ours, 0)
 
 
 @pytest.mark.parametrize(

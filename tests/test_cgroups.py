@@ -238,6 +238,7 @@ def test_v1_stats_are_sane(v1: CgroupsV1, spawn):
     assert before.pids_current == 1 and before.pids_limit is None
     assert after.cpu_usage_ns - before.cpu_usage_ns >= 250_000_000
     assert after.cpu_user_ns + after.cpu_system_ns > 0
+    assert after.io is None  # the v1 hierarchies we join have no blkio: not accounted
 
 
 @needs_v1
@@ -250,6 +251,26 @@ def test_v1_kill_all_kills_a_tree_and_a_fast_forker(v1: CgroupsV1, spawn):
     wait_for(lambda: v1.procs("c1") == [], timeout=3)
     assert proc.wait(timeout=5) == -signal.SIGKILL
     assert (ROOT / "freezer" / v1.parent / "c1" / "freezer.state").read_text() == "THAWED\n"
+
+
+@needs_v1
+def test_v1_kill_all_of_a_cgroup_removed_meanwhile_is_done(v1: CgroupsV1, spawn):
+    """The container ends and its shim removes the cgroup while `rm -f` kills it: its
+    processes are gone, which is what was asked (it was a 500: "cannot write 'THAWED'")."""
+    v1.create("c1", Limits())
+    proc = spawn("c1", ["sleep", "30"])
+    wait_for(lambda: len(v1.procs("c1")) == 1)
+    freeze = v1._freeze
+
+    def as_the_shim_would(state: Path) -> None:  # the container ended, its shim cleaned up
+        proc.kill()
+        proc.wait(timeout=5)
+        v1.remove("c1")
+        freeze(state)
+
+    v1._freeze = as_the_shim_would
+    v1.kill_all("c1")
+    assert proc.returncode == -signal.SIGKILL and not v1.exists("c1")
 
 
 @needs_v1
@@ -434,14 +455,25 @@ def test_v2_stats_parse_the_files(fake_root: Path):
         cpu_stat="usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 0\n",
         pids_current="3\n",
         pids_max="20\n",
+        io_stat="8:0 rbytes=4096 wbytes=1000 rios=1 wios=2 dbytes=0 dios=0\n"
+        "253:1 rbytes=10 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n",
     )
     s = CgroupsV2(fake_root).stats("c1")
+    assert s.io == ((8, 0, "read", 4096), (8, 0, "write", 1000),
+                    (253, 1, "read", 10), (253, 1, "write", 0))  # fmt: skip
     assert (s.memory_usage, s.memory_limit, s.memory_cache) == (10 * MiB, None, MiB)
     assert s.memory_used == 9 * MiB and s.memory_stat["anon"] == 8 * MiB
     assert (s.cpu_usage_ns, s.cpu_user_ns, s.cpu_system_ns) == (1_500_000, 1_000_000, 500_000)
     assert (s.pids_current, s.pids_limit) == (3, 20)
     with pytest.raises(CgroupError, match="no cgroup for container c2"):
         CgroupsV2(fake_root).stats("c2")
+
+
+def test_v2_io_is_unaccounted_without_the_io_controller_and_zero_before_any_io(fake_root: Path):
+    fake_leaf(fake_root, "c1", io_stat="")
+    assert CgroupsV2(fake_root).stats("c1").io == ()
+    (fake_root / "cgroup.controllers").write_text("cpu memory pids\n")
+    assert CgroupsV2(fake_root).stats("c1").io is None
 
 
 def test_v2_kill_all_writes_cgroup_kill(fake_root: Path):

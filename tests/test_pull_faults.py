@@ -183,7 +183,9 @@ def _rewrite(path: Path, **changes) -> None:
     path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
 
 
-def test_a_pull_becomes_durable_at_the_next_collection(registry, tmp_path, pushed):
+def test_a_pull_is_durable_when_it_returns(registry, tmp_path, pushed):
+    """The VM's power may be cut the moment a pull has answered: its record and layers are
+    marked durable (synced) before it does, and the record never exists unsynced."""
     repo, image = pushed
     store = ImageStore(tmp_path / "image")
     pull(store, f"{registry.host}/{repo}:t")
@@ -192,9 +194,6 @@ def test_a_pull_becomes_durable_at_the_next_collection(registry, tmp_path, pushe
         store.root / "layers" / d[7:] / "layer.json"
         for d in image.config.json()["rootfs"]["diff_ids"]
     ]
-    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    assert json.loads(record.read_text())["boot_id"] == boot
-    assert store.collect_garbage()
     assert json.loads(record.read_text())["boot_id"] == ""
     assert [json.loads(m.read_text())["boot_id"] for m in layer_meta] == ["", ""]
 

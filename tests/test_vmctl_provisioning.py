@@ -14,7 +14,7 @@ import paramiko
 import pycdlib
 import pytest
 
-from vmctl import cloudinit, keys, paths
+from vmctl import cloudinit, keys, paths, provision
 from vmctl.errors import VmctlError
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -111,3 +111,17 @@ def test_importing_vmctl_loads_no_qt():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_console_saying_sshd_started_is_reported_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("VMCTL_HOME", str(tmp_path))
+    vm = paths.vm("hint")
+    vm.root.mkdir(parents=True)
+    vm.serial_log.write_bytes(b"[  OK  ] Reached target network.target\r\n")
+    said: list[str] = []
+    hint = provision.sshd_started(vm, said.append)
+    assert not hint() and said == []
+    with open(vm.serial_log, "ab") as console:
+        console.write(b"[  OK  ] Started ssh.service - OpenBSD Secure Shell server.\r\n")
+    assert hint() and hint()
+    assert said == ["the VM's console says sshd started"]

@@ -3,17 +3,19 @@ the unix-socket channel the host agent forwards docker.sock through."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from sshkit import Sshd
 
 from vmctl import keys
 from vmctl.errors import VmctlError
-from vmctl.ssh import Guest, SshUnavailable, wait_for
+from vmctl.ssh import FIRST_PATIENCE, Endpoint, Guest, SshUnavailable, _sshd, _Tries, wait_for
 
 
 @pytest.fixture
@@ -81,3 +83,80 @@ def test_waiting_for_ssh_gives_up_with_a_reason(sshd):
     assert time.monotonic() - start < 10
     with pytest.raises(VmctlError, match="the VM stopped while waiting for SSH"):
         wait_for(sshd.endpoint, time.monotonic() + 30, alive=lambda: False)
+
+
+class SlowBanner:
+    """A loopback TCP relay to `target` that holds back what the server says first for
+    `delay` s on each connection: a guest whose sshd is slow to answer (busy booting, on a
+    loaded host), behind QEMU's forward that accepts at once."""
+
+    def __init__(self, target: int, delay: float) -> None:
+        self.target, self.delay, self.accepted = target, delay, 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._pipe, args=(client, upstream, 0), daemon=True).start()
+            threading.Thread(
+                target=self._pipe, args=(upstream, client, self.delay), daemon=True
+            ).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket, hold: float) -> None:
+        time.sleep(hold)
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for s in (source, sink):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_waiting_for_ssh_outlasts_a_banner_slower_than_the_first_tries(sshd):
+    """Each try that sees no banner waits twice as long as the last, so an sshd that always
+    answers late is reached; hanging up after a fixed wait would never reach it."""
+    relay = SlowBanner(sshd.port, delay=FIRST_PATIENCE * 2.5)
+    try:
+        endpoint = dataclasses.replace(sshd.endpoint, port=relay.port)
+        with wait_for(endpoint, time.monotonic() + 300) as guest:
+            assert guest.run(["echo", "in"]).stdout == "in\n"
+        assert relay.accepted >= 2  # the first, shorter tries gave up on it
+    finally:
+        relay.close()
+
+
+def test_a_forward_that_accepts_and_never_answers_is_named_in_the_reason():
+    """What QEMU's forward does while the guest's network is down: accept, then silence."""
+    server = socket.create_server(("127.0.0.1", 0))
+    endpoint = Endpoint("127.0.0.1", server.getsockname()[1], "root", Path("/nonexistent"), "x y")
+    try:
+        with pytest.raises(SshUnavailable, match=r"no banner within \d+ s on a connection QEMU"):
+            wait_for(endpoint, time.monotonic() + FIRST_PATIENCE + 1)
+    finally:
+        server.close()
+
+
+def test_the_console_saying_sshd_started_makes_a_fresh_try_at_once(sshd):
+    """A connection opened while the guest's network was down can stay silent long after
+    sshd listens (QEMU's SYN retries back off): the hint abandons it for a new one."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    hint = threading.Event()
+    tries = _Tries(hint.is_set, patience=600)
+    began = threading.Timer(0.5, hint.set)
+    began.start()
+    sock, why = _sshd("127.0.0.1", port, tries.patience, tries.hint_arrived)
+    silent.close()
+    assert sock is None and why.startswith("the console says sshd started"), why
+    assert tries.hinted

@@ -15,6 +15,7 @@ import http.server
 import io
 import os
 import re
+import select
 import socket
 import subprocess
 import threading
@@ -134,6 +135,23 @@ def built_image() -> image.BaseImage:
     with open(CACHE / ".images.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return image.build(images)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def wait_until_gone(pid: int, timeout: float = 120) -> None:
+    """Until process `pid` (not ours to reap) has ended: what a SIGKILL sent to it takes,
+    which on a loaded host is not instant (a QEMU frees its guest's memory first)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    assert ready, f"process {pid} still runs {timeout:.0f} s after it was killed"
 
 
 # --------------------------------------------------------------------------- a booted guest

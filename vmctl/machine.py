@@ -13,6 +13,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmctl.shares import Share
+
 # The guest's console is its first serial port; the kernel writes there and so does systemd.
 DEFAULT_CMDLINE = "root=/dev/vda rw console=ttyS0,115200 quiet systemd.show_status=1"
 
@@ -39,6 +41,8 @@ class MachineSpec:
     kernel: Path | None = None  # direct kernel boot when the image ships one; else firmware
     initrd: Path | None = None
     cmdline: str = DEFAULT_CMDLINE
+    shares: tuple[Share, ...] = ()  # host folders, at the same path in the guest (shares.py)
+    share_transport: str = ""  # "virtiofs" | "9p" | "sftp" (no device: sshfs over SSH)
 
 
 class Driver(ABC):

@@ -57,18 +57,30 @@ def look(guest: Guest) -> GuestState:
 _SSHD_STARTED = re.compile(rb"Started .{0,40}ssh\.service")
 
 
-def sshd_started(paths: vmpaths.VMPaths) -> Callable[[], bool]:
-    """Whether this boot's console says sshd started (systemd prints it on ttyS0)."""
+def sshd_started(
+    paths: vmpaths.VMPaths, say: Callable[[str], None] = lambda _msg: None
+) -> Callable[[], bool]:
+    """Whether this boot's console says sshd started (systemd prints it on ttyS0); `say` is
+    told once, so a slow ssh stage shows whether the guest or its answer took the time."""
+    seen = False
 
     def hint() -> bool:
-        try:
-            with open(paths.serial_log, "rb") as f:
-                f.seek(max(0, os.fstat(f.fileno()).st_size - 256 * 1024))
-                return _SSHD_STARTED.search(f.read()) is not None
-        except OSError:
-            return False
+        nonlocal seen
+        if not seen and _console_says_sshd_started(paths):
+            seen = True
+            say("the VM's console says sshd started")
+        return seen
 
     return hint
+
+
+def _console_says_sshd_started(paths: vmpaths.VMPaths) -> bool:
+    try:
+        with open(paths.serial_log, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 256 * 1024))
+            return _SSHD_STARTED.search(f.read()) is not None
+    except OSError:
+        return False
 
 
 def wait_cloud_init(guest: Guest, driver: Driver, timeout: float) -> GuestState:

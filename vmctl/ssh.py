@@ -30,6 +30,9 @@ from vmctl.errors import VmctlError
 
 STREAMLOCAL = "direct-streamlocal@openssh.com"
 POLL_INTERVAL = 3.0  # s between SSH tries while a guest boots
+FIRST_PATIENCE = 2.0  # s the first try waits for sshd's banner; doubled after each silent one
+HINTED_PATIENCE = 8.0  # s, at least, once the console says sshd started
+BANNER_SLICE = 0.5  # s between looks at the console while a connection is silent
 
 # paramiko logs every refused handshake with a traceback (while a VM boots, slirp accepts and
 # resets connections until sshd listens); vmctl reports SSH failures itself, in words.
@@ -200,50 +203,105 @@ def wait_for(
 
     Every try makes the guest's sshd fork and re-exec, which an emulated guest that is still
     booting feels: so it tries every few seconds, and at once when `ready_hint()` (the console
-    saying sshd started) says it is worth it."""
-    last: Exception | None = None
-    next_try = 0.0
-    hint_taken = False
+    saying sshd started) says it is worth it. A try that QEMU accepted is kept until sshd's
+    banner or a hang-up, twice as long as the last silent one: a busy guest on a loaded host
+    can take longer than any fixed wait to answer, and hanging up only makes it start over."""
+    tries = _Tries(ready_hint)
     while time.monotonic() < deadline:
         if not alive():
             raise VmctlError("the VM stopped while waiting for SSH")
-        now = time.monotonic()
-        hinted = not hint_taken and ready_hint is not None and ready_hint()
-        if now >= next_try or hinted:
-            hint_taken = hint_taken or hinted
-            next_try = now + POLL_INTERVAL
-            # Once the console says sshd started, wait for its banner rather than hang up:
-            # its first answer in a booting emulated guest can take seconds.
-            sock = _sshd(endpoint.host, endpoint.port, wait=8 if hint_taken else 2)
-            if sock is not None:
-                try:  # on the connection that showed the banner: each one costs the guest
-                    return Guest(endpoint, timeout=min(10, max(1, deadline - now)), sock=sock)
-                except SshUnavailable as e:
-                    last = e
+        if tries.due():
+            guest = _try(endpoint, deadline, tries)
+            if guest is not None:
+                return guest
         time.sleep(0.2)
-    raise SshUnavailable(f"SSH did not answer: {last}" if last else "SSH did not answer")
+    raise SshUnavailable("SSH did not answer" + (f": {tries.last}" if tries.last else ""))
+
+
+@dataclass
+class _Tries:
+    """When to try next, how long to wait for a banner, and why the last try failed."""
+
+    ready_hint: Callable[[], bool] | None
+    patience: float = FIRST_PATIENCE
+    next_at: float = 0.0
+    hinted: bool = False
+    last: str = ""
+
+    def due(self) -> bool:
+        return self.hint_arrived() or time.monotonic() >= self.next_at
+
+    def hint_arrived(self) -> bool:
+        """True once: when the console first says sshd started. From then on each try waits
+        at least HINTED_PATIENCE: sshd's first answers in a booting emulated guest are slow."""
+        if self.hinted or self.ready_hint is None or not self.ready_hint():
+            return False
+        self.hinted = True
+        self.patience = max(self.patience, HINTED_PATIENCE)
+        return True
+
+
+def _try(endpoint: Endpoint, deadline: float, tries: _Tries) -> Guest | None:
+    """One connection: the guest once sshd answered on it and let us in, else None."""
+    began = time.monotonic()
+    tries.next_at = began + POLL_INTERVAL
+    wait = max(1.0, min(tries.patience, deadline - began))
+    sock, why = _sshd(endpoint.host, endpoint.port, wait, tries.hint_arrived)
+    if sock is None:
+        tries.last = why
+        if why.startswith("no banner"):
+            tries.patience *= 2
+        elif why.startswith("the console says"):
+            tries.next_at = 0.0  # a fresh connection now, not one opened before sshd listened
+        return None
+    try:  # on the connection that showed the banner: each one costs the guest
+        return Guest(endpoint, timeout=max(1.0, deadline - time.monotonic()), sock=sock)
+    except SshUnavailable as e:
+        tries.last = str(e)
+        return None
 
 
 def _host_id(endpoint: Endpoint) -> str:
     return endpoint.host if endpoint.port == 22 else f"[{endpoint.host}]:{endpoint.port}"
 
 
-def _sshd(host: str, port: int, wait: float = 2) -> socket.socket | None:
+def _sshd(
+    host: str, port: int, wait: float, give_up: Callable[[], bool] = lambda: False
+) -> tuple[socket.socket | None, str]:
     """A connection on which sshd itself answered (its banner, peeked at, not consumed), or
-    None: QEMU's user networking accepts every connection to a forwarded port at once, even
-    while nothing listens in the guest yet."""
+    None and why: QEMU's user networking accepts every connection to a forwarded port at once,
+    even while nothing listens in the guest yet (it hangs up once the guest refuses, and stays
+    silent while the guest's network is not up). `give_up()` ends a silent wait early."""
     try:
         s = socket.create_connection((host, port), timeout=wait)
-    except OSError:
-        return None
-    try:
-        if s.recv(4, socket.MSG_PEEK) == b"SSH-":
-            s.settimeout(None)
-            return s
-    except OSError:
-        pass
+    except OSError as e:
+        return None, f"{host}:{port} refused the connection ({e})"
+    first = _peek_banner(s, wait, give_up)
+    if first == b"SSH-":
+        s.settimeout(None)
+        return s, ""
     s.close()
-    return None
+    if isinstance(first, str):
+        return None, first
+    if first:
+        return None, f"what answers on {host}:{port} is not sshd (it sent {first!r})"
+    return None, "the guest hung up before sshd's banner (nothing listens on port 22 yet)"
+
+
+def _peek_banner(s: socket.socket, wait: float, give_up: Callable[[], bool]) -> bytes | str:
+    """The first 4 bytes sent on `s` (peeked), or why none came within `wait` s."""
+    until = time.monotonic() + wait
+    s.settimeout(BANNER_SLICE)
+    while True:
+        try:
+            return s.recv(4, socket.MSG_PEEK)
+        except TimeoutError:
+            if time.monotonic() >= until:
+                return f"no banner within {wait:.0f} s on a connection QEMU accepted"
+            if give_up():
+                return "the console says sshd started: trying a fresh connection"
+        except OSError as e:
+            return f"the guest hung up before sshd's banner ({e})"
 
 
 def _drain(channel: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:

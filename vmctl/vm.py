@@ -209,11 +209,9 @@ def start(
         endpoint = _endpoint(paths)
         _stage(paths, "ssh", say)
         deadline = time.monotonic() + TIMEOUTS["ssh"]
+        hint = provision.sshd_started(paths, say)
         guest = _in_stage(
-            paths,
-            driver,
-            "ssh",
-            lambda: wait_for(endpoint, deadline, driver.is_running, provision.sshd_started(paths)),
+            paths, driver, "ssh", lambda: wait_for(endpoint, deadline, driver.is_running, hint)
         )
         if locks.holder(paths.hostagent_pid) is None:
             spawn_hostagent(paths)  # its SSH connection and clock sync overlap what follows

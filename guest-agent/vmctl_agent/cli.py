@@ -68,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         help="docker0: make the default bridge network (the VM's config asks for it); "
         "none (the default): containers default to --network none",
     )
+    serve.add_argument(
+        "--shared-path",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a host folder shared at this path; given, binds elsewhere are refused",
+    )
     pull = _command(sub, "pull", "pull an image from a registry", _pull)
     pull.add_argument("--platform", default=None, help="os/arch[/variant] (default: this machine)")
     pull.add_argument("--quiet", "-q", action="store_true", help="print only the image reference")
@@ -103,6 +110,7 @@ def _settings(args) -> config.AgentConfig:
         insecure=args.insecure_registry,
         group=getattr(args, "group", None),
         bridge=getattr(args, "bridge", None),
+        shared=getattr(args, "shared_path", None),
     )
 
 

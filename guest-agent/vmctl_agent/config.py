@@ -9,8 +9,12 @@ from pathlib import Path
 from vmctl_agent.errors import AgentError
 
 DEFAULT_DATA_ROOT = "/var/lib/vmctl-agent"
+# Ours, beside dockerd's keys: the host's folders shared into the VM at the same path. Given,
+# a bind of any other path is refused as Docker Desktop refuses it ("mounts denied").
+SHARED_KEY = "vmctl-shared-paths"
 _KNOWN_KEYS = {
     "registry-mirrors", "insecure-registries", "data-root", "group", "bridge", "host-gateway-ip",
+    SHARED_KEY,
 }  # fmt: skip
 # dockerd gives its socket to this group when it exists; naming it explicitly makes it required.
 DEFAULT_GROUP = "docker"
@@ -28,6 +32,7 @@ class AgentConfig:
     default_bridge: bool = False
     host_gateway_ip: str = ""  # what --add-host NAME:host-gateway means (default: the bridge's)
     ignored_keys: tuple[str, ...] = field(default=())
+    shared_paths: tuple[str, ...] = ()  # none: every path in the VM may be bound
 
 
 def load(
@@ -38,6 +43,7 @@ def load(
     insecure: list[str] | None = None,
     group: str | None = None,
     bridge: str | None = None,
+    shared: list[str] | None = None,
 ) -> AgentConfig:
     """daemon.json (if given) with flags on top; flags add to the file's lists, as dockerd's do."""
     raw = _read(path) if path else {}
@@ -71,7 +77,16 @@ def load(
         registry_mirrors=tuple(dict.fromkeys([*file_mirrors, *(mirrors or [])])),
         insecure_registries=tuple(dict.fromkeys([*file_insecure, *(insecure or [])])),
         ignored_keys=tuple(sorted(set(raw) - _KNOWN_KEYS)),
+        shared_paths=_shared(_strings(raw, SHARED_KEY, path), shared or []),
     )
+
+
+def _shared(*lists: list[str]) -> tuple[str, ...]:
+    paths = [p for paths in lists for p in paths]
+    for p in paths:
+        if not p.startswith("/"):
+            raise AgentError(f"shared path {p!r} must be absolute")
+    return tuple(dict.fromkeys(p.rstrip("/") or "/" for p in paths))
 
 
 def _read(path: str) -> dict:

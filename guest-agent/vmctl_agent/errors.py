@@ -13,12 +13,16 @@
     ├── StoreError                  the local image store
     │   ├── ImageNotFound           no such image
     │   └── ImageConflict           image in use, or ambiguous: needs force
-    └── CgroupError                 creating, joining, killing or removing a container's cgroup
-        └── ImpossibleLimit         a resource limit the kernel or docker would refuse
+    ├── CgroupError                 creating, joining, killing or removing a container's cgroup
+    │   └── ImpossibleLimit         a resource limit the kernel or docker would refuse
+    └── VolumeError                 volumes and a container's mounts
+        ├── VolumeNotFound          no such volume (or volume plugin)
+        ├── VolumeConflict          a volume in use, or a name taken by another driver
+        └── InvalidMount            a bad volume name, mount specification or driver option
 
 Each message says what went wrong and, where it helps, what to do next. The API layer maps
-ImageNotFound/ManifestUnknown to 404, ImageConflict to 409, InvalidReference and
-ImpossibleLimit to 400.
+ImageNotFound/ManifestUnknown/VolumeNotFound to 404, ImageConflict/VolumeConflict to 409,
+InvalidReference, ImpossibleLimit and InvalidMount to 400.
 """
 
 
@@ -79,4 +83,20 @@ class CgroupError(AgentError):
 
 
 class ImpossibleLimit(CgroupError):
+    pass
+
+
+class VolumeError(AgentError):
+    pass
+
+
+class VolumeNotFound(VolumeError):
+    pass
+
+
+class VolumeConflict(VolumeError):
+    pass
+
+
+class InvalidMount(VolumeError):
     pass

@@ -44,6 +44,7 @@ import libvirt
 
 from vmctl.errors import VmctlError
 from vmctl.machine import Driver, MachineSpec
+from vmctl.shares import VIRTIOFSD, Share
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 DOMAIN_TYPES = {"kvm": "kvm", "hvf": "hvf", "tcg": "qemu"}
@@ -108,10 +109,36 @@ def _devices(domain: ET.Element, spec: MachineSpec) -> None:
         chardev = _sub(devices, tag, type="file")
         _sub(chardev, "source", path=str(spec.serial_log), append="on")
         _sub(chardev, "target", type=target, port="0")
+    for share in spec.shares:
+        _filesystem(devices, share, spec.share_transport)
     _sub(devices, "controller", type="usb", model="none")
     rng = _sub(devices, "rng", model="virtio")
     _sub(rng, "backend", "/dev/urandom", model="random")
     _sub(devices, "memballoon", model="virtio", freePageReporting="on")
+
+
+def _shared_memory(domain: ET.Element) -> None:
+    """virtiofsd reads the guest's memory: it must be shared, and memfd needs no hugepages."""
+    backing = _sub(domain, "memoryBacking")
+    _sub(backing, "source", type="memfd")
+    _sub(backing, "access", mode="shared")
+
+
+def _filesystem(devices: ET.Element, share: Share, transport: str) -> None:
+    """A host folder as a virtiofs or 9p device named by its tag (sftp needs no device).
+    9p squashes ownership: files the guest makes belong to whoever runs QEMU, the user.
+    libvirt 9.0 refuses <readonly/> for virtiofs: the guest mounts such a share ro."""
+    if transport not in ("virtiofs", "9p"):
+        return
+    mode = "passthrough" if transport == "virtiofs" else "squash"
+    fs = _sub(devices, "filesystem", type="mount", accessmode=mode)
+    if transport == "virtiofs":
+        _sub(fs, "driver", type="virtiofs")
+        _sub(fs, "binary", path=VIRTIOFSD)
+    _sub(fs, "source", dir=share.host)
+    _sub(fs, "target", dir=share.tag)
+    if share.read_only and transport == "9p":
+        _sub(fs, "readonly")
 
 
 def _qemu_args(domain: ET.Element, spec: MachineSpec, pidfile: Path | None) -> None:
@@ -146,6 +173,8 @@ def domain_xml(
     domain = ET.Element("domain", type=DOMAIN_TYPES[spec.accel])
     _sub(domain, "name", spec.name)
     _sub(domain, "memory", str(spec.memory_mib), unit="MiB")
+    if spec.shares and spec.share_transport == "virtiofs":
+        _shared_memory(domain)
     _sub(domain, "vcpu", str(spec.cpus))
     _os(domain, spec)
     features = _sub(domain, "features")
@@ -249,6 +278,8 @@ class LibvirtDriver(Driver):
         self.delete()  # libvirt refuses a second definition under a known name (new uuid)
         if is_local(self.uri):
             spec.serial_log.touch()  # created by us, so ours even where libvirtd opens it
+        if self.pidfile is not None:
+            self.pidfile.unlink(missing_ok=True)  # the last QEMU's: dead, see _qemu_died
         dom = self._call("define", lambda conn: conn.defineXML(xml))
         try:
             dom.create()
@@ -256,20 +287,33 @@ class LibvirtDriver(Driver):
             raise _start_error(spec, err) from None
 
     def is_running(self) -> bool:
-        return self._on_domain("ask about", lambda dom: bool(dom.isActive()), absent=False)
+        """libvirt's answer, unless QEMU is known to have died: libvirtd learns that a killed
+        QEMU is gone only once its event loop has handled the monitor's hang-up, seconds later
+        on a loaded host, while the VM stopped the moment QEMU did."""
+        active = self._on_domain("ask about", lambda dom: bool(dom.isActive()), absent=False)
+        return active and not self._qemu_died()
 
     def pid(self) -> int | None:
         """QEMU's pid from its pid file, trusted only if that process is QEMU with that file."""
+        pid = self._recorded_pid()
+        return pid if pid is not None and self._is_our_qemu(pid) else None
+
+    def _recorded_pid(self) -> int | None:
         if self.pidfile is None:
             return None
         try:
-            pid = int(self.pidfile.read_text().strip())
+            return int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
-            return None
+            return None  # none yet (boot removes the last one), or being written
+
+    def _is_our_qemu(self, pid: int) -> bool:
         argv = _argv(pid)
-        if not argv or "qemu" not in Path(argv[0]).name or str(self.pidfile) not in argv:
-            return None
-        return pid
+        return bool(argv) and "qemu" in Path(argv[0]).name and str(self.pidfile) in argv
+
+    def _qemu_died(self) -> bool:
+        """This boot's QEMU wrote its pid file and that pid is no QEMU of ours any more."""
+        pid = self._recorded_pid()
+        return pid is not None and not self._is_our_qemu(pid)
 
     def shutdown(self, timeout: float) -> None:
         """ACPI power button, then power off. A Debian guest honours the button through

@@ -78,6 +78,7 @@ def qemu_argv(spec: MachineSpec, *, qemu: str, qmp: str, pidfile: Path) -> list[
         *("-nodefaults", "-no-user-config", "-display", "none"),
         *_boot_args(spec),
         *_disk_args(spec),
+        *_share_args(spec),
         *("-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22"),
         *("-device", "virtio-net-pci,netdev=net0"),
         *("-device", "virtio-rng-pci"),
@@ -112,6 +113,24 @@ def _disk_args(spec: MachineSpec) -> list[str]:
         *("-drive", f"file={_opt(spec.seed)},if=none,id=seed0,format=raw,readonly=on"),
         *("-device", "virtio-blk-pci,drive=seed0"),
     ]
+
+
+def _share_args(spec: MachineSpec) -> list[str]:
+    """9p devices for the shares (security_model=none: files the guest makes belong to the
+    user running QEMU); sftp needs none; virtiofs needs a virtiofsd, which libvirt runs."""
+    if not spec.shares or spec.share_transport == "sftp":
+        return []
+    if spec.share_transport != "9p":
+        raise VmctlError(
+            f"the qemu driver shares folders over 9p or sftp, not {spec.share_transport!r}: "
+            "use --share-transport 9p, or the libvirt driver for virtiofs"
+        )
+    args = []
+    for share in spec.shares:
+        readonly = ",readonly=on" if share.read_only else ""
+        options = f"local,path={_opt(share.host)},mount_tag={share.tag},security_model=none"
+        args += ["-virtfs", f"{options},id={share.tag}{readonly}"]
+    return args
 
 
 class QemuDriver(Driver):

@@ -17,5 +17,6 @@ network, volumes, runtime, store) and the shared floor.
     networks.py    /networks/...
     networking.py  a container's network fields: create options, NetworkSettings
     published.py   /vmctl/ports: published ports, carried for the host agent
+    volumes.py     /volumes/...: create, list, inspect, remove, prune; df's volumes
     streams.py     Docker's framing of container output (multiplexed stdout/stderr)
 """

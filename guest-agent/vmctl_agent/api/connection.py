@@ -5,7 +5,10 @@ exec, anything that touches the disk or a process)."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import socket
+import struct
+import termios
 import time
 from collections.abc import Callable, Iterable
 
@@ -13,6 +16,7 @@ from vmctl_agent.api.http import Request, Response, error_response, request_from
 from vmctl_agent.api.wire import Head, response_head
 
 HIJACK_GRACE = 0.02
+HEAD_READ_WAIT = 10.0  # a client that reads nothing for this long gets its stream anyway
 _RECV = 65536
 
 
@@ -129,9 +133,30 @@ def _upgrade(conn: Connection, response: Response) -> None:
     headers = [("Content-Type", response.content_type), ("Connection", "Upgrade")]
     conn.sock.sendall(response_head(101, [*headers, ("Upgrade", "tcp")]))
     # docker-py reads the stream from the raw socket under its buffered HTTP reader, so
-    # bytes that arrive together with the 101 are lost (docker/docker-py#3332): give it
-    # a moment to finish reading the headers before the first byte of the stream.
+    # bytes that arrive together with the 101 are lost (docker/docker-py#3332): the stream
+    # starts once the client has taken the whole head off its socket (a relay in between
+    # takes it at once: then a moment more for whoever reads beyond it). A raw client (the
+    # host agent's port streams) reads the head itself: no wait.
     if not response.raw_client:
+        wait_until_read(conn.sock, HEAD_READ_WAIT)
         time.sleep(HIJACK_GRACE)
     with contextlib.suppress(OSError):  # the client went away: nothing more to say
         response.hijack(conn.sock)
+
+
+def unread(sock: socket.socket) -> int:
+    """Bytes we sent that the peer has not read yet (0 where the kernel cannot say)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    except OSError:
+        return 0
+
+
+def wait_until_read(sock: socket.socket, limit: float) -> bool:
+    """True once the peer has read everything sent so far; False after `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while unread(sock):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True

@@ -3,22 +3,22 @@ resize, top and stats, with dockerd's status codes and body shapes (the list is 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
 import select
 import signal as signals
 import socket
-import threading
 import time
 
-from vmctl_agent.api import events, networking, streams
+from vmctl_agent.api import events, images, inspection, networking, streams, unsupported
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
+from vmctl_agent.errors import ImageNotFound
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.index import Container, ContainerNotFound
 from vmctl_agent.runtime.spec import CreateOptions
 from vmctl_agent.store.content import tree_size
+from vmctl_agent.volumes import resolve
 
 _POLL = 0.05
 
@@ -29,10 +29,15 @@ _POLL = 0.05
 def create(engine, request) -> Response:
     body = request.json()
     try:
+        unsupported.check_create(body, cgroupns=_cgroupns(engine))
         options, warnings = _options(engine, body, request.arg("name"))
+        mounts = resolve.asked(body.get("HostConfig") or {}, body.get("Volumes"))
     except (TypeError, ValueError, AttributeError) as e:
         raise ApiError(400, f"invalid container configuration: {e}") from None
-    container = engine.runtime.create(options)
+    _check_platform(engine, options.image, request.arg("platform"))
+    container, made = engine.volumes.create_container(options, mounts)
+    for volume in made:
+        engine.events.publish("volume", "create", volume.name, driver=volume.driver)
     events.container_event(engine, "create", container.id, container)
     return json_response({"Id": container.id, "Warnings": warnings}, 201)
 
@@ -62,14 +67,38 @@ def _options(engine, body: dict, name: str) -> tuple[CreateOptions, list[str]]:
         auto_remove=bool(host.get("AutoRemove")),
         memory=int(host.get("Memory") or 0),
         nano_cpus=int(host.get("NanoCpus") or 0),
+        cpu_shares=int(host.get("CpuShares") or 0),
         pids_limit=host.get("PidsLimit"),
         **network,
         cap_add=tuple(host.get("CapAdd") or ()),
         cap_drop=tuple(host.get("CapDrop") or ()),
         no_new_privileges=any(s.startswith("no-new-privileges") for s in security),
         name=name,
+        stop_signal=body.get("StopSignal") or "",
+        stop_timeout=None if body.get("StopTimeout") is None else int(body["StopTimeout"]),
+        isolation=host.get("Isolation") or "",
+        group_add=tuple(str(g) for g in host.get("GroupAdd") or ()),
     )
     return options, warnings
+
+
+def _check_platform(engine, name: str, wanted: str) -> None:
+    """`docker run --platform`: the local image must be that platform (the CLI then pulls)."""
+    platform = images.requested_platform(wanted)
+    if platform is None:
+        return
+    info = engine.images.get(name).inspect()
+    actual = f"{info['Os']}/{info['Architecture']}"
+    if actual != f"{platform.os}/{platform.architecture}":
+        raise ImageNotFound(
+            f"image with reference {name} was found but does not match the specified "
+            f"platform: wanted {platform}, actual: {actual}"
+        )
+
+
+def _cgroupns(engine) -> str:
+    """The cgroup namespace mode containers get: their own on cgroup v2, the host's on v1."""
+    return "private" if engine.runtime.cgroups.version == 2 else "host"
 
 
 def _strings(value) -> tuple[str, ...] | None:
@@ -89,47 +118,83 @@ def inspect(engine, request, id: str) -> Response:
     c = engine.runtime.get(id)
     info = c.inspect()
     info["NetworkSettings"] = networking.settings(engine, c)
-    info["Mounts"] = []
     info["ResolvConfPath"] = str(c.directory / "resolv.conf")
     info["HostnamePath"] = str(c.directory / "hostname")
     info["HostsPath"] = str(c.directory / "hosts")
-    return json_response(info)
+    info["ExecIDs"] = [e.id for e in engine.execs.values() if e.container_id == c.id] or None
+    info["HostConfig"]["CgroupnsMode"] = _cgroupns(engine)
+    info["HostConfig"]["PidsLimit"] = info["HostConfig"].get("PidsLimit") or None  # 0: none
+    if request.flag("size"):
+        info.update(disk_sizes(engine, c))
+    return json_response(inspection.complete(info, inspection.CONTAINER))
+
+
+def disk_sizes(engine, container: Container) -> dict[str, int]:
+    """SizeRw (what the container wrote) and SizeRootFs (that and its image), for size=1."""
+    written = tree_size(container.directory / "upper")
+    image_id = container.config.image_id
+    image = engine.images.get(image_id).record.size if engine.images.exists(image_id) else 0
+    return {"SizeRw": written, "SizeRootFs": written + image}
 
 
 # -- lifecycle ---------------------------------------------------------------------------------
 
 
 def start(engine, request, id: str) -> Response:
-    if engine.runtime.get(id).state.running:
+    if request.json():  # a HostConfig given at start would otherwise be dropped unseen
+        raise ApiError(
+            400,
+            "starting container with non-empty request body was deprecated since API v1.22 "
+            "and removed in v1.24",
+        )
+    found = engine.runtime.get(id)
+    if found.state.running:
         return empty(304)
+    engine.volumes.prepare_start(found)
     container = engine.runtime.start(id)
+    events.volume_events(engine, "mount", container)
     events.container_event(engine, "start", container.id, container)
     events.watch(engine, container)
     return empty(204)
 
 
 def stop(engine, request, id: str) -> Response:
+    sig = _signal(request.arg("signal")) if request.arg("signal") else None
     if not engine.runtime.get(id).state.running:
         return empty(304)
-    container = engine.runtime.stop(id, timeout=request.int_arg("t", 10))
+    container = engine.runtime.stop(id, timeout=_stop_timeout(engine, request, id), sig=sig)
     events.container_event(engine, "stop", container.id)
     return empty(204)
 
 
 def restart(engine, request, id: str) -> Response:
-    container = engine.runtime.restart(id, timeout=request.int_arg("t", 10))
+    sig = _signal(request.arg("signal")) if request.arg("signal") else None
+    engine.volumes.prepare_start(engine.runtime.get(id))
+    container = engine.runtime.restart(id, timeout=_stop_timeout(engine, request, id), sig=sig)
+    events.volume_events(engine, "mount", container)
     events.container_event(engine, "restart", container.id)
     events.watch(engine, container)
     return empty(204)
 
 
+def _stop_timeout(engine, request, id: str) -> float | None:
+    """`t`, else the container's StopTimeout, else 10 s; negative: wait as long as it takes."""
+    seconds = request.int_arg("t")
+    if seconds is None:
+        seconds = engine.runtime.get(id).config.create_options.stop_timeout
+    seconds = 10 if seconds is None else seconds
+    return None if seconds < 0 else seconds
+
+
 def kill(engine, request, id: str) -> Response:
+    """204 once the signal is delivered; for SIGKILL once the exit is recorded too (its
+    network let go: its published ports are free again)."""
     sig = _signal(request.arg("signal", "KILL"))
-    engine.runtime.kill(id, sig)
-    events.container_event(engine, "kill", engine.runtime.get(id).id, signal=str(int(sig)))
-    if sig == signals.SIGKILL:  # as dockerd: answered once it is dead (its ports freed)
-        with contextlib.suppress(TimeoutError, ContainerNotFound):
-            engine.runtime.wait(id, timeout=10)
+    container = engine.runtime.get(id)
+    if not container.state.running:
+        raise ApiError(409, f"Container {container.id} is not running")
+    events.container_event(engine, "kill", container.id, container, signal=str(int(sig)))
+    engine.runtime.kill(container.id, sig)  # before its "die", as dockerd's events come
     return empty(204)
 
 
@@ -148,6 +213,7 @@ def remove(engine, request, id: str) -> Response:
     engine.events.publish(
         "container", "destroy", container.id, name=container.name, image=container.config.image
     )
+    engine.volumes.removed_container(container, volumes=request.flag("v"))
     return empty(204)
 
 
@@ -241,73 +307,6 @@ def _log_chunks(entries, wanted: set[str], tty: bool, timestamps: bool):
             yield streams.encode(entry.stream, data, tty=tty)
 
 
-def attach(engine, request, id: str) -> Response:
-    """Hijack: output from now on (or all of it with logs=1), stdin when asked."""
-    container = engine.runtime.get(id)
-    tty = container.config.create_options.tty
-    wanted = {s for s in ("stdout", "stderr") if request.flag(s)}
-    log_file = engine.runtime.open_log(id)
-    if not request.flag("logs"):
-        log_file.seek(0, os.SEEK_END)  # only what comes from now on
-    stdin = request.flag("stdin") and container.config.create_options.open_stdin
-
-    def session(sock: socket.socket) -> None:
-        if stdin:
-            threading.Thread(target=_pump_stdin, args=(engine, id, sock), daemon=True).start()
-        if request.flag("stream", True):
-            _stream_output(engine, id, sock, wanted, tty, log_file)
-        log_file.close()
-        _shutdown(sock)
-
-    return Response(content_type=streams.RAW if tty else streams.MULTIPLEXED, hijack=session)
-
-
-def _stream_output(engine, id: str, sock, wanted: set[str], tty: bool, log_file) -> None:
-    runtime = engine.runtime
-    if not _wait_started(runtime, id):
-        return
-    offset = log_file.tell()
-    entries = logfile.read(
-        log_file, follow=True, running=lambda: _running(runtime, id), offset=offset
-    )
-    for entry in entries:
-        if entry.stream in wanted:
-            sock.sendall(streams.encode(entry.stream, entry.data, tty=tty))
-
-
-def _wait_started(runtime, id: str) -> bool:
-    """Attached before start (as `docker run` does): wait for the start; False if removed
-    without ever starting."""
-    while True:
-        try:
-            if runtime.get(id).state.status != "created":
-                return True
-        except ContainerNotFound:
-            return True  # started, ran and was auto-removed already: its output is in our file
-        time.sleep(_POLL)
-
-
-def _running(runtime, id: str) -> bool:
-    try:
-        return runtime.get(id).state.running
-    except ContainerNotFound:
-        return False
-
-
-def _pump_stdin(engine, id: str, client: socket.socket) -> None:
-    """Client bytes to the container's stdin until the client half-closes or leaves."""
-    with contextlib.suppress(OSError, ContainerNotFound):
-        _wait_started(engine.runtime, id)
-        with engine.runtime.attach_stdin(id) as target:
-            while chunk := client.recv(65536):
-                target.sendall(chunk)
-
-
-def _shutdown(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-
-
 def resize(engine, request, id: str) -> Response:
     engine.runtime.resize(id, request.int_arg("h", 24), request.int_arg("w", 80))
     return empty(200)
@@ -317,12 +316,24 @@ def resize(engine, request, id: str) -> Response:
 
 
 def top(engine, request, id: str) -> Response:
+    if request.arg("ps_args", "-ef") != "-ef":  # the rows are ps -ef's, built here
+        raise ApiError(400, "ps_args other than -ef are not supported by this engine yet")
     container = engine.runtime.get(id)
     if not container.state.running:
         raise ApiError(409, f"Container {container.id} is not running")
-    rows = [_process_row(pid) for pid in engine.runtime.cgroups.procs(container.id)]
+    inside = _pid_namespace(container.state.pid)
+    pids = engine.runtime.cgroups.procs(container.id)
+    rows = [_process_row(p) for p in pids if _pid_namespace(p) == inside]
     titles = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
     return json_response({"Titles": titles, "Processes": [r for r in rows if r]})
+
+
+def _pid_namespace(pid: int) -> str | None:
+    """Which PID namespace: an exec's helper shares the cgroup but stays outside it."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
 
 
 def _process_row(pid: int) -> list[str] | None:
@@ -390,7 +401,15 @@ def _stats(engine, container: Container, previous: dict) -> dict:
             "online_cpus": cpus,
         },
         "precpu_stats": previous.get("cpu_stats", {}),
+        "blkio_stats": _blkio(s.io),
     }
+
+
+def _blkio(io) -> dict:
+    """dockerd's shape: bytes read and written per device (None: not accounted here)."""
+    fields = ("major", "minor", "op", "value")
+    entries = None if io is None else [dict(zip(fields, e, strict=True)) for e in io]
+    return {"io_service_bytes_recursive": entries}
 
 
 def _host_memory() -> int:

@@ -1,4 +1,5 @@
-"""The engine behind the API: one image store, one runtime, one registry client."""
+"""The engine behind the API: one image store, one runtime, the networks, the volumes, one
+registry client."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ from vmctl_agent.runtime.containers import Runtime
 from vmctl_agent.runtime.execs import ExecProcess
 from vmctl_agent.store.auth import Credentials, docker_config_credentials
 from vmctl_agent.store.images import ImageStore
+from vmctl_agent.store.manifest import Platform
 from vmctl_agent.store.pull import Puller
 from vmctl_agent.store.registry import RegistryClient, RegistryConfig
+from vmctl_agent.volumes.store import VolumeStore
+from vmctl_agent.volumes.usage import Volumes
 
 
 @dataclass
@@ -37,6 +41,7 @@ class ExecRecord:
     attach_stdin: bool
     attach_stdout: bool
     attach_stderr: bool
+    detach_keys: str = ""
     process: ExecProcess | None = None
     running: bool = False
     exit_code: int | None = None
@@ -44,19 +49,16 @@ class ExecRecord:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-# Seconds after a pull before its image is synced to disk: a burst of pulls shares one syncfs,
-# and an image survives the VM being killed a few seconds later.
-DURABLE_AFTER = 1.0
-
-
 class Engine:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.images = ImageStore(config.data_root / "image", durable_after=DURABLE_AFTER)
+        self.images = ImageStore(config.data_root / "image")
         self.runtime = Runtime(config.data_root, self.images)
         self.networks = Networks(config.data_root / "network", default_bridge=config.default_bridge)
         self.endpoints = Endpoints(self.networks, self.runtime, config.host_gateway_ip)
         self.network_problem = ""
+        volumes = VolumeStore(config.data_root / "volumes")
+        self.volumes = Volumes(volumes, self.runtime, config.shared_paths)
         self.execs: dict[str, ExecRecord] = {}
         self.events = EventBus()
         self.container_list = ListCache()
@@ -76,12 +78,13 @@ class Engine:
             self.networks.problem = self.network_problem
             print(f"vmctl-agent: {self.network_problem}", file=sys.stderr)
 
-    def puller(self, auth_header: str = "") -> Puller:
-        """A puller using X-Registry-Auth when the client sent it, else docker's config."""
+    def puller(self, auth_header: str = "", platform: Platform | None = None) -> Puller:
+        """A puller using X-Registry-Auth when the client sent it, else docker's config; for
+        `platform` when one was asked for."""
         credentials = _registry_auth(auth_header)
         lookup = (lambda host: credentials) if credentials else self._saved_credentials
         client = RegistryClient(RegistryConfig.of(self.config), credentials=lookup)
-        return Puller(self.images, client)
+        return Puller(self.images, client, platform=platform)
 
 
 def _registry_auth(header: str) -> Credentials | None:

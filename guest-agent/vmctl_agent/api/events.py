@@ -86,6 +86,19 @@ def container_event(engine, action: str, container_id: str, container=None, **ex
     engine.events.publish("container", action, container_id, **attributes)
 
 
+def volume_events(engine, action: str, container) -> None:
+    """`mount` as a container starts and `unmount` as it ends, one per volume, as dockerd
+    publishes them."""
+    for m in container.config.create_options.mounts:
+        if m.type != "volume":
+            continue
+        attributes = {"container": container.id, "driver": m.driver}
+        if action == "mount":
+            attributes |= {"destination": m.destination, "propagation": m.propagation}
+            attributes["read/write"] = str(not m.read_only).lower()
+        engine.events.publish("volume", action, m.name, **attributes)
+
+
 def watch(engine, container) -> None:
     """Publish `die` when `container` ends (and `destroy` if it removed itself)."""
     threading.Thread(target=_watch, args=(engine, container), daemon=True).start()
@@ -108,11 +121,13 @@ def _watch(engine, container) -> None:
         engine.events.publish("container", "oom", container_id, **attributes)
     code = str(current.state.exit_code)
     engine.events.publish("container", "die", container_id, exitCode=code, **attributes)
+    volume_events(engine, "unmount", container)
     if container.config.create_options.auto_remove:
         state = current.state
         if pids.same_process(state.shim_pid, state.shim_start_time):
             pids.reap(state.shim_pid, timeout=30)  # it is deleting the container
         engine.events.publish("container", "destroy", container_id, **attributes)
+        engine.volumes.reap()  # its anonymous volumes go with it
 
 
 def stream(engine, request) -> Response:
@@ -150,6 +165,7 @@ def _wanted(event: Event, filters: dict[str, list[str]]) -> bool:
             and (event.actor_id.startswith(v) or event.attributes.get("name") == v)
         ),
         "image": lambda v: event.attributes.get("image") == v or event.actor_id == v,
+        "volume": lambda v: event.type == "volume" and event.actor_id == v,
         "label": lambda v: _label(event.attributes, v),
     }
     return all(

@@ -285,9 +285,10 @@ def _vtuple(version: str) -> tuple[int, ...]:
 
 
 _NOT_FOUND = ("ImageNotFound", "ContainerNotFound", "ManifestUnknown", "ExecNotFound",
-              "NetworkNotFound")  # fmt: skip
+              "NetworkNotFound", "VolumeNotFound")  # fmt: skip
+_CONFLICT = ("ImageConflict", "ContainerConflict", "NetworkConflict", "VolumeConflict")
 _BAD_REQUEST = ("InvalidReference", "InvalidSpec", "ImpossibleLimit", "PlatformNotFound",
-                "InvalidNetworkConfig", "InvalidPort")  # fmt: skip
+                "InvalidNetworkConfig", "InvalidPort", "InvalidMount")  # fmt: skip
 
 
 def status_of(error: Exception) -> int:
@@ -299,7 +300,7 @@ def status_of(error: Exception) -> int:
     name = type(error).__name__
     if name in _NOT_FOUND:
         return 404
-    if name in ("ImageConflict", "ContainerConflict", "NetworkConflict"):
+    if name in _CONFLICT:
         return 409
     if name in ("NetworkForbidden", "PoolOverlap", "PoolExhausted"):
         return 403

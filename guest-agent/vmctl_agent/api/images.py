@@ -7,32 +7,65 @@ import queue
 import threading
 from datetime import datetime
 
-from vmctl_agent.api.http import ApiError, Response, empty, json_response
+from vmctl_agent.api import imagefilters, inspection
+from vmctl_agent.api.http import ApiError, Response, empty, json_response, parse_filters
+from vmctl_agent.errors import AgentError
 from vmctl_agent.store import archive
 from vmctl_agent.store import reference as refs
+from vmctl_agent.store.manifest import Platform
 
 _DONE = object()
+_OSES = ("linux", "windows", "darwin", "freebsd")
+_ARCHES = {"amd64", "386", "arm", "arm64", "ppc64le", "s390x", "riscv64", "mips64le"}
 
 
 def list_(engine, request) -> Response:
-    rows = []
-    for image in engine.images.list():
-        info = image.inspect()
-        rows.append(
-            {
-                "Id": image.id,
-                "ParentId": "",
-                "RepoTags": info["RepoTags"],
-                "RepoDigests": info["RepoDigests"],
-                "Created": _unix(info["Created"]),
-                "Size": info["Size"],
-                "SharedSize": -1,
-                "VirtualSize": info["Size"],
-                "Labels": (info["Config"] or {}).get("Labels") or None,
-                "Containers": -1,
-            }
-        )
-    return json_response(sorted(rows, key=lambda r: r["Created"], reverse=True))
+    filters = parse_filters(request.arg("filters"))
+    imagefilters.check(filters)
+    rows = [_row(image, filters) for image in _filtered(engine, filters)]
+    return json_response(sorted((r for r in rows if r), key=lambda r: -r["Created"]))
+
+
+def _filtered(engine, filters: dict[str, list[str]]):
+    """The images the dangling, label, before and since filters let through."""
+    images = engine.images.list()
+    dangling = filters.get("dangling", [None])[-1]
+    bounds = {k: _unix(engine.images.get(filters[k][-1]).inspect()["Created"]) for k in
+              ("before", "since") if filters.get(k)}  # fmt: skip
+    for image in images:
+        created = _unix(image.inspect()["Created"])
+        if dangling is not None and (dangling in ("true", "1")) == bool(image.repo_tags):
+            continue
+        if "before" in bounds and created >= bounds["before"]:
+            continue
+        if "since" in bounds and created <= bounds["since"]:
+            continue
+        labels = (image.config.get("config") or {}).get("Labels") or {}
+        if imagefilters.labels_match(filters.get("label", []), labels):
+            yield image
+
+
+def _row(image, filters: dict[str, list[str]]) -> dict | None:
+    """One image as the list shows it; None when a reference filter matches none of its."""
+    info = image.inspect()
+    tags, digests = list(image.repo_tags), list(image.record.repo_digests)
+    if "reference" in filters:
+        tags = imagefilters.matching_references(filters["reference"], tags)
+        digests = imagefilters.matching_references(filters["reference"], digests)
+        if not tags and not digests:
+            return None
+    return {
+        "Id": image.id,
+        "ParentId": "",
+        "RepoTags": [refs.parse(t).familiar() for t in tags],
+        "RepoDigests": [refs.parse(d).familiar() for d in digests],
+        "Created": _unix(info["Created"]),
+        "Size": info["Size"],
+        "SharedSize": -1,
+        "VirtualSize": info["Size"],
+        "Labels": (info["Config"] or {}).get("Labels") or None,
+        "Containers": -1,
+    }
 
 
 def _unix(created: str) -> int:
@@ -49,13 +82,27 @@ def create(engine, request) -> Response:
         raise ApiError(400, "importing from a tarball (fromSrc) is not supported; use docker load")
     name = _reference(request.arg("fromImage"), request.arg("tag"))
     progress: queue.Queue = queue.Queue()
-    puller = engine.puller(request.headers.get("X-Registry-Auth", ""))
+    platform = requested_platform(request.arg("platform"))
+    puller = engine.puller(request.headers.get("X-Registry-Auth", ""), platform)
     args = (engine, puller, name, progress)
     threading.Thread(target=_pull, args=args, daemon=True).start()
     first = progress.get()
     if isinstance(first, Exception):
         raise first
     return Response(200, stream=_progress(first, progress))
+
+
+def requested_platform(text: str) -> Platform | None:
+    """`linux/arm64`, `linux/arm/v7`, `linux` or `arm64` (Docker's short forms); None if none."""
+    if not text:
+        return None
+    native = Platform.native()
+    parts = text.lower().split("/")
+    if len(parts) == 1 and parts[0] in {"linux", native.architecture} | _ARCHES:
+        return native if parts[0] == "linux" else Platform("linux", parts[0])
+    if len(parts) in (2, 3) and all(parts) and parts[0] in _OSES:
+        return Platform(*parts)
+    raise ApiError(400, f'"{text}": unknown operating system or architecture: invalid argument')
 
 
 def _reference(image: str, tag: str) -> str:
@@ -93,7 +140,9 @@ def _progress(first: dict, progress: queue.Queue):
 
 
 def inspect(engine, request, name: str) -> Response:
-    return json_response(engine.images.get(name).inspect())
+    info = engine.images.get(name).inspect()
+    info["VirtualSize"] = info["Size"]
+    return json_response(inspection.complete(info, inspection.IMAGE))
 
 
 def tag(engine, request, name: str) -> Response:
@@ -142,9 +191,15 @@ def save(engine, request, name: str = "") -> Response:
 
 
 def load(engine, request) -> Response:
-    """POST /images/load: `docker load`, from the request body as it streams in."""
-    lines = list(archive.load(engine.images, request.body_stream()))
-    for line in lines:
-        engine.events.publish("image", "load", line.rpartition(" ")[2])
-    body = b"".join(json.dumps({"stream": line + "\n"}).encode() + b"\n" for line in lines)
-    return Response(200, body)
+    """POST /images/load: `docker load`, from the request body as it streams in. Like dockerd,
+    a 200 whose JSON lines (chunked, one per loaded tag) end with the error if one occurred:
+    clients raise their load error from it."""
+    lines, error = [], None
+    try:
+        for line in archive.load(engine.images, request.body_stream()):
+            engine.events.publish("image", "load", line.rpartition(" ")[2])
+            lines.append({"stream": line + "\n"})
+    except AgentError as e:
+        error = {"errorDetail": {"message": str(e)}, "error": str(e)}
+    messages = [*lines, *([error] if error else [])]
+    return Response(200, stream=(json.dumps(m).encode() + b"\n" for m in messages))

@@ -14,7 +14,7 @@ import json
 import threading
 import time
 
-from vmctl_agent.api import networking
+from vmctl_agent.api import containers, networking
 from vmctl_agent.api.http import ApiError, Response, parse_filters
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.index import Container
@@ -71,7 +71,7 @@ def _build(engine, request, now: float) -> tuple[bytes, float]:
             row, holds = _row(c, now)
             row["Ports"] = networking.list_ports(engine, c)
             row["NetworkSettings"] = {"Networks": networking.list_networks(engine, c)}
-            rows.append(row)
+            rows.append(row | (containers.disk_sizes(engine, c) if request.flag("size") else {}))
             valid_for = min(valid_for, holds)
     limit = request.int_arg("limit", -1)
     rows = rows[:limit] if limit and limit > 0 else rows
@@ -87,6 +87,7 @@ def _matches(container: Container, filters: dict[str, list[str]], engine) -> boo
         "id": lambda v: container.id.startswith(v),
         "label": lambda v: _label_matches(labels, v),
         "ancestor": lambda v: v in (container.config.image, container.config.image_id),
+        "volume": lambda v: _mounts(container, v),
     }
     for key, values in filters.items():
         check = checks.get(key)
@@ -95,6 +96,13 @@ def _matches(container: Container, filters: dict[str, list[str]], engine) -> boo
         if not any(check(v) for v in values):
             return False
     return True
+
+
+def _mounts(container: Container, wanted: str) -> bool:
+    """`--filter volume=`: a volume's name (a bind's source) or a mount point, as dockerd
+    matches it."""
+    mounts = container.config.create_options.mounts
+    return any(wanted in (m.name or m.source, m.destination) for m in mounts if m.listed)
 
 
 def _label_matches(labels: dict[str, str], wanted: str) -> bool:
@@ -123,7 +131,7 @@ def _row(c: Container, now: float) -> tuple[dict, float]:
         "Status": status,
         "HostConfig": {"NetworkMode": c.config.network},
         "NetworkSettings": {"Networks": {}},
-        "Mounts": [],
+        "Mounts": [m.inspect() for m in c.config.create_options.mounts if m.listed],
     }
     return row, holds
 

@@ -5,7 +5,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from vmctl_agent.api import containers, events, execs, images, listing, networks, published, system
+from vmctl_agent.api import (
+    attach,
+    containers,
+    events,
+    execs,
+    images,
+    inside,
+    listing,
+    networks,
+    published,
+    swarm,
+    system,
+    volumes,
+)
 from vmctl_agent.api.http import ApiError, Request, Response
 
 _ID = r"(?P<id>[^/]+)"
@@ -36,11 +49,12 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", rf"/containers/{_ID}/restart", containers.restart),
     ("POST", rf"/containers/{_ID}/kill", containers.kill),
     ("POST", rf"/containers/{_ID}/wait", containers.wait),
-    ("POST", rf"/containers/{_ID}/attach", containers.attach),
+    ("POST", rf"/containers/{_ID}/attach", attach.attach),
     ("POST", rf"/containers/{_ID}/resize", containers.resize),
     ("GET", rf"/containers/{_ID}/logs", containers.logs),
     ("GET", rf"/containers/{_ID}/top", containers.top),
     ("GET", rf"/containers/{_ID}/stats", containers.stats),
+    ("GET", rf"/containers/{_ID}/changes", inside.changes),
     ("DELETE", rf"/containers/{_ID}", containers.remove),
     ("POST", rf"/containers/{_ID}/exec", execs.create),
     ("POST", rf"/exec/{_ID}/start", execs.start),
@@ -55,6 +69,16 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", rf"/networks/{_ID}/disconnect", networks.disconnect),
     ("GET", r"/vmctl/ports", published.list_),
     ("POST", r"/vmctl/ports/(?P<proto>tcp|udp)/(?P<port>[0-9]+)/connect", published.connect),
+    ("GET", rf"/vmctl/containers/{_ID}/inside", inside.inside),  # vendor: the app's Inside view
+    ("POST", r"/volumes/create", volumes.create),
+    ("POST", r"/volumes/prune", volumes.prune),
+    ("GET", r"/volumes", volumes.list_),
+    ("GET", rf"/volumes/{_NAME}", volumes.inspect),
+    ("DELETE", rf"/volumes/{_NAME}", volumes.remove),
+    ("POST", r"/swarm/leave", swarm.leave),
+    ("POST", r"/swarm/(?:init|join)", swarm.unsupported),
+    ("GET", r"/swarm", swarm.not_a_manager),
+    ("GET", r"/(?P<kind>services|nodes|tasks|secrets|configs)(?:/.*)?", swarm.not_a_manager),
 ]
 _COMPILED = [(method, re.compile(pattern + "$"), fn) for method, pattern, fn in ROUTES]
 _PLAIN = {(m, p): fn for m, p, fn in ROUTES if re.escape(p) == p}  # no pattern: a dict look-up

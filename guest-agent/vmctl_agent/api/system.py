@@ -72,7 +72,11 @@ def info(engine, request) -> Response:
             "Images": len(engine.images.list()),
             "Driver": "overlay2",
             "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
-            "Plugins": {"Volume": [], "Network": ["bridge", "host", "null"], "Log": ["json-file"]},
+            "Plugins": {
+                "Volume": ["local"],
+                "Network": ["bridge", "host", "null"],
+                "Log": ["json-file"],
+            },
             "MemoryLimit": True,
             "SwapLimit": True,
             "CpuCfsPeriod": True,
@@ -174,6 +178,7 @@ def disk_usage(engine, request) -> Response:
     """GET /system/df: what `docker system df` sums up."""
     from vmctl_agent.api import images as image_api
     from vmctl_agent.api import listing
+    from vmctl_agent.api import volumes as volume_api
 
     images = json.loads(image_api.list_(engine, request).body)
     containers = engine.runtime.list(all=True)
@@ -195,7 +200,7 @@ def disk_usage(engine, request) -> Response:
             "LayersSize": layers,
             "Images": images,
             "Containers": rows,
-            "Volumes": [],
+            "Volumes": volume_api.disk_usage(engine),
             "BuildCache": [],
         }
     )

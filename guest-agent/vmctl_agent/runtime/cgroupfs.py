@@ -94,6 +94,9 @@ class Stats:
     memory_cache: int = 0  # inactive file pages: docker's CLI subtracts them from usage
     cpu_user_ns: int = 0
     cpu_system_ns: int = 0
+    # (major, minor, "read" | "write", bytes) per device; None where the cgroup has no io
+    # accounting (the v1 hierarchies we join have no blkio)
+    io: tuple[tuple[int, int, str, int], ...] | None = None
 
     @property
     def memory_used(self) -> int:
@@ -154,6 +157,21 @@ def read_flat(path: Path) -> dict[str, int]:
     """Flat-keyed files such as memory.stat, cpu.stat, memory.events and memory.oom_control."""
     pairs = (line.split() for line in read(path).splitlines())
     return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].lstrip("-").isdigit()}
+
+
+def read_io_stat(path: Path) -> tuple[tuple[int, int, str, int], ...] | None:
+    """v2's io.stat (`8:0 rbytes=4096 wbytes=0 rios=1 ...` per device) as bytes read and
+    written per device; None if the file is missing (no io controller), () before any I/O."""
+    if not path.exists():
+        return None
+    entries = []
+    for line in read(path).splitlines():
+        device, *pairs = line.split()
+        major, minor = (int(n) for n in device.split(":"))
+        counts = dict(pair.split("=", 1) for pair in pairs)
+        entries += [(major, minor, "read", int(counts.get("rbytes", 0))),
+                    (major, minor, "write", int(counts.get("wbytes", 0)))]  # fmt: skip
+    return tuple(entries)
 
 
 def make_dir(path: Path) -> bool:

@@ -38,6 +38,7 @@ from vmctl_agent.runtime.cgroupfs import (
     read,
     read_flat,
     read_int,
+    read_io_stat,
     read_limit,
     remove_dir,
     write,
@@ -117,9 +118,14 @@ class Cgroups(ABC):
         return sorted(pids)
 
     def kill_all(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Signal every process inside, including ones forked while we do it."""
-        if self.exists(name):
-            self._kill(name, sig)
+        """Signal every process inside, including ones forked while we do it. A cgroup that
+        goes while we do (its container ended and its shim removed it) has nothing left."""
+        try:
+            if self.exists(name):
+                self._kill(name, sig)
+        except CgroupError:
+            if self.exists(name):
+                raise
 
     def remove(self, name: str, timeout: float = 5.0) -> None:
         """Kill what is left and remove the cgroup everywhere; a missing cgroup is fine.
@@ -224,6 +230,7 @@ class CgroupsV2(Cgroups):
             memory_cache=memory_stat.get("inactive_file", 0),
             cpu_user_ns=cpu.get("user_usec", 0) * 1000,
             cpu_system_ns=cpu.get("system_usec", 0) * 1000,
+            io=read_io_stat(d / "io.stat") if "io" in self.controllers else None,
         )
 
     def oom_killed(self, name: str) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from vmctl_agent import syscalls as sc
 from vmctl_agent.runtime import capabilities, cgroupfs, logs, rootfs, shim, spec
+from vmctl_agent.runtime.mounts import Mount
 from vmctl_agent.runtime.netns import Joined
 from vmctl_agent.store.images import Image
 
@@ -39,6 +40,7 @@ class ContainerConfig:
     layers: tuple[str, ...]  # lower dirs, top first
     limits: dict = field(default_factory=dict)
     stop_signal: int = signal.SIGTERM
+    config_env: tuple[str, ...] | None = None  # Config.Env (None: made before it was kept)
 
     def to_json(self) -> dict:
         """Shallow: the fields already hold plain JSON values (asdict would deep-copy them)."""
@@ -56,6 +58,7 @@ class ContainerConfig:
                 raw[key] = tuple(raw[key])
         for key in spec.TUPLE_OPTIONS:
             raw[key] = tuple(raw.get(key) or ())
+        raw["mounts"] = tuple(Mount(**m) for m in raw.get("mounts") or ())
         return spec.CreateOptions(**raw)
 
     @functools.cached_property
@@ -111,6 +114,7 @@ class ContainerConfig:
             etc_files=self._etc_files(joined),
             host_network=self.network == "host",
             cgroup_v2=cgroup_version == 2,
+            mounts=self.create_options.mounts,
         )
 
     def _namespaces(self, cgroup_version: int, joined: Joined | None) -> int:
@@ -134,6 +138,7 @@ class ContainerConfig:
     def inspect(self) -> dict:
         """The config half of `docker inspect`."""
         options, process = self.create_options, self.process_spec
+        asked = options.mount_request
         return {
             "Id": self.id,
             "Created": self.created,
@@ -146,7 +151,7 @@ class ContainerConfig:
             "Config": {
                 "Hostname": self.hostname,
                 "User": options.user,
-                "Env": list(process.env),
+                "Env": list(process.env if self.config_env is None else self.config_env),
                 "Cmd": list(options.cmd) if options.cmd is not None else None,
                 "Entrypoint": list(options.entrypoint) if options.entrypoint else None,
                 "Image": self.image,
@@ -156,10 +161,13 @@ class ContainerConfig:
                 "OpenStdin": options.open_stdin,
                 "StdinOnce": options.stdin_once,
                 "ExposedPorts": {p: {} for p in options.exposed_ports} or None,
+                "Volumes": asked.get("Volumes"),
+                **self._stop_settings(),
             },
             "HostConfig": {
                 "Memory": options.memory,
                 "NanoCpus": options.nano_cpus,
+                "CpuShares": options.cpu_shares,
                 "PidsLimit": options.pids_limit,
                 "AutoRemove": options.auto_remove,
                 "NetworkMode": self.network,
@@ -170,7 +178,10 @@ class ContainerConfig:
                 "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
                 "Privileged": False,
                 "ReadonlyRootfs": False,
-                "Binds": None,
+                "Binds": asked.get("Binds"),
+                "Mounts": asked.get("Mounts"),
+                "Tmpfs": asked.get("Tmpfs"),
+                "VolumesFrom": asked.get("VolumesFrom"),
                 "PortBindings": options.port_bindings,
                 "PublishAllPorts": options.publish_all,
                 "Dns": list(options.dns),
@@ -178,8 +189,20 @@ class ContainerConfig:
                 "DnsSearch": list(options.dns_search),
                 "ExtraHosts": list(options.extra_hosts) or None,
                 "Links": None,
+                "Isolation": options.isolation,
+                "GroupAdd": list(options.group_add) or None,
             },
+            "Mounts": [m.inspect() for m in options.mounts if m.listed],
         }
+
+    def _stop_settings(self) -> dict:
+        """Config.StopSignal and StopTimeout, present only when set (as dockerd has them)."""
+        options, settings = self.create_options, {}
+        if options.stop_signal or self.stop_signal != signal.SIGTERM:
+            settings["StopSignal"] = options.stop_signal or signal.Signals(self.stop_signal).name
+        if options.stop_timeout is not None:
+            settings["StopTimeout"] = options.stop_timeout
+        return settings
 
 
 def build_config(
@@ -198,10 +221,13 @@ def build_config(
         memory=options.memory or None,
         cpus=options.nano_cpus / 1e9 if options.nano_cpus else None,
         pids=options.pids_limit,
+        cpu_shares=options.cpu_shares or None,
     )
     limits.check(cgroupfs.host_cpus())
     hostname = options.hostname or container_id[:12]
-    user = spec.resolve_user(options.user or image_config.get("User") or "", layers)
+    user = spec.resolve_user(
+        options.user or image_config.get("User") or "", layers, options.group_add
+    )
     process = spec.ProcessSpec(
         args=spec.command(image_config, options),
         env=spec.environment(image_config.get("Env") or (), options.env, hostname, user.home),
@@ -222,7 +248,8 @@ def build_config(
         hostname=hostname,
         layers=tuple(layers),
         limits=asdict(limits),
-        stop_signal=_stop_signal(image_config.get("StopSignal")),
+        stop_signal=_stop_signal(options.stop_signal or image_config.get("StopSignal")),
+        config_env=spec.config_env(image_config.get("Env") or (), options.env),
     )
 
 

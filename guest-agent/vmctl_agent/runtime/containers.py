@@ -240,28 +240,36 @@ class Runtime(ContainerIndex):
             os.close(dirfd)
         return sock
 
-    def kill(self, ref: str, sig: int = signal.SIGKILL) -> None:
+    def kill(self, ref: str, sig: int = signal.SIGKILL) -> Container:
+        """Returns once `sig` is delivered and, for SIGKILL, once the exit is recorded (as
+        dockerd: an inspect or a remove right after sees the container exited)."""
         container = self.get(ref)
         if not container.state.running:
             raise ContainerConflict(f"Container {container.id} is not running")
         pids.send_signal(container.state.pid, container.state.start_time, sig)
+        if sig != signal.SIGKILL:
+            return container
+        try:
+            return self.wait(container.id, timeout=60)
+        except ContainerNotFound:  # --rm: removed as soon as it ended
+            return container
 
-    def stop(self, ref: str, timeout: float = 10) -> Container:
-        """The stop signal, up to `timeout` seconds' grace, then SIGKILL."""
+    def stop(self, ref: str, timeout: float | None = 10, sig: int | None = None) -> Container:
+        """The stop signal (or `sig`), up to `timeout` seconds' grace (None: as long as it
+        takes), then SIGKILL."""
         container = self.get(ref)
         if not container.state.running:
             return container
-        pids.send_signal(
-            container.state.pid, container.state.start_time, container.config.stop_signal
-        )
+        sig = container.config.stop_signal if sig is None else sig
+        pids.send_signal(container.state.pid, container.state.start_time, sig)
         try:
             return self.wait(container.id, timeout=timeout)
         except TimeoutError:
             pids.send_signal(container.state.pid, container.state.start_time, signal.SIGKILL)
             return self.wait(container.id, timeout=30)
 
-    def restart(self, ref: str, timeout: float = 10) -> Container:
-        self.stop(ref, timeout)
+    def restart(self, ref: str, timeout: float | None = 10, sig: int | None = None) -> Container:
+        self.stop(ref, timeout, sig)
         return self.start(ref)
 
     def remove(self, ref: str, *, force: bool = False) -> None:
@@ -308,18 +316,28 @@ class Runtime(ContainerIndex):
             raise spec.InvalidSpec("No exec command specified")
         base = container.config.process_spec
         merged = dict(e.split("=", 1) for e in base.env)
-        merged.update(dict(e.partition("=")[::2] for e in env))
+        for name, sep, value in (e.partition("=") for e in env):
+            if sep:
+                merged[name] = value
+            else:
+                merged.pop(name, None)  # a bare NAME unsets it, as in dockerd
         process = spec.ProcessSpec(
             args=tuple(cmd),
             env=tuple(f"{k}={v}" for k, v in merged.items()),
             cwd=working_dir or base.cwd,
-            user=spec.resolve_user(user, container.config.layers) if user else base.user,
+            user=self._exec_user(container, user) if user else base.user,
             tty=tty,
             capabilities=base.capabilities,
             no_new_privileges=base.no_new_privileges,
         )
         cgroup_dirs = self.cgroups.path(container.id)
         return execs.start(container.state.pid, cgroup_dirs, process, open_stdin)
+
+    @staticmethod
+    def _exec_user(container: Container, user: str) -> spec.User:
+        """`docker exec -u`: looked up in the image, with the container's --group-add."""
+        config = container.config
+        return spec.resolve_user(user, config.layers, config.create_options.group_add)
 
     # -- output -------------------------------------------------------------------------------
 

@@ -151,6 +151,10 @@ class ContainerIndex:
             raise FileNotFoundError(directory)
         return config
 
+    def configs(self) -> list[ContainerConfig]:
+        """Every container's configuration, without deriving any status (cheap)."""
+        return list(self._all_configs())
+
     def users_of(self, image_id: str) -> list[tuple[str, bool]]:
         """Containers made from `image_id`, for `docker rmi`'s checks."""
         return [(c.id, c.state.running) for c in self._all() if c.config.image_id == image_id]
@@ -192,6 +196,8 @@ class ContainerIndex:
         self.endings.ended(container.id, state.shim_pid, state.shim_start_time)
         shim = (state.shim_pid, state.shim_start_time)
         if self._ends_seen.get(container.id) != shim:  # derived at every read: say it once
+            if not container.config.create_options.auto_remove:
+                records.make_end_durable(container.directory)  # before anyone is told
             self._ends_seen[container.id] = shim
             self.changed()
             if container.config.network not in BUILT_IN_NETWORKS:

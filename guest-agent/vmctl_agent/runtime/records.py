@@ -2,8 +2,12 @@
 
     config.json   what was asked for: written once, at create, durably (see publish)
     state.json    the last start: pid, shim, times; replaced atomically at each start, not
-                  fsynced (after a crash every container is dead anyway); none yet: created
+                  fsynced then (a crash kills every container anyway); none yet: created
     exit.json     how that run ended, written by its shim and naming it (this_runs_end)
+    container-json.log   its output (logs.py)
+
+The last three reach the disk before a run's end is first reported (make_end_durable): an
+exited container and its logs survive the VM's power being cut.
 
 Readers never see half a file while the machine is up (a temp name and a rename, or a staging
 directory published by a rename). What a crash can tear is recognised and dealt with here: a
@@ -22,6 +26,7 @@ from vmctl_agent import atomic
 from vmctl_agent.store.content import remove_tree
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
+LOG = "container-json.log"  # its output, in Docker's json-file format (logs.py)
 TOMBSTONE_TTL = 3600
 STAGING = ".new-"
 _STAGING_TTL = 60.0  # a create takes milliseconds: older staging dirs were left by a crash
@@ -101,6 +106,17 @@ def this_runs_end(directory: Path, state: State) -> dict | None:
         return ended  # (unnamed: written by an agent of an earlier version)
     ours = ended["shim"] == state.shim_pid and ended["shim_start_time"] == state.shim_start_time
     return ended if ours else None
+
+
+def make_end_durable(directory: Path) -> None:
+    """A run's end, once reported (wait, ps, inspect, run's exit code), must survive the VM's
+    power being cut: its output, state.json and exit.json, all written unsynced while it ran
+    (a crash before its end makes them moot), reach the disk before it is reported."""
+    for name in (LOG, "state.json", "exit.json"):
+        with contextlib.suppress(FileNotFoundError):  # no output; or removed meanwhile
+            atomic.fsync_file(directory / name)
+    with contextlib.suppress(FileNotFoundError):
+        atomic.fsync_dir(directory)  # exit.json's rename into place
 
 
 def drop_unnamed_end(directory: Path) -> None:

@@ -1,8 +1,9 @@
 """A container's root filesystem, set up as an ordered recipe in its own mount namespace.
 
-    private mounts -> overlay root -> pivot_root(".", ".") (the old root stays stacked, held
-    by an fd) -> /proc -> /dev -> /sys -> /etc files -> masked and read-only paths -> old root
-    detached
+    private mounts -> overlay root -> the container's mount sources held (mounts.py) ->
+    pivot_root(".", ".") (the old root stays stacked, held by an fd) -> /proc -> /dev -> /sys
+    -> /etc files -> volumes, binds and tmpfs (mounts.py) -> masked and read-only paths ->
+    old root detached
 
 Each step is small and named (rubber-docker's `contain()`). All of it runs in the container's
 first process after unshare(CLONE_NEWNS), so every mount dies with the namespace: a container
@@ -24,6 +25,7 @@ import stat
 from dataclasses import dataclass
 
 from vmctl_agent import syscalls as sc
+from vmctl_agent.runtime import mounts as user_mounts
 
 MASKED = (
     "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -35,6 +37,7 @@ DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 ETC_FILES = ("hostname", "hosts", "resolv.conf")
 _SAFE = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
 _MAX_MOUNT_DATA = 4095
+_PRIVATE = sc.MS_REC | sc.MS_PRIVATE
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class RootfsPlan:
     etc_files: tuple[tuple[str, bytes], ...]  # (path in the container, its content)
     host_network: bool = False
     cgroup_v2: bool = False
+    mounts: tuple[user_mounts.Mount, ...] = ()  # volumes, binds and tmpfs, in order
 
 
 def make_init_layer(path: str) -> None:
@@ -90,8 +94,9 @@ def init_layer_fits(layers: tuple[str, ...]) -> bool:
 
 def setup(plan: RootfsPlan) -> None:
     """Everything up to exec; afterwards `/` is the container's and the host's is gone."""
-    make_private()
+    make_private(user_mounts.root_propagation(plan.mounts) if plan.mounts else _PRIVATE)
     mount_overlay(plan)
+    sources = user_mounts.open_sources(plan.mounts) if plan.mounts else ()
     host = pivot(plan.merged)
     try:
         mount_proc()
@@ -100,15 +105,17 @@ def setup(plan: RootfsPlan) -> None:
         if plan.cgroup_v2:
             mount_cgroup()
         bind_etc_files(plan.etc_files)
+        if plan.mounts:
+            user_mounts.mount_all(plan.mounts, sources)
         mask_paths()
         read_only_paths()
     finally:
         drop_old_root(host)
 
 
-def make_private() -> None:
-    """Nothing we mount propagates back to the host."""
-    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+def make_private(propagation: int = _PRIVATE) -> None:
+    """Nothing we mount propagates back to the host (rslave still lets the host's reach us)."""
+    sc.mount(None, "/", None, propagation)
 
 
 def mount_overlay(plan: RootfsPlan) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from vmctl_agent.errors import AgentError
 from vmctl_agent.runtime import capabilities
+from vmctl_agent.runtime.mounts import Mount
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ENV_NAME = re.compile(r"[^=\0]+")
@@ -46,6 +47,14 @@ class CreateOptions:
     cap_drop: tuple[str, ...] = ()
     no_new_privileges: bool = False
     name: str = ""
+    mounts: tuple[Mount, ...] = ()  # resolved by the volumes room, mounted in this order
+    mount_request: dict = field(default_factory=dict)  # Binds, Mounts, Tmpfs, VolumesFrom and
+    # Config.Volumes as the client sent them: inspect shows them back
+    stop_signal: str = ""  # the image's (or SIGTERM) when empty
+    stop_timeout: int | None = None  # seconds `docker stop` waits when not told; None: 10
+    isolation: str = ""  # "" or "default": Linux has no other
+    group_add: tuple[str, ...] = ()  # more groups, by name or id, for every process
+    cpu_shares: int = 0  # relative CPU weight (v1 cpu.shares, v2 cpu.weight); 0: default
     # What the network room reads (the runtime only passes them on):
     endpoints: dict = field(default_factory=dict)  # network → {"Aliases", "IPv4Address"}
     mac_address: str = ""
@@ -59,7 +68,7 @@ class CreateOptions:
 
 
 TUPLE_OPTIONS = (
-    "env", "cap_add", "cap_drop", "extra_hosts", "dns", "dns_search", "dns_options",
+    "env", "cap_add", "cap_drop", "group_add", "extra_hosts", "dns", "dns_search", "dns_options",
     "exposed_ports",
 )  # fmt: skip
 
@@ -99,14 +108,25 @@ def command(image_config: dict, options: CreateOptions) -> tuple[str, ...]:
     return args
 
 
+def config_env(image_env: Sequence[str], extra: Sequence[str]) -> tuple[str, ...]:
+    """`Config.Env` as dockerd keeps it: ours as given (a bare `NAME` too: "unset"), then
+    the image's entries we did not name."""
+    ours = {entry.partition("=")[0] for entry in extra}
+    return (*extra, *(e for e in image_env if e.partition("=")[0] not in ours))
+
+
 def environment(image_env: Sequence[str], extra: Sequence[str], hostname: str, home: str):
-    """The image's env with ours on top; PATH, HOSTNAME and HOME as Docker sets them."""
+    """The image's env with ours on top (a bare `NAME` unsets it); PATH, HOSTNAME and HOME
+    as Docker sets them."""
     merged: dict[str, str] = {}
     for entry in (*image_env, *extra):
         name, sep, value = entry.partition("=")
         if not _ENV_NAME.fullmatch(name):
             raise InvalidSpec(f"invalid environment variable: {entry!r}")
-        merged[name] = value if sep else os.environ.get(name, "")
+        if sep:
+            merged[name] = value
+        else:
+            merged.pop(name, None)
     merged.setdefault("PATH", DEFAULT_PATH.partition("=")[2])
     merged = {"HOSTNAME": hostname, **merged}
     merged.setdefault("HOME", home)
@@ -123,8 +143,9 @@ def working_dir(image_config: dict, options: CreateOptions) -> str:
 # -- users, from the image's own /etc/passwd and /etc/group -------------------------------------
 
 
-def resolve_user(spec: str, layers: Sequence[str]) -> User:
-    """`name`, `uid`, `name:group`, `uid:gid`, looked up in the image as Docker does."""
+def resolve_user(spec: str, layers: Sequence[str], group_add: Sequence[str] = ()) -> User:
+    """`name`, `uid`, `name:group`, `uid:gid`, looked up in the image as Docker does, with
+    the groups of `group_add` (names or ids, as --group-add) besides its own."""
     name, _, group = (spec or "0").partition(":")
     passwd = _entries(read_image_file(layers, "etc/passwd"))
     groups = _entries(read_image_file(layers, "etc/group"))
@@ -138,7 +159,8 @@ def resolve_user(spec: str, layers: Sequence[str]) -> User:
         gid = _group_id(group, groups)
     username = entry[0] if entry else None
     extra = tuple(int(g[2]) for g in groups if username and username in _members(g))
-    return User(uid, gid, tuple(sorted({gid, *extra})), home)
+    added = tuple(_group_id(g, groups) for g in group_add)
+    return User(uid, gid, tuple(sorted({gid, *extra, *added})), home)
 
 
 def _group_id(group: str, groups: list[list[str]]) -> int:

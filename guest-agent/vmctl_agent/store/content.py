@@ -13,7 +13,7 @@ leftovers are from a killed process and removes them.
 Durability without an fsync per file: a layer carries the id of the boot that wrote it. In
 that boot its data is safe even if our process dies (the page cache has it); after a crash it
 may be torn, so it is trusted only once a syncfs has covered it and cleared the id
-(ImageStore.collect_garbage does that, once for all recent pulls).
+(ImageStore.add does that, before the image it belongs to is recorded).
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ class ContentStore:
         """Publish `work/diff` as layer `diff_id` and `work/blob` as `blob_digest`.
 
         Not yet durable, and not fsynced: it carries this boot's id, and is trusted only in
-        this boot until ImageStore.make_durable syncs the filesystem and clears the id.
+        this boot until ImageStore.add syncs the filesystem and clears the id.
         """
         meta = {"diff_id": diff_id, "size": size, "boot_id": atomic.boot_id()}
         (work / "layer.json").write_text(json.dumps(meta))

@@ -11,7 +11,6 @@ blobs are freed with the last image that uses them.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ class ImageRecord:
     repo_digests: list[str] = field(default_factory=list)
     created: str = ""
     pulled: float = 0.0
-    boot_id: str = ""  # the boot that wrote it, until make_durable() clears it
+    boot_id: str = ""  # the boot that wrote it, until add() has made it durable
 
     @property
     def diff_ids(self) -> list[str]:
@@ -97,19 +96,8 @@ class Image:
 class ImageStore:
     """Local images under `<data-root>/image`."""
 
-    def __init__(
-        self,
-        root: Path,
-        containers_using: ContainerUsers | None = None,
-        durable_after: float | None = None,
-    ) -> None:
-        """`durable_after`: a long-lived engine makes new images durable this many seconds
-        after they are added (one syncfs for a burst of pulls), so a VM killed a minute later
-        keeps them; a one-shot CLI leaves that to the next collection."""
+    def __init__(self, root: Path, containers_using: ContainerUsers | None = None) -> None:
         self.root = root
-        self.durable_after = durable_after
-        self._sync_timer: threading.Timer | None = None
-        self._sync_lock = threading.Lock()
         self.content = ContentStore(root)
         self._records = root / "images"
         self._records.mkdir(parents=True, exist_ok=True)
@@ -189,7 +177,12 @@ class ImageStore:
         return atomic.locked(self.content.locks / "index.lock")
 
     def add(self, record: ImageRecord, tag: refs.Reference | None) -> bool:
-        """Record a pulled image and point `tag` at it; True if the tag moved (newer image)."""
+        """Record a pulled image and point `tag` at it; True if the tag moved (newer image).
+
+        Durably: once this returns, the image survives the VM's power being cut (dockerd's
+        containerd fsyncs what it commits too). One syncfs covers its layers and blobs, which
+        were written without an fsync per file; the record is written after it, so a record
+        on disk never names a layer the disk may not hold whole."""
         with self._index_lock():
             path = self._records / f"{hex_of(record.id)}.json"
             old = self._load(path)
@@ -197,9 +190,9 @@ class ImageStore:
                 record.repo_digests = sorted(set(old.repo_digests) | set(record.repo_digests))
                 if not old.boot_id:
                     record.boot_id = ""  # same config, same layers: durable already
-            atomic.write_json(path, record.to_json())
             if record.boot_id:
-                self._sync_soon()
+                self._sync_layers(record)
+            atomic.write_json(path, record.to_json())
             if tag is None:
                 return old is None
             tags = self._tags()
@@ -304,20 +297,13 @@ class ImageStore:
                 self._collect()
             return True
 
-    def _sync_soon(self) -> None:
-        if self.durable_after is None:
-            return
-        with self._sync_lock:
-            if self._sync_timer is None:
-                self._sync_timer = threading.Timer(self.durable_after, self._sync_now)
-                self._sync_timer.daemon = True
-                self._sync_timer.start()
-
-    def _sync_now(self) -> None:
-        with self._sync_lock:
-            self._sync_timer = None
-        if not self.collect_garbage(wait=False):  # a pull is running: try again after it
-            self._sync_soon()
+    def _sync_layers(self, record: ImageRecord) -> None:
+        """Flush the filesystem (the layers and blobs `record` names among them), then mark
+        its layers durable and the record too (the caller writes it)."""
+        atomic.syncfs(self.root)
+        for diff_id in record.diff_ids:
+            self.content.mark_layer_durable(diff_id)
+        record.boot_id = ""
 
     def _forget_torn(self) -> None:
         """Records written in an earlier boot and never made durable may name torn layers:
@@ -332,7 +318,8 @@ class ImageStore:
             self._write_tags(tags)
 
     def _make_durable(self) -> None:
-        """One syncfs for every record (and its layers) this boot wrote, then mark them."""
+        """Records this boot wrote before add() made them durable itself (an agent of an
+        earlier version, upgraded in place): one syncfs for all, then mark them."""
         pending = [r for r in map(self._load, self._records.glob("*.json")) if r and r.boot_id]
         if not pending:
             return

@@ -15,7 +15,13 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from vmctl_agent import atomic
-from vmctl_agent.errors import AgentError, StoreError, UnsupportedManifest, VerificationError
+from vmctl_agent.errors import (
+    AgentError,
+    PlatformNotFound,
+    StoreError,
+    UnsupportedManifest,
+    VerificationError,
+)
 from vmctl_agent.store import manifest as mf
 from vmctl_agent.store import progress as pg
 from vmctl_agent.store import reference as refs
@@ -55,6 +61,7 @@ class Puller:
         self.store = store
         self.client = client
         self.platform = platform or mf.Platform.native()
+        self.explicit = platform is not None  # asked for: a single-platform image must match
         self.max_concurrent = max_concurrent
 
     def pull(self, name: str, progress: pg.Progress | None = None) -> ImageRecord:
@@ -86,6 +93,8 @@ class Puller:
                 raise UnsupportedManifest(f"index entry {chosen.digest} is not an image manifest")
         image = mf.parse_image(data)
         config = self._config(session, image)
+        if self.explicit and top is fetched:
+            _check_platform(ref, config, self.platform)
         jobs = [
             LayerJob(d, diff)
             for d, diff in zip(image.layers, config["rootfs"]["diff_ids"], strict=True)
@@ -102,7 +111,7 @@ class Puller:
             repo_digests=[str(ref.with_digest(top.digest))],
             created=str(config.get("created", "")),
             pulled=time.time(),
-            boot_id=atomic.boot_id(),  # durable at the next collect_garbage
+            boot_id=atomic.boot_id(),  # until add() has synced its layers
         )
         had_image = self.store.exists(record.id)
         moved = self.store.add(record, ref.with_tag(ref.tag) if ref.tag else None)
@@ -229,3 +238,13 @@ def _serialised(callback: pg.Progress) -> pg.Progress:
             callback(msg)
 
     return emit
+
+
+def _check_platform(ref, config: dict, want: mf.Platform) -> None:
+    """A single-platform image pulled for another platform, refused as dockerd refuses it."""
+    actual = f"{config.get('os', '')}/{config.get('architecture', '')}"
+    if actual != f"{want.os}/{want.architecture}":
+        raise PlatformNotFound(
+            f"image with reference {ref.familiar()} was found but does not match the specified "
+            f"platform: wanted {want}, actual: {actual}"
+        )
