@@ -17,7 +17,8 @@ _CONFLICTS = (  # with --network container:<x>, as dockerd words them
 
 
 def create_options(engine, body: dict, host: dict) -> dict:
-    """CreateOptions' network fields, checked; 400 for what this engine does not honour."""
+    """CreateOptions' network fields, checked; 400 for what this engine does not honour
+    (beyond unsupported.py's table, which create checks first: HostConfig.Links is there)."""
     mode = host.get("NetworkMode") or "default"
     endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
     if not isinstance(endpoints, dict):
@@ -28,8 +29,6 @@ def create_options(engine, body: dict, host: dict) -> dict:
         if "default" in endpoints:
             endpoints = {mode: endpoints["default"], **endpoints}
             del endpoints["default"]
-    if host.get("Links"):
-        raise ApiError(400, "HostConfig.Links is not supported: use a user-defined network")
     for settings in endpoints.values():
         check_endpoint(settings or {})
     options = {
