@@ -187,6 +187,20 @@ def test_connect_and_disconnect_a_running_container(clean):
     assert len(agent.links("veth")) == 1
 
 
+def test_a_container_disconnected_from_its_last_network_connects_again(clean):
+    """Its namespace stays while it runs (as dockerd's sandbox), and goes when it ends."""
+    agent = clean
+    ok(agent.docker("network", "create", "--subnet", "10.78.0.0/24", "solo"))
+    ok(agent.docker("run", "-d", "--name", "loner", "--network", "solo", "busybox", "sleep", "60"))
+    ok(agent.docker("network", "disconnect", "solo", "loner"))
+    assert "10.78.0." not in ok(agent.docker("exec", "loner", "ip", "-o", "-4", "addr"))
+    ok(agent.docker("network", "connect", "--ip", "10.78.0.24", "solo", "loner"))
+    out = ok(agent.docker("exec", "loner", "sh", "-c", "ip -o -4 addr; ip route"))
+    assert "inet 10.78.0.24/24" in out and "default via 10.78.0.1" in out
+    ok(agent.docker("kill", "loner"))
+    assert agent.veths_settled(0) == [] and agent.netns_mounts() == []
+
+
 def test_sharing_another_containers_network(clean):
     agent = clean
     ok(agent.docker("run", "-d", "--name", "owner", "busybox", "sleep", "60"))

@@ -163,7 +163,8 @@ class Endpoints(netns.Networking):
                        mac_address=mac, veth=veth, run=run)  # fmt: skip
 
     def leave(self, container_id: str, run: str | None) -> None:
-        """End the endpoints of run `run` (None: whatever run) and unbind the namespace.
+        """End the endpoints of run `run` (None: whatever run) and unbind the namespace
+        (bound while the container ran, even once disconnected from every network).
 
         The veths are not deleted one by one (the kernel takes ~50 ms a veth to unregister
         one, which a `docker run --rm` would wait for): once nothing holds the namespace
@@ -171,8 +172,8 @@ class Endpoints(netns.Networking):
         destroys it with its veths, on its own time."""
         with self.networks.lock:
             atts = self.of(container_id)
-            if not any(a.active and (run is None or a.run == run) for a in atts.values()):
-                return
+            if any(a.active and run is not None and a.run != run for a in atts.values()):
+                return  # a later run's endpoints: the namespace is that run's
             self.resolver.stop(container_id)
             self.proxy.unpublish(container_id)
             self.records.save_ports(container_id, [])
@@ -237,7 +238,10 @@ class Endpoints(netns.Networking):
             if container.state.running:
                 path = str(self.records.netns_path(container.id))
                 interface = f"eth{_next_interface(atts)}"
-                att = self._plug(network, att, path, interface, False, _run_of(atts))
+                run = _run_of(atts)  # "": disconnected from all, this one gets the route
+                route = not run and not network.internal
+                run = run or container.state.started_at
+                att = self._plug(network, att, path, interface, route, run)
             self.records.save_endpoints(container.id, {**atts, network.id: att})
             if att.active and container.id not in self.resolver.serving():
                 self._serve_dns(container.id, self.of(container.id))
@@ -252,9 +256,7 @@ class Endpoints(netns.Networking):
                 )
             if att.active and self.host.link_exists(att.veth):
                 self.host.ip(commands.unplug(att.veth))
-            self.records.save_endpoints(container.id, atts)
-            if not any(a.active for a in atts.values()) and att.active:
-                netns.remove(str(self.records.netns_path(container.id)))
+            self.records.save_endpoints(container.id, atts)  # its namespace stays while it runs
 
     # -- names ------------------------------------------------------------------------------
 
