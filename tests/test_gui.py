@@ -160,12 +160,14 @@ def test_logs_window_follows_and_closing_it_closes_the_stream(qtbot, make_deskto
     view = desktop.window.containers_view
     qtbot.waitUntil(lambda: view.model.rowCount() == 1, timeout=WAIT_MS)
     view.table.selectRow(0)
+    qtbot.waitUntil(lambda: len(engine.streams) == 1, timeout=WAIT_MS)  # the details' Logs tab
     window = view.show_logs()
     qtbot.waitUntil(lambda: "line two" in window.toPlainText(), timeout=WAIT_MS)
-    engine.streams[-1].put("line three\n")
+    stream = engine.streams[1]  # the window's own, not the details pane's
+    stream.put("line three\n")
     qtbot.waitUntil(lambda: "line three" in window.toPlainText(), timeout=WAIT_MS)
     window.close()
-    assert engine.streams[-1].closed.is_set()
+    assert stream.closed.is_set() and not engine.streams[0].closed.is_set()
 
 
 def test_pull_shows_a_progress_bar_per_layer_and_refreshes_the_list(qtbot, make_desktop):
