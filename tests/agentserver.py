@@ -48,13 +48,25 @@ def serving(workdir: Path, registry) -> Iterator[AgentServer]:
 
 
 class AgentServer:
-    def __init__(self, workdir: Path, registry, *extra: str) -> None:
-        """`extra`: more `vmctl-agent serve` flags."""
+    """In the host's network namespace the agent must make no bridge (the network rule for
+    these machines): it runs with `--bridge none` (its default too). `prefix` runs it under
+    another command (netkit's namespaces), where `bridge=True` (`--bridge docker0`) is
+    allowed. `extra`: more `vmctl-agent serve` flags."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        registry,
+        *extra: str,
+        bridge: bool = False,
+        prefix: tuple[str, ...] = (),
+    ) -> None:
         self.workdir = workdir
         self.socket = workdir / "docker.sock"
         self.data_root = workdir / "data"
         self.log = workdir / "agent.log"
         cmd = [
+            *prefix,
             "vmctl-agent",
             "serve",
             "--listen",
@@ -64,9 +76,15 @@ class AgentServer:
             "--registry-mirror",
             registry.url,
             *extra,
+            "--bridge",
+            "docker0" if bridge else "none",
         ]
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        self.cmd = cmd
+        self._launch()
+
+    def _launch(self) -> None:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
     @property

@@ -87,8 +87,8 @@ def test_log_drivers_unknown_and_not_yet_supported():
 REFUSED_FLAGS = [
     (["--log-driver", "syslog"], "HostConfig.LogConfig.Type"),
     (["--log-opt", "max-size=1m"], "HostConfig.LogConfig.Config"),
-    (["--dns", "10.0.0.1"], "HostConfig.Dns"),
-    (["--add-host", "a:10.0.0.1"], "HostConfig.ExtraHosts"),
+    (["--link", "other:db"], "HostConfig.Links"),
+    (["--domainname", "example.com"], "Config.Domainname"),
     (["--privileged"], "HostConfig.Privileged"),
     (["--device", "/dev/null:/dev/n2"], "HostConfig.Devices"),
     (["--ulimit", "nofile=10:10"], "HostConfig.Ulimits"),

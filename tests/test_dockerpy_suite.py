@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dockerpy_suite as suite
 import pytest
-from agentserver import AgentServer
+from netkit import LoopbackRelay, NetnsAgent
 from registry import Registry
 
 pytestmark = [
@@ -30,11 +30,16 @@ def outcomes(tmp_path_factory) -> suite.Outcomes:
     workdir = tmp_path_factory.mktemp("dockerpy")
     with Registry(tmp_path_factory.mktemp("dockerpy-registry")) as registry:  # its own names
         suite.push_stand_ins(registry)
-        server = AgentServer(workdir, registry)
+        server = NetnsAgent(workdir, registry)  # networks need a namespace of the test's own
+        relay = LoopbackRelay(server.pid, registry.port)  # the mirror, reached from inside
         try:
             junit = suite.run_suite(folder, server.url, workdir)
         finally:
-            server.stop()
+            relay.close()
+            try:
+                server.stop()
+            finally:
+                server.end_holder()  # its namespaces, with every bridge and rule, gone
     assert sorted(p.name for p in folder.iterdir()) == before  # nothing written beside it
     if not junit.exists():
         pytest.fail(f"docker-py's suite did not run:\n{(workdir / 'suite.log').read_text()}")

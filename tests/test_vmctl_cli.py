@@ -38,6 +38,7 @@ def vmctl(*args: str) -> subprocess.CompletedProcess:
         ({"accel": "fast"}, "unknown accelerator 'fast'"),
         ({"registry_mirrors": ["10.0.2.2:5000"]}, "must start with http:// or https://"),
         ({"insecure_registries": ["http://x:5000"]}, "use HOST:PORT or a CIDR"),
+        ({"publish_address": "localhost"}, "publish address 'localhost' is not an IP address"),
     ],
 )
 def test_bad_settings_are_refused_with_the_rule(changes, message):

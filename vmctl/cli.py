@@ -91,6 +91,9 @@ def _config_flags(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--image", metavar="PATH|URL", help="base image (default: Debian 12)")
     cmd.add_argument("--registry-mirror", action="append", metavar="URL")
     cmd.add_argument("--insecure-registry", action="append", metavar="HOST:PORT")
+    cmd.add_argument(
+        "--publish-address", metavar="ADDR", help="where published ports listen (127.0.0.1)"
+    )
 
 
 def _changes(args) -> dict:
@@ -104,6 +107,7 @@ def _changes(args) -> dict:
         "image": args.image,
         "registry_mirrors": args.registry_mirror,
         "insecure_registries": args.insecure_registry,
+        "publish_address": args.publish_address,
     }
 
 
@@ -134,6 +138,9 @@ def _status(args) -> int:
             c = state.config
             print(f"  driver {c.driver} ({state.accel}), {c.cpus} CPUs, {c.memory_mib} MiB")
             print(f"  DOCKER_HOST={state.docker_host}")
+        if state.state == "running":
+            for port in vm.published_ports(args.name):
+                print(f"  published {port}")
     return 0
 
 

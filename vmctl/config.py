@@ -9,6 +9,7 @@ whether the VM runs is always asked of the hypervisor.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import sys
@@ -38,6 +39,7 @@ class VMConfig:
     image: str | None = None  # None: the default image; else a path or URL
     registry_mirrors: tuple[str, ...] = ()
     insecure_registries: tuple[str, ...] = ()
+    publish_address: str = "127.0.0.1"  # where published ports listen on this machine
 
     def __post_init__(self) -> None:
         _check(self)
@@ -48,6 +50,9 @@ class VMConfig:
             "data-root": data_root,
             "registry-mirrors": list(self.registry_mirrors),
             "insecure-registries": list(self.insecure_registries),
+            "bridge": "docker0",  # the default bridge network, in the VM only
+            # QEMU's user networking: the user's machine (its loopback) as containers reach it
+            "host-gateway-ip": "10.0.2.2",
         }
 
     def replace(self, **changes) -> VMConfig:
@@ -101,6 +106,7 @@ def _check(config: VMConfig) -> None:
     positive_int("disk", config.disk_gib, 4, 1 << 16, " GiB")
     if config.driver not in DRIVERS:
         raise VmctlError(f"unknown driver {config.driver!r}: use one of {', '.join(DRIVERS)}")
+    _check_address(config.publish_address)
     if config.accel not in ACCELS:
         raise VmctlError(f"unknown accelerator {config.accel!r}: use one of {', '.join(ACCELS)}")
     for url in config.registry_mirrors:
@@ -111,3 +117,13 @@ def _check(config: VMConfig) -> None:
     for host in config.insecure_registries:
         if not isinstance(host, str) or not host or "://" in host or host.strip() != host:
             raise VmctlError(f"invalid insecure registry {host!r}: use HOST:PORT or a CIDR")
+
+
+def _check_address(address: object) -> None:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise VmctlError(
+            f"publish address {address!r} is not an IP address (e.g. 127.0.0.1, or 0.0.0.0 "
+            "to publish ports to the network)"
+        ) from None

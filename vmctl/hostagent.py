@@ -28,8 +28,10 @@ from pathlib import Path
 import paramiko
 
 from vmctl import atomic, locks
+from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
+from vmctl.portforward import PortForwarder, StartWatch
 from vmctl.ssh import Endpoint, Guest
 
 CLOCK_CHECK = 5.0  # s between looks for a host suspend
@@ -87,14 +89,15 @@ def sync_clock(guest: Guest) -> None:
     guest.run(["sudo", "-n", "date", "-u", "-s", now], timeout=30)
 
 
-def pump(source, sink, half_close: Callable[[], None]) -> None:
-    """Copy until EOF, then half-close the other side (hijacked docker streams need it)."""
+def pump(source, sink, half_close: Callable[[], None], look=None) -> None:
+    """Copy until EOF, then half-close the other side (hijacked docker streams need it).
+    `look` sees (and may replace) each chunk on its way."""
     try:
         while True:
             data = source.recv(65536)
             if not data:
                 break
-            sink.sendall(data)
+            sink.sendall(look(data) if look else data)
     except (OSError, EOFError, paramiko.SSHException):
         pass
     finally:
@@ -102,7 +105,12 @@ def pump(source, sink, half_close: Callable[[], None]) -> None:
             half_close()
 
 
-def forward(client: socket.socket, connection: Connection, remote: str) -> None:
+def forward(
+    client: socket.socket, connection: Connection, remote: str, ports: PortForwarder
+) -> None:
+    """One docker.sock connection carried to the engine; a container start it carries gets
+    its published ports bound before the client hears the answer."""
+    watch = StartWatch(ports)
     with client:
         try:
             channel = connection.get().open_unix_socket(remote)
@@ -112,12 +120,20 @@ def forward(client: socket.socket, connection: Connection, remote: str) -> None:
         with channel:
             upstream = threading.Thread(
                 target=pump,
-                args=(client, channel, channel.shutdown_write),
+                args=(client, channel, channel.shutdown_write, _seen(watch)),
                 daemon=True,
             )
             upstream.start()
-            pump(channel, client, lambda: client.shutdown(socket.SHUT_WR))
+            pump(channel, client, lambda: client.shutdown(socket.SHUT_WR), watch.reply)
             upstream.join()
+
+
+def _seen(watch: StartWatch) -> Callable[[bytes], bytes]:
+    def look(data: bytes) -> bytes:
+        watch.request(data)
+        return data
+
+    return look
 
 
 def listen_tcp() -> socket.socket:
@@ -193,6 +209,13 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
         url = f"unix://{vm.docker_sock}"
     atomic.write_text(vm.docker_host, url + "\n")
     log(f"serving {url} -> {runtime['engine_socket']} in the VM")
+    engine_socket = runtime["engine_socket"]
+    ports = PortForwarder(
+        lambda: connection.get().open_unix_socket(engine_socket),
+        vmconfig.load(vm.config).publish_address,
+        log,
+    )
+    threading.Thread(target=ports.follow, args=(stop,), daemon=True).start()
 
     def accept() -> None:
         while not stop.is_set():
@@ -201,7 +224,7 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
             except OSError:
                 return
             threading.Thread(
-                target=forward, args=(client, connection, runtime["engine_socket"]), daemon=True
+                target=forward, args=(client, connection, engine_socket, ports), daemon=True
             ).start()
 
     threading.Thread(target=accept, daemon=True).start()
@@ -220,6 +243,7 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
             log("the VM's hypervisor is gone: stopping")
             break
     server.close()
+    ports.close()
     for path in (vm.docker_host, vm.docker_sock):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

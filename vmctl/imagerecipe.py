@@ -119,6 +119,7 @@ PACKAGES: tuple[str, ...] = (
     "cloud-init",
     "sudo",
     "iproute2",
+    "iptables",  # the engine's NAT, isolation and published ports (nft backend)
     "ca-certificates",
     "netbase",
     "e2fsprogs",  # resize2fs, for cloud-init's resize_rootfs

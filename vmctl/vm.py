@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmctl import atomic, cloudinit, console, keys, locks, provision
+from vmctl import atomic, cloudinit, console, enginehttp, keys, locks, provision
 from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
@@ -159,6 +159,24 @@ def ping(url: str, timeout: float = 5) -> bool:
             return reply.startswith(b"HTTP/1.1 200")
     except OSError:
         return False
+
+
+def published_ports(name: str = vmpaths.DEFAULT_NAME, timeout: float = 5) -> list[str]:
+    """The ports the host agent publishes on this machine, as `docker ps` writes them
+    (`127.0.0.1:8080->80/tcp`), asked of the engine now."""
+    paths = vmpaths.vm(name)
+    address = vmconfig.load(paths.config).publish_address
+    url = docker_host(paths)
+    try:
+        body = enginehttp.request(lambda: _connect(url, timeout), "GET", "/vmctl/ports")
+    except (OSError, VmctlError):
+        return []
+    return [_port_text(row, address) for row in json.loads(body)]
+
+
+def _port_text(row: dict, address: str) -> str:
+    host = row["HostIp"] if row["HostIp"] not in ("", "0.0.0.0") else address
+    return f"{host}:{row['HostPort']}->{row['PrivatePort']}/{row['Proto']} ({row['Id'][:12]})"
 
 
 # ---- start -----------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     vmctl-agent serve  --listen unix:///PATH [--listen tcp://127.0.0.1:PORT] --data-root DIR
                        [--config daemon.json] [--registry-mirror URL]...
-                       [--insecure-registry HOST:PORT]...
+                       [--insecure-registry HOST:PORT]... [--bridge docker0|none]
     vmctl-agent pull   --data-root DIR [--config daemon.json] [--registry-mirror URL]...
                        [--insecure-registry HOST:PORT]... [--platform os/arch] REF
     vmctl-agent images --data-root DIR [--quiet]
@@ -61,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
         help="group owning the unix socket (default: docker, when that group exists)",
     )
     serve.add_argument(
+        "--bridge",
+        "-b",
+        default=None,
+        choices=["docker0", "none"],
+        help="docker0: make the default bridge network (the VM's config asks for it); "
+        "none (the default): containers default to --network none",
+    )
+    serve.add_argument(
         "--shared-path",
         action="append",
         default=[],
@@ -101,6 +109,7 @@ def _settings(args) -> config.AgentConfig:
         mirrors=args.registry_mirror,
         insecure=args.insecure_registry,
         group=getattr(args, "group", None),
+        bridge=getattr(args, "bridge", None),
         shared=getattr(args, "shared_path", None),
     )
 

@@ -12,7 +12,10 @@ DEFAULT_DATA_ROOT = "/var/lib/vmctl-agent"
 # Ours, beside dockerd's keys: the host's folders shared into the VM at the same path. Given,
 # a bind of any other path is refused as Docker Desktop refuses it ("mounts denied").
 SHARED_KEY = "vmctl-shared-paths"
-_KNOWN_KEYS = {"registry-mirrors", "insecure-registries", "data-root", "group", SHARED_KEY}
+_KNOWN_KEYS = {
+    "registry-mirrors", "insecure-registries", "data-root", "group", "bridge", "host-gateway-ip",
+    SHARED_KEY,
+}  # fmt: skip
 # dockerd gives its socket to this group when it exists; naming it explicitly makes it required.
 DEFAULT_GROUP = "docker"
 
@@ -24,6 +27,10 @@ class AgentConfig:
     insecure_registries: tuple[str, ...] = ()
     group: str = DEFAULT_GROUP  # owner group of unix sockets (mode 0660), as dockerd's -G
     group_required: bool = False
+    # The default bridge (docker0) only where asked for ("bridge": "docker0", as the VM's
+    # daemon.json says): an agent run straight on a Linux host never touches its network.
+    default_bridge: bool = False
+    host_gateway_ip: str = ""  # what --add-host NAME:host-gateway means (default: the bridge's)
     ignored_keys: tuple[str, ...] = field(default=())
     shared_paths: tuple[str, ...] = ()  # none: every path in the VM may be bound
 
@@ -35,6 +42,7 @@ def load(
     mirrors: list[str] | None = None,
     insecure: list[str] | None = None,
     group: str | None = None,
+    bridge: str | None = None,
     shared: list[str] | None = None,
 ) -> AgentConfig:
     """daemon.json (if given) with flags on top; flags add to the file's lists, as dockerd's do."""
@@ -51,10 +59,21 @@ def load(
     if file_group is not None and not isinstance(file_group, str):
         raise AgentError(f"group in {path} must be a string")
     chosen_group = group or file_group
+    chosen_bridge = bridge or raw.get("bridge") or "none"
+    if chosen_bridge not in ("docker0", "none"):
+        raise AgentError(
+            f'bridge {chosen_bridge!r} is not supported: "docker0" (the default bridge '
+            'network) or "none"'
+        )
+    gateway_ip = raw.get("host-gateway-ip") or ""
+    if not isinstance(gateway_ip, str):
+        raise AgentError(f"host-gateway-ip in {path} must be a string")
     return AgentConfig(
         data_root=Path(root),
         group=chosen_group or DEFAULT_GROUP,
         group_required=bool(chosen_group),
+        default_bridge=chosen_bridge == "docker0",
+        host_gateway_ip=gateway_ip,
         registry_mirrors=tuple(dict.fromkeys([*file_mirrors, *(mirrors or [])])),
         insecure_registries=tuple(dict.fromkeys([*file_insecure, *(insecure or [])])),
         ignored_keys=tuple(sorted(set(raw) - _KNOWN_KEYS)),

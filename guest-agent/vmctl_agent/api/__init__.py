@@ -19,6 +19,9 @@ network, volumes, runtime, store) and the shared floor.
     build.py       /build: the classic builder's request and stream
     snapshots.py   /containers/{id}/export, /commit, image import: a container's files
     login.py       /auth: docker login, checked against the registry
+    networks.py    /networks/...
+    networking.py  a container's network fields: create options, NetworkSettings
+    published.py   /vmctl/ports: published ports, carried for the host agent
     volumes.py     /volumes/...: create, list, inspect, remove, prune; df's volumes
     streams.py     Docker's framing of container output (multiplexed stdout/stderr)
 """

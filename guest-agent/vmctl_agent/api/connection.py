@@ -135,9 +135,11 @@ def _upgrade(conn: Connection, response: Response) -> None:
     # docker-py reads the stream from the raw socket under its buffered HTTP reader, so
     # bytes that arrive together with the 101 are lost (docker/docker-py#3332): the stream
     # starts once the client has taken the whole head off its socket (a relay in between
-    # takes it at once: then a moment more for whoever reads beyond it).
-    wait_until_read(conn.sock, HEAD_READ_WAIT)
-    time.sleep(HIJACK_GRACE)
+    # takes it at once: then a moment more for whoever reads beyond it). A raw client (the
+    # host agent's port streams) reads the head itself: no wait.
+    if not response.raw_client:
+        wait_until_read(conn.sock, HEAD_READ_WAIT)
+        time.sleep(HIJACK_GRACE)
     with contextlib.suppress(OSError):  # the client went away: nothing more to say
         response.hijack(conn.sock)
 

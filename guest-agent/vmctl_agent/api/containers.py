@@ -9,7 +9,15 @@ import os
 import signal as signals
 import time
 
-from vmctl_agent.api import events, images, inspection, streams, supervision, unsupported
+from vmctl_agent.api import (
+    events,
+    images,
+    inspection,
+    networking,
+    streams,
+    supervision,
+    unsupported,
+)
 from vmctl_agent.api.http import ApiError, Response, empty, json_response
 from vmctl_agent.api.http import client_alive as _client_alive
 from vmctl_agent.errors import ImageNotFound
@@ -20,10 +28,6 @@ from vmctl_agent.store.content import tree_size
 from vmctl_agent.volumes import resolve
 
 _POLL = 0.05
-NO_BRIDGE = (
-    "bridge networking is not available yet: the container runs with --network none "
-    "(use --network host to share the VM's network)"
-)
 
 
 # -- create ------------------------------------------------------------------------------------
@@ -33,7 +37,7 @@ def create(engine, request) -> Response:
     body = request.json()
     try:
         unsupported.check_create(body, cgroupns=_cgroupns(engine))
-        options, warnings = _options(body, request.arg("name"))
+        options, warnings = _options(engine, body, request.arg("name"))
         mounts = resolve.asked(body.get("HostConfig") or {}, body.get("Volumes"))
     except (TypeError, ValueError, AttributeError) as e:
         raise ApiError(400, f"invalid container configuration: {e}") from None
@@ -45,16 +49,15 @@ def create(engine, request) -> Response:
     return json_response({"Id": container.id, "Warnings": warnings}, 201)
 
 
-def _options(body: dict, name: str) -> tuple[CreateOptions, list[str]]:
+def _options(engine, body: dict, name: str) -> tuple[CreateOptions, list[str]]:
     host = body.get("HostConfig") or {}
     if not body.get("Image"):
         raise ApiError(400, "Config.Image is required")
-    network, warnings = _network(host.get("NetworkMode") or "default")
+    network = networking.create_options(engine, body, host)
+    warnings = []
     if any(host.get("PortBindings") or {}) or host.get("PublishAllPorts"):
-        warnings.append(
-            "Published ports are discarded: this engine has no bridge network yet, "
-            f"so the container runs with --network {network}"
-        )
+        warning = networking.ports_warning(network["network"])
+        warnings += [warning] if warning else []
     security = host.get("SecurityOpt") or []
     restart = host.get("RestartPolicy") or {}
     options = CreateOptions(
@@ -74,7 +77,7 @@ def _options(body: dict, name: str) -> tuple[CreateOptions, list[str]]:
         nano_cpus=int(host.get("NanoCpus") or 0),
         cpu_shares=int(host.get("CpuShares") or 0),
         pids_limit=host.get("PidsLimit"),
-        network=network,
+        **network,
         cap_add=tuple(host.get("CapAdd") or ()),
         cap_drop=tuple(host.get("CapDrop") or ()),
         no_new_privileges=any(s.startswith("no-new-privileges") for s in security),
@@ -125,20 +128,13 @@ def _strings(value) -> tuple[str, ...] | None:
     return tuple(value)
 
 
-def _network(mode: str) -> tuple[str, list[str]]:
-    if mode in ("none", "host"):
-        return mode, []
-    if mode in ("default", "bridge"):
-        return "none", []  # said once in `docker info`'s warnings rather than at every run
-    raise ApiError(404, f"network {mode} not found")
-
-
 # -- reading -----------------------------------------------------------------------------------
 
 
 def inspect(engine, request, id: str) -> Response:
     c = engine.runtime.get(id)
     info = c.inspect()
+    info["NetworkSettings"] = networking.settings(engine, c)
     info["ResolvConfPath"] = str(c.directory / "resolv.conf")
     info["HostnamePath"] = str(c.directory / "hostname")
     info["HostsPath"] = str(c.directory / "hosts")
@@ -201,7 +197,8 @@ def restart(engine, request, id: str) -> Response:
 
 
 def kill(engine, request, id: str) -> Response:
-    """204 once the signal is delivered; for SIGKILL once the exit is recorded too."""
+    """204 once the signal is delivered; for SIGKILL once the exit is recorded too (its
+    network let go: its published ports are free again)."""
     sig = _signal(request.arg("signal", "KILL"))
     container = engine.runtime.get(id)
     if not (container.state.running or container.restarting):  # a restart pending: cancelled

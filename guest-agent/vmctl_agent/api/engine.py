@@ -1,9 +1,11 @@
-"""The engine behind the API: one image store, one runtime, the volumes, one registry client."""
+"""The engine behind the API: one image store, one runtime, the networks, the volumes, one
+registry client."""
 
 from __future__ import annotations
 
 import base64
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -11,6 +13,9 @@ from dataclasses import dataclass, field
 from vmctl_agent.api.events import EventBus
 from vmctl_agent.api.listing import ListCache
 from vmctl_agent.config import AgentConfig
+from vmctl_agent.errors import AgentError
+from vmctl_agent.network.endpoints import Endpoints
+from vmctl_agent.network.networks import Networks
 from vmctl_agent.runtime.containers import Runtime
 from vmctl_agent.runtime.execs import ExecProcess
 from vmctl_agent.store.auth import Credentials, docker_config_credentials
@@ -49,6 +54,9 @@ class Engine:
         self.config = config
         self.images = ImageStore(config.data_root / "image")
         self.runtime = Runtime(config.data_root, self.images)
+        self.networks = Networks(config.data_root / "network", default_bridge=config.default_bridge)
+        self.endpoints = Endpoints(self.networks, self.runtime, config.host_gateway_ip)
+        self.network_problem = ""
         volumes = VolumeStore(config.data_root / "volumes")
         self.volumes = Volumes(volumes, self.runtime, config.shared_paths)
         self.execs: dict[str, ExecRecord] = {}
@@ -56,6 +64,19 @@ class Engine:
         self.container_list = ListCache()
         self.started = time.time()
         self._saved_credentials = docker_config_credentials()
+
+    def restore_networks(self) -> None:
+        """Bridges and rules made again from the records (the agent starts, or the VM
+        rebooted), and what ended while the agent was away undone. A kernel or a VM that
+        cannot make them (no iptables) leaves the engine serving, saying so in `docker info`
+        and in each start that needs a bridge."""
+        try:
+            self.networks.restore()
+            self.endpoints.restore()
+        except (AgentError, OSError) as e:
+            self.network_problem = f"bridge networking is unavailable: {e}"
+            self.networks.problem = self.network_problem
+            print(f"vmctl-agent: {self.network_problem}", file=sys.stderr)
 
     def puller(self, auth_header: str = "", platform: Platform | None = None) -> Puller:
         """A puller using X-Registry-Auth when the client sent it, else docker's config; for

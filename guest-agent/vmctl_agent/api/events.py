@@ -55,7 +55,7 @@ class EventBus:
         self._subscribers: list[queue.Queue] = []
         self._history: deque[Event] = deque(maxlen=_HISTORY)
 
-    def publish(self, type: str, action: str, actor_id: str, **attributes: str) -> None:
+    def publish(self, type: str, action: str, actor_id: str, /, **attributes: str) -> None:
         event = Event(type, action, actor_id, attributes, time.time_ns())
         with self._lock:
             self._history.append(event)

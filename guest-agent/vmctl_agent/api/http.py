@@ -149,6 +149,7 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     stream: Iterable[bytes] | None = None  # chunked
     hijack: Callable[[socket.socket], None] | None = None  # 101, then the raw socket
+    raw_client: bool = False  # the client reads exactly the head (the host agent): no grace
 
 
 def json_response(value, status: int = 200) -> Response:
@@ -284,6 +285,13 @@ def _vtuple(version: str) -> tuple[int, ...]:
     return tuple(int(x) for x in version.split("."))
 
 
+_NOT_FOUND = ("ImageNotFound", "ContainerNotFound", "ManifestUnknown", "ExecNotFound",
+              "NetworkNotFound", "VolumeNotFound")  # fmt: skip
+_CONFLICT = ("ImageConflict", "ContainerConflict", "NetworkConflict", "VolumeConflict")
+_BAD_REQUEST = ("InvalidReference", "InvalidSpec", "ImpossibleLimit", "PlatformNotFound",
+                "InvalidNetworkConfig", "InvalidPort", "InvalidMount")  # fmt: skip
+
+
 def status_of(error: Exception) -> int:
     """The HTTP status dockerd uses for each kind of error."""
     if isinstance(error, ApiError):
@@ -291,23 +299,13 @@ def status_of(error: Exception) -> int:
     if isinstance(error, MalformedRequest):
         return 400
     name = type(error).__name__
-    if name in (
-        "ImageNotFound",
-        "ContainerNotFound",
-        "ManifestUnknown",
-        "ExecNotFound",
-        "VolumeNotFound",
-    ):
+    if name in _NOT_FOUND:
         return 404
-    if name in ("ImageConflict", "ContainerConflict", "VolumeConflict"):
+    if name in _CONFLICT:
         return 409
-    if name in (
-        "InvalidReference",
-        "InvalidSpec",
-        "ImpossibleLimit",
-        "PlatformNotFound",
-        "InvalidMount",
-    ):
+    if name in ("NetworkForbidden", "PoolOverlap", "PoolExhausted"):
+        return 403
+    if name in _BAD_REQUEST:
         return 400
     if name == "AuthenticationError":
         return 401

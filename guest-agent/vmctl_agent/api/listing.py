@@ -14,7 +14,7 @@ import json
 import threading
 import time
 
-from vmctl_agent.api import containers
+from vmctl_agent.api import containers, networking
 from vmctl_agent.api.http import ApiError, Response, parse_filters
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.healthcheck import STATUSES
@@ -71,8 +71,10 @@ def _build(engine, request, now: float) -> tuple[bytes, float]:
     found = engine.runtime.list(all=request.flag("all") or "status" in filters)
     rows, valid_for = [], MAX_AGE
     for c in found:
-        if _matches(c, filters):
+        if _matches(c, filters, engine):
             row, holds = _row(c, now)
+            row["Ports"] = networking.list_ports(engine, c)
+            row["NetworkSettings"] = {"Networks": networking.list_networks(engine, c)}
             rows.append(row | (containers.disk_sizes(engine, c) if request.flag("size") else {}))
             valid_for = min(valid_for, holds)
     limit = request.int_arg("limit", -1)
@@ -80,9 +82,10 @@ def _build(engine, request, now: float) -> tuple[bytes, float]:
     return json.dumps(rows).encode() + b"\n", valid_for
 
 
-def _matches(container: Container, filters: dict[str, list[str]]) -> bool:
+def _matches(container: Container, filters: dict[str, list[str]], engine) -> bool:
     labels = container.config.create_options.labels
     checks = {
+        "network": lambda v: networking.on_network(engine, container, v),
         "status": lambda v: v == ("paused" if container.paused else container.state.status),
         "name": lambda v: v.lstrip("/") in container.name,
         "id": lambda v: container.id.startswith(v),

@@ -25,6 +25,7 @@ def run(config: AgentConfig, listen: list[str]) -> int:
     gid = socket_group(config)
     engine = Engine(config)
     engine.images.collect_garbage(wait=False)
+    engine.restore_networks()
     supervision.take_over(engine)  # what runs, and what its restart policy wants back
     listeners = [listener(address, gid) for address in listen]
     server = Server(listeners, Router(engine))

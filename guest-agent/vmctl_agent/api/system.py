@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from vmctl_agent import __version__
-from vmctl_agent.api.containers import NO_BRIDGE
 from vmctl_agent.api.http import API_VERSION, MIN_API_VERSION, Response, json_response
 from vmctl_agent.store.content import tree_size
 from vmctl_agent.store.manifest import Platform
@@ -73,7 +72,11 @@ def info(engine, request) -> Response:
             "Images": len(engine.images.list()),
             "Driver": "overlay2",
             "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
-            "Plugins": {"Volume": ["local"], "Network": ["host", "null"], "Log": ["json-file"]},
+            "Plugins": {
+                "Volume": ["local"],
+                "Network": ["bridge", "host", "null"],
+                "Log": ["json-file"],
+            },
             "MemoryLimit": True,
             "SwapLimit": True,
             "CpuCfsPeriod": True,
@@ -107,7 +110,7 @@ def info(engine, request) -> Response:
             "LiveRestoreEnabled": True,
             "Isolation": "",
             "SecurityOptions": ["name=no-new-privileges"],
-            "Warnings": ["WARNING: " + NO_BRIDGE],
+            "Warnings": _warnings(engine),
             "RegistryConfig": _registry_config(config),
         }
     )
@@ -202,3 +205,14 @@ def disk_usage(engine, request) -> Response:
             "BuildCache": build_api.cache_rows(engine),
         }
     )
+
+
+def _warnings(engine) -> list[str]:
+    if engine.network_problem:
+        return [f"WARNING: {engine.network_problem}"]
+    if engine.config.default_bridge:
+        return []
+    return [
+        'WARNING: there is no default bridge network ("bridge": "none"; the VM\'s engine has '
+        '"bridge": "docker0"): containers run with --network none unless given a network'
+    ]

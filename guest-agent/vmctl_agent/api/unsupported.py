@@ -14,7 +14,6 @@ from vmctl_agent.api.http import ApiError
 # (field, what it asks for, non-zero values that mean what the engine does anyway)
 CREATE_FIELDS: tuple[tuple[str, str, tuple], ...] = (
     ("Config.Domainname", "a domain name", ()),
-    ("Config.MacAddress", "a MAC address", ()),
     ("Config.NetworkDisabled", "disabling the network", ()),
     ("Config.Runtime", "another runtime", ("vmctl",)),
     ("HostConfig.Annotations", "annotations", ()),
@@ -38,10 +37,6 @@ CREATE_FIELDS: tuple[tuple[str, str, tuple], ...] = (
     ("HostConfig.DeviceCgroupRules", "device cgroup rules", ()),
     ("HostConfig.DeviceRequests", "device requests (GPUs)", ()),
     ("HostConfig.Devices", "devices", ()),
-    ("HostConfig.Dns", "DNS servers", ()),
-    ("HostConfig.DnsOptions", "DNS options", ()),
-    ("HostConfig.DnsSearch", "DNS search domains", ()),
-    ("HostConfig.ExtraHosts", "extra hosts", ()),
     ("HostConfig.Init", "an init process", ()),
     ("HostConfig.IOMaximumBandwidth", "an I/O bandwidth limit", ()),
     ("HostConfig.IOMaximumIOps", "an I/O operations limit", ()),
@@ -69,12 +64,9 @@ CREATE_FIELDS: tuple[tuple[str, str, tuple], ...] = (
     ("HostConfig.Ulimits", "ulimits", ()),
     ("HostConfig.UsernsMode", "a user namespace mode", ("host",)),
     ("HostConfig.UTSMode", "a UTS mode", ()),
-    ("NetworkingConfig.EndpointsConfig.*.Aliases", "network aliases", ()),
     ("NetworkingConfig.EndpointsConfig.*.DriverOpts", "endpoint driver options", ()),
     ("NetworkingConfig.EndpointsConfig.*.GwPriority", "a gateway priority", ()),
-    ("NetworkingConfig.EndpointsConfig.*.IPAMConfig", "a fixed IP address", ()),
     ("NetworkingConfig.EndpointsConfig.*.Links", "links", ()),
-    ("NetworkingConfig.EndpointsConfig.*.MacAddress", "a MAC address", ()),
 )
 
 # Docker's log drivers: another of these is "not supported yet"; any other name is unknown.

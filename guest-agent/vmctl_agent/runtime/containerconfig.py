@@ -15,10 +15,11 @@ from vmctl_agent import syscalls as sc
 from vmctl_agent.runtime import capabilities, cgroupfs, healthcheck, logs, rootfs, shim, spec
 from vmctl_agent.runtime.healthcheck import Healthcheck
 from vmctl_agent.runtime.mounts import Mount
+from vmctl_agent.runtime.netns import Joined
 from vmctl_agent.runtime.restarts import RestartPolicy
 from vmctl_agent.store.images import Image
 
-NETWORKS = ("none", "host")
+BUILT_IN_NETWORKS = ("none", "host")  # the runtime alone makes these; others need the network room
 HOSTS = (
     "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"
     "ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
@@ -58,7 +59,7 @@ class ContainerConfig:
         for key in ("cmd", "entrypoint"):
             if raw.get(key) is not None:
                 raw[key] = tuple(raw[key])
-        for key in ("env", "cap_add", "cap_drop", "group_add"):
+        for key in spec.TUPLE_OPTIONS:
             raw[key] = tuple(raw.get(key) or ())
         raw["mounts"] = tuple(Mount(**m) for m in raw.get("mounts") or ())
         return spec.CreateOptions(**raw)
@@ -93,22 +94,28 @@ class ContainerConfig:
     def network(self) -> str:
         return self.options.get("network") or "none"
 
-    def launch(self, directory: Path, cgroup_version: int) -> shim.Launch:
-        """What the shim needs to start this container from `directory`."""
+    def launch(
+        self, directory: Path, cgroup_version: int, joined: Joined | None = None
+    ) -> shim.Launch:
+        """What the shim needs to start this container from `directory`; `joined` is the
+        network namespace the network room made for it (none for `none` and `host`)."""
         options = self.create_options
         return shim.Launch(
             name=self.id,
             process=self.process_spec,
-            plan=self._plan(directory, cgroup_version),
+            plan=self._plan(directory, cgroup_version, joined),
             hostname=self.hostname,
-            namespaces=self._namespaces(cgroup_version),
+            namespaces=self._namespaces(cgroup_version, joined),
+            netns=joined.netns if joined else "",
             state_dir=str(directory),
             open_stdin=options.open_stdin,
             stdin_once=options.stdin_once,
             auto_remove=options.auto_remove,
         )
 
-    def _plan(self, directory: Path, cgroup_version: int) -> rootfs.RootfsPlan:
+    def _plan(
+        self, directory: Path, cgroup_version: int, joined: Joined | None
+    ) -> rootfs.RootfsPlan:
         """Shared by all containers (beside their directories): the init layer and the mount
         point, which each container's own mount namespace mounts its overlay on."""
         layers_root = str(Path(self.layers[0]).parent.parent) if self.layers else "/"
@@ -121,25 +128,28 @@ class ContainerConfig:
             upper=str(directory / "upper"),
             work=str(directory / "work"),
             merged=str(directory.parent / MOUNT_POINT),
-            etc_files=self._etc_files(),
+            etc_files=self._etc_files(joined),
             host_network=self.network == "host",
             cgroup_v2=cgroup_version == 2,
             mounts=self.create_options.mounts,
         )
 
-    def _namespaces(self, cgroup_version: int) -> int:
+    def _namespaces(self, cgroup_version: int, joined: Joined | None) -> int:
         flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
-        if self.network != "host":
+        if self.network != "host" and joined is None:
             flags |= sc.CLONE_NEWNET
         if cgroup_version == 2:
             flags |= sc.CLONE_NEWCGROUP
         return flags
 
-    def _etc_files(self) -> tuple[tuple[str, bytes], ...]:
+    def _etc_files(self, joined: Joined | None) -> tuple[tuple[str, bytes], ...]:
         """/etc/hostname, /etc/hosts and /etc/resolv.conf, made fresh at each start."""
         host = self.network == "host"
         hosts = _host_file("/etc/hosts") if host else HOSTS
-        files = {"hostname": f"{self.hostname}\n", "hosts": hosts, "resolv.conf": resolv_conf(host)}
+        resolv = resolv_conf(host)
+        if joined is not None:
+            hosts, resolv = joined.hosts, joined.resolv_conf
+        files = {"hostname": f"{self.hostname}\n", "hosts": hosts, "resolv.conf": resolv}
         return tuple((f"/etc/{name}", text.encode()) for name, text in files.items())
 
     def inspect(self) -> dict:
@@ -167,6 +177,7 @@ class ContainerConfig:
                 "Tty": options.tty,
                 "OpenStdin": options.open_stdin,
                 "StdinOnce": options.stdin_once,
+                "ExposedPorts": {p: {} for p in options.exposed_ports} or None,
                 "Volumes": asked.get("Volumes"),
                 **({"Healthcheck": self.healthcheck} if self.healthcheck else {}),
                 **self._stop_settings(),
@@ -189,7 +200,13 @@ class ContainerConfig:
                 "Mounts": asked.get("Mounts"),
                 "Tmpfs": asked.get("Tmpfs"),
                 "VolumesFrom": asked.get("VolumesFrom"),
-                "PortBindings": {},
+                "PortBindings": options.port_bindings,
+                "PublishAllPorts": options.publish_all,
+                "Dns": list(options.dns),
+                "DnsOptions": list(options.dns_options),
+                "DnsSearch": list(options.dns_search),
+                "ExtraHosts": list(options.extra_hosts) or None,
+                "Links": None,
                 "Isolation": options.isolation,
                 "GroupAdd": list(options.group_add) or None,
             },
@@ -218,8 +235,6 @@ def build_config(
     image_config = image.config.get("config") or {}
     if not layers:
         raise spec.InvalidSpec(f"image {options.image} has no layers: nothing to run")
-    if options.network not in NETWORKS:
-        raise spec.InvalidSpec(f"network {options.network} not found (available: none, host)")
     limits = cgroupfs.Limits(
         memory=options.memory or None,
         cpus=options.nano_cpus / 1e9 if options.nano_cpus else None,

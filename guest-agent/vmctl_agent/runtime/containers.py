@@ -29,7 +29,12 @@ from pathlib import Path
 from vmctl_agent import atomic
 from vmctl_agent.runtime import cgroups, execs, logs, pids, records, rootfs, shim, spec
 from vmctl_agent.runtime.changes import ContainerChanges
-from vmctl_agent.runtime.containerconfig import INIT_LAYER, MOUNT_POINT, build_config
+from vmctl_agent.runtime.containerconfig import (
+    BUILT_IN_NETWORKS,
+    INIT_LAYER,
+    MOUNT_POINT,
+    build_config,
+)
 from vmctl_agent.runtime.index import Container, ContainerConflict, ContainerNotFound
 from vmctl_agent.runtime.records import ZERO_TIME, State
 from vmctl_agent.store.content import remove_tree
@@ -64,8 +69,15 @@ class Runtime(ContainerChanges):
                 str(self.images.content.layer_dir(d)) for d in reversed(image.record.diff_ids)
             ]
             config = build_config(container_id, name, options, image, layers, self.cgroups)
+            networked = config.network not in BUILT_IN_NETWORKS
+            if networked:
+                self.networking.created(config)
             try:
                 records.publish(self.root, container_id, config.to_json())
+            except BaseException:
+                if networked:
+                    self.networking.forget(container_id)
+                raise
             finally:
                 self.changed()
         self._configs[container_id] = config
@@ -144,16 +156,18 @@ class Runtime(ContainerChanges):
         config, state = container.config, container.state
         records.drop_unnamed_end(container.directory)
         self._end_unrecorded_run(config.id)
-        launch = config.launch(container.directory, self.cgroups.version)
         started_at = logs.now()  # before the shim can record the end: a run may be that short
+        joined = None
         try:
+            if config.network not in BUILT_IN_NETWORKS:
+                joined = self.networking.join(config, started_at)
+            launch = config.launch(container.directory, self.cgroups.version, joined)
             started = shim.spawn(launch, self.cgroups, config.cgroup_limits)  # (its cgroup too)
-        except shim.StartError as e:
-            self.cgroups.remove(config.id)
-            state.exit_code, state.error = e.exit_code, str(e)
-            self._save(container)
-            if config.create_options.auto_remove:  # --rm: a failed start removes it too
-                self._discard(container, {"exit_code": e.exit_code, "error": str(e)})
+        except BaseException as e:
+            if joined is not None:
+                self.networking.leave(config.id, started_at)
+            if isinstance(e, Exception):
+                self._failed_start(container, e)
             raise
         state.restart_count = state.restart_count + 1 if restarted else 0
         state.manually_stopped = False
@@ -171,6 +185,16 @@ class Runtime(ContainerChanges):
         if self.cgroups.exists(container_id) and self.cgroups.procs(container_id):
             self.cgroups.kill_all(container_id)
             self.cgroups.remove(container_id)
+
+    def _failed_start(self, container: Container, error: Exception) -> None:
+        """Recorded as Docker records it; a --rm container is removed by a failed start."""
+        exit_code = error.exit_code if isinstance(error, shim.StartError) else 128
+        if isinstance(error, shim.StartError):
+            self.cgroups.remove(container.id)
+        container.state.exit_code, container.state.error = exit_code, str(error)
+        self._save(container)
+        if container.config.create_options.auto_remove:
+            self._discard(container, {"exit_code": exit_code, "error": str(error)})
 
     def wait(self, ref: str, timeout: float | None = None) -> Container:
         """Block until the container is not running (Docker's `not-running` condition)."""
@@ -309,6 +333,7 @@ class Runtime(ContainerChanges):
         self._configs.pop(container.id, None)
         self._ends_seen.pop(container.id, None)
         self.restarts.forget(container.id)
+        self._network_gone(container)
         self.endings.forget(container.id)
         remove_tree(doomed)
         self.endings.reap(timeout=1.0)  # the shims done by now: no zombie outlives its container

@@ -24,9 +24,10 @@ from pathlib import Path
 from vmctl_agent import atomic
 from vmctl_agent.errors import AgentError
 from vmctl_agent.runtime import cgroups, logs, naming, pids, records, spec
-from vmctl_agent.runtime.containerconfig import ContainerConfig
+from vmctl_agent.runtime.containerconfig import BUILT_IN_NETWORKS, ContainerConfig
 from vmctl_agent.runtime.endings import Endings
 from vmctl_agent.runtime.healthcheck import Health
+from vmctl_agent.runtime.netns import Networking
 from vmctl_agent.runtime.records import State
 from vmctl_agent.runtime.restarts import Restarts
 
@@ -115,6 +116,7 @@ class ContainerIndex:
         self._changes = itertools.count(1)
         self.generation = 0
         self._ends_seen: dict[str, tuple[int, int]] = {}  # id → the shim whose end we saw
+        self.networking = Networking()  # the network room's hooks, when there is one
 
     def changed(self) -> None:
         """A container was made, started, ended or removed, or was found to have ended or
@@ -264,6 +266,8 @@ class ContainerIndex:
                 records.make_end_durable(container.directory)  # before anyone is told
             self._ends_seen[container.id] = shim
             self.changed()
+            if container.config.network not in BUILT_IN_NETWORKS:
+                self.networking.leave(container.id, state.started_at)
         state.status = "exited"
         state.exit_code = int(ended.get("exit_code", 0))
         state.oom_killed = bool(ended.get("oom_killed", False))
@@ -272,9 +276,15 @@ class ContainerIndex:
         if self.restarts.pending(container.id):
             state.status = "restarting"
 
+    def _network_gone(self, container: Container) -> None:
+        if container.config.network not in BUILT_IN_NETWORKS:
+            self.networking.leave(container.id, container.state.started_at)
+            self.networking.forget(container.id)
+
     def removed(self, container: Container) -> Container:
         """An auto-removed container, as it ended (from the status its shim left behind)."""
         self.changed()  # whoever asks has found it gone
+        self._network_gone(container)
         tombstone = self.root / ".exits" / f"{container.id}.json"
         ended = atomic.read_json_or_none(tombstone) or {"exit_code": 0}
         state = State(**{**asdict(container.state), "status": "removed"})

@@ -58,6 +58,7 @@ class Launch:
     hostname: str
     namespaces: int
     state_dir: str
+    netns: str = ""  # a network namespace to enter (bound on a file, or another's /proc)
     open_stdin: bool = False
     stdin_once: bool = False
     auto_remove: bool = False  # `docker run --rm`: the shim removes the container at exit
@@ -308,6 +309,14 @@ def _remove_container(launch: Launch, record: dict) -> None:
 # -- the container's first process ---------------------------------------------------------------
 
 
+def _enter_netns(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        sc.setns(fd, sc.CLONE_NEWNET)
+    finally:
+        os.close(fd)
+
+
 def _container(
     launch: Launch, cgroups, stdio: process.Stdio, sync_r: int, err_w: int, go_r: int
 ) -> None:
@@ -323,6 +332,8 @@ def _container(
     try:
         cgroup_ns = launch.namespaces & sc.CLONE_NEWCGROUP
         sc.unshare(launch.namespaces & ~sc.CLONE_NEWCGROUP)
+        if launch.netns:
+            _enter_netns(launch.netns)
         sc.sethostname(launch.hostname)
         if not cgroups.joins_itself:
             os.read(sync_r, 1)  # until the shim has moved us into the cgroup

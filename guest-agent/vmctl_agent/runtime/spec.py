@@ -58,6 +58,22 @@ class CreateOptions:
     isolation: str = ""  # "" or "default": Linux has no other
     group_add: tuple[str, ...] = ()  # more groups, by name or id, for every process
     cpu_shares: int = 0  # relative CPU weight (v1 cpu.shares, v2 cpu.weight); 0: default
+    # What the network room reads (the runtime only passes them on):
+    endpoints: dict = field(default_factory=dict)  # network → {"Aliases", "IPv4Address"}
+    mac_address: str = ""
+    extra_hosts: tuple[str, ...] = ()
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+    port_bindings: dict = field(default_factory=dict)  # "80/tcp" → [{"HostIp", "HostPort"}]
+    publish_all: bool = False
+    exposed_ports: tuple[str, ...] = ()  # the image's and the request's, "80/tcp"
+
+
+TUPLE_OPTIONS = (
+    "env", "cap_add", "cap_drop", "group_add", "extra_hosts", "dns", "dns_search", "dns_options",
+    "exposed_ports",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,94 @@
+"""The commands that make the kernel's state match the records: iproute2 batches for
+bridges (each container's veth pair is made over rtnetlink: netlink.py), and one
+iptables-restore input for all the rules. Pure functions, so
+what runs is tested apart from running it (host.py runs them).
+
+The rules live in chains of our own, regenerated whole at every change (iptables-restore
+--noflush empties a chain it declares), with one jump into each from the built-in chains:
+
+    filter VMCTL-FORWARD      isolation between networks, --internal, and forwarding
+    nat    VMCTL-POSTROUTING  MASQUERADE for traffic leaving a network (not --internal)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+FORWARD_CHAIN = "VMCTL-FORWARD"
+NAT_CHAIN = "VMCTL-POSTROUTING"
+JUMPS = (("filter", "FORWARD", FORWARD_CHAIN), ("nat", "POSTROUTING", NAT_CHAIN))
+
+
+@dataclass(frozen=True)
+class BridgeState:
+    """What the firewall needs to know of one bridge network."""
+
+    bridge: str
+    subnets: tuple[str, ...]
+    internal: bool = False
+
+
+@dataclass(frozen=True)
+class Plug:
+    """One container's end of a network: a veth pair, `eth0` (or ethN) in its namespace."""
+
+    netns: str
+    veth: str
+    bridge: str
+    interface: str
+    address: str  # with its prefix: 172.17.0.2/16
+    mac: str
+    gateway: str = ""  # empty: no default route (--internal, or not the first network)
+
+
+def bridge_up(bridge: str, addresses: Sequence[str], exists: bool) -> str:
+    """An `ip -batch` making (or, after a restart, re-checking) a bridge with its gateway
+    addresses; `replace` leaves an address that is already there as it is."""
+    lines = [] if exists else [f"link add name {bridge} type bridge"]
+    lines += [f"addr replace {a} dev {bridge}" for a in addresses]
+    lines.append(f"link set {bridge} up")
+    return "\n".join(lines) + "\n"
+
+
+def bridge_down(bridge: str) -> str:
+    return f"link del {bridge}\n"
+
+
+def unplug(veth: str) -> str:
+    return f"link del {veth}\n"
+
+
+def firewall(bridges: Sequence[BridgeState]) -> str:
+    """The iptables-restore input for every bridge network at once."""
+    filter_rules = [*_isolation(bridges), *(r for b in bridges for r in _forward(b))]
+    nat_rules = [f"-s {s} ! -o {b.bridge} -j MASQUERADE" for b in bridges if not b.internal
+                 for s in b.subnets]  # fmt: skip
+    return _table("filter", FORWARD_CHAIN, filter_rules) + _table("nat", NAT_CHAIN, nat_rules)
+
+
+def _table(table: str, chain: str, rules: list[str]) -> str:
+    body = "".join(f"-A {chain} {rule}\n" for rule in rules)
+    return f"*{table}\n:{chain} - [0:0]\n{body}COMMIT\n"
+
+
+def _isolation(bridges: Sequence[BridgeState]) -> list[str]:
+    """Containers on different networks cannot reach each other (Docker's ISOLATION chains)."""
+    return [f"-i {a.bridge} -o {b.bridge} -j DROP" for a in bridges for b in bridges if a is not b]
+
+
+def _forward(b: BridgeState) -> list[str]:
+    if b.internal:  # no way in or out but within the bridge
+        return [f"-i {b.bridge} ! -o {b.bridge} -j DROP", f"! -i {b.bridge} -o {b.bridge} -j DROP"]
+    return [
+        f"-o {b.bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        f"-i {b.bridge} -j ACCEPT",
+    ]
+
+
+def jump_check(table: str, builtin: str, chain: str) -> list[str]:
+    return ["iptables", "-w", "-t", table, "-C", builtin, "-j", chain]
+
+
+def jump_insert(table: str, builtin: str, chain: str) -> list[str]:
+    return ["iptables", "-w", "-t", table, "-I", builtin, "-j", chain]

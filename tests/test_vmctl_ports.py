@@ -1,0 +1,216 @@
+"""Published ports on the user's machine: the host agent in front of a real engine (in a
+network namespace of the test's own) through a real sshd, driven by the docker CLI: the
+port is there when `docker run -d` returns, gone when `docker stop` does, TCP and UDP, and a
+host port that is taken fails the start in Docker's words."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+from agentserver import docker_cli
+from netkit import in_netns, netns_agent
+from sshkit import Sshd, free_port
+
+from vmctl import config as vmconfig
+from vmctl import paths as vmpaths
+from vmctl import portforward, vm
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
+HTTPD = "mkdir -p /www && echo carried > /www/index.html && exec httpd -f -p 80 -h /www"
+
+
+@pytest.fixture
+def rig(tmp_path, monkeypatch, registry):
+    monkeypatch.setenv("VMCTL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VMCTL_HOSTAGENT_GIVE_UP", "3")
+    with netns_agent(tmp_path / "engine", registry) as engine:
+        sshd = Sshd(tmp_path / "sshd")
+        paths = vmpaths.vm("ports-test")
+        paths.root.mkdir(parents=True)
+        vmconfig.save(vmconfig.VMConfig(driver="qemu"), paths.config)
+        shutil.copy(sshd.endpoint.key, paths.ssh_key)
+        paths.host_key_pub.write_text(sshd.endpoint.host_key + "\n")
+        runtime = {"ssh_port": sshd.port, "ssh_user": "root", "clock_sync": False,
+                   "engine_socket": str(engine.socket)}  # fmt: skip
+        paths.runtime.write_text(json.dumps(runtime))
+        vm.spawn_hostagent(paths)
+        assert vm.ping(vm.docker_host(paths), timeout=10)
+        try:
+            yield paths, engine
+        finally:
+            vm.stop_hostagent(paths)
+            sshd.stop()
+
+
+def docker(paths, *args):
+    env = {**os.environ, "DOCKER_HOST": f"unix://{paths.docker_sock}"}
+    return subprocess.run([docker_cli(), *args], capture_output=True, text=True, env=env,
+                          timeout=60)  # fmt: skip
+
+
+def ok(result) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _get(port: int) -> bytes:
+    """The page; empty while httpd in the container is not listening yet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        data = b""
+        try:
+            s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+            while chunk := s.recv(65536):
+                data += chunk
+        except ConnectionResetError:
+            return b""
+        return data
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+def test_a_published_port_is_on_the_host_when_run_returns(rig):
+    paths, _engine = rig
+    port = free_port()
+    ok(docker(paths, "run", "-d", "--name", "site", "-p", f"{port}:80", "busybox", "sh", "-c",
+              HTTPD))  # fmt: skip
+    assert _listening(port)  # bound before `docker run -d` returned
+    while not (page := _get(port)):
+        time.sleep(0.05)  # until httpd listens in the container
+    assert page.endswith(b"carried\n")
+    short = ok(docker(paths, "inspect", "-f", "{{.Id}}", "site"))[:12]
+    assert vm.published_ports("ports-test") == [f"127.0.0.1:{port}->80/tcp ({short})"]
+    ok(docker(paths, "stop", "-t", "0", "site"))
+    assert not _listening(port)  # released when `docker stop` returned
+    ok(docker(paths, "start", "site"))
+    assert _listening(port)
+    ok(docker(paths, "rm", "-f", "site"))
+    assert not _listening(port)
+
+
+def test_a_taken_host_port_fails_the_start(rig):
+    paths, _engine = rig
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = docker(paths, "run", "-d", "--name", "late", "-p", f"{port}:80", "busybox",
+                     "sleep", "60")  # fmt: skip
+        assert run.returncode != 0
+        assert f"Bind for 127.0.0.1:{port} failed: port is already allocated" in run.stderr
+    assert ok(docker(paths, "inspect", "-f", "{{.State.Running}}", "late")).strip() == "false"
+    ok(docker(paths, "rm", "-f", "late"))
+
+
+def test_udp_is_carried_both_ways(rig):
+    paths, _engine = rig
+    port = free_port()
+    ok(docker(paths, "run", "-d", "--name", "echo", "-p", f"{port}:53/udp", "busybox", "sleep",
+              "60"))  # fmt: skip
+    pid = int(ok(docker(paths, "inspect", "-f", "{{.State.Pid}}", "echo")))
+    server = in_netns(pid, _udp_socket)  # busybox has no UDP server: ours, in the container
+    threading.Thread(target=_echo_once, args=(server,), daemon=True).start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(30)
+        s.sendto(b"ping\n", ("127.0.0.1", port))
+        assert s.recv(100) == b"ping\n"
+    ok(docker(paths, "rm", "-f", "echo"))
+
+
+def _udp_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("0.0.0.0", 53))
+    return sock
+
+
+def _echo_once(sock: socket.socket) -> None:
+    with sock:
+        data, peer = sock.recvfrom(100)
+        sock.sendto(data, peer)
+
+
+class _Forwarder:
+    """Stands in for the engine side of a PortForwarder: what sync() reports."""
+
+    def __init__(self, failed: dict[str, str]) -> None:
+        self.failed, self.syncs, self.logged = failed, 0, []
+        self.open_channel = None
+
+    def sync(self) -> dict[str, str]:
+        self.syncs += 1
+        return self.failed
+
+    def log(self, message: str) -> None:
+        self.logged.append(message)
+
+
+def test_the_start_watch_follows_only_container_changes():
+    fwd = _Forwarder({})
+    watch = portforward.StartWatch(fwd)
+    for request in (b"GET /v1.50/containers/json HTTP/1.1\r\n", b"POST /v1.50/images/x/tag HTTP"):
+        watch.request(request)
+        assert watch.reply(b"HTTP/1.1 200 OK\r\n\r\n") == b"HTTP/1.1 200 OK\r\n\r\n"
+    assert fwd.syncs == 0
+    for request in (b"POST /v1.50/containers/abc/start HTTP/1.1\r\n",
+                    b"POST /containers/abc/stop?t=0 HTTP/1.1\r\n",
+                    b"DELETE /v1.50/containers/abc?force=1 HTTP/1.1\r\n"):  # fmt: skip
+        watch.request(request)
+        watch.reply(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert fwd.syncs == 3
+
+
+def test_a_failed_publish_turns_the_start_into_dockers_error():
+    fwd = _Forwarder({"abc": "Bind for 127.0.0.1:80 failed: port is already allocated"})
+    watch = portforward.StartWatch(fwd)
+    watch._full_id = lambda ref: "abc"  # the engine's answer to GET /containers/abc/json
+    watch.request(b"POST /v1.50/containers/abc/start HTTP/1.1\r\n")
+    reply = watch.reply(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert b"Bind for 127.0.0.1:80 failed: port is already allocated" in reply
+
+
+def test_an_explicit_host_address_is_honoured(rig):
+    paths, _engine = rig
+    port = free_port()
+    ok(docker(paths, "run", "-d", "--name", "pinned", "-p", f"127.0.0.2:{port}:80", "busybox",
+              "sleep", "60"))  # fmt: skip
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with pytest.raises(OSError):
+            s.bind(("127.0.0.2", port))  # the host agent listens there
+    assert not _listening(port)  # and not on the default address
+    ok(docker(paths, "rm", "-f", "pinned"))
+
+
+def _until(condition, patience: float = 60) -> bool:
+    """Waits for the host agent to act on an engine event (bounded only against a hang)."""
+    deadline = time.monotonic() + patience
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def test_starts_the_host_agent_did_not_carry_are_followed_by_events(rig):
+    _paths, engine = rig
+    port = free_port()
+    # straight to the engine's socket, as a restart policy or a client in the VM would
+    ok(engine.docker("run", "-d", "--name", "direct", "-p", f"{port}:80", "busybox", "sleep",
+                     "60"))  # fmt: skip
+    assert _until(lambda: _listening(port))
+    ok(engine.docker("stop", "-t", "0", "direct"))
+    assert _until(lambda: not _listening(port))
+    ok(engine.docker("rm", "direct"))
