@@ -16,9 +16,9 @@ import struct
 import threading
 
 from vmctl_agent.api.http import ApiError, Response, json_response
+from vmctl_agent.network import frames, proxy
 from vmctl_agent.network.ports import Binding
 
-_CHUNK = 256 * 1024
 _UDP_IDLE = 60.0
 
 
@@ -34,7 +34,7 @@ def list_(engine, request) -> Response:
 def connect(engine, request, proto: str, port: str) -> Response:
     binding = _binding(engine, proto, int(port))
     target = (binding.host_ip or "127.0.0.1", binding.host_port)
-    carry = _carry_tcp if proto == "tcp" else _carry_udp
+    carry = proxy.carry if proto == "tcp" else _carry_udp
     return Response(content_type="application/vnd.vmctl.raw-stream", hijack=lambda sock: carry(
         sock, target), raw_client=True)  # fmt: skip
 
@@ -47,23 +47,6 @@ def _binding(engine, proto: str, port: int) -> Binding:
     raise ApiError(404, f"no container publishes {port}/{proto}")
 
 
-def _carry_tcp(client: socket.socket, target: tuple[str, int]) -> None:
-    with socket.create_connection(target, timeout=10) as upstream:
-        upstream.settimeout(None)
-        back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
-        back.start()
-        _pump(client, upstream)
-        back.join()
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := source.recv(_CHUNK):
-            sink.sendall(data)
-    with contextlib.suppress(OSError):
-        sink.shutdown(socket.SHUT_WR)
-
-
 def _carry_udp(client: socket.socket, target: tuple[str, int]) -> None:
     """Framed datagrams from the stream to the port and the replies back, until either
     side ends (the host agent closes a flow that stays idle)."""
@@ -71,7 +54,7 @@ def _carry_udp(client: socket.socket, target: tuple[str, int]) -> None:
         up.connect(target)
         threading.Thread(target=_replies, args=(up, client), daemon=True).start()
         with contextlib.suppress(OSError):
-            while (datagram := _read_frame(client)) is not None:
+            while (datagram := frames.read_frame(client)) is not None:
                 up.send(datagram)
 
 
@@ -80,20 +63,3 @@ def _replies(up: socket.socket, client: socket.socket) -> None:
         while True:
             data = up.recv(65535)
             client.sendall(struct.pack("!H", len(data)) + data)
-
-
-def _read_frame(sock: socket.socket) -> bytes | None:
-    head = _read_exactly(sock, 2)
-    if head is None:
-        return None
-    return _read_exactly(sock, struct.unpack("!H", head)[0])
-
-
-def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 
 from vmctl_agent import syscalls as sc
-from vmctl_agent.network import dnswire
+from vmctl_agent.network import dnswire, frames
 from vmctl_agent.network.etcfiles import EMBEDDED_DNS
 
 _FORWARD_TIMEOUT = 5.0
@@ -76,7 +76,7 @@ class Resolver:
         framed by a 2-byte length; names answered here, the rest forwarded over TCP."""
         with conn, contextlib.suppress(OSError):
             conn.settimeout(_FORWARD_TIMEOUT)
-            while (data := _read_frame(conn)) is not None:
+            while (data := frames.read_frame(conn)) is not None:
                 reply = self._reply(asker, data) or self._forward_tcp(data)
                 if reply is None:
                     return
@@ -95,7 +95,7 @@ class Resolver:
             address = (server, 53)
             with contextlib.suppress(OSError), socket.create_connection(address, 5) as up:
                 up.sendall(struct.pack("!H", len(data)) + data)
-                reply = _read_frame(up)
+                reply = frames.read_frame(up)
                 if reply is not None:
                     return reply
         return dnswire.failure(data, dnswire.SERVFAIL)
@@ -128,21 +128,6 @@ class Resolver:
 
 def _family(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
-
-
-def _read_frame(sock: socket.socket) -> bytes | None:
-    head = _read_exactly(sock, 2)
-    return None if head is None else _read_exactly(sock, struct.unpack("!H", head)[0])
-
-
-def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
 
 
 def _sockets_in(netns_path: str) -> tuple[socket.socket, socket.socket]:

@@ -80,10 +80,12 @@ def _serve_tcp(listener: socket.socket, target: tuple[str, int]) -> None:
             client, _ = listener.accept()
         except OSError:
             return  # unpublished
-        threading.Thread(target=_carry, args=(client, target), daemon=True).start()
+        threading.Thread(target=carry, args=(client, target), daemon=True).start()
 
 
-def _carry(client: socket.socket, target: tuple[str, int]) -> None:
+def carry(client: socket.socket, target: tuple[str, int]) -> None:
+    """One TCP connection to `target` and back, each way half-closed at its end; the client
+    is closed if the target cannot be reached."""
     try:
         upstream = socket.create_connection(target, timeout=10)
     except OSError:
