@@ -273,6 +273,18 @@ def http_get(port: int) -> bytes:
         return data
 
 
+def port_bound(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:`port` (what a carried connection left in
+    TIME_WAIT does not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
 def fetch_when_served(agent: NetnsAgent, port: int) -> bytes:
     """The page from the agent's namespace, once httpd in the container listens (it starts
     after `run -d` returns; the published port itself is bound when `run -d` returns)."""

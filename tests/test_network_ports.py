@@ -12,7 +12,16 @@ import time
 
 import docker
 import pytest
-from netkit import HTTPD, clear, fetch_when_served, in_netns, install_compose, netns_agent, ok
+from netkit import (
+    HTTPD,
+    clear,
+    fetch_when_served,
+    in_netns,
+    install_compose,
+    netns_agent,
+    ok,
+    port_bound,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
 
@@ -32,7 +41,7 @@ def clean(agent):
 def test_published_tcp_port_is_bound_when_run_returns(clean):
     agent = clean
     ok(agent.docker("run", "-d", "--name", "site", "-p", "8080:80", "busybox", "sh", "-c", HTTPD))
-    assert in_netns(agent.pid, _port_bound, 8080)
+    assert in_netns(agent.pid, port_bound, 8080)
     assert fetch_when_served(agent, 8080).endswith(b"hello\n")
     assert ok(agent.docker("port", "site")).strip() == "80/tcp -> 0.0.0.0:8080"
     assert ok(agent.docker("ps", "--format", "{{.Ports}}")).strip() == "0.0.0.0:8080->80/tcp"
@@ -40,19 +49,8 @@ def test_published_tcp_port_is_bound_when_run_returns(clean):
     assert "Bind for 0.0.0.0:8080 failed: port is already allocated" in taken.stderr
     assert len(agent.veths_settled(1)) == 1  # the failed start left nothing plugged
     ok(agent.docker("stop", "-t", "0", "site"))
-    assert not in_netns(agent.pid, _port_bound, 8080)  # released at once
+    assert not in_netns(agent.pid, port_bound, 8080)  # released at once
     assert ok(agent.docker("port", "site")) == ""
-
-
-def _port_bound(port: int) -> bool:
-    """Whether something listens there (what a carried connection left in TIME_WAIT is not)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-        return False
 
 
 def test_publish_all_exposed_ports_on_free_host_ports(clean):

@@ -15,7 +15,7 @@ import time
 
 import pytest
 from agentserver import docker_cli
-from netkit import in_netns, netns_agent
+from netkit import http_get, in_netns, netns_agent, ok, port_bound
 from sshkit import Sshd, free_port
 
 from vmctl import config as vmconfig
@@ -55,51 +55,23 @@ def docker(paths, *args):
                           timeout=60)  # fmt: skip
 
 
-def ok(result) -> str:
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def _get(port: int) -> bytes:
-    """The page; empty while httpd in the container is not listening yet."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        data = b""
-        try:
-            s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
-            while chunk := s.recv(65536):
-                data += chunk
-        except ConnectionResetError:
-            return b""
-        return data
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-        return False
-
-
 def test_a_published_port_is_on_the_host_when_run_returns(rig):
     paths, _engine = rig
     port = free_port()
     ok(docker(paths, "run", "-d", "--name", "site", "-p", f"{port}:80", "busybox", "sh", "-c",
               HTTPD))  # fmt: skip
-    assert _listening(port)  # bound before `docker run -d` returned
-    while not (page := _get(port)):
+    assert port_bound(port)  # bound before `docker run -d` returned
+    while not (page := http_get(port)):
         time.sleep(0.05)  # until httpd listens in the container
     assert page.endswith(b"carried\n")
     short = ok(docker(paths, "inspect", "-f", "{{.Id}}", "site"))[:12]
     assert vm.published_ports("ports-test") == [f"127.0.0.1:{port}->80/tcp ({short})"]
     ok(docker(paths, "stop", "-t", "0", "site"))
-    assert not _listening(port)  # released when `docker stop` returned
+    assert not port_bound(port)  # released when `docker stop` returned
     ok(docker(paths, "start", "site"))
-    assert _listening(port)
+    assert port_bound(port)
     ok(docker(paths, "rm", "-f", "site"))
-    assert not _listening(port)
+    assert not port_bound(port)
 
 
 def test_a_taken_host_port_fails_the_start(rig):
@@ -192,7 +164,7 @@ def test_an_explicit_host_address_is_honoured(rig):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         with pytest.raises(OSError):
             s.bind(("127.0.0.2", port))  # the host agent listens there
-    assert not _listening(port)  # and not on the default address
+    assert not port_bound(port)  # and not on the default address
     ok(docker(paths, "rm", "-f", "pinned"))
 
 
@@ -210,7 +182,7 @@ def test_starts_the_host_agent_did_not_carry_are_followed_by_events(rig):
     # straight to the engine's socket, as a restart policy or a client in the VM would
     ok(engine.docker("run", "-d", "--name", "direct", "-p", f"{port}:80", "busybox", "sleep",
                      "60"))  # fmt: skip
-    assert _until(lambda: _listening(port))
+    assert _until(lambda: port_bound(port))
     ok(engine.docker("stop", "-t", "0", "direct"))
-    assert _until(lambda: not _listening(port))
+    assert _until(lambda: not port_bound(port))
     ok(engine.docker("rm", "direct"))
