@@ -4,6 +4,7 @@ test images as docker.io names, and the docker CLI pointed at it."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -114,3 +115,35 @@ class AgentServer:
             self.docker("rm", "-f", container)
         self.process.terminate()
         self.process.wait(timeout=10)
+
+
+PATIENCE = 120.0  # seconds: what a loaded 2-core machine may take; the waits end sooner
+
+
+def ok(result) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def inspect(agent: AgentServer, name: str) -> dict:
+    return json.loads(ok(agent.docker("inspect", name)))[0]
+
+
+def until(check, what: str, patience: float = PATIENCE):
+    """Poll `check` until it returns something true; fail naming `what` after `patience`."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"still waiting for {what}")
+
+
+def events(agent: AgentServer, name: str, since: float) -> list[dict]:
+    """`docker events` of container `name` from `since` until now, as JSON objects."""
+    out = agent.docker(
+        "events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
+        "--filter", f"container={name}", "--format", "{{json .}}",
+    )  # fmt: skip
+    return [json.loads(line) for line in ok(out).splitlines()]

@@ -4,18 +4,16 @@ and kill with signal names."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 import docker
 import pytest
-from agentserver import AgentServer, serving
+from agentserver import AgentServer, events, inspect, ok, serving, until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
 
-PATIENCE = 120.0
 V1 = Path("/sys/fs/cgroup/freezer/cgroup.procs").exists()  # the host here; v2 in the VM
 
 
@@ -26,26 +24,8 @@ def agent(tmp_path_factory, registry):
         yield server
 
 
-def ok(result) -> str:
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 def fails(result, message: str) -> None:
     assert result.returncode != 0 and message in result.stderr, result.stderr
-
-
-def inspect(agent: AgentServer, name: str) -> dict:
-    return json.loads(ok(agent.docker("inspect", name)))[0]
-
-
-def until(check, what: str):
-    deadline = time.monotonic() + PATIENCE
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"still waiting for {what}")
 
 
 def cgroup_file(controller: str, container_id: str, file: str) -> str:
@@ -59,18 +39,7 @@ def cgroup_file(controller: str, container_id: str, file: str) -> str:
 
 
 def actions(agent: AgentServer, name: str, since: float) -> list[str]:
-    out = agent.docker(
-        "events",
-        "--since",
-        f"{since:.3f}",
-        "--until",
-        f"{time.time():.3f}",
-        "--filter",
-        f"container={name}",
-        "--format",
-        "{{.Action}}",
-    )
-    return ok(out).split("\n")
+    return [event["Action"] for event in events(agent, name, since)]
 
 
 def test_pause_freezes_and_unpause_thaws(agent):

@@ -13,11 +13,9 @@ from pathlib import Path
 import docker
 import imagekit as ik
 import pytest
-from agentserver import AgentServer, serving
+from agentserver import AgentServer, events, inspect, ok, serving, until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
-
-PATIENCE = 120.0  # seconds: what a loaded 2-core machine may take; the waits end sooner
 
 
 @pytest.fixture(scope="module")
@@ -38,41 +36,6 @@ def push_checked_image(registry) -> None:
     }
     checked = ik.build_image([layer], config=config)
     ik.RegistryClient(registry.url).push_image("library/checked", "latest", checked)
-
-
-def ok(result) -> str:
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def inspect(agent: AgentServer, name: str) -> dict:
-    return json.loads(ok(agent.docker("inspect", name)))[0]
-
-
-def until(check, what: str, patience: float = PATIENCE):
-    """Poll `check` until it returns something true; fail naming `what` after `patience`."""
-    deadline = time.monotonic() + patience
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"still waiting for {what}")
-
-
-def events(agent: AgentServer, name: str, since: float) -> list[dict]:
-    out = agent.docker(
-        "events",
-        "--since",
-        f"{since:.3f}",
-        "--until",
-        f"{time.time():.3f}",
-        "--filter",
-        f"container={name}",
-        "--format",
-        "{{json .}}",
-    )
-    return [json.loads(line) for line in ok(out).splitlines()]
 
 
 def names(agent: AgentServer) -> set[str]:
