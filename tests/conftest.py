@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import uservm
 from imagekit import busybox_layer
 from registry import Registry
 
@@ -46,3 +47,16 @@ def make_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
 def busybox_tar() -> bytes:
     """An uncompressed busybox rootfs layer (fails clearly if busybox-static is missing)."""
     return busybox_layer()
+
+
+@pytest.fixture(scope="session", params=uservm.DRIVERS)
+def user_vm(request, registry, tmp_path_factory) -> Iterator[uservm.UserVM]:
+    """One VM per driver, started through the CLI, shared by every slow test that only uses it.
+    Tests must leave it as they found it: remove their containers, networks and volumes."""
+    import vmkit
+
+    driver = request.param
+    home = tmp_path_factory.mktemp(f"user-vm-{driver}")
+    disk = vmkit.built_image().disk
+    with uservm.started(home, f"shared-{driver}-{os.getpid()}", driver, disk, registry) as vm:
+        yield vm

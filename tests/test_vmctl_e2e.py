@@ -12,43 +12,19 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import imagekit as ik
 import pytest
+import uservm
 import vmkit
-from agentserver import docker_cli, push_test_images
+from agentserver import docker_cli
+from uservm import docker, ok, vmctl
 
 from vmctl import disk
 
 pytestmark = pytest.mark.slow
-
-
-def vmctl(home: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VMCTL_HOME": str(home)}
-    return subprocess.run(
-        [sys.executable, "-m", "vmctl.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
-def docker(home: Path, name: str, *args: str, input: str | None = None, timeout: float = 300):
-    env = {**os.environ, "DOCKER_HOST": f"unix://{home / name / 'docker.sock'}"}
-    env.pop("DOCKER_CONTEXT", None)
-    return subprocess.run(
-        [docker_cli(), *args], capture_output=True, text=True, input=input, env=env,
-        timeout=timeout,
-    )  # fmt: skip
-
-
-def ok(done: subprocess.CompletedProcess) -> str:
-    assert done.returncode == 0, f"{done.args}: {done.stderr[-3000:]}"
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -56,31 +32,14 @@ def base_image():
     return vmkit.built_image()
 
 
-@pytest.fixture(scope="module", params=["libvirt", "qemu"])
+@pytest.fixture(scope="module", params=uservm.DRIVERS)
 def booted(request, base_image, registry, tmp_path_factory):
-    """One VM per driver, started through the CLI the way a user does."""
+    """One VM per driver for this file alone: its tests kill, stop and delete it."""
     driver = request.param
-    if driver == "libvirt":
-        services = subprocess.run(["bash", "scripts/services.sh"], capture_output=True, text=True)
-        assert services.returncode == 0, f"libvirtd did not start: {services.stderr}"
-    push_test_images(registry)
     home = tmp_path_factory.mktemp(f"home-{driver}")
-    # libvirt's domain names are one namespace per daemon: a name of this run's own, so two
-    # runs on one machine (CI jobs, several developers) never define or delete each other's.
     name = f"e2e-{driver}-{os.getpid()}"
-    mirror = f"http://10.0.2.2:{registry.port}"  # the host's loopback, seen from the guest
-    began = time.monotonic()
-    started = vmctl(
-        home, "start", "--name", name, "--driver", driver, "--image", str(base_image.disk),
-        "--cpus", "2", "--memory", "1024", "--disk", "8",
-        "--registry-mirror", mirror, "--insecure-registry", f"10.0.2.2:{registry.port}",
-    )  # fmt: skip
-    print(f"\n{driver}: first start took {time.monotonic() - began:.0f} s\n{started.stderr}")
-    try:
-        ok(started)
-        yield home, name
-    finally:
-        vmctl(home, "delete", "--name", name)
+    with uservm.started(home, name, driver, base_image.disk, registry) as vm:
+        yield vm.home, vm.name
 
 
 def test_start_prints_the_stages_and_the_socket(booted):
