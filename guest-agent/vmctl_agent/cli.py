@@ -160,15 +160,13 @@ def _names(image) -> list[tuple[str, str]]:
 def _ago(created: str) -> str:
     from datetime import UTC, datetime  # only `images` needs it
 
+    from vmctl_agent.api.ages import human_duration
+
     try:
         then = datetime.fromisoformat(created.replace("Z", "+00:00"))
     except ValueError:
         return "N/A"
-    seconds = (datetime.now(UTC) - then).total_seconds()
-    for unit, size in (("years", 31536000), ("months", 2592000), ("days", 86400), ("hours", 3600)):
-        if seconds >= 2 * size:
-            return f"{int(seconds // size)} {unit} ago"
-    return f"{max(int(seconds // 60), 1)} minutes ago"
+    return human_duration((datetime.now(UTC) - then).total_seconds())[0] + " ago"
 
 
 def _inspect(args) -> int:

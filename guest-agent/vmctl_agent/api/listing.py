@@ -15,10 +15,12 @@ import threading
 import time
 
 from vmctl_agent.api import containers, networking
+from vmctl_agent.api.ages import human_duration
 from vmctl_agent.api.http import ApiError, Response, parse_filters
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.healthcheck import STATUSES
 from vmctl_agent.runtime.index import Container
+from vmctl_agent.runtime.records import ZERO_TIME
 
 MAX_AGE = 1.0  # seconds: what a change the runtime was not told of could hide, at most
 MAX_ENTRIES = 64  # distinct query strings kept
@@ -150,6 +152,8 @@ def status_text(c: Container, now: float) -> tuple[str, float]:
         paused = " (Paused)" if c.paused else ""
         return "Up " + text + paused + _health_text(c), holds
     if state.status in ("exited", "restarting"):
+        if state.finished_at == ZERO_TIME:  # an end nobody saw, e.g. a record from a crash
+            return f"{state.status.capitalize()} ({state.exit_code})", MAX_AGE
         text, holds = _ago(state.finished_at, now)
         return f"{state.status.capitalize()} ({state.exit_code}) {text} ago", holds
     return "Created", MAX_AGE
@@ -163,12 +167,4 @@ def _health_text(c: Container) -> str:
 
 
 def _ago(stamp: str, now: float) -> tuple[str, float]:
-    seconds = max(0.0, now - logfile.parse_time(stamp))
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= 2 * size:
-            return f"{int(seconds // size)} {unit}", size - seconds % size
-    if seconds >= 60:
-        return "About a minute", 120 - seconds
-    if seconds < 1:
-        return "Less than a second", 1 - seconds
-    return f"{int(seconds)} seconds", 1 - seconds % 1
+    return human_duration(now - logfile.parse_time(stamp))
