@@ -13,7 +13,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
+
+import pytest
 
 CACHE = Path(os.environ.get("VMCTL_TEST_CACHE", "/var/cache/vmctl-test"))
 MARKER = "vmctl-initramfs-reached-pid1"
@@ -111,3 +114,24 @@ def placeholder_seed(name: str):
         host_key_public="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleHostKey test",
         daemon_json={},
     )
+
+
+def wait_for_marker(log: Path, silence: float = 180.0, limit: float = 1800.0) -> None:
+    """Until the guest's console (`log`) shows MARKER. A kernel booting on a loaded host under
+    TCG is slow but keeps printing, so what this waits on is the console's progress: it fails
+    when the console has said nothing new for `silence` seconds (a hung or dead guest), or at
+    `limit`, never at a boot time guessed for a quiet machine."""
+    began = last_change = time.monotonic()
+    size = -1
+    while True:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if MARKER in text:
+            return
+        now = time.monotonic()
+        if len(text) != size:
+            size, last_change = len(text), now
+        if now - last_change > silence or now - began > limit:
+            break
+        time.sleep(0.2)
+    waited = f"{now - began:.0f} s, the last {now - last_change:.0f} s without a new line"
+    pytest.fail(f"the guest printed no {MARKER} in {waited}; serial log:\n{text[-2000:]}")

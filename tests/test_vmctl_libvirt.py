@@ -369,16 +369,6 @@ def kernel_spec(vm_dir: Path, driver: LibvirtDriver, cmdline: str, **changes) ->
     return spec_in(vm_dir, driver.domain, **fields)
 
 
-def wait_for_marker(log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and kernelkit.MARKER in log.read_text(errors="replace"):
-            return
-        time.sleep(0.2)
-    tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no serial log)"
-    pytest.fail(f"the guest printed no {kernelkit.MARKER} in {timeout}s; serial log:\n{tail}")
-
-
 def listening_addresses(port: int) -> set[str]:
     """Addresses with a TCP socket listening on `port`, from /proc/net/tcp{,6}."""
     found = set()
@@ -404,7 +394,7 @@ def test_a_real_guest_boots_under_tcg_and_is_killed(drivers, system_uri, vm_dir)
     owners = {path: path.stat().st_uid for path in (spec.disk, spec.seed)}
     driver.boot(spec)
     assert driver.is_running()
-    wait_for_marker(spec.serial_log)
+    kernelkit.wait_for_marker(spec.serial_log)
     pid = driver.pid()
     assert pid is not None and is_qemu(pid)
     assert listening_addresses(spec.ssh_port) == {"127.0.0.1"}, "ssh forward on loopback only"
@@ -420,7 +410,7 @@ def test_a_real_guest_boots_under_tcg_and_is_killed(drivers, system_uri, vm_dir)
 def test_shutdown_powers_off_a_guest_that_ignores_acpi(drivers, system_uri, vm_dir):
     driver = drivers(system_uri, "shutdown", pidfile=vm_dir / "qemu.pid")
     driver.boot(kernel_spec(vm_dir, driver, STAY_UP))
-    wait_for_marker(vm_dir / "serial.log")
+    kernelkit.wait_for_marker(vm_dir / "serial.log")
     started = time.monotonic()
     driver.shutdown(timeout=3)
     waited = time.monotonic() - started

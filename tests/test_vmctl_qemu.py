@@ -357,10 +357,7 @@ def wait_until(condition: Callable[[], object], timeout: float) -> None:
 
 
 def wait_for_marker(vm: VMPaths) -> None:
-    def reached() -> bool:
-        return vm.serial_log.exists() and kernelkit.MARKER in vm.serial_log.read_text("latin-1")
-
-    wait_until(reached, BOOT_TIMEOUT)
+    kernelkit.wait_for_marker(vm.serial_log)
 
 
 def qmp_answers(address: str) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import signal
 import socket
 import threading
 import time
@@ -170,3 +172,32 @@ def test_the_console_saying_sshd_started_makes_a_fresh_try_at_once(sshd):
     silent.close()
     assert sock is None and why.startswith("the console says sshd started"), why
     assert tries.hinted
+
+
+class _Running:
+    """The hypervisor's answer while the guest is slow: still running."""
+
+    def is_running(self) -> bool:
+        return True
+
+
+def test_waiting_for_cloud_init_outlasts_a_guest_slower_than_one_look(sshd, tmp_path, monkeypatch):
+    """Under emulation on a loaded host one SSH command can take longer than a look's own
+    minimum while cloud-init keeps the guest busy: the stage's time, not the look's, decides."""
+    from sshkit import _freeze_tree
+
+    from vmctl import provision
+
+    disabled = tmp_path / "cloud-init.disabled"
+    disabled.touch()  # the look runs on this host: this is the "guest" saying it is done
+    monkeypatch.setattr(provision, "CLOUD_INIT_DISABLED", str(disabled))
+    monkeypatch.setattr(provision, "LOOK_TIMEOUT", 1.0)
+    with Guest(sshd.endpoint) as guest:
+        frozen = _freeze_tree(sshd.process.pid)  # the guest stalls, as a starved one does
+        thaw = threading.Timer(4.0, lambda: [os.kill(pid, signal.SIGCONT) for pid in frozen])
+        thaw.start()
+        try:
+            state = provision.wait_cloud_init(guest, _Running(), timeout=600)
+        finally:
+            thaw.join()
+    assert state.cloud_init == "disabled"

@@ -37,14 +37,20 @@ class GuestState:
     engine_active: bool
 
 
-def look(guest: Guest) -> GuestState:
+# How long one look may take at least. Under emulation on a loaded host a single command
+# can take tens of seconds while cloud-init keeps the guest busy: waiting for cloud-init, a
+# look may take all that is left of the stage's time.
+LOOK_TIMEOUT = 30.0
+
+
+def look(guest: Guest, timeout: float = LOOK_TIMEOUT) -> GuestState:
     files = f"{cloudinit.AGENT_PATH} {cloudinit.DAEMON_JSON}"
     out = guest.run(
         f"if [ -e {CLOUD_INIT_DISABLED} ]; then echo disabled; "
         "else tr -d '\\n' < /run/cloud-init/result.json 2>/dev/null; echo; fi; "
         f"sudo -n sha256sum {files} 2>/dev/null; systemctl is-active vmctl-agent.service",
         check=False,
-        timeout=30,
+        timeout=timeout,
     ).stdout.splitlines()
     digests = {}
     for line in out[1:-1]:
@@ -87,7 +93,7 @@ def wait_cloud_init(guest: Guest, driver: Driver, timeout: float) -> GuestState:
     """cloud-init writes result.json when its last stage ends (errors included)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = look(guest)
+        state = look(guest, max(LOOK_TIMEOUT, deadline - time.monotonic()))
         if state.cloud_init == "disabled":
             return state
         if state.cloud_init:
