@@ -1,7 +1,8 @@
 """`docker push` (POST /images/{name}/push) with the real docker CLI against `vmctl-agent
 serve` and real loopback registries: blob checks, cross-repository mounts, chunked and
 monolithic uploads, the manifest, dockerd's progress lines, token auth with push scope, and
-the errors for wrong credentials and a registry that is down."""
+the errors for wrong credentials and a registry that is down. And docker-py's
+inspect_distribution (GET /distribution/{name}/json) of an image and of an index."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import json
 import os
 import subprocess
 
+import docker
+import imagekit as ik
 import pytest
 import requests
+from agentkit import small_image, unique_repo
 from agentserver import ok, serving
 from vmctl_agent.store import push as pushing
 from vmctl_agent.store import reference as refs
@@ -108,3 +112,30 @@ def test_a_blob_goes_up_in_chunks_with_content_ranges(registry, tmp_path):
     assert reports == [3000, 6000, 9000, 10000]
     fetched = requests.get(f"{registry.url}/v2/chunked/blob/blobs/{digest}", timeout=30)
     assert fetched.content == blob.read_bytes()
+
+
+def test_distribution_inspect_of_an_image_and_of_an_index(agent, registry):
+    client = docker.APIClient(base_url=agent.url, version="auto")
+    amd = small_image(b"dist-amd64")
+    arm = small_image(b"dist-arm", architecture="arm64", variant="v8")
+    repo = unique_repo("dist")
+    pusher = ik.RegistryClient(registry.url)
+    single = pusher.push_image(repo, "one", amd)
+    entries = [(amd, {"os": "linux", "architecture": "amd64"}),
+               (arm, {"os": "linux", "architecture": "arm64", "variant": "v8"})]  # fmt: skip
+    index = ik.build_index(entries)
+    multi = pusher.push_index(repo, "multi", index, [amd, arm])
+    one = client.inspect_distribution(f"{registry.host}/{repo}:one")
+    assert one["Descriptor"]["digest"] == single
+    assert one["Descriptor"]["mediaType"] == ik.DOCKER_MANIFEST
+    assert one["Platforms"] == [{"architecture": "amd64", "os": "linux"}]
+    both = client.inspect_distribution(f"{registry.host}/{repo}:multi")
+    assert both["Descriptor"] == {"mediaType": index.media_type, "digest": multi,
+                                  "size": len(index.data)}  # fmt: skip
+    arm64 = {"architecture": "arm64", "os": "linux", "variant": "v8"}
+    assert both["Platforms"] == [{"architecture": "amd64", "os": "linux"}, arm64]
+    with pytest.raises(docker.errors.NotFound, match="not found"):
+        client.inspect_distribution(f"{registry.host}/{repo}:missing")
+    with pytest.raises(docker.errors.APIError, match=r"cannot reach registry 127\.0\.0\.1:1"):
+        client.inspect_distribution("127.0.0.1:1/no/where:x")
+    client.close()

@@ -1,15 +1,18 @@
 """Talking to registries about an image by name: POST /images/{name}/push (`docker push`),
-with dockerd's progress stream."""
+with dockerd's progress stream, and GET /distribution/{name}/json (what the registry has:
+the manifest's descriptor and the platforms it serves)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import threading
 
-from vmctl_agent.api.http import ApiError, Response
+from vmctl_agent.api.http import ApiError, Response, json_response
 from vmctl_agent.api.images import requested_platform
-from vmctl_agent.errors import AuthenticationError, RegistryUnreachable
+from vmctl_agent.errors import AuthenticationError, RegistryUnreachable, VerificationError
+from vmctl_agent.store import manifest as mf
 from vmctl_agent.store import reference as refs
 from vmctl_agent.store.manifest import Platform
 from vmctl_agent.store.push import Pusher, PushError
@@ -75,3 +78,37 @@ def _api_error(error: Exception) -> Exception:
     if isinstance(error, AuthenticationError | RegistryUnreachable):
         return ApiError(401 if isinstance(error, AuthenticationError) else 500, str(error))
     return error
+
+
+# -- GET /distribution/{name}/json -----------------------------------------------------------
+
+_PLATFORM_KEYS = ("architecture", "os", "os.version", "os.features", "variant")
+
+
+def inspect(engine, request, name: str) -> Response:
+    """The descriptor of `name`'s manifest on its registry (mirrors first for docker.io, as a
+    pull), and its platforms: an index's entries, or an image's config's."""
+    ref = refs.parse(name)
+    client = engine.registry_client(request.headers.get("X-Registry-Auth", ""))
+    session, fetched = client.resolve(ref)
+    data = mf.load(fetched)
+    if mf.kind(fetched, data) == "index":
+        platforms = [_platform(entry.get("platform") or {}) for entry in data["manifests"]]
+    else:
+        platforms = [_platform(_config(session, mf.parse_image(data).config))]
+    descriptor = {"mediaType": fetched.media_type, "digest": fetched.digest,
+                  "size": len(fetched.body)}  # fmt: skip
+    return json_response({"Descriptor": descriptor, "Platforms": platforms})
+
+
+def _config(session, config: mf.Descriptor) -> dict:
+    with session.open_blob(config.digest) as response:
+        body = response.read(config.size + 1)
+    if "sha256:" + hashlib.sha256(body).hexdigest() != config.digest:
+        raise VerificationError(f"image config {config.digest} failed verification")
+    return json.loads(body)
+
+
+def _platform(source: dict) -> dict:
+    """An OCI platform as dockerd encodes it: empty fields left out."""
+    return {key: source[key] for key in _PLATFORM_KEYS if source.get(key)}

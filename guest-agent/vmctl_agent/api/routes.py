@@ -51,6 +51,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", rf"/images/{_NAME}/history", images.history),
     ("POST", rf"/images/{_NAME}/tag", images.tag),
     ("POST", rf"/images/{_NAME}/push", distribution.push),
+    ("GET", rf"/distribution/{_NAME}/json", distribution.inspect),
     ("DELETE", rf"/images/{_NAME}", images.remove),
     ("POST", r"/containers/create", containers.create),
     ("GET", r"/containers/json", listing.list_),
