@@ -7,10 +7,11 @@ import json
 import os
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
-from agentserver import serving
+from agentserver import events, inspect, serving, until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
 
@@ -86,12 +87,28 @@ def test_commit_with_changes_author_and_message(agent):
     ok(agent.docker("rm", "tocommit"))
 
 
-def test_commit_refuses_to_pause_a_running_container(agent):
-    ok(agent.docker("run", "-d", "--name", "running", "busybox", "sleep", "300"))
-    refused = agent.docker("commit", "running", "committed:running")
-    assert "cannot pause a running container" in refused.stderr
-    ok(agent.docker("commit", "--pause=false", "running", "committed:running"))
+def test_commit_pauses_a_running_container_while_it_reads_its_layer(agent):
+    ok(agent.docker("run", "-d", "--name", "running", "busybox", "sh", "-c",
+                    "echo live > /live; exec sleep 300"))  # fmt: skip
+    until(lambda: agent.docker("exec", "running", "cat", "/live").stdout == "live\n", "/live")
+    since = time.time()
+    ok(agent.docker("commit", "running", "committed:running"))
+    actions = [e["Action"] for e in events(agent, "running", since)]
+    assert actions == ["pause", "unpause", "commit"]
+    state = inspect(agent, "running")["State"]
+    assert state["Running"] and not state["Paused"]
+    assert ok(agent.docker("run", "--rm", "committed:running", "cat", "/live")) == "live\n"
+    ok(agent.docker("pause", "running"))
+    since = time.time()
+    ok(agent.docker("commit", "running", "committed:paused"))  # stays paused, no event
+    assert [e["Action"] for e in events(agent, "running", since)] == ["commit"]
+    assert inspect(agent, "running")["State"]["Paused"]
+    ok(agent.docker("unpause", "running"))
+    since = time.time()
+    ok(agent.docker("commit", "--pause=false", "running", "committed:unpaused"))
+    assert [e["Action"] for e in events(agent, "running", since)] == ["commit"]
     ok(agent.docker("rm", "-f", "running"))
+    ok(agent.docker("rmi", "committed:running", "committed:paused", "committed:unpaused"))
 
 
 def test_export_streams_the_whole_filesystem(agent, tmp_path):
