@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import os
+import socket
 import stat
 import subprocess
 import tarfile
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from agentserver import ok, serving
+from agentserver import ok, serving, until
 from docker.errors import APIError, NotFound
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
@@ -58,10 +59,11 @@ def agent_mounts(agent) -> list[str]:
 
 
 def helpers_of(agent) -> list[str]:
-    """The agent's children that are not shims (a docker cp helper ends with its request)."""
+    """The agent's child processes (with no container running: a docker cp helper would be
+    one; it ends with its request)."""
     out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(agent.process.pid)],
                          capture_output=True, text=True).stdout  # fmt: skip
-    return [line for line in out.splitlines() if "shim" not in line]
+    return out.splitlines()
 
 
 def spooled(agent) -> list[str]:
@@ -254,3 +256,17 @@ def test_put_archive_refusals_and_options(client):
         owners = {m.name: (m.uid, m.gid) for m in tar}
     assert owners["tmp/mine"] == (1000, 1001) and owners["tmp/theirs"] == (0, 0)
     container.remove()
+
+
+def test_a_client_that_leaves_mid_archive_leaves_no_helper_and_no_lock(agent):
+    ok(agent.docker("run", "-d", "--name", "cp-leave", "busybox", "sleep", "1000"))
+    before = helpers_of(agent)  # its shim, if the agent is its parent
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(str(agent.socket))
+        client.sendall(b"GET /containers/cp-leave/archive?path=/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.recv(12) == b"HTTP/1.1 200"  # the answer has begun; then we leave
+    until(lambda: helpers_of(agent) == before, "the helper to be reaped")
+    ok(agent.docker("stop", "-t", "0", "cp-leave"))
+    ok(agent.docker("start", "cp-leave"))  # the lock was let go
+    ok(agent.docker("rm", "-f", "cp-leave"))
+    assert agent_mounts(agent) == []

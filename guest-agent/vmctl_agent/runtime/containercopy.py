@@ -21,7 +21,7 @@ def stat(runtime, container: Container, path: str) -> dict:
         return helper.answer()
 
 
-def archive(runtime, container: Container, path: str) -> tuple[dict, Iterator[bytes]]:
+def archive(runtime, container: Container, path: str) -> tuple[dict, ArchiveStream]:
     """The path's stat, and the tar of it as it streams (the helper ends with the stream)."""
     skip = pathcopy.RUNTIME_MOUNTS if container.state.running else ()
 
@@ -37,15 +37,25 @@ def archive(runtime, container: Container, path: str) -> tuple[dict, Iterator[by
     except BaseException:
         stack.close()
         raise
-    return found, _chunks(stack, helper)
+    return found, ArchiveStream(stack, helper)
 
 
-def _chunks(stack: contextlib.ExitStack, helper: rootview.Helper) -> Iterator[bytes]:
-    """The tar as the helper sends it; the helper reaped (and the lock let go) at its end,
-    or when the client leaves (the generator is closed)."""
-    with stack:
-        while chunk := helper.data.recv(_CHUNK):
-            yield chunk
+class ArchiveStream:
+    """The tar as the helper sends it. Read to its end, or closed (the client left, or the
+    answer never started), the helper is reaped and the container's lock let go."""
+
+    def __init__(self, stack: contextlib.ExitStack, helper: rootview.Helper) -> None:
+        self._stack, self._helper = stack, helper
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            while chunk := self._helper.data.recv(_CHUNK):
+                yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stack.close()
 
 
 def extract(runtime, container: Container, path: str, tar_fd: int, *, no_overwrite: bool,
