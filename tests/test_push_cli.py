@@ -139,3 +139,17 @@ def test_distribution_inspect_of_an_image_and_of_an_index(agent, registry):
     with pytest.raises(docker.errors.APIError, match=r"cannot reach registry 127\.0\.0\.1:1"):
         client.inspect_distribution("127.0.0.1:1/no/where:x")
     client.close()
+
+
+def test_push_all_tags_of_a_repository(agent, registry):
+    repo = f"{registry.host}/pushed/alltags"
+    ok(agent.docker("tag", "busybox", f"{repo}:a"))
+    build(agent, f"{repo}:b", "FROM busybox\nRUN echo b > /b\n")
+    out = ok(agent.docker("push", "--all-tags", repo))
+    assert [line.split(":")[0] for line in out.splitlines() if ": digest: " in line] == ["a", "b"]
+    none = agent.docker("push", "--all-tags", f"{registry.host}/pushed/nothing")
+    assert none.returncode != 0
+    assert f"An image does not exist locally with the tag: {registry.host}/pushed/nothing" in (
+        none.stderr
+    )
+    ok(agent.docker("rmi", f"{repo}:a", f"{repo}:b"))

@@ -22,12 +22,17 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from vmctl_agent.errors import AuthenticationError, RegistryError, RegistryUnreachable
+from vmctl_agent.errors import (
+    AuthenticationError,
+    ImageNotFound,
+    RegistryError,
+    RegistryUnreachable,
+)
 from vmctl_agent.store import manifest as mf
 from vmctl_agent.store import progress as pg
 from vmctl_agent.store import reference as refs
 from vmctl_agent.store.images import Image, ImageRecord, ImageStore
-from vmctl_agent.store.registry import RegistryClient, RepositorySession, _registry_error
+from vmctl_agent.store.registry import RegistryClient, RepositorySession, registry_error
 
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
 GZIP_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -74,9 +79,7 @@ class Pusher:
     def _local(self, ref: refs.Reference) -> Image:
         try:
             return self.store.get(str(ref))
-        except RegistryError:
-            raise
-        except Exception:  # ImageNotFound, in dockerd's words
+        except ImageNotFound:  # in dockerd's words
             raise PushError(
                 f"An image does not exist locally with the tag: {ref.familiar_name}", 404
             ) from None
@@ -90,7 +93,7 @@ class Pusher:
             try:
                 with session.request("GET", f"{endpoint.url}/v2/") as response:
                     response.read()
-                    _check_access(response.status, ref)
+                    _check_access(response.status)
                 return session
             except RegistryUnreachable:
                 if i == len(endpoints) - 1 or endpoint.verify_tls:
@@ -168,7 +171,7 @@ def blob_exists(session: RepositorySession, digest: str) -> bool:
     with session.request("HEAD", f"blobs/{digest}") as response:
         response.read()
         if response.status in (401, 403):
-            _check_access(response.status, session.reference)
+            _check_access(response.status)
         return response.status == 200
 
 
@@ -216,12 +219,12 @@ def _finish(session, location: str, digest: str, body: bytes) -> None:
 def _expect(status: int, wanted: tuple[int, ...], body: bytes, what: str, ref) -> None:
     if status in wanted:
         return
-    _check_access(status, ref)
-    code, message = _registry_error(body)
+    _check_access(status)
+    code, message = registry_error(body)
     raise RegistryError(f"{what}: the registry answered {status}: {code or message or '?'}")
 
 
-def _check_access(status: int, ref: refs.Reference) -> None:
+def _check_access(status: int) -> None:
     if status in (401, 403):
         raise AuthenticationError("denied: requested access to the resource is denied")
 

@@ -186,7 +186,7 @@ class RepositorySession:
         return response
 
     def _error(self, status: int, body: bytes, what: str) -> RegistryError:
-        code, message = _registry_error(body)
+        code, message = registry_error(body)
         name = self.reference.familiar_name
         host = urllib.parse.urlsplit(self.endpoint.url).netloc
         if status == 404 and code == "NAME_UNKNOWN":
@@ -208,7 +208,7 @@ def _read_limited(response: Response, limit: int) -> bytes:
     return body
 
 
-def _registry_error(body: bytes) -> tuple[str, str]:
+def registry_error(body: bytes) -> tuple[str, str]:
     """The first `{"errors": [{"code", "message"}]}` entry of a registry error body."""
     try:
         first = json.loads(body)["errors"][0]
