@@ -270,3 +270,18 @@ def test_a_client_that_leaves_mid_archive_leaves_no_helper_and_no_lock(agent):
     ok(agent.docker("start", "cp-leave"))  # the lock was let go
     ok(agent.docker("rm", "-f", "cp-leave"))
     assert agent_mounts(agent) == []
+
+
+@pytest.mark.parametrize("running", [False, True], ids=["stopped", "running"])
+def test_a_read_only_bind_takes_nothing(client, tmp_path, running):
+    (tmp_path / "kept").write_text("as it was\n")
+    volumes = {str(tmp_path): {"bind": "/ro", "mode": "ro"}}
+    container = client.containers.create("busybox", "sleep 1000", volumes=volumes)
+    if running:
+        container.start()
+    with pytest.raises(APIError, match="mounted volume is marked read-only") as refused:
+        put(client, container.id, "/ro", tar_of((member("kept"), b"overwritten")))
+    assert refused.value.response.status_code == 400
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"]
+    assert (tmp_path / "kept").read_text() == "as it was\n"
+    container.remove(force=True)
