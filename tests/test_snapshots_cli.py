@@ -155,3 +155,26 @@ def test_import_makes_a_one_layer_image(agent, tmp_path):
                          capture_output=True, text=True, env=env)  # fmt: skip
     assert bad.returncode != 0 and "imported tar is not a valid tar archive" in bad.stderr
     assert not [p for p in (agent.data_root / "image/tmp").iterdir() if "import" in p.name]
+
+
+def test_commit_goes_on_when_the_container_ends_before_it_is_paused():
+    """The race docker-py's CommitTest meets (`touch` exits between the check and the
+    freeze): as dockerd, the commit goes on unpaused. The real runtime cannot be made to lose
+    that race on demand, so a runtime whose pause finds the container gone stands in."""
+    from types import SimpleNamespace
+
+    from vmctl_agent.api import snapshots
+    from vmctl_agent.errors import CgroupError
+
+    calls = []
+
+    def gone(container_id):
+        calls.append(("pause", container_id))
+        raise CgroupError("no such cgroup: the container ended")
+
+    runtime = SimpleNamespace(pause=gone, unpause=lambda cid: calls.append(("unpause", cid)))
+    engine = SimpleNamespace(runtime=runtime)
+    container = SimpleNamespace(id="c1", state=SimpleNamespace(running=True), paused=False)
+    with snapshots._paused(engine, container, True):
+        calls.append(("store", "c1"))
+    assert calls == [("pause", "c1"), ("store", "c1")]

@@ -20,7 +20,7 @@ from vmctl_agent.build import commit as images_commit
 from vmctl_agent.build import context, dispatch, dockerfile, layertar
 from vmctl_agent.build import export as fs_export
 from vmctl_agent.build.steps import runtime_made
-from vmctl_agent.errors import UnsafeLayer
+from vmctl_agent.errors import AgentError, UnsafeLayer
 from vmctl_agent.store import reference as refs
 from vmctl_agent.store.content import remove_tree
 from vmctl_agent.store.layers import LayerExtractor
@@ -66,16 +66,27 @@ def commit(engine, request) -> Response:
 def _paused(engine, container, pause: bool):
     """A running container is paused while its layer is read (dockerd's default), so what is
     committed is one moment of it; one that was paused already stays so."""
-    if not (pause and container.state.running and not container.paused):
+    if not (
+        pause and container.state.running and not container.paused and _pause(engine, container)
+    ):
         yield
         return
-    engine.runtime.pause(container.id)
-    events.container_event(engine, "pause", container.id, container)
     try:
         yield
     finally:
-        engine.runtime.unpause(container.id)
-        events.container_event(engine, "unpause", container.id, container)
+        with contextlib.suppress(AgentError):  # ended meanwhile (killed): nothing to thaw
+            engine.runtime.unpause(container.id)
+            events.container_event(engine, "unpause", container.id, container)
+
+
+def _pause(engine, container) -> bool:
+    """False if it ended before it could be paused (then, as dockerd, commit goes on)."""
+    try:
+        engine.runtime.pause(container.id)
+    except AgentError:
+        return False
+    events.container_event(engine, "pause", container.id, container)
+    return True
 
 
 def _store(engine, container, state, step_config: dict, comment: str) -> str:
