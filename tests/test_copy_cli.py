@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import stat
+import struct
 import subprocess
 import tarfile
 from pathlib import Path
@@ -285,3 +286,21 @@ def test_a_read_only_bind_takes_nothing(client, tmp_path, running):
     assert [p.name for p in tmp_path.iterdir()] == ["kept"]
     assert (tmp_path / "kept").read_text() == "as it was\n"
     container.remove(force=True)
+
+
+def test_file_capabilities_travel_both_ways(client):
+    """security.capability, the one xattr dockerd's tars carry: CAP_NET_BIND_SERVICE, v2."""
+    cap = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
+    key = "SCHILY.xattr.security.capability"
+    info = member("ping-like", mode=0o755)
+    info.pax_headers = {key: cap.decode("utf-8", "surrogateescape")}
+    container = client.containers.create("busybox", "true", name="cp-caps")
+    put(client, "cp-caps", "/bin", tar_of((info, b"#!/bin/sh\n")))
+    stream, _ = client.api.get_archive("cp-caps", "/bin/ping-like")
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        (back,) = tar.getmembers()
+    assert back.pax_headers[key].encode("utf-8", "surrogateescape") == cap
+    stream, _ = client.api.get_archive("cp-caps", "/bin/sh")  # none: no header
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        assert key not in tar.getmembers()[0].pax_headers
+    container.remove()

@@ -23,6 +23,7 @@ from vmctl_agent.runtime.rootview import RootViewError
 GO_DIR, GO_SYMLINK, GO_DEVICE, GO_PIPE = 1 << 31, 1 << 27, 1 << 26, 1 << 25
 GO_SOCKET, GO_SETUID, GO_SETGID, GO_CHAR, GO_STICKY = 1 << 24, 1 << 23, 1 << 22, 1 << 21, 1 << 20
 RUNTIME_MOUNTS = ("/proc", "/sys", "/dev")  # a running container's; not its files
+CAPABILITY = "security.capability"
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -148,6 +149,7 @@ class _Writer:
         kind = stat.S_IFMT(st.st_mode)
         if kind == stat.S_IFREG:
             self._file(info, st)
+            self._capability(path, info)
         elif kind == stat.S_IFDIR:
             info.type = tarfile.DIRTYPE
         elif kind == stat.S_IFLNK:
@@ -160,6 +162,16 @@ class _Writer:
         else:
             return None  # a socket: tar has no type for it (dockerd skips them too)
         return info
+
+    @staticmethod
+    def _capability(path: str, info: tarfile.TarInfo) -> None:
+        """A file's capabilities travel with it, as dockerd's tar carries them (the one
+        xattr it archives)."""
+        try:
+            value = os.getxattr(path, CAPABILITY, follow_symlinks=False)
+        except OSError:
+            return  # none (ENODATA), or a filesystem without xattrs
+        info.pax_headers = {f"SCHILY.xattr.{CAPABILITY}": value.decode("utf-8", "surrogateescape")}
 
     def _file(self, info: tarfile.TarInfo, st: os.stat_result) -> None:
         first = self.links.get((st.st_dev, st.st_ino)) if st.st_nlink > 1 else None
