@@ -304,3 +304,15 @@ def test_file_capabilities_travel_both_ways(client):
     with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
         assert key not in tar.getmembers()[0].pax_headers
     container.remove()
+
+
+def test_cp_archive_mode_gives_the_containers_user_what_is_copied(agent, tmp_path):
+    (tmp_path / "f").write_text("owned\n")
+    ok(agent.docker("create", "--name", "cp-user", "--user", "1234:5678", "busybox", "true"))
+    ok(agent.docker("cp", "-a", str(tmp_path / "f"), "cp-user:/tmp/archived"))
+    ok(agent.docker("cp", str(tmp_path / "f"), "cp-user:/tmp/plain"))
+    listing = subprocess.run(["tar", "-tvf", "-", "--numeric-owner"], capture_output=True,
+                             input=_cp_out(agent, "cp-user:/tmp")).stdout.decode()  # fmt: skip
+    owners = {line.split()[-1]: line.split()[1] for line in listing.splitlines()}
+    assert owners["tmp/archived"] == "1234/5678" and owners["tmp/plain"] == "0/0"
+    ok(agent.docker("rm", "cp-user"))
