@@ -312,8 +312,8 @@ def test_compressed_contexts_and_refused_options(agent):
     for compress in (gzip.compress, bz2.compress, lzma.compress):
         status, data = post(agent, "/build?t=zipped", compress(body))
         assert status == 200 and b"Successfully tagged zipped:latest" in data, data
-    status, data = post(agent, "/build?shmsize=1073741824", body)
-    assert status == 400 and b"shmsize" in data
+    status, data = post(agent, "/build?cgroupparent=elsewhere", body)
+    assert status == 400 and b"cgroupparent" in data
     status, data = post(agent, "/build?platform=linux/arm64", body)
     assert status == 400 and b"linux/amd64" in data
     status, data = post(agent, "/build?t=Not/Lower", body)

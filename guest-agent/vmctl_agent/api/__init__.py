@@ -18,6 +18,8 @@ network, volumes, runtime, store) and the shared floor.
     execs.py       /containers/{id}/exec and /exec/...
     build.py       /build: the classic builder's request and stream
     snapshots.py   /containers/{id}/export, /commit, image import: a container's files
+    copies.py      /containers/{id}/archive: docker cp both ways
+    distribution.py  /images/{name}/push: docker push
     login.py       /auth: docker login, checked against the registry
     networks.py    /networks/...
     networking.py  a container's network fields: create options, NetworkSettings

@@ -29,12 +29,11 @@ from vmctl_agent.store.registry import RegistryClient, RegistryConfig
 # Fields a client may send at their "unset" value only (the CLI sends them all, unset).
 _UNSET_ONLY = {
     "cpusetcpus": "", "cpusetmems": "", "cpushares": "0", "cgroupparent": "", "memswap": "0",
-    "shmsize": "0", "isolation": "", "extrahosts": "", "squash": "0", "ulimits": "null",
+    "isolation": "", "squash": "0", "ulimits": "null",
     "remote": "", "session": "", "outputs": "", "buildid": "", "securityopt": "",
 }  # fmt: skip
 _UNSET_ALSO = {
     "ulimits": ("[]", ""),
-    "extrahosts": ("[]", "null"),
     "outputs": ("[]", "null"),
     "isolation": ("default",),  # Linux has one isolation
     "memswap": ("-1",),  # unlimited swap: what the step containers have
@@ -43,13 +42,13 @@ _PLATFORMS = ("", "linux/amd64", "linux/x86_64", "linux", "amd64")
 
 
 def build(engine, request) -> Response:
-    options, cache_from = _options(request)
+    options, cache_from = _options(engine, request)
     stack = contextlib.ExitStack()
     workspace = _workspace(engine)
     stack.callback(remove_tree, workspace)
     try:
         root = context.receive(request.body_stream(), workspace)
-        text = context.read_dockerfile(root, request.arg("dockerfile", "Dockerfile"))
+        text = context.read_dockerfile(root, _dockerfile(request))
         context.apply_dockerignore(root)
         plan = stages.plan(dockerfile.parse(text))
         plan.target(options.target)
@@ -121,8 +120,9 @@ def _stream(engine, builder: Builder, plan, options: BuildOptions, cache_from, s
     errorDetail (and the exit code of a failed RUN). Closing it stops the build."""
     with stack:
         try:
-            if cache_from and not options.quiet:
-                yield _note_cache_from(cache_from)
+            note = _note_cache_from(engine, cache_from) if not options.quiet else None
+            if note:
+                yield note
             for message in builder.run(plan):
                 yield json.dumps(message).encode() + b"\r\n"
         except ClientGone:
@@ -149,12 +149,21 @@ def _disk_message(error: OSError) -> str:
     return f"the build failed writing its files: {error}"
 
 
-def _note_cache_from(images: list[str]) -> bytes:
-    note = (
-        f"[Warning] --cache-from {' '.join(images)}: this engine's cache is its local "
-        "images; the build reuses steps from every local image, these included\n"
-    )
+def _note_cache_from(engine, images: list[str]) -> bytes | None:
+    """--cache-from: say which images are not here (dockerd only logs it)."""
+    missing = [name for name in images if not _exists(engine, name)]
+    if not missing:
+        return None
+    note = f"[Warning] --cache-from {' '.join(missing)}: no such image here; not used as cache\n"
     return json.dumps({"stream": note}).encode() + b"\r\n"
+
+
+def _exists(engine, name: str) -> bool:
+    try:
+        engine.images.get(name)
+    except AgentError:
+        return False
+    return True
 
 
 def _error(message: str, code: int) -> bytes:
@@ -162,8 +171,9 @@ def _error(message: str, code: int) -> bytes:
     return json.dumps({"errorDetail": detail, "error": message}).encode() + b"\r\n"
 
 
-def _options(request) -> tuple[BuildOptions, list[str]]:
+def _options(engine, request) -> tuple[BuildOptions, list[str]]:
     _refuse_unsupported(request)
+    cache_from = _json_list(request, "cachefrom")
     tags = tuple(request.query.get("t", []))
     for tag in tags:
         ref = refs.parse(tag)
@@ -183,8 +193,15 @@ def _options(request) -> tuple[BuildOptions, list[str]]:
         remove=request.flag("rm", True) or request.flag("forcerm"),
         quiet=request.flag("q"),
         pull=request.flag("pull"),
-        limits=_limits(request),
-    ), _json_list(request, "cachefrom")
+        limits=_limits(engine, request),
+        cache_from=tuple(cache_from),
+    ), cache_from
+
+
+def _dockerfile(request) -> str:
+    """The first `dockerfile` value, as Go's FormValue reads it (docker-py sends its name,
+    then the text, for a Dockerfile from outside the context it adds to the tar)."""
+    return (request.query.get("dockerfile") or ["Dockerfile"])[0] or "Dockerfile"
 
 
 def _refuse_unsupported(request) -> None:
@@ -202,15 +219,43 @@ def _refuse_unsupported(request) -> None:
         )
 
 
-def _limits(request) -> RunLimits:
-    network = request.arg("networkmode", "default") or "default"
-    if network in ("default", "bridge"):
-        network = "none"  # the engine's default network, as `docker run` has it today
-    if network not in ("none", "host"):
-        raise ApiError(400, f"network {network} not found")
+def _limits(engine, request) -> RunLimits:
+    """The RUN containers' network, /dev/shm, extra hosts and limits, as `docker run` would
+    take them (`default` is the engine's default network)."""
+    network = _network(engine, request.arg("networkmode", "default") or "default")
+    extra_hosts = _extra_hosts(request)
+    if extra_hosts and network in ("none", "host"):
+        raise ApiError(
+            400, f"extrahosts is not supported with network {network}: it applies to bridge "
+            "networks"
+        )  # fmt: skip
     quota, period = request.int_arg("cpuquota", 0), request.int_arg("cpuperiod", 0) or 100000
     nano_cpus = quota * 10**9 // period if quota else 0
-    return RunLimits(network, request.int_arg("memory", 0) or 0, nano_cpus)
+    shm_size = request.int_arg("shmsize", 0) or 0
+    if shm_size < 0:
+        raise ApiError(400, "shmsize must be a positive number of bytes")
+    memory = request.int_arg("memory", 0) or 0
+    return RunLimits(network, memory, nano_cpus, shm_size, extra_hosts)
+
+
+def _network(engine, mode: str) -> str:
+    if mode == "default":
+        usable = engine.config.default_bridge and not engine.network_problem
+        return "bridge" if usable else "none"
+    if mode in ("none", "host"):
+        return mode
+    try:
+        return engine.networks.find(mode).name
+    except AgentError:
+        raise ApiError(404, f"network {mode} not found") from None
+
+
+def _extra_hosts(request) -> tuple[str, ...]:
+    """`extrahosts`: repeated `name:ip` values (docker-py, the CLI), or one JSON list."""
+    values = request.query.get("extrahosts") or []
+    if len(values) == 1 and values[0].startswith("["):
+        values = _json_list(request, "extrahosts")
+    return tuple(v for v in values if v and v != "null")
 
 
 def _json_list(request, name: str) -> list[str]:

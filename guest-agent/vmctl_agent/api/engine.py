@@ -81,10 +81,13 @@ class Engine:
     def puller(self, auth_header: str = "", platform: Platform | None = None) -> Puller:
         """A puller using X-Registry-Auth when the client sent it, else docker's config; for
         `platform` when one was asked for."""
+        return Puller(self.images, self.registry_client(auth_header), platform=platform)
+
+    def registry_client(self, auth_header: str = "") -> RegistryClient:
+        """A registry client with X-Registry-Auth's credentials, else docker's config's."""
         credentials = _registry_auth(auth_header)
         lookup = (lambda host: credentials) if credentials else self._saved_credentials
-        client = RegistryClient(RegistryConfig.of(self.config), credentials=lookup)
-        return Puller(self.images, client, platform=platform)
+        return RegistryClient(RegistryConfig.of(self.config), credentials=lookup)
 
 
 def _registry_auth(header: str) -> Credentials | None:

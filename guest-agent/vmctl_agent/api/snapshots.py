@@ -1,23 +1,26 @@
 """A container's filesystem as its changes (GET /containers/{id}/changes, `docker diff`), as
 one tar (GET /containers/{id}/export, `docker export`), and as a new image (POST /commit,
 `docker commit`: its upper directory stored as a layer the way a build step's is, over the
-container's image, with `changes` applied as dockerd applies them).
+container's image, with `changes` applied as dockerd applies them; a running container paused
+meanwhile unless `pause=0`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import lzma
 import os
 import urllib.request
 
+from vmctl_agent.api import events
 from vmctl_agent.api.http import ApiError, Response, json_response
 from vmctl_agent.build import commit as images_commit
 from vmctl_agent.build import context, dispatch, dockerfile, layertar
 from vmctl_agent.build import export as fs_export
 from vmctl_agent.build.steps import runtime_made
-from vmctl_agent.errors import UnsafeLayer
+from vmctl_agent.errors import AgentError, UnsafeLayer
 from vmctl_agent.store import reference as refs
 from vmctl_agent.store.content import remove_tree
 from vmctl_agent.store.layers import LayerExtractor
@@ -43,12 +46,6 @@ def _locked(engine, chunks):
 def commit(engine, request) -> Response:
     """POST /commit?container=&repo=&tag=&author=&comment=&changes=&pause="""
     container = engine.runtime.get(request.arg("container") or _missing("container"))
-    if container.state.running and request.flag("pause", True):
-        raise ApiError(
-            400,
-            "this engine cannot pause a running container yet: stop it first, or commit "
-            "without pausing (docker commit --pause=false)",
-        )
     tag = _tag(request)
     config = _container_config(engine, container, request.json())
     step_config = copy.deepcopy(config)  # what the container ran with, for its history
@@ -57,11 +54,39 @@ def commit(engine, request) -> Response:
     for text in request.query.get("changes", []):
         _apply_change(state, text)
     state.author = request.arg("author")
-    image_id = _store(engine, container, state, step_config, request.arg("comment"))
+    with _paused(engine, container, request.flag("pause", True)):
+        image_id = _store(engine, container, state, step_config, request.arg("comment"))
     if tag:
         engine.images.tag(image_id, tag)
     engine.events.publish("container", "commit", container.id, name=container.name)
     return json_response({"Id": image_id}, 201)
+
+
+@contextlib.contextmanager
+def _paused(engine, container, pause: bool):
+    """A running container is paused while its layer is read (dockerd's default), so what is
+    committed is one moment of it; one that was paused already stays so."""
+    if not (
+        pause and container.state.running and not container.paused and _pause(engine, container)
+    ):
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(AgentError):  # ended meanwhile (killed): nothing to thaw
+            engine.runtime.unpause(container.id)
+            events.container_event(engine, "unpause", container.id, container)
+
+
+def _pause(engine, container) -> bool:
+    """False if it ended before it could be paused (then, as dockerd, commit goes on)."""
+    try:
+        engine.runtime.pause(container.id)
+    except AgentError:
+        return False
+    events.container_event(engine, "pause", container.id, container)
+    return True
 
 
 def _store(engine, container, state, step_config: dict, comment: str) -> str:

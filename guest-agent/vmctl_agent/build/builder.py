@@ -39,6 +39,7 @@ class BuildOptions:
     quiet: bool = False
     pull: bool = False
     limits: steps.RunLimits = field(default_factory=steps.RunLimits)
+    cache_from: tuple[str, ...] = ()  # given: only these images and their parents are cache
 
 
 @dataclass
@@ -71,6 +72,7 @@ class Builder:
         self.images, self.runtime, self.pull, self.alive = images, runtime, pull, alive
         self.workspace, self.context, self.options = workspace, context, options
         self.cache = commit.BuildCache(images)
+        self.cache_sources = commit.lineage(images, options.cache_from)
         self.meta: dict[str, str] = {}  # the ARGs before the first FROM
         self.consumed: set[str] = set()
         self.number = self.total = self._scratches = 0
@@ -314,7 +316,7 @@ class Builder:
         if self.options.nocache:
             return None
         hit = self.cache.get(self.cache.key(state.image_id, step_config))
-        if hit is None:
+        if hit is None or (self.cache_sources is not None and hit not in self.cache_sources):
             return None
         self.pins.add(hit)
         return hit if self.images.exists(hit) else None

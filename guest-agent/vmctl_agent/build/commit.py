@@ -15,10 +15,12 @@ import copy
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from vmctl_agent import __version__, atomic
 from vmctl_agent.build.dispatch import StageState
+from vmctl_agent.errors import AgentError
 from vmctl_agent.store import manifest as mf
 from vmctl_agent.store.images import ImageRecord, ImageStore
 
@@ -161,3 +163,28 @@ class BuildCache:
         for key in keys:
             (self.root / key).unlink(missing_ok=True)
         return keys
+
+
+def lineage(store: ImageStore, names: Sequence[str]) -> set[str] | None:
+    """With --cache-from, the images a cached step may be (dockerd's rule: a source image or
+    one of its parents); None without it (every local image). Names not found are skipped,
+    as dockerd skips them."""
+    if not names:
+        return None
+    found: set[str] = set()
+    for name in names:
+        try:
+            image_id = store.get(name).id
+        except AgentError:
+            continue
+        while image_id and image_id not in found:
+            found.add(image_id)
+            image_id = _parent(store, image_id)
+    return found
+
+
+def _parent(store: ImageStore, image_id: str) -> str:
+    try:
+        return store.get(image_id).record.parent
+    except AgentError:
+        return ""

@@ -48,11 +48,18 @@ class ClientGone(AgentError):
     """The client hung up mid-build: the running step is stopped and cleaned up."""
 
 
+STDERR_ON, STDERR_OFF = "\x1b[91m", "\x1b[0m"  # dockerd's classic builder colours stderr red
+
+
 @dataclass(frozen=True)
 class RunLimits:
+    """What the build's options give each RUN's container."""
+
     network: str = "none"
     memory: int = 0
     nano_cpus: int = 0
+    shm_size: int = 0
+    extra_hosts: tuple[str, ...] = ()
 
 
 def runtime_made(path: str, info: os.stat_result) -> bool:
@@ -100,6 +107,8 @@ def _options(state: StageState, cmd: list[str], env: list[str], limits: RunLimit
         network=limits.network,
         memory=limits.memory,
         nano_cpus=limits.nano_cpus,
+        shm_size=limits.shm_size,
+        extra_hosts=limits.extra_hosts,
     )
 
 
@@ -109,7 +118,8 @@ def _execute(runtime: Runtime, container, cmd: list[str], alive) -> Iterator[dic
     log = str(container.directory / "container-json.log")
     running = functools.partial(_running, runtime, container.id, alive)
     for entry in logfile.read(log, follow=True, running=running):
-        yield {"stream": entry.data.decode("utf-8", "replace")}
+        text = entry.data.decode("utf-8", "replace")
+        yield {"stream": f"{STDERR_ON}{text}{STDERR_OFF}" if entry.stream == "stderr" else text}
     code = runtime.wait(container.id).state.exit_code
     if code != 0:
         raise StepFailed(f"The command '{' '.join(cmd)}' returned a non-zero code: {code}", code)

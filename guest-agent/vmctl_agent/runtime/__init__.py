@@ -15,6 +15,9 @@ image store and the shared floor; never the API above it.
     process.py        the container's first process: the ordered recipe to exec
     rootfs.py         the overlay root, /proc /sys /dev, pivot_root
     execs.py          `docker exec`: a process joining a running container
+    containercopy.py  `docker cp`: a path's stat, a path as a tar, a tar unpacked at a path
+    rootview.py       a helper process standing in a container's root (running or not)
+    pathcopy.py pathextract.py  docker cp's reading and writing, inside that root
     netns.py          network namespaces made before a start; the network room's hooks
     control.py        ctl.sock: stdin and terminal resizes
     cgroups.py        limits and stats, cgroup v1 and v2 (cgroupfs.py: the files)

@@ -132,6 +132,7 @@ class ContainerConfig:
             host_network=self.network == "host",
             cgroup_v2=cgroup_version == 2,
             mounts=self.create_options.mounts,
+            shm_size=self.create_options.shm_size,
         )
 
     def _namespaces(self, cgroup_version: int, joined: Joined | None) -> int:

@@ -207,6 +207,10 @@ class ContainerIndex:
                 )
         return name[1:]
 
+    def locked(self, container: Container) -> contextlib.AbstractContextManager[None]:
+        """Held while something must not see the container started or removed (docker cp)."""
+        return self._locked(container)
+
     @contextlib.contextmanager
     def _locked(self, container: Container) -> Iterator[None]:
         """The container's directory, flocked (start and remove take turns)."""

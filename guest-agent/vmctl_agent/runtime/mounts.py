@@ -131,15 +131,16 @@ def _walk(fd: int, subpath: str) -> int:
     return fd
 
 
-def mount_all(mounts: Sequence[Mount], sources: Sequence[int]) -> None:
-    """After pivot_root, in order (a later mount may go inside an earlier one)."""
+def mount_all(mounts: Sequence[Mount], sources: Sequence[int], proc: str = "/proc") -> None:
+    """After pivot_root, in order (a later mount may go inside an earlier one). `proc` is
+    where a /proc is that shows the held fds (a view without its own: the old root's)."""
     for m, fd in zip(mounts, sources, strict=True):
         if m.type == "tmpfs":
             mount_tmpfs(m)
         else:
             if m.copy_up:
-                copy_up(m.destination, fd)
-            bind(m, fd)
+                copy_up(m.destination, fd, proc)
+            bind(m, fd, proc)
         if fd >= 0:
             os.close(fd)
 
@@ -149,9 +150,9 @@ def mount_tmpfs(m: Mount) -> None:
     sc.mount("tmpfs", _destination(m.destination, directory=True), "tmpfs", flags, data)
 
 
-def bind(m: Mount, fd: int) -> None:
+def bind(m: Mount, fd: int, proc: str = "/proc") -> None:
     """A recursive bind of the held source; read-only and propagation as asked."""
-    source = f"/proc/self/fd/{fd}"
+    source = f"{proc}/self/fd/{fd}"
     target = _destination(m.destination, directory=stat.S_ISDIR(os.stat(source).st_mode))
     sc.mount(source, target, None, sc.MS_BIND | (sc.MS_REC if m.recursive else 0))
     if m.read_only:
@@ -172,11 +173,11 @@ def _destination(path: str, *, directory: bool) -> str:
     return path
 
 
-def copy_up(destination: str, fd: int) -> None:
+def copy_up(destination: str, fd: int, proc: str = "/proc") -> None:
     """Docker's copy-up: a volume that is still empty receives what the image has at its
     mount point (owners, modes, times and symlinks kept), the directory's own owner and
     mode too. Done before the mount hides the image's files."""
-    volume, destination = f"/proc/self/fd/{fd}", os.path.realpath(destination)
+    volume, destination = f"{proc}/self/fd/{fd}", os.path.realpath(destination)
     try:
         image_dir = os.lstat(destination)
     except FileNotFoundError:

@@ -35,6 +35,7 @@ MASKED = (
 READ_ONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 ETC_FILES = ("hostname", "hosts", "resolv.conf")
+SHM_SIZE = 64 << 20  # Docker's default /dev/shm
 _SAFE = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
 _MAX_MOUNT_DATA = 4095
 _PRIVATE = sc.MS_REC | sc.MS_PRIVATE
@@ -53,6 +54,7 @@ class RootfsPlan:
     host_network: bool = False
     cgroup_v2: bool = False
     mounts: tuple[user_mounts.Mount, ...] = ()  # volumes, binds and tmpfs, in order
+    shm_size: int = 0  # bytes; 0: Docker's 64 MiB
 
 
 def make_init_layer(path: str) -> None:
@@ -100,7 +102,7 @@ def setup(plan: RootfsPlan) -> None:
     host = pivot(plan.merged)
     try:
         mount_proc()
-        mount_dev()
+        mount_dev(plan.shm_size)
         mount_sys(plan.host_network)
         if plan.cgroup_v2:
             mount_cgroup()
@@ -154,7 +156,7 @@ def mount_proc() -> None:
     sc.mount("proc", _dir("/proc"), "proc", _SAFE)
 
 
-def mount_dev() -> None:
+def mount_dev(shm_size: int = 0) -> None:
     dev = _dir("/dev")
     flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_STRICTATIME
     sc.mount("tmpfs", dev, "tmpfs", flags, "mode=755,size=65536k")
@@ -163,7 +165,8 @@ def mount_dev() -> None:
     options = "newinstance,ptmxmode=0666,mode=0620,gid=5"
     sc.mount("devpts", _dir("/dev/pts"), "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, options)
     os.symlink("pts/ptmx", "/dev/ptmx")
-    sc.mount("shm", _dir("/dev/shm"), "tmpfs", _SAFE, "mode=1777,size=65536k")
+    shm = f"mode=1777,size={shm_size or SHM_SIZE}"
+    sc.mount("shm", _dir("/dev/shm"), "tmpfs", _SAFE, shm)
     sc.mount("mqueue", _dir("/dev/mqueue"), "mqueue", _SAFE)
     for name, target in _DEV_LINKS:
         os.symlink(target, f"/dev/{name}")

@@ -58,6 +58,7 @@ class CreateOptions:
     isolation: str = ""  # "" or "default": Linux has no other
     group_add: tuple[str, ...] = ()  # more groups, by name or id, for every process
     cpu_shares: int = 0  # relative CPU weight (v1 cpu.shares, v2 cpu.weight); 0: default
+    shm_size: int = 0  # /dev/shm's size in bytes; 0: Docker's 64 MiB
     # What the network room reads (the runtime only passes them on):
     endpoints: dict = field(default_factory=dict)  # network → {"Aliases", "IPv4Address"}
     mac_address: str = ""

@@ -101,9 +101,9 @@ class TokenCache:
         return "Bearer " + token
 
     def _fetch(self, challenge: Challenge, scope: str, creds: Credentials | None):
-        query = {"scope": scope} if scope else {}  # no scope: a login's token
+        query = [("scope", one) for one in scope.split()]  # none: a login's token
         if "service" in challenge.params:
-            query["service"] = challenge.params["service"]
+            query.append(("service", challenge.params["service"]))
         url = challenge.params["realm"] + "?" + urllib.parse.urlencode(query)
         headers = {"Authorization": creds.basic()} if creds else {}
         with self._transport.request("GET", url, headers) as response:

@@ -13,7 +13,7 @@ import ipaddress
 import json
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from vmctl_agent.config import AgentConfig
 from vmctl_agent.errors import (
@@ -27,7 +27,7 @@ from vmctl_agent.errors import (
 from vmctl_agent.store import manifest as mf
 from vmctl_agent.store.auth import Credentials, TokenCache, parse_challenge
 from vmctl_agent.store.reference import DEFAULT_DOMAIN, Reference
-from vmctl_agent.store.transport import Response, Transport
+from vmctl_agent.store.transport import Body, Response, Transport
 
 HUB_URL = "https://registry-1.docker.io"
 MAX_MANIFEST_BYTES = 4 << 20
@@ -116,10 +116,10 @@ class RepositorySession:
     endpoint: Endpoint
     reference: Reference
     authorization: str | None = None
-    _scope: str = field(init=False, default="")
+    scope: str = ""  # the token's scopes (a push's: pull,push here, pull where it mounts from)
 
     def __post_init__(self) -> None:
-        self._scope = f"repository:{self.remote_path}:pull"
+        self.scope = self.scope or f"repository:{self.remote_path}:pull"
 
     @property
     def remote_path(self) -> str:
@@ -127,24 +127,31 @@ class RepositorySession:
 
     def get(self, path: str, accept: str | None = None) -> Response:
         """GET `/v2/<repo>/<path>`, answering one auth challenge if the registry asks."""
-        url = f"{self.endpoint.url}/v2/{self.remote_path}/{path}"
-        headers = {"Accept": accept} if accept else {}
-        response = self._send(url, headers)
+        return self.request("GET", path, {"Accept": accept} if accept else {})
+
+    def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, body: Body = None
+    ) -> Response:
+        """`method` on `/v2/<repo>/<path>` (or on a URL the registry gave, such as an upload's
+        Location), answering one auth challenge if the registry asks."""
+        url = urllib.parse.urljoin(f"{self.endpoint.url}/v2/{self.remote_path}/", path)
+        start = body.tell() if hasattr(body, "tell") else 0
+        response = self._send(method, url, headers or {}, body)
         if response.status == 401:
             challenge = response.headers.get("WWW-Authenticate", "")
             response.read()
             response.close()
-            self.authorization = self.client.authorize(
-                self.reference.domain, challenge, self._scope
-            )
-            response = self._send(url, headers)
+            self.authorization = self.client.authorize(self.reference.domain, challenge, self.scope)
+            if hasattr(body, "seek"):
+                body.seek(start)
+            response = self._send(method, url, headers or {}, body)
         return response
 
-    def _send(self, url: str, headers: dict[str, str]) -> Response:
+    def _send(self, method: str, url: str, headers: dict[str, str], body: Body) -> Response:
         if self.authorization:
             headers = {**headers, "Authorization": self.authorization}
         return self.client.transport.request(
-            "GET", url, headers, verify_tls=self.endpoint.verify_tls
+            method, url, headers, verify_tls=self.endpoint.verify_tls, body=body
         )
 
     def fetch_manifest(self, ref: str) -> mf.Fetched:
@@ -179,7 +186,7 @@ class RepositorySession:
         return response
 
     def _error(self, status: int, body: bytes, what: str) -> RegistryError:
-        code, message = _registry_error(body)
+        code, message = registry_error(body)
         name = self.reference.familiar_name
         host = urllib.parse.urlsplit(self.endpoint.url).netloc
         if status == 404 and code == "NAME_UNKNOWN":
@@ -201,7 +208,7 @@ def _read_limited(response: Response, limit: int) -> bytes:
     return body
 
 
-def _registry_error(body: bytes) -> tuple[str, str]:
+def registry_error(body: bytes) -> tuple[str, str]:
     """The first `{"errors": [{"code", "message"}]}` entry of a registry error body."""
     try:
         first = json.loads(body)["errors"][0]

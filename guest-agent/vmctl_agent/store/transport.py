@@ -14,13 +14,14 @@ import sys
 import threading
 import urllib.parse
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 from vmctl_agent.errors import RegistryUnreachable
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_REDIRECTS = 5
 _USER_AGENT = "vmctl-agent/0.1 (linux)"
+Body = bytes | BinaryIO | None
 
 
 class Response:
@@ -74,11 +75,13 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         *,
         verify_tls: bool = True,
+        body: Body = None,
     ) -> Response:
-        """Send `method url`; redirects are followed without leaking credentials to other hosts."""
+        """Send `method url` (with `body`: bytes, or a seekable file sent from where it is);
+        redirects are followed without leaking credentials to other hosts."""
         headers = dict(headers or {})
         for _ in range(_MAX_REDIRECTS + 1):
-            response = self._send(method, url, headers, verify_tls)
+            response = self._send(method, url, headers, verify_tls, body)
             location = response.headers.get("Location")
             if response.status not in _REDIRECTS or not location:
                 return response
@@ -94,17 +97,22 @@ class Transport:
             headers.pop("Authorization", None)
         return target
 
-    def _send(self, method: str, url: str, headers: dict[str, str], verify: bool) -> Response:
+    def _send(
+        self, method: str, url: str, headers: dict[str, str], verify: bool, body: Body = None
+    ) -> Response:
         parts = urllib.parse.urlsplit(url)
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
         headers = {"User-Agent": _USER_AGENT, **headers}
         key = (parts.scheme, parts.netloc, verify)
+        start = body.tell() if hasattr(body, "tell") else 0
         for attempt in range(2):
             conn = self._connection(key)
+            if attempt and hasattr(body, "seek"):
+                body.seek(start)  # a kept-alive connection the server had closed: again
             try:
-                conn.request(method, target, headers=headers)
+                conn.request(method, target, body=body, headers=headers)
                 raw = conn.getresponse()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
                 self._drop(key)
