@@ -69,12 +69,6 @@ def test_zero_values_and_what_the_engine_does_anyway_pass():
     )
 
 
-def test_the_cgroup_namespace_mode_the_engine_runs_may_be_asked_for():
-    check_create({"HostConfig": {"CgroupnsMode": "host"}}, cgroupns="host")
-    with pytest.raises(ApiError, match=r"^HostConfig.CgroupnsMode is not supported"):
-        check_create({"HostConfig": {"CgroupnsMode": "private"}}, cgroupns="host")
-
-
 def test_log_drivers_unknown_and_not_yet_supported():
     with pytest.raises(ApiError, match=r"^logger: no log driver named 'asdf' is registered$"):
         check_create({"HostConfig": {"LogConfig": {"Type": "asdf"}}})
@@ -91,10 +85,6 @@ REFUSED_FLAGS = [
     (["--domainname", "example.com"], "Config.Domainname"),
     (["--privileged"], "HostConfig.Privileged"),
     (["--device", "/dev/null:/dev/n2"], "HostConfig.Devices"),
-    (["--ulimit", "nofile=10:10"], "HostConfig.Ulimits"),
-    (["--sysctl", "net.ipv4.ip_forward=1"], "HostConfig.Sysctls"),
-    (["--init"], "HostConfig.Init"),
-    (["--read-only"], "HostConfig.ReadonlyRootfs"),
 ]
 
 

@@ -11,6 +11,7 @@ import time
 
 from vmctl_agent.api import (
     events,
+    hostflags,
     images,
     inspection,
     networking,
@@ -36,7 +37,7 @@ _POLL = 0.05
 def create(engine, request) -> Response:
     body = request.json()
     try:
-        unsupported.check_create(body, cgroupns=_cgroupns(engine))
+        unsupported.check_create(body)
         options, warnings = _options(engine, body, request.arg("name"))
         mounts = resolve.asked(body.get("HostConfig") or {}, body.get("Volumes"))
     except (TypeError, ValueError, AttributeError) as e:
@@ -89,6 +90,7 @@ def _options(engine, body: dict, name: str) -> tuple[CreateOptions, list[str]]:
         stop_timeout=None if body.get("StopTimeout") is None else int(body["StopTimeout"]),
         isolation=host.get("Isolation") or "",
         group_add=tuple(str(g) for g in host.get("GroupAdd") or ()),
+        **hostflags.create_options(body, host, _cgroupns(engine)),
     )
     return options, warnings
 
@@ -139,7 +141,7 @@ def inspect(engine, request, id: str) -> Response:
     info["HostnamePath"] = str(c.directory / "hostname")
     info["HostsPath"] = str(c.directory / "hosts")
     info["ExecIDs"] = [e.id for e in engine.execs.values() if e.container_id == c.id] or None
-    info["HostConfig"]["CgroupnsMode"] = _cgroupns(engine)
+    info["HostConfig"]["CgroupnsMode"] = info["HostConfig"].get("CgroupnsMode") or _cgroupns(engine)
     info["HostConfig"]["PidsLimit"] = info["HostConfig"].get("PidsLimit") or None  # 0: none
     if request.flag("size"):
         info.update(disk_sizes(engine, c))

@@ -8,11 +8,21 @@ from __future__ import annotations
 import functools
 import os
 import signal
-from dataclasses import asdict, dataclass, field, fields
+import socket
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from vmctl_agent import syscalls as sc
-from vmctl_agent.runtime import capabilities, cgroupfs, healthcheck, logs, rootfs, shim, spec
+from vmctl_agent.runtime import (
+    capabilities,
+    cgroupfs,
+    healthcheck,
+    isolation,
+    logs,
+    rootfs,
+    shim,
+    spec,
+    ulimits,
+)
 from vmctl_agent.runtime.healthcheck import Healthcheck
 from vmctl_agent.runtime.mounts import Mount
 from vmctl_agent.runtime.netns import Joined
@@ -102,7 +112,7 @@ class ContainerConfig:
         options = self.create_options
         return shim.Launch(
             name=self.id,
-            process=self.process_spec,
+            process=self._first_process(),
             plan=self._plan(directory, cgroup_version, joined),
             hostname=self.hostname,
             namespaces=self._namespaces(cgroup_version, joined),
@@ -111,13 +121,22 @@ class ContainerConfig:
             open_stdin=options.open_stdin,
             stdin_once=options.stdin_once,
             auto_remove=options.auto_remove,
+            ulimits=options.ulimits,
         )
+
+    def _first_process(self) -> spec.ProcessSpec:
+        """The command; with `--init`, run by docker-init (which reaps and forwards signals)."""
+        process = self.process_spec
+        if not self.create_options.init:
+            return process
+        return replace(process, args=(rootfs.INIT_PATH, "--", *process.args))
 
     def _plan(
         self, directory: Path, cgroup_version: int, joined: Joined | None
     ) -> rootfs.RootfsPlan:
         """Shared by all containers (beside their directories): the init layer and the mount
         point, which each container's own mount namespace mounts its overlay on."""
+        options = self.create_options
         layers_root = str(Path(self.layers[0]).parent.parent) if self.layers else "/"
         lower = tuple(os.path.relpath(p, layers_root) for p in self.layers)
         if rootfs.init_layer_fits(self.layers):
@@ -131,16 +150,17 @@ class ContainerConfig:
             etc_files=self._etc_files(joined),
             host_network=self.network == "host",
             cgroup_v2=cgroup_version == 2,
-            mounts=self.create_options.mounts,
+            mounts=options.mounts,
+            read_only=options.read_only,
+            shm_size=options.shm_size or rootfs.SHM_SIZE,
+            host_ipc=options.ipc_mode == "host",
+            sysctls=tuple(options.sysctls.items()),
+            init=isolation.init_binary() if options.init else "",
         )
 
     def _namespaces(self, cgroup_version: int, joined: Joined | None) -> int:
-        flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
-        if self.network != "host" and joined is None:
-            flags |= sc.CLONE_NEWNET
-        if cgroup_version == 2:
-            flags |= sc.CLONE_NEWCGROUP
-        return flags
+        own_network = self.network != "host" and joined is None
+        return isolation.namespaces(self.create_options, cgroup_version, own_network)
 
     def _etc_files(self, joined: Joined | None) -> tuple[tuple[str, bytes], ...]:
         """/etc/hostname, /etc/hosts and /etc/resolv.conf, made fresh at each start."""
@@ -195,7 +215,10 @@ class ContainerConfig:
                 "LogConfig": {"Type": "json-file", "Config": {}},
                 "RestartPolicy": self.restart_policy.inspect(),
                 "Privileged": False,
-                "ReadonlyRootfs": False,
+                "ReadonlyRootfs": options.read_only,
+                "ShmSize": options.shm_size or rootfs.SHM_SIZE,
+                "Ulimits": ulimits.inspect(options.ulimits) or None,
+                **isolation.inspect(options),
                 "Binds": asked.get("Binds"),
                 "Mounts": asked.get("Mounts"),
                 "Tmpfs": asked.get("Tmpfs"),
@@ -243,9 +266,10 @@ def build_config(
     )
     limits.check(cgroupfs.host_cpus())
     _check_restart_policy(options)
+    isolation.check(options)
     healthcheck.check_options(options.healthcheck)
     checks = _merged_healthcheck(options.healthcheck, image_config.get("Healthcheck"))
-    hostname = options.hostname or container_id[:12]
+    hostname = options.hostname or _hostname(container_id, options)
     user = spec.resolve_user(
         options.user or image_config.get("User") or "", layers, options.group_add
     )
@@ -282,6 +306,11 @@ def _merged_healthcheck(asked: dict | None, image: dict | None) -> dict | None:
     asked, image = asked or {}, image or {}
     keys = ("Test", "Interval", "Timeout", "StartPeriod", "StartInterval", "Retries")
     return {k: asked.get(k) or image.get(k) for k in keys if asked.get(k) or image.get(k)}
+
+
+def _hostname(container_id: str, options: spec.CreateOptions) -> str:
+    """The short id, or with `--uts host` the host's own name (the container shares it)."""
+    return socket.gethostname() if options.uts_mode == "host" else container_id[:12]
 
 
 def _check_restart_policy(options: spec.CreateOptions) -> None:

@@ -2,8 +2,8 @@
 
     private mounts -> overlay root -> the container's mount sources held (mounts.py) ->
     pivot_root(".", ".") (the old root stays stacked, held by an fd) -> /proc -> /dev -> /sys
-    -> /etc files -> volumes, binds and tmpfs (mounts.py) -> masked and read-only paths ->
-    old root detached
+    -> /etc files -> docker-init (--init) -> volumes, binds and tmpfs (mounts.py) -> sysctls
+    -> masked and read-only paths -> old root detached -> "/" read-only (--read-only)
 
 Each step is small and named (rubber-docker's `contain()`). All of it runs in the container's
 first process after unshare(CLONE_NEWNS), so every mount dies with the namespace: a container
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from vmctl_agent import syscalls as sc
 from vmctl_agent.runtime import mounts as user_mounts
+from vmctl_agent.runtime import sysctls
 
 MASKED = (
     "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -38,6 +39,8 @@ ETC_FILES = ("hostname", "hosts", "resolv.conf")
 _SAFE = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
 _MAX_MOUNT_DATA = 4095
 _PRIVATE = sc.MS_REC | sc.MS_PRIVATE
+SHM_SIZE = 64 * 1024 * 1024  # Docker's default /dev/shm
+INIT_PATH = "/sbin/docker-init"  # where dockerd puts its init in a container
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,12 @@ class RootfsPlan:
     host_network: bool = False
     cgroup_v2: bool = False
     mounts: tuple[user_mounts.Mount, ...] = ()  # volumes, binds and tmpfs, in order
+    read_only: bool = False  # `--read-only`: "/" remounted read-only at the end
+    shm_size: int = SHM_SIZE  # bytes of /dev/shm
+    host_ipc: bool = False  # `--ipc host`: /dev/shm is the host's
+    sysctls: tuple[tuple[str, str], ...] = ()
+    init: str = ""  # `--init`: the host's static tini, bound at INIT_PATH
+    privileged: bool = False  # every host device, /sys writable, nothing masked
 
 
 def make_init_layer(path: str) -> None:
@@ -100,17 +109,22 @@ def setup(plan: RootfsPlan) -> None:
     host = pivot(plan.merged)
     try:
         mount_proc()
-        mount_dev()
+        mount_dev(plan.shm_size, plan.host_ipc)
         mount_sys(plan.host_network)
         if plan.cgroup_v2:
             mount_cgroup()
         bind_etc_files(plan.etc_files)
+        if plan.init:
+            _bind_file(plan.init.lstrip("/"), _dir_of(INIT_PATH))  # relative: the old root's
         if plan.mounts:
             user_mounts.mount_all(plan.mounts, sources)
+        sysctls.apply(plan.sysctls)
         mask_paths()
         read_only_paths()
     finally:
         drop_old_root(host)
+    if plan.read_only:
+        make_root_read_only()
 
 
 def make_private(propagation: int = _PRIVATE) -> None:
@@ -154,7 +168,7 @@ def mount_proc() -> None:
     sc.mount("proc", _dir("/proc"), "proc", _SAFE)
 
 
-def mount_dev() -> None:
+def mount_dev(shm_size: int = SHM_SIZE, host_ipc: bool = False) -> None:
     dev = _dir("/dev")
     flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_STRICTATIME
     sc.mount("tmpfs", dev, "tmpfs", flags, "mode=755,size=65536k")
@@ -163,7 +177,10 @@ def mount_dev() -> None:
     options = "newinstance,ptmxmode=0666,mode=0620,gid=5"
     sc.mount("devpts", _dir("/dev/pts"), "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, options)
     os.symlink("pts/ptmx", "/dev/ptmx")
-    sc.mount("shm", _dir("/dev/shm"), "tmpfs", _SAFE, "mode=1777,size=65536k")
+    if host_ipc:  # the host's IPC namespace and its shared memory files
+        sc.mount("dev/shm", _dir("/dev/shm"), None, sc.MS_BIND | sc.MS_REC)
+    else:
+        sc.mount("shm", _dir("/dev/shm"), "tmpfs", _SAFE, f"mode=1777,size={shm_size}")
     sc.mount("mqueue", _dir("/dev/mqueue"), "mqueue", _SAFE)
     for name, target in _DEV_LINKS:
         os.symlink(target, f"/dev/{name}")
@@ -198,6 +215,11 @@ def bind_etc_files(etc_files: tuple[tuple[str, bytes], ...]) -> None:
             os.close(fd)
         _bind_file(staged, inside)
         os.unlink(staged)
+
+
+def make_root_read_only() -> None:
+    """`--read-only`: the root's own mount only; volumes, tmpfs and /dev stay writable."""
+    sc.mount(None, "/", None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NODEV)
 
 
 def mask_paths() -> None:
@@ -237,6 +259,12 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _dir(path: str) -> str:
     os.makedirs(path, mode=0o755, exist_ok=True)
+    return path
+
+
+def _dir_of(path: str) -> str:
+    """`path`, its directory made first (inside the container)."""
+    _dir(os.path.dirname(path))
     return path
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from vmctl_agent import atomic
 from vmctl_agent import syscalls as sc
 from vmctl_agent.errors import AgentError
-from vmctl_agent.runtime import capabilities, pids, process, rootfs
+from vmctl_agent.runtime import capabilities, pids, process, rootfs, ulimits
 from vmctl_agent.runtime import control as ctl
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.cgroupfs import Limits
@@ -62,6 +62,7 @@ class Launch:
     open_stdin: bool = False
     stdin_once: bool = False
     auto_remove: bool = False  # `docker run --rm`: the shim removes the container at exit
+    ulimits: tuple[tuple[str, int, int], ...] = ()  # `--ulimit`s, set just before exec
 
     @property
     def interactive(self) -> bool:
@@ -184,7 +185,8 @@ def _keep_only(*fds: int) -> list[int]:
 
 def _run(launch: Launch, cgroups, ready_w: int, go_r: int) -> int:
     stdio = process.Stdio.make(launch.process.tty, launch.open_stdin)
-    sc.unshare(sc.CLONE_NEWPID)
+    if launch.namespaces & sc.CLONE_NEWPID:  # else `--pid host`
+        sc.unshare(sc.CLONE_NEWPID)
     sync_r, sync_w = os.pipe()
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
@@ -331,10 +333,11 @@ def _container(
         os.close(go_r)  # the shim waits for it
     try:
         cgroup_ns = launch.namespaces & sc.CLONE_NEWCGROUP
-        sc.unshare(launch.namespaces & ~sc.CLONE_NEWCGROUP)
+        sc.unshare(launch.namespaces & ~(sc.CLONE_NEWCGROUP | sc.CLONE_NEWPID))
         if launch.netns:
             _enter_netns(launch.netns)
-        sc.sethostname(launch.hostname)
+        if launch.namespaces & sc.CLONE_NEWUTS:  # else `--uts host`: the host's name
+            sc.sethostname(launch.hostname)
         if not cgroups.joins_itself:
             os.read(sync_r, 1)  # until the shim has moved us into the cgroup
         os.close(sync_r)
@@ -344,6 +347,7 @@ def _container(
             sc.unshare(cgroup_ns)
         rootfs.setup(launch.plan)
         stdio.attach_child(console=True)
+        ulimits.apply(launch.ulimits)
         process.enter(launch.process)
         err_w = process.keep_error_pipe(err_w)
     except BaseException as e:

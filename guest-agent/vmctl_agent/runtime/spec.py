@@ -68,11 +68,23 @@ class CreateOptions:
     port_bindings: dict = field(default_factory=dict)  # "80/tcp" → [{"HostIp", "HostPort"}]
     publish_all: bool = False
     exposed_ports: tuple[str, ...] = ()  # the image's and the request's, "80/tcp"
+    # How the container is isolated (hostflags.py in the API reads them from HostConfig):
+    init: bool = False  # docker-init (tini) as PID 1
+    read_only: bool = False  # the root filesystem mounted read-only
+    shm_size: int = 0  # bytes of /dev/shm; 0: Docker's 64 MiB
+    ulimits: tuple[tuple[str, int, int], ...] = ()  # (name, soft, hard), ulimits.py
+    sysctls: dict[str, str] = field(default_factory=dict)
+    pid_mode: str = ""  # "" (its own) or "host"
+    uts_mode: str = ""  # "" (its own) or "host"
+    ipc_mode: str = ""  # "", "private", "shareable" (its own) or "host"
+    cgroupns_mode: str = ""  # "private" or "host"; "": the engine's default
+    privileged: bool = False
+    runtime: str = ""  # "runc" or "vmctl" (the same one), as asked
 
 
 TUPLE_OPTIONS = (
     "env", "cap_add", "cap_drop", "group_add", "extra_hosts", "dns", "dns_search", "dns_options",
-    "exposed_ports",
+    "exposed_ports", "ulimits",
 )  # fmt: skip
 
 
