@@ -172,3 +172,72 @@ def test_runtime_runc_is_the_engines_and_others_are_unknown(agent):
     out = agent.docker("create", "--runtime", "kata", "busybox")
     assert out.returncode != 0 and "unknown or invalid runtime name: kata" in out.stderr
     assert ok(agent.docker("ps", "-aq")) == ""
+
+
+def capabilities_of(agent, *flags: str) -> tuple[int, int]:
+    """(effective, bounding) capability sets of a container's first process."""
+    status = run(agent, *flags, "busybox", "cat", "/proc/self/status")
+    fields = dict(line.split(":\t") for line in status.splitlines() if ":\t" in line)
+    return int(fields["CapEff"], 16), int(fields["CapBnd"], 16)
+
+
+def _own_bounding_set() -> int:
+    """Every capability the engine (root here) may hand on: `ALL` and `--privileged` mean these."""
+    status = Path("/proc/self/status").read_text().splitlines()
+    return int(next(line for line in status if line.startswith("CapBnd:")).split()[1], 16)
+
+
+ALL_CAPS = _own_bounding_set()
+DOCKER_DEFAULT_CAPS = 0xA80425FB  # what dockerd's containers show as CapEff
+
+
+def test_cap_add_and_cap_drop_are_honoured_including_all(agent):
+    assert capabilities_of(agent) == (DOCKER_DEFAULT_CAPS, DOCKER_DEFAULT_CAPS)
+    net_admin, chown = 1 << 12, 1 << 0
+    added = capabilities_of(agent, "--cap-add", "NET_ADMIN", "--cap-drop", "chown")
+    assert added[0] == (DOCKER_DEFAULT_CAPS | net_admin) & ~chown
+    assert capabilities_of(agent, "--cap-drop", "ALL") == (0, 0)
+    assert capabilities_of(agent, "--cap-add", "ALL") == (ALL_CAPS, ALL_CAPS)
+    only = capabilities_of(agent, "--cap-drop", "ALL", "--cap-add", "KILL")
+    assert only == (1 << 5, 1 << 5)
+
+
+def test_privileged_has_every_capability_device_and_unmasked_path(agent):
+    assert capabilities_of(agent, "--privileged") == (ALL_CAPS, ALL_CAPS)
+    host_node = next(
+        name
+        for name in sorted(os.listdir("/dev"))
+        if name not in ("null", "zero", "full", "random", "urandom", "tty", "console", "ptmx")
+        and Path("/dev", name).is_char_device()
+    )
+    script = f"test -c /dev/{host_node} && grep -E ' /sys | /proc/kcore ' /proc/mounts"
+    mounts = run(agent, "--privileged", "busybox", "sh", "-c", script).splitlines()
+    assert [line.split()[1] for line in mounts] == ["/sys"]  # /proc/kcore not masked
+    assert mounts[0].split()[3].startswith("rw,")
+    plain = run(agent, "busybox", "sh", "-c", f"ls /dev/{host_node} || grep ' /sys ' /proc/mounts")
+    assert plain.split()[3].startswith("ro,")
+    ok(agent.docker("create", "--privileged", "--name", "priv", "busybox"))
+    assert inspect(agent, "priv")["HostConfig"]["Privileged"] is True
+    ok(agent.docker("rm", "priv"))
+
+
+def test_device_is_the_hosts_node_at_the_path_asked(agent):
+    script = "echo gone > /dev/mynull && stat -c '%t,%T' /dev/mynull"
+    assert run(agent, "--device", "/dev/null:/dev/mynull", "busybox", "sh", "-c", script) == "1,3"
+    ok(agent.docker("create", "--device", "/dev/zero", "--name", "dev", "busybox"))
+    assert inspect(agent, "dev")["HostConfig"]["Devices"] == [
+        {"PathOnHost": "/dev/zero", "PathInContainer": "/dev/zero", "CgroupPermissions": "rwm"}
+    ]
+    ok(agent.docker("rm", "dev"))
+
+
+def test_a_device_that_does_not_exist_or_is_no_device_is_refused(agent):
+    containers = sorted(os.listdir(agent.data_root / "containers"))
+    out = agent.docker("run", "--rm", "--device", "/dev/nope", "busybox", "true")
+    message = 'error gathering device information while adding custom device "/dev/nope"'
+    assert out.returncode != 0 and f"{message}: no such file or directory" in out.stderr
+    out = agent.docker("run", "--rm", "--device", "/etc/hostname", "busybox", "true")
+    assert "not a device node" in out.stderr
+    out = agent.docker("run", "--rm", "--device", "/dev/null:/dev/n:r", "busybox", "true")
+    assert "device permissions 'r' are not supported yet: only rwm" in out.stderr
+    assert sorted(os.listdir(agent.data_root / "containers")) == containers

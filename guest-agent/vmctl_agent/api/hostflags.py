@@ -1,11 +1,12 @@
 """HostConfig's isolation fields (`--init`, `--read-only`, `--shm-size`, `--ulimit`,
-`--sysctl`, `--pid`, `--uts`, `--ipc`, `--cgroupns`, `--runtime`) read into create options,
+`--sysctl`, `--pid`, `--uts`, `--ipc`, `--cgroupns`, `--runtime`, `--privileged`, `--device`)
+read into create options,
 each checked for its JSON type here and for its meaning by the runtime."""
 
 from __future__ import annotations
 
 from vmctl_agent.api.http import ApiError
-from vmctl_agent.runtime import ulimits
+from vmctl_agent.runtime import devices, ulimits
 
 # The one runtime there is: the engine's own, which does what runc does; dockerd's name for
 # it and ours are both taken, as a client moved from dockerd asks for "runc".
@@ -30,6 +31,8 @@ def create_options(body: dict, host: dict, cgroupns: str) -> dict:
         "ipc_mode": host.get("IpcMode") or "",
         "cgroupns_mode": host.get("CgroupnsMode") or cgroupns,
         "runtime": runtime,
+        "privileged": bool(host.get("Privileged")),
+        "devices": devices.parse(_list(host.get("Devices"), "Devices")),
     }
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from vmctl_agent.runtime import (
     capabilities,
     cgroupfs,
+    devices,
     healthcheck,
     isolation,
     logs,
@@ -156,6 +157,8 @@ class ContainerConfig:
             host_ipc=options.ipc_mode == "host",
             sysctls=tuple(options.sysctls.items()),
             init=isolation.init_binary() if options.init else "",
+            privileged=options.privileged,
+            devices=tuple((host, inside) for host, inside, _ in options.devices),
         )
 
     def _namespaces(self, cgroup_version: int, joined: Joined | None) -> int:
@@ -214,7 +217,8 @@ class ContainerConfig:
                 "SecurityOpt": ["no-new-privileges"] if options.no_new_privileges else None,
                 "LogConfig": {"Type": "json-file", "Config": {}},
                 "RestartPolicy": self.restart_policy.inspect(),
-                "Privileged": False,
+                "Privileged": options.privileged,
+                "Devices": devices.inspect(options.devices),
                 "ReadonlyRootfs": options.read_only,
                 "ShmSize": options.shm_size or rootfs.SHM_SIZE,
                 "Ulimits": ulimits.inspect(options.ulimits) or None,
@@ -321,6 +325,10 @@ def _check_restart_policy(options: spec.CreateOptions) -> None:
 
 
 def _capabilities(options: spec.CreateOptions) -> tuple[str, ...]:
+    """Docker's default set with --cap-add and --cap-drop; privileged, every one the kernel
+    has (dockerd then ignores both)."""
+    if options.privileged:
+        return capabilities.available()
     try:
         return capabilities.resolve(options.cap_add, options.cap_drop)
     except Exception as e:

@@ -25,6 +25,7 @@ import stat
 from dataclasses import dataclass
 
 from vmctl_agent import syscalls as sc
+from vmctl_agent.runtime import devices as host_devices
 from vmctl_agent.runtime import mounts as user_mounts
 from vmctl_agent.runtime import sysctls
 
@@ -62,6 +63,7 @@ class RootfsPlan:
     sysctls: tuple[tuple[str, str], ...] = ()
     init: str = ""  # `--init`: the host's static tini, bound at INIT_PATH
     privileged: bool = False  # every host device, /sys writable, nothing masked
+    devices: tuple[tuple[str, str], ...] = ()  # `--device`: (host path, container path)
 
 
 def make_init_layer(path: str) -> None:
@@ -110,17 +112,19 @@ def setup(plan: RootfsPlan) -> None:
     try:
         mount_proc()
         mount_dev(plan.shm_size, plan.host_ipc)
-        mount_sys(plan.host_network)
+        bind_devices(plan.devices, plan.privileged)
+        mount_sys(plan.host_network, writable=plan.privileged)
         if plan.cgroup_v2:
-            mount_cgroup()
+            mount_cgroup(writable=plan.privileged)
         bind_etc_files(plan.etc_files)
         if plan.init:
             _bind_file(plan.init.lstrip("/"), _dir_of(INIT_PATH))  # relative: the old root's
         if plan.mounts:
             user_mounts.mount_all(plan.mounts, sources)
         sysctls.apply(plan.sysctls)
-        mask_paths()
-        read_only_paths()
+        if not plan.privileged:
+            mask_paths()
+            read_only_paths()
     finally:
         drop_old_root(host)
     if plan.read_only:
@@ -186,19 +190,32 @@ def mount_dev(shm_size: int = SHM_SIZE, host_ipc: bool = False) -> None:
         os.symlink(target, f"/dev/{name}")
 
 
-def mount_sys(host_network: bool) -> None:
-    """Read-only sysfs; with the host's network a fresh sysfs is refused, so bind the host's."""
-    target = _dir("/sys")
+def bind_devices(devices: tuple[tuple[str, str], ...], privileged: bool) -> None:
+    """`--device` nodes, and under `--privileged` every node of the host's /dev."""
+    if privileged:
+        for node in host_devices.host_nodes("dev"):  # relative: the old root's
+            if not os.path.lexists(f"/dev/{node}"):
+                _bind_file(f"dev/{node}", _dir_of(f"/dev/{node}"))
+    for host, inside in devices:
+        _bind_file(host.lstrip("/"), _dir_of(inside))
+
+
+def mount_sys(host_network: bool, writable: bool = False) -> None:
+    """sysfs, read-only unless privileged; with the host's network a fresh sysfs is refused,
+    so bind the host's."""
+    target, read_only = _dir("/sys"), 0 if writable else sc.MS_RDONLY
     if not host_network:
-        sc.mount("sysfs", target, "sysfs", _SAFE | sc.MS_RDONLY)
+        sc.mount("sysfs", target, "sysfs", _SAFE | read_only)
         return
     sc.mount("sys", target, None, sc.MS_BIND | sc.MS_REC)  # relative: the old root's
-    sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | _SAFE)
+    sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_BIND | read_only | _SAFE)
 
 
-def mount_cgroup() -> None:
-    """cgroup v2 in a cgroup namespace: the container sees its own subtree, read-only."""
-    sc.mount("cgroup", _dir("/sys/fs/cgroup"), "cgroup2", _SAFE | sc.MS_RDONLY)
+def mount_cgroup(writable: bool = False) -> None:
+    """cgroup v2 in a cgroup namespace: the container sees its own subtree, read-only
+    unless privileged."""
+    read_only = 0 if writable else sc.MS_RDONLY
+    sc.mount("cgroup", _dir("/sys/fs/cgroup"), "cgroup2", _SAFE | read_only)
 
 
 def bind_etc_files(etc_files: tuple[tuple[str, bytes], ...]) -> None:

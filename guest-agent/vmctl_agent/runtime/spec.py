@@ -78,13 +78,14 @@ class CreateOptions:
     uts_mode: str = ""  # "" (its own) or "host"
     ipc_mode: str = ""  # "", "private", "shareable" (its own) or "host"
     cgroupns_mode: str = ""  # "private" or "host"; "": the engine's default
-    privileged: bool = False
+    privileged: bool = False  # all capabilities and host devices, nothing masked
+    devices: tuple[tuple[str, str, str], ...] = ()  # (host, container, permissions)
     runtime: str = ""  # "runc" or "vmctl" (the same one), as asked
 
 
 TUPLE_OPTIONS = (
     "env", "cap_add", "cap_drop", "group_add", "extra_hosts", "dns", "dns_search", "dns_options",
-    "exposed_ports", "ulimits",
+    "exposed_ports", "ulimits", "devices",
 )  # fmt: skip
 
 
