@@ -80,7 +80,6 @@ def test_log_drivers_unknown_and_not_yet_supported():
 
 REFUSED_FLAGS = [
     (["--log-driver", "syslog"], "HostConfig.LogConfig.Type"),
-    (["--log-opt", "max-size=1m"], "HostConfig.LogConfig.Config"),
     (["--link", "other:db"], "HostConfig.Links"),
     (["--domainname", "example.com"], "Config.Domainname"),
 ]

@@ -291,6 +291,8 @@ def logs(engine, request, id: str) -> Response:
     wanted = {s for s in ("stdout", "stderr") if request.flag(s)}
     if not wanted:
         raise ApiError(400, "You must choose at least one stream")
+    if container.config.create_options.log_driver == "none":
+        raise ApiError(501, "configured logging driver does not support reading")
     tail = request.arg("tail", "all")
     options = {
         "follow": request.flag("follow"),

@@ -33,7 +33,16 @@ def create_options(body: dict, host: dict, cgroupns: str) -> dict:
         "runtime": runtime,
         "privileged": bool(host.get("Privileged")),
         "devices": devices.parse(_list(host.get("Devices"), "Devices")),
+        **_log_config(host.get("LogConfig") or {}),
     }
+
+
+def _log_config(config: dict) -> dict:
+    """The driver ("" is dockerd's default, json-file) and its options, as strings."""
+    if not isinstance(config, dict):
+        raise ApiError(400, "HostConfig.LogConfig must be a JSON object")
+    options = _strings_map(config.get("Config"), "LogConfig.Config")
+    return {"log_driver": config.get("Type") or "json-file", "log_options": options}
 
 
 def _check_runtime(name) -> None:

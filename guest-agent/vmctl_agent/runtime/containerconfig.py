@@ -18,6 +18,7 @@ from vmctl_agent.runtime import (
     devices,
     healthcheck,
     isolation,
+    logconfig,
     logs,
     rootfs,
     shim,
@@ -123,6 +124,7 @@ class ContainerConfig:
             stdin_once=options.stdin_once,
             auto_remove=options.auto_remove,
             ulimits=options.ulimits,
+            log_rotation=logconfig.rotation(options.log_driver, options.log_options),
         )
 
     def _first_process(self) -> spec.ProcessSpec:
@@ -215,7 +217,7 @@ class ContainerConfig:
                 "CapAdd": list(options.cap_add) or None,
                 "CapDrop": list(options.cap_drop) or None,
                 "SecurityOpt": ["no-new-privileges"] if options.no_new_privileges else None,
-                "LogConfig": {"Type": "json-file", "Config": {}},
+                "LogConfig": {"Type": options.log_driver, "Config": dict(options.log_options)},
                 "RestartPolicy": self.restart_policy.inspect(),
                 "Privileged": options.privileged,
                 "Devices": devices.inspect(options.devices),
@@ -271,6 +273,7 @@ def build_config(
     limits.check(cgroupfs.host_cpus())
     _check_restart_policy(options)
     isolation.check(options)
+    logconfig.rotation(options.log_driver, options.log_options)
     healthcheck.check_options(options.healthcheck)
     checks = _merged_healthcheck(options.healthcheck, image_config.get("Healthcheck"))
     hostname = options.hostname or _hostname(container_id, options)

@@ -29,7 +29,7 @@ from pathlib import Path
 from vmctl_agent import atomic
 from vmctl_agent import syscalls as sc
 from vmctl_agent.errors import AgentError
-from vmctl_agent.runtime import capabilities, pids, process, rootfs, ulimits
+from vmctl_agent.runtime import capabilities, logconfig, pids, process, rootfs, ulimits
 from vmctl_agent.runtime import control as ctl
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.cgroupfs import Limits
@@ -63,6 +63,7 @@ class Launch:
     stdin_once: bool = False
     auto_remove: bool = False  # `docker run --rm`: the shim removes the container at exit
     ulimits: tuple[tuple[str, int, int], ...] = ()  # `--ulimit`s, set just before exec
+    log_rotation: logconfig.Rotation = logconfig.NO_ROTATION  # `--log-opt max-size/max-file`
 
     @property
     def interactive(self) -> bool:
@@ -216,7 +217,7 @@ def _run(launch: Launch, cgroups, ready_w: int, go_r: int) -> int:
         _report(ready_w, json.loads(failure or b'{"error": "no terminal", "exit_code": 128}'))
         return 0
     # Before the report: logs may be followed, and a terminal resized, once start returns.
-    log = logfile.LogWriter(launch.log_path)
+    log = logfile.LogWriter(launch.log_path, launch.log_rotation)
     control = ctl.bind(launch.state_dir) if launch.interactive else None
     me = os.getpid()
     _report(

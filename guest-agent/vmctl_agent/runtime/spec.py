@@ -81,6 +81,8 @@ class CreateOptions:
     privileged: bool = False  # all capabilities and host devices, nothing masked
     devices: tuple[tuple[str, str, str], ...] = ()  # (host, container, permissions)
     runtime: str = ""  # "runc" or "vmctl" (the same one), as asked
+    log_driver: str = "json-file"  # or "none" (logconfig.py)
+    log_options: dict[str, str] = field(default_factory=dict)  # max-size, max-file
 
 
 TUPLE_OPTIONS = (
