@@ -60,6 +60,7 @@ def _options(engine, body: dict, name: str) -> tuple[CreateOptions, list[str]]:
         warning = networking.ports_warning(network["network"])
         warnings += [warning] if warning else []
     security = host.get("SecurityOpt") or []
+    flags, more = hostflags.create_options(body, host, engine.runtime.cgroups.version)
     restart = host.get("RestartPolicy") or {}
     options = CreateOptions(
         image=body["Image"],
@@ -90,9 +91,9 @@ def _options(engine, body: dict, name: str) -> tuple[CreateOptions, list[str]]:
         stop_timeout=None if body.get("StopTimeout") is None else int(body["StopTimeout"]),
         isolation=host.get("Isolation") or "",
         group_add=tuple(str(g) for g in host.get("GroupAdd") or ()),
-        **hostflags.create_options(body, host, _cgroupns(engine)),
+        **flags,
     )
-    return options, warnings
+    return options, warnings + more
 
 
 def _check_platform(engine, name: str, wanted: str) -> None:

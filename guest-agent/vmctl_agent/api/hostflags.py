@@ -8,19 +8,35 @@ from __future__ import annotations
 from vmctl_agent.api.http import ApiError
 from vmctl_agent.runtime import devices, ulimits
 
+SWAPPINESS_DISCARDED = (
+    "Your kernel does not support memory swappiness capabilities or the cgroup is not "
+    "mounted. Memory swappiness discarded."
+)
+OOM_KILL_DISABLE_DISCARDED = (
+    "Your kernel does not support OomKillDisable. OomKillDisable discarded."
+)
+OOM_KILL_WITHOUT_MEMORY = (
+    "OOM killer is disabled for the container, but no memory limit is set, this can result "
+    "in the system running out of resources."
+)
 # The one runtime there is: the engine's own, which does what runc does; dockerd's name for
 # it and ours are both taken, as a client moved from dockerd asks for "runc".
 RUNTIMES = ("runc", "vmctl")
 
 
-def create_options(body: dict, host: dict, cgroupns: str) -> dict:
-    """CreateOptions keyword arguments; `cgroupns` is the engine's default mode."""
+def create_options(body: dict, host: dict, cgroup_version: int) -> tuple[dict, list[str]]:
+    """CreateOptions keyword arguments, and dockerd's warnings for what cgroup v2 lacks."""
+    memory, warnings = _memory(host, cgroup_version)
+    cgroupns = "private" if cgroup_version == 2 else "host"
     runtime = host.get("Runtime") or body.get("Runtime") or ""
     _check_runtime(runtime)
     shm_size = int(host.get("ShmSize") or 0)
     if shm_size < 0:
         raise ApiError(400, "SHM size can not be less than 0")
     return {
+        **memory,
+        "cpuset_cpus": str(host.get("CpusetCpus") or ""),
+        "cpuset_mems": str(host.get("CpusetMems") or ""),
         "init": bool(host.get("Init")),
         "read_only": bool(host.get("ReadonlyRootfs")),
         "shm_size": shm_size,
@@ -34,7 +50,23 @@ def create_options(body: dict, host: dict, cgroupns: str) -> dict:
         "privileged": bool(host.get("Privileged")),
         "devices": devices.parse(_list(host.get("Devices"), "Devices")),
         **_log_config(host.get("LogConfig") or {}),
-    }
+    }, warnings
+
+
+def _memory(host: dict, cgroup_version: int) -> tuple[dict, list[str]]:
+    """--memory-swap, --memory-swappiness and --oom-kill-disable; the last two are v1 files
+    only, so on v2 they are dropped with dockerd's warnings, as dockerd drops them."""
+    swappiness = host.get("MemorySwappiness")
+    swappiness = None if swappiness in (None, -1) else int(swappiness)
+    oom, warnings = bool(host.get("OomKillDisable")), []
+    if cgroup_version == 2 and swappiness is not None:
+        swappiness, warnings = None, [*warnings, SWAPPINESS_DISCARDED]
+    if cgroup_version == 2 and oom:
+        oom, warnings = False, [*warnings, OOM_KILL_DISABLE_DISCARDED]
+    if oom and not host.get("Memory"):
+        warnings.append(OOM_KILL_WITHOUT_MEMORY)
+    options = {"memory_swap": int(host.get("MemorySwap") or 0), "memory_swappiness": swappiness}
+    return {**options, "oom_kill_disable": oom}, warnings
 
 
 def _log_config(config: dict) -> dict:

@@ -211,6 +211,7 @@ class ContainerConfig:
                 "Memory": options.memory,
                 "NanoCpus": options.nano_cpus,
                 "CpuShares": self.limits.get("cpu_shares") or 0,
+                **self._memory_and_cpuset(),
                 "PidsLimit": options.pids_limit,
                 "AutoRemove": options.auto_remove,
                 "NetworkMode": self.network,
@@ -242,6 +243,17 @@ class ContainerConfig:
             "Mounts": [m.inspect() for m in options.mounts if m.listed],
         }
 
+    def _memory_and_cpuset(self) -> dict:
+        """As dockerd shows them: MemorySwap twice Memory unless asked otherwise."""
+        limits = self.cgroup_limits
+        return {
+            "MemorySwap": limits.swap_total if limits.memory else limits.memory_swap or 0,
+            "MemorySwappiness": limits.swappiness,
+            "OomKillDisable": limits.oom_kill_disable,
+            "CpusetCpus": limits.cpuset_cpus,
+            "CpusetMems": limits.cpuset_mems,
+        }
+
     def _stop_settings(self) -> dict:
         """Config.StopSignal and StopTimeout, present only when set (as dockerd has them)."""
         options, settings = self.create_options, {}
@@ -269,6 +281,11 @@ def build_config(
         cpus=options.nano_cpus / 1e9 if options.nano_cpus else None,
         pids=options.pids_limit,
         cpu_shares=options.cpu_shares or None,
+        memory_swap=options.memory_swap or None,
+        swappiness=options.memory_swappiness,
+        oom_kill_disable=options.oom_kill_disable,
+        cpuset_cpus=options.cpuset_cpus,
+        cpuset_mems=options.cpuset_mems,
     )
     limits.check(cgroupfs.host_cpus())
     _check_restart_policy(options)

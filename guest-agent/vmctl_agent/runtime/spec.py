@@ -81,6 +81,11 @@ class CreateOptions:
     privileged: bool = False  # all capabilities and host devices, nothing masked
     devices: tuple[tuple[str, str, str], ...] = ()  # (host, container, permissions)
     runtime: str = ""  # "runc" or "vmctl" (the same one), as asked
+    memory_swap: int = 0  # memory + swap in bytes; 0: twice memory; -1: unlimited
+    memory_swappiness: int | None = None
+    oom_kill_disable: bool = False
+    cpuset_cpus: str = ""
+    cpuset_mems: str = ""
     log_driver: str = "json-file"  # or "none" (logconfig.py)
     log_options: dict[str, str] = field(default_factory=dict)  # max-size, max-file
 
