@@ -19,6 +19,8 @@ OOM_KILL_WITHOUT_MEMORY = (
     "OOM killer is disabled for the container, but no memory limit is set, this can result "
     "in the system running out of resources."
 )
+RECORDED_CONFIG = ("AttachStdin", "AttachStdout", "AttachStderr", "ArgsEscaped", "OnBuild", "Shell")
+RECORDED_HOST = ("ConsoleSize", "ContainerIDFile", "VolumeDriver")
 # The one runtime there is: the engine's own, which does what runc does; dockerd's name for
 # it and ours are both taken, as a client moved from dockerd asks for "runc".
 RUNTIMES = ("runc", "vmctl")
@@ -50,7 +52,26 @@ def create_options(body: dict, host: dict, cgroup_version: int) -> tuple[dict, l
         "privileged": bool(host.get("Privileged")),
         "devices": devices.parse(_list(host.get("Devices"), "Devices")),
         **_log_config(host.get("LogConfig") or {}),
+        "console_size": _console_size(host.get("ConsoleSize")),
+        "recorded": _recorded(body, host),
     }, warnings
+
+
+def _console_size(value) -> tuple[int, ...]:
+    """[rows, columns] of `docker run -t`'s terminal, or nothing ([0, 0] too)."""
+    if not value or not any(value):
+        return ()
+    if not isinstance(value, list) or len(value) != 2 or not all(isinstance(n, int) for n in value):
+        raise ApiError(400, "HostConfig.ConsoleSize must be [height, width]")
+    return tuple(value)
+
+
+def _recorded(body: dict, host: dict) -> dict:
+    """What dockerd keeps only to show back: the client's attach flags, a builder's OnBuild,
+    Shell and ArgsEscaped (for a commit), the CLI's ContainerIDFile, the volume driver (the
+    volumes room uses it) and the console size."""
+    config = {k: body[k] for k in RECORDED_CONFIG if body.get(k) is not None}
+    return {"Config": config, "HostConfig": {k: host[k] for k in RECORDED_HOST if host.get(k)}}
 
 
 def _memory(host: dict, cgroup_version: int) -> tuple[dict, list[str]]:

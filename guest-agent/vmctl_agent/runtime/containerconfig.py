@@ -125,6 +125,7 @@ class ContainerConfig:
             auto_remove=options.auto_remove,
             ulimits=options.ulimits,
             log_rotation=logconfig.rotation(options.log_driver, options.log_options),
+            console_size=options.console_size,
         )
 
     def _first_process(self) -> spec.ProcessSpec:
@@ -206,6 +207,7 @@ class ContainerConfig:
                 "Volumes": asked.get("Volumes"),
                 **({"Healthcheck": self.healthcheck} if self.healthcheck else {}),
                 **self._stop_settings(),
+                **options.recorded.get("Config", {}),
             },
             "HostConfig": {
                 "Memory": options.memory,
@@ -239,6 +241,7 @@ class ContainerConfig:
                 "Links": None,
                 "Isolation": options.isolation,
                 "GroupAdd": list(options.group_add) or None,
+                **options.recorded.get("HostConfig", {}),
             },
             "Mounts": [m.inspect() for m in options.mounts if m.listed],
         }

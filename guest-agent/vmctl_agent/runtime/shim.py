@@ -64,6 +64,7 @@ class Launch:
     auto_remove: bool = False  # `docker run --rm`: the shim removes the container at exit
     ulimits: tuple[tuple[str, int, int], ...] = ()  # `--ulimit`s, set just before exec
     log_rotation: logconfig.Rotation = logconfig.NO_ROTATION  # `--log-opt max-size/max-file`
+    console_size: tuple[int, ...] = ()  # a terminal's first (rows, columns)
 
     @property
     def interactive(self) -> bool:
@@ -348,6 +349,8 @@ def _container(
             sc.unshare(cgroup_ns)
         rootfs.setup(launch.plan)
         stdio.attach_child(console=True)
+        if launch.process.tty and len(launch.console_size) == 2:
+            process.resize_terminal(0, *launch.console_size)
         ulimits.apply(launch.ulimits)
         process.enter(launch.process)
         err_w = process.keep_error_pipe(err_w)

@@ -88,11 +88,14 @@ class CreateOptions:
     cpuset_mems: str = ""
     log_driver: str = "json-file"  # or "none" (logconfig.py)
     log_options: dict[str, str] = field(default_factory=dict)  # max-size, max-file
+    console_size: tuple[int, ...] = ()  # a terminal's first (rows, columns)
+    # Fields dockerd only records and shows back ({"Config": {...}, "HostConfig": {...}}):
+    recorded: dict = field(default_factory=dict)
 
 
 TUPLE_OPTIONS = (
     "env", "cap_add", "cap_drop", "group_add", "extra_hosts", "dns", "dns_search", "dns_options",
-    "exposed_ports", "ulimits", "devices",
+    "exposed_ports", "ulimits", "devices", "console_size",
 )  # fmt: skip
 
 
