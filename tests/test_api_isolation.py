@@ -241,3 +241,35 @@ def test_a_device_that_does_not_exist_or_is_no_device_is_refused(agent):
     out = agent.docker("run", "--rm", "--device", "/dev/null:/dev/n:r", "busybox", "true")
     assert "device permissions 'r' are not supported yet: only rwm" in out.stderr
     assert sorted(os.listdir(agent.data_root / "containers")) == containers
+
+
+def test_ipc_container_joins_a_shareable_donors_namespace_and_shm(agent):
+    ok(
+        agent.docker(
+            "run", "-d", "--ipc", "shareable", "--name", "donor", "busybox", "sleep", "1000"
+        )
+    )
+    ok(agent.docker("exec", "donor", "sh", "-c", "echo shared > /dev/shm/note"))
+    donor_ns = ok(agent.docker("exec", "donor", "readlink", "/proc/self/ns/ipc")).strip()
+    script = "readlink /proc/self/ns/ipc; cat /dev/shm/note"
+    joined = run(agent, "--ipc", "container:donor", "busybox", "sh", "-c", script).split()
+    assert joined == [donor_ns, "shared"]
+    assert "/dev/shm" not in run(agent, "--ipc", "none", "busybox", "cat", "/proc/mounts")
+    shared = agent.data_root / "containers" / inspect(agent, "donor")["Id"] / "shm"
+    assert f" {shared} tmpfs " in Path("/proc/self/mounts").read_text()  # on the host: shareable
+    ok(agent.docker("rm", "-f", "donor"))
+    assert f" {shared} " not in Path("/proc/self/mounts").read_text()  # and gone with it
+
+
+def test_ipc_container_of_a_private_stopped_or_missing_donor_is_refused(agent):
+    ok(agent.docker("run", "-d", "--name", "private", "busybox", "sleep", "1000"))
+    out = agent.docker("run", "--rm", "--ipc", "container:private", "busybox", "true")
+    assert "non-shareable IPC (hint: use IpcMode:shareable for the donor container)" in out.stderr
+    ok(agent.docker("rm", "-f", "private"))
+    ok(agent.docker("create", "--ipc", "shareable", "--name", "idle", "busybox"))
+    out = agent.docker("run", "--rm", "--ipc", "container:idle", "busybox", "true")
+    assert "cannot join IPC of a non running container: " in out.stderr
+    out = agent.docker("run", "--rm", "--ipc", "container:nobody-here", "busybox", "true")
+    assert "No such container: nobody-here" in out.stderr
+    ok(agent.docker("rm", "idle"))
+    assert ok(agent.docker("ps", "-aq")) == ""

@@ -107,18 +107,26 @@ class ContainerConfig:
         return self.options.get("network") or "none"
 
     def launch(
-        self, directory: Path, cgroup_version: int, joined: Joined | None = None
+        self,
+        directory: Path,
+        cgroup_version: int,
+        joined: Joined | None = None,
+        ipc_donor: tuple[int, str] = (0, ""),
     ) -> shim.Launch:
         """What the shim needs to start this container from `directory`; `joined` is the
-        network namespace the network room made for it (none for `none` and `host`)."""
+        network namespace the network room made for it (none for `none` and `host`),
+        `ipc_donor` the pid and /dev/shm `--ipc container:` joins (isolation.ipc_donor)."""
+        shareable = self.create_options.ipc_mode == "shareable"
         options = self.create_options
         return shim.Launch(
             name=self.id,
             process=self._first_process(),
-            plan=self._plan(directory, cgroup_version, joined),
+            plan=self._plan(directory, cgroup_version, joined, ipc_donor),
             hostname=self.hostname,
             namespaces=self._namespaces(cgroup_version, joined),
             netns=joined.netns if joined else "",
+            ipc_ns=f"/proc/{ipc_donor[0]}/ns/ipc" if ipc_donor[0] else "",
+            shared_shm=isolation.shared_shm(str(directory)) if shareable else "",
             state_dir=str(directory),
             open_stdin=options.open_stdin,
             stdin_once=options.stdin_once,
@@ -136,7 +144,7 @@ class ContainerConfig:
         return replace(process, args=(rootfs.INIT_PATH, "--", *process.args))
 
     def _plan(
-        self, directory: Path, cgroup_version: int, joined: Joined | None
+        self, directory: Path, cgroup_version: int, joined: Joined | None, ipc_donor: tuple
     ) -> rootfs.RootfsPlan:
         """Shared by all containers (beside their directories): the init layer and the mount
         point, which each container's own mount namespace mounts its overlay on."""
@@ -157,7 +165,7 @@ class ContainerConfig:
             mounts=options.mounts,
             read_only=options.read_only,
             shm_size=options.shm_size or rootfs.SHM_SIZE,
-            host_ipc=options.ipc_mode == "host",
+            shm=isolation.shm_source(options, str(directory), ipc_donor[1]),
             sysctls=tuple(options.sysctls.items()),
             init=isolation.init_binary() if options.init else "",
             privileged=options.privileged,

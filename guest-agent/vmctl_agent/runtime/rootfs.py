@@ -59,7 +59,7 @@ class RootfsPlan:
     mounts: tuple[user_mounts.Mount, ...] = ()  # volumes, binds and tmpfs, in order
     read_only: bool = False  # `--read-only`: "/" remounted read-only at the end
     shm_size: int = SHM_SIZE  # bytes of /dev/shm
-    host_ipc: bool = False  # `--ipc host`: /dev/shm is the host's
+    shm: str = ""  # /dev/shm: "" its own tmpfs, "none", or a host path to bind (relative)
     sysctls: tuple[tuple[str, str], ...] = ()
     init: str = ""  # `--init`: the host's static tini, bound at INIT_PATH
     privileged: bool = False  # every host device, /sys writable, nothing masked
@@ -111,7 +111,7 @@ def setup(plan: RootfsPlan) -> None:
     host = pivot(plan.merged)
     try:
         mount_proc()
-        mount_dev(plan.shm_size, plan.host_ipc)
+        mount_dev(plan.shm_size, plan.shm)
         bind_devices(plan.devices, plan.privileged)
         mount_sys(plan.host_network, writable=plan.privileged)
         if plan.cgroup_v2:
@@ -172,7 +172,7 @@ def mount_proc() -> None:
     sc.mount("proc", _dir("/proc"), "proc", _SAFE)
 
 
-def mount_dev(shm_size: int = SHM_SIZE, host_ipc: bool = False) -> None:
+def mount_dev(shm_size: int = SHM_SIZE, shm: str = "") -> None:
     dev = _dir("/dev")
     flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_STRICTATIME
     sc.mount("tmpfs", dev, "tmpfs", flags, "mode=755,size=65536k")
@@ -181,9 +181,9 @@ def mount_dev(shm_size: int = SHM_SIZE, host_ipc: bool = False) -> None:
     options = "newinstance,ptmxmode=0666,mode=0620,gid=5"
     sc.mount("devpts", _dir("/dev/pts"), "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, options)
     os.symlink("pts/ptmx", "/dev/ptmx")
-    if host_ipc:  # the host's IPC namespace and its shared memory files
-        sc.mount("dev/shm", _dir("/dev/shm"), None, sc.MS_BIND | sc.MS_REC)
-    else:
+    if shm and shm != "none":  # the host's (--ipc host) or a donor's (--ipc container:)
+        sc.mount(shm, _dir("/dev/shm"), None, sc.MS_BIND | sc.MS_REC)
+    elif not shm:
         sc.mount("shm", _dir("/dev/shm"), "tmpfs", _SAFE, f"mode=1777,size={shm_size}")
     sc.mount("mqueue", _dir("/dev/mqueue"), "mqueue", _SAFE)
     for name, target in _DEV_LINKS:

@@ -59,6 +59,8 @@ class Launch:
     namespaces: int
     state_dir: str
     netns: str = ""  # a network namespace to enter (bound on a file, or another's /proc)
+    ipc_ns: str = ""  # an IPC namespace to enter (`--ipc container:`: the donor's /proc)
+    shared_shm: str = ""  # `--ipc shareable`: /dev/shm's tmpfs, mounted on the host here
     open_stdin: bool = False
     stdin_once: bool = False
     auto_remove: bool = False  # `docker run --rm`: the shim removes the container at exit
@@ -169,6 +171,8 @@ def _shim(launch: Launch, cgroups, ready_w: int, go_r: int) -> None:
     except BaseException as e:  # report, never unwind into the agent's code
         _report(ready_w, {"error": f"container supervisor failed: {e}", "exit_code": 128})
     finally:
+        if launch.shared_shm:
+            release_shared_shm(launch.shared_shm)
         os._exit(status)
 
 
@@ -186,6 +190,8 @@ def _keep_only(*fds: int) -> list[int]:
 
 
 def _run(launch: Launch, cgroups, ready_w: int, go_r: int) -> int:
+    if launch.shared_shm:
+        _mount_shared_shm(launch)
     stdio = process.Stdio.make(launch.process.tty, launch.open_stdin)
     if launch.namespaces & sc.CLONE_NEWPID:  # else `--pid host`
         sc.unshare(sc.CLONE_NEWPID)
@@ -233,6 +239,22 @@ def _run(launch: Launch, cgroups, ready_w: int, go_r: int) -> int:
     _supervise(launch, cgroups, pid, stdio, log, control)
     os.close(ready_w)  # recorded: tell the agent now, not after our slow exit
     return 0
+
+
+def _mount_shared_shm(launch: Launch) -> None:
+    """On the host, where joiners can bind it; unmounted when the container ends."""
+    os.makedirs(launch.shared_shm, mode=0o700, exist_ok=True)
+    flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+    size = launch.plan.shm_size
+    sc.mount("shm", launch.shared_shm, "tmpfs", flags, f"mode=1777,size={size}")
+
+
+def release_shared_shm(path: str) -> None:
+    """Unmount a shareable container's /dev/shm (gone already is fine)."""
+    with contextlib.suppress(OSError):
+        sc.umount(path, sc.MNT_DETACH)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
 
 
 def _report(fd: int, answer: dict) -> None:
@@ -294,6 +316,8 @@ def _record_exit(launch: Launch, cgroups, pid: int) -> None:
     oom = cgroups.oom_killed(launch.name)
     record = {"exit_code": exit_code, "oom_killed": oom, "finished_at": logfile.now()}
     record |= {"shim": os.getpid(), "shim_start_time": pids.start_time(os.getpid())}  # this run's
+    if launch.shared_shm:  # before exit.json: whoever waits may remove the directory at once
+        release_shared_shm(launch.shared_shm)
     with contextlib.suppress(Exception):  # if this fails, the agent removes it with the container
         cgroups.remove(launch.name)  # before exit.json: whoever waits may remove at once
     atomic.write_json(Path(launch.exit_path), record, durable=False)
@@ -313,10 +337,10 @@ def _remove_container(launch: Launch, record: dict) -> None:
 # -- the container's first process ---------------------------------------------------------------
 
 
-def _enter_netns(path: str) -> None:
+def _enter(path: str, kind: int) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        sc.setns(fd, sc.CLONE_NEWNET)
+        sc.setns(fd, kind)
     finally:
         os.close(fd)
 
@@ -337,7 +361,9 @@ def _container(
         cgroup_ns = launch.namespaces & sc.CLONE_NEWCGROUP
         sc.unshare(launch.namespaces & ~(sc.CLONE_NEWCGROUP | sc.CLONE_NEWPID))
         if launch.netns:
-            _enter_netns(launch.netns)
+            _enter(launch.netns, sc.CLONE_NEWNET)
+        if launch.ipc_ns:
+            _enter(launch.ipc_ns, sc.CLONE_NEWIPC)
         if launch.namespaces & sc.CLONE_NEWUTS:  # else `--uts host`: the host's name
             sc.sethostname(launch.hostname)
         if not cgroups.joins_itself:

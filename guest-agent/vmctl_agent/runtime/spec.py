@@ -76,7 +76,7 @@ class CreateOptions:
     sysctls: dict[str, str] = field(default_factory=dict)
     pid_mode: str = ""  # "" (its own) or "host"
     uts_mode: str = ""  # "" (its own) or "host"
-    ipc_mode: str = ""  # "", "private", "shareable" (its own) or "host"
+    ipc_mode: str = ""  # "", "private", "shareable", "none" (its own), "host", "container:ID"
     cgroupns_mode: str = ""  # "private" or "host"; "": the engine's default
     privileged: bool = False  # all capabilities and host devices, nothing masked
     devices: tuple[tuple[str, str, str], ...] = ()  # (host, container, permissions)
