@@ -6,7 +6,9 @@ each checked from inside the container; bad input refused in dockerd's words, wi
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -273,3 +275,18 @@ def test_ipc_container_of_a_private_stopped_or_missing_donor_is_refused(agent):
     assert "No such container: nobody-here" in out.stderr
     ok(agent.docker("rm", "idle"))
     assert ok(agent.docker("ps", "-aq")) == ""
+
+
+def test_a_shareable_containers_shm_goes_with_it_even_if_its_shim_was_killed(agent):
+    ok(
+        agent.docker(
+            "run", "-d", "--ipc", "shareable", "--name", "orphan", "busybox", "sleep", "1000"
+        )
+    )
+    directory = agent.data_root / "containers" / inspect(agent, "orphan")["Id"]
+    shim = json.loads((directory / "state.json").read_text())["shim_pid"]
+    os.kill(shim, signal.SIGKILL)  # its unmount never runs
+    assert f" {directory}/shm tmpfs " in Path("/proc/self/mounts").read_text()
+    ok(agent.docker("rm", "-f", "orphan"))
+    assert f" {directory}/shm " not in Path("/proc/self/mounts").read_text()
+    assert not directory.exists()

@@ -328,6 +328,7 @@ class Runtime(ContainerChanges):
         with self._locked(container):
             if self.cgroups.exists(container.id):
                 self.cgroups.remove(container.id)
+            shim.release_shared_shm(str(container.directory / "shm"))  # its shim was killed
             doomed = self.root / f".removing-{container.id}"
             os.rename(container.directory, doomed)
             self.changed()
