@@ -290,3 +290,14 @@ def test_a_shareable_containers_shm_goes_with_it_even_if_its_shim_was_killed(age
     ok(agent.docker("rm", "-f", "orphan"))
     assert f" {directory}/shm " not in Path("/proc/self/mounts").read_text()
     assert not directory.exists()
+
+
+def test_a_sysctl_the_kernel_lacks_fails_the_start_and_leaves_nothing(agent):
+    out = agent.docker("run", "--name", "nokernel", "--sysctl", "net.ipv4.walk_nope=1", "busybox")
+    assert out.returncode != 0 and "/proc/sys/net/ipv4/walk_nope" in out.stderr
+    container_id = inspect(agent, "nokernel")["Id"]
+    assert inspect(agent, "nokernel")["State"]["Running"] is False
+    leftovers = list(Path("/sys/fs/cgroup").glob(f"*/vmctl/{container_id}"))
+    leftovers += list(Path("/sys/fs/cgroup").glob(f"vmctl/{container_id}"))
+    assert leftovers == []
+    ok(agent.docker("rm", "nokernel"))
