@@ -301,3 +301,12 @@ def test_a_sysctl_the_kernel_lacks_fails_the_start_and_leaves_nothing(agent):
     leftovers += list(Path("/sys/fs/cgroup").glob(f"vmctl/{container_id}"))
     assert leftovers == []
     ok(agent.docker("rm", "nokernel"))
+
+
+def test_init_without_tini_is_a_clear_refusal():
+    from vmctl_agent.runtime.isolation import init_binary
+    from vmctl_agent.runtime.spec import InvalidSpec
+
+    assert init_binary() == "/usr/bin/tini-static"  # scripts/install.sh installs Debian's tini
+    with pytest.raises(InvalidSpec, match=r"^--init needs docker-init, and this engine has none"):
+        init_binary(("/nonexistent/tini-static",))

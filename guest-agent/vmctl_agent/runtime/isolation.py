@@ -41,14 +41,14 @@ def check(options: CreateOptions) -> None:
         init_binary()
 
 
-def init_binary() -> str:
+def init_binary(candidates: tuple[str, ...] = INIT_BINARIES) -> str:
     """The static tini `--init` binds in as /sbin/docker-init; a clear refusal without it."""
-    for path in INIT_BINARIES:
+    for path in candidates:
         if os.access(path, os.X_OK):
             return path
     raise InvalidSpec(
         "--init needs docker-init, and this engine has none: install Debian's tini package "
-        f"(it looks for {' or '.join(INIT_BINARIES)})"
+        f"(it looks for {' or '.join(candidates)})"
     )
 
 
