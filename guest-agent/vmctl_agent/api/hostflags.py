@@ -1,7 +1,7 @@
-"""HostConfig's isolation fields (`--init`, `--read-only`, `--shm-size`, `--ulimit`,
-`--sysctl`, `--pid`, `--uts`, `--ipc`, `--cgroupns`, `--runtime`, `--privileged`, `--device`)
-read into create options,
-each checked for its JSON type here and for its meaning by the runtime."""
+"""HostConfig's isolation and resource fields (`--init`, `--read-only`, `--shm-size`,
+`--ulimit`, `--sysctl`, `--pid`, `--uts`, `--ipc`, `--cgroupns`, `--runtime`, `--privileged`,
+`--device`, `--cpuset-*`, `--memory-swap*`, `--oom-kill-disable`, `--log-*`) read into create
+options: each checked for its JSON type here, and for its meaning by the runtime."""
 
 from __future__ import annotations
 
