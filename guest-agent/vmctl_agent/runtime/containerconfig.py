@@ -164,7 +164,7 @@ class ContainerConfig:
             cgroup_v2=cgroup_version == 2,
             mounts=options.mounts,
             read_only=options.read_only,
-            shm_size=options.shm_size or rootfs.SHM_SIZE,
+            shm_size=options.shm_size,
             shm=isolation.shm_source(options, str(directory), ipc_donor[1]),
             sysctls=tuple(options.sysctls.items()),
             init=isolation.init_binary() if options.init else "",

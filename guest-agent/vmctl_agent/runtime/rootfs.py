@@ -37,10 +37,10 @@ MASKED = (
 READ_ONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 ETC_FILES = ("hostname", "hosts", "resolv.conf")
+SHM_SIZE = 64 << 20  # Docker's default /dev/shm
 _SAFE = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
 _MAX_MOUNT_DATA = 4095
 _PRIVATE = sc.MS_REC | sc.MS_PRIVATE
-SHM_SIZE = 64 * 1024 * 1024  # Docker's default /dev/shm
 INIT_PATH = "/sbin/docker-init"  # where dockerd puts its init in a container
 
 
@@ -57,8 +57,8 @@ class RootfsPlan:
     host_network: bool = False
     cgroup_v2: bool = False
     mounts: tuple[user_mounts.Mount, ...] = ()  # volumes, binds and tmpfs, in order
+    shm_size: int = 0  # bytes; 0: Docker's 64 MiB
     read_only: bool = False  # `--read-only`: "/" remounted read-only at the end
-    shm_size: int = SHM_SIZE  # bytes of /dev/shm
     shm: str = ""  # /dev/shm: "" its own tmpfs, "none", or a host path to bind (relative)
     sysctls: tuple[tuple[str, str], ...] = ()
     init: str = ""  # `--init`: the host's static tini, bound at INIT_PATH
@@ -172,7 +172,7 @@ def mount_proc() -> None:
     sc.mount("proc", _dir("/proc"), "proc", _SAFE)
 
 
-def mount_dev(shm_size: int = SHM_SIZE, shm: str = "") -> None:
+def mount_dev(shm_size: int = 0, shm: str = "") -> None:
     dev = _dir("/dev")
     flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_STRICTATIME
     sc.mount("tmpfs", dev, "tmpfs", flags, "mode=755,size=65536k")
@@ -184,7 +184,7 @@ def mount_dev(shm_size: int = SHM_SIZE, shm: str = "") -> None:
     if shm and shm != "none":  # the host's (--ipc host) or a donor's (--ipc container:)
         sc.mount(shm, _dir("/dev/shm"), None, sc.MS_BIND | sc.MS_REC)
     elif not shm:
-        sc.mount("shm", _dir("/dev/shm"), "tmpfs", _SAFE, f"mode=1777,size={shm_size}")
+        sc.mount("shm", _dir("/dev/shm"), "tmpfs", _SAFE, f"mode=1777,size={shm_size or SHM_SIZE}")
     sc.mount("mqueue", _dir("/dev/mqueue"), "mqueue", _SAFE)
     for name, target in _DEV_LINKS:
         os.symlink(target, f"/dev/{name}")

@@ -245,7 +245,7 @@ def _mount_shared_shm(launch: Launch) -> None:
     """On the host, where joiners can bind it; unmounted when the container ends."""
     os.makedirs(launch.shared_shm, mode=0o700, exist_ok=True)
     flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
-    size = launch.plan.shm_size
+    size = launch.plan.shm_size or rootfs.SHM_SIZE
     sc.mount("shm", launch.shared_shm, "tmpfs", flags, f"mode=1777,size={size}")
 
 

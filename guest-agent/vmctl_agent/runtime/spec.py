@@ -58,6 +58,7 @@ class CreateOptions:
     isolation: str = ""  # "" or "default": Linux has no other
     group_add: tuple[str, ...] = ()  # more groups, by name or id, for every process
     cpu_shares: int = 0  # relative CPU weight (v1 cpu.shares, v2 cpu.weight); 0: default
+    shm_size: int = 0  # /dev/shm's size in bytes; 0: Docker's 64 MiB
     # What the network room reads (the runtime only passes them on):
     endpoints: dict = field(default_factory=dict)  # network → {"Aliases", "IPv4Address"}
     mac_address: str = ""
@@ -71,7 +72,6 @@ class CreateOptions:
     # How the container is isolated (hostflags.py in the API reads them from HostConfig):
     init: bool = False  # docker-init (tini) as PID 1
     read_only: bool = False  # the root filesystem mounted read-only
-    shm_size: int = 0  # bytes of /dev/shm; 0: Docker's 64 MiB
     ulimits: tuple[tuple[str, int, int], ...] = ()  # (name, soft, hard), ulimits.py
     sysctls: dict[str, str] = field(default_factory=dict)
     pid_mode: str = ""  # "" (its own) or "host"
