@@ -9,6 +9,7 @@ APT_PACKAGES=(
   docker-registry                    # a real OCI registry on loopback for tests and the demo
   busybox-static                     # tests build their images from a static busybox
   skopeo                             # a real peer the tests cross-check against
+  tini                               # the engine's docker-init (`docker run --init`)
   # The VM side (before pip: libvirt-python builds from source against libvirt-dev)
   qemu-system-x86                    # runs the guest (TCG here: nested KVM hangs)
   qemu-utils                         # qemu-img: disk overlays, the built image's qcow2

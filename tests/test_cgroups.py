@@ -404,7 +404,18 @@ def test_v2_create_writes_limits(fake_root: Path):
     assert (leaf / "pids.max").read_text() == "100"
     for d in (fake_root, fake_root / "vmctl"):
         enabled = set((d / "cgroup.subtree_control").read_text().split())
-        assert enabled == {"+memory", "+pids", "+cpu", "+io"}
+        assert enabled == {"+memory", "+pids", "+cpu", "+io", "+cpuset"}
+
+
+def test_v2_memory_swap_and_cpusets(fake_root: Path):
+    leaf = fake_leaf(fake_root, "c1", memory_swap_max="max\n")
+    limits = Limits(memory=64 * MiB, memory_swap=96 * MiB, cpuset_cpus="0", cpuset_mems="0")
+    CgroupsV2(fake_root).create("c1", limits)
+    assert (leaf / "memory.swap.max").read_text() == str(32 * MiB)  # swap = total - memory
+    assert (leaf / "cpuset.cpus").read_text() == "0"
+    assert (leaf / "cpuset.mems").read_text() == "0"
+    CgroupsV2(fake_root).create("c1", Limits(memory=64 * MiB, memory_swap=-1))
+    assert (leaf / "memory.swap.max").read_text() == "max"
 
 
 def test_v2_no_limits_and_no_swap_accounting(fake_root: Path):

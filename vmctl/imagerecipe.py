@@ -120,6 +120,7 @@ PACKAGES: tuple[str, ...] = (
     "sudo",
     "iproute2",
     "iptables",  # the engine's NAT, isolation and published ports (nft backend)
+    "tini",  # /usr/bin/tini-static: the docker-init of `docker run --init`
     "ca-certificates",
     "netbase",
     "e2fsprogs",  # resize2fs, for cloud-init's resize_rootfs

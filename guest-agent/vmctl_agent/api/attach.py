@@ -52,7 +52,8 @@ def _stream_output(engine, id: str, sock, how, log_file, detached: threading.Eve
         return
     offset = log_file.tell()
     following = lambda: not detached.is_set() and _running(runtime, id)  # noqa: E731
-    entries = logfile.read(log_file, follow=follow, running=following, offset=offset)
+    path = _log_path(runtime, id)  # followed through rotations (--log-opt max-size)
+    entries = logfile.read(log_file, follow=follow, running=following, offset=offset, path=path)
     for entry in entries:
         if detached.is_set():
             return
@@ -71,6 +72,13 @@ def _wait_started(runtime, id: str, detached: threading.Event | None = None) -> 
             return True  # started, ran and was auto-removed already: its output is in our file
         time.sleep(_POLL)
     return False
+
+
+def _log_path(runtime, id: str) -> str | None:
+    try:
+        return str(runtime.get(id).directory / "container-json.log")
+    except ContainerNotFound:
+        return None  # auto-removed already: the file we hold is all there is
 
 
 def _running(runtime, id: str) -> bool:

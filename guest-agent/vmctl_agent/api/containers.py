@@ -11,6 +11,7 @@ import time
 
 from vmctl_agent.api import (
     events,
+    hostflags,
     images,
     inspection,
     networking,
@@ -36,7 +37,7 @@ _POLL = 0.05
 def create(engine, request) -> Response:
     body = request.json()
     try:
-        unsupported.check_create(body, cgroupns=_cgroupns(engine))
+        unsupported.check_create(body)
         options, warnings = _options(engine, body, request.arg("name"))
         mounts = resolve.asked(body.get("HostConfig") or {}, body.get("Volumes"))
     except (TypeError, ValueError, AttributeError) as e:
@@ -59,6 +60,7 @@ def _options(engine, body: dict, name: str) -> tuple[CreateOptions, list[str]]:
         warning = networking.ports_warning(network["network"])
         warnings += [warning] if warning else []
     security = host.get("SecurityOpt") or []
+    flags, more = hostflags.create_options(body, host, engine.runtime.cgroups.version)
     restart = host.get("RestartPolicy") or {}
     options = CreateOptions(
         image=body["Image"],
@@ -89,8 +91,9 @@ def _options(engine, body: dict, name: str) -> tuple[CreateOptions, list[str]]:
         stop_timeout=None if body.get("StopTimeout") is None else int(body["StopTimeout"]),
         isolation=host.get("Isolation") or "",
         group_add=tuple(str(g) for g in host.get("GroupAdd") or ()),
+        **flags,
     )
-    return options, warnings
+    return options, warnings + more
 
 
 def _check_platform(engine, name: str, wanted: str) -> None:
@@ -139,7 +142,7 @@ def inspect(engine, request, id: str) -> Response:
     info["HostnamePath"] = str(c.directory / "hostname")
     info["HostsPath"] = str(c.directory / "hosts")
     info["ExecIDs"] = [e.id for e in engine.execs.values() if e.container_id == c.id] or None
-    info["HostConfig"]["CgroupnsMode"] = _cgroupns(engine)
+    info["HostConfig"]["CgroupnsMode"] = info["HostConfig"].get("CgroupnsMode") or _cgroupns(engine)
     info["HostConfig"]["PidsLimit"] = info["HostConfig"].get("PidsLimit") or None  # 0: none
     if request.flag("size"):
         info.update(disk_sizes(engine, c))
@@ -289,6 +292,8 @@ def logs(engine, request, id: str) -> Response:
     wanted = {s for s in ("stdout", "stderr") if request.flag(s)}
     if not wanted:
         raise ApiError(400, "You must choose at least one stream")
+    if container.config.create_options.log_driver == "none":
+        raise ApiError(501, "configured logging driver does not support reading")
     tail = request.arg("tail", "all")
     options = {
         "follow": request.flag("follow"),

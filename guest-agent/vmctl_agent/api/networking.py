@@ -51,8 +51,8 @@ def _ports(engine, body: dict, host: dict, mode: str) -> dict:
     bindings = host.get("PortBindings") or {}
     publish_all = bool(host.get("PublishAllPorts"))
     ports.requested(bindings, publish_all, body.get("ExposedPorts") or {})
-    if mode in ("host", "none"):
-        return {}
+    if mode in ("host", "none"):  # kept for inspect, as dockerd keeps them
+        return {"exposed_ports": tuple(body.get("ExposedPorts") or {})}
     image = engine.images.get(body["Image"]).config.get("config") or {}
     exposed = {**(image.get("ExposedPorts") or {}), **(body.get("ExposedPorts") or {})}
     ports.requested({}, publish_all, exposed)
@@ -137,6 +137,23 @@ def _check_mode(mode: str, body: dict, host: dict, options: dict) -> None:
             )
     if len(options["endpoints"]) > 1 and mode in ("host", "none"):
         raise ApiError(400, f"container cannot be connected to network {mode} with other networks")
+    if mode in ("host", "none"):
+        _check_builtin_endpoint(mode, options["endpoints"].get(mode) or {})
+
+
+_BUILTIN_ENDPOINT = (
+    ("IPAMConfig", "user specified IP address is supported on user defined networks only"),
+    ("Aliases", "network-scoped alias is supported only for containers in user defined networks"),
+    ("MacAddress", "a MAC address is supported on bridge networks only"),
+)
+
+
+def _check_builtin_endpoint(mode: str, settings: dict) -> None:
+    """dockerd's refusals for what only a user network gives, named as the request has it."""
+    asked = {**settings, "IPAMConfig": (settings.get("IPAMConfig") or {}).get("IPv4Address")}
+    for field, words in _BUILTIN_ENDPOINT:
+        if asked.get(field):
+            raise ApiError(400, f"NetworkingConfig.EndpointsConfig.{mode}.{field}: {words}")
 
 
 def settings(engine, container) -> dict:

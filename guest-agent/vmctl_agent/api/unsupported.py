@@ -15,7 +15,6 @@ from vmctl_agent.api.http import ApiError
 CREATE_FIELDS: tuple[tuple[str, str, tuple], ...] = (
     ("Config.Domainname", "a domain name", ()),
     ("Config.NetworkDisabled", "disabling the network", ()),
-    ("Config.Runtime", "another runtime", ("vmctl",)),
     ("HostConfig.Annotations", "annotations", ()),
     ("HostConfig.BlkioDeviceReadBps", "block I/O limits", ()),
     ("HostConfig.BlkioDeviceReadIOps", "block I/O limits", ()),
@@ -25,45 +24,27 @@ CREATE_FIELDS: tuple[tuple[str, str, tuple], ...] = (
     ("HostConfig.BlkioWeightDevice", "block I/O weights", ()),
     ("HostConfig.Cgroup", "another container's cgroup", ()),
     ("HostConfig.CgroupParent", "a cgroup parent", ()),
-    ("HostConfig.CgroupnsMode", "a cgroup namespace mode", ()),
     ("HostConfig.CpuCount", "a CPU count", ()),
     ("HostConfig.CpuPercent", "a CPU percentage", ()),
     ("HostConfig.CpuPeriod", "a CPU CFS period", ()),
     ("HostConfig.CpuQuota", "a CPU CFS quota", ()),
     ("HostConfig.CpuRealtimePeriod", "a real-time CPU period", ()),
     ("HostConfig.CpuRealtimeRuntime", "a real-time CPU runtime", ()),
-    ("HostConfig.CpusetCpus", "a CPU set", ()),
-    ("HostConfig.CpusetMems", "a memory node set", ()),
     ("HostConfig.DeviceCgroupRules", "device cgroup rules", ()),
     ("HostConfig.DeviceRequests", "device requests (GPUs)", ()),
-    ("HostConfig.Devices", "devices", ()),
-    ("HostConfig.Init", "an init process", ()),
     ("HostConfig.IOMaximumBandwidth", "an I/O bandwidth limit", ()),
     ("HostConfig.IOMaximumIOps", "an I/O operations limit", ()),
-    ("HostConfig.IpcMode", "an IPC mode", ("private", "shareable")),
     ("HostConfig.Isolation", "an isolation technology", ("default",)),
     ("HostConfig.KernelMemory", "a kernel memory limit", ()),
     ("HostConfig.KernelMemoryTCP", "a kernel TCP memory limit", ()),
     ("HostConfig.Links", "links", ()),
-    ("HostConfig.LogConfig.Config", "log options", ()),
-    ("HostConfig.LogConfig.Type", "another log driver", ("json-file",)),
+    ("HostConfig.LogConfig.Type", "another log driver", ("json-file", "none")),
     ("HostConfig.MaskedPaths", "masked paths", ()),
     ("HostConfig.MemoryReservation", "a memory reservation", ()),
-    ("HostConfig.MemorySwap", "a swap limit", (-1,)),
-    ("HostConfig.MemorySwappiness", "a memory swappiness", (-1,)),
-    ("HostConfig.OomKillDisable", "disabling the OOM killer", ()),
     ("HostConfig.OomScoreAdj", "an OOM score adjustment", ()),
-    ("HostConfig.PidMode", "a PID mode", ()),
-    ("HostConfig.Privileged", "privileged mode", ()),
     ("HostConfig.ReadonlyPaths", "read-only paths", ()),
-    ("HostConfig.ReadonlyRootfs", "a read-only root filesystem", ()),
-    ("HostConfig.Runtime", "another runtime", ("vmctl",)),
-    ("HostConfig.ShmSize", "a /dev/shm size", ()),
     ("HostConfig.StorageOpt", "storage options", ()),
-    ("HostConfig.Sysctls", "sysctls", ()),
-    ("HostConfig.Ulimits", "ulimits", ()),
     ("HostConfig.UsernsMode", "a user namespace mode", ("host",)),
-    ("HostConfig.UTSMode", "a UTS mode", ()),
     ("NetworkingConfig.EndpointsConfig.*.DriverOpts", "endpoint driver options", ()),
     ("NetworkingConfig.EndpointsConfig.*.GwPriority", "a gateway priority", ()),
     ("NetworkingConfig.EndpointsConfig.*.Links", "links", ()),
@@ -80,13 +61,9 @@ SECURITY_OPTS = ("seccomp=unconfined", "seccomp:unconfined", "apparmor=unconfine
 SECURITY_OPTS += ("apparmor:unconfined", "label=disable", "label:disable")
 
 
-def check_create(body: dict, cgroupns: str = "") -> None:
-    """Raise a 400 naming the first create field the engine would not honour (`cgroupns`:
-    the cgroup namespace mode containers get here, which may be asked for)."""
-    host = body.get("HostConfig") or {}
-    if host.get("CgroupnsMode") == cgroupns:
-        host = {k: v for k, v in host.items() if k != "CgroupnsMode"}
-    document = {"Config": body, "HostConfig": host}
+def check_create(body: dict) -> None:
+    """Raise a 400 naming the first create field the engine would not honour."""
+    document = {"Config": body, "HostConfig": body.get("HostConfig") or {}}
     document["NetworkingConfig"] = body.get("NetworkingConfig") or {}
     _check_log_driver(document["HostConfig"])
     for path, what, accepted in CREATE_FIELDS:

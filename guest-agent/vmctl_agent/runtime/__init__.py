@@ -22,6 +22,8 @@ image store and the shared floor; never the API above it.
     control.py        ctl.sock: stdin and terminal resizes
     cgroups.py        limits and stats, cgroup v1 and v2 (cgroupfs.py: the files)
     capabilities.py   Docker's default capability set
+    isolation.py      namespaces (--pid, --uts, --ipc, --cgroupns) and --init, checked
+    ulimits.py sysctls.py  --ulimit and --sysctl: checked, then set inside
     logs.py           json-file logs
     pids.py endings.py  processes by pid and start time; whose shim has ended
     naming.py         Docker's generated names

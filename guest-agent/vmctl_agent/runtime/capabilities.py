@@ -44,6 +44,19 @@ def last_cap() -> int:
         return len(NAMES) - 1
 
 
+@functools.cache
+def available() -> tuple[str, ...]:
+    """What `ALL` and `--privileged` grant: every capability this kernel knows that the
+    engine's own bounding set still holds (an engine run in a container may lack some, and
+    a capability it lacks cannot be handed on)."""
+    try:
+        status = Path("/proc/self/status").read_text().splitlines()
+        bounding = int(next(ln for ln in status if ln.startswith("CapBnd:")).split()[1], 16)
+    except (OSError, StopIteration, ValueError):
+        bounding = -1
+    return tuple(n for i, n in enumerate(NAMES[: last_cap() + 1]) if bounding >> i & 1)
+
+
 def resolve(add: tuple[str, ...] = (), drop: tuple[str, ...] = ()) -> tuple[str, ...]:
     """Docker's default set with `--cap-add` / `--cap-drop` applied (`ALL` allowed in both)."""
     wanted = set(DOCKER_DEFAULT)
@@ -51,7 +64,7 @@ def resolve(add: tuple[str, ...] = (), drop: tuple[str, ...] = ()) -> tuple[str,
         wanted.clear()
     wanted -= {NAMES[number(n)] for n in drop if n.upper() != "ALL"}
     if any(n.upper() == "ALL" for n in add):
-        wanted |= set(NAMES)
+        wanted |= set(available())
     wanted |= {NAMES[number(n)] for n in add if n.upper() != "ALL"}
     return tuple(n for n in NAMES if n in wanted)
 

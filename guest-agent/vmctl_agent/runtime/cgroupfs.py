@@ -27,12 +27,18 @@ V1_NO_LIMIT = 1 << 62  # v1 shows "no limit" as PAGE_COUNTER_MAX pages, just und
 
 @dataclass(frozen=True)
 class Limits:
-    """What docker run's --memory, --cpus, --pids-limit and --cpu-shares ask for."""
+    """What docker run's --memory, --memory-swap, --memory-swappiness, --oom-kill-disable,
+    --cpus, --cpuset-cpus, --cpuset-mems, --pids-limit and --cpu-shares ask for."""
 
     memory: int | None = None  # bytes; None or 0: unlimited
     cpus: float | None = None  # None: unlimited (docker's NanoCpus=0); else 0.01 up to #CPUs
     pids: int | None = None  # None, 0 or -1: unlimited (docker normalises <= 0 the same)
     cpu_shares: int | None = None  # v1 cpu.shares; None or 0: the default (1024)
+    memory_swap: int | None = None  # memory + swap; None or 0: twice memory; -1: unlimited
+    swappiness: int | None = None  # v1 memory.swappiness; None (or -1): the kernel's
+    oom_kill_disable: bool = False  # v1 memory.oom_control
+    cpuset_cpus: str = ""  # "0-1,3"; "": every CPU
+    cpuset_mems: str = ""  # memory nodes, likewise
 
     def check(self, ncpus: int) -> None:
         """Refuse what docker refuses, in its words, before anything is created."""
@@ -49,6 +55,31 @@ class Limits:
             )
         if self.cpu_shares is not None and self.cpu_shares < 0:
             raise ImpossibleLimit(f"Invalid CPU shares {self.cpu_shares}: must not be negative")
+        self._check_memory()
+        check_cpuset(self.cpuset_cpus, "cpus", sorted(os.sched_getaffinity(0)))
+        check_cpuset(self.cpuset_mems, "mems", memory_nodes())
+
+    def _check_memory(self) -> None:
+        swap = self.memory_swap
+        if swap is not None and swap > 0 and not self.memory:
+            raise ImpossibleLimit(
+                "You should always set the Memory limit when using Memoryswap limit, see usage"
+            )
+        if swap is not None and swap > 0 and swap < self.memory:
+            raise ImpossibleLimit(
+                "Minimum memoryswap limit should be larger than memory limit, see usage"
+            )
+        if self.swappiness not in (None, -1) and not 0 <= self.swappiness <= 100:
+            raise ImpossibleLimit(
+                f"Invalid value: {self.swappiness}, valid memory swappiness range is 0-100"
+            )
+
+    @property
+    def swap_total(self) -> int:
+        """memory + swap to write with a memory limit: -1 unlimited, dockerd's 2x by default."""
+        if self.memory_swap == -1:
+            return -1
+        return self.memory_swap or 2 * (self.memory or 0)
 
     @property
     def memory_bytes(self) -> int | None:
@@ -62,6 +93,54 @@ class Limits:
     def shares(self) -> int:
         """cpu.shares clamped to the kernel's range, as the kernel would clamp it anyway."""
         return min(max(self.cpu_shares or 1024, 2), MAX_SHARES)
+
+
+def check_cpuset(text: str, what: str, available) -> None:
+    """A cpuset list ("0-2,4") naming only CPUs (or memory nodes) there are, in dockerd's words."""
+    if not text:
+        return
+    wanted = parse_cpuset(text)
+    if wanted is None:
+        raise ImpossibleLimit(f"Invalid value {text} for cpuset {what}")
+    if not wanted <= set(available):
+        names = {"cpus": "CPUs", "mems": "memory nodes"}
+        there = cpuset_text(available)
+        raise ImpossibleLimit(
+            f"Requested {names[what]} are not available - requested {text}, available: {there}"
+        )
+
+
+def parse_cpuset(text: str) -> set[int] | None:
+    """The numbers of a cpuset list, or None if it is not one."""
+    found: set[int] = set()
+    for part in text.split(","):
+        low, dash, high = part.partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            return None
+        if dash and int(high) < int(low):
+            return None
+        found |= set(range(int(low), int(high if dash else low) + 1))
+    return found
+
+
+def cpuset_text(numbers) -> str:
+    """[0, 1, 2, 5] -> "0-2,5", as the kernel writes a cpuset list."""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ",".join(f"{a}-{b}" if a != b else f"{a}" for a, b in runs)
+
+
+def memory_nodes() -> list[int]:
+    """The machine's online memory nodes (node 0 alone where sysfs does not say)."""
+    try:
+        text = Path("/sys/devices/system/node/online").read_text().strip()
+    except OSError:
+        return [0]
+    return sorted(parse_cpuset(text) or {0})
 
 
 def cfs_quota(cpus: float) -> int:

@@ -47,7 +47,7 @@ from vmctl_agent.runtime.cgroupfs import (
 __all__ = ["Cgroups", "CgroupsV1", "CgroupsV2", "Limits", "Stats", "detect"]
 
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer", "cpuset")
-V2_CONTROLLERS = ("memory", "pids", "cpu", "io")
+V2_CONTROLLERS = ("memory", "pids", "cpu", "io", "cpuset")
 _FREEZE_WAIT = 1.0
 
 
@@ -213,9 +213,11 @@ class CgroupsV2(Cgroups):
             ("cpu.weight", cpu_weight(limits.shares), bool(limits.cpu_shares)),
             ("pids.max", pids or "max", pids is not None),
         ]
-        if (d / "memory.swap.max").exists():  # swap accounting on: docker's memory+swap = 2x
-            plan.insert(1, ("memory.swap.max", memory or "max", False))
-        return plan
+        if (d / "memory.swap.max").exists():  # swap accounting on: memory+swap, 2x by default
+            swap = limits.swap_total - memory if memory and limits.swap_total > 0 else "max"
+            plan.insert(1, ("memory.swap.max", swap, bool(memory and limits.memory_swap)))
+        cpusets = (("cpuset.cpus", limits.cpuset_cpus), ("cpuset.mems", limits.cpuset_mems))
+        return plan + [(file, value, True) for file, value in cpusets if value]
 
     def _usable(self, file: str, limited: bool) -> bool:
         """Whether to write `file`; asking for a limit whose controller is off is an error."""
@@ -355,12 +357,27 @@ class CgroupsV1(Cgroups):
         return [
             *([(memsw, -1, False)] if swap else []),
             (mem / "memory.limit_in_bytes", memory or -1, memory is not None),
-            *([(memsw, 2 * memory, True)] if swap and memory else []),  # docker's default
+            *([(memsw, limits.swap_total, True)] if swap and memory else []),
+            *self._memory_plan(mem, limits),
+            *self._cpuset_plan(name, limits),
             (cpu / "cpu.cfs_period_us", CPU_PERIOD, False),  # the kernel's default too
             (cpu / "cpu.cfs_quota_us", quota, cpus is not None),
             (cpu / "cpu.shares", limits.shares, bool(limits.cpu_shares)),
             (self._dir("pids", name) / "pids.max", pids or "max", pids is not None),
         ]
+
+    @staticmethod
+    def _memory_plan(mem: Path, limits: Limits) -> list[tuple[Path, object, bool]]:
+        swappiness, oom = limits.swappiness, int(limits.oom_kill_disable)
+        plan = [(mem / "memory.oom_control", oom, bool(oom))]
+        if swappiness not in (None, -1):
+            plan.append((mem / "memory.swappiness", swappiness, True))
+        return plan
+
+    def _cpuset_plan(self, name: str, limits: Limits) -> list[tuple[Path, object, bool]]:
+        d = self._dir("cpuset", name)
+        asked = ((d / "cpuset.cpus", limits.cpuset_cpus), (d / "cpuset.mems", limits.cpuset_mems))
+        return [(file, value, True) for file, value in asked if value]
 
     def stats(self, name: str) -> Stats:
         mem, acct = self._dir("memory", name), self._dir("cpuacct", name)

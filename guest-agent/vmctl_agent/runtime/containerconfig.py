@@ -8,11 +8,23 @@ from __future__ import annotations
 import functools
 import os
 import signal
-from dataclasses import asdict, dataclass, field, fields
+import socket
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from vmctl_agent import syscalls as sc
-from vmctl_agent.runtime import capabilities, cgroupfs, healthcheck, logs, rootfs, shim, spec
+from vmctl_agent.runtime import (
+    capabilities,
+    cgroupfs,
+    devices,
+    healthcheck,
+    isolation,
+    logconfig,
+    logs,
+    rootfs,
+    shim,
+    spec,
+    ulimits,
+)
 from vmctl_agent.runtime.healthcheck import Healthcheck
 from vmctl_agent.runtime.mounts import Mount
 from vmctl_agent.runtime.netns import Joined
@@ -95,29 +107,48 @@ class ContainerConfig:
         return self.options.get("network") or "none"
 
     def launch(
-        self, directory: Path, cgroup_version: int, joined: Joined | None = None
+        self,
+        directory: Path,
+        cgroup_version: int,
+        joined: Joined | None = None,
+        ipc_donor: tuple[int, str] = (0, ""),
     ) -> shim.Launch:
         """What the shim needs to start this container from `directory`; `joined` is the
-        network namespace the network room made for it (none for `none` and `host`)."""
+        network namespace the network room made for it (none for `none` and `host`),
+        `ipc_donor` the pid and /dev/shm `--ipc container:` joins (isolation.ipc_donor)."""
+        shareable = self.create_options.ipc_mode == "shareable"
         options = self.create_options
         return shim.Launch(
             name=self.id,
-            process=self.process_spec,
-            plan=self._plan(directory, cgroup_version, joined),
+            process=self._first_process(),
+            plan=self._plan(directory, cgroup_version, joined, ipc_donor),
             hostname=self.hostname,
             namespaces=self._namespaces(cgroup_version, joined),
             netns=joined.netns if joined else "",
+            ipc_ns=f"/proc/{ipc_donor[0]}/ns/ipc" if ipc_donor[0] else "",
+            shared_shm=isolation.shared_shm(str(directory)) if shareable else "",
             state_dir=str(directory),
             open_stdin=options.open_stdin,
             stdin_once=options.stdin_once,
             auto_remove=options.auto_remove,
+            ulimits=options.ulimits,
+            log_rotation=logconfig.rotation(options.log_driver, options.log_options),
+            console_size=options.console_size,
         )
 
+    def _first_process(self) -> spec.ProcessSpec:
+        """The command; with `--init`, run by docker-init (which reaps and forwards signals)."""
+        process = self.process_spec
+        if not self.create_options.init:
+            return process
+        return replace(process, args=(rootfs.INIT_PATH, "--", *process.args))
+
     def _plan(
-        self, directory: Path, cgroup_version: int, joined: Joined | None
+        self, directory: Path, cgroup_version: int, joined: Joined | None, ipc_donor: tuple
     ) -> rootfs.RootfsPlan:
         """Shared by all containers (beside their directories): the init layer and the mount
         point, which each container's own mount namespace mounts its overlay on."""
+        options = self.create_options
         layers_root = str(Path(self.layers[0]).parent.parent) if self.layers else "/"
         lower = tuple(os.path.relpath(p, layers_root) for p in self.layers)
         if rootfs.init_layer_fits(self.layers):
@@ -131,17 +162,19 @@ class ContainerConfig:
             etc_files=self._etc_files(joined),
             host_network=self.network == "host",
             cgroup_v2=cgroup_version == 2,
-            mounts=self.create_options.mounts,
-            shm_size=self.create_options.shm_size,
+            mounts=options.mounts,
+            read_only=options.read_only,
+            shm_size=options.shm_size,
+            shm=isolation.shm_source(options, str(directory), ipc_donor[1]),
+            sysctls=tuple(options.sysctls.items()),
+            init=isolation.init_binary() if options.init else "",
+            privileged=options.privileged,
+            devices=tuple((host, inside) for host, inside, _ in options.devices),
         )
 
     def _namespaces(self, cgroup_version: int, joined: Joined | None) -> int:
-        flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
-        if self.network != "host" and joined is None:
-            flags |= sc.CLONE_NEWNET
-        if cgroup_version == 2:
-            flags |= sc.CLONE_NEWCGROUP
-        return flags
+        own_network = self.network != "host" and joined is None
+        return isolation.namespaces(self.create_options, cgroup_version, own_network)
 
     def _etc_files(self, joined: Joined | None) -> tuple[tuple[str, bytes], ...]:
         """/etc/hostname, /etc/hosts and /etc/resolv.conf, made fresh at each start."""
@@ -182,21 +215,27 @@ class ContainerConfig:
                 "Volumes": asked.get("Volumes"),
                 **({"Healthcheck": self.healthcheck} if self.healthcheck else {}),
                 **self._stop_settings(),
+                **options.recorded.get("Config", {}),
             },
             "HostConfig": {
                 "Memory": options.memory,
                 "NanoCpus": options.nano_cpus,
                 "CpuShares": self.limits.get("cpu_shares") or 0,
+                **self._memory_and_cpuset(),
                 "PidsLimit": options.pids_limit,
                 "AutoRemove": options.auto_remove,
                 "NetworkMode": self.network,
                 "CapAdd": list(options.cap_add) or None,
                 "CapDrop": list(options.cap_drop) or None,
                 "SecurityOpt": ["no-new-privileges"] if options.no_new_privileges else None,
-                "LogConfig": {"Type": "json-file", "Config": {}},
+                "LogConfig": {"Type": options.log_driver, "Config": dict(options.log_options)},
                 "RestartPolicy": self.restart_policy.inspect(),
-                "Privileged": False,
-                "ReadonlyRootfs": False,
+                "Privileged": options.privileged,
+                "Devices": devices.inspect(options.devices),
+                "ReadonlyRootfs": options.read_only,
+                "ShmSize": options.shm_size or rootfs.SHM_SIZE,
+                "Ulimits": ulimits.inspect(options.ulimits) or None,
+                **isolation.inspect(options),
                 "Binds": asked.get("Binds"),
                 "Mounts": asked.get("Mounts"),
                 "Tmpfs": asked.get("Tmpfs"),
@@ -210,8 +249,20 @@ class ContainerConfig:
                 "Links": None,
                 "Isolation": options.isolation,
                 "GroupAdd": list(options.group_add) or None,
+                **options.recorded.get("HostConfig", {}),
             },
             "Mounts": [m.inspect() for m in options.mounts if m.listed],
+        }
+
+    def _memory_and_cpuset(self) -> dict:
+        """As dockerd shows them: MemorySwap twice Memory unless asked otherwise."""
+        limits = self.cgroup_limits
+        return {
+            "MemorySwap": limits.swap_total if limits.memory else limits.memory_swap or 0,
+            "MemorySwappiness": limits.swappiness,
+            "OomKillDisable": limits.oom_kill_disable,
+            "CpusetCpus": limits.cpuset_cpus,
+            "CpusetMems": limits.cpuset_mems,
         }
 
     def _stop_settings(self) -> dict:
@@ -241,12 +292,19 @@ def build_config(
         cpus=options.nano_cpus / 1e9 if options.nano_cpus else None,
         pids=options.pids_limit,
         cpu_shares=options.cpu_shares or None,
+        memory_swap=options.memory_swap or None,
+        swappiness=options.memory_swappiness,
+        oom_kill_disable=options.oom_kill_disable,
+        cpuset_cpus=options.cpuset_cpus,
+        cpuset_mems=options.cpuset_mems,
     )
     limits.check(cgroupfs.host_cpus())
     _check_restart_policy(options)
+    isolation.check(options)
+    logconfig.rotation(options.log_driver, options.log_options)
     healthcheck.check_options(options.healthcheck)
     checks = _merged_healthcheck(options.healthcheck, image_config.get("Healthcheck"))
-    hostname = options.hostname or container_id[:12]
+    hostname = options.hostname or _hostname(container_id, options)
     user = spec.resolve_user(
         options.user or image_config.get("User") or "", layers, options.group_add
     )
@@ -285,6 +343,11 @@ def _merged_healthcheck(asked: dict | None, image: dict | None) -> dict | None:
     return {k: asked.get(k) or image.get(k) for k in keys if asked.get(k) or image.get(k)}
 
 
+def _hostname(container_id: str, options: spec.CreateOptions) -> str:
+    """The short id, or with `--uts host` the host's own name (the container shares it)."""
+    return socket.gethostname() if options.uts_mode == "host" else container_id[:12]
+
+
 def _check_restart_policy(options: spec.CreateOptions) -> None:
     policy = RestartPolicy(options.restart_policy, options.restart_retries)
     policy.check()
@@ -293,6 +356,10 @@ def _check_restart_policy(options: spec.CreateOptions) -> None:
 
 
 def _capabilities(options: spec.CreateOptions) -> tuple[str, ...]:
+    """Docker's default set with --cap-add and --cap-drop; privileged, every one the kernel
+    has (dockerd then ignores both)."""
+    if options.privileged:
+        return capabilities.available()
     try:
         return capabilities.resolve(options.cap_add, options.cap_drop)
     except Exception as e:

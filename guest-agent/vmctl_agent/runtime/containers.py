@@ -27,7 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from vmctl_agent import atomic
-from vmctl_agent.runtime import cgroups, execs, logs, pids, records, rootfs, shim, spec
+from vmctl_agent.runtime import cgroups, execs, isolation, logs, pids, records, rootfs, shim, spec
 from vmctl_agent.runtime.changes import ContainerChanges
 from vmctl_agent.runtime.containerconfig import (
     BUILT_IN_NETWORKS,
@@ -161,7 +161,8 @@ class Runtime(ContainerChanges):
         try:
             if config.network not in BUILT_IN_NETWORKS:
                 joined = self.networking.join(config, started_at)
-            launch = config.launch(container.directory, self.cgroups.version, joined)
+            donor = isolation.ipc_donor(config.create_options, self.get)
+            launch = config.launch(container.directory, self.cgroups.version, joined, donor)
             started = shim.spawn(launch, self.cgroups, config.cgroup_limits)  # (its cgroup too)
         except BaseException as e:
             if joined is not None:
@@ -327,6 +328,7 @@ class Runtime(ContainerChanges):
         with self._locked(container):
             if self.cgroups.exists(container.id):
                 self.cgroups.remove(container.id)
+            shim.release_shared_shm(str(container.directory / "shm"))  # its shim was killed
             doomed = self.root / f".removing-{container.id}"
             os.rename(container.directory, doomed)
             self.changed()

@@ -1,12 +1,16 @@
 """Container output in Docker's json-file format: one JSON object a line,
 `{"log": "hello\\n", "stream": "stdout", "time": "2024-01-01T00:00:00.123456789Z"}`.
 
-The shim writes (a line at a time, partial lines flushed at 16 KiB as Docker does); readers
-filter by since/until, keep the last N (tail), and follow a running container's file.
+The shim writes (a line at a time, partial lines flushed at 16 KiB as Docker does), and with
+`--log-opt max-size` rotates the file as dockerd does (container-json.log.1 the newest of the
+older ones, up to max-file files in all); readers go through all of them oldest first, filter
+by since/until, keep the last N (tail), and follow a running container's file across rotations.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import time
@@ -14,6 +18,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from vmctl_agent.runtime import logconfig
 
 MAX_LINE = 16 * 1024
 _FOLLOW_POLL = 0.05
@@ -45,11 +51,27 @@ def parse_time(text: str) -> float:
 
 
 class LogWriter:
-    """Splits a stream's bytes into lines and appends them to the json-file log."""
+    """Splits a stream's bytes into lines and appends them to the json-file log, rotated
+    before a write that would take it past `rotation.max_size`."""
 
-    def __init__(self, path: str) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    def __init__(self, path: str, rotation: logconfig.Rotation = logconfig.NO_ROTATION) -> None:
+        self._path, self._rotation = path, rotation
+        self._open()
         self._partial: dict[str, bytes] = {}
+
+    def _open(self) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        self._fd = os.open(self._path, flags, 0o640)
+        self._size = os.fstat(self._fd).st_size
+
+    def _append(self, data: bytes) -> None:
+        limit = self._rotation.max_size
+        if limit and self._size and self._size + len(data) > limit:
+            os.close(self._fd)
+            rotate(self._path, self._rotation.max_files)
+            self._open()
+        os.write(self._fd, data)
+        self._size += len(data)
 
     def write(self, stream: str, data: bytes) -> None:
         *complete, rest = (self._partial.pop(stream, b"") + data).split(b"\n")
@@ -61,17 +83,36 @@ class LogWriter:
             self._partial[stream] = rest
         if records:
             stamp = now()
-            os.write(self._fd, b"".join(_record(stream, r, stamp, newline=n) for r, n in records))
+            lines = [_record(stream, r, stamp, newline=n) for r, n in records]
+            for batch in lines if self._rotation.max_size else [b"".join(lines)]:
+                self._append(batch)  # line by line when rotated: each file holds whole lines
 
     def flush(self) -> None:
         """At exit: whatever is left without a newline becomes a last entry."""
         for stream, rest in list(self._partial.items()):
-            os.write(self._fd, _record(stream, rest, now(), newline=False))
+            self._append(_record(stream, rest, now(), newline=False))
         self._partial.clear()
 
     def close(self) -> None:
         self.flush()
         os.close(self._fd)
+
+
+def rotate(path: str, max_files: int) -> None:
+    """path -> path.1 -> path.2 ..., the oldest beyond max_files gone; one file: dropped."""
+    if max_files <= 1:
+        os.unlink(path)
+        return
+    for n in range(max_files - 1, 1, -1):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(f"{path}.{n - 1}", f"{path}.{n}")
+    os.replace(path, f"{path}.1")
+
+
+def rotated(path: str) -> list[str]:
+    """The older files of the log at `path`, oldest first."""
+    older = itertools.takewhile(os.path.exists, (f"{path}.{n}" for n in itertools.count(1)))
+    return list(older)[::-1]
 
 
 def _chunks(line: bytes, *, newline: bool) -> list[tuple[bytes, bool]]:
@@ -95,35 +136,79 @@ def read(
     follow: bool = False,
     running: Callable[[], bool] = lambda: False,
     offset: int | None = None,
+    path: str | None = None,
 ) -> Iterator[Entry]:
-    """Entries of the log at `source` (a path, or a file opened earlier: it stays readable
-    after an auto-removed container's directory is gone), oldest first, from byte `offset`;
-    with follow, new ones until `running()` is False."""
+    """Entries of the log at `source` (a path: its rotated files first; or a file opened
+    earlier, which stays readable after an auto-removed container's directory is gone, from
+    byte `offset`), oldest first; with follow, new ones until `running()` is False, through
+    the rotations of the log at `path` (`source` when it is a path)."""
+    older = rotated(source) if isinstance(source, str) else []
     try:
         f = open(source, "rb") if isinstance(source, str) else source  # noqa: SIM115
     except FileNotFoundError:
         return
+    path = source if isinstance(source, str) else path
     with f:
         if offset is not None:
             f.seek(offset)
-        entries = (e for e in _parse(f) if _in_window(e, since, until))
+        entries = itertools.chain(*(_read_file(p) for p in older), _parse(f))
+        entries = (e for e in entries if _in_window(e, since, until))
         yield from (deque(entries, maxlen=tail) if tail is not None else entries)
         if follow:
-            yield from _follow(f, since, until, running)
+            yield from _follow(f, since, until, running, path)
 
 
-def _follow(f, since: float, until: float, running: Callable[[], bool]) -> Iterator[Entry]:
-    while True:
-        alive = running()  # checked before reading, so nothing written before exit is missed
-        got = False
-        for entry in _parse(f):
-            got = True
-            if _in_window(entry, since, until):
-                yield entry
-        if not got and not alive:
-            return
-        if not got:
-            time.sleep(_FOLLOW_POLL)
+def _read_file(path: str) -> Iterator[Entry]:
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
+        yield from _parse(f)
+
+
+def _follow(f, since: float, until: float, running, path: str | None) -> Iterator[Entry]:
+    with contextlib.ExitStack() as later_files:
+        while True:
+            alive = running()  # checked before reading: nothing written before exit is missed
+            got = False
+            for entry in _parse(f):
+                got = True
+                if _in_window(entry, since, until):
+                    yield entry
+            if got:
+                continue
+            newer = _reopened(f, path)
+            if newer is not None:  # rotated: what the writer left in the old one, then on
+                yield from (e for e in _parse(f) if _in_window(e, since, until))
+                f = later_files.enter_context(newer)
+            elif not alive:
+                return
+            else:
+                time.sleep(_FOLLOW_POLL)
+
+
+def _reopened(f, path: str | None):
+    """The next newer file of the log at `path` once `f` was rotated away (the oldest one
+    left if `f` itself is gone), else None. Cheap while nothing rotated: one stat."""
+    if path is None:
+        return None
+    mine = os.fstat(f.fileno()).st_ino
+    with contextlib.suppress(FileNotFoundError):
+        if os.stat(path).st_ino == mine:
+            return None
+    opened = [_open(p) for p in (*rotated(path), path)]
+    opened = [o for o in opened if o is not None]
+    inodes = [os.fstat(o.fileno()).st_ino for o in opened]
+    after = inodes.index(mine) + 1 if mine in inodes else 0
+    chosen = opened[after] if after < len(opened) else None
+    for other in opened:
+        if other is not chosen:
+            other.close()
+    return chosen
+
+
+def _open(path: str):
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        return None
 
 
 def _parse(f) -> Iterator[Entry]:

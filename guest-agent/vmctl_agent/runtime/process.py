@@ -90,6 +90,10 @@ class Stdio:
         return self.stdin[1] if self.stdin else None
 
 
+def resize_terminal(fd: int, rows: int, columns: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
+
 def _container_pty(channel: int) -> int:
     """Open a pty in the container's devpts, send the master home, return the slave."""
     master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)

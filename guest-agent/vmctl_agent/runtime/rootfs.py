@@ -2,8 +2,8 @@
 
     private mounts -> overlay root -> the container's mount sources held (mounts.py) ->
     pivot_root(".", ".") (the old root stays stacked, held by an fd) -> /proc -> /dev -> /sys
-    -> /etc files -> volumes, binds and tmpfs (mounts.py) -> masked and read-only paths ->
-    old root detached
+    -> /etc files -> docker-init (--init) -> volumes, binds and tmpfs (mounts.py) -> sysctls
+    -> masked and read-only paths -> old root detached -> "/" read-only (--read-only)
 
 Each step is small and named (rubber-docker's `contain()`). All of it runs in the container's
 first process after unshare(CLONE_NEWNS), so every mount dies with the namespace: a container
@@ -25,7 +25,9 @@ import stat
 from dataclasses import dataclass
 
 from vmctl_agent import syscalls as sc
+from vmctl_agent.runtime import devices as host_devices
 from vmctl_agent.runtime import mounts as user_mounts
+from vmctl_agent.runtime import sysctls
 
 MASKED = (
     "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -39,6 +41,7 @@ SHM_SIZE = 64 << 20  # Docker's default /dev/shm
 _SAFE = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
 _MAX_MOUNT_DATA = 4095
 _PRIVATE = sc.MS_REC | sc.MS_PRIVATE
+INIT_PATH = "/sbin/docker-init"  # where dockerd puts its init in a container
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,12 @@ class RootfsPlan:
     cgroup_v2: bool = False
     mounts: tuple[user_mounts.Mount, ...] = ()  # volumes, binds and tmpfs, in order
     shm_size: int = 0  # bytes; 0: Docker's 64 MiB
+    read_only: bool = False  # `--read-only`: "/" remounted read-only at the end
+    shm: str = ""  # /dev/shm: "" its own tmpfs, "none", or a host path to bind (relative)
+    sysctls: tuple[tuple[str, str], ...] = ()
+    init: str = ""  # `--init`: the host's static tini, bound at INIT_PATH
+    privileged: bool = False  # every host device, /sys writable, nothing masked
+    devices: tuple[tuple[str, str], ...] = ()  # `--device`: (host path, container path)
 
 
 def make_init_layer(path: str) -> None:
@@ -102,17 +111,24 @@ def setup(plan: RootfsPlan) -> None:
     host = pivot(plan.merged)
     try:
         mount_proc()
-        mount_dev(plan.shm_size)
-        mount_sys(plan.host_network)
+        mount_dev(plan.shm_size, plan.shm)
+        bind_devices(plan.devices, plan.privileged)
+        mount_sys(plan.host_network, writable=plan.privileged)
         if plan.cgroup_v2:
-            mount_cgroup()
+            mount_cgroup(writable=plan.privileged)
         bind_etc_files(plan.etc_files)
+        if plan.init:
+            _bind_file(plan.init.lstrip("/"), _dir_of(INIT_PATH))  # relative: the old root's
         if plan.mounts:
             user_mounts.mount_all(plan.mounts, sources)
-        mask_paths()
-        read_only_paths()
+        sysctls.apply(plan.sysctls)
+        if not plan.privileged:
+            mask_paths()
+            read_only_paths()
     finally:
         drop_old_root(host)
+    if plan.read_only:
+        make_root_read_only()
 
 
 def make_private(propagation: int = _PRIVATE) -> None:
@@ -156,7 +172,7 @@ def mount_proc() -> None:
     sc.mount("proc", _dir("/proc"), "proc", _SAFE)
 
 
-def mount_dev(shm_size: int = 0) -> None:
+def mount_dev(shm_size: int = 0, shm: str = "") -> None:
     dev = _dir("/dev")
     flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_STRICTATIME
     sc.mount("tmpfs", dev, "tmpfs", flags, "mode=755,size=65536k")
@@ -165,26 +181,41 @@ def mount_dev(shm_size: int = 0) -> None:
     options = "newinstance,ptmxmode=0666,mode=0620,gid=5"
     sc.mount("devpts", _dir("/dev/pts"), "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, options)
     os.symlink("pts/ptmx", "/dev/ptmx")
-    shm = f"mode=1777,size={shm_size or SHM_SIZE}"
-    sc.mount("shm", _dir("/dev/shm"), "tmpfs", _SAFE, shm)
+    if shm and shm != "none":  # the host's (--ipc host) or a donor's (--ipc container:)
+        sc.mount(shm, _dir("/dev/shm"), None, sc.MS_BIND | sc.MS_REC)
+    elif not shm:
+        sc.mount("shm", _dir("/dev/shm"), "tmpfs", _SAFE, f"mode=1777,size={shm_size or SHM_SIZE}")
     sc.mount("mqueue", _dir("/dev/mqueue"), "mqueue", _SAFE)
     for name, target in _DEV_LINKS:
         os.symlink(target, f"/dev/{name}")
 
 
-def mount_sys(host_network: bool) -> None:
-    """Read-only sysfs; with the host's network a fresh sysfs is refused, so bind the host's."""
-    target = _dir("/sys")
+def bind_devices(devices: tuple[tuple[str, str], ...], privileged: bool) -> None:
+    """`--device` nodes, and under `--privileged` every node of the host's /dev."""
+    if privileged:
+        for node in host_devices.host_nodes("dev"):  # relative: the old root's
+            if not os.path.lexists(f"/dev/{node}"):
+                _bind_file(f"dev/{node}", _dir_of(f"/dev/{node}"))
+    for host, inside in devices:
+        _bind_file(host.lstrip("/"), _dir_of(inside))
+
+
+def mount_sys(host_network: bool, writable: bool = False) -> None:
+    """sysfs, read-only unless privileged; with the host's network a fresh sysfs is refused,
+    so bind the host's."""
+    target, read_only = _dir("/sys"), 0 if writable else sc.MS_RDONLY
     if not host_network:
-        sc.mount("sysfs", target, "sysfs", _SAFE | sc.MS_RDONLY)
+        sc.mount("sysfs", target, "sysfs", _SAFE | read_only)
         return
     sc.mount("sys", target, None, sc.MS_BIND | sc.MS_REC)  # relative: the old root's
-    sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | _SAFE)
+    sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_BIND | read_only | _SAFE)
 
 
-def mount_cgroup() -> None:
-    """cgroup v2 in a cgroup namespace: the container sees its own subtree, read-only."""
-    sc.mount("cgroup", _dir("/sys/fs/cgroup"), "cgroup2", _SAFE | sc.MS_RDONLY)
+def mount_cgroup(writable: bool = False) -> None:
+    """cgroup v2 in a cgroup namespace: the container sees its own subtree, read-only
+    unless privileged."""
+    read_only = 0 if writable else sc.MS_RDONLY
+    sc.mount("cgroup", _dir("/sys/fs/cgroup"), "cgroup2", _SAFE | read_only)
 
 
 def bind_etc_files(etc_files: tuple[tuple[str, bytes], ...]) -> None:
@@ -201,6 +232,11 @@ def bind_etc_files(etc_files: tuple[tuple[str, bytes], ...]) -> None:
             os.close(fd)
         _bind_file(staged, inside)
         os.unlink(staged)
+
+
+def make_root_read_only() -> None:
+    """`--read-only`: the root's own mount only; volumes, tmpfs and /dev stay writable."""
+    sc.mount(None, "/", None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NODEV)
 
 
 def mask_paths() -> None:
@@ -240,6 +276,12 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _dir(path: str) -> str:
     os.makedirs(path, mode=0o755, exist_ok=True)
+    return path
+
+
+def _dir_of(path: str) -> str:
+    """`path`, its directory made first (inside the container)."""
+    _dir(os.path.dirname(path))
     return path
 
 

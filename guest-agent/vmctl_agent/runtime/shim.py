@@ -29,7 +29,7 @@ from pathlib import Path
 from vmctl_agent import atomic
 from vmctl_agent import syscalls as sc
 from vmctl_agent.errors import AgentError
-from vmctl_agent.runtime import capabilities, pids, process, rootfs
+from vmctl_agent.runtime import capabilities, logconfig, pids, process, rootfs, ulimits
 from vmctl_agent.runtime import control as ctl
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.cgroupfs import Limits
@@ -59,9 +59,14 @@ class Launch:
     namespaces: int
     state_dir: str
     netns: str = ""  # a network namespace to enter (bound on a file, or another's /proc)
+    ipc_ns: str = ""  # an IPC namespace to enter (`--ipc container:`: the donor's /proc)
+    shared_shm: str = ""  # `--ipc shareable`: /dev/shm's tmpfs, mounted on the host here
     open_stdin: bool = False
     stdin_once: bool = False
     auto_remove: bool = False  # `docker run --rm`: the shim removes the container at exit
+    ulimits: tuple[tuple[str, int, int], ...] = ()  # `--ulimit`s, set just before exec
+    log_rotation: logconfig.Rotation = logconfig.NO_ROTATION  # `--log-opt max-size/max-file`
+    console_size: tuple[int, ...] = ()  # a terminal's first (rows, columns)
 
     @property
     def interactive(self) -> bool:
@@ -166,6 +171,8 @@ def _shim(launch: Launch, cgroups, ready_w: int, go_r: int) -> None:
     except BaseException as e:  # report, never unwind into the agent's code
         _report(ready_w, {"error": f"container supervisor failed: {e}", "exit_code": 128})
     finally:
+        if launch.shared_shm:
+            release_shared_shm(launch.shared_shm)
         os._exit(status)
 
 
@@ -183,8 +190,11 @@ def _keep_only(*fds: int) -> list[int]:
 
 
 def _run(launch: Launch, cgroups, ready_w: int, go_r: int) -> int:
+    if launch.shared_shm:
+        _mount_shared_shm(launch)
     stdio = process.Stdio.make(launch.process.tty, launch.open_stdin)
-    sc.unshare(sc.CLONE_NEWPID)
+    if launch.namespaces & sc.CLONE_NEWPID:  # else `--pid host`
+        sc.unshare(sc.CLONE_NEWPID)
     sync_r, sync_w = os.pipe()
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
@@ -214,7 +224,7 @@ def _run(launch: Launch, cgroups, ready_w: int, go_r: int) -> int:
         _report(ready_w, json.loads(failure or b'{"error": "no terminal", "exit_code": 128}'))
         return 0
     # Before the report: logs may be followed, and a terminal resized, once start returns.
-    log = logfile.LogWriter(launch.log_path)
+    log = logfile.LogWriter(launch.log_path, launch.log_rotation)
     control = ctl.bind(launch.state_dir) if launch.interactive else None
     me = os.getpid()
     _report(
@@ -229,6 +239,22 @@ def _run(launch: Launch, cgroups, ready_w: int, go_r: int) -> int:
     _supervise(launch, cgroups, pid, stdio, log, control)
     os.close(ready_w)  # recorded: tell the agent now, not after our slow exit
     return 0
+
+
+def _mount_shared_shm(launch: Launch) -> None:
+    """On the host, where joiners can bind it; unmounted when the container ends."""
+    os.makedirs(launch.shared_shm, mode=0o700, exist_ok=True)
+    flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+    size = launch.plan.shm_size or rootfs.SHM_SIZE
+    sc.mount("shm", launch.shared_shm, "tmpfs", flags, f"mode=1777,size={size}")
+
+
+def release_shared_shm(path: str) -> None:
+    """Unmount a shareable container's /dev/shm (gone already is fine)."""
+    with contextlib.suppress(OSError):
+        sc.umount(path, sc.MNT_DETACH)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
 
 
 def _report(fd: int, answer: dict) -> None:
@@ -290,6 +316,8 @@ def _record_exit(launch: Launch, cgroups, pid: int) -> None:
     oom = cgroups.oom_killed(launch.name)
     record = {"exit_code": exit_code, "oom_killed": oom, "finished_at": logfile.now()}
     record |= {"shim": os.getpid(), "shim_start_time": pids.start_time(os.getpid())}  # this run's
+    if launch.shared_shm:  # before exit.json: whoever waits may remove the directory at once
+        release_shared_shm(launch.shared_shm)
     with contextlib.suppress(Exception):  # if this fails, the agent removes it with the container
         cgroups.remove(launch.name)  # before exit.json: whoever waits may remove at once
     atomic.write_json(Path(launch.exit_path), record, durable=False)
@@ -309,10 +337,10 @@ def _remove_container(launch: Launch, record: dict) -> None:
 # -- the container's first process ---------------------------------------------------------------
 
 
-def _enter_netns(path: str) -> None:
+def _enter(path: str, kind: int) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        sc.setns(fd, sc.CLONE_NEWNET)
+        sc.setns(fd, kind)
     finally:
         os.close(fd)
 
@@ -331,10 +359,13 @@ def _container(
         os.close(go_r)  # the shim waits for it
     try:
         cgroup_ns = launch.namespaces & sc.CLONE_NEWCGROUP
-        sc.unshare(launch.namespaces & ~sc.CLONE_NEWCGROUP)
+        sc.unshare(launch.namespaces & ~(sc.CLONE_NEWCGROUP | sc.CLONE_NEWPID))
         if launch.netns:
-            _enter_netns(launch.netns)
-        sc.sethostname(launch.hostname)
+            _enter(launch.netns, sc.CLONE_NEWNET)
+        if launch.ipc_ns:
+            _enter(launch.ipc_ns, sc.CLONE_NEWIPC)
+        if launch.namespaces & sc.CLONE_NEWUTS:  # else `--uts host`: the host's name
+            sc.sethostname(launch.hostname)
         if not cgroups.joins_itself:
             os.read(sync_r, 1)  # until the shim has moved us into the cgroup
         os.close(sync_r)
@@ -344,6 +375,9 @@ def _container(
             sc.unshare(cgroup_ns)
         rootfs.setup(launch.plan)
         stdio.attach_child(console=True)
+        if launch.process.tty and len(launch.console_size) == 2:
+            process.resize_terminal(0, *launch.console_size)
+        ulimits.apply(launch.ulimits)
         process.enter(launch.process)
         err_w = process.keep_error_pipe(err_w)
     except BaseException as e:

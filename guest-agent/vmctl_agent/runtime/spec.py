@@ -69,11 +69,33 @@ class CreateOptions:
     port_bindings: dict = field(default_factory=dict)  # "80/tcp" → [{"HostIp", "HostPort"}]
     publish_all: bool = False
     exposed_ports: tuple[str, ...] = ()  # the image's and the request's, "80/tcp"
+    # How the container is isolated (hostflags.py in the API reads them from HostConfig):
+    init: bool = False  # docker-init (tini) as PID 1
+    read_only: bool = False  # the root filesystem mounted read-only
+    ulimits: tuple[tuple[str, int, int], ...] = ()  # (name, soft, hard), ulimits.py
+    sysctls: dict[str, str] = field(default_factory=dict)
+    pid_mode: str = ""  # "" (its own) or "host"
+    uts_mode: str = ""  # "" (its own) or "host"
+    ipc_mode: str = ""  # "", "private", "shareable", "none" (its own), "host", "container:ID"
+    cgroupns_mode: str = ""  # "private" or "host"; "": the engine's default
+    privileged: bool = False  # all capabilities and host devices, nothing masked
+    devices: tuple[tuple[str, str, str], ...] = ()  # (host, container, permissions)
+    runtime: str = ""  # "runc" or "vmctl" (the same one), as asked
+    memory_swap: int = 0  # memory + swap in bytes; 0: twice memory; -1: unlimited
+    memory_swappiness: int | None = None
+    oom_kill_disable: bool = False
+    cpuset_cpus: str = ""
+    cpuset_mems: str = ""
+    log_driver: str = "json-file"  # or "none" (logconfig.py)
+    log_options: dict[str, str] = field(default_factory=dict)  # max-size, max-file
+    console_size: tuple[int, ...] = ()  # a terminal's first (rows, columns)
+    # Fields dockerd only records and shows back ({"Config": {...}, "HostConfig": {...}}):
+    recorded: dict = field(default_factory=dict)
 
 
 TUPLE_OPTIONS = (
     "env", "cap_add", "cap_drop", "group_add", "extra_hosts", "dns", "dns_search", "dns_options",
-    "exposed_ports",
+    "exposed_ports", "ulimits", "devices", "console_size",
 )  # fmt: skip
 
 
