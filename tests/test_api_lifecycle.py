@@ -128,6 +128,19 @@ def test_restarting_shows_in_ps_and_a_stop_ends_it_for_good(agent):
     assert "looping" not in names(agent)
 
 
+def test_an_end_a_wait_reported_is_already_a_restart_remove_refuses(agent):
+    """dockerd decides on the restart before it tells a waiter of the end: a remove right
+    after `docker wait` (docker-py's test_create_with_restart_policy) meets a container that is
+    restarting or running again, never one it may delete."""
+    for attempt in range(5):
+        name = f"comes-back-{attempt}"
+        ok(agent.docker("run", "-d", "--name", name, "--restart", "always", "busybox", "true"))
+        ok(agent.docker("wait", name))
+        refused = agent.docker("rm", name)
+        assert refused.returncode != 0 and "You cannot remove a " in refused.stderr, refused
+        ok(agent.docker("rm", "-f", name))
+
+
 def test_a_docker_restart_and_a_kill_hold_an_always_container_as_dockerd_does(agent):
     ok(
         agent.docker(

@@ -25,6 +25,7 @@ from vmctl_agent.runtime.index import Container, ContainerNotFound
 
 def watch(engine, container: Container) -> None:
     """Follow `container`, which was just started, through its ends and restarts."""
+    engine.runtime.restarts.following(container.id, container.state.started_at)
     threading.Thread(target=_follow, args=(engine, container), daemon=True).start()
 
 
@@ -55,6 +56,7 @@ def _bring_back(engine, container: Container) -> None:
 
 def _follow(engine, container: Container | None) -> None:
     while container is not None:
+        engine.runtime.restarts.following(container.id, container.state.started_at)
         run_over = threading.Event()
         _check_health(engine, container, run_over)
         ended = _wait_for_end(engine, container)

@@ -115,6 +115,7 @@ class Runtime(ContainerChanges):
     def plan_restart(self, ended: Container) -> tuple[float, threading.Event] | None:
         """If `ended`'s policy brings it back (and it has not been started since): the delay,
         and the event that a stop, kill or remove sets to cancel it. It is `restarting` now."""
+        self.restarts.deciding(ended.id)
         try:
             current = self.get(ended.id)
         except ContainerNotFound:
@@ -307,6 +308,19 @@ class Runtime(ContainerChanges):
             pids.send_signal(container.state.pid, container.state.start_time, signal.SIGKILL)
             return self.wait(container.id, timeout=30)
 
+    def _restart_due(self, container: Container) -> bool:
+        """Restarting, or ended a moment ago with its policy's decision still to come."""
+        if container.restarting:
+            return True
+        state = container.state
+        if state.running or not self.restarts.undecided(container.id, state.started_at):
+            return False
+        held = self.restarts.held(container.id)
+        policy = container.config.restart_policy
+        return policy.wants(
+            state.exit_code, state.restart_count, stopped=state.manually_stopped, held=held
+        )
+
     def restart(self, ref: str, timeout: float | None = None, sig: int | None = None) -> Container:
         self.stop(ref, timeout, sig)
         return self.start(ref)
@@ -314,9 +328,10 @@ class Runtime(ContainerChanges):
     def remove(self, ref: str, *, force: bool = False) -> None:
         """Refused while running unless forced; leaves no mount, cgroup or process behind."""
         container = self.get(ref)
-        if (container.state.running or container.restarting) and not force:
+        status = "restarting" if self._restart_due(container) else container.state.status
+        if (container.state.running or status == "restarting") and not force:
             raise ContainerConflict(
-                f"You cannot remove a {container.state.status} container {container.id}. Stop "
+                f"You cannot remove a {status} container {container.id}. Stop "
                 "the container before attempting removal or force remove"
             )
         self.restarts.hold(container.id)

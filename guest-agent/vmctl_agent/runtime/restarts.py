@@ -80,6 +80,23 @@ class Restarts:
         self._pending: dict[str, threading.Event] = {}
         self._delays: dict[str, float] = {}
         self._held: set[str] = set()
+        self._followed: dict[str, str] = {}  # id -> the run whose end is not decided yet
+
+    def following(self, container_id: str, started_at: str) -> None:
+        """A watcher follows this run: its end is the watcher's to decide on (restart or not)."""
+        with self._lock:
+            self._followed[container_id] = started_at
+
+    def deciding(self, container_id: str) -> None:
+        """The watcher is deciding on the end it saw: from now, `pending` says the rest."""
+        with self._lock:
+            self._followed.pop(container_id, None)
+
+    def undecided(self, container_id: str, started_at: str) -> bool:
+        """Whether this run's end has not been decided on yet: between the exit, which a wait
+        already reports, and the watcher's decision. dockerd decides before it tells anyone."""
+        with self._lock:
+            return self._followed.get(container_id) == started_at
 
     def pending(self, container_id: str) -> bool:
         return container_id in self._pending
@@ -117,5 +134,6 @@ class Restarts:
     def forget(self, container_id: str) -> None:
         self.hold(container_id)
         with self._lock:
+            self._followed.pop(container_id, None)
             self._held.discard(container_id)
             self._delays.pop(container_id, None)
