@@ -318,12 +318,16 @@ def accel_qemu() -> str:
 
 
 def _serve_socket(paths: vmpaths.VMPaths, driver: Driver) -> None:
-    """Start the host agent (if it is not running) and wait for /_ping through docker.sock."""
+    """Start the host agent (if it is not running) and wait for /_ping through docker.sock;
+    then ask what is published, which the host agent answers once it listens for all of it
+    (a restarted agent, or containers a rebooted VM brought back: their ports work when
+    `vmctl start` returns)."""
     if locks.holder(paths.hostagent_pid) is None:
         spawn_hostagent(paths)
     deadline = time.monotonic() + TIMEOUTS["engine"]
     while time.monotonic() < deadline:
         if ping(docker_host(paths), timeout=10):
+            published_ports(paths.name, timeout=60)
             return
         if locks.holder(paths.hostagent_pid) is None:
             raise VmctlError("the host agent exited: " + console.tail(paths.hostagent_log, 10))
