@@ -7,7 +7,7 @@ import ipaddress
 import re
 
 import pytest
-from vmctl_agent.network import commands, dnswire, etcfiles, ipam, netlink
+from vmctl_agent.network import commands, counters, dnswire, etcfiles, ipam, netlink
 
 Net = ipaddress.IPv4Network
 
@@ -197,3 +197,20 @@ def test_the_default_bridge_is_made_only_where_the_config_asks(tmp_path):
     assert not config.load(str(daemon), bridge="none").default_bridge  # the flag wins
     with pytest.raises(AgentError, match="bridge 'br7' is not supported: \"docker0\""):
         config.load(None, bridge="br7")
+
+
+def test_interface_counters_as_docker_stats_shows_them():
+    table = (
+        "Inter-|   Receive                                                |  Transmit\n"
+        " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets "
+        "errs drop fifo colls carrier compressed\n"
+        "    lo:     140       2    0    0    0     0          0         0      140       2"
+        "    0    0    0     0       0          0\n"
+        "  eth0:    1006      11    1    2    0     0          0         0      574       7"
+        "    3    4    0     0       0          0\n"
+    )
+    assert counters.parse(table) == {
+        "eth0": {"rx_bytes": 1006, "rx_packets": 11, "rx_errors": 1, "rx_dropped": 2,
+                 "tx_bytes": 574, "tx_packets": 7, "tx_errors": 3, "tx_dropped": 4},
+    }  # fmt: skip
+    assert counters.of_process(2**22 + 1) == {}  # no such process

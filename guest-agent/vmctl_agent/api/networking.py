@@ -5,7 +5,7 @@ NetworkingConfig, ExtraHosts, Dns*, MacAddress) read into options, and NetworkSe
 from __future__ import annotations
 
 from vmctl_agent.api.http import ApiError
-from vmctl_agent.network import ports
+from vmctl_agent.network import counters, ports
 from vmctl_agent.network.records import Attachment
 
 _CONFLICTS = (  # with --network container:<x>, as dockerd words them
@@ -71,6 +71,14 @@ def list_ports(engine, container) -> list[dict]:
     """`docker ps`'s Ports."""
     exposed = container.config.create_options.exposed_ports
     return ports.list_ports(published(engine, container), exposed)
+
+
+def interface_stats(engine, container) -> dict:
+    """Stats' "networks": each interface's counters, when the container is on a network
+    (dockerd leaves the key out for --network none and host)."""
+    if not engine.endpoints.of(container.id) or not container.state.pid:
+        return {}
+    return {"networks": counters.of_process(container.state.pid)}
 
 
 def on_network(engine, container, ref: str) -> bool:
