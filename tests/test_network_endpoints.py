@@ -41,3 +41,56 @@ def test_stats_count_each_interfaces_traffic(agent, client):
     assert net_io.strip() != "0B / 0B"
     ok(agent.docker("run", "-d", "--name", "alone", "--network", "none", "busybox", "sleep", "60"))
     assert "networks" not in client.stats("alone", stream=False)  # as dockerd: no interface
+
+
+def _endpoint(client, container: str, network: str) -> dict:
+    return client.inspect_container(container)["NetworkSettings"]["Networks"][network]
+
+
+def test_a_mac_address_asked_for_at_connect_shows_before_and_after_the_start(agent, client):
+    ok(agent.docker("network", "create", "macs"))
+    ok(agent.docker("create", "--name", "later", "busybox", "sleep", "600"))
+    client.connect_container_to_network("later", "macs", mac_address="02:42:ac:11:00:99")
+    assert _endpoint(client, "later", "macs")["MacAddress"] == "02:42:ac:11:00:99"
+    ok(agent.docker("start", "later"))
+    assert "link/ether 02:42:ac:11:00:99" in ok(agent.docker("exec", "later", "ip", "link"))
+    assert _endpoint(client, "later", "macs")["MacAddress"] == "02:42:ac:11:00:99"
+
+
+def test_link_local_addresses_are_added_to_the_interface(agent, client):
+    ok(agent.docker("run", "-d", "--name", "local", "--link-local-ip", "169.254.8.8", "busybox",
+                    "sleep", "600"))  # fmt: skip
+    assert "inet 169.254.8.8/16" in ok(agent.docker("exec", "local", "ip", "-4", "addr"))
+    assert _endpoint(client, "local", "bridge")["IPAMConfig"] == {"LinkLocalIPs": ["169.254.8.8"]}
+    ok(agent.docker("network", "create", "more"))
+    ok(agent.docker("network", "connect", "--link-local-ip", "169.254.9.9", "more", "local"))
+    assert "inet 169.254.9.9/16" in ok(agent.docker("exec", "local", "ip", "-4", "addr", "show",
+                                                    "eth1"))  # fmt: skip
+    ok(agent.docker("restart", "-t", "0", "local"))  # made again at each start
+    assert "inet 169.254.8.8/16" in ok(agent.docker("exec", "local", "ip", "-4", "addr"))
+
+
+def test_bad_link_local_addresses_are_refused_and_nothing_is_made(agent, client):
+    for bad, words in (("nope", "invalid link-local IP address: nope"),
+                       ("0.0.0.0", "invalid link-local IP address: 0.0.0.0"),
+                       ("fe80::1", "IPv6 addresses are not supported by this engine")):  # fmt: skip
+        run = agent.docker("run", "-d", "--name", "bad", "--link-local-ip", bad, "busybox", "true")
+        assert run.returncode != 0 and words in run.stderr, run.stderr
+        assert agent.docker("inspect", "bad").returncode != 0  # no container was recorded
+    assert agent.veths_settled(0) == []
+
+
+def test_endpoint_driver_options_are_kept_and_shown(agent, client):
+    config = client.create_networking_config(
+        {"bridge": client.create_endpoint_config(driver_opt={"com.example.setting": "on"})}
+    )
+    made = client.create_container("busybox", ["sleep", "600"], networking_config=config)
+    client.start(made["Id"])
+    assert _endpoint(client, made["Id"], "bridge")["DriverOpts"] == {"com.example.setting": "on"}
+    ok(agent.docker("network", "create", "opts"))
+    connect = agent.docker("network", "connect", "--driver-opt",
+                           "com.docker.network.endpoint.sysctls=net.ipv4.conf.IFNAME.log_martians=1",
+                           "opts", made["Id"])  # fmt: skip
+    assert connect.returncode != 0
+    assert "DriverOpts com.docker.network.endpoint.sysctls is not supported here" in connect.stderr
+    assert list(client.inspect_container(made["Id"])["NetworkSettings"]["Networks"]) == ["bridge"]

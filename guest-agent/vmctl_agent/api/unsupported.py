@@ -64,7 +64,6 @@ CREATE_FIELDS: tuple[tuple[str, str, tuple], ...] = (
     ("HostConfig.Ulimits", "ulimits", ()),
     ("HostConfig.UsernsMode", "a user namespace mode", ("host",)),
     ("HostConfig.UTSMode", "a UTS mode", ()),
-    ("NetworkingConfig.EndpointsConfig.*.DriverOpts", "endpoint driver options", ()),
     ("NetworkingConfig.EndpointsConfig.*.GwPriority", "a gateway priority", ()),
     ("NetworkingConfig.EndpointsConfig.*.Links", "links", ()),
 )

@@ -152,7 +152,8 @@ class Endpoints(netns.Networking):
         veth = "veth" + secrets.token_hex(4)[:7]
         gateway = str(subnet.gateway) if route else ""
         plug = commands.Plug(path, veth, network.bridge, interface,
-                             f"{address}/{subnet.subnet.prefixlen}", mac, gateway)  # fmt: skip
+                             f"{address}/{subnet.subnet.prefixlen}", mac, gateway,
+                             tuple(f"{a}/16" for a in att.link_local))  # fmt: skip
         self.host.plug_outside(plug)
         try:
             self.host.configure_inside(path, plug, first=interface == "eth0")
@@ -331,7 +332,9 @@ def _attachment(network: Network, settings: dict, mac: str) -> Attachment:
         raise InvalidSpec(
             "network-scoped alias is supported only for containers in user defined networks"
         )
-    return Attachment(network.id, aliases, ipv4, settings.get("MacAddress") or mac)
+    link_local = tuple((settings.get("IPAMConfig") or {}).get("LinkLocalIPs") or ())
+    return Attachment(network.id, aliases, ipv4, settings.get("MacAddress") or mac, link_local,
+                      dict(settings.get("DriverOpts") or {}))  # fmt: skip
 
 
 def _next_interface(atts: dict[str, Attachment]) -> int:

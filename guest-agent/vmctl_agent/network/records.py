@@ -52,6 +52,8 @@ class Attachment:
     aliases: tuple[str, ...] = ()
     ipv4: str = ""  # asked for (--ip)
     mac: str = ""  # asked for (--mac-address)
+    link_local: tuple[str, ...] = ()  # asked for (--link-local-ip): more addresses, each a /16
+    driver_opts: dict = field(default_factory=dict)  # kept and shown; the bridge reads none
     endpoint_id: str = ""  # the rest only while running
     run: str = ""  # which start made it (the start time): an older run's end leaves it be
     address: str = ""
@@ -67,7 +69,8 @@ class Attachment:
 
     @classmethod
     def from_json(cls, data: dict) -> Attachment:
-        return cls(**{**data, "aliases": tuple(data.get("aliases") or ())})
+        lists = {k: tuple(data.get(k) or ()) for k in ("aliases", "link_local")}
+        return cls(**{**data, **lists})
 
 
 class Records:
