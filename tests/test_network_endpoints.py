@@ -94,3 +94,43 @@ def test_endpoint_driver_options_are_kept_and_shown(agent, client):
     assert connect.returncode != 0
     assert "DriverOpts com.docker.network.endpoint.sysctls is not supported here" in connect.stderr
     assert list(client.inspect_container(made["Id"])["NetworkSettings"]["Networks"]) == ["bridge"]
+
+
+def test_auxiliary_addresses_are_shown_and_kept_from_containers(agent, client):
+    ok(agent.docker("network", "create", "--subnet", "10.33.0.0/24", "--aux-address",
+                    "printer=10.33.0.2", "--aux-address", "nas=10.33.0.3", "office"))  # fmt: skip
+    assert client.inspect_network("office")["IPAM"]["Options"] == {}  # as the CLI sent them
+    config = client.inspect_network("office")["IPAM"]["Config"]
+    aux = {"nas": "10.33.0.3", "printer": "10.33.0.2"}
+    assert config == [{"Subnet": "10.33.0.0/24", "Gateway": "10.33.0.1", "AuxiliaryAddresses": aux}]
+    ok(agent.docker("run", "-d", "--name", "desk", "--network", "office", "busybox", "sleep", "60"))
+    fmt = "{{.NetworkSettings.Networks.office.IPAddress}}"
+    assert ok(agent.docker("inspect", "-f", fmt, "desk")).strip() == "10.33.0.4"
+    taken = agent.docker("run", "--name", "thief", "--network", "office", "--ip", "10.33.0.2",
+                         "busybox", "true")  # fmt: skip
+    assert taken.returncode != 0 and "Address already in use: 10.33.0.2" in taken.stderr
+    assert agent.docker("inspect", "thief").returncode != 0  # refused at create: nothing made
+    pool = docker.types.IPAMPool(subnet="10.34.0.0/24", aux_addresses={"far": "10.35.0.9"})
+    with pytest.raises(docker.errors.APIError) as bad:  # the CLI checks this one itself
+        client.create_network("elsewhere", ipam=docker.types.IPAMConfig(pool_configs=[pool]))
+    assert bad.value.status_code == 400
+    words = "auxiliary address: (far:10.35.0.9) must belong to the master pool: 10.34.0.0/24"
+    assert words in bad.value.explanation
+    assert agent.docker("network", "inspect", "elsewhere").returncode != 0
+    assert [b for b in agent.links("bridge") if b != "docker0"] == [
+        "br-" + client.inspect_network("office")["Id"][:12]
+    ]
+
+
+def test_network_names_may_have_spaces_as_dockerd_allows(agent, client):
+    made = client.create_network("team 01")
+    ok(agent.docker("run", "-d", "--name", "spaced", "--network", "team 01", "busybox", "sleep",
+                    "60"))  # fmt: skip
+    assert client.inspect_network("team 01")["Id"] == made["Id"]
+    assert client.inspect_network("team 01")["IPAM"]["Options"] is None  # docker-py sent none
+    listed = ok(agent.docker("network", "ls", "--filter", "name=team 01", "--format", "{{.Name}}"))
+    assert listed == "team 01\n"
+    blank = agent.docker("network", "create", " ")
+    assert blank.returncode != 0 and "invalid name:" in blank.stderr
+    ok(agent.docker("rm", "-f", "spaced"))
+    client.remove_network("team 01")

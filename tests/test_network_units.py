@@ -214,3 +214,19 @@ def test_interface_counters_as_docker_stats_shows_them():
                  "tx_bytes": 574, "tx_packets": 7, "tx_errors": 3, "tx_dropped": 4},
     }  # fmt: skip
     assert counters.of_process(2**22 + 1) == {}  # no such process
+
+
+def test_auxiliary_addresses_are_in_the_subnet_and_never_handed_out():
+    config = {"Subnet": "10.9.0.0/29", "AuxiliaryAddresses": {"b": "10.9.0.3", "a": "10.9.0.2"}}
+    subnet = ipam.requested(config, [])
+    assert subnet.to_json()["AuxiliaryAddresses"] == {"a": "10.9.0.2", "b": "10.9.0.3"}
+    assert ipam.Subnet.from_json(subnet.to_json()) == subnet
+    assert str(ipam.address(subnet, set())) == "10.9.0.4"
+    with pytest.raises(ipam.PoolExhausted, match=re.escape("Address already in use: 10.9.0.2")):
+        ipam.address(subnet, set(), "10.9.0.2")
+    outside = {"Subnet": "10.9.0.0/29", "AuxiliaryAddresses": {"far": "10.9.1.1"}}
+    words = "auxiliary address: (far:10.9.1.1) must belong to the master pool: 10.9.0.0/29"
+    with pytest.raises(ipam.InvalidNetworkConfig, match=re.escape(words)):
+        ipam.requested(outside, [])
+    with pytest.raises(ipam.InvalidNetworkConfig, match="invalid auxiliary address x: nope"):
+        ipam.requested({"Subnet": "10.9.0.0/29", "AuxiliaryAddresses": {"x": "nope"}}, [])

@@ -31,6 +31,7 @@ class Network:
     attachable: bool = False
     labels: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
+    ipam_options: dict | None = None  # as the client sent them: null or {} (none honoured)
 
     def to_json(self) -> dict:
         out = asdict(self)
