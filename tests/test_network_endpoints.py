@@ -134,3 +134,30 @@ def test_network_names_may_have_spaces_as_dockerd_allows(agent, client):
     assert blank.returncode != 0 and "invalid name:" in blank.stderr
     ok(agent.docker("rm", "-f", "spaced"))
     client.remove_network("team 01")
+
+
+def test_endpoint_links_answer_their_alias_to_the_linking_container_only(agent, client):
+    ok(agent.docker("network", "create", "linked"))
+    config = client.create_networking_config(
+        {"linked": client.create_endpoint_config(links=[("upstream", "bar")])}
+    )
+    host = client.create_host_config(network_mode="linked")
+    made = client.create_container("busybox", ["sleep", "600"], networking_config=config,
+                                   host_config=host)  # fmt: skip
+    client.start(made["Id"])
+    assert _endpoint(client, made["Id"], "linked")["Links"] == ["upstream:bar"]
+    ok(agent.docker("run", "-d", "--name", "upstream", "--network", "linked", "busybox", "sleep",
+                    "600"))  # fmt: skip
+    upstream = _endpoint(client, "upstream", "linked")["IPAddress"]
+    assert f"Address: {upstream}" in ok(agent.docker("exec", made["Id"], "nslookup", "BAR"))
+    other = agent.docker("run", "--rm", "--network", "linked", "busybox", "nslookup", "bar")
+    assert other.returncode != 0 and upstream not in other.stdout  # the link is that one's own
+    on_bridge = client.create_networking_config(
+        {"bridge": client.create_endpoint_config(links=[("upstream", "bar")])}
+    )
+    with pytest.raises(docker.errors.APIError) as refused:
+        client.create_container("busybox", "true", networking_config=on_bridge, name="legacy")
+    assert "links in EndpointSettings are supported only on user-defined networks" in (
+        refused.value.explanation
+    )
+    assert agent.docker("inspect", "legacy").returncode != 0

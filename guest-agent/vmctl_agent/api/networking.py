@@ -103,13 +103,10 @@ def check_endpoint(settings: dict) -> None:
     """An EndpointSettings (create's EndpointsConfig, connect's EndpointConfig): 400 for
     what this engine would not honour."""
     ipam = settings.get("IPAMConfig") or {}
-    refused = [
-        ("IPAMConfig.IPv6Address", ipam.get("IPv6Address")),
-        ("Links", settings.get("Links")),
-    ]
-    for name, value in refused:
-        if value:
-            raise ApiError(400, f"EndpointSettings.{name} is not supported by this engine")
+    if ipam.get("IPv6Address"):
+        raise ApiError(
+            400, "EndpointSettings.IPAMConfig.IPv6Address is not supported by this engine"
+        )
     for address in ipam.get("LinkLocalIPs") or ():
         _check_link_local(address)
     for key in settings.get("DriverOpts") or {}:
@@ -203,7 +200,7 @@ def endpoint_settings(network, att: Attachment, container) -> dict:
     subnet = network.subnets[0] if network.subnets else None
     return {
         "IPAMConfig": _ipam_config(att),
-        "Links": None,
+        "Links": list(att.links) or None,
         "Aliases": list(att.aliases) or None,
         "MacAddress": att.mac_address if active else att.mac,  # the one asked for, as dockerd
         "DriverOpts": dict(att.driver_opts) or None,

@@ -65,7 +65,6 @@ CREATE_FIELDS: tuple[tuple[str, str, tuple], ...] = (
     ("HostConfig.UsernsMode", "a user namespace mode", ("host",)),
     ("HostConfig.UTSMode", "a UTS mode", ()),
     ("NetworkingConfig.EndpointsConfig.*.GwPriority", "a gateway priority", ()),
-    ("NetworkingConfig.EndpointsConfig.*.Links", "links", ()),
 )
 
 # Docker's log drivers: another of these is "not supported yet"; any other name is unknown.

@@ -55,6 +55,7 @@ class Attachment:
     mac: str = ""  # asked for (--mac-address)
     link_local: tuple[str, ...] = ()  # asked for (--link-local-ip): more addresses, each a /16
     driver_opts: dict = field(default_factory=dict)  # kept and shown; the bridge reads none
+    links: tuple[str, ...] = ()  # "name:alias": alias answers for name, to this container only
     endpoint_id: str = ""  # the rest only while running
     run: str = ""  # which start made it (the start time): an older run's end leaves it be
     address: str = ""
@@ -70,7 +71,7 @@ class Attachment:
 
     @classmethod
     def from_json(cls, data: dict) -> Attachment:
-        lists = {k: tuple(data.get(k) or ()) for k in ("aliases", "link_local")}
+        lists = {k: tuple(data.get(k) or ()) for k in ("aliases", "link_local", "links")}
         return cls(**{**data, **lists})
 
 
