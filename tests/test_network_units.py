@@ -7,7 +7,7 @@ import ipaddress
 import re
 
 import pytest
-from vmctl_agent.network import commands, dnswire, etcfiles, ipam, netlink
+from vmctl_agent.network import commands, counters, dnswire, etcfiles, ipam, netlink
 
 Net = ipaddress.IPv4Network
 
@@ -197,3 +197,36 @@ def test_the_default_bridge_is_made_only_where_the_config_asks(tmp_path):
     assert not config.load(str(daemon), bridge="none").default_bridge  # the flag wins
     with pytest.raises(AgentError, match="bridge 'br7' is not supported: \"docker0\""):
         config.load(None, bridge="br7")
+
+
+def test_interface_counters_as_docker_stats_shows_them():
+    table = (
+        "Inter-|   Receive                                                |  Transmit\n"
+        " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets "
+        "errs drop fifo colls carrier compressed\n"
+        "    lo:     140       2    0    0    0     0          0         0      140       2"
+        "    0    0    0     0       0          0\n"
+        "  eth0:    1006      11    1    2    0     0          0         0      574       7"
+        "    3    4    0     0       0          0\n"
+    )
+    assert counters.parse(table) == {
+        "eth0": {"rx_bytes": 1006, "rx_packets": 11, "rx_errors": 1, "rx_dropped": 2,
+                 "tx_bytes": 574, "tx_packets": 7, "tx_errors": 3, "tx_dropped": 4},
+    }  # fmt: skip
+    assert counters.of_process(2**22 + 1) == {}  # no such process
+
+
+def test_auxiliary_addresses_are_in_the_subnet_and_never_handed_out():
+    config = {"Subnet": "10.9.0.0/29", "AuxiliaryAddresses": {"b": "10.9.0.3", "a": "10.9.0.2"}}
+    subnet = ipam.requested(config, [])
+    assert subnet.to_json()["AuxiliaryAddresses"] == {"a": "10.9.0.2", "b": "10.9.0.3"}
+    assert ipam.Subnet.from_json(subnet.to_json()) == subnet
+    assert str(ipam.address(subnet, set())) == "10.9.0.4"
+    with pytest.raises(ipam.PoolExhausted, match=re.escape("Address already in use: 10.9.0.2")):
+        ipam.address(subnet, set(), "10.9.0.2")
+    outside = {"Subnet": "10.9.0.0/29", "AuxiliaryAddresses": {"far": "10.9.1.1"}}
+    words = "auxiliary address: (far:10.9.1.1) must belong to the master pool: 10.9.0.0/29"
+    with pytest.raises(ipam.InvalidNetworkConfig, match=re.escape(words)):
+        ipam.requested(outside, [])
+    with pytest.raises(ipam.InvalidNetworkConfig, match="invalid auxiliary address x: nope"):
+        ipam.requested({"Subnet": "10.9.0.0/29", "AuxiliaryAddresses": {"x": "nope"}}, [])

@@ -145,6 +145,33 @@ def test_the_start_watch_follows_only_container_changes():
     assert fwd.syncs == 3
 
 
+def test_asking_what_is_published_brings_the_listeners_in_step_first():
+    fwd = _Forwarder({"abc": "Bind for 127.0.0.1:80 failed: port is already allocated"})
+    watch = portforward.StartWatch(fwd)
+    for request in (b"GET /vmctl/ports HTTP/1.1\r\n", b"GET /v1.50/vmctl/ports?x=1 HTTP/1.1\r\n"):
+        watch.request(request)
+        assert watch.reply(b"HTTP/1.1 200 OK\r\n\r\n[]") == b"HTTP/1.1 200 OK\r\n\r\n[]"
+    assert fwd.syncs == 2
+    watch.request(b"GET /vmctl/portsx HTTP/1.1\r\n")
+    watch.reply(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert fwd.syncs == 2
+
+
+def test_a_new_host_agent_listens_for_running_containers_when_asked(rig):
+    """What `vmctl start` does after restarting a killed host agent: it asks what is
+    published, and hears it once this machine listens there."""
+    paths, engine = rig
+    port = free_port()
+    vm.stop_hostagent(paths)
+    ok(engine.docker("run", "-d", "--name", "before", "-p", f"{port}:80", "busybox", "sleep",
+                     "60"))  # fmt: skip
+    assert not port_bound(port)
+    vm.spawn_hostagent(paths)
+    assert vm.published_ports("ports-test", timeout=60)[0].startswith(f"127.0.0.1:{port}->80/tcp")
+    assert port_bound(port)
+    ok(engine.docker("rm", "-f", "before"))
+
+
 def test_a_failed_publish_turns_the_start_into_dockers_error():
     fwd = _Forwarder({"abc": "Bind for 127.0.0.1:80 failed: port is already allocated"})
     watch = portforward.StartWatch(fwd)

@@ -201,3 +201,36 @@ def test_waiting_for_cloud_init_outlasts_a_guest_slower_than_one_look(sshd, tmp_
         finally:
             thaw.join()
     assert state.cloud_init == "disabled"
+
+
+class _BootingDriver:
+    """A guest whose console prints a line at each of its first `lines` looks, then nothing."""
+
+    def __init__(self, console: Path, lines: int) -> None:
+        self.console, self.lines = console, lines
+
+    def is_running(self) -> bool:
+        if self.lines:
+            self.lines -= 1
+            with open(self.console, "a") as f:
+                f.write("Starting something...\n")
+        return True
+
+
+def test_the_ssh_stage_waits_on_while_the_console_goes_on_and_not_after(tmp_path, monkeypatch):
+    from vmctl import paths as vmpaths
+    from vmctl import ssh, vm
+
+    monkeypatch.setenv("VMCTL_HOME", str(tmp_path))
+    monkeypatch.setitem(vm.TIMEOUTS, "ssh", 2.0)
+    paths = vmpaths.vm("booting")
+    paths.root.mkdir(parents=True)
+    with socket.socket() as s:  # a port nothing listens on: every try is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = ssh.Endpoint("127.0.0.1", port, "root", tmp_path / "key", "ssh-ed25519 AAAA")
+    said: list[str] = []
+    with pytest.raises(ssh.SshUnavailable):
+        vm.wait_for_ssh(paths, endpoint, _BootingDriver(paths.serial_log, 3), None, said.append)
+    assert said and all("still booting" in s for s in said)
+    assert paths.serial_log.read_text().count("\n") == 3  # it gave up once the console stopped

@@ -27,7 +27,8 @@ _CHUNK = 256 * 1024
 _UDP_IDLE = 60.0
 _CHANGE = re.compile(
     rb"^(?:POST /(?:v[0-9.]+/)?containers/([^/?\s]+)/(start|stop|restart|kill)[?\s]"
-    rb"|DELETE /(?:v[0-9.]+/)?containers/([^/?\s]+)[?\s])"
+    rb"|DELETE /(?:v[0-9.]+/)?containers/([^/?\s]+)[?\s]"
+    rb"|GET /(?:v[0-9.]+/)?vmctl/(ports)[?\s])"
 )
 Key = tuple[str, int, str]  # (proto, port, host address)
 
@@ -158,7 +159,8 @@ class StartWatch:
     """Sits in one forwarded docker.sock connection: when the engine answers a container's
     start (or stop, restart, kill, removal), the host's listeners follow before the client
     hears the answer, so a port works when `docker run -d` returns and is free when
-    `docker stop` does."""
+    `docker stop` does. A `GET /vmctl/ports` syncs too: whoever asks what is published (`vmctl
+    start` before it returns, `vmctl status`) hears it once this machine listens there."""
 
     def __init__(self, forwarder: PortForwarder) -> None:
         self.forwarder = forwarder
@@ -166,7 +168,9 @@ class StartWatch:
 
     def request(self, data: bytes) -> None:
         match = _CHANGE.match(data)
-        if match:
+        if match and match.group(4):  # what is published: the listeners in step first
+            self.pending = ("", "ports")
+        elif match:
             container = (match.group(1) or match.group(3)).decode()
             self.pending = (container, (match.group(2) or b"remove").decode())
 

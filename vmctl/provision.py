@@ -90,7 +90,10 @@ def _console_says_sshd_started(paths: vmpaths.VMPaths) -> bool:
 
 
 def wait_cloud_init(guest: Guest, driver: Driver, timeout: float) -> GuestState:
-    """cloud-init writes result.json when its last stage ends (errors included)."""
+    """cloud-init writes result.json when its last stage ends (errors included). Each look
+    may take what is left of the stage: a guest just booted, on a loaded machine, under
+    emulation, can take most of a minute to answer one command (its engine and restarted
+    containers starting beside it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = look(guest, max(LOOK_TIMEOUT, deadline - time.monotonic()))

@@ -33,7 +33,7 @@ from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
 from vmctl.machine import Driver, MachineSpec, free_port
-from vmctl.ssh import Endpoint, wait_for
+from vmctl.ssh import Endpoint, Guest, SshUnavailable, wait_for
 
 Progress = Callable[[str], None]
 
@@ -208,10 +208,9 @@ def start(
             _boot(paths, config, driver, say)
         endpoint = _endpoint(paths)
         _stage(paths, "ssh", say)
-        deadline = time.monotonic() + TIMEOUTS["ssh"]
         hint = provision.sshd_started(paths, say)
         guest = _in_stage(
-            paths, driver, "ssh", lambda: wait_for(endpoint, deadline, driver.is_running, hint)
+            paths, driver, "ssh", lambda: wait_for_ssh(paths, endpoint, driver, hint, say)
         )
         if locks.holder(paths.hostagent_pid) is None:
             spawn_hostagent(paths)  # its SSH connection and clock sync overlap what follows
@@ -233,6 +232,29 @@ def start(
         _stage(paths, "", say)
     say(f"VM {name!r} is running: DOCKER_HOST={docker_host(paths)}")
     return status(name)
+
+
+def wait_for_ssh(paths: vmpaths.VMPaths, endpoint: Endpoint, driver: Driver, hint,
+                 say: Progress) -> Guest:  # fmt: skip
+    """SSH, waiting TIMEOUTS["ssh"] at a time for as long as the guest's console goes on
+    (it printed during the last wait: still booting): under emulation on a loaded machine a
+    boot can take longer than any fixed wait. A guest that printed nothing for a whole wait
+    has hung, and the stage fails."""
+    while True:
+        printed = _console_size(paths)
+        try:
+            return wait_for(endpoint, time.monotonic() + TIMEOUTS["ssh"], driver.is_running, hint)
+        except SshUnavailable:
+            if _console_size(paths) == printed:
+                raise
+            say("the guest is still booting (its console goes on): waiting on")
+
+
+def _console_size(paths: vmpaths.VMPaths) -> int:
+    try:
+        return paths.serial_log.stat().st_size
+    except OSError:
+        return 0
 
 
 def _boot(paths: vmpaths.VMPaths, config: vmconfig.VMConfig, driver: Driver, say: Progress) -> None:
@@ -318,12 +340,16 @@ def accel_qemu() -> str:
 
 
 def _serve_socket(paths: vmpaths.VMPaths, driver: Driver) -> None:
-    """Start the host agent (if it is not running) and wait for /_ping through docker.sock."""
+    """Start the host agent (if it is not running) and wait for /_ping through docker.sock;
+    then ask what is published, which the host agent answers once it listens for all of it
+    (a restarted agent, or containers a rebooted VM brought back: their ports work when
+    `vmctl start` returns)."""
     if locks.holder(paths.hostagent_pid) is None:
         spawn_hostagent(paths)
     deadline = time.monotonic() + TIMEOUTS["engine"]
     while time.monotonic() < deadline:
         if ping(docker_host(paths), timeout=10):
+            published_ports(paths.name, timeout=60)
             return
         if locks.holder(paths.hostagent_pid) is None:
             raise VmctlError("the host agent exited: " + console.tail(paths.hostagent_log, 10))

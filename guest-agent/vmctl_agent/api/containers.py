@@ -409,6 +409,7 @@ def _stats(engine, container: Container, previous: dict) -> dict:
         },
         "precpu_stats": previous.get("cpu_stats", {}),
         "blkio_stats": _blkio(s.io),
+        **networking.interface_stats(engine, container),
     }
 
 

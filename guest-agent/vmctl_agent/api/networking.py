@@ -4,8 +4,10 @@ NetworkingConfig, ExtraHosts, Dns*, MacAddress) read into options, and NetworkSe
 
 from __future__ import annotations
 
+import ipaddress
+
 from vmctl_agent.api.http import ApiError
-from vmctl_agent.network import ports
+from vmctl_agent.network import counters, ports
 from vmctl_agent.network.records import Attachment
 
 _CONFLICTS = (  # with --network container:<x>, as dockerd words them
@@ -73,6 +75,14 @@ def list_ports(engine, container) -> list[dict]:
     return ports.list_ports(published(engine, container), exposed)
 
 
+def interface_stats(engine, container) -> dict:
+    """Stats' "networks": each interface's counters, when the container is on a network
+    (dockerd leaves the key out for --network none and host)."""
+    if not engine.endpoints.of(container.id) or not container.state.pid:
+        return {}
+    return {"networks": counters.of_process(container.state.pid)}
+
+
 def on_network(engine, container, ref: str) -> bool:
     """`docker ps --filter network=`: by network name or id."""
     if container.config.network == ref:
@@ -93,15 +103,28 @@ def check_endpoint(settings: dict) -> None:
     """An EndpointSettings (create's EndpointsConfig, connect's EndpointConfig): 400 for
     what this engine would not honour."""
     ipam = settings.get("IPAMConfig") or {}
-    refused = [
-        ("IPAMConfig.IPv6Address", ipam.get("IPv6Address")),
-        ("IPAMConfig.LinkLocalIPs", ipam.get("LinkLocalIPs")),
-        ("Links", settings.get("Links")),
-        ("DriverOpts", settings.get("DriverOpts")),
-    ]
-    for name, value in refused:
-        if value:
-            raise ApiError(400, f"EndpointSettings.{name} is not supported by this engine")
+    if ipam.get("IPv6Address"):
+        raise ApiError(
+            400, "EndpointSettings.IPAMConfig.IPv6Address is not supported by this engine"
+        )
+    for address in ipam.get("LinkLocalIPs") or ():
+        _check_link_local(address)
+    for key in settings.get("DriverOpts") or {}:
+        if key.startswith("com.docker.network."):  # the bridge driver's own: not honoured here
+            raise ApiError(400, f"EndpointSettings.DriverOpts {key} is not supported here")
+
+
+def _check_link_local(address: str) -> None:
+    """dockerd adds each to the interface, with a /16; IPv6 ones wait for IPv6 networks."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        raise ApiError(400, f"invalid link-local IP address: {address}") from None
+    if parsed.version == 6:
+        raise ApiError(400, "EndpointSettings.IPAMConfig.LinkLocalIPs: IPv6 addresses are not "
+                            "supported by this engine (its networks are IPv4)")  # fmt: skip
+    if parsed.is_unspecified:
+        raise ApiError(400, f"invalid link-local IP address: {address}")
 
 
 def ports_warning(mode: str) -> str:
@@ -192,13 +215,12 @@ def endpoint_settings(network, att: Attachment, container) -> dict:
     """One network's entry in NetworkSettings.Networks."""
     active = att.active and container.state.running
     subnet = network.subnets[0] if network.subnets else None
-    ipam = {"IPv4Address": att.ipv4} if att.ipv4 else None
     return {
-        "IPAMConfig": ipam,
-        "Links": None,
+        "IPAMConfig": _ipam_config(att),
+        "Links": list(att.links) or None,
         "Aliases": list(att.aliases) or None,
-        "MacAddress": att.mac_address if active else "",
-        "DriverOpts": None,
+        "MacAddress": att.mac_address if active else att.mac,  # the one asked for, as dockerd
+        "DriverOpts": dict(att.driver_opts) or None,
         "NetworkID": network.id,
         "EndpointID": att.endpoint_id if active else "",
         "Gateway": str(subnet.gateway) if active and subnet else "",
@@ -209,6 +231,12 @@ def endpoint_settings(network, att: Attachment, container) -> dict:
         "GlobalIPv6PrefixLen": 0,
         "DNSNames": dns_names(network, att, container) if active else None,
     }
+
+
+def _ipam_config(att: Attachment) -> dict | None:
+    """What was asked for, with dockerd's omitempty."""
+    asked = {"IPv4Address": att.ipv4, "LinkLocalIPs": list(att.link_local)}
+    return {k: v for k, v in asked.items() if v} or None
 
 
 def dns_names(network, att: Attachment, container) -> list[str] | None:

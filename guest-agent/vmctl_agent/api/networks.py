@@ -25,6 +25,7 @@ def create(engine, request) -> Response:
         internal=bool(body.get("Internal")),
         attachable=bool(body.get("Attachable")),
         labels=body.get("Labels") or {},
+        ipam_options=(body.get("IPAM") or {}).get("Options"),
     )
     engine.events.publish("network", "create", network.id, name=network.name, type="bridge")
     return json_response({"Id": network.id, "Warning": ""}, 201)
@@ -58,11 +59,7 @@ def _ipam_configs(ipam: dict) -> list[dict]:
         raise ApiError(404, f'plugin "{ipam["Driver"]}" not found')
     if ipam.get("Options"):
         raise ApiError(400, "IPAM options are not supported")
-    configs = ipam.get("Config") or []
-    for config in configs:
-        if config.get("AuxiliaryAddresses"):
-            raise ApiError(400, "IPAM AuxiliaryAddresses are not supported")
-    return configs
+    return ipam.get("Config") or []
 
 
 def list_(engine, request) -> Response:
@@ -129,7 +126,7 @@ def shape(engine, network: Network, *, containers: bool) -> dict:
         "EnableIPv6": False,
         "IPAM": {
             "Driver": "default",
-            "Options": None if network.name in PREDEFINED else {},
+            "Options": network.ipam_options,
             "Config": [s.to_json() for s in network.subnets],
         },
         "Internal": network.internal,

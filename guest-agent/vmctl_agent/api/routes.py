@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Callable
 
 from vmctl_agent.api import (
@@ -136,6 +137,6 @@ def _find(request: Request) -> tuple[Callable, dict[str, str]]:
         return handler, {}
     for method, pattern, handler in _COMPILED:
         match = pattern.match(request.path)
-        if match and method == request.method:
-            return handler, match.groupdict()
+        if match and method == request.method:  # parts decoded, as Go's router does
+            return handler, {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
     raise ApiError(404, "page not found")

@@ -45,9 +45,7 @@ CREATE_FIELDS: tuple[tuple[str, str, tuple], ...] = (
     ("HostConfig.ReadonlyPaths", "read-only paths", ()),
     ("HostConfig.StorageOpt", "storage options", ()),
     ("HostConfig.UsernsMode", "a user namespace mode", ("host",)),
-    ("NetworkingConfig.EndpointsConfig.*.DriverOpts", "endpoint driver options", ()),
     ("NetworkingConfig.EndpointsConfig.*.GwPriority", "a gateway priority", ()),
-    ("NetworkingConfig.EndpointsConfig.*.Links", "links", ()),
 )
 
 # Docker's log drivers: another of these is "not supported yet"; any other name is unknown.

@@ -13,4 +13,5 @@ runtime makes), the store and the floor; never the API above it.
     etcfiles.py     /etc/hosts and /etc/resolv.conf as Docker writes them (pure)
     dns.py          the embedded resolver at 127.0.0.11 (dnswire.py: DNS messages, pure)
     ports.py        published ports asked for and shown (pure); proxy.py binds and carries
+    counters.py     each interface's traffic counters, for stats
 """

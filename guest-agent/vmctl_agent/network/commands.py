@@ -40,6 +40,7 @@ class Plug:
     address: str  # with its prefix: 172.17.0.2/16
     mac: str
     gateway: str = ""  # empty: no default route (--internal, or not the first network)
+    link_local: tuple[str, ...] = ()  # more addresses, with their prefix
 
 
 def bridge_up(bridge: str, addresses: Sequence[str], exists: bool) -> str:

@@ -152,7 +152,8 @@ class Endpoints(netns.Networking):
         veth = "veth" + secrets.token_hex(4)[:7]
         gateway = str(subnet.gateway) if route else ""
         plug = commands.Plug(path, veth, network.bridge, interface,
-                             f"{address}/{subnet.subnet.prefixlen}", mac, gateway)  # fmt: skip
+                             f"{address}/{subnet.subnet.prefixlen}", mac, gateway,
+                             tuple(f"{a}/16" for a in att.link_local))  # fmt: skip
         self.host.plug_outside(plug)
         try:
             self.host.configure_inside(path, plug, first=interface == "eth0")
@@ -263,12 +264,13 @@ class Endpoints(netns.Networking):
     def lookup(self, asker: str, name: str) -> list[str] | None:
         """Addresses of `name` on the asker's user-defined networks; None if it is none of
         their containers (the resolver forwards it)."""
-        mine = {n for n, a in self.of(asker).items() if a.active and self._user_defined(n)}
+        own = self.of(asker)
+        mine = {n for n, a in own.items() if a.active and self._user_defined(n)}
         found = []
         for container_id, atts in list(self.records.endpoints.items()):
             for network_id in mine & atts.keys():
-                att = atts[network_id]
-                if att.active and name in self._names_of(container_id, att):
+                att, wanted = atts[network_id], _linked(own[network_id], name)
+                if att.active and wanted in self._names_of(container_id, att):
                     found.append(att.address)
         if not found and name == DESKTOP_HOST and self.desktop_hosts:
             return [self.desktop_hosts[0][1]]
@@ -331,7 +333,35 @@ def _attachment(network: Network, settings: dict, mac: str) -> Attachment:
         raise InvalidSpec(
             "network-scoped alias is supported only for containers in user defined networks"
         )
-    return Attachment(network.id, aliases, ipv4, settings.get("MacAddress") or mac)
+    link_local = tuple((settings.get("IPAMConfig") or {}).get("LinkLocalIPs") or ())
+    opts = dict(settings.get("DriverOpts") or {})
+    return Attachment(network.id, aliases, ipv4, settings.get("MacAddress") or mac, link_local,
+                      opts, _links(network, settings))  # fmt: skip
+
+
+def _links(network: Network, settings: dict) -> tuple[str, ...]:
+    """EndpointSettings.Links as dockerd keeps them ("name:alias"); on a user-defined
+    network the embedded resolver answers each alias (the default bridge has no resolver:
+    its legacy links are HostConfig.Links, refused until they exist)."""
+    links = tuple(settings.get("Links") or ())
+    if links and network.name == "bridge":
+        raise InvalidSpec("links in EndpointSettings are supported only on user-defined networks")
+    out = []
+    for link in links:
+        name, _, alias = link.partition(":")
+        if not name or alias.count(":"):
+            raise InvalidSpec(f"invalid link: {link}")
+        out.append(f"{name}:{alias or name}")
+    return tuple(out)
+
+
+def _linked(att: Attachment, name: str) -> str:
+    """The container `name` stands for on this network: a link's target, or itself."""
+    for link in att.links:
+        target, _, alias = link.partition(":")
+        if alias.lower() == name:
+            return target.lower()
+    return name
 
 
 def _next_interface(atts: dict[str, Attachment]) -> int:

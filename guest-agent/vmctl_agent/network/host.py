@@ -132,9 +132,10 @@ def _inside_messages(plug: commands.Plug, first: bool) -> list:
     index = socket.if_nametoindex(plug.interface)
     messages = [lambda seq: netlink.link_up(socket.if_nametoindex("lo"), seq)] if first else []
     messages += [
-        lambda seq: netlink.add_address(index, plug.address, seq),
-        lambda seq: netlink.link_up(index, seq),
+        lambda seq, address=address: netlink.add_address(index, address, seq)
+        for address in (plug.address, *plug.link_local)
     ]
+    messages.append(lambda seq: netlink.link_up(index, seq))
     if plug.gateway:
         messages.append(lambda seq: netlink.default_route(index, plug.gateway, seq))
     return messages

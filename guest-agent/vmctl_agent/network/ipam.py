@@ -36,22 +36,31 @@ class PoolExhausted(AgentError):
 
 @dataclass(frozen=True)
 class Subnet:
-    """One IPAM config of a network: the subnet, its gateway, the range containers get."""
+    """One IPAM config of a network: the subnet, its gateway, the range containers get, and
+    auxiliary addresses (name, address) that no container gets (the user's hosts on it)."""
 
     subnet: Net
     gateway: Addr
     ip_range: Net | None = None
+    aux: tuple[tuple[str, str], ...] = ()
+
+    def reserved(self) -> set[Addr]:
+        return {Addr(a) for _, a in self.aux}
 
     def to_json(self) -> dict:
         out = {"Subnet": str(self.subnet), "Gateway": str(self.gateway)}
         if self.ip_range is not None:
             out["IPRange"] = str(self.ip_range)
+        if self.aux:
+            out["AuxiliaryAddresses"] = dict(self.aux)
         return out
 
     @classmethod
     def from_json(cls, data: dict) -> Subnet:
         ip_range = data.get("IPRange")
-        return cls(Net(data["Subnet"]), Addr(data["Gateway"]), Net(ip_range) if ip_range else None)
+        aux = tuple((data.get("AuxiliaryAddresses") or {}).items())
+        return cls(Net(data["Subnet"]), Addr(data["Gateway"]), Net(ip_range) if ip_range else None,
+                   aux)  # fmt: skip
 
 
 def requested(config: dict, taken: Iterable[Net]) -> Subnet:
@@ -64,8 +73,25 @@ def requested(config: dict, taken: Iterable[Net]) -> Subnet:
             f"it should be within subnet {subnet}"
         )
     gateway = _gateway(config.get("Gateway") or "", subnet)
+    aux = _auxiliary(config.get("AuxiliaryAddresses") or {}, subnet)
     _refuse_overlap(subnet, taken)
-    return Subnet(subnet, gateway, ip_range)
+    return Subnet(subnet, gateway, ip_range, aux)
+
+
+def _auxiliary(addresses: dict, subnet: Net) -> tuple[tuple[str, str], ...]:
+    """Each must be an address of the subnet, as libnetwork's IPAM checks them."""
+    for name, text in addresses.items():
+        try:
+            inside = Addr(text) in subnet
+        except ValueError:
+            raise InvalidNetworkConfig(
+                f"invalid network config:\ninvalid auxiliary address {name}: {text}"
+            ) from None
+        if not inside:
+            raise InvalidNetworkConfig(
+                f"auxiliary address: ({name}:{text}) must belong to the master pool: {subnet}"
+            )
+    return tuple(sorted(addresses.items()))
 
 
 def _network(what: str, text: str) -> Net:
@@ -146,6 +172,7 @@ def default_bridge() -> Subnet:
 
 def address(subnet: Subnet, taken: set[Addr], wanted: str = "") -> Addr:
     """`wanted` if given and free, else the lowest free address of the range."""
+    taken = taken | subnet.reserved()
     if wanted:
         return _static(subnet, taken, wanted)
     pool = subnet.ip_range or subnet.subnet

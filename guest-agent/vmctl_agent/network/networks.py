@@ -6,7 +6,6 @@ in step with the records.
 
 from __future__ import annotations
 
-import re
 import secrets
 import threading
 from collections.abc import Iterator
@@ -24,7 +23,6 @@ BRIDGES_OFF = (
     'and container:<name> are available (the VM\'s engine has "bridge": "docker0")'
 )
 PREDEFINED = ("bridge", "host", "none")
-_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 
 
 class NetworkNotFound(AgentError):
@@ -111,12 +109,10 @@ class Networks:
     # -- create and remove ------------------------------------------------------------------
 
     def create(self, name: str, *, ipam_configs=(), internal=False, attachable=False,
-               labels=None, options=None) -> Network:  # fmt: skip
+               labels=None, options=None, ipam_options=None) -> Network:  # fmt: skip
         """A bridge network; nothing is left behind if any part of it fails."""
-        if not _NAME.fullmatch(name):
-            raise ipam.InvalidNetworkConfig(
-                f"invalid name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-            )
+        if not name.strip():  # any other name, spaces included, as libnetwork allows
+            raise ipam.InvalidNetworkConfig(f"invalid name: {name}")
         self.check_usable()
         with self.lock:
             if name in PREDEFINED or self._by_name(name):
@@ -125,7 +121,7 @@ class Networks:
             network_id = secrets.token_hex(32)
             network = Network(
                 network_id, name, logs.now(), "bridge", subnets, f"br-{network_id[:12]}",
-                internal, attachable, dict(labels or {}), dict(options or {}),
+                internal, attachable, dict(labels or {}), dict(options or {}), ipam_options,
             )  # fmt: skip
             self.records.save_network(network)
             try:

@@ -31,6 +31,7 @@ class Network:
     attachable: bool = False
     labels: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
+    ipam_options: dict | None = None  # as the client sent them: null or {} (none honoured)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -52,6 +53,9 @@ class Attachment:
     aliases: tuple[str, ...] = ()
     ipv4: str = ""  # asked for (--ip)
     mac: str = ""  # asked for (--mac-address)
+    link_local: tuple[str, ...] = ()  # asked for (--link-local-ip): more addresses, each a /16
+    driver_opts: dict = field(default_factory=dict)  # kept and shown; the bridge reads none
+    links: tuple[str, ...] = ()  # "name:alias": alias answers for name, to this container only
     endpoint_id: str = ""  # the rest only while running
     run: str = ""  # which start made it (the start time): an older run's end leaves it be
     address: str = ""
@@ -67,7 +71,8 @@ class Attachment:
 
     @classmethod
     def from_json(cls, data: dict) -> Attachment:
-        return cls(**{**data, "aliases": tuple(data.get("aliases") or ())})
+        lists = {k: tuple(data.get(k) or ()) for k in ("aliases", "link_local", "links")}
+        return cls(**{**data, **lists})
 
 
 class Records:
