@@ -19,9 +19,10 @@ from collections.abc import Callable
 from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon
 from vmctl_gui import errors, icons, prefs, terminal
 from vmctl_gui.bridge import Bridge
-from vmctl_gui.engine import Engine, RunRequest, VmctlEngine, vmctl_command
+from vmctl_gui.engine import Engine, RunRequest
 from vmctl_gui.quickrun import QuickRunDialog, RunWindow
 from vmctl_gui.tray import Tray
+from vmctl_gui.vmctl_engine import VmctlEngine, vmctl_command
 from vmctl_gui.window import MainWindow
 
 from vmctl import autostart

@@ -11,9 +11,10 @@ import docker.errors
 import pytest
 import requests
 from vmctl_gui import errors, fmt, prefs
-from vmctl_gui.engine import RunRequest, _split_ref
+from vmctl_gui.engine import RunRequest
 from vmctl_gui.quickrun import parse_run
 from vmctl_gui.terminal import terminal_argv
+from vmctl_gui.vmctl_engine import _split_ref
 
 from vmctl import autostart
 from vmctl.errors import VmctlError
@@ -170,7 +171,7 @@ def test_no_display_is_said_in_words_before_qt_aborts():
 
 
 def test_open_shell_without_the_docker_cli_says_what_to_install(tmp_path, monkeypatch):
-    from vmctl_gui.engine import VmctlEngine
+    from vmctl_gui.vmctl_engine import VmctlEngine
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no docker CLI anywhere
     engine = VmctlEngine("default", docker_host="unix:///nowhere.sock")
