@@ -16,6 +16,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from PySide6.QtCore import QUrl
+from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon
 from vmctl_gui import errors, icons, prefs, terminal
 from vmctl_gui.bridge import Bridge
@@ -30,6 +32,11 @@ from vmctl.errors import VmctlError
 
 # Quit's question when the VM runs: stop it too (Yes), leave it running (No), or stay (Cancel).
 Ask = Callable[[str, str], QMessageBox.StandardButton]
+
+
+def open_in_browser(url: str) -> bool:
+    """The user's browser, through the desktop (QDesktopServices)."""
+    return QDesktopServices.openUrl(QUrl(url))
 
 
 def ask_user(title: str, text: str) -> QMessageBox.StandardButton:
@@ -47,12 +54,14 @@ class Desktop:
         tray: bool | None = None,
         ask: Ask = ask_user,
         open_terminal: Callable[[list[str]], object] = terminal.open_terminal,
+        open_url: Callable[[str], object] = open_in_browser,
         poll_ms: int | None = None,
     ) -> None:
         self.bridge = Bridge(engine, **({"poll_ms": poll_ms} if poll_ms else {}))
         self.prefs = prefs.load()
         self.ask = ask
         self._open_terminal = open_terminal
+        self.open_url = open_url
         self.run_windows: list[RunWindow] = []
         self.quitting = False
         self.window = MainWindow(self)

@@ -54,6 +54,27 @@ class DiskUsage:
     containers_bytes: int
 
 
+LOCAL_ADDRESSES = ("127.0.0.1", "0.0.0.0", "::", "::1", "")
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    """A port the engine publishes (`docker ps`: 0.0.0.0:8080->80/tcp). The host agent
+    listens on the same port number on the user's machine, at the VM's publish address
+    unless the run named an address of its own."""
+
+    host_ip: str
+    host_port: int
+    container_port: int
+    proto: str = "tcp"
+
+    def url(self, publish_address: str = "127.0.0.1") -> str:
+        """Where a browser on the user's machine reaches it: http://localhost:PORT."""
+        address = self.host_ip if self.host_ip not in ("", "0.0.0.0", "::") else publish_address
+        host = "localhost" if address in LOCAL_ADDRESSES else address
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.host_port}"
+
+
 @dataclass(frozen=True)
 class ContainerRow:
     id: str
@@ -64,6 +85,17 @@ class ContainerRow:
     status: str  # Docker's words: "Up 3 minutes", "Exited (0) 2 seconds ago"
     created: int  # unix time
     ports: str
+    health: str = ""  # starting | healthy | unhealthy; "" without a healthcheck
+    published: tuple[PublishedPort, ...] = ()
+
+    @property
+    def links(self) -> tuple[PublishedPort, ...]:
+        """The TCP ports a browser can open, each once (docker lists IPv4 and IPv6 apart)."""
+        seen: dict[int, PublishedPort] = {}
+        for port in self.published:
+            if port.proto == "tcp":
+                seen.setdefault(port.host_port, port)
+        return tuple(seen.values())
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ the same door the docker CLI uses."""
 from __future__ import annotations
 
 import platform
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from vmctl_gui.engine import (
     Engine,
     ImageRow,
     LayerProgress,
+    PublishedPort,
     RunRequest,
     Say,
     Version,
@@ -291,7 +293,22 @@ def _container_row(c: dict) -> ContainerRow:
         status=c.get("Status", ""),
         created=c.get("Created", 0),
         ports=", ".join(_port_text(p) for p in c.get("Ports") or []),
+        health=_health(c.get("Status", "")),
+        published=tuple(
+            PublishedPort(p.get("IP", ""), p["PublicPort"], p["PrivatePort"], p.get("Type", "tcp"))
+            for p in c.get("Ports") or []
+            if p.get("PublicPort")
+        ),
     )
+
+
+_HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+
+
+def _health(status: str) -> str:
+    """The health `docker ps` writes into Status: "Up 3 minutes (healthy)"."""
+    found = _HEALTH.search(status)
+    return found.group(1).removeprefix("health: ") if found else ""
 
 
 def _port_text(port: dict) -> str:

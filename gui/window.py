@@ -56,7 +56,7 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(icons.app_icon())
         self.errors = ErrorBar()
         self.engine_view = EngineView(bridge)
-        self.containers_view = ContainersView(bridge, desktop.open_shell)
+        self.containers_view = ContainersView(bridge, desktop.open_shell, desktop.open_url)
         self.images_view = ImagesView(bridge, lambda image: desktop.quick_run(image))
         self.settings_view = SettingsView(bridge, desktop)
         self.tabs = QTabWidget()

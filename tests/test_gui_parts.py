@@ -11,10 +11,10 @@ import docker.errors
 import pytest
 import requests
 from vmctl_gui import errors, fmt, prefs
-from vmctl_gui.engine import RunRequest
+from vmctl_gui.engine import ContainerRow, PublishedPort, RunRequest
 from vmctl_gui.quickrun import parse_run
 from vmctl_gui.terminal import terminal_argv
-from vmctl_gui.vmctl_engine import _split_ref
+from vmctl_gui.vmctl_engine import _container_row, _split_ref
 
 from vmctl import autostart
 from vmctl.errors import VmctlError
@@ -131,6 +131,29 @@ def test_sizes_and_times_read_like_the_docker_cli():
     assert _split_ref("busybox") == ("busybox", "latest")
     assert _split_ref("localhost:5000/x:1") == ("localhost:5000/x", "1")
     assert _split_ref("localhost:5000/x") == ("localhost:5000/x", "latest")
+
+
+def test_a_published_port_opens_where_the_host_agent_listens():
+    port = PublishedPort("0.0.0.0", 8080, 80)
+    assert port.url() == port.url("0.0.0.0") == "http://localhost:8080"
+    assert port.url("192.168.1.20") == "http://192.168.1.20:8080"  # --publish-address
+    assert PublishedPort("127.0.0.2", 81, 80).url() == "http://127.0.0.2:81"  # -p IP:81:80
+    assert PublishedPort("::", 82, 80).url("fd00::5") == "http://[fd00::5]:82"
+
+
+def test_a_container_row_has_docker_ps_health_and_its_browsable_ports():
+    listed = {"Id": "c" * 64, "Names": ["/web"], "State": "running",
+              "Status": "Up 3 minutes (health: starting)",
+              "Ports": [{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+                        {"IP": "::", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+                        {"IP": "0.0.0.0", "PrivatePort": 53, "PublicPort": 53, "Type": "udp"},
+                        {"PrivatePort": 443, "Type": "tcp"}]}  # fmt: skip
+    row = _container_row(listed)
+    assert row.health == "starting"
+    assert row.links == (PublishedPort("0.0.0.0", 8080, 80),)  # once; udp is no page
+    assert _container_row({**listed, "Status": "Up 1 second (unhealthy)"}).health == "unhealthy"
+    assert _container_row({**listed, "Status": "Exited (0) 1 second ago"}).health == ""
+    assert ContainerRow("x", "n", "i", "c", "running", "Up", 0, "").links == ()
 
 
 def test_errors_are_described_with_what_to_do_next():
