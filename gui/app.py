@@ -89,6 +89,10 @@ class Desktop:
         if state.state in ("stopped", "not created", "error"):
             self.bridge.start_vm()
 
+    def confirm(self, title: str, text: str) -> bool:
+        """A yes-or-no question before something that cannot be undone (a prune)."""
+        return self.ask(title, text) == QMessageBox.StandardButton.Yes
+
     def has_tray(self) -> bool:
         return self.tray is not None
 

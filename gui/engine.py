@@ -108,6 +108,46 @@ class ImageRow:
 
 
 @dataclass(frozen=True)
+class VolumeRow:
+    """A volume as `docker system df -v` sees it: its size, and who mounts it."""
+
+    name: str
+    driver: str
+    mountpoint: str
+    created: str
+    size: int  # bytes; -1 when the engine did not measure it
+    containers: tuple[str, ...]  # the names of the containers that mount it
+
+    @property
+    def anonymous(self) -> bool:
+        """Docker names an anonymous volume with 64 hex digits (`docker run -v /data`)."""
+        return len(self.name) == 64 and all(c in "0123456789abcdef" for c in self.name)
+
+
+@dataclass(frozen=True)
+class NetworkRow:
+    id: str
+    name: str
+    driver: str
+    subnet: str
+    gateway: str
+    containers: tuple[str, ...]  # "name (address)" of each container attached
+
+    @property
+    def builtin(self) -> bool:
+        """bridge, host and none come with the engine and cannot be removed."""
+        return self.name in ("bridge", "host", "none")
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What a prune removed and the bytes it gave back."""
+
+    removed: tuple[str, ...]
+    reclaimed: int
+
+
+@dataclass(frozen=True)
 class LayerProgress:
     """One line of a pull's progress: a layer's id, Docker's status words, and byte counts."""
 
@@ -180,6 +220,30 @@ class Engine:
         raise NotImplementedError
 
     def images(self) -> list[ImageRow]:
+        raise NotImplementedError
+
+    def volumes(self) -> list[VolumeRow]:
+        raise NotImplementedError
+
+    def create_volume(self, name: str) -> str:
+        """A local volume (`docker volume create [NAME]`); its name (the engine's if none)."""
+        raise NotImplementedError
+
+    def remove_volume(self, name: str) -> None:
+        raise NotImplementedError
+
+    def prune_volumes(self, every: bool) -> Pruned:
+        """Unused volumes: the anonymous ones, or `every` unused one (`docker volume prune -a`)."""
+        raise NotImplementedError
+
+    def networks(self) -> list[NetworkRow]:
+        raise NotImplementedError
+
+    def create_network(self, name: str, subnet: str = "") -> str:
+        """A bridge network (`docker network create [--subnet CIDR] NAME`); its id."""
+        raise NotImplementedError
+
+    def remove_network(self, network_id: str) -> None:
         raise NotImplementedError
 
     def pull(self, ref: str, progress: Callable[[LayerProgress], None]) -> None:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from vmctl_gui import listings
 from vmctl_gui.engine import (
     ACTIONS,
     Cancelled,
@@ -18,11 +19,14 @@ from vmctl_gui.engine import (
     Engine,
     ImageRow,
     LayerProgress,
+    NetworkRow,
+    Pruned,
     PublishedPort,
     RunRequest,
     Say,
     Version,
     VmState,
+    VolumeRow,
 )
 from vmctl_gui.streams import JsonStream, LineStream
 
@@ -188,6 +192,32 @@ class VmctlEngine(Engine):
                 )
         return rows
 
+    def volumes(self) -> list[VolumeRow]:
+        api = self.client.api
+        return listings.volume_rows(api.df().get("Volumes") or [], api.containers(all=True))
+
+    def create_volume(self, name: str) -> str:
+        return self.client.api.create_volume(name or None)["Name"]
+
+    def remove_volume(self, name: str) -> None:
+        self.client.api.remove_volume(name)
+
+    def prune_volumes(self, every: bool) -> Pruned:
+        answer = self.client.api.prune_volumes({"all": "true"} if every else None)
+        return listings.pruned(answer, "VolumesDeleted")
+
+    def networks(self) -> list[NetworkRow]:
+        api = self.client.api
+        return [listings.network_row(api.inspect_network(n["Id"])) for n in api.networks()]
+
+    def create_network(self, name: str, subnet: str = "") -> str:
+        types = docker_types()
+        ipam = types.IPAMConfig(pool_configs=[types.IPAMPool(subnet=subnet)]) if subnet else None
+        return self.client.api.create_network(name, driver="bridge", ipam=ipam)["Id"]
+
+    def remove_network(self, network_id: str) -> None:
+        self.client.api.remove_network(network_id)
+
     def pull(self, ref: str, progress: Callable[[LayerProgress], None]) -> None:
         repository, tag = _split_ref(ref)
         for message in self.client.api.pull(repository, tag, stream=True, decode=True):
@@ -274,6 +304,13 @@ def vmctl_command() -> list[str]:
         suffix = ".exe" if sys.platform == "win32" else ""
         return [str(Path(sys.executable).with_name(f"vmctl{suffix}"))]
     return [sys.executable, "-m", "vmctl.cli"]
+
+
+def docker_types():
+    """docker-py's request types, imported when first used (docker-py loads slowly)."""
+    import docker.types
+
+    return docker.types
 
 
 def _which(program: str) -> str | None:

@@ -77,6 +77,8 @@ class FakeEngine(Engine):
         self.errors: dict[str, Exception] = {}  # call ("state", "remove ID") → raised once
         self.container_rows: list[ContainerRow] = []
         self.image_rows: list[ImageRow] = []
+        self.volume_rows: list = []  # VolumeRow
+        self.network_rows: list = []  # NetworkRow
         self.event_stream = Stream()
         self.streams: list[Stream] = []
         self.saved: list[vmconfig.VMConfig] = []
@@ -201,6 +203,17 @@ class FakeEngine(Engine):
                 time.sleep(0.01)
             progress(LayerProgress(layer, "Pull complete"))
         self.image_rows.append(ImageRow("sha256:" + "c" * 64, ref, "latest", 4_400_000, 0))
+
+    def volumes(self) -> list:
+        self._call("volumes")
+        return list(self.volume_rows)
+
+    def networks(self) -> list:
+        self._call("networks")
+        return list(self.network_rows)
+
+    def remove_volume(self, name: str) -> None:
+        self._call(f"remove_volume {name}")
 
     def remove_image(self, image_id: str) -> None:
         self._call(f"remove_image {image_id}")

@@ -107,3 +107,46 @@ def test_overview_shows_ports_mounts_networks_with_addresses_and_restart_policy(
     menu.actions()[0].trigger()
     assert opened[-1] == "http://localhost:8081"
     menu.close()
+
+
+def network_names(agent) -> list[str]:
+    return sorted(ok(agent.docker("network", "ls", "--format", "{{.Name}}")).split())
+
+
+def test_networks_list_create_and_remove(qtbot, desktop, agent):
+    view = desktop.window.networks_view
+    qtbot.waitUntil(lambda: view.model.rowCount() == 3, timeout=WAIT_MS)
+    assert [r.name for r in view.model.rows] == ["bridge", "host", "none"]
+    view.table.selectRow(0)
+    assert not view.remove_button.isEnabled()  # the engine's own
+    view.name.setText("appnet")
+    view.subnet.setText("not-a-subnet")
+    qtbot.mouseClick(view.create_button, Qt.MouseButton.LeftButton)
+    errors = desktop.window.errors
+    qtbot.waitUntil(lambda: not errors.isHidden(), timeout=WAIT_MS)
+    assert errors.text.text() == (
+        "Could not create the network appnet: invalid network config:\n"
+        "invalid subnet not-a-subnet: invalid CIDR address: not-a-subnet"
+    )
+    assert network_names(agent) == ["bridge", "host", "none"]  # nothing half-made
+    view.subnet.setText("172.30.0.0/16")
+    qtbot.mouseClick(view.create_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: view.model.rowCount() == 4, timeout=WAIT_MS)
+    made = view.model.rows[-1]
+    assert (made.name, made.subnet, made.gateway) == ("appnet", "172.30.0.0/16", "172.30.0.1")
+    ok(agent.docker("run", "-d", "--name", "member", "--network", "appnet", "busybox", "sleep",
+                    "60"))  # fmt: skip
+    qtbot.waitUntil(lambda: view.model.rows[-1].containers == ("member (172.30.0.2/16)",),
+                    timeout=WAIT_MS)  # fmt: skip
+    view.table.selectRow(3)
+    qtbot.mouseClick(view.remove_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "remove the network appnet" in errors.text.text(), timeout=WAIT_MS)
+    assert "has active endpoints" in errors.text.text()
+    assert "appnet" in network_names(agent)
+    ok(agent.docker("rm", "-f", "member"))
+    qtbot.waitUntil(lambda: view.model.rows[-1].containers == (), timeout=WAIT_MS)
+    view.table.selectRow(3)
+    qtbot.mouseClick(view.remove_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: view.model.rowCount() == 3, timeout=WAIT_MS)
+    assert view.note.text() == "Removed network appnet."
+    assert network_names(agent) == ["bridge", "host", "none"]
