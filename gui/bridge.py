@@ -241,23 +241,31 @@ class Bridge(QObject):
         return self.act("remove the image", lambda: self.engine.remove_image(image_id))
 
     def pull(self, ref: str) -> Job:
+        return self.transfer("pull", ref)
+
+    def transfer(self, verb: str, ref: str) -> Job:
+        """A pull or a push: progress as pullProgress, the end as pullFinished (ref, ok)."""
+        move = self.engine.pull if verb == "pull" else self.engine.push
+        return self.follow(f"{verb} {ref}", lambda job: move(ref, job.progress),
+                           lambda p: self.pullProgress.emit(ref, p),
+                           lambda ok: self.pullFinished.emit(ref, ok))  # fmt: skip
+
+    def follow(self, what: str, work: Callable[[Job], object], on_progress, on_end) -> Job:
+        """A long stream (a pull, a push, a build) in its own pool: `work(job)` reports with
+        `job.progress` and registers its closer with `job.on_cancel`; `on_end(ok)` comes
+        last, a failure also going to the error bar. A cancelled job reports nothing."""
+
         def done(_result: object) -> None:
-            self.pullFinished.emit(ref, True)
+            on_end(True)
             self._changed()
 
         def failed(error: BaseException) -> None:
-            self.pullFinished.emit(ref, False)
-            self._report(f"pull {ref}", error)
+            on_end(False)
+            self._report(what, error)
+            self._changed()
 
-        return self.streams.submit(
-            Job(
-                lambda job: self.engine.pull(ref, job.progress),
-                label=f"pull {ref}",
-                on_done=done,
-                on_error=failed,
-                on_progress=lambda p: self.pullProgress.emit(ref, p),
-            )
-        )
+        return self.streams.submit(Job(work, label=what, on_done=done, on_error=failed,
+                                       on_progress=on_progress))  # fmt: skip
 
     def run(
         self,

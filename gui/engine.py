@@ -108,6 +108,31 @@ class ImageRow:
 
 
 @dataclass(frozen=True)
+class HistoryRow:
+    """A line of `docker history`: the step that made a layer (or changed only the config)."""
+
+    id: str  # the image made at that step, or "<missing>"
+    created: int  # unix time
+    created_by: str
+    size: int
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """`docker build`'s inputs the app offers: a folder, its Dockerfile, tags, build args."""
+
+    context: str  # the folder sent as the build context
+    dockerfile: str = "Dockerfile"  # its path inside the context
+    tags: tuple[str, ...] = ()
+    args: tuple[tuple[str, str], ...] = ()  # --build-arg NAME=VALUE
+
+    @property
+    def title(self) -> str:
+        return ", ".join(self.tags) or self.context
+
+
+@dataclass(frozen=True)
 class VolumeRow:
     """A volume as `docker system df -v` sees it: its size, and who mounts it."""
 
@@ -220,6 +245,22 @@ class Engine:
         raise NotImplementedError
 
     def images(self) -> list[ImageRow]:
+        raise NotImplementedError
+
+    def history(self, image: str) -> list[HistoryRow]:
+        """`docker history`, newest step first."""
+        raise NotImplementedError
+
+    def build(self, request: BuildRequest) -> Iterator[dict]:
+        """POST /build's JSON messages as they come (closable: closing it cancels the build,
+        as the engine stops a build whose client went away)."""
+        raise NotImplementedError
+
+    def push(self, ref: str, progress: Callable[[LayerProgress], None]) -> None:
+        raise NotImplementedError
+
+    def prune_images(self, every: bool) -> Pruned:
+        """Dangling images, or `every` image no container uses (`docker image prune -a`)."""
         raise NotImplementedError
 
     def volumes(self) -> list[VolumeRow]:

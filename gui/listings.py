@@ -3,7 +3,53 @@ is tested on Docker's own shapes without an engine."""
 
 from __future__ import annotations
 
-from vmctl_gui.engine import NetworkRow, Pruned, VolumeRow
+import re
+
+from vmctl_gui.engine import ContainerRow, HistoryRow, NetworkRow, Pruned, PublishedPort, VolumeRow
+
+
+def container_row(c: dict) -> ContainerRow:
+    """A row of `GET /containers/json`, with its health and the ports it publishes."""
+    names = c.get("Names") or [""]
+    return ContainerRow(
+        id=c["Id"],
+        name=names[0].lstrip("/"),
+        image=c.get("Image", ""),
+        command=c.get("Command", ""),
+        state=c.get("State", ""),
+        status=c.get("Status", ""),
+        created=c.get("Created", 0),
+        ports=", ".join(_port_text(p) for p in c.get("Ports") or []),
+        health=_health(c.get("Status", "")),
+        published=tuple(
+            PublishedPort(p.get("IP", ""), p["PublicPort"], p["PrivatePort"], p.get("Type", "tcp"))
+            for p in c.get("Ports") or []
+            if p.get("PublicPort")
+        ),
+    )
+
+
+_HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+
+
+def _health(status: str) -> str:
+    """The health `docker ps` writes into Status: "Up 3 minutes (healthy)"."""
+    found = _HEALTH.search(status)
+    return found.group(1).removeprefix("health: ") if found else ""
+
+
+def _port_text(port: dict) -> str:
+    inside = f"{port.get('PrivatePort')}/{port.get('Type', 'tcp')}"
+    if port.get("PublicPort"):
+        return f"{port.get('IP', '0.0.0.0')}:{port['PublicPort']}->{inside}"
+    return inside
+
+
+def history_row(row: dict) -> HistoryRow:
+    """A row of `GET /images/{name}/history`."""
+    return HistoryRow(row.get("Id") or "<missing>", row.get("Created") or 0,
+                      row.get("CreatedBy") or "", row.get("Size") or 0,
+                      row.get("Comment") or "")  # fmt: skip
 
 
 def volume_rows(df_volumes: list[dict], containers: list[dict]) -> list[VolumeRow]:

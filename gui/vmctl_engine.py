@@ -5,23 +5,24 @@ the same door the docker CLI uses."""
 from __future__ import annotations
 
 import platform
-import re
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from vmctl_gui import listings
+from vmctl_gui import building, listings
 from vmctl_gui.engine import (
     ACTIONS,
+    BuildRequest,
     Cancelled,
     ContainerRow,
     DiskUsage,
     Engine,
+    HistoryRow,
     ImageRow,
     LayerProgress,
     NetworkRow,
     Pruned,
-    PublishedPort,
     RunRequest,
     Say,
     Version,
@@ -35,6 +36,8 @@ from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl import vm
 from vmctl.errors import VmctlError
+
+_CLIENT_LOCK = threading.Lock()
 
 
 class VmctlEngine(Engine):
@@ -98,11 +101,15 @@ class VmctlEngine(Engine):
 
     @property
     def client(self):
-        if self._client is None:
-            import docker
+        """Made once, under a lock: workers ask for it at once when the engine comes up, and
+        docker-py imported by two threads at the same time fails half-initialised."""
+        with _CLIENT_LOCK:
+            if self._client is None:
+                import docker
+                import docker.types.daemon
 
-            self._client = docker.DockerClient(base_url=self.docker_host, timeout=60)
-        return self._client
+                self._client = docker.DockerClient(base_url=self.docker_host, timeout=60)
+            return self._client
 
     def version(self) -> Version:
         server = self.client.version()
@@ -142,7 +149,7 @@ class VmctlEngine(Engine):
         )
 
     def containers(self) -> list[ContainerRow]:
-        return [_container_row(c) for c in self.client.api.containers(all=True)]
+        return [listings.container_row(c) for c in self.client.api.containers(all=True)]
 
     def container_action(self, container_id: str, action: str) -> None:
         if action not in ACTIONS:
@@ -163,9 +170,9 @@ class VmctlEngine(Engine):
     def stats(self, container_id: str) -> JsonStream:
         """Through docker-py's own stream type: its `stats()` gives a generator that another
         thread cannot close while it blocks in a read."""
+        api = self.client.api
         from docker.types.daemon import CancellableStream
 
-        api = self.client.api
         url = api._url("/containers/{0}/stats", container_id)
         response = api._get(url, params={"stream": True}, stream=True)
         api._raise_for_status(response)
@@ -191,6 +198,38 @@ class VmctlEngine(Engine):
                     )
                 )
         return rows
+
+    def history(self, image: str) -> list[HistoryRow]:
+        return [listings.history_row(r) for r in self.client.api.history(image)]
+
+    def build(self, request: BuildRequest) -> JsonStream:
+        """docker-py's own stream type, so another thread can close it mid-read (cancel)."""
+        api = self.client.api
+        from docker.types.daemon import CancellableStream
+
+        with building.build_context(request) as context:
+            response = api._post(api._url("/build"), data=context, stream=True,
+                                 params=building.build_params(request),
+                                 headers={"Content-Type": "application/tar"})  # fmt: skip
+        api._raise_for_status(response)
+        return JsonStream(CancellableStream(api._stream_helper(response, decode=True), response))
+
+    def push(self, ref: str, progress: Callable[[LayerProgress], None]) -> None:
+        import docker
+
+        repository, tag = _split_ref(ref)
+        try:
+            _follow_progress(self.client.api.push(repository, tag, stream=True, decode=True),
+                             progress)  # fmt: skip
+        except docker.errors.NotFound as e:
+            if "page not found" not in str(e.explanation):
+                raise
+            raise VmctlError(f"the engine answered {e.explanation}: it has no push yet "
+                             "(POST /images/{name}/push)") from None  # fmt: skip
+
+    def prune_images(self, every: bool) -> Pruned:
+        answer = self.client.api.prune_images({"dangling": not every})
+        return listings.pruned(answer, "ImagesDeleted")
 
     def volumes(self) -> list[VolumeRow]:
         api = self.client.api
@@ -220,18 +259,7 @@ class VmctlEngine(Engine):
 
     def pull(self, ref: str, progress: Callable[[LayerProgress], None]) -> None:
         repository, tag = _split_ref(ref)
-        for message in self.client.api.pull(repository, tag, stream=True, decode=True):
-            if "error" in message:
-                raise VmctlError(message["error"])
-            detail = message.get("progressDetail") or {}
-            progress(
-                LayerProgress(
-                    message.get("id", ""),
-                    message.get("status", ""),
-                    detail.get("current", 0),
-                    detail.get("total", 0),
-                )
-            )
+        _follow_progress(self.client.api.pull(repository, tag, stream=True, decode=True), progress)
 
     def remove_image(self, image_id: str) -> None:
         self.client.api.remove_image(image_id)
@@ -306,6 +334,16 @@ def vmctl_command() -> list[str]:
     return [sys.executable, "-m", "vmctl.cli"]
 
 
+def _follow_progress(messages: Iterator[dict], progress: Callable[[LayerProgress], None]) -> None:
+    """A pull's or a push's JSON progress; an error in the stream is raised in its words."""
+    for message in messages:
+        if "error" in message:
+            raise VmctlError(message["error"])
+        detail = message.get("progressDetail") or {}
+        progress(LayerProgress(message.get("id", ""), message.get("status", ""),
+                               detail.get("current", 0), detail.get("total", 0)))  # fmt: skip
+
+
 def docker_types():
     """docker-py's request types, imported when first used (docker-py loads slowly)."""
     import docker.types
@@ -317,42 +355,6 @@ def _which(program: str) -> str | None:
     import shutil
 
     return shutil.which(program)
-
-
-def _container_row(c: dict) -> ContainerRow:
-    names = c.get("Names") or [""]
-    return ContainerRow(
-        id=c["Id"],
-        name=names[0].lstrip("/"),
-        image=c.get("Image", ""),
-        command=c.get("Command", ""),
-        state=c.get("State", ""),
-        status=c.get("Status", ""),
-        created=c.get("Created", 0),
-        ports=", ".join(_port_text(p) for p in c.get("Ports") or []),
-        health=_health(c.get("Status", "")),
-        published=tuple(
-            PublishedPort(p.get("IP", ""), p["PublicPort"], p["PrivatePort"], p.get("Type", "tcp"))
-            for p in c.get("Ports") or []
-            if p.get("PublicPort")
-        ),
-    )
-
-
-_HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
-
-
-def _health(status: str) -> str:
-    """The health `docker ps` writes into Status: "Up 3 minutes (healthy)"."""
-    found = _HEALTH.search(status)
-    return found.group(1).removeprefix("health: ") if found else ""
-
-
-def _port_text(port: dict) -> str:
-    inside = f"{port.get('PrivatePort')}/{port.get('Type', 'tcp')}"
-    if port.get("PublicPort"):
-        return f"{port.get('IP', '0.0.0.0')}:{port['PublicPort']}->{inside}"
-    return inside
 
 
 def _split_ref(ref: str) -> tuple[str, str]:

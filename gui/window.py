@@ -59,7 +59,9 @@ class MainWindow(QMainWindow):
         self.errors = ErrorBar()
         self.engine_view = EngineView(bridge)
         self.containers_view = ContainersView(bridge, desktop.open_shell, desktop.open_url)
-        self.images_view = ImagesView(bridge, lambda image: desktop.quick_run(image))
+        self.images_view = ImagesView(
+            bridge, lambda image: desktop.quick_run(image), desktop.confirm
+        )
         self.volumes_view = VolumesView(bridge, desktop.confirm)
         self.networks_view = NetworksView(bridge)
         self.settings_view = SettingsView(bridge, desktop)
