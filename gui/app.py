@@ -22,7 +22,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon
 from vmctl_gui import errors, icons, prefs, terminal
 from vmctl_gui.bridge import Bridge
 from vmctl_gui.engine import Engine, RunRequest
-from vmctl_gui.quickrun import QuickRunDialog, RunWindow
+from vmctl_gui.quickrun import QuickRunDialog, RunWindow, port_answers
 from vmctl_gui.tray import Tray
 from vmctl_gui.vmctl_engine import VmctlEngine, vmctl_command
 from vmctl_gui.window import MainWindow
@@ -55,6 +55,7 @@ class Desktop:
         ask: Ask = ask_user,
         open_terminal: Callable[[list[str]], object] = terminal.open_terminal,
         open_url: Callable[[str], object] = open_in_browser,
+        probe: Callable[[str], bool] = port_answers,
         poll_ms: int | None = None,
     ) -> None:
         self.bridge = Bridge(engine, **({"poll_ms": poll_ms} if poll_ms else {}))
@@ -62,6 +63,7 @@ class Desktop:
         self.ask = ask
         self._open_terminal = open_terminal
         self.open_url = open_url
+        self.probe = probe
         self.run_windows: list[RunWindow] = []
         self.quitting = False
         self.window = MainWindow(self)
@@ -112,7 +114,7 @@ class Desktop:
     def repeat(self, request: RunRequest) -> RunWindow:
         self.prefs = self.prefs.remember(request)
         self._save_prefs()
-        window = RunWindow(self.bridge, request)
+        window = RunWindow(self.bridge, request, self.open_url, self.probe)
         self.run_windows.append(window)
         window.destroyed.connect(lambda *_: self.run_windows.remove(window))
         window.show()

@@ -191,7 +191,19 @@ class RunRequest:
 
     @property
     def title(self) -> str:
-        return " ".join((self.image, *self.command))
+        ports = f" (ports {', '.join(self.ports)})" if self.ports else ""
+        return " ".join((self.image, *self.command)) + ports
+
+    @property
+    def published(self) -> tuple[PublishedPort, ...]:
+        """The TCP ports it publishes, as the browser will find them."""
+        found = []
+        for spec in self.ports:
+            host, _, inside = spec.partition(":")
+            number, _, proto = inside.partition("/")
+            if proto in ("", "tcp"):
+                found.append(PublishedPort("", int(host), int(number)))
+        return tuple(found)
 
 
 class Engine:

@@ -276,7 +276,7 @@ class VmctlEngine(Engine):
             request.image,
             command=list(request.command) or None,
             environment=list(request.env),
-            ports=[p.split(":")[-1] for p in request.ports] or None,
+            ports=_exposed(request.ports) or None,
             host_config=api.create_host_config(port_bindings=_port_bindings(request.ports)),
         )
         warnings = [f"WARNING: {w}\n" for w in container.get("Warnings") or []]
@@ -365,6 +365,15 @@ def _split_ref(ref: str) -> tuple[str, str]:
     if sep and "/" not in tag:
         return name, tag
     return ref, "latest"
+
+
+def _exposed(ports: tuple[str, ...]) -> list[tuple[int, str]]:
+    """docker-py's exposed ports: (80, "tcp"), as it would turn "53/udp" into 53/udp/tcp."""
+    found = []
+    for spec in ports:
+        number, _, proto = spec.rpartition(":")[2].partition("/")
+        found.append((int(number), proto or "tcp"))
+    return found
 
 
 def _port_bindings(ports: tuple[str, ...]) -> dict[str, int]:

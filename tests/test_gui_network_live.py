@@ -3,8 +3,9 @@ network namespace this test made (bridges and published ports are allowed only t
 app on the host reading it through its socket as the host agent's docker.sock would be read.
 
 A click on a published port opens http://localhost:PORT through the app's browser seam; that
-the port answers is checked where the engine publishes it (the agent's namespace), since
-carrying it to the user's machine is the host agent's part (test_vmctl_ports)."""
+the port answers is checked where the engine publishes it (the agent's namespace: the quick
+run's probe runs there), since carrying it to the user's machine is the host agent's part
+(test_vmctl_ports)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ import json
 import os
 
 import pytest
-from netkit import HTTPD, clear, fetch_when_served, netns_agent, ok
+from netkit import HTTPD, clear, fetch_when_served, in_netns, netns_agent, ok
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
+from vmctl_gui import prefs
 from vmctl_gui.app import Desktop
 from vmctl_gui.containers_view import PORTS_COLUMN
-from vmctl_gui.engine import VmState
+from vmctl_gui.engine import RunRequest, VmState
+from vmctl_gui.quickrun import port_answers
+from vmctl_gui.tray import TrayMenu
 from vmctl_gui.vmctl_engine import VmctlEngine
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
@@ -47,7 +51,8 @@ def desktop(qtbot, agent, tmp_path, monkeypatch, opened):
     monkeypatch.setenv("VMCTL_HOME", str(tmp_path))
     desktop = Desktop(AgentOnHost("gui", docker_host=agent.url), tray=False,
                       ask=lambda title, text: QMessageBox.StandardButton.No,
-                      open_url=opened.append)  # fmt: skip
+                      open_url=opened.append,
+                      probe=lambda url: in_netns(agent.pid, port_answers, url))  # fmt: skip
     qtbot.addWidget(desktop.window)
     desktop.begin()
     qtbot.waitUntil(lambda: desktop.bridge.state.state == "running", timeout=WAIT_MS)
@@ -150,3 +155,26 @@ def test_networks_list_create_and_remove(qtbot, desktop, agent):
     qtbot.waitUntil(lambda: view.model.rowCount() == 3, timeout=WAIT_MS)
     assert view.note.text() == "Removed network appnet."
     assert network_names(agent) == ["bridge", "host", "none"]
+
+
+def test_quick_run_offers_its_port_in_the_browser_once_it_answers(qtbot, desktop, agent, opened):
+    held = f"while [ ! -e /tmp/go ]; do sleep 0.1; done; {HTTPD}"  # serves once told to
+    request = RunRequest("busybox", ("sh", "-c", held), ports=("8080:80", "5353:53/udp"))
+    window = desktop.repeat(request)
+    assert list(window.links) == ["http://localhost:8080"]  # udp opens in no browser
+    button = window.links["http://localhost:8080"]
+    qtbot.waitUntil(lambda: ok(agent.docker("ps", "-q")) != "" or window.finished, timeout=WAIT_MS)
+    assert not window.finished, window.toPlainText() + desktop.window.errors.text.text()
+    assert button.text() == "Waiting for http://localhost:8080 to answer…"
+    assert not button.isEnabled()
+    ok(agent.docker("exec", ok(agent.docker("ps", "-q")).strip(), "touch", "/tmp/go"))
+    qtbot.waitUntil(button.isEnabled, timeout=WAIT_MS)
+    assert button.text() == "Open http://localhost:8080 in the browser"
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    assert opened == ["http://localhost:8080"]
+    window.close()
+    qtbot.waitUntil(lambda: ok(agent.docker("ps", "-aq")) == "", timeout=WAIT_MS)
+    assert prefs.load().recent_runs == (request,)  # the ports kept with the run
+    title = "busybox sh -c " + held + " (ports 8080:80, 5353:53/udp)"
+    assert f"Run again: {title}" in TrayMenu(desktop).actions_text()
+    assert desktop.window.errors.isHidden(), desktop.window.errors.text.text()

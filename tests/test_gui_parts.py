@@ -30,7 +30,8 @@ def test_parse_run_accepts_what_docker_run_would():
     assert request == RunRequest(
         "alpine:3.20", ("sh", "-c", "echo a b"), ("A=1", "B=x=y"), ("8080:80", "53:53/udp")
     )
-    assert request.title == "alpine:3.20 sh -c echo a b"
+    assert request.title == "alpine:3.20 sh -c echo a b (ports 8080:80, 53:53/udp)"
+    assert request.published == (PublishedPort("", 8080, 80),)  # udp opens in no browser
     assert parse_run("busybox", "", "", "") == RunRequest("busybox")
 
 
