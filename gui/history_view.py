@@ -4,7 +4,7 @@ layer's size and the command of the step; a window per image, read in a worker."
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHeaderView, QLabel, QVBoxLayout, QWidget
 from vmctl_gui import fmt, tables
 from vmctl_gui.bridge import Bridge
 from vmctl_gui.engine import HistoryRow
@@ -25,6 +25,9 @@ class HistoryWindow(QWidget):
         self.setWindowTitle(f"History: {image}")
         self.model = tables.RowsModel(COLUMNS, key=lambda h: f"{h.id}|{h.created_by}")
         self.table = tables.row_table(self.model)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # the command
         self.summary = QLabel(f"Reading the history of {image}…", wordWrap=True)
         column = QVBoxLayout(self)
         column.addWidget(self.summary)
@@ -37,4 +40,5 @@ class HistoryWindow(QWidget):
         self.model.set_rows(rows)
         layers = sum(1 for r in rows if r.size)
         total = fmt.size(sum(r.size for r in rows))
-        self.summary.setText(f"{len(rows)} steps, {layers} of them with content: {total}.")
+        steps = f"{len(rows)} step{'s' if len(rows) != 1 else ''}"
+        self.summary.setText(f"{steps}, {layers} of them with content: {total}.")
