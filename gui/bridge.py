@@ -229,9 +229,7 @@ class Bridge(QObject):
                 on_done(result)
             self._changed()
 
-        return self.api.submit(
-            Job(lambda job: fn(), label=what, on_done=done, on_error=self._reporter(what))
-        )
+        return self.read(what, fn, done)
 
     def container_action(self, container_id: str, action: str) -> Job:
         return self.act(f"{action} the container",

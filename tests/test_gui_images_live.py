@@ -147,7 +147,7 @@ def test_cancel_stops_the_build_and_leaves_no_step_behind(qtbot, desktop, server
     request = parse_build(str(context), "Dockerfile.slow", "gui-slow", "")
     window = desktop.window.images_view.build(request)
     qtbot.waitUntil(lambda: "\nstarted\n" in window.output.toPlainText(), timeout=WAIT_MS)
-    assert sleepers()
+    assert sleepers(), window.output.toPlainText()
     qtbot.mouseClick(window.cancel_button, Qt.MouseButton.LeftButton)
     assert window.status.text() == "Build cancelled." and not window.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: sleepers() == [], timeout=WAIT_MS)
