@@ -97,3 +97,17 @@ def test_a_push_that_fails_is_said_and_push_is_offered_again(qtbot, desktop):
     qtbot.waitUntil(view.push_button.isEnabled, timeout=WAIT_MS)
     assert view.panel.summary.text() == "Pushing busybox:latest failed: see the message above"
     assert desktop.window.errors.text.text() == f"Could not push busybox:latest: {GONE}"
+
+
+def test_a_job_still_running_when_the_app_quits_ends_quietly(qtbot):
+    """Its relay (a QObject of the UI thread) deleted at exit: the outcome is dropped, not
+    raised out of the pool's thread ("Signal source has been deleted")."""
+    import shiboken6
+    from vmctl_gui.jobs import Job
+
+    said: list[object] = []
+    job = Job(lambda job: job.progress("late") or 1 / 0, on_error=said.append,
+              on_progress=said.append)  # fmt: skip
+    shiboken6.delete(job._relay)
+    job.run()  # as the pool runs it
+    assert said == []
