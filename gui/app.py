@@ -16,12 +16,15 @@ import os
 import sys
 from collections.abc import Callable
 
+from PySide6.QtCore import QUrl
+from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon
 from vmctl_gui import errors, icons, prefs, terminal
 from vmctl_gui.bridge import Bridge
-from vmctl_gui.engine import Engine, RunRequest, VmctlEngine, vmctl_command
-from vmctl_gui.quickrun import QuickRunDialog, RunWindow
+from vmctl_gui.engine import Engine, RunRequest
+from vmctl_gui.quickrun import QuickRunDialog, RunWindow, port_answers
 from vmctl_gui.tray import Tray
+from vmctl_gui.vmctl_engine import VmctlEngine, vmctl_command
 from vmctl_gui.window import MainWindow
 
 from vmctl import autostart
@@ -29,6 +32,11 @@ from vmctl.errors import VmctlError
 
 # Quit's question when the VM runs: stop it too (Yes), leave it running (No), or stay (Cancel).
 Ask = Callable[[str, str], QMessageBox.StandardButton]
+
+
+def open_in_browser(url: str) -> bool:
+    """The user's browser, through the desktop (QDesktopServices)."""
+    return QDesktopServices.openUrl(QUrl(url))
 
 
 def ask_user(title: str, text: str) -> QMessageBox.StandardButton:
@@ -46,12 +54,16 @@ class Desktop:
         tray: bool | None = None,
         ask: Ask = ask_user,
         open_terminal: Callable[[list[str]], object] = terminal.open_terminal,
+        open_url: Callable[[str], object] = open_in_browser,
+        probe: Callable[[str], bool] = port_answers,
         poll_ms: int | None = None,
     ) -> None:
         self.bridge = Bridge(engine, **({"poll_ms": poll_ms} if poll_ms else {}))
         self.prefs = prefs.load()
         self.ask = ask
         self._open_terminal = open_terminal
+        self.open_url = open_url
+        self.probe = probe
         self.run_windows: list[RunWindow] = []
         self.quitting = False
         self.window = MainWindow(self)
@@ -79,6 +91,10 @@ class Desktop:
         if state.state in ("stopped", "not created", "error"):
             self.bridge.start_vm()
 
+    def confirm(self, title: str, text: str) -> bool:
+        """A yes-or-no question before something that cannot be undone (a prune)."""
+        return self.ask(title, text) == QMessageBox.StandardButton.Yes
+
     def has_tray(self) -> bool:
         return self.tray is not None
 
@@ -98,7 +114,7 @@ class Desktop:
     def repeat(self, request: RunRequest) -> RunWindow:
         self.prefs = self.prefs.remember(request)
         self._save_prefs()
-        window = RunWindow(self.bridge, request)
+        window = RunWindow(self.bridge, request, self.open_url, self.probe)
         self.run_windows.append(window)
         window.destroyed.connect(lambda *_: self.run_windows.remove(window))
         window.show()

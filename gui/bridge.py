@@ -34,6 +34,8 @@ class Bridge(QObject):
     diskChanged = Signal(object)  # DiskUsage
     containersChanged = Signal(list)  # [ContainerRow]
     imagesChanged = Signal(list)  # [ImageRow]
+    volumesChanged = Signal(list)  # [VolumeRow]
+    networksChanged = Signal(list)  # [NetworkRow]
     pullProgress = Signal(str, object)  # ref, LayerProgress
     pullFinished = Signal(str, bool)  # ref, succeeded
     error = Signal(str, str)  # what was being done, what to do next
@@ -188,7 +190,7 @@ class Bridge(QObject):
 
     def _engine_came_up(self) -> None:
         self.refresh_lists()
-        self._read("read the engine's version", self.engine.version, self.versionChanged.emit)
+        self.read("read the engine's version", self.engine.version, self.versionChanged.emit)
         self.refresh_disk()
         self._follow_events()
 
@@ -196,46 +198,72 @@ class Bridge(QObject):
         if self._events_job is not None:
             self._events_job.cancel()
             self._events_job = None
-        self.containersChanged.emit([])
-        self.imagesChanged.emit([])
+        for emptied in (self.containersChanged, self.imagesChanged, self.volumesChanged,
+                        self.networksChanged):  # fmt: skip
+            emptied.emit([])
 
     # ---- the engine ----
 
     def refresh_disk(self) -> None:
         """Asked when the engine comes up, and after images or containers come or go."""
-        self._read("read the disk usage", self.engine.disk_usage, self.diskChanged.emit)
+        self.read("read the disk usage", self.engine.disk_usage, self.diskChanged.emit)
 
     def refresh_lists(self) -> None:
-        self._read("list containers", self.engine.containers, self.containersChanged.emit)
-        self._read("list images", self.engine.images, self.imagesChanged.emit)
+        self.read("list containers", self.engine.containers, self.containersChanged.emit)
+        self.read("list images", self.engine.images, self.imagesChanged.emit)
+        self.read("list volumes", self.engine.volumes, self.volumesChanged.emit)
+        self.read("list networks", self.engine.networks, self.networksChanged.emit)
 
-    def container_action(self, container_id: str, action: str) -> Job:
-        return self._act(
-            f"{action} the container",
-            lambda: self.engine.container_action(container_id, action),
+    def read(self, what: str, fn: Callable[[], object], on_done: Callable[[object], None]) -> Job:
+        """A read in a worker; a failure goes to the error bar as "Could not <what>"."""
+        return self.api.submit(
+            Job(lambda job: fn(), label=what, on_done=on_done, on_error=self._reporter(what))
         )
 
+    def act(self, what: str, fn: Callable[[], object], on_done=None) -> Job:
+        """An engine call that changes something: in a worker, the lists read again after it
+        (`on_done(result)` first), a failure in the error bar."""
+
+        def done(result: object) -> None:
+            if on_done is not None:
+                on_done(result)
+            self._changed()
+
+        return self.read(what, fn, done)
+
+    def container_action(self, container_id: str, action: str) -> Job:
+        return self.act(f"{action} the container",
+                        lambda: self.engine.container_action(container_id, action))  # fmt: skip
+
     def remove_image(self, image_id: str) -> Job:
-        return self._act("remove the image", lambda: self.engine.remove_image(image_id))
+        return self.act("remove the image", lambda: self.engine.remove_image(image_id))
 
     def pull(self, ref: str) -> Job:
+        return self.transfer("pull", ref)
+
+    def transfer(self, verb: str, ref: str) -> Job:
+        """A pull or a push: progress as pullProgress, the end as pullFinished (ref, ok)."""
+        move = self.engine.pull if verb == "pull" else self.engine.push
+        return self.follow(f"{verb} {ref}", lambda job: move(ref, job.progress),
+                           lambda p: self.pullProgress.emit(ref, p),
+                           lambda ok: self.pullFinished.emit(ref, ok))  # fmt: skip
+
+    def follow(self, what: str, work: Callable[[Job], object], on_progress, on_end) -> Job:
+        """A long stream (a pull, a push, a build) in its own pool: `work(job)` reports with
+        `job.progress` and registers its closer with `job.on_cancel`; `on_end(ok)` comes
+        last, a failure also going to the error bar. A cancelled job reports nothing."""
+
         def done(_result: object) -> None:
-            self.pullFinished.emit(ref, True)
+            on_end(True)
             self._changed()
 
         def failed(error: BaseException) -> None:
-            self.pullFinished.emit(ref, False)
-            self._report(f"pull {ref}", error)
+            on_end(False)
+            self._report(what, error)
+            self._changed()
 
-        return self.streams.submit(
-            Job(
-                lambda job: self.engine.pull(ref, job.progress),
-                label=f"pull {ref}",
-                on_done=done,
-                on_error=failed,
-                on_progress=lambda p: self.pullProgress.emit(ref, p),
-            )
-        )
+        return self.streams.submit(Job(work, label=what, on_done=done, on_error=failed,
+                                       on_progress=on_progress))  # fmt: skip
 
     def run(
         self,
@@ -360,25 +388,10 @@ class Bridge(QObject):
 
     def _event(self, event: dict) -> None:
         kind = event.get("Type")
-        if kind in ("container", "image"):
+        if kind in ("container", "image", "volume", "network"):
             self._lists.start()  # restarts the debounce: one refresh after a burst
-        if kind == "image":
+        if kind in ("image", "volume"):
             self._disk.start()
-
-    def _read(self, what: str, fn, emit) -> Job:
-        return self.api.submit(
-            Job(lambda job: fn(), label=what, on_done=emit, on_error=self._reporter(what))
-        )
-
-    def _act(self, what: str, fn) -> Job:
-        return self.api.submit(
-            Job(
-                lambda job: fn(),
-                label=what,
-                on_done=lambda _r: self._changed(),
-                on_error=self._reporter(what),
-            )
-        )
 
     def _changed(self) -> None:
         """An action of ours finished: its events may be on their way too, so both are

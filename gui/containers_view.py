@@ -1,14 +1,20 @@
 """The Containers tab: a live list (the bridge refreshes it from the engine's event stream),
 start / stop / restart / remove on the selected one, a logs window that follows, a shell
-in the user's terminal, and the selected container's details in a pane below the list."""
+in the user's terminal, and the selected container's details in a pane below the list. A
+published TCP port in the Ports column opens in the browser (http://localhost:PORT, where the
+host agent listens for it) on a click; with several, a menu asks which."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from collections.abc import Callable
+
+from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
     QHeaderView,
+    QMenu,
     QPushButton,
     QSplitter,
     QTableView,
@@ -18,7 +24,7 @@ from PySide6.QtWidgets import (
 from vmctl_gui import fmt
 from vmctl_gui.bridge import Bridge
 from vmctl_gui.details_view import ContainerDetails
-from vmctl_gui.engine import ContainerRow
+from vmctl_gui.engine import ContainerRow, PublishedPort
 from vmctl_gui.jobs import Job
 from vmctl_gui.output import OutputWindow
 from vmctl_gui.tables import RowsModel
@@ -28,16 +34,19 @@ COLUMNS = (
     ("Image", lambda c: c.image),
     ("Command", lambda c: c.command),
     ("State", lambda c: c.status or c.state),
+    ("Health", lambda c: c.health or "—"),
     ("Created", lambda c: fmt.ago(c.created)),
     ("Ports", lambda c: c.ports),
 )
+PORTS_COLUMN = len(COLUMNS) - 1
 
 
 class ContainersView(QWidget):
-    def __init__(self, bridge: Bridge, open_shell) -> None:
+    def __init__(self, bridge: Bridge, open_shell, open_url: Callable[[str], object]) -> None:
         super().__init__()
         self.bridge = bridge
         self.open_shell = open_shell
+        self.open_url = open_url
         self.model = RowsModel(COLUMNS, key=lambda c: c.id)
         self.table = QTableView(
             selectionBehavior=QAbstractItemView.SelectionBehavior.SelectRows,
@@ -48,6 +57,8 @@ class ContainersView(QWidget):
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.doubleClicked.connect(lambda _i: self.show_logs())
+        self.table.clicked.connect(self._clicked)
+        self.port_menu: QMenu | None = None
         self.buttons: dict[str, QPushButton] = {}
         actions = QHBoxLayout()
         for action in ("start", "stop", "restart", "remove"):
@@ -60,7 +71,7 @@ class ContainersView(QWidget):
         actions.addWidget(self.buttons["logs"])
         actions.addWidget(self.buttons["shell"])
         actions.addStretch(1)
-        self.details = ContainerDetails(bridge)
+        self.details = ContainerDetails(bridge, open_url)
         split = QSplitter(Qt.Orientation.Vertical, childrenCollapsible=False)
         split.addWidget(self.table)
         split.addWidget(self.details)
@@ -97,6 +108,29 @@ class ContainersView(QWidget):
     def selected(self) -> ContainerRow | None:
         rows = self.table.selectionModel().selectedRows()
         return self.model.rows[rows[0].row()] if rows else None
+
+    def _clicked(self, index: QModelIndex) -> None:
+        if index.column() == PORTS_COLUMN:
+            self.open_ports(self.model.rows[index.row()])
+
+    def open_ports(self, row: ContainerRow) -> QMenu | None:
+        """One port opens at once; several pop a menu of their addresses."""
+        links = row.links
+        if len(links) == 1:
+            self.open_port(links[0])
+        elif links:
+            self.port_menu = QMenu(self)
+            for port in links:
+                url = self.url(port)
+                self.port_menu.addAction(url, lambda u=url: self.open_url(u))
+            self.port_menu.popup(QCursor.pos())
+        return self.port_menu if len(links) > 1 else None
+
+    def url(self, port: PublishedPort) -> str:
+        return port.url(self.bridge.state.config.publish_address)
+
+    def open_port(self, port: PublishedPort) -> None:
+        self.open_url(self.url(port))
 
     def act(self, action: str) -> Job | None:
         chosen = self.selected()

@@ -8,6 +8,8 @@ at the top, and each tab is read again; every read runs in a worker."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtWidgets import QLabel, QTabWidget, QVBoxLayout, QWidget
 from vmctl_gui import errors
 from vmctl_gui.bridge import Bridge
@@ -21,14 +23,14 @@ PICK = "Select a container to see its details."
 
 
 class ContainerDetails(QWidget):
-    def __init__(self, bridge: Bridge) -> None:
+    def __init__(self, bridge: Bridge, open_url: Callable[[str], object]) -> None:
         super().__init__()
         self.bridge = bridge
         self.row: ContainerRow | None = None
         self.lost = False  # the shown container left the list (removed, or the engine stopped)
         self.notice = ""  # what happened to it while shown
         self.headline = QLabel(PICK, wordWrap=True, objectName="details-headline")
-        self.overview = OverviewTab()
+        self.overview = OverviewTab(open_url, lambda: bridge.state.config.publish_address)
         self.logs = LogsTab(bridge)
         self.stats = StatsTab(bridge)
         self.inspect = InspectTab()

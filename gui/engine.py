@@ -1,9 +1,9 @@
-"""What the desktop app asks of the VM and its engine, and the one implementation on vmctl.
+"""What the desktop app asks of the VM and its engine: the seam, and the rows it answers with.
 
 `Engine` is the seam the GUI is built against: the window, the tray and the workers call only
 these methods, so tests inject a fake through the constructor (httpx's MockTransport idea) and
-the real `VmctlEngine` wraps vmctl's public API (`vmctl.vm`, `vmctl.config`) plus docker-py on
-the VM's forwarded docker.sock: the same door the docker CLI uses.
+the real `VmctlEngine` (gui.vmctl_engine) wraps vmctl's public API plus docker-py on the VM's
+forwarded docker.sock: the same door the docker CLI uses.
 
 Every method may block (a VM start takes minutes under emulation): callers run them in a
 worker (gui.jobs), never on the UI thread. Long operations take `progress` callbacks and a
@@ -12,19 +12,10 @@ worker (gui.jobs), never on the UI thread. Long operations take `progress` callb
 
 from __future__ import annotations
 
-import platform
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from vmctl_gui.streams import JsonStream, LineStream
-
-import vmctl
 from vmctl import config as vmconfig
-from vmctl import paths as vmpaths
-from vmctl import vm
-from vmctl.errors import VmctlError
 
 Say = Callable[[str], None]
 
@@ -63,6 +54,27 @@ class DiskUsage:
     containers_bytes: int
 
 
+LOCAL_ADDRESSES = ("127.0.0.1", "0.0.0.0", "::", "::1", "")
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    """A port the engine publishes (`docker ps`: 0.0.0.0:8080->80/tcp). The host agent
+    listens on the same port number on the user's machine, at the VM's publish address
+    unless the run named an address of its own."""
+
+    host_ip: str
+    host_port: int
+    container_port: int
+    proto: str = "tcp"
+
+    def url(self, publish_address: str = "127.0.0.1") -> str:
+        """Where a browser on the user's machine reaches it: http://localhost:PORT."""
+        address = self.host_ip if self.host_ip not in ("", "0.0.0.0", "::") else publish_address
+        host = "localhost" if address in LOCAL_ADDRESSES else address
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.host_port}"
+
+
 @dataclass(frozen=True)
 class ContainerRow:
     id: str
@@ -73,6 +85,17 @@ class ContainerRow:
     status: str  # Docker's words: "Up 3 minutes", "Exited (0) 2 seconds ago"
     created: int  # unix time
     ports: str
+    health: str = ""  # starting | healthy | unhealthy; "" without a healthcheck
+    published: tuple[PublishedPort, ...] = ()
+
+    @property
+    def links(self) -> tuple[PublishedPort, ...]:
+        """The TCP ports a browser can open, each once (docker lists IPv4 and IPv6 apart)."""
+        seen: dict[int, PublishedPort] = {}
+        for port in self.published:
+            if port.proto == "tcp":
+                seen.setdefault(port.host_port, port)
+        return tuple(seen.values())
 
 
 @dataclass(frozen=True)
@@ -82,6 +105,71 @@ class ImageRow:
     tag: str
     size: int
     created: int
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """A line of `docker history`: the step that made a layer (or changed only the config)."""
+
+    id: str  # the image made at that step, or "<missing>"
+    created: int  # unix time
+    created_by: str
+    size: int
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """`docker build`'s inputs the app offers: a folder, its Dockerfile, tags, build args."""
+
+    context: str  # the folder sent as the build context
+    dockerfile: str = "Dockerfile"  # its path inside the context
+    tags: tuple[str, ...] = ()
+    args: tuple[tuple[str, str], ...] = ()  # --build-arg NAME=VALUE
+
+    @property
+    def title(self) -> str:
+        return ", ".join(self.tags) or self.context
+
+
+@dataclass(frozen=True)
+class VolumeRow:
+    """A volume as `docker system df -v` sees it: its size, and who mounts it."""
+
+    name: str
+    driver: str
+    mountpoint: str
+    created: str
+    size: int  # bytes; -1 when the engine did not measure it
+    containers: tuple[str, ...]  # the names of the containers that mount it
+
+    @property
+    def anonymous(self) -> bool:
+        """Docker names an anonymous volume with 64 hex digits (`docker run -v /data`)."""
+        return len(self.name) == 64 and all(c in "0123456789abcdef" for c in self.name)
+
+
+@dataclass(frozen=True)
+class NetworkRow:
+    id: str
+    name: str
+    driver: str
+    subnet: str
+    gateway: str
+    containers: tuple[str, ...]  # "name (address)" of each container attached
+
+    @property
+    def builtin(self) -> bool:
+        """bridge, host and none come with the engine and cannot be removed."""
+        return self.name in ("bridge", "host", "none")
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What a prune removed and the bytes it gave back."""
+
+    removed: tuple[str, ...]
+    reclaimed: int
 
 
 @dataclass(frozen=True)
@@ -103,7 +191,19 @@ class RunRequest:
 
     @property
     def title(self) -> str:
-        return " ".join((self.image, *self.command))
+        ports = f" (ports {', '.join(self.ports)})" if self.ports else ""
+        return " ".join((self.image, *self.command)) + ports
+
+    @property
+    def published(self) -> tuple[PublishedPort, ...]:
+        """The TCP ports it publishes, as the browser will find them."""
+        found = []
+        for spec in self.ports:
+            host, _, inside = spec.partition(":")
+            number, _, proto = inside.partition("/")
+            if proto in ("", "tcp"):
+                found.append(PublishedPort("", int(host), int(number)))
+        return tuple(found)
 
 
 class Engine:
@@ -159,6 +259,46 @@ class Engine:
     def images(self) -> list[ImageRow]:
         raise NotImplementedError
 
+    def history(self, image: str) -> list[HistoryRow]:
+        """`docker history`, newest step first."""
+        raise NotImplementedError
+
+    def build(self, request: BuildRequest) -> Iterator[dict]:
+        """POST /build's JSON messages as they come (closable: closing it cancels the build,
+        as the engine stops a build whose client went away)."""
+        raise NotImplementedError
+
+    def push(self, ref: str, progress: Callable[[LayerProgress], None]) -> None:
+        raise NotImplementedError
+
+    def prune_images(self, every: bool) -> Pruned:
+        """Dangling images, or `every` image no container uses (`docker image prune -a`)."""
+        raise NotImplementedError
+
+    def volumes(self) -> list[VolumeRow]:
+        raise NotImplementedError
+
+    def create_volume(self, name: str) -> str:
+        """A local volume (`docker volume create [NAME]`); its name (the engine's if none)."""
+        raise NotImplementedError
+
+    def remove_volume(self, name: str) -> None:
+        raise NotImplementedError
+
+    def prune_volumes(self, every: bool) -> Pruned:
+        """Unused volumes: the anonymous ones, or `every` unused one (`docker volume prune -a`)."""
+        raise NotImplementedError
+
+    def networks(self) -> list[NetworkRow]:
+        raise NotImplementedError
+
+    def create_network(self, name: str, subnet: str = "") -> str:
+        """A bridge network (`docker network create [--subnet CIDR] NAME`); its id."""
+        raise NotImplementedError
+
+    def remove_network(self, network_id: str) -> None:
+        raise NotImplementedError
+
     def pull(self, ref: str, progress: Callable[[LayerProgress], None]) -> None:
         raise NotImplementedError
 
@@ -182,291 +322,3 @@ class Engine:
 
 
 ACTIONS = ("start", "stop", "restart", "remove")
-
-
-class VmctlEngine(Engine):
-    """The real engine: vmctl for the VM, docker-py on its docker.sock for the rest.
-
-    `docker_host` overrides where the engine is (tests point it at an agent on the host)."""
-
-    def __init__(self, name: str = vmpaths.DEFAULT_NAME, docker_host: str | None = None) -> None:
-        self.name = name
-        self._docker_host = docker_host
-        self._client = None
-
-    # ---- the VM ----
-
-    def state(self) -> VmState:
-        status = vm.status(self.name)
-        return VmState(
-            self.name,
-            status.state,
-            status.detail,
-            status.config,
-            status.accel,
-            self.docker_host,
-        )
-
-    def start(self, say: Say, cancelled: Callable[[], bool]) -> VmState:
-        def report(message: str) -> None:
-            if cancelled():
-                raise Cancelled
-            say(message)
-
-        try:
-            vm.start(self.name, progress=report)
-        except vm.StageFailed as e:
-            return VmState(
-                self.name,
-                "error",
-                e.reason,
-                self.config(),
-                failed_stage=e.stage,
-                console=e.console,
-            )
-        return self.state()
-
-    def stop(self, say: Say, grace: float = 60) -> VmState:
-        vm.stop(self.name, timeout=grace, progress=say)
-        self._client = None
-        return self.state()
-
-    def config(self) -> vmconfig.VMConfig:
-        return vmconfig.load(vmpaths.vm(self.name).config)
-
-    def save_config(self, config: vmconfig.VMConfig) -> None:
-        vmconfig.save(config, vmpaths.vm(self.name).config)
-
-    @property
-    def docker_host(self) -> str:
-        return self._docker_host or vm.docker_host(vmpaths.vm(self.name))
-
-    # ---- the engine, through docker-py ----
-
-    @property
-    def client(self):
-        if self._client is None:
-            import docker
-
-            self._client = docker.DockerClient(base_url=self.docker_host, timeout=60)
-        return self._client
-
-    def version(self) -> Version:
-        server = self.client.version()
-        engine = next(
-            (c for c in server.get("Components", []) if c.get("Name") == "Engine"), server
-        )
-        import docker
-
-        return Version(
-            client={
-                "Version": vmctl.__version__,
-                "API version": self.client.api.api_version,
-                "docker-py": docker.__version__,
-                "OS/Arch": client_platform(),
-            },
-            server={
-                "Version": engine.get("Version", server.get("Version", "")),
-                "API version": server.get("ApiVersion", ""),
-                "Kernel": server.get("KernelVersion", ""),
-                "OS/Arch": f"{server.get('Os', '')}/{server.get('Arch', '')}",
-            },
-        )
-
-    def disk_usage(self) -> DiskUsage:
-        df = self.client.df()
-        disk = vmpaths.vm(self.name).disk
-        try:
-            st = disk.stat()
-            host = getattr(st, "st_blocks", 0) * 512 or st.st_size
-        except FileNotFoundError:
-            host = 0
-        return DiskUsage(
-            capacity=self.config().disk_gib << 30,
-            host_bytes=host,
-            images_bytes=sum(i.get("Size", 0) for i in df.get("Images") or []),
-            containers_bytes=sum(c.get("SizeRw", 0) or 0 for c in df.get("Containers") or []),
-        )
-
-    def containers(self) -> list[ContainerRow]:
-        return [_container_row(c) for c in self.client.api.containers(all=True)]
-
-    def container_action(self, container_id: str, action: str) -> None:
-        if action not in ACTIONS:
-            raise ValueError(f"unknown container action {action!r}")
-        api = self.client.api
-        if action == "remove":
-            api.remove_container(container_id, force=True)
-        else:
-            getattr(api, f"{action}")(container_id)
-
-    def logs(self, container_id: str, follow: bool = True, timestamps: bool = False) -> LineStream:
-        api = self.client.api
-        return LineStream(api.logs(container_id, stream=True, follow=follow, timestamps=timestamps))
-
-    def inspect_container(self, container_id: str) -> dict:
-        return self.client.api.inspect_container(container_id)
-
-    def stats(self, container_id: str) -> JsonStream:
-        """Through docker-py's own stream type: its `stats()` gives a generator that another
-        thread cannot close while it blocks in a read."""
-        from docker.types.daemon import CancellableStream
-
-        api = self.client.api
-        url = api._url("/containers/{0}/stats", container_id)
-        response = api._get(url, params={"stream": True}, stream=True)
-        api._raise_for_status(response)
-        return JsonStream(CancellableStream(api._stream_helper(response, decode=True), response))
-
-    def inside(self, container_id: str) -> dict:
-        api = self.client.api
-        return api._result(api._get(api._url("/vmctl/containers/{0}/inside", container_id)), True)
-
-    def images(self) -> list[ImageRow]:
-        rows = []
-        for image in self.client.api.images():
-            tags = image.get("RepoTags") or ["<none>:<none>"]
-            for tag in tags:
-                repository, _, name = tag.rpartition(":")
-                rows.append(
-                    ImageRow(
-                        image["Id"],
-                        repository,
-                        name,
-                        image.get("Size", 0),
-                        image.get("Created", 0),
-                    )
-                )
-        return rows
-
-    def pull(self, ref: str, progress: Callable[[LayerProgress], None]) -> None:
-        repository, tag = _split_ref(ref)
-        for message in self.client.api.pull(repository, tag, stream=True, decode=True):
-            if "error" in message:
-                raise VmctlError(message["error"])
-            detail = message.get("progressDetail") or {}
-            progress(
-                LayerProgress(
-                    message.get("id", ""),
-                    message.get("status", ""),
-                    detail.get("current", 0),
-                    detail.get("total", 0),
-                )
-            )
-
-    def remove_image(self, image_id: str) -> None:
-        self.client.api.remove_image(image_id)
-
-    def run(self, request: RunRequest, progress: Callable[[LayerProgress], None]) -> LineStream:
-        import docker
-
-        try:
-            self.client.api.inspect_image(request.image)
-        except docker.errors.ImageNotFound:
-            self.pull(request.image, progress)
-        api = self.client.api
-        container = api.create_container(
-            request.image,
-            command=list(request.command) or None,
-            environment=list(request.env),
-            ports=[p.split(":")[-1] for p in request.ports] or None,
-            host_config=api.create_host_config(port_bindings=_port_bindings(request.ports)),
-        )
-        warnings = [f"WARNING: {w}\n" for w in container.get("Warnings") or []]
-        return self._follow(container["Id"], warnings)
-
-    def _follow(self, container_id: str, warnings: list[str]) -> LineStream:
-        api = self.client.api
-
-        def remove() -> None:
-            api.remove_container(container_id, force=True)
-
-        try:
-            api.start(container_id)
-            logs = api.logs(container_id, stream=True, follow=True)
-        except BaseException:
-            remove()
-            raise
-        tail = lambda: f"[exited with code {api.wait(container_id)['StatusCode']}]\n"  # noqa: E731
-        return LineStream(logs, tail=tail, cleanup=remove, first=warnings)
-
-    def events(self) -> Iterator[dict]:
-        return self.client.api.events(decode=True)
-
-    def ssh_command(self) -> list[str]:
-        return [*vmctl_command(), "ssh", "--name", self.name]
-
-    def shell_command(self, container_id: str) -> list[str]:
-        docker_cli = _which("docker")
-        if docker_cli is None:
-            raise VmctlError(
-                "Open shell needs the docker command-line client: install it (on macOS: brew "
-                "install docker; on Windows: the Docker CLI), then try again"
-            )
-        return [docker_cli, "--host", self.docker_host, "exec", "-it", container_id, "sh"]
-
-
-# ---- helpers ---------------------------------------------------------------------------------
-
-
-GO_OS = {"darwin": "darwin", "win32": "windows", "linux": "linux"}
-GO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-
-
-def client_platform() -> str:
-    """This host as Go names it, like the docker CLI's OS/Arch: darwin/arm64, windows/amd64."""
-    machine = platform.machine().lower()
-    return f"{GO_OS.get(sys.platform, sys.platform)}/{GO_ARCH.get(machine, machine)}"
-
-
-def vmctl_command() -> list[str]:
-    """How to run the `vmctl` CLI from a terminal: the packaged app ships it beside itself."""
-    if getattr(sys, "frozen", False):
-        suffix = ".exe" if sys.platform == "win32" else ""
-        return [str(Path(sys.executable).with_name(f"vmctl{suffix}"))]
-    return [sys.executable, "-m", "vmctl.cli"]
-
-
-def _which(program: str) -> str | None:
-    import shutil
-
-    return shutil.which(program)
-
-
-def _container_row(c: dict) -> ContainerRow:
-    names = c.get("Names") or [""]
-    return ContainerRow(
-        id=c["Id"],
-        name=names[0].lstrip("/"),
-        image=c.get("Image", ""),
-        command=c.get("Command", ""),
-        state=c.get("State", ""),
-        status=c.get("Status", ""),
-        created=c.get("Created", 0),
-        ports=", ".join(_port_text(p) for p in c.get("Ports") or []),
-    )
-
-
-def _port_text(port: dict) -> str:
-    inside = f"{port.get('PrivatePort')}/{port.get('Type', 'tcp')}"
-    if port.get("PublicPort"):
-        return f"{port.get('IP', '0.0.0.0')}:{port['PublicPort']}->{inside}"
-    return inside
-
-
-def _split_ref(ref: str) -> tuple[str, str]:
-    """docker-py wants repository and tag apart; a digest stays in the repository."""
-    if "@" in ref:
-        return ref, ""
-    name, sep, tag = ref.rpartition(":")
-    if sep and "/" not in tag:
-        return name, tag
-    return ref, "latest"
-
-
-def _port_bindings(ports: tuple[str, ...]) -> dict[str, int]:
-    bindings: dict[str, int] = {}
-    for spec in ports:
-        host, _, inside = spec.rpartition(":")
-        bindings[inside] = int(host)
-    return bindings

@@ -69,7 +69,7 @@ class Job(QRunnable):
 
     def progress(self, value: object) -> None:
         if not self.cancelled:
-            self._relay.delivered.emit("progress", value)
+            self._emit("progress", value)
 
     def on_cancel(self, closer: Callable[[], None]) -> None:
         """Run `closer` when the job is cancelled (at once if it already is)."""
@@ -85,11 +85,15 @@ class Job(QRunnable):
                 raise Cancelled
             result = self.fn(self)
         except Cancelled:
-            self._relay.delivered.emit("cancelled", None)
+            self._emit("cancelled", None)
         except BaseException as e:
-            self._relay.delivered.emit("cancelled" if self.cancelled else "error", e)
+            self._emit("cancelled" if self.cancelled else "error", e)
         else:
-            self._relay.delivered.emit("cancelled" if self.cancelled else "done", result)
+            self._emit("cancelled" if self.cancelled else "done", result)
+
+    def _emit(self, kind: str, value: object) -> None:
+        with contextlib.suppress(RuntimeError):  # its relay is gone: the app quit meanwhile
+            self._relay.delivered.emit(kind, value)
 
     # ---- called on the UI thread ----
 

@@ -5,6 +5,8 @@ with copy."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from html import escape
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
@@ -20,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from vmctl_gui import fmt
+from vmctl_gui.engine import PublishedPort
 
 NONE = "—"
 
@@ -73,6 +76,18 @@ def ports_text(ports: dict | None) -> str:
     return "\n".join(lines) or NONE
 
 
+def port_links(ports: dict | None) -> list[PublishedPort]:
+    """The published TCP ports of `docker inspect`'s NetworkSettings.Ports, each once."""
+    found: dict[int, PublishedPort] = {}
+    for inside, bindings in (ports or {}).items():
+        number, _, proto = inside.partition("/")
+        for b in bindings or []:
+            if proto in ("tcp", "") and b.get("HostPort"):
+                port = PublishedPort(b.get("HostIp", ""), int(b["HostPort"]), int(number))
+                found.setdefault(port.host_port, port)
+    return list(found.values())
+
+
 def mounts_text(mounts: list | None) -> str:
     lines = [
         f"{m.get('Source') or m.get('Name', '')} → {m.get('Destination', '')}"
@@ -103,12 +118,18 @@ def limits_text(host: dict) -> str:
 
 
 class OverviewTab(QScrollArea):
-    def __init__(self) -> None:
+    """`open_url` opens a link (the browser); `publish_address` says where the host agent
+    listens for published ports (the VM's config)."""
+
+    def __init__(self, open_url: Callable[[str], object], publish_address: Callable[[], str]):
         super().__init__(widgetResizable=True)
         self.body = QWidget()
         self.form = QFormLayout(self.body)
         self.setWidget(self.body)
         self.fields: dict[str, QLabel] = {}
+        self.open_url = open_url
+        self.publish_address = publish_address
+        self.links = QLabel(objectName="links")
 
     def show_info(self, info: dict) -> None:
         while self.form.rowCount():
@@ -119,6 +140,17 @@ class OverviewTab(QScrollArea):
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             self.fields[label] = value
             self.form.addRow(f"{label}:", value)
+        self._show_links(port_links((info.get("NetworkSettings") or {}).get("Ports")))
+
+    def _show_links(self, ports: list[PublishedPort]) -> None:
+        """Below the ports: each published TCP port as a link that opens in the browser."""
+        self.links = QLabel(objectName="links", wordWrap=True)
+        self.links.linkActivated.connect(self.open_url)
+        urls = [p.url(self.publish_address()) for p in ports]
+        self.links.setText(" ".join(f"<a href='{escape(u)}'>{escape(u)}</a>" for u in urls))
+        if urls:
+            below_ports = list(self.fields).index("Ports") + 1
+            self.form.insertRow(below_ports, "Open in browser:", self.links)
 
 
 class InspectTab(QWidget):

@@ -1,4 +1,6 @@
-"""Quick run: a small dialog (image, command, ports, env) and a window with the output.
+"""Quick run: a small dialog (image, command, ports, env) and a window with the output; each
+published TCP port gets an "Open in browser" button once it answers on this machine (the host
+agent carries it), asked by a probe in a worker.
 
 `parse_run` is pure: the dialog's text fields in, a RunRequest out, or a ValueError saying which
 field is wrong and how to write it.
@@ -8,20 +10,25 @@ from __future__ import annotations
 
 import re
 import shlex
+import socket
+from collections.abc import Callable
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
+    QPushButton,
     QVBoxLayout,
     QWidget,
 )
 from vmctl_gui.bridge import Bridge
 from vmctl_gui.engine import LayerProgress, RunRequest
+from vmctl_gui.jobs import Job
 from vmctl_gui.output import OutputWindow
 
 _PORT = re.compile(r"(\d{1,5}):(\d{1,5})(/(tcp|udp))?")
@@ -87,16 +94,60 @@ class QuickRunDialog(QDialog):
         super().accept()
 
 
-class RunWindow(OutputWindow):
-    """A quick run's output: pull progress first, then what the container prints."""
+def port_answers(url: str, timeout: float = 2.0) -> bool:
+    """Whether something accepts a TCP connection at the URL's host and port."""
+    parts = QUrl(url)
+    try:
+        socket.create_connection((parts.host(), parts.port()), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+class RunWindow(QWidget):
+    """A quick run's output: pull progress first, then what the container prints; above it,
+    a button per published TCP port, enabled once the port answers."""
 
     done = Signal()
 
-    def __init__(self, bridge: Bridge, request: RunRequest) -> None:
-        super().__init__(f"Run: {request.title}")
+    def __init__(self, bridge: Bridge, request: RunRequest, open_url: Callable[[str], object],
+                 probe: Callable[[str], bool] = port_answers) -> None:  # fmt: skip
+        super().__init__()
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.setWindowTitle(f"Run: {request.title}")
+        self.output = OutputWindow("")
+        self.links: dict[str, QPushButton] = {}
+        column = QVBoxLayout(self)
+        row = QHBoxLayout()
+        address = bridge.state.config.publish_address
+        for url in (p.url(address) for p in request.published):
+            button = QPushButton(f"Waiting for {url} to answer…", enabled=False)
+            button.clicked.connect(lambda _=False, u=url: open_url(u))
+            self.links[url] = button
+            row.addWidget(button)
+        row.addStretch(1)
+        column.addLayout(row)
+        column.addWidget(self.output, 1)
+        self.resize(760, 420)
         self.finished = False
         self._pulling: set[str] = set()
         self.job = bridge.run(request, self.add_text, self._finish, self._pull)
+        self.probes = [_probe(bridge, url, probe, self._answered) for url in self.links]
+
+    def add_text(self, text: str) -> None:
+        self.output.add_text(text)
+
+    def toPlainText(self) -> str:
+        return self.output.toPlainText()
+
+    def _answered(self, url: str) -> None:
+        self.links[url].setText(f"Open {url} in the browser")
+        self.links[url].setEnabled(True)
+
+    def closeEvent(self, event) -> None:
+        for job in (self.job, *self.probes):
+            job.cancel()
+        super().closeEvent(event)
 
     def _pull(self, progress: LayerProgress) -> None:
         """One line per layer state change, not per byte: the window is for output."""
@@ -107,4 +158,23 @@ class RunWindow(OutputWindow):
 
     def _finish(self) -> None:
         self.finished = True
+        for job in self.probes:
+            job.cancel()
+        for url, button in self.links.items():
+            if not button.isEnabled():
+                button.setText(f"{url} never answered: the container ended")
         self.done.emit()
+
+
+PROBE_EVERY_S = 0.5
+
+
+def _probe(bridge: Bridge, url: str, answers: Callable[[str], bool], on_answer) -> Job:
+    """Ask `answers(url)` in a worker until it is true (or the job is cancelled)."""
+
+    def work(job: Job) -> None:
+        while not job.cancelled and not answers(url):
+            job._cancel.wait(PROBE_EVERY_S)  # the worker waits; the UI thread never does
+        job.progress(url)
+
+    return bridge.follow(f"reach {url}", work, on_answer, lambda _ok: None)

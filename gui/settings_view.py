@@ -1,7 +1,11 @@
-"""The Settings tab: the VM's config (vm.json, validated by vmctl.config) and the app's own
-preferences (start at login, start minimised to the tray)."""
+"""The Settings tab: the VM's config (vm.json, validated by vmctl.config): resources, driver,
+image, registry mirrors and where published ports listen; and the app's own preferences (start
+at login, start minimised to the tray). The VM takes a change when it next starts: saved while
+it runs, the tab says which settings wait for a restart and offers one."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -22,6 +26,25 @@ from vmctl_gui.bridge import Bridge
 from vmctl import config as vmconfig
 from vmctl.errors import VmctlError
 
+LABELS = {
+    "cpus": "CPUs", "memory_mib": "memory", "disk_gib": "disk size", "driver": "driver",
+    "libvirt_uri": "libvirt URI", "image": "base image", "registry_mirrors": "registry mirrors",
+    "publish_address": "the published-ports address",
+}  # fmt: skip
+
+
+def restart_needed(before: vmconfig.VMConfig, after: vmconfig.VMConfig) -> list[str]:
+    """The settings that changed, in words: each waits for the VM's next start."""
+    return [
+        LABELS.get(f.name, f.name)
+        for f in dataclasses.fields(after)
+        if getattr(before, f.name) != getattr(after, f.name)
+    ]
+
+
+def listed(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
 
 class SettingsView(QWidget):
     def __init__(self, bridge: Bridge, desktop) -> None:
@@ -37,11 +60,14 @@ class SettingsView(QWidget):
         self.disk = QSpinBox(minimum=4, maximum=1 << 16, suffix=" GiB")
         self.mirrors = QPlainTextEdit(placeholderText="one URL a line, e.g. http://10.0.2.2:5000")
         self.mirrors.setMaximumHeight(70)
+        self.publish = QLineEdit(placeholderText="127.0.0.1 (this computer only); 0.0.0.0: all")
         self.at_login = QCheckBox("Start the app and the VM when I log in")
         self.minimized = QCheckBox("Start minimised to the tray")
         self.note = QLabel(wordWrap=True, objectName="note")
         self.save_button = QPushButton("Save", clicked=self.save)
         self.revert_button = QPushButton("Revert", clicked=self.load)
+        self.restart_button = QPushButton("Restart the VM now", clicked=self.restart)
+        self.restart_button.hide()
         self._layout()
         self.load()
 
@@ -54,6 +80,7 @@ class SettingsView(QWidget):
         vm_form.addRow("Memory", self.memory)
         vm_form.addRow("Disk", self.disk)
         vm_form.addRow("Registry mirrors", self.mirrors)
+        vm_form.addRow("Published ports listen on", self.publish)
         vm_box = QGroupBox("Virtual machine")
         vm_box.setLayout(vm_form)
         app_box = QGroupBox("This app")
@@ -62,6 +89,7 @@ class SettingsView(QWidget):
         app_column.addWidget(self.minimized)
         buttons = QHBoxLayout()
         buttons.addWidget(self.note, 1)
+        buttons.addWidget(self.restart_button)
         buttons.addWidget(self.revert_button)
         buttons.addWidget(self.save_button)
         column = QVBoxLayout(self)
@@ -83,40 +111,46 @@ class SettingsView(QWidget):
         self.memory.setValue(c.memory_mib)
         self.disk.setValue(c.disk_gib)
         self.mirrors.setPlainText("\n".join(c.registry_mirrors))
+        self.publish.setText(c.publish_address)
         self.at_login.setChecked(self.desktop.starts_at_login())
         self.minimized.setChecked(self.desktop.prefs.start_minimized)
         self.note.setText("")
 
     def edited(self) -> vmconfig.VMConfig:
         """The form as a config; raises VmctlError with vmctl's own words when it is invalid."""
-        current = self.bridge.engine.config()
         mirrors = [line.strip() for line in self.mirrors.toPlainText().splitlines()]
-        return vmconfig.VMConfig(
+        return dataclasses.replace(  # what the form does not show is kept as it is
+            self.bridge.engine.config(),
             cpus=self.cpus.value(),
             memory_mib=self.memory.value(),
             disk_gib=self.disk.value(),
             driver=self.driver.currentText(),
             libvirt_uri=self.uri.text().strip() or None,
-            accel=current.accel,
             image=self.image.text().strip() or None,
             registry_mirrors=tuple(m for m in mirrors if m),
-            insecure_registries=current.insecure_registries,
+            publish_address=self.publish.text().strip() or "127.0.0.1",
         )
 
     def save(self) -> None:
         try:
-            config = self.edited()
+            before, config = self.bridge.engine.config(), self.edited()
         except VmctlError as e:
             self.note.setText(f"Not saved: {e}")
             return
         self.desktop.set_preferences(self.at_login.isChecked(), self.minimized.isChecked())
         self.note.setText("Saving…")
-        self.bridge.save_config(config, on_saved=self._saved)
+        changed = restart_needed(before, config)
+        self.bridge.save_config(config, on_saved=lambda: self._saved(changed))
 
-    def _saved(self) -> None:
+    def _saved(self, changed: list[str]) -> None:
         running = self.bridge.state.state in ("running", "starting", "degraded")
-        self.note.setText(
-            "Saved. The VM uses it the next time it starts (Restart on the Engine tab)."
-            if running
-            else "Saved."
-        )
+        if not (running and changed):
+            self.note.setText("Saved.")
+            return
+        self.note.setText(f"Saved. The VM takes the new {listed(changed)} when it restarts.")
+        self.restart_button.show()
+
+    def restart(self) -> None:
+        self.restart_button.hide()
+        self.note.setText("Restarting the VM: the Engine tab shows its progress.")
+        self.bridge.restart_vm()

@@ -1,4 +1,5 @@
-"""A read-only table model over a list of frozen rows: the container and image lists."""
+"""A read-only table model over a list of frozen rows (the containers, images, volumes and
+networks lists), and the table each list shows it in."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
 Column = tuple[str, Callable[[Any], str]]
 Index = QModelIndex | QPersistentModelIndex
@@ -42,3 +44,22 @@ class RowsModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
             return self.columns[section][0]
         return None
+
+
+def row_table(model: RowsModel) -> QTableView:
+    """A list's table: whole rows selected, one at a time, columns sharing the width."""
+    table = QTableView(
+        selectionBehavior=QAbstractItemView.SelectionBehavior.SelectRows,
+        selectionMode=QAbstractItemView.SelectionMode.SingleSelection,
+        alternatingRowColors=True,
+    )
+    table.setModel(model)
+    table.verticalHeader().hide()
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+    return table
+
+
+def selected(table: QTableView, model: RowsModel):
+    """The selected row's item, or None."""
+    rows = table.selectionModel().selectedRows()
+    return model.rows[rows[0].row()] if rows else None

@@ -18,7 +18,9 @@ from vmctl_gui import icons
 from vmctl_gui.containers_view import ContainersView
 from vmctl_gui.engine_view import EngineView
 from vmctl_gui.images_view import ImagesView
+from vmctl_gui.networks_view import NetworksView
 from vmctl_gui.settings_view import SettingsView
+from vmctl_gui.volumes_view import VolumesView
 
 ERRORS_KEPT = 50
 
@@ -56,13 +58,19 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(icons.app_icon())
         self.errors = ErrorBar()
         self.engine_view = EngineView(bridge)
-        self.containers_view = ContainersView(bridge, desktop.open_shell)
-        self.images_view = ImagesView(bridge, lambda image: desktop.quick_run(image))
+        self.containers_view = ContainersView(bridge, desktop.open_shell, desktop.open_url)
+        self.images_view = ImagesView(
+            bridge, lambda image: desktop.quick_run(image), desktop.confirm
+        )
+        self.volumes_view = VolumesView(bridge, desktop.confirm)
+        self.networks_view = NetworksView(bridge)
         self.settings_view = SettingsView(bridge, desktop)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.engine_view, "Engine")
         self.tabs.addTab(self.containers_view, "Containers")
         self.tabs.addTab(self.images_view, "Images")
+        self.tabs.addTab(self.volumes_view, "Volumes")
+        self.tabs.addTab(self.networks_view, "Networks")
         self.tabs.addTab(self.settings_view, "Settings")
         body = QWidget()
         column = QVBoxLayout(body)

@@ -64,7 +64,9 @@ def main() -> int:
             try:
                 site = "mkdir /www; echo hi > /www/index.html; rm /bin/ls; exec httpd -fh /www"
                 server.docker("run", "-d", "--name", "web", "--memory", "64m", "--pids-limit",
-                              "100", "busybox", "sh", "-c", site)  # fmt: skip
+                              "100", "-v", "site:/www", "--health-cmd", "true", "--health-interval",
+                              "1s", "busybox", "sh", "-c", site)  # fmt: skip
+                server.docker("volume", "create", "cache")
                 server.docker("run", "--name", "once", "busybox", "echo", "hello")
                 return shoot(app, server.url, args.out, engine_tab=not args.vm_image)
             finally:
@@ -117,7 +119,7 @@ def shoot_vm(app, image: str, out: Path) -> None:
     """The Engine tab of a real VM, started with the Start button, then stopped and deleted."""
     from PySide6.QtWidgets import QMessageBox
     from vmctl_gui.app import Desktop
-    from vmctl_gui.engine import VmctlEngine
+    from vmctl_gui.vmctl_engine import VmctlEngine
 
     from vmctl import config as vmconfig
     from vmctl import paths as vmpaths
@@ -162,13 +164,38 @@ def shoot_details(app, window, out: Path) -> None:
     save(window, out, "details-layers")
 
 
+def shoot_images(app, window, out: Path, parse_build) -> None:
+    """A build of a small folder streamed into its window, then the history it made."""
+    view = window.images_view
+    folder = Path(tempfile.mkdtemp(prefix="vmctl-build-"))
+    (folder / "index.html").write_text("<h1>hello</h1>\n")
+    (folder / "Dockerfile").write_text(
+        'FROM busybox\nARG GREETING=hi\nRUN echo "$GREETING" > /greeting\n'
+        'COPY index.html /www/\nCMD ["httpd", "-fh", "/www"]\n'
+    )
+    build = view.build(parse_build(str(folder), "", "site:1", "GREETING=hello"))
+    settle(app, lambda: build.ended is not None, "the build")
+    save(build, out, "build")
+    build.close()
+    shutil.rmtree(folder)
+    settle(app, lambda: any(r.repository == "site" for r in view.model.rows), "the built image")
+    view.table.selectRow(next(i for i, r in enumerate(view.model.rows) if r.repository == "site"))
+    history = view.history()
+    history.resize(SIZE[0], 320)
+    settle(app, lambda: history.model.rowCount() > 0, "the history")
+    save(history, out, "image-history")
+    history.close()
+
+
 def shoot(app, docker_host: str, out: Path, engine_tab: bool = True) -> int:
     from PySide6.QtCore import Qt, QTimer
     from PySide6.QtGui import QPainter, QPixmap
     from PySide6.QtWidgets import QMessageBox
     from vmctl_gui import icons
     from vmctl_gui.app import Desktop
-    from vmctl_gui.engine import RunRequest, VmctlEngine, VmState
+    from vmctl_gui.build_view import parse_build
+    from vmctl_gui.engine import RunRequest, VmState
+    from vmctl_gui.vmctl_engine import VmctlEngine
 
     class AgentOnHost(VmctlEngine):
         def state(self) -> VmState:
@@ -194,12 +221,19 @@ def shoot(app, docker_host: str, out: Path, engine_tab: bool = True) -> int:
     window.containers_view.table.selectRow(0)
     save(window, out, "containers")
     shoot_details(app, window, out)
-    window.tabs.setCurrentIndex(2)
+    window.tabs.setCurrentWidget(window.images_view)
     window.images_view.ref.setText("hello-world")
     window.images_view.pull()
     settle(app, lambda: "Pulled" in window.images_view.panel.summary.text(), "the pull")
     save(window, out, "images")
-    window.tabs.setCurrentIndex(3)
+    shoot_images(app, window, out, parse_build)
+    window.tabs.setCurrentWidget(window.volumes_view)
+    settle(app, lambda: window.volumes_view.model.rowCount() >= 2, "the volumes")
+    save(window, out, "volumes")
+    window.tabs.setCurrentWidget(window.networks_view)
+    settle(app, lambda: window.networks_view.model.rowCount() >= 2, "the networks")
+    save(window, out, "networks")
+    window.tabs.setCurrentWidget(window.settings_view)
     save(window, out, "settings")
     run = desktop.repeat(RunRequest("busybox", ("sh", "-c", "uname -a; echo; cat /etc/hostname")))
     settle(app, lambda: run.finished, "the quick run")

@@ -19,6 +19,7 @@ from vmctl_gui.engine import (
     ContainerRow,
     DiskUsage,
     Engine,
+    HistoryRow,
     ImageRow,
     LayerProgress,
     RunRequest,
@@ -77,6 +78,8 @@ class FakeEngine(Engine):
         self.errors: dict[str, Exception] = {}  # call ("state", "remove ID") → raised once
         self.container_rows: list[ContainerRow] = []
         self.image_rows: list[ImageRow] = []
+        self.volume_rows: list = []  # VolumeRow
+        self.network_rows: list = []  # NetworkRow
         self.event_stream = Stream()
         self.streams: list[Stream] = []
         self.saved: list[vmconfig.VMConfig] = []
@@ -201,6 +204,36 @@ class FakeEngine(Engine):
                 time.sleep(0.01)
             progress(LayerProgress(layer, "Pull complete"))
         self.image_rows.append(ImageRow("sha256:" + "c" * 64, ref, "latest", 4_400_000, 0))
+
+    def volumes(self) -> list:
+        self._call("volumes")
+        return list(self.volume_rows)
+
+    def networks(self) -> list:
+        self._call("networks")
+        return list(self.network_rows)
+
+    def remove_volume(self, name: str) -> None:
+        self._call(f"remove_volume {name}")
+
+    def history(self, image: str) -> list:
+        self._call(f"history {image}")
+        while not self.gate.wait(0.01):  # a slow engine: the test holds it here
+            pass
+        return [HistoryRow("sha256:" + "e" * 64, 0, "/bin/sh -c #(nop) CMD [\"sh\"]", 0),
+                HistoryRow("<missing>", 0, "ADD rootfs.tar /", 4_400_000)]  # fmt: skip
+
+    def build(self, request) -> Stream:
+        self._call(f"build {request.title}")
+        stream = Stream([{"stream": "Step 1/2 : FROM busybox\n"}])
+        self.streams.append(stream)
+        return stream
+
+    def push(self, ref: str, progress) -> None:
+        self._call(f"push {ref}")
+
+    def prune_images(self, every: bool):
+        self._call(f"prune_images {every}")
 
     def remove_image(self, image_id: str) -> None:
         self._call(f"remove_image {image_id}")

@@ -12,7 +12,8 @@ from agentserver import AgentServer, serving
 from PySide6.QtWidgets import QMessageBox
 from test_api_inside import cgroup_dir, ns_id
 from vmctl_gui.app import Desktop
-from vmctl_gui.engine import VmctlEngine, VmState
+from vmctl_gui.engine import VmState
+from vmctl_gui.vmctl_engine import VmctlEngine
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
 WAIT_MS = 60_000

@@ -15,7 +15,8 @@ from agentserver import serving
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QMessageBox
 from vmctl_gui.app import Desktop
-from vmctl_gui.engine import RunRequest, VmctlEngine, VmState
+from vmctl_gui.engine import RunRequest, VmState
+from vmctl_gui.vmctl_engine import VmctlEngine
 
 pytestmark = [
     pytest.mark.slow,

@@ -11,9 +11,11 @@ import docker.errors
 import pytest
 import requests
 from vmctl_gui import errors, fmt, prefs
-from vmctl_gui.engine import RunRequest, _split_ref
+from vmctl_gui.engine import ContainerRow, PublishedPort, RunRequest
+from vmctl_gui.listings import container_row
 from vmctl_gui.quickrun import parse_run
 from vmctl_gui.terminal import terminal_argv
+from vmctl_gui.vmctl_engine import _split_ref
 
 from vmctl import autostart
 from vmctl.errors import VmctlError
@@ -28,7 +30,8 @@ def test_parse_run_accepts_what_docker_run_would():
     assert request == RunRequest(
         "alpine:3.20", ("sh", "-c", "echo a b"), ("A=1", "B=x=y"), ("8080:80", "53:53/udp")
     )
-    assert request.title == "alpine:3.20 sh -c echo a b"
+    assert request.title == "alpine:3.20 sh -c echo a b (ports 8080:80, 53:53/udp)"
+    assert request.published == (PublishedPort("", 8080, 80),)  # udp opens in no browser
     assert parse_run("busybox", "", "", "") == RunRequest("busybox")
 
 
@@ -132,6 +135,29 @@ def test_sizes_and_times_read_like_the_docker_cli():
     assert _split_ref("localhost:5000/x") == ("localhost:5000/x", "latest")
 
 
+def test_a_published_port_opens_where_the_host_agent_listens():
+    port = PublishedPort("0.0.0.0", 8080, 80)
+    assert port.url() == port.url("0.0.0.0") == "http://localhost:8080"
+    assert port.url("192.168.1.20") == "http://192.168.1.20:8080"  # --publish-address
+    assert PublishedPort("127.0.0.2", 81, 80).url() == "http://127.0.0.2:81"  # -p IP:81:80
+    assert PublishedPort("::", 82, 80).url("fd00::5") == "http://[fd00::5]:82"
+
+
+def test_a_container_row_has_docker_ps_health_and_its_browsable_ports():
+    listed = {"Id": "c" * 64, "Names": ["/web"], "State": "running",
+              "Status": "Up 3 minutes (health: starting)",
+              "Ports": [{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+                        {"IP": "::", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+                        {"IP": "0.0.0.0", "PrivatePort": 53, "PublicPort": 53, "Type": "udp"},
+                        {"PrivatePort": 443, "Type": "tcp"}]}  # fmt: skip
+    row = container_row(listed)
+    assert row.health == "starting"
+    assert row.links == (PublishedPort("0.0.0.0", 8080, 80),)  # once; udp is no page
+    assert container_row({**listed, "Status": "Up 1 second (unhealthy)"}).health == "unhealthy"
+    assert container_row({**listed, "Status": "Exited (0) 1 second ago"}).health == ""
+    assert ContainerRow("x", "n", "i", "c", "running", "Up", 0, "").links == ()
+
+
 def test_errors_are_described_with_what_to_do_next():
     assert "Start the VM" in errors.describe(requests.exceptions.ConnectionError("refused"))
     assert "Start the VM" in errors.describe(FileNotFoundError(2, "No such file"))
@@ -170,7 +196,7 @@ def test_no_display_is_said_in_words_before_qt_aborts():
 
 
 def test_open_shell_without_the_docker_cli_says_what_to_install(tmp_path, monkeypatch):
-    from vmctl_gui.engine import VmctlEngine
+    from vmctl_gui.vmctl_engine import VmctlEngine
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no docker CLI anywhere
     engine = VmctlEngine("default", docker_host="unix:///nowhere.sock")
@@ -181,3 +207,50 @@ def test_open_shell_without_the_docker_cli_says_what_to_install(tmp_path, monkey
     assert engine.shell_command("abc") == [
         str(tmp_path / "docker"), "--host", "unix:///nowhere.sock", "exec", "-it", "abc", "sh"
     ]  # fmt: skip
+
+
+def test_parse_build_names_the_field_that_is_wrong(tmp_path):
+    from vmctl_gui.build_view import parse_build
+    from vmctl_gui.engine import BuildRequest
+
+    (tmp_path / "Dockerfile").write_text("FROM busybox\n")
+    assert parse_build(str(tmp_path), " ", "app:1, app:latest", "A=1\n\nB=x=y") == BuildRequest(
+        str(tmp_path), "Dockerfile", ("app:1", "app:latest"), (("A", "1"), ("B", "x=y"))
+    )
+    for args, message in (
+        (("", "", "", ""), "Folder: none given is not a folder"),
+        ((str(tmp_path / "no"), "", "", ""), f"Folder: {tmp_path / 'no'} is not a folder"),
+        ((str(tmp_path), "Other", "", ""), f"Dockerfile: there is no Other in {tmp_path}"),
+        ((str(tmp_path), "", "App:1", ""), "Tags: 'App:1' is not an image name, e.g. myapp"),
+        ((str(tmp_path), "", "", "1X=2"), "Build args: '1X=2' is not NAME=value (one a line)"),
+    ):
+        with pytest.raises(ValueError) as raised:
+            parse_build(*args)
+        assert str(raised.value).startswith(message)
+
+
+def test_build_params_send_every_tag_and_the_args_as_the_cli_does():
+    from vmctl_gui.building import build_params
+    from vmctl_gui.engine import BuildRequest
+
+    params = build_params(BuildRequest("/src", "ci/Dockerfile", ("a:1", "a:2"), (("V", "3"),)))
+    assert params == {"dockerfile": "ci/Dockerfile", "rm": "1", "t": ["a:1", "a:2"],
+                      "buildargs": '{"V": "3"}'}  # fmt: skip
+    assert build_params(BuildRequest("/src")) == {"dockerfile": "Dockerfile", "rm": "1"}
+
+
+def test_build_log_names_the_step_that_failed():
+    from vmctl_gui.building import BuildLog
+
+    log = BuildLog()
+    assert log.add({"stream": "Step 1/2 : FROM busybox\n"}) == "Step 1/2 : FROM busybox\n"
+    log.add({"stream": " ---> 1234\nStep 2/2 : RUN false\n"})
+    assert log.failure == ""
+    said = log.add({"errorDetail": {"message": "The command '/bin/sh -c false' returned a "
+                    "non-zero code: 1"}, "error": "ignored when errorDetail says it"})  # fmt: skip
+    assert said == "ERROR: The command '/bin/sh -c false' returned a non-zero code: 1\n"
+    assert log.failure == ("Step 2/2 : RUN false failed: The command '/bin/sh -c false' "
+                           "returned a non-zero code: 1")  # fmt: skip
+    built = BuildLog()
+    built.add({"aux": {"ID": "sha256:" + "f" * 64}})
+    assert built.image == "sha256:" + "f" * 64 and built.failure == ""
