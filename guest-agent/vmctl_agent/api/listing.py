@@ -14,7 +14,7 @@ import json
 import threading
 import time
 
-from vmctl_agent.api import containers, networking
+from vmctl_agent.api import containers, labelfilter, networking
 from vmctl_agent.api.http import ApiError, Response, parse_filters
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.healthcheck import STATUSES
@@ -89,16 +89,18 @@ def _matches(container: Container, filters: dict[str, list[str]], engine) -> boo
         "status": lambda v: v == ("paused" if container.paused else container.state.status),
         "name": lambda v: v.lstrip("/") in container.name,
         "id": lambda v: container.id.startswith(v),
-        "label": lambda v: _label_matches(labels, v),
         "ancestor": lambda v: v in (container.config.image, container.config.image_id),
         "volume": lambda v: _mounts(container, v),
         "health": lambda v: container.health_status == v,
     }
     for key, values in filters.items():
         check = checks.get(key)
-        if check is None:
+        if key == "label":
+            if not labelfilter.matches(labels, values):
+                return False
+        elif check is None:
             raise ApiError(400, f"invalid filter '{key}'")
-        if not any(check(v) for v in values):
+        elif not any(check(v) for v in values):
             return False
     return True
 
@@ -108,11 +110,6 @@ def _mounts(container: Container, wanted: str) -> bool:
     matches it."""
     mounts = container.config.create_options.mounts
     return any(wanted in (m.name or m.source, m.destination) for m in mounts if m.listed)
-
-
-def _label_matches(labels: dict[str, str], wanted: str) -> bool:
-    key, sep, value = wanted.partition("=")
-    return key in labels and (not sep or labels[key] == value)
 
 
 def summary(c: Container) -> dict:
