@@ -16,6 +16,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+# httpd as PID 1 would ignore SIGTERM (no handler): stop and down would wait out the grace
+SERVE = 'CMD ["sh", "-c", "trap \'exit 0\' TERM; httpd -f -p {} -h /www & wait"]\n'
 CGI_HEAD = "printf 'Content-Type: text/plain\\r\\n\\r\\n'\n"
 API_HEALTH = (
     "wget -q -O /dev/null http://store:8000/ && wget -q -O /dev/null http://127.0.0.1:8080/"
@@ -28,7 +30,7 @@ STORE = {
         "COPY put get /www/cgi-bin/\n"
         "RUN chmod 755 /www/cgi-bin/put /www/cgi-bin/get && echo store > /www/index.html\n"
         + HEALTH.format("wget -q -O /dev/null http://127.0.0.1:8000/")
-        + 'CMD ["httpd", "-f", "-p", "8000", "-h", "/www"]\n'
+        + SERVE.format(8000)
     ),
     # QUERY_STRING is key=value: the value appended as a line to /data/key, its count answered
     "put": (
@@ -43,7 +45,7 @@ API = {
         "COPY visit /www/cgi-bin/\n"
         "RUN chmod 755 /www/cgi-bin/visit && echo api > /www/index.html\n"
         + HEALTH.format(API_HEALTH)
-        + 'CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n'
+        + SERVE.format(8080)
     ),
     "visit": "#!/bin/sh\n" + CGI_HEAD + 'wget -qO- "http://store:8000/cgi-bin/put?visits=web"\n',
 }
@@ -53,7 +55,7 @@ WEB = {
         "COPY index.html /www/\nCOPY visit /www/cgi-bin/\n"
         "RUN chmod 755 /www/cgi-bin/visit\n"
         + HEALTH.format("wget -q -O /dev/null http://127.0.0.1:80/")
-        + 'CMD ["httpd", "-f", "-p", "80", "-h", "/www"]\n'
+        + SERVE.format(80)
     ),
     "index.html": "welcome to the shop\n",
     "visit": (
