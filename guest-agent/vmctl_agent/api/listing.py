@@ -14,8 +14,9 @@ import json
 import threading
 import time
 
-from vmctl_agent.api import containers, labelfilter, networking
+from vmctl_agent.api import containers, networking
 from vmctl_agent.api.http import ApiError, Response, parse_filters
+from vmctl_agent.api.labelfilter import matches as labels_match
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.healthcheck import STATUSES
 from vmctl_agent.runtime.index import Container
@@ -96,7 +97,7 @@ def _matches(container: Container, filters: dict[str, list[str]], engine) -> boo
     for key, values in filters.items():
         check = checks.get(key)
         if key == "label":
-            if not labelfilter.matches(labels, values):
+            if not labels_match(labels, values):
                 return False
         elif check is None:
             raise ApiError(400, f"invalid filter '{key}'")
