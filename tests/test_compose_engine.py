@@ -9,6 +9,7 @@ import os
 import time
 
 import pytest
+from agentserver import PATIENCE
 from composekit import Shop, http_get, walk_through
 from netkit import clear, in_netns, install_compose, netns_agent, ok
 
@@ -38,7 +39,10 @@ def test_a_four_service_project_through_a_users_session(clean, tmp_path):
     def fetch(port: int, path: str) -> str:  # the agent's namespace is "the user's machine"
         return in_netns(agent.pid, http_get, port, path)
 
-    shop = Shop(agent.docker, tmp_path / "shop", "shop", 8095, fetch)
+    def docker(*args: str):  # a build or a wait on a loaded machine takes its time
+        return agent.docker(*args, timeout=PATIENCE)
+
+    shop = Shop(docker, tmp_path / "shop", "shop", 8095, fetch)
     try:
         walk_through(shop)
     finally:
