@@ -125,33 +125,3 @@ def test_the_console_saying_sshd_started_is_reported_once(tmp_path, monkeypatch)
         console.write(b"[  OK  ] Started ssh.service - OpenBSD Secure Shell server.\r\n")
     assert hint() and hint()
     assert said == ["the VM's console says sshd started"]
-
-
-class _SlowToAnswerGuest:
-    """A guest whose SSH commands are timed by their caller: it records each timeout asked
-    for and answers the look with cloud-init's result on the second one."""
-
-    def __init__(self) -> None:
-        self.timeouts: list[float] = []
-
-    def run(self, command, *, timeout: float = 60, check: bool = True, stdin=None):
-        from vmctl.ssh import Result
-
-        self.timeouts.append(timeout)
-        done = '{"v1": {"errors": []}}' if len(self.timeouts) > 1 else ""
-        return Result(0, f"{done}\nactive\n", "")
-
-
-class _Running:
-    def is_running(self) -> bool:
-        return True
-
-
-def test_waiting_for_cloud_init_gives_each_look_what_is_left_of_the_stage():
-    """Under a loaded host a first boot's guest answered a look after more than 30 s and the
-    whole start failed, though the stage had minutes left."""
-    guest = _SlowToAnswerGuest()
-    state = provision.wait_cloud_init(guest, _Running(), timeout=600)
-    assert state.cloud_init == '{"v1": {"errors": []}}'
-    assert 590 < guest.timeouts[0] <= 600 and 30 <= guest.timeouts[1] <= 600
-    assert len(guest.timeouts) == 3  # the last one: touching cloud-init.disabled

@@ -37,14 +37,14 @@ class GuestState:
     engine_active: bool
 
 
-def look(guest: Guest, timeout: float = 30) -> GuestState:
+def look(guest: Guest) -> GuestState:
     files = f"{cloudinit.AGENT_PATH} {cloudinit.DAEMON_JSON}"
     out = guest.run(
         f"if [ -e {CLOUD_INIT_DISABLED} ]; then echo disabled; "
         "else tr -d '\\n' < /run/cloud-init/result.json 2>/dev/null; echo; fi; "
         f"sudo -n sha256sum {files} 2>/dev/null; systemctl is-active vmctl-agent.service",
         check=False,
-        timeout=timeout,
+        timeout=30,
     ).stdout.splitlines()
     digests = {}
     for line in out[1:-1]:
@@ -84,12 +84,10 @@ def _console_says_sshd_started(paths: vmpaths.VMPaths) -> bool:
 
 
 def wait_cloud_init(guest: Guest, driver: Driver, timeout: float) -> GuestState:
-    """cloud-init writes result.json when its last stage ends (errors included). Each look
-    may take what is left of the stage: a first boot's cloud-init can hold a loaded host's
-    emulated guest well past a command's usual 30 s."""
+    """cloud-init writes result.json when its last stage ends (errors included)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = look(guest, max(30.0, deadline - time.monotonic()))
+        state = look(guest)
         if state.cloud_init == "disabled":
             return state
         if state.cloud_init:
