@@ -13,6 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from vmctl_agent.api import labelfilter
 from vmctl_agent.api.http import Response, parse_filters
 
 _HISTORY = 1024
@@ -134,10 +135,13 @@ def _wanted(event: Event, filters: dict[str, list[str]]) -> bool:
         ),
         "image": lambda v: event.attributes.get("image") == v or event.actor_id == v,
         "volume": lambda v: event.type == "volume" and event.actor_id == v,
-        "label": lambda v: _label(event.attributes, v),
     }
+    if not labelfilter.matches(event.attributes, filters.get("label", [])):
+        return False
     return all(
-        any(checks.get(k, lambda v: True)(v) for v in values) for k, values in filters.items()
+        any(checks.get(k, lambda v: True)(v) for v in values)
+        for k, values in filters.items()
+        if k != "label"
     )
 
 
@@ -145,8 +149,3 @@ def _prefix_of(wanted: str, action: str) -> bool:
     """As dockerd: `health_status` (and `exec_create`, `exec_start`) match the actions that
     carry a detail after a colon (`health_status: healthy`)."""
     return wanted in _WITH_DETAIL and action.startswith(wanted + ":")
-
-
-def _label(attributes: dict, wanted: str) -> bool:
-    key, sep, value = wanted.partition("=")
-    return key in attributes and (not sep or attributes[key] == value)

@@ -63,12 +63,3 @@ def _char_class(pattern: str, start: int) -> tuple[str, int]:
     negate = body.startswith("^")
     body = re.escape(body[1:] if negate else body).replace("\\-", "-")
     return f"[{'^' if negate else ''}{body}]", end
-
-
-def labels_match(wanted: list[str], labels: dict) -> bool:
-    """Every `key` present, every `key=value` equal."""
-    for item in wanted:
-        key, sep, value = item.partition("=")
-        if key not in labels or (sep and labels[key] != value):
-            return False
-    return True

@@ -7,7 +7,7 @@ import queue
 import threading
 from datetime import datetime
 
-from vmctl_agent.api import build, imagefilters, inspection, snapshots
+from vmctl_agent.api import build, imagefilters, inspection, labelfilter, snapshots
 from vmctl_agent.api.http import ApiError, Response, empty, json_response, parse_filters
 from vmctl_agent.errors import AgentError, ImageNotFound
 from vmctl_agent.store import archive
@@ -48,7 +48,7 @@ def _filtered(engine, filters: dict[str, list[str]], everything: bool):
         if "since" in bounds and created <= bounds["since"]:
             continue
         labels = (image.config.get("config") or {}).get("Labels") or {}
-        if imagefilters.labels_match(filters.get("label", []), labels):
+        if labelfilter.matches(labels, filters.get("label", [])):
             yield image
 
 

@@ -17,6 +17,7 @@ import time
 from vmctl_agent.api import containers, networking
 from vmctl_agent.api.ages import human_duration
 from vmctl_agent.api.http import ApiError, Response, parse_filters
+from vmctl_agent.api.labelfilter import matches as labels_match
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.healthcheck import STATUSES
 from vmctl_agent.runtime.index import Container
@@ -91,16 +92,18 @@ def _matches(container: Container, filters: dict[str, list[str]], engine) -> boo
         "status": lambda v: v == ("paused" if container.paused else container.state.status),
         "name": lambda v: v.lstrip("/") in container.name,
         "id": lambda v: container.id.startswith(v),
-        "label": lambda v: _label_matches(labels, v),
         "ancestor": lambda v: v in (container.config.image, container.config.image_id),
         "volume": lambda v: _mounts(container, v),
         "health": lambda v: container.health_status == v,
     }
     for key, values in filters.items():
         check = checks.get(key)
-        if check is None:
+        if key == "label":
+            if not labels_match(labels, values):
+                return False
+        elif check is None:
             raise ApiError(400, f"invalid filter '{key}'")
-        if not any(check(v) for v in values):
+        elif not any(check(v) for v in values):
             return False
     return True
 
@@ -110,11 +113,6 @@ def _mounts(container: Container, wanted: str) -> bool:
     matches it."""
     mounts = container.config.create_options.mounts
     return any(wanted in (m.name or m.source, m.destination) for m in mounts if m.listed)
-
-
-def _label_matches(labels: dict[str, str], wanted: str) -> bool:
-    key, sep, value = wanted.partition("=")
-    return key in labels and (not sep or labels[key] == value)
 
 
 def summary(c: Container) -> dict:

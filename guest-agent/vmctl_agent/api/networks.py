@@ -3,7 +3,7 @@ with dockerd's shapes, status codes and words."""
 
 from __future__ import annotations
 
-from vmctl_agent.api import networking
+from vmctl_agent.api import labelfilter, networking
 from vmctl_agent.api.http import ApiError, Response, empty, json_response, parse_filters
 from vmctl_agent.network.networks import PREDEFINED
 from vmctl_agent.network.records import Network
@@ -78,10 +78,11 @@ def _matches(engine, network: Network, filters: dict[str, list[str]]) -> bool:
         "driver": lambda v: v == _driver(network),
         "scope": lambda v: v == "local",
         "type": lambda v: _type(v) == (network.name in PREDEFINED),
-        "label": lambda v: _label(network.labels, v),
         "dangling": lambda v: _dangling(v) == _unused(engine, network),
     }
-    return all(any(checks[k](v) for v in values) for k, values in filters.items())
+    if not labelfilter.matches(network.labels, filters.get("label", [])):
+        return False
+    return all(any(checks[k](v) for v in vs) for k, vs in filters.items() if k != "label")
 
 
 def _type(value: str) -> bool:
@@ -94,11 +95,6 @@ def _dangling(value: str) -> bool:
     if value not in ("true", "false", "1", "0"):
         raise ApiError(400, f"invalid filter 'dangling={value}'")
     return value in ("true", "1")
-
-
-def _label(labels: dict, wanted: str) -> bool:
-    key, sep, value = wanted.partition("=")
-    return key in labels and (not sep or labels[key] == value)
 
 
 def _unused(engine, network: Network) -> bool:
@@ -214,7 +210,7 @@ def prune(engine, request) -> Response:
         raise ApiError(400, "the until filter is not supported for networks yet")
     deleted = []
     for network in engine.networks.all():
-        labels_ok = all(_label(network.labels, v) for v in filters.get("label", []))
+        labels_ok = labelfilter.matches(network.labels, filters.get("label", []))
         if labels_ok and _unused(engine, network):
             remove(engine, request, network.id)
             deleted.append(network.name)

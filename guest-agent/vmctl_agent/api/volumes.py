@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from vmctl_agent.api import labelfilter
 from vmctl_agent.api.http import ApiError, Response, empty, json_response, parse_filters
 from vmctl_agent.volumes.store import Volume
 
@@ -43,15 +44,15 @@ def _matches(volume: Volume, filters: dict[str, list[str]], used) -> bool:
     checks = {
         "name": lambda v: _name_matches(volume.name, v),
         "driver": lambda v: volume.driver == v,
-        "label": lambda v: _label(volume.labels, v),
-        "label!": lambda v: not _label(volume.labels, v),
+        "label": lambda v: labelfilter.matches(volume.labels, [v]),
+        "label!": lambda v: not labelfilter.matches(volume.labels, [v]),
         "dangling": lambda v: (used[volume.name] == 0) == _truth(v, "dangling"),
     }
     for key, values in filters.items():
         check = checks.get(key)
         if check is None:
             raise ApiError(400, f"invalid filter '{key}'")
-        combine = all if key == "label!" else any
+        combine = all if key in ("label", "label!") else any
         if not combine(check(v) for v in values):
             return False
     return True
@@ -63,11 +64,6 @@ def _name_matches(name: str, wanted: str) -> bool:
         return re.search(wanted, name) is not None
     except re.error:
         return wanted in name
-
-
-def _label(labels: dict[str, str], wanted: str) -> bool:
-    key, sep, value = wanted.partition("=")
-    return key in labels and (not sep or labels[key] == value)
 
 
 def _truth(value: str, key: str) -> bool:
