@@ -60,3 +60,13 @@ def test_failures_in_the_start_period_do_not_count_until_a_success():
 def test_timeouts_read_as_go_prints_them():
     texts = [healthcheck.timeout_text(s) for s in (0.05, 1, 30, 90, 3600)]
     assert texts == ["50ms", "1s", "30s", "1m30s", "1h0m0s"]
+
+
+def test_cmd_shell_runs_in_the_containers_shell_as_dockerd_runs_it():
+    """Config.Shell (a Dockerfile's SHELL, or the create request's) is CMD-SHELL's shell."""
+    asked = {"Test": ["CMD-SHELL", "curl -f localhost || exit 1"]}
+    assert healthcheck.merge(asked, None).command == ("/bin/sh", "-c", asked["Test"][1])
+    bash = healthcheck.merge(asked, None, shell=["/bin/bash", "-o", "pipefail", "-c"])
+    assert bash.command == ("/bin/bash", "-o", "pipefail", "-c", asked["Test"][1])
+    exec_form = healthcheck.merge({"Test": ["CMD", "true"]}, None, shell=["/bin/bash", "-c"])
+    assert exec_form.command == ("true",)  # CMD runs as given, in no shell

@@ -168,6 +168,8 @@ _BUILTIN_ENDPOINT = (
     ("IPAMConfig", "user specified IP address is supported on user defined networks only"),
     ("Aliases", "network-scoped alias is supported only for containers in user defined networks"),
     ("MacAddress", "a MAC address is supported on bridge networks only"),
+    ("Links", "links are supported on user defined networks only"),
+    ("DriverOpts", "endpoint driver options are supported on bridge networks only"),
 )
 
 

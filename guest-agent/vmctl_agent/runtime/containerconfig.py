@@ -56,6 +56,7 @@ class ContainerConfig:
     stop_signal: int = signal.SIGTERM
     config_env: tuple[str, ...] | None = None  # Config.Env (None: made before it was kept)
     healthcheck: dict | None = None  # the image's and run's, merged (Docker's shape)
+    shell: list[str] | None = None  # Config.Shell, the run's or the image's: CMD-SHELL's
 
     def to_json(self) -> dict:
         """Shallow: the fields already hold plain JSON values (asdict would deep-copy them)."""
@@ -90,7 +91,7 @@ class ContainerConfig:
 
     @functools.cached_property
     def health_check(self) -> Healthcheck | None:
-        return healthcheck.merge(self.healthcheck, None)
+        return healthcheck.merge(self.healthcheck, None, shell=self.shell)
 
     @property
     def stop_timeout(self) -> float:
@@ -216,6 +217,7 @@ class ContainerConfig:
                 **({"Healthcheck": self.healthcheck} if self.healthcheck else {}),
                 **self._stop_settings(),
                 **options.recorded.get("Config", {}),
+                **({"Shell": self.shell} if self.shell else {}),
             },
             "HostConfig": {
                 "Memory": options.memory,
@@ -331,6 +333,7 @@ def build_config(
         stop_signal=_stop_signal(options.stop_signal or image_config.get("StopSignal")),
         config_env=spec.config_env(image_config.get("Env") or (), options.env),
         healthcheck=checks,
+        shell=options.recorded.get("Config", {}).get("Shell") or image_config.get("Shell"),
     )
 
 

@@ -57,12 +57,18 @@ def check_options(asked: dict | None) -> None:
     _command(asked.get("Test") or [])
 
 
-def merge(asked: dict | None, image: dict | None) -> Healthcheck | None:
+DEFAULT_SHELL = ("/bin/sh", "-c")
+
+
+def merge(
+    asked: dict | None, image: dict | None, shell: list[str] | None = None
+) -> Healthcheck | None:
     """The container's check over the image's, field by field, as dockerd merges them; None
-    for no check at all (none anywhere, or `NONE`: --no-healthcheck)."""
+    for no check at all (none anywhere, or `NONE`: --no-healthcheck). CMD-SHELL runs in
+    `shell` (Config.Shell, e.g. from the Dockerfile's SHELL), else /bin/sh -c."""
     asked, image = asked or {}, image or {}
     test = asked.get("Test") or image.get("Test") or []
-    command = _command(test)
+    command = _command(test, tuple(shell or DEFAULT_SHELL))
     if not command:
         return None
 
@@ -80,7 +86,7 @@ def merge(asked: dict | None, image: dict | None) -> Healthcheck | None:
     )
 
 
-def _command(test: list) -> tuple[str, ...]:
+def _command(test: list, shell: tuple[str, ...] = DEFAULT_SHELL) -> tuple[str, ...]:
     if not isinstance(test, list) or not all(isinstance(t, str) for t in test):
         raise InvalidSpec("Healthcheck.Test must be a list of strings")
     if not test or test[0] == "NONE":
@@ -88,7 +94,7 @@ def _command(test: list) -> tuple[str, ...]:
     if test[0] == "CMD" and len(test) > 1:
         return tuple(test[1:])
     if test[0] == "CMD-SHELL" and len(test) > 1:
-        return ("/bin/sh", "-c", " ".join(test[1:]))
+        return (*shell, " ".join(test[1:]))
     raise InvalidSpec(
         f"unknown healthcheck type '{test[0]}' (expected one of NONE, CMD, CMD-SHELL, "
         "each followed by a command)"
