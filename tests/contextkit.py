@@ -9,6 +9,8 @@ import socket
 import tarfile
 from pathlib import Path
 
+from agentserver import until
+
 
 def ok(result) -> str:
     assert result.returncode == 0, result.stdout + result.stderr
@@ -26,7 +28,8 @@ def assert_nothing_left(agent) -> None:
     assert f"{agent.data_root}/" not in mounts  # (the data root may be a mount itself)
     assert not [p for p in (agent.data_root / "image" / "tmp").iterdir() if "build" in p.name]
     builds = agent.data_root / "builds"
-    assert not builds.exists() or not list(builds.iterdir())
+    # The workspace goes on a thread after the answer ends: wait for that removal.
+    until(lambda: not builds.exists() or not list(builds.iterdir()), "the build workspace gone")
 
 
 def post(agent, path: str, body: bytes, headers: dict | None = None) -> tuple[int, bytes]:

@@ -45,7 +45,7 @@ def build(engine, request) -> Response:
     options, cache_from = _options(engine, request)
     stack = contextlib.ExitStack()
     workspace = _workspace(engine)
-    stack.callback(remove_tree, workspace)
+    stack.callback(_remove_later, workspace)
     try:
         root = context.receive(request.body_stream(), workspace)
         text = context.read_dockerfile(root, _dockerfile(request))
@@ -101,6 +101,13 @@ def _workspace(engine) -> Path:
     workspace = builds / f"{os.getpid()}-{os.urandom(6).hex()}"
     workspace.mkdir()
     return workspace
+
+
+def _remove_later(workspace: Path) -> None:
+    """Delete the workspace after the answer has ended: the client should not wait for
+    thousands of unlinks (dockerd's classic builder also cleans up after replying). If the
+    agent dies first, the next build removes what is left (its pid is gone)."""
+    threading.Thread(target=remove_tree, args=(workspace,), name="build-cleanup").start()
 
 
 def _alive(pid: str) -> bool:
