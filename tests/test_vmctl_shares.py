@@ -197,7 +197,8 @@ def test_the_guest_script_rewrites_only_our_fstab_lines_and_mounts_before_the_en
     assert lines[2:4] == [
         "mkdir -p /home/user",
         "mountpoint -q /home/user || mount /home/user || { echo 'the shared folder /home/user "
-        "did not mount in the VM over virtiofs (vmctl ssh -- sudo dmesg says why)' >&2; exit 1; }",
+        "did not mount in the VM over virtiofs (one added while the VM ran is attached at its next "
+        "boot: vmctl stop, vmctl start; else vmctl ssh -- sudo dmesg says why)' >&2; exit 1; }",
     ]
     assert shares.guest_script(SHARED, "9p")[0].startswith("modprobe -q 9pnet_virtio || { echo")
     assert shlex.quote(shares.NO_9P) in shares.guest_script(SHARED, "9p")[0]

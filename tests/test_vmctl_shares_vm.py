@@ -5,7 +5,10 @@ libvirt driver's virtiofs is libvirt's, the qemu driver's runs virtiofsd itself.
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from agentserver import docker_cli
 from uservm import ok
 
 pytestmark = pytest.mark.slow
@@ -48,6 +51,47 @@ def test_a_bind_of_a_folder_not_shared_is_mounts_denied_and_nothing_is_made(user
     assert user_vm.ssh("test", "-e", elsewhere).returncode == 1  # no empty folder made
 
 
+def test_host_edits_wake_an_inotify_watcher_in_a_container(user_vm, registry, tmp_path):
+    """Made, changed, renamed and deleted on the host: each wakes the container's watcher
+    (a real inotify watcher, tests/tools/inotifywatch.c) on the same paths."""
+    import subprocess
+
+    import watchkit
+
+    watchkit.push_image(registry, watchkit.build(tmp_path / "inotifywatch"))
+    folder, gone = tmp_path / "src", tmp_path / "src" / "gone"
+    gone.mkdir(parents=True)
+    (gone / "old.txt").write_text("old\n")
+    name = f"watch-{os.getpid()}"
+    ok(user_vm.docker("run", "-d", "--name", name, "-v", f"{folder}:{folder}", "inotify",
+                      "/bin/inotifywatch", str(folder), str(gone)))  # fmt: skip
+    env = {**os.environ, "DOCKER_HOST": user_vm.docker_host}
+    logs = subprocess.Popen(
+        [docker_cli(), "logs", "-f", name], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        output = watchkit.Lines(logs.stdout)
+        assert output.next() == "watching"
+        (gone / "old.txt").unlink()  # nothing else touches this folder: this is the deletion's
+        wait_for(output, f"a\t{gone}")
+        (folder / "app.py").write_text("print(1)\n")
+        wait_for(output, f"a\t{folder}\tapp.py")
+        (folder / "app.py").write_text("print(2)\n")
+        wait_for(output, f"a\t{folder}\tapp.py")
+        os.rename(folder / "app.py", folder / "main.py")
+        wait_for(output, f"a\t{folder}\tmain.py")
+    finally:
+        logs.kill()
+        logs.wait()
+        ok(user_vm.docker("rm", "-f", name))
+
+
+def wait_for(output, line: str) -> None:
+    """Lines until `line` (earlier steps may still be saying theirs)."""
+    while (heard := output.next()) != line:
+        assert heard.startswith("a\t"), heard  # only the events edits.py raises
+
+
 def test_the_shares_are_mounted_again_after_a_restart(user_vm, tmp_path_factory, tmp_path):
     """Last in this file: it stops the shared VM, and starts it again as it found it."""
     ok(user_vm.vmctl("stop"))
@@ -74,8 +118,6 @@ def test_sftp_shares_as_the_user_and_9p_is_refused_with_the_reason(registry, tmp
     """One VM of our own (libvirt): over sftp the folder is there, written both ways with the
     user's ownership, read-only where shared so; the guest's kernel has no 9p, which a start
     says; back on sftp, the folders are mounted again."""
-    import os
-
     from uservm import started
 
     home, folder, ro = tmp_path / "home", tmp_path / "code", tmp_path / "ro"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import paramiko
 
-from vmctl import atomic, locks, sftpshare
+from vmctl import atomic, edits, locks, sftpshare
 from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
@@ -172,6 +172,22 @@ def on_connect(guest: Guest, clock: bool, shares: sftpshare.Mounts) -> None:
         sync_clock(guest)
 
 
+def carry_edits(connection: Connection, folders: list[str]) -> None:
+    """Host edits in the shared folders, raised again in the guest (edits.py), so that
+    watchers in containers wake; over one exec channel, opened again when it drops."""
+    watcher = edits.Watcher(folders)
+    channel = None
+    for edit in watcher.edits():
+        try:
+            if channel is None or channel.closed:
+                channel = connection.get(wait=1).client.get_transport().open_session()
+                channel.exec_command(edits.guest_command())
+            channel.sendall(edits.to_line(edit))
+        except (VmctlError, paramiko.SSHException, OSError) as e:
+            log(f"the edit of {edit.path} was not carried to the VM: {e}")
+            channel = None
+
+
 def watch_clock(connection: Connection, stop: threading.Event) -> None:
     """A host sleep shows as the wall clock jumping ahead of the monotonic one (neither macOS'
     nor Linux's monotonic clock counts suspended time)."""
@@ -239,6 +255,9 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
     threading.Thread(target=accept, daemon=True).start()
     if clock:
         threading.Thread(target=watch_clock, args=(connection, stop), daemon=True).start()
+    folders = [share.host for share in config.shares() if not share.read_only]
+    if folders and sys.platform.startswith("linux"):  # inotify; FSEvents on macOS: not yet
+        threading.Thread(target=carry_edits, args=(connection, folders), daemon=True).start()
     with contextlib.suppress(VmctlError):
         connection.get(wait=5)
     while not stop.wait(2):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shlex
 import threading
+import time
 from collections.abc import Callable
 
 import paramiko
@@ -24,6 +25,7 @@ from paramiko.sftp import SFTP_FAILURE, SFTP_OK, SFTP_PERMISSION_DENIED
 
 from vmctl.shares import Share
 
+RETRY = 10.0  # s between mounts of one share whose sshfs ended
 WRITES = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 
 
@@ -69,14 +71,21 @@ class Mounts:
         self.log = log
         self.serving: dict[str, threading.Thread] = {}
         self.said: dict[str, str] = {}
+        self.tried: dict[str, float] = {}  # monotonic time of each share's last mount
         self.lock = threading.Lock()
 
     def ensure(self, transport: paramiko.Transport) -> None:
+        """Mount what is not mounted, each at most once per RETRY s (every try costs an
+        emulated guest a second of sudo and sshfs)."""
         with self.lock:
             for share in self.shares:
                 running = self.serving.get(share.tag)
-                if running is None or not running.is_alive():
-                    self.serving[share.tag] = serve(transport, share, self._once(share))
+                if running is not None and running.is_alive():
+                    continue
+                if time.monotonic() < self.tried.get(share.tag, -RETRY) + RETRY:
+                    continue
+                self.tried[share.tag] = time.monotonic()
+                self.serving[share.tag] = serve(transport, share, self._once(share))
 
     def _once(self, share: Share) -> Callable[[str], None]:
         def say(message: str) -> None:

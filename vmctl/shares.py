@@ -163,7 +163,8 @@ def guest_script(shares: Sequence[Share], transport: str) -> list[str]:
         path = shlex.quote(share.guest)
         failed = shlex.quote(
             f"the shared folder {share.guest} did not mount in the VM over {transport} "
-            "(vmctl ssh -- sudo dmesg says why)"
+            "(one added while the VM ran is attached at its next boot: vmctl stop, vmctl start; "
+            "else vmctl ssh -- sudo dmesg says why)"
         )
         lines.append(f"mkdir -p {path}")
         lines.append(f"mountpoint -q {path} || mount {path} || {{ echo {failed} >&2; exit 1; }}")
