@@ -64,3 +64,24 @@ def test_the_guest_mounts_with_sshfs_in_slave_mode_read_only_when_shared_so():
         "sudo -n mkdir -p '/home/me/my code' && exec sudo -n sshfs -f -o "
         "slave,allow_other,ro ':/home/me/my code' '/home/me/my code'"
     )
+
+
+def test_setting_a_files_own_times_keeps_their_nanoseconds(tmp_path):
+    """edits.py raises events in the guest by setting times the file already has; SFTP v3
+    carries them in whole seconds, which must not cut the host's."""
+    target = tmp_path / "app.py"
+    target.write_text("x")
+    os.utime(target, ns=(1_700_000_000_123_456_789, 1_700_000_000_987_654_321))
+    folder = Folder(None, str(tmp_path), read_only=False)
+    same = paramiko.SFTPAttributes()
+    same.st_atime, same.st_mtime = 1_700_000_000, 1_700_000_000
+    assert folder.chattr(str(target), same) == SFTP_OK
+    st = os.lstat(target)
+    assert (st.st_atime_ns, st.st_mtime_ns) == (
+        1_700_000_000_123_456_789,
+        1_700_000_000_987_654_321,
+    )
+    later = paramiko.SFTPAttributes()
+    later.st_atime, later.st_mtime = 1_700_000_100, 1_700_000_200
+    assert folder.chattr(str(target), later) == SFTP_OK
+    assert (os.lstat(target).st_atime, os.lstat(target).st_mtime) == (1_700_000_100, 1_700_000_200)

@@ -201,7 +201,11 @@ def _set(path: str, attr) -> None:
     if attr.st_size is not None:
         os.truncate(path, attr.st_size)
     if attr.st_atime is not None and attr.st_mtime is not None:
-        os.utime(path, (attr.st_atime, attr.st_mtime))
+        now = os.lstat(path)
+        # SFTP v3 carries whole seconds: times equal to the file's own, so truncated (edits.py
+        # setting a file's times to what they are), must not cut its nanoseconds
+        if (int(now.st_atime), int(now.st_mtime)) != (attr.st_atime, attr.st_mtime):
+            os.utime(path, (attr.st_atime, attr.st_mtime))
 
 
 def _ok(_none: None) -> int:
