@@ -19,7 +19,8 @@ Then the host-edit to container-notification latency: the median of --edits host
 file until a watcher in a container (tests/tools/inotifywatch.c) prints its event.
 
     python bench/share.py [--transports virtiofs,sftp] [--size-mb 256] [--files 10000]
-                          [--small 5000] [--edits 20]   (as root, Linux; a VM per transport)
+                          [--small 5000] [--edits 20] [--driver libvirt|qemu]
+                          (as root, Linux; a VM per transport)
 """
 
 from __future__ import annotations
@@ -122,9 +123,8 @@ def one_transport(transport: str, registry, workdir: Path, args) -> dict[str, di
     home = workdir / f"home-{transport}"
     flags = ("--mount", str(folder), "--share-transport", transport)
     disk = vmkit.built_image().disk
-    with started(
-        home, f"bench-share-{transport}-{os.getpid()}", "libvirt", disk, registry, *flags
-    ) as vm:
+    name = f"bench-share-{transport}-{os.getpid()}"
+    with started(home, name, args.driver, disk, registry, *flags) as vm:
         print(f"{transport}: bind mount of {folder}", flush=True)
         bound = measure(vm, ["-v", f"{folder}:{folder}"], str(folder), args)
         ok(vm.docker("volume", "create", "bench"))
@@ -157,6 +157,7 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=10000)
     parser.add_argument("--small", type=int, default=5000)
     parser.add_argument("--edits", type=int, default=20)
+    parser.add_argument("--driver", default="libvirt", choices=("libvirt", "qemu"))
     args = parser.parse_args()
     from registry import Registry
 
