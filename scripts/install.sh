@@ -17,6 +17,7 @@ APT_PACKAGES=(
   libvirt-daemon-driver-qemu         # libvirt's QEMU driver
   libvirt-clients                    # virsh, to look at domains by hand
   libvirt-dev pkg-config gcc python3-dev  # to build libvirt-python (PyPI ships no wheels)
+  libc6-dev                          # gcc -static: tests' inotify watcher runs in a container
   mmdebstrap                         # `vmctl image build`: the guest's Debian tree, no loop mounts
   e2fsprogs                          # mke2fs -d: that tree into an ext4 disk image
   debian-archive-keyring gpg         # mmdebstrap verifies the bookworm archive it installs from

@@ -58,5 +58,9 @@ def user_vm(request, registry, tmp_path_factory) -> Iterator[uservm.UserVM]:
     driver = request.param
     home = tmp_path_factory.mktemp(f"user-vm-{driver}")
     disk = vmkit.built_image().disk
-    with uservm.started(home, f"shared-{driver}-{os.getpid()}", driver, disk, registry) as vm:
+    # Every test's tmp_path is in the VM at the same path (as Docker Desktop shares /tmp on a
+    # Mac), and one folder read-only (test_vmctl_shares_vm.py).
+    shares = uservm.shared_folders(tmp_path_factory.getbasetemp())
+    name = f"shared-{driver}-{os.getpid()}"
+    with uservm.started(home, name, driver, disk, registry, *shares) as vm:
         yield vm

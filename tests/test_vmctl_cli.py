@@ -76,6 +76,53 @@ def test_config_command_changes_only_what_is_given(home):
     assert json.loads((home / "dev" / "vm.json").read_text())["memory_mib"] == 1024
 
 
+def test_shared_folders_are_added_changed_and_removed_one_at_a_time(home, tmp_path):
+    code, data = tmp_path / "code", tmp_path / "data"
+    added = vmctl("config", "--name", "dev", "--mount", str(code), "--mount", f"{data}:ro")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["mounts"] == [str(code), f"{data}:ro"]
+    changed = vmctl("config", "--name", "dev", "--mount", f"{code}:ro", "--unmount", str(data))
+    assert json.loads(changed.stdout)["mounts"] == [f"{code}:ro"]
+    config = vmconfig.load(home / "dev" / "vm.json")
+    assert config.daemon_json()["vmctl-shared-paths"] == [str(code)]
+    shown = json.loads(vmctl("status", "--name", "dev", "--json").stdout)
+    assert shown["shares"] == [{"host": str(code), "guest": str(code), "read_only": True}]
+    assert shown["share_transport"] == "virtiofs"
+    emptied = vmctl("config", "--name", "dev", "--unmount", str(code))
+    assert json.loads(emptied.stdout)["mounts"] == []  # the home folder again, by default
+    home_folder = os.path.expanduser("~")
+    assert vmconfig.load(home / "dev" / "vm.json").daemon_json()["vmctl-shared-paths"] == [
+        home_folder
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--unmount", "/srv/none"], "/srv/none is not in the shared folders (they are: none"),
+        (["--mount", "rel/dir"], "the folder to share must be an absolute path: 'rel/dir'"),
+        (["--share-transport", "nfs"], "invalid choice: 'nfs'"),
+    ],
+)
+def test_bad_share_settings_are_refused_and_nothing_is_saved(home, flags, message):
+    done = vmctl("config", "--name", "dev", *flags)
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert not (home / "dev" / "vm.json").exists()
+
+
+def test_a_shared_folder_missing_on_the_host_stops_the_start_before_the_hypervisor(home):
+    """Checked before anything boots: the hypervisor's own error names neither the setting
+    nor the fix."""
+    config = vmconfig.VMConfig(mounts=("/no/such/folder",))
+    with pytest.raises(VmctlError) as caught:
+        vm._existing_shares(config)
+    assert str(caught.value) == (
+        "the shared folder /no/such/folder does not exist on this machine: create it, or stop "
+        "sharing it (vmctl config --unmount /no/such/folder)"
+    )
+
+
 def test_status_of_a_vm_never_created_and_of_a_stopped_one(home):
     assert vmctl("status").stdout.strip() == "default: not created"
     vmconfig.save(vmconfig.VMConfig(driver="qemu"), vmpaths.vm().config)

@@ -1,16 +1,21 @@
 """The user's folders in the VM, the pure half (vmctl/shares.py): what is shared by default
-on each platform, at which path, over which transport, and how the drivers and the guest's
-fstab say it (golden files; the libvirt domain checked against libvirt's own schema). No VM
-boots here: the transports meet a real guest in the VM tests, once wired into `vmctl start`."""
+on each platform, at which path, over which transport, and how the drivers, the guest's fstab
+and the deploy stage's script say it (golden files; the libvirt domain checked against
+libvirt's own schema). No VM boots here: the transports meet a real guest in
+test_vmctl_shares_vm.py."""
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import libvirt
 import pytest
 
 from vmctl import shares
+from vmctl.drivers import virtiofs
 from vmctl.drivers.libvirt import domain_xml
 from vmctl.drivers.qemu import qemu_argv
 from vmctl.errors import VmctlError
@@ -69,8 +74,8 @@ def test_bad_mount_settings_say_what_is_wrong(mounts, platform, words):
     ("driver", "platform", "override", "chosen"),
     [
         ("libvirt", "linux", None, "virtiofs"),
-        ("qemu", "linux", None, "9p"),
-        ("libvirt", "darwin", None, "9p"),
+        ("qemu", "linux", None, "virtiofs"),  # the qemu driver runs virtiofsd itself
+        ("libvirt", "darwin", None, "sftp"),  # the guest's (Debian cloud) kernel has no 9p
         ("qemu", "win32", None, "sftp"),
         ("libvirt", "linux", "sftp", "sftp"),
         ("libvirt", "linux", "9p", "9p"),
@@ -80,11 +85,16 @@ def test_the_transport_as_lima_chooses_it(driver, platform, override, chosen):
     assert shares.choose_transport(driver, platform, override) == chosen
 
 
+def test_a_linux_user_without_root_shares_over_sftp_so_files_stay_theirs():
+    assert shares.choose_transport("libvirt", "linux", None, root=False) == "sftp"
+    assert shares.choose_transport("qemu", "linux", "virtiofs", root=False) == "virtiofs"
+
+
 @pytest.mark.parametrize(
     ("driver", "platform", "override", "words"),
     [
         ("qemu", "win32", "9p", "QEMU on Windows has no 9p: use sftp"),
-        ("qemu", "linux", "virtiofs", "virtiofs needs libvirt on a Linux host"),
+        ("qemu", "darwin", "virtiofs", "virtiofs needs a Linux host (virtiofsd): use sftp"),
         ("libvirt", "linux", "nfs", "unknown share transport 'nfs'"),
     ],
 )
@@ -119,18 +129,79 @@ def test_9p_in_the_qemu_command_line_matches_the_golden_file():
     argv = qemu_argv(spec("9p"), qemu="qemu", qmp="unix:/q", pidfile=Path("/p"))
     virtfs = [argv[i + 1] for i, a in enumerate(argv) if a == "-virtfs"]
     assert "\n".join(virtfs) + "\n" == (GOLDEN / "qemu-virtfs.txt").read_text()
-    with pytest.raises(VmctlError, match="use --share-transport 9p, or the libvirt driver"):
-        qemu_argv(spec("virtiofs"), qemu="qemu", qmp="unix:/q", pidfile=Path("/p"))
+
+
+def test_virtiofs_in_the_qemu_command_line_and_its_virtiofsd():
+    argv = qemu_argv(spec("virtiofs"), qemu="qemu", qmp="unix:/q", pidfile=VM / "qemu.pid")
+    shared = argv[argv.index("-object") : argv.index("-netdev")]
+    assert shared == [
+        "-object", "memory-backend-memfd,id=vmctl-mem,size=1024M,share=on",
+        "-numa", "node,memdev=vmctl-mem",
+        "-chardev", f"socket,id=vmctl0,path={VM}/vmctl0.sock",
+        "-device", "vhost-user-fs-pci,queue-size=1024,chardev=vmctl0,tag=vmctl0",
+        "-chardev", f"socket,id=vmctl1,path={VM}/vmctl1.sock",
+        "-device", "vhost-user-fs-pci,queue-size=1024,chardev=vmctl1,tag=vmctl1",
+    ]  # fmt: skip
+    odd = Share("/srv/a,b\\c", "/srv/a,b\\c", False, "vmctl2")
+    assert virtiofs.virtiofsd_argv(odd, Path("/s.sock")) == [
+        "/usr/lib/qemu/virtiofsd", "--socket-path=/s.sock",
+        "-o", "source=/srv/a\\,b\\\\c", "-o", "cache=auto",
+    ]  # fmt: skip
+
+
+def test_a_virtiofsd_that_cannot_start_says_why_and_leaves_nothing(tmp_path):
+    missing = replace(spec("virtiofs"), shares=(Share("/no/such/dir", "/x", False, "vmctl0"),))
+    with pytest.raises(VmctlError) as caught:
+        virtiofs.start(missing, tmp_path, timeout=60, detached={})
+    assert "virtiofsd did not start for the shared folder /no/such/dir" in str(caught.value)
+    assert "/no/such/dir" in (tmp_path / "vmctl0.virtiofsd.log").read_text()
+    assert not (tmp_path / "vmctl0.sock").exists()
 
 
 def test_the_guests_fstab_escapes_blanks_and_never_blocks_a_boot():
+    before = "x-systemd.before=vmctl-agent.service"
     assert shares.fstab(SHARED, "virtiofs") == (
-        "vmctl0 /home/user virtiofs rw,nofail 0 0\n"
-        "vmctl1 /srv/data\\040sets virtiofs ro,nofail 0 0\n"
+        f"vmctl0 /home/user virtiofs rw,nofail,{before} 0 0\n"
+        f"vmctl1 /srv/data\\040sets virtiofs ro,nofail,{before} 0 0\n"
     )
     ninep = shares.fstab(SHARED, "9p").splitlines()[1]
     assert ninep == (
         "vmctl1 /srv/data\\040sets 9p trans=virtio,version=9p2000.L,msize=262144,cache=mmap,"
-        "ro,nofail 0 0"
+        f"ro,nofail,{before} 0 0"
     )
     assert shares.fstab(SHARED, "sftp") == ""
+
+
+def test_mount_and_unmount_settings_edit_one_entry_per_folder():
+    mounts = shares.edit((), ["/srv/code", "/data/set:ro"], [], "linux")
+    assert mounts == ("/srv/code", "/data/set:ro")
+    assert shares.edit(mounts, ["/srv/code/:ro"], [], "linux") == ("/srv/code:ro", "/data/set:ro")
+    assert shares.edit(mounts, [], ["/data/set"], "linux") == ("/srv/code",)
+    with pytest.raises(VmctlError) as caught:
+        shares.edit(mounts, [], ["/elsewhere"], "linux")
+    assert "/elsewhere is not in the shared folders (they are: /srv/code, /data/set)" in str(
+        caught.value
+    )
+
+
+def test_the_guest_script_rewrites_only_our_fstab_lines_and_mounts_before_the_engine(tmp_path):
+    """Run for real with sh against a copy of an fstab: the user's own lines are kept, ours
+    replaced (never twice after two starts)."""
+    fstab = tmp_path / "fstab"
+    fstab.write_text("/dev/vda / ext4 rw 0 0\nvmctl7 /old virtiofs rw 0 0\n")
+    lines = shares.guest_script(SHARED, "virtiofs")
+    edits = [line.replace("/etc/fstab", str(fstab)) for line in lines[:2]]
+    for _ in range(2):
+        subprocess.run(["sh", "-ec", "; ".join(edits)], check=True)
+    assert fstab.read_text() == "/dev/vda / ext4 rw 0 0\n" + shares.fstab(SHARED, "virtiofs")
+    assert lines[2:4] == [
+        "mkdir -p /home/user",
+        "mountpoint -q /home/user || mount /home/user || { echo 'the shared folder /home/user "
+        "did not mount in the VM over virtiofs (one added while the VM ran is attached at its next "
+        "boot: vmctl stop, vmctl start; else vmctl ssh -- sudo dmesg says why)' >&2; exit 1; }",
+    ]
+    assert shares.guest_script(SHARED, "9p")[0].startswith("modprobe -q 9pnet_virtio || { echo")
+    assert shlex.quote(shares.NO_9P) in shares.guest_script(SHARED, "9p")[0]
+    assert shares.guest_script((), "virtiofs") == [
+        f"sed -i -E '/{shares.OUR_FSTAB_LINES}/d' /etc/fstab"
+    ]

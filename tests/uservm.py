@@ -69,6 +69,13 @@ class UserVM:
         return vmctl(self.home, "ssh", "--name", self.name, "--", *command, timeout=timeout)
 
 
+def shared_folders(base: Path) -> tuple[str, ...]:
+    """`vmctl start` flags sharing `base` (pytest's temporary folder) and, read-only,
+    `base/read-only` (made here)."""
+    (base / "read-only").mkdir(exist_ok=True)
+    return ("--mount", str(base), "--mount", f"{base / 'read-only'}:ro")
+
+
 @contextlib.contextmanager
 def started(
     home: Path, name: str, driver: str, disk: Path, registry, *options: str

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from vmctl import __version__, console, vm
+from vmctl import __version__, console, shares, vm
 from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
@@ -94,9 +94,22 @@ def _config_flags(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "--publish-address", metavar="ADDR", help="where published ports listen (127.0.0.1)"
     )
+    cmd.add_argument(
+        "--mount", action="append", default=[], metavar="PATH[:ro]",
+        help="share a host folder at the same path in the VM (default: your home folder)",
+    )  # fmt: skip
+    cmd.add_argument(
+        "--unmount", action="append", default=[], metavar="PATH", help="stop sharing a folder"
+    )
+    cmd.add_argument("--share-transport", choices=shares.TRANSPORTS)
 
 
 def _changes(args) -> dict:
+    """The flags given, as VMConfig fields (None: not given)."""
+    mounts = None
+    if args.mount or args.unmount:
+        current = vmconfig.load(vmpaths.vm(args.name).config).mounts
+        mounts = shares.edit(current, args.mount, args.unmount, sys.platform)
     return {
         "cpus": args.cpus,
         "memory_mib": args.memory,
@@ -108,6 +121,8 @@ def _changes(args) -> dict:
         "registry_mirrors": args.registry_mirror,
         "insecure_registries": args.insecure_registry,
         "publish_address": args.publish_address,
+        "mounts": mounts,
+        "share_transport": args.share_transport,
     }
 
 
@@ -138,6 +153,9 @@ def _status(args) -> int:
             c = state.config
             print(f"  driver {c.driver} ({state.accel}), {c.cpus} CPUs, {c.memory_mib} MiB")
             print(f"  DOCKER_HOST={state.docker_host}")
+            for share in c.shares():
+                mode = " (read-only)" if share.read_only else ""
+                print(f"  shared {share.host} at {share.guest} over {c.transport()}{mode}")
         if state.state == "running":
             for port in vm.published_ports(args.name):
                 print(f"  published {port}")
@@ -306,7 +324,7 @@ def _config(args) -> int:
         if vm.hypervisor_running(args.name):
             say(
                 f"saved: `vmctl start --name {args.name}` applies registry settings to the "
-                "running VM; CPUs, memory and disk apply after `vmctl stop`"
+                "running VM; CPUs, memory, disk and shared folders apply after `vmctl stop`"
             )
     print(json.dumps(config.to_json(), indent=1))
     return 0

@@ -16,8 +16,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmctl import atomic
+from vmctl import atomic, shares
 from vmctl.errors import VmctlError
+from vmctl.shares import Share
 
 DRIVERS = ("libvirt", "qemu")
 ACCELS = ("auto", "kvm", "hvf", "whpx", "tcg")
@@ -40,6 +41,8 @@ class VMConfig:
     registry_mirrors: tuple[str, ...] = ()
     insecure_registries: tuple[str, ...] = ()
     publish_address: str = "127.0.0.1"  # where published ports listen on this machine
+    mounts: tuple[str, ...] = ()  # PATH[:ro] shared at the same path; none: the home folder
+    share_transport: str | None = None  # None: as shares.choose_transport picks
 
     def __post_init__(self) -> None:
         _check(self)
@@ -53,12 +56,22 @@ class VMConfig:
             "bridge": "docker0",  # the default bridge network, in the VM only
             # QEMU's user networking: the user's machine (its loopback) as containers reach it
             "host-gateway-ip": "10.0.2.2",
+            # the agent refuses binds of other host paths with Docker Desktop's "mounts denied"
+            "vmctl-shared-paths": [share.guest for share in self.shares()],
         }
+
+    def shares(self) -> tuple[Share, ...]:
+        """The host folders this VM sees at the same path (the home folder by default)."""
+        return shares.for_settings(self.mounts, sys.platform, str(Path.home()))
+
+    def transport(self) -> str:
+        root = sys.platform != "win32" and os.geteuid() == 0
+        return shares.choose_transport(self.driver, sys.platform, self.share_transport, root)
 
     def replace(self, **changes) -> VMConfig:
         """A copy with `changes` (None values are ignored: a flag the user did not give)."""
         given = {k: v for k, v in changes.items() if v is not None}
-        for key in ("registry_mirrors", "insecure_registries"):
+        for key in ("registry_mirrors", "insecure_registries", "mounts"):
             if key in given:
                 given[key] = tuple(given[key])
         return dataclasses.replace(self, **given)
@@ -67,6 +80,7 @@ class VMConfig:
         data = dataclasses.asdict(self)
         data["registry_mirrors"] = list(self.registry_mirrors)
         data["insecure_registries"] = list(self.insecure_registries)
+        data["mounts"] = list(self.mounts)
         return data
 
 
@@ -114,6 +128,10 @@ def _check(config: VMConfig) -> None:
             raise VmctlError(
                 f"invalid registry mirror {url!r}: it must start with http:// or https://"
             )
+    if not all(isinstance(m, str) for m in config.mounts):
+        raise VmctlError("mounts must be folders to share, as PATH or PATH:ro")
+    config.shares()  # each folder absolute, none twice
+    config.transport()  # one this host can run
     for host in config.insecure_registries:
         if not isinstance(host, str) or not host or "://" in host or host.strip() != host:
             raise VmctlError(f"invalid insecure registry {host!r}: use HOST:PORT or a CIDR")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import paramiko
 
-from vmctl import atomic, locks
+from vmctl import atomic, edits, locks, sftpshare
 from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
@@ -166,6 +166,28 @@ def listen(path: Path) -> socket.socket:
     return server
 
 
+def on_connect(guest: Guest, clock: bool, shares: sftpshare.Mounts) -> None:
+    shares.ensure(guest.client.get_transport())  # the deploy stage waits for these mounts
+    if clock:
+        sync_clock(guest)
+
+
+def carry_edits(connection: Connection, folders: list[str]) -> None:
+    """Host edits in the shared folders, raised again in the guest (edits.py), so that
+    watchers in containers wake; over one exec channel, opened again when it drops."""
+    watcher = edits.Watcher(folders)
+    channel = None
+    for edit in watcher.edits():
+        try:
+            if channel is None or channel.closed:
+                channel = connection.get(wait=1).client.get_transport().open_session()
+                channel.exec_command(edits.guest_command())
+            channel.sendall(edits.to_line(edit))
+        except (VmctlError, paramiko.SSHException, OSError) as e:
+            log(f"the edit of {edit.path} was not carried to the VM: {e}")
+            channel = None
+
+
 def watch_clock(connection: Connection, stop: threading.Event) -> None:
     """A host sleep shows as the wall clock jumping ahead of the monotonic one (neither macOS'
     nor Linux's monotonic clock counts suspended time)."""
@@ -197,7 +219,10 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
         vm.host_key_pub.read_text().strip(),
     )
     clock = runtime.get("clock_sync", True)
-    connection = Connection(endpoint, sync_clock if clock else lambda _guest: None)
+    config = vmconfig.load(vm.config)
+    # reverse SFTP: the guest's sshfs mounts read this side's folders (sftpshare.py)
+    shares = sftpshare.Mounts(config.shares() if config.transport() == "sftp" else (), log)
+    connection = Connection(endpoint, lambda guest: on_connect(guest, clock, shares))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -212,7 +237,7 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
     engine_socket = runtime["engine_socket"]
     ports = PortForwarder(
         lambda: connection.get().open_unix_socket(engine_socket),
-        vmconfig.load(vm.config).publish_address,
+        config.publish_address,
         log,
     )
     threading.Thread(target=ports.follow, args=(stop,), daemon=True).start()
@@ -230,6 +255,9 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
     threading.Thread(target=accept, daemon=True).start()
     if clock:
         threading.Thread(target=watch_clock, args=(connection, stop), daemon=True).start()
+    folders = [share.host for share in config.shares() if not share.read_only]
+    if folders and sys.platform.startswith("linux"):  # inotify; FSEvents on macOS: not yet
+        threading.Thread(target=carry_edits, args=(connection, folders), daemon=True).start()
     with contextlib.suppress(VmctlError):
         connection.get(wait=5)
     while not stop.wait(2):
@@ -238,6 +266,9 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
         if guest is None or not guest.alive:
             with contextlib.suppress(VmctlError):
                 connection.get(wait=1)
+        elif shares.shares:
+            with contextlib.suppress(paramiko.SSHException, OSError):
+                shares.ensure(guest.client.get_transport())
         down = connection.down_since
         if down is not None and time.monotonic() - down > GIVE_UP and _gone(hypervisor_running):
             log("the VM's hypervisor is gone: stopping")

@@ -126,6 +126,7 @@ PACKAGES: tuple[str, ...] = (
     "e2fsprogs",  # resize2fs, for cloud-init's resize_rootfs
     "procps",
     "kmod",
+    "sshfs",  # reverse SFTP shares (`sshfs -o slave`, over vmctl's SSH connection); fuse3
 )
 
 DEFAULT_RECIPE = Recipe("bookworm", PACKAGES, FILES, COMMANDS, 2, DEFAULT_CMDLINE)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vmctl import agentapp, cloudinit
+from vmctl import agentapp, cloudinit, shares
 from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
@@ -122,8 +122,9 @@ def deploy(
     state: GuestState,
     resize: bool = False,
 ) -> None:
-    """Put daemon.json and the agent in place when they differ, and (re)start the engine;
-    nothing at all when all is in place and the engine runs (the everyday start)."""
+    """Mount the shared folders, put daemon.json and the agent in place when they differ,
+    and (re)start the engine: one command, which on the everyday start (all in place, the
+    engine running) only checks the shares are mounted."""
     local = agentapp.for_deploy(vmpaths.home() / "agent" / agentapp.BUNDLED_NAME)
     daemon_json = (json.dumps(config.daemon_json(), indent=1) + "\n").encode()
     script = []
@@ -143,5 +144,6 @@ def deploy(
         script.append("systemctl restart vmctl-agent.service")
     elif not state.engine_active:
         script.append("systemctl start vmctl-agent.service")
-    if script:
-        guest.run(["sudo", "-n", "sh", "-ec", "; ".join(script)], timeout=120)
+    # the shares first: the engine must never bind an empty folder where the user's belongs
+    script = shares.guest_script(config.shares(), config.transport()) + script
+    guest.run(["sudo", "-n", "sh", "-ec", "; ".join(script)], timeout=120)

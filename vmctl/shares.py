@@ -4,20 +4,24 @@ guest's fstab; the drivers turn a MachineSpec's shares into devices).
 
     defaults   the home directory; on macOS also /Volumes, /private, /tmp and /var/folders,
                as Docker Desktop shares them; on Windows C:\\Users\\me, seen as /c/Users/me
-    transport  as Lima chooses: virtiofs under libvirt on Linux (Debian's QEMU ships
-               /usr/lib/qemu/virtiofsd), 9p with QEMU elsewhere on Linux and macOS, and
-               reverse SFTP (the guest's sshfs over the VM's SSH connection) on Windows, whose
-               QEMU has no 9p; `vmctl config --share-transport` overrides the choice
+    transport  virtiofs on Linux as root, with either driver (Debian's QEMU ships
+               /usr/lib/qemu/virtiofsd: libvirt runs it, the qemu driver starts it itself);
+               reverse SFTP (the guest's sshfs over the VM's SSH connection) elsewhere, and
+               for a Linux user without root, so files made in the VM are theirs. 9p
+               only when asked: Debian's cloud kernel, the guest's, has no 9p at all, so the
+               guest refuses it with that reason unless the image's kernel has it.
+               `vmctl config --share-transport` overrides the choice.
 
-Not wired into `vmctl start` yet: the drivers render shares given in a MachineSpec, and the
-guest's fstab comes from `fstab`, but nothing passes the user's settings in until a real VM
-has shown each transport working (issue 14, item 3).
+`guest_script` is what the deploy stage runs as root in the guest before the engine starts:
+the shares' fstab lines (mounted again at every boot, before vmctl-agent.service), then each
+share mounted now if it is not yet.
 """
 
 from __future__ import annotations
 
 import ntpath
 import posixpath
+import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +31,13 @@ TRANSPORTS = ("virtiofs", "9p", "sftp")
 MAC_DEFAULTS = ("/Volumes", "/private", "/tmp", "/var/folders")
 NINEP_OPTIONS = "trans=virtio,version=9p2000.L,msize=262144,cache=mmap"
 VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
+# Ordered before the engine at boot: a container started at boot must find its folder there.
+BEFORE_ENGINE = "x-systemd.before=vmctl-agent.service"
+OUR_FSTAB_LINES = r"^vmctl[0-9]+[[:space:]]"  # the tags `for_settings` gives, and only ours
+NO_9P = (
+    "the VM's kernel has no 9p (Debian's cloud kernel lacks it): use --share-transport "
+    "virtiofs or sftp"
+)
 
 
 @dataclass(frozen=True)
@@ -83,19 +94,42 @@ def for_settings(mounts: Sequence[str], platform: str, home: str) -> tuple[Share
     return tuple(found)
 
 
-def choose_transport(driver: str, platform: str, override: str | None = None) -> str:
-    """The transport for this driver on this platform, unless the user chose one."""
+def edit(
+    mounts: Sequence[str], add: Sequence[str], remove: Sequence[str], platform: str
+) -> tuple[str, ...]:
+    """`vmctl config --mount PATH[:ro]` adds a folder (or changes its mode: one entry per
+    path) and `--unmount PATH` takes one away; with none left, the defaults apply again."""
+    kept = {parse_mount(m, platform)[0]: m for m in mounts}
+    for text in remove:
+        path = parse_mount(text, platform)[0]
+        if kept.pop(path, None) is None:
+            listed = ", ".join(kept) or "none: the defaults are shared"
+            raise VmctlError(f"{path} is not in the shared folders (they are: {listed})")
+    for text in add:
+        path, read_only = parse_mount(text, platform)
+        kept[path] = path + (":ro" if read_only else "")
+    return tuple(kept.values())
+
+
+def choose_transport(
+    driver: str, platform: str, override: str | None = None, root: bool = True
+) -> str:
+    """The transport for this driver on this platform, unless the user chose one.
+
+    Ownership decides for a user without root on Linux: virtiofsd then runs as root (libvirt's
+    system daemon) and keeps the owner each file is made with, so a container running as root
+    would leave root-owned files in the user's project; over sftp every file is made by the
+    user's own vmctl process. As root, virtiofs (files belong to whom made them, as with
+    dockerd on Linux)."""
     if override is not None:
         if override not in TRANSPORTS:
             raise VmctlError(f"unknown share transport {override!r}: use one of virtiofs, 9p, sftp")
         if override == "9p" and platform == "win32":
             raise VmctlError("QEMU on Windows has no 9p: use sftp")
-        if override == "virtiofs" and (platform != "linux" or driver != "libvirt"):
-            raise VmctlError("virtiofs needs libvirt on a Linux host: use 9p or sftp")
+        if override == "virtiofs" and platform != "linux":
+            raise VmctlError("virtiofs needs a Linux host (virtiofsd): use sftp")
         return override
-    if platform == "win32":
-        return "sftp"
-    return "virtiofs" if platform == "linux" and driver == "libvirt" else "9p"
+    return "virtiofs" if platform == "linux" and root else "sftp"
 
 
 def fstab(shares: Iterable[Share], transport: str) -> str:
@@ -106,9 +140,48 @@ def fstab(shares: Iterable[Share], transport: str) -> str:
     lines = []
     for share in shares:
         mode = "ro" if share.read_only else "rw"
-        options = f"{mode},nofail" if transport == "virtiofs" else f"{NINEP_OPTIONS},{mode},nofail"
+        options = f"{mode},nofail,{BEFORE_ENGINE}"
+        options = options if transport == "virtiofs" else f"{NINEP_OPTIONS},{options}"
         lines.append(f"{share.tag} {_fstab_escape(share.guest)} {transport} {options} 0 0\n")
     return "".join(lines)
+
+
+def guest_script(shares: Sequence[Share], transport: str) -> list[str]:
+    """Shell lines (run as root, `sh -e`) that make the guest's fstab name exactly these
+    shares and mount each one not mounted yet; a share that does not mount stops the start
+    with its path, never an engine binding an empty folder in its place."""
+    if transport == "sftp":  # the host agent mounts them over its SSH connection
+        return [f"sed -i -E '/{OUR_FSTAB_LINES}/d' /etc/fstab", *map(_mounted_by_host, shares)]
+    if not shares:
+        return [f"sed -i -E '/{OUR_FSTAB_LINES}/d' /etc/fstab"]
+    lines = ["modprobe -q 9pnet_virtio || { echo " + shlex.quote(NO_9P) + " >&2; exit 1; }"]
+    lines = lines if transport == "9p" else []
+    lines.append(f"sed -i -E '/{OUR_FSTAB_LINES}/d' /etc/fstab")
+    entries = " ".join(shlex.quote(line) for line in fstab(shares, transport).splitlines())
+    lines.append(f"printf '%s\\n' {entries} >> /etc/fstab")
+    for share in sorted(shares, key=lambda s: s.guest.count("/")):  # a folder before its own
+        path = shlex.quote(share.guest)
+        failed = shlex.quote(
+            f"the shared folder {share.guest} did not mount in the VM over {transport} "
+            "(one added while the VM ran is attached at its next boot: vmctl stop, vmctl start; "
+            "else vmctl ssh -- sudo dmesg says why)"
+        )
+        lines.append(f"mkdir -p {path}")
+        lines.append(f"mountpoint -q {path} || mount {path} || {{ echo {failed} >&2; exit 1; }}")
+    return lines
+
+
+def _mounted_by_host(share: Share) -> str:
+    """Wait (60 s at most) for the host agent's sshfs mount: it connects as the ssh stage ends."""
+    path = shlex.quote(share.guest)
+    failed = shlex.quote(
+        f"the shared folder {share.guest} was not mounted over sftp within 60 s "
+        "(vmctl logs --hostagent says why)"
+    )
+    return (
+        f"i=0; until mountpoint -q {path}; do i=$((i+1)); "
+        f"if [ $i -gt 600 ]; then echo {failed} >&2; exit 1; fi; sleep 0.1; done"
+    )
 
 
 def _fstab_escape(path: str) -> str:

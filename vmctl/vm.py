@@ -81,6 +81,11 @@ class Status:
             "disk_gib": self.config.disk_gib,
             "pid": self.pid,
             "docker_host": self.docker_host,
+            "share_transport": self.config.transport(),
+            "shares": [
+                {"host": s.host, "guest": s.guest, "read_only": s.read_only}
+                for s in self.config.shares()
+            ],
         }
 
 
@@ -310,6 +315,8 @@ def _boot(paths: vmpaths.VMPaths, config: vmconfig.VMConfig, driver: Driver, say
         kernel=base.kernel,
         initrd=base.initrd,
         **({"cmdline": base.cmdline} if base.cmdline else {}),
+        shares=_existing_shares(config),
+        share_transport=config.transport(),
     )
     _write_runtime(
         paths,
@@ -327,6 +334,19 @@ def _boot(paths: vmpaths.VMPaths, config: vmconfig.VMConfig, driver: Driver, say
     _stage(paths, "hypervisor", say)
     say(f"booting with {config.driver} ({chosen}, {config.cpus} CPUs, {config.memory_mib} MiB)")
     _in_stage(paths, driver, "hypervisor", lambda: driver.boot(spec), check_alive=False)
+
+
+def _existing_shares(config: vmconfig.VMConfig) -> tuple:
+    """The shares to attach: each folder must exist here (the hypervisor's own error names
+    neither the setting nor the fix)."""
+    found = config.shares()
+    for share in found:
+        if not os.path.isdir(share.host):
+            raise VmctlError(
+                f"the shared folder {share.host} does not exist on this machine: create it, or "
+                f"stop sharing it (vmctl config --unmount {share.host})"
+            )
+    return found
 
 
 def _same(a: str | Path, b: Path) -> bool:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vmctl import accel, atomic
+from vmctl.drivers import virtiofs
 from vmctl.errors import VmctlError
 from vmctl.machine import Driver, MachineSpec, free_port
 from vmctl.paths import VMPaths
@@ -78,7 +79,7 @@ def qemu_argv(spec: MachineSpec, *, qemu: str, qmp: str, pidfile: Path) -> list[
         *("-nodefaults", "-no-user-config", "-display", "none"),
         *_boot_args(spec),
         *_disk_args(spec),
-        *_share_args(spec),
+        *_share_args(spec, pidfile.parent),
         *("-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22"),
         *("-device", "virtio-net-pci,netdev=net0"),
         *("-device", "virtio-rng-pci"),
@@ -115,16 +116,16 @@ def _disk_args(spec: MachineSpec) -> list[str]:
     ]
 
 
-def _share_args(spec: MachineSpec) -> list[str]:
-    """9p devices for the shares (security_model=none: files the guest makes belong to the
-    user running QEMU); sftp needs none; virtiofs needs a virtiofsd, which libvirt runs."""
+def _share_args(spec: MachineSpec, vm_dir: Path) -> list[str]:
+    """The shares' devices: 9p (security_model=none: files the guest makes belong to the user
+    running QEMU), or virtiofs through a virtiofsd per share listening in the VM's folder
+    (`virtiofsd_argv`; its memory must be shared with them); sftp needs none."""
     if not spec.shares or spec.share_transport == "sftp":
         return []
+    if spec.share_transport == "virtiofs":
+        return virtiofs.qemu_args(spec, vm_dir)
     if spec.share_transport != "9p":
-        raise VmctlError(
-            f"the qemu driver shares folders over 9p or sftp, not {spec.share_transport!r}: "
-            "use --share-transport 9p, or the libvirt driver for virtiofs"
-        )
+        raise VmctlError(f"unknown share transport {spec.share_transport!r}")
     args = []
     for share in spec.shares:
         readonly = ",readonly=on" if share.read_only else ""
@@ -152,6 +153,7 @@ class QemuDriver(Driver):
         self.transport = transport or ("tcp" if sys.platform == "win32" else "unix")
         self.start_timeout = start_timeout
         self._proc: subprocess.Popen[bytes] | None = None
+        self._servers: list[subprocess.Popen[bytes]] = []  # virtiofsd, until reaped
 
     @property
     def log(self) -> Path:
@@ -182,6 +184,15 @@ class QemuDriver(Driver):
         qmp = self._new_qmp_address()
         argv = qemu_argv(spec, qemu=self._qemu or find_qemu(), qmp=qmp, pidfile=self.vm.qemu_pid)
         spec.serial_log.parent.mkdir(parents=True, exist_ok=True)
+        self._servers = virtiofs.start(spec, self.vm.root, self.start_timeout, _detached())
+        try:
+            self._start_qemu(argv, qmp)
+        except BaseException:
+            virtiofs.stop(self._servers)  # QEMU never connected: they would wait for ever
+            self._servers = []
+            raise
+
+    def _start_qemu(self, argv: list[str], qmp: str) -> None:
         with open(self.log, "wb") as log:
             log.write(f"# {shlex.join(argv)}\n".encode())
             log.flush()
@@ -312,6 +323,10 @@ class QemuDriver(Driver):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(QUIT_GRACE)
             self._proc = None
+        for proc in self._servers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(QUIT_GRACE)
+        self._servers = []
 
     def _remove_runtime_files(self) -> None:
         for stale in (self.vm.qemu_pid, self.vm.qmp_socket, self._qmp_addr_file):
