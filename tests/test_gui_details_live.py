@@ -6,6 +6,9 @@ restarted under an open stats chart."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
 
 import pytest
 from agentserver import AgentServer, serving
@@ -125,7 +128,12 @@ def test_an_engine_restarted_under_an_open_stats_chart(qtbot, desktop, server, r
     tab = pane.stats
     qtbot.waitUntil(lambda: tab.history.last is not None, timeout=WAIT_MS)
     server.process.terminate()  # the engine goes; the container (its shim) stays
-    server.process.wait(timeout=30)
+    try:
+        server.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:  # say where it hangs: the agent dumps its stacks
+        server.process.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        pytest.fail(f"the agent did not stop on SIGTERM:\n{server.log.read_text()[-8000:]}")
     qtbot.waitUntil(lambda: "Stats paused" in tab.status.text(), timeout=WAIT_MS)
     restarted = AgentServer(server.workdir, registry)
     server.process = restarted.process  # so the fixture stops the new one

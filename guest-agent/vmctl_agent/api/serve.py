@@ -4,6 +4,7 @@ port), until SIGTERM or SIGINT."""
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import grp
 import ipaddress
 import os
@@ -32,6 +33,7 @@ def run(config: AgentConfig, listen: list[str]) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # as dockerd: stacks to stderr
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"vmctl-agent: serving the Engine API on {', '.join(listen)}", file=sys.stderr)
     stop.wait()
