@@ -174,6 +174,8 @@ def main() -> int:
     parser.add_argument("--push-mb", type=int, default=100, help="the pushed image's size")
     parser.add_argument("--workdir", default=None, help="where the temp dir goes")
     args = parser.parse_args()
+    # The agent is started as `vmctl-agent`, the console script beside this python.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     if os.geteuid() != 0:
         print("the engines need root", file=sys.stderr)
         return 1
