@@ -46,12 +46,19 @@ def named(view, name: str) -> int:
     return next((i for i, r in enumerate(view.model.rows) if r.name == name), -1)
 
 
+def answer(title: str, text: str) -> QMessageBox.StandardButton:
+    """Yes to the prunes' questions; No to "stop the VM too?" when the window closes at the
+    end: the VM is shared with the tests that come after."""
+    no = title == "Quit vmctl"
+    return QMessageBox.StandardButton.No if no else QMessageBox.StandardButton.Yes
+
+
 @pytest.fixture
 def desktop(qtbot, user_vm, monkeypatch):
     monkeypatch.setenv("VMCTL_HOME", str(user_vm.home))
     opened: list[str] = []
     desktop = Desktop(VmctlEngine(user_vm.name), tray=False, open_url=opened.append,
-                      ask=lambda title, text: QMessageBox.StandardButton.Yes)  # fmt: skip
+                      ask=answer)  # fmt: skip
     desktop.opened = opened
     qtbot.addWidget(desktop.window)
     desktop.begin()
@@ -95,4 +102,6 @@ def test_a_new_users_flow_with_volumes_networks_and_a_port_opened(qtbot, desktop
     qtbot.waitUntil(lambda: named(networks, "gui-vm-net") < 0, timeout=WAIT_MS)
     assert ok(user_vm.docker("volume", "ls", "-q")) == ""
     assert "gui-vm-net" not in ok(user_vm.docker("network", "ls", "--format", "{{.Name}}"))
+    window.close()  # as the user quits: the VM, shared with later tests, keeps running
+    assert ok(user_vm.vmctl("status")).startswith(f"{user_vm.name}: running")
     assert window.errors.isHidden(), window.errors.text.text()
