@@ -26,6 +26,7 @@ from vmctl_gui.engine import (
     Version,
     VmState,
 )
+from vmctl_gui.vmctl_engine import VmctlEngine
 
 from vmctl import config as vmconfig
 
@@ -254,3 +255,10 @@ class FakeEngine(Engine):
 
     def shell_command(self, container_id: str) -> list[str]:
         return ["docker", "exec", "-it", container_id, "sh"]
+
+
+class AgentOnHost(VmctlEngine):
+    """The VM half is not under test: the engine's state is "running"."""
+
+    def state(self) -> VmState:
+        return VmState(self.name, "running", config=self.config(), docker_host=self.docker_host)

@@ -12,21 +12,13 @@ import time
 
 import pytest
 from agentserver import AgentServer, serving
+from guikit import AgentOnHost
 from PySide6.QtWidgets import QMessageBox
 from test_api_inside import cgroup_dir, ns_id
 from vmctl_gui.app import Desktop
-from vmctl_gui.engine import VmState
-from vmctl_gui.vmctl_engine import VmctlEngine
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
 WAIT_MS = 60_000
-
-
-class AgentOnHost(VmctlEngine):
-    """The VM half is not under test: the engine's state is "running"."""
-
-    def state(self) -> VmState:
-        return VmState(self.name, "running", config=self.config(), docker_host=self.docker_host)
 
 
 @pytest.fixture

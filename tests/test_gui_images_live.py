@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 from agentserver import ok, serving
+from guikit import AgentOnHost
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 from vmctl_gui import fmt
 from vmctl_gui.app import Desktop
 from vmctl_gui.build_view import parse_build
-from vmctl_gui.engine import VmState
-from vmctl_gui.vmctl_engine import VmctlEngine
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
 WAIT_MS = 120_000
@@ -28,13 +27,6 @@ ARG GREETING=hi
 RUN echo "$GREETING" > /greeting
 COPY . /ctx/
 """
-
-
-class AgentOnHost(VmctlEngine):
-    """The VM half is not under test: the engine's state is "running"."""
-
-    def state(self) -> VmState:
-        return VmState(self.name, "running", config=self.config(), docker_host=self.docker_host)
 
 
 @pytest.fixture(scope="module")

@@ -12,22 +12,17 @@ import os
 
 import pytest
 from agentserver import serving
+from guikit import AgentOnHost
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QMessageBox
 from vmctl_gui.app import Desktop
-from vmctl_gui.engine import RunRequest, VmState
-from vmctl_gui.vmctl_engine import VmctlEngine
+from vmctl_gui.engine import RunRequest
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)"),
 ]
 WAIT_MS = 60_000
-
-
-class AgentOnHost(VmctlEngine):
-    def state(self) -> VmState:
-        return VmState(self.name, "running", config=self.config(), docker_host=self.docker_host)
 
 
 @pytest.fixture(scope="module")

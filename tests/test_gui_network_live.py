@@ -13,26 +13,19 @@ import json
 import os
 
 import pytest
+from guikit import AgentOnHost
 from netkit import HTTPD, clear, fetch_when_served, in_netns, netns_agent, ok
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 from vmctl_gui import prefs
 from vmctl_gui.app import Desktop
 from vmctl_gui.containers_view import PORTS_COLUMN
-from vmctl_gui.engine import RunRequest, VmState
+from vmctl_gui.engine import RunRequest
 from vmctl_gui.quickrun import port_answers
 from vmctl_gui.tray import TrayMenu
-from vmctl_gui.vmctl_engine import VmctlEngine
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
 WAIT_MS = 60_000
-
-
-class AgentOnHost(VmctlEngine):
-    """The VM half is not under test: the engine's state is "running"."""
-
-    def state(self) -> VmState:
-        return VmState(self.name, "running", config=self.config(), docker_host=self.docker_host)
 
 
 @pytest.fixture(scope="module")
