@@ -23,6 +23,7 @@ from vmctl_agent.runtime import logconfig
 
 MAX_LINE = 16 * 1024
 _FOLLOW_POLL = 0.05
+_REOPEN_TRIES = 1000  # a rotation renames in microseconds; this is a second
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,6 @@ def rotate(path: str, max_files: int) -> None:
     os.replace(path, f"{path}.1")
 
 
-def rotated(path: str) -> list[str]:
-    """The older files of the log at `path`, oldest first."""
-    older = itertools.takewhile(os.path.exists, (f"{path}.{n}" for n in itertools.count(1)))
-    return list(older)[::-1]
-
-
 def _chunks(line: bytes, *, newline: bool) -> list[tuple[bytes, bool]]:
     """A line longer than 16 KiB becomes several entries; only the last ends the line."""
     pieces = [line[i : i + MAX_LINE] for i in range(0, len(line), MAX_LINE)] or [b""]
@@ -142,25 +137,40 @@ def read(
     earlier, which stays readable after an auto-removed container's directory is gone, from
     byte `offset`), oldest first; with follow, new ones until `running()` is False, through
     the rotations of the log at `path` (`source` when it is a path)."""
-    older = rotated(source) if isinstance(source, str) else []
-    try:
-        f = open(source, "rb") if isinstance(source, str) else source  # noqa: SIM115
-    except FileNotFoundError:
-        return
-    path = source if isinstance(source, str) else path
-    with f:
+    if isinstance(source, str):
+        files = _opened_all(source)
+        if not files:
+            return
+        *older, f = files
+        path = source
+    else:
+        older, f = [], source
+    with contextlib.ExitStack() as opened:
+        for each in (*older, f):
+            opened.enter_context(each)
         if offset is not None:
             f.seek(offset)
-        entries = itertools.chain(*(_read_file(p) for p in older), _parse(f))
+        entries = itertools.chain(*(_parse(o) for o in older), _parse(f))
         entries = (e for e in entries if _in_window(e, since, until))
         yield from (deque(entries, maxlen=tail) if tail is not None else entries)
         if follow:
             yield from _follow(f, since, until, running, path)
 
 
-def _read_file(path: str) -> Iterator[Entry]:
-    with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
-        yield from _parse(f)
+def _opened_all(path: str) -> list:
+    """Every file of the log at `path`, opened, oldest first, each checked to be the one
+    its listing named (a rotation may rename them meanwhile)."""
+    for _ in range(_REOPEN_TRIES):
+        listing = _listing(path)
+        if listing is not None:
+            files = [_open(name) for name in listing[0]]
+            opened = [o for o in files if o is not None]
+            if [os.fstat(o.fileno()).st_ino for o in opened] == listing[1]:
+                return opened[::-1]
+            for o in opened:
+                o.close()
+        time.sleep(0.001)
+    return [o for o in (_open(path),) if o is not None]
 
 
 def _follow(f, since: float, until: float, running, path: str | None) -> Iterator[Entry]:
@@ -186,22 +196,53 @@ def _follow(f, since: float, until: float, running, path: str | None) -> Iterato
 
 def _reopened(f, path: str | None):
     """The next newer file of the log at `path` once `f` was rotated away (the oldest one
-    left if `f` itself is gone), else None. Cheap while nothing rotated: one stat."""
+    left if `f` itself was rotated out), else None. Cheap while nothing rotated: one stat.
+
+    The shim renames files while this looks (path.1 -> path.2 ..., then path -> path.1), so
+    a listing taken meanwhile is retried, and a file is used only when its inode is the one
+    the listing named."""
     if path is None:
         return None
     mine = os.fstat(f.fileno()).st_ino
     with contextlib.suppress(FileNotFoundError):
         if os.stat(path).st_ino == mine:
             return None
-    opened = [_open(p) for p in (*rotated(path), path)]
-    opened = [o for o in opened if o is not None]
-    inodes = [os.fstat(o.fileno()).st_ino for o in opened]
-    after = inodes.index(mine) + 1 if mine in inodes else 0
-    chosen = opened[after] if after < len(opened) else None
-    for other in opened:
-        if other is not chosen:
-            other.close()
-    return chosen
+    for _ in range(_REOPEN_TRIES):
+        listing = _listing(path)
+        name = None  # None: a rotation is between its renames
+        if listing is not None:
+            names, inodes = listing
+            if mine in inodes:
+                at = inodes.index(mine)
+                if at == 0:
+                    return None
+                name, wanted = names[at - 1], inodes[at - 1]
+            elif inodes and os.fstat(f.fileno()).st_nlink == 0:
+                name, wanted = names[-1], inodes[-1]  # rotated out: the oldest left
+        if name is not None:
+            newer = _open(name)
+            if newer is not None and os.fstat(newer.fileno()).st_ino == wanted:
+                return newer
+            if newer is not None:
+                newer.close()
+        time.sleep(0.001)
+    return None
+
+
+def _listing(path: str) -> tuple[list[str], list[int]] | None:
+    """The log's files newest first (`path`, path.1, ...) with their inodes; None while a
+    rotation is visibly between renames (a name missing with the next one there, or a file
+    seen under two names)."""
+    names, inodes, name = [], [], path
+    while True:
+        try:
+            inodes.append(os.stat(name).st_ino)
+        except FileNotFoundError:
+            if os.path.exists(f"{path}.{len(names) + 1}") or len(set(inodes)) < len(inodes):
+                return None
+            return names, inodes
+        names.append(name)
+        name = f"{path}.{len(names)}"
 
 
 def _open(path: str):
