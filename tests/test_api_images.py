@@ -3,11 +3,15 @@ docker CLI."""
 
 from __future__ import annotations
 
+import calendar
+import json
 import os
+import time
 
 import docker
 import pytest
-from agentserver import serving
+from agentserver import ok, serving
+from netkit import install_compose
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
 
@@ -102,3 +106,58 @@ def test_a_platform_asked_for_is_honoured_or_refused(client, agent):
         agent.docker("run", "--rm", "--platform", "linux/amd64", "busybox", "true").returncode == 0
     )
     assert client.images.get("busybox").attrs["Architecture"] == "amd64"
+
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def last_tag_time(agent, name: str) -> str:
+    return ok(agent.docker("image", "inspect", "--format", "{{json .Metadata}}", name))
+
+
+def nanoseconds(stamp: str) -> int:
+    """An RFC 3339 UTC time with up to nine fraction digits, as an integer."""
+    whole, _, fraction = json.loads(stamp)["LastTagTime"].rstrip("Z").partition(".")
+    seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+    return seconds * 10**9 + int(fraction.ljust(9, "0"))
+
+
+def test_last_tag_time_is_when_a_tag_was_made_here_as_dockerd_keeps_it(agent, tmp_path):
+    """Go's zero time for a pulled or loaded image; a `docker tag` stamps it, and neither
+    an untag nor a pull of the same image again changes that (dockerd 20.10 did the same)."""
+    ok(agent.docker("pull", "hello-world"))
+    assert json.loads(last_tag_time(agent, "hello-world")) == {"LastTagTime": ZERO_TIME}
+    before = time.time_ns()
+    ok(agent.docker("tag", "hello-world", "lasttag/hello:1"))
+    after = time.time_ns()
+    stamp = last_tag_time(agent, "lasttag/hello:1")
+    assert before <= nanoseconds(stamp) <= after
+    ok(agent.docker("rmi", "lasttag/hello:1"))
+    ok(agent.docker("pull", "hello-world"))
+    assert last_tag_time(agent, "hello-world") == stamp
+    archive = tmp_path / "hello.tar"
+    ok(agent.docker("save", "-o", str(archive), "hello-world"))
+    ok(agent.docker("rmi", "hello-world"))
+    assert "hello-world" in ok(agent.docker("load", "-i", str(archive)))
+    assert json.loads(last_tag_time(agent, "hello-world")) == {"LastTagTime": ZERO_TIME}
+    ok(agent.docker("rmi", "hello-world"))
+
+
+def test_compose_images_shows_a_local_tags_age_not_292_years(agent, tmp_path):
+    """`docker compose images` prints now - LastTagTime: a missing stamp made it the
+    longest duration Go has, "292 years ago"."""
+    install_compose(agent.workdir)
+    ok(agent.docker("tag", "busybox", "lasttag/compose:1"))
+    project = tmp_path / "project"
+    project.mkdir()
+    service = {"image": "lasttag/compose:1", "network_mode": "none", "command": ["true"]}
+    (project / "compose.yaml").write_text(json.dumps({"services": {"app": service}}))
+    compose = ("compose", "--project-directory", str(project), "-p", "lasttag")
+    try:
+        ok(agent.docker(*compose, "create"))
+        listed = ok(agent.docker(*compose, "images"))
+        row = next(line for line in listed.splitlines() if "lasttag/compose" in line)
+        assert row.endswith(" ago") and "292 years" not in row, listed
+    finally:
+        ok(agent.docker(*compose, "down"))
+        ok(agent.docker("rmi", "lasttag/compose:1"))

@@ -227,7 +227,7 @@ def _load_one(store: ImageStore, spool: Path, entry: dict) -> Iterator[str]:
     tags = entry.get("RepoTags") or []
     store.add(record, refs.parse(tags[0]) if tags else None)
     for tag in tags[1:]:
-        store.tag(config_digest, tag)
+        store.tag(config_digest, tag, stamp=False)  # dockerd's load sets no LastTagTime
     for tag in tags or [config_digest]:
         yield f"Loaded image: {tag}" if tags else f"Loaded image ID: {config_digest}"
 

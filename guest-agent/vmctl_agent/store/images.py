@@ -11,6 +11,7 @@ blobs are freed with the last image that uses them.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from vmctl_agent.store.content import ContentStore, hex_of
 
 # (container id, running) for each container created from an image id.
 ContainerUsers = Callable[[str], list[tuple[str, bool]]]
+ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time, as dockerd prints a time never set
 
 
 @dataclass
@@ -35,6 +37,7 @@ class ImageRecord:
     pulled: float = 0.0
     boot_id: str = ""  # the boot that wrote it, until add() has made it durable
     parent: str = ""  # the image a build step made this one from (dockerd's Parent)
+    last_tag_time: str = ""  # when a tag was last made here (not by a pull or a load)
 
     @property
     def diff_ids(self) -> list[str]:
@@ -58,6 +61,7 @@ class ImageRecord:
             "pulled": self.pulled,
             "boot_id": self.boot_id,
             "parent": self.parent,
+            "last_tag_time": self.last_tag_time,
         }
 
 
@@ -84,7 +88,7 @@ class Image:
             "Comment": cfg.get("comment", ""),
             "Container": cfg.get("container", ""),
             "ContainerConfig": cfg.get("container_config") or {},
-            "Created": cfg.get("created") or "0001-01-01T00:00:00Z",
+            "Created": cfg.get("created") or ZERO_TIME,
             "DockerVersion": cfg.get("docker_version", ""),
             "Author": cfg.get("author", ""),
             "Config": cfg.get("config") or {},
@@ -93,7 +97,7 @@ class Image:
             "Os": cfg.get("os", ""),
             "Size": self.record.size,
             "RootFS": {"Type": "layers", "Layers": self.record.diff_ids},
-            "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+            "Metadata": {"LastTagTime": self.record.last_tag_time or ZERO_TIME},
         }
 
 
@@ -192,6 +196,7 @@ class ImageStore:
             old = self._load(path)
             if old is not None:
                 record.repo_digests = sorted(set(old.repo_digests) | set(record.repo_digests))
+                record.last_tag_time = old.last_tag_time  # a pull is no tag made here
                 if not old.boot_id:
                     record.boot_id = ""  # same config, same layers: durable already
             if record.boot_id:
@@ -206,8 +211,10 @@ class ImageStore:
                 self._write_tags(tags)
             return moved
 
-    def tag(self, source: str, target: str) -> None:
-        """`docker tag SOURCE TARGET`."""
+    def tag(self, source: str, target: str, *, stamp: bool = True) -> None:
+        """`docker tag SOURCE TARGET`. As dockerd, a tag made here (tag, build -t, commit,
+        import) sets the image's LastTagTime, which `docker compose images` shows as its
+        age; a load's tags, like a pull's, do not (`stamp=False`)."""
         ref = refs.parse(target)
         if ref.digest:
             raise InvalidReference("refusing to create a tag with a digest reference")
@@ -216,6 +223,9 @@ class ImageStore:
             tags = self._tags()
             tags[str(ref)] = record.id
             self._write_tags(tags)
+            if stamp:
+                record.last_tag_time = _now()
+                atomic.write_json(self._records / f"{hex_of(record.id)}.json", record.to_json())
 
     def _write_tags(self, tags: dict[str, str]) -> None:
         atomic.write_json(self._tags_file, {"tags": dict(sorted(tags.items()))})
@@ -374,6 +384,13 @@ class ImageStore:
             if path.name not in used_blobs:
                 path.unlink(missing_ok=True)
         self.content.clear_tmp()  # no pull is staging anything while we hold the gc lock
+
+
+def _now() -> str:
+    """RFC 3339 UTC with nanoseconds, as dockerd records LastTagTime."""
+    ns = time.time_ns()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9))
+    return f"{stamp}.{ns % 10**9:09d}Z"
 
 
 def _blobs_of(record: ImageRecord) -> list[str]:
