@@ -550,6 +550,25 @@ def test_exec_joins_the_namespaces_cgroup_and_confinement(rt, image):
     rt.remove(c.id, force=True)
 
 
+def test_an_exec_is_in_the_containers_cgroup_in_every_hierarchy(rt, image):
+    """The helper joins as the first process does (through `tasks` on v1): the whole exec,
+    not only its thread, is in each of the container's cgroups, so its limits hold it."""
+    c = rt.create(CreateOptions(image=image, cmd=("sleep", "60")))
+    rt.start(c.id)
+    running = rt.exec(c.id, ("sh", "-c", "echo up; exec sleep 60"))
+    assert os.read(running.stdout, 64) == b"up\n"
+    with open(f"/proc/{running.helper_pid}/task/{running.helper_pid}/children") as f:
+        inside = [int(pid) for pid in f.read().split()]
+    for directory in rt.cgroups.path(c.id):
+        procs = {int(pid) for pid in (directory / "cgroup.procs").read_text().split()}
+        assert {running.helper_pid, *inside} <= procs, directory
+    running.kill()
+    assert running.wait() == 137
+    running.close()
+    rt.remove(c.id, force=True)
+    assert leftovers(rt, c.id) == NOTHING
+
+
 def test_exec_errors(rt, image):
     c = rt.create(CreateOptions(image=image, cmd=("sleep", "60")))
     with pytest.raises(ContainerConflict, match="is not running"):

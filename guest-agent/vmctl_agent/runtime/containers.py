@@ -16,6 +16,7 @@ Finding containers and deriving their status from these records is index.py's pa
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -392,8 +393,8 @@ class Runtime(ContainerChanges):
             capabilities=base.capabilities,
             no_new_privileges=base.no_new_privileges,
         )
-        cgroup_dirs = self.cgroups.path(container.id)
-        return execs.start(container.state.pid, cgroup_dirs, process, open_stdin)
+        join = functools.partial(self.cgroups.join, container.id)
+        return execs.start(container.state.pid, join, process, open_stdin)
 
     @staticmethod
     def _exec_user(container: Container, user: str) -> spec.User:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vmctl_agent import syscalls as sc
@@ -69,8 +70,11 @@ class ExecProcess:
                 os.close(fd)
 
 
-def start(container_pid: int, cgroup_dirs: tuple, spec: ProcessSpec, open_stdin: bool):
-    """Start `spec` in the container whose first process is `container_pid`."""
+def start(container_pid: int, join: Callable[[], None], spec: ProcessSpec, open_stdin: bool):
+    """Start `spec` in the container whose first process is `container_pid`; `join` puts the
+    (single-threaded) helper in the container's cgroup, as the container's own first process
+    joins it (Cgroups.join: on v1 as a thread, which skips the kernel's wait for an RCU grace
+    period per hierarchy, a health probe's biggest cost on a loaded host)."""
     namespaces = _open_namespaces(container_pid)
     stdio = process.Stdio.make(spec.tty, open_stdin)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -78,7 +82,7 @@ def start(container_pid: int, cgroup_dirs: tuple, spec: ProcessSpec, open_stdin:
         helper = os.fork()
         if helper == 0:
             os.close(err_r)
-            _helper(namespaces, cgroup_dirs, spec, stdio, err_w)
+            _helper(namespaces, join, spec, stdio, err_w)
     finally:
         for fd in (err_w, *namespaces.values(), *stdio.child_fds()):
             os.close(fd)
@@ -104,13 +108,11 @@ def _open_namespaces(pid: int) -> dict[str, int]:
     return found
 
 
-def _helper(namespaces: dict[str, int], cgroup_dirs, spec, stdio, err_w: int) -> None:
+def _helper(namespaces: dict[str, int], join, spec, stdio, err_w: int) -> None:
     code = 128
     try:
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
-        for directory in cgroup_dirs:
-            with open(f"{directory}/cgroup.procs", "w") as f:
-                f.write("0")
+        join()
         for fd in namespaces.values():
             sc.setns(fd)
         inside = os.fork()
