@@ -143,6 +143,22 @@ def test_last_tag_time_is_when_a_tag_was_made_here_as_dockerd_keeps_it(agent, tm
     ok(agent.docker("rmi", "hello-world"))
 
 
+def test_a_build_or_commit_with_a_tag_stamps_last_tag_time(agent, tmp_path):
+    """dockerd tags what `build -t`, `commit REPO:TAG` and `import` make through the same
+    call as `docker tag`, which stamps LastTagTime."""
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nLABEL stamped=yes\n")
+    ok(agent.docker("create", "--name", "lasttag-commit", "busybox"))
+    before = time.time_ns()
+    built = agent.docker("build", "-q", "-t", "lasttag/built:1", str(tmp_path))
+    assert built.returncode == 0, built.stderr
+    ok(agent.docker("commit", "lasttag-commit", "lasttag/committed:1"))
+    after = time.time_ns()
+    for name in ("lasttag/built:1", "lasttag/committed:1"):
+        assert before <= nanoseconds(last_tag_time(agent, name)) <= after, name
+    ok(agent.docker("rm", "lasttag-commit"))
+    ok(agent.docker("rmi", "lasttag/built:1", "lasttag/committed:1"))
+
+
 def test_compose_images_shows_a_local_tags_age_not_292_years(agent, tmp_path):
     """`docker compose images` prints now - LastTagTime: a missing stamp made it the
     longest duration Go has, "292 years ago"."""
