@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-from vmctl import atomic, cloudinit, keys, stages
+from vmctl import atomic, cloudinit, keys, progressbar, stages
 from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
@@ -28,7 +28,7 @@ def boot(
     """Make what the VM boots from (first use) and boot it as `domain`."""
     from vmctl import accel, image
 
-    bar = image.ProgressBar("base image")
+    bar = progressbar.ProgressBar("base image")
     try:
         base = image.resolve(config.image, progress=bar)
     finally:
