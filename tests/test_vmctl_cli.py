@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from vmctl import cli, locks, vm
+from vmctl import boot, cli, locks, stages, vm
 from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
@@ -116,7 +116,7 @@ def test_a_shared_folder_missing_on_the_host_stops_the_start_before_the_hypervis
     nor the fix."""
     config = vmconfig.VMConfig(mounts=("/no/such/folder",))
     with pytest.raises(VmctlError) as caught:
-        vm._existing_shares(config)
+        boot.existing_shares(config)
     assert str(caught.value) == (
         "the shared folder /no/such/folder does not exist on this machine: create it, or stop "
         "sharing it (vmctl config --unmount /no/such/folder)"
@@ -138,9 +138,9 @@ def test_a_start_in_progress_shows_as_starting_and_blocks_a_second_start(home):
         [
             sys.executable,
             "-c",
-            "import sys, time; from vmctl import vm, locks, paths\n"
+            "import sys, time; from vmctl import locks, paths, stages\n"
             "with locks.start_lock(paths.vm()):\n"
-            "    vm._stage(paths.vm(), 'ssh', print); sys.stdout.flush(); time.sleep(60)",
+            "    stages.enter(paths.vm(), 'ssh', print); sys.stdout.flush(); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -173,8 +173,8 @@ def test_a_failed_stage_says_which_and_shows_the_console(home):
     def step():
         raise VmctlError("SSH did not answer")
 
-    with pytest.raises(vm.StageFailed) as failure:
-        vm._in_stage(paths, Dead(), "ssh", step)
+    with pytest.raises(stages.StageFailed) as failure:
+        stages.run(paths, Dead(), "ssh", step)
     text = str(failure.value)
     assert text.startswith("VM 'default' failed to start at stage 'ssh': SSH did not answer")
     assert "(the VM's hypervisor is no longer running)" in text

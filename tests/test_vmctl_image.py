@@ -21,7 +21,7 @@ import pytest
 import vmkit
 from vmkit import FileServer
 
-from vmctl import disk, image, imagerecipe
+from vmctl import disk, download, image, imagerecipe, progressbar
 from vmctl.errors import VmctlError
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -47,7 +47,8 @@ def _leftovers(directory: Path) -> list[str]:
 def test_download_streams_verifies_and_places_read_only(served, tmp_path):
     seen: list[tuple[int, int | None]] = []
     dest = tmp_path / "cache" / "disk.qcow2"
-    assert image.download(served.url("disk.qcow2"), DIGEST, dest, lambda *a: seen.append(a)) == dest
+    got = download.download(served.url("disk.qcow2"), DIGEST, dest, lambda *a: seen.append(a))
+    assert got == dest
     assert dest.read_bytes() == PAYLOAD
     assert stat.S_IMODE(dest.stat().st_mode) == 0o444, "a base is never written"
     assert _leftovers(dest.parent) == ["disk.qcow2"], "no .part left"
@@ -56,9 +57,9 @@ def test_download_streams_verifies_and_places_read_only(served, tmp_path):
 
 def test_a_cached_download_makes_no_request(served, tmp_path):
     dest = tmp_path / "disk.qcow2"
-    image.download(served.url("disk.qcow2"), DIGEST, dest)
+    download.download(served.url("disk.qcow2"), DIGEST, dest)
     before = list(served.log.requests)
-    image.download(served.url("disk.qcow2"), DIGEST, dest)
+    download.download(served.url("disk.qcow2"), DIGEST, dest)
     assert served.log.requests == before
 
 
@@ -66,11 +67,11 @@ def test_an_interrupted_download_resumes_with_a_range_request(served, tmp_path):
     dest = tmp_path / "disk.qcow2"
     served.cut_after = 1 << 20
     with pytest.raises(VmctlError, match=r"interrupted after 1048576 bytes.*run the same command"):
-        image.download(served.url("disk.qcow2"), DIGEST, dest)
+        download.download(served.url("disk.qcow2"), DIGEST, dest)
     part = tmp_path / "disk.qcow2.part"
     assert part.stat().st_size == 1 << 20 and not dest.exists()
     served.log.sent = 0
-    image.download(served.url("disk.qcow2"), DIGEST, dest)
+    download.download(served.url("disk.qcow2"), DIGEST, dest)
     assert served.log.requests[-1] == ("/disk.qcow2", "bytes=1048576-")
     assert served.log.sent == len(PAYLOAD) - (1 << 20), "only the rest was sent"
     assert dest.read_bytes() == PAYLOAD and not part.exists()
@@ -82,7 +83,7 @@ def test_a_server_that_ignores_range_restarts_from_zero(tmp_path):
     dest = tmp_path / "disk.qcow2"
     (tmp_path / "disk.qcow2.part").write_bytes(b"stale bytes from elsewhere")
     with FileServer(tmp_path / "srv", honor_range=False) as server:
-        image.download(server.url("disk.qcow2"), DIGEST, dest)
+        download.download(server.url("disk.qcow2"), DIGEST, dest)
         assert server.log.requests == [("/disk.qcow2", "bytes=26-")]
     assert dest.read_bytes() == PAYLOAD, "the stale prefix was dropped, not appended to"
 
@@ -90,7 +91,7 @@ def test_a_server_that_ignores_range_restarts_from_zero(tmp_path):
 def test_a_whole_part_is_verified_without_a_new_body(served, tmp_path):
     dest = tmp_path / "disk.qcow2"
     (tmp_path / "disk.qcow2.part").write_bytes(PAYLOAD)
-    image.download(served.url("disk.qcow2"), DIGEST, dest)  # the server answers 416
+    download.download(served.url("disk.qcow2"), DIGEST, dest)  # the server answers 416
     assert dest.read_bytes() == PAYLOAD and served.log.sent == 0
 
 
@@ -98,7 +99,7 @@ def test_a_wrong_checksum_names_both_digests_and_leaves_nothing(served, tmp_path
     wrong = "0" * 128
     cache = tmp_path / "cache"
     with pytest.raises(VmctlError) as err:
-        image.download(served.url("disk.qcow2"), wrong, cache / "disk.qcow2")
+        download.download(served.url("disk.qcow2"), wrong, cache / "disk.qcow2")
     assert f"expected sha512 {wrong}, got {DIGEST}" in str(err.value)
     assert "deleted" in str(err.value)
     assert _leftovers(cache) == []
@@ -107,24 +108,24 @@ def test_a_wrong_checksum_names_both_digests_and_leaves_nothing(served, tmp_path
 def test_an_unreachable_server_is_a_clear_error(tmp_path):
     url = f"http://127.0.0.1:{vmkit.free_port()}/disk.qcow2"
     with pytest.raises(VmctlError, match=r"cannot reach 127\.0\.0\.1:\d+ .*vmctl image build"):
-        image.download(url, DIGEST, tmp_path / "c" / "disk.qcow2")
+        download.download(url, DIGEST, tmp_path / "c" / "disk.qcow2")
     assert _leftovers(tmp_path / "c") == []
 
 
 def test_http_errors_and_bad_digests_are_named(served, tmp_path):
     with pytest.raises(VmctlError, match="failed: HTTP 404"):
-        image.download(served.url("missing.qcow2"), DIGEST, tmp_path / "x.qcow2")
+        download.download(served.url("missing.qcow2"), DIGEST, tmp_path / "x.qcow2")
     with pytest.raises(VmctlError, match="not a SHA-512 digest"):
-        image.download(served.url("disk.qcow2"), "abc", tmp_path / "x.qcow2")
+        download.download(served.url("disk.qcow2"), "abc", tmp_path / "x.qcow2")
 
 
 def test_file_urls_and_plain_paths_are_copied_and_verified(tmp_path):
     source = tmp_path / "source image.qcow2"
     source.write_bytes(PAYLOAD)
     for url, name in ((source.as_uri(), "a"), (str(source), "b")):
-        assert image.download(url, DIGEST, tmp_path / name).read_bytes() == PAYLOAD
+        assert download.download(url, DIGEST, tmp_path / name).read_bytes() == PAYLOAD
     with pytest.raises(VmctlError, match=r"cannot read image .*nope"):
-        image.download(str(tmp_path / "nope"), DIGEST, tmp_path / "c")
+        download.download(str(tmp_path / "nope"), DIGEST, tmp_path / "c")
 
 
 def test_the_default_image_is_pinned():
@@ -268,12 +269,12 @@ def test_a_failed_build_shows_the_tools_output_and_leaves_nothing(tmp_path):
 
 
 def test_progress_bar_renders_for_terminals_and_logs():
-    assert image.render("img", 512 << 20, 1024 << 20, width=10) == (
+    assert progressbar.render("img", 512 << 20, 1024 << 20, width=10) == (
         "img [#####-----]  50%  512.0/1024.0 MiB"
     )
-    assert image.render("img", 3 << 20, None) == "img  3.0 MiB"
+    assert progressbar.render("img", 3 << 20, None) == "img  3.0 MiB"
     out = io.StringIO()
-    bar = image.ProgressBar("dl", out, width=4)
+    bar = progressbar.ProgressBar("dl", out, width=4)
     for done in range(0, 101, 5):
         bar(done, 100)
     bar.message("done")
@@ -286,7 +287,7 @@ def test_progress_bar_renders_for_terminals_and_logs():
 def test_progress_bar_redraws_one_line_on_a_terminal():
     leader, follower = os.openpty()
     with open(follower, "w") as tty:
-        bar = image.ProgressBar("dl", tty, width=4)
+        bar = progressbar.ProgressBar("dl", tty, width=4)
         bar(50, 100)
         bar(100, 100)
         bar.close()
@@ -397,7 +398,7 @@ def _check_built(base: image.BaseImage) -> None:
     manifest = image.read_manifest(base.disk.parent)
     for name, digest in manifest["sha512"].items():
         path = base.disk.parent / name
-        assert image.file_sha512(path) == digest and not path.stat().st_mode & 0o222
+        assert download.file_sha512(path) == digest and not path.stat().st_mode & 0o222
     assert set(manifest["sha512"]) == {"disk.qcow2", "vmlinuz", "initrd.img"}
     assert manifest["recipe"] == imagerecipe.DEFAULT_RECIPE.digest()
     assert base.kernel.is_file() and base.initrd.is_file()

@@ -21,7 +21,8 @@ import pytest
 import vmkit
 
 from vmctl import cloudinit
-from vmctl.drivers.libvirt import LibvirtDriver, default_uri, domain_xml
+from vmctl.drivers.domainxml import domain_xml
+from vmctl.drivers.libvirt import LibvirtDriver, default_uri
 from vmctl.errors import VmctlError
 from vmctl.machine import MachineSpec
 
@@ -286,11 +287,19 @@ class PrivateLibvirtd:
         drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
         argv = [*drop, "libvirtd"] if self.as_nobody else ["libvirtd"]
         self.process = subprocess.Popen(argv, env=env, cwd=self.root, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not self.socket.exists():
+        deadline = time.monotonic() + 120  # a hang's bound, not a start's: it waits on accept
+        while not self._accepts():  # the socket file exists from bind(), before listen()
             if time.monotonic() > deadline or self.process.poll() is not None:
                 pytest.fail(f"a private libvirtd did not start (exit {self.process.poll()})")
             time.sleep(0.05)
+
+    def _accepts(self) -> bool:
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(self.socket))
+            except OSError:
+                return False
+            return True
 
     def stop(self) -> None:
         if self.process is not None:

@@ -16,7 +16,7 @@ import pytest
 
 from vmctl import shares
 from vmctl.drivers import virtiofs
-from vmctl.drivers.libvirt import domain_xml
+from vmctl.drivers.domainxml import domain_xml
 from vmctl.drivers.qemu import qemu_argv
 from vmctl.errors import VmctlError
 from vmctl.machine import MachineSpec

@@ -219,10 +219,10 @@ class _BootingDriver:
 
 def test_the_ssh_stage_waits_on_while_the_console_goes_on_and_not_after(tmp_path, monkeypatch):
     from vmctl import paths as vmpaths
-    from vmctl import ssh, vm
+    from vmctl import ssh, stages, vm
 
     monkeypatch.setenv("VMCTL_HOME", str(tmp_path))
-    monkeypatch.setitem(vm.TIMEOUTS, "ssh", 2.0)
+    monkeypatch.setitem(stages.TIMEOUTS, "ssh", 2.0)
     paths = vmpaths.vm("booting")
     paths.root.mkdir(parents=True)
     with socket.socket() as s:  # a port nothing listens on: every try is refused

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmctl import atomic
+from vmctl.download import file_sha512
 from vmctl.errors import VmctlError
-from vmctl.image import MANIFEST, BaseImage, file_sha512, read_manifest
+from vmctl.image import MANIFEST, BaseImage, read_manifest
 
 GIB = 1 << 30
 VERIFIED_STAMP = ".verified.json"

@@ -15,8 +15,6 @@ The recipe is pure data and one shell script (`vmctl.imagerecipe`); its digest n
 from __future__ import annotations
 
 import collections
-import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -24,15 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from vmctl import atomic
+from vmctl import atomic, download
 from vmctl.errors import VmctlError
 from vmctl.imagerecipe import DEFAULT_RECIPE, RECIPE_VERSION, Recipe, mmdebstrap_argv, recipe_script
 from vmctl.paths import images_dir
@@ -48,8 +45,6 @@ DEFAULT_SHA512 = (
 )
 MANIFEST = "manifest.json"
 BUILD_SPACE = 3 << 30  # rootfs tree + sparse raw + qcow2, with room to spare
-_CHUNK = 1 << 20
-_TIMEOUT = (15, 60)  # connect, read (s)
 
 
 @dataclass(frozen=True)
@@ -60,11 +55,6 @@ class BaseImage:
     kernel: Path | None = None
     initrd: Path | None = None
     cmdline: str | None = None
-
-
-def file_sha512(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha512").hexdigest()
 
 
 def read_manifest(directory: Path) -> dict:
@@ -89,137 +79,6 @@ def _write_manifest(directory: Path, **fields: object) -> None:
     atomic.write_text(directory / MANIFEST, text)
 
 
-@contextlib.contextmanager
-def _exclusive(directory: Path) -> Iterator[None]:
-    """Hold a lock on `directory` itself (no lock file left behind), so parallel downloads or
-    builds into it wait for one another. No-op where flock does not exist (Windows)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-# --------------------------------------------------------------------------- download
-
-
-def _checked_digest(sha512: str) -> str:
-    digest = sha512.strip().lower()
-    if len(digest) != 128 or not all(c in "0123456789abcdef" for c in digest):
-        raise VmctlError(f"{sha512!r} is not a SHA-512 digest (128 hex digits)")
-    return digest
-
-
-def _local_source(url: str) -> Path | None:
-    if url.startswith("file://"):
-        return Path(unquote(urlsplit(url).path))
-    return None if "://" in url else Path(url).expanduser()
-
-
-def download(
-    url: str,
-    sha512: str,
-    dest: Path,
-    progress: Callable[[int, int | None], None] | None = None,
-) -> Path:
-    """Fetch `url` to `dest` once: streamed into `dest.part` (resumed with a Range request on
-    the next call after an interruption), verified, then renamed into place read-only."""
-    digest = _checked_digest(sha512)
-    if dest.exists():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(dest.parent):
-        if dest.exists():
-            return dest
-        part = dest.with_name(dest.name + ".part")
-        source = _local_source(url)
-        if source is not None:
-            _copy(source, part, progress)
-        else:
-            _fetch(url, part, progress)
-        actual = file_sha512(part)
-        if actual != digest:
-            part.unlink()
-            raise VmctlError(
-                f"checksum mismatch for {url}: expected sha512 {digest}, got {actual}. The "
-                "download was deleted; run again, or pin the new digest if the file changed"
-            )
-        os.chmod(part, 0o444)
-        os.replace(part, dest)
-    return dest
-
-
-def _copy(source: Path, part: Path, progress: Callable[[int, int | None], None] | None) -> None:
-    try:
-        src = open(source, "rb")  # noqa: SIM115 - closed below
-    except OSError as e:
-        raise VmctlError(f"cannot read image {source}: {e.strerror}") from e
-    with src, open(part, "wb") as out:
-        total, done = os.fstat(src.fileno()).st_size, 0
-        while chunk := src.read(_CHUNK):
-            out.write(chunk)
-            done += len(chunk)
-            if progress:
-                progress(done, total)
-        out.flush()
-        os.fsync(out.fileno())
-
-
-def _fetch(url: str, part: Path, progress: Callable[[int, int | None], None] | None) -> None:
-    offset = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
-    try:
-        response = requests.get(url, headers=headers, stream=True, timeout=_TIMEOUT)
-    except requests.RequestException as e:
-        host = urlsplit(url).netloc
-        raise VmctlError(
-            f"cannot reach {host} to download {url} ({type(e).__name__}): check the network, "
-            "or use a local image (`vmctl image build` makes one offline; --image PATH)"
-        ) from e
-    with response:
-        if response.status_code == 416 and offset:
-            return  # the part is already whole; its digest decides
-        if response.status_code not in (200, 206):
-            raise VmctlError(
-                f"downloading {url} failed: HTTP {response.status_code} {response.reason}"
-            )
-        if response.status_code == 200 or not _content_range(response).startswith(f"{offset}-"):
-            offset = 0  # the server ignored Range: start over
-        _stream(response, part, offset, url, progress)
-
-
-def _content_range(response: requests.Response) -> str:
-    return response.headers.get("Content-Range", "").removeprefix("bytes ").strip()
-
-
-def _stream(response, part, offset, url, progress) -> None:
-    length = response.headers.get("Content-Length")
-    total = offset + int(length) if length and length.isdigit() else None
-    done, error = offset, None
-    with open(part, "ab" if offset else "wb") as out:
-        try:
-            for chunk in response.iter_content(_CHUNK):
-                out.write(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, total)
-        except requests.RequestException as e:
-            error = type(e).__name__  # keep what arrived: the next call resumes from there
-        out.flush()
-        os.fsync(out.fileno())
-    if error or (total is not None and done < total):
-        raise VmctlError(
-            f"the download of {url} was interrupted after {done} bytes"
-            f"{f' ({error})' if error else ''}: run the same command again to resume"
-        )
-
-
 # --------------------------------------------------------------------------- resolve
 
 
@@ -242,10 +101,10 @@ def resolve(
 
 
 def _downloaded(url: str, sha512: str, progress) -> BaseImage:
-    digest = _checked_digest(sha512)
+    digest = download.checked_digest(sha512)
     directory = images_dir() / f"sha512-{digest[:16]}"
     name = Path(urlsplit(url).path).name or "disk.img"
-    download(url, digest, directory / name, progress)
+    download.download(url, digest, directory / name, progress)
     if not (directory / MANIFEST).is_file():
         _write_manifest(directory, source=url, disk=name, sha512={name: digest})
     return load(directory)
@@ -258,7 +117,7 @@ def _pinned(url: str) -> tuple[str, str]:
     name = Path(urlsplit(base).path).name
     sums = urljoin(base, "SHA512SUMS")
     try:
-        response = requests.get(sums, timeout=_TIMEOUT)
+        response = requests.get(sums, timeout=download.TIMEOUT)
     except requests.RequestException as e:
         raise VmctlError(f"cannot reach {urlsplit(base).netloc} to fetch {sums}: {e}") from e
     for line in response.text.splitlines() if response.ok else ():
@@ -301,7 +160,7 @@ def build(
     dest_dir = Path(dest_dir) if dest_dir is not None else images_dir()
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / f"built-{recipe.digest()}"
-    with _exclusive(dest_dir):
+    with download.exclusive(dest_dir):
         if (final / MANIFEST).is_file():
             return load(final)
         for stale in dest_dir.glob(".build-*"):  # a build killed before it could clean up
@@ -366,7 +225,7 @@ def _build_in(work: Path, recipe: Recipe, progress: Callable[[str], None]) -> Pa
         kernel="vmlinuz",
         initrd="initrd.img",
         cmdline=recipe.cmdline,
-        sha512={name: file_sha512(out / name) for name in files},
+        sha512={name: download.file_sha512(out / name) for name in files},
     )
     for name in (*files, MANIFEST):
         os.chmod(out / name, 0o444)
@@ -413,57 +272,3 @@ def _run(argv: list[str], stage: str, progress: Callable[[str], None]) -> None:
         raise VmctlError(
             f"{stage} failed ({argv[0]} exited with {proc.returncode}):\n" + "\n".join(tail)
         )
-
-
-# --------------------------------------------------------------------------- progress
-
-
-class ProgressBar:
-    """A one-line progress display on stderr for `vmctl image build` and a first `vmctl start`:
-    usable as a download callback (`update(done, total)`) and a build callback (`message`).
-    On a terminal it redraws one line; elsewhere it prints a line per message or per 10%."""
-
-    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30) -> None:
-        self.label, self.width = label, width
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = self.stream.isatty()
-        self._last, self._shown = 0.0, -1
-
-    def update(self, done: int, total: int | None) -> None:
-        step = done * 10 // total if total else done >> 26
-        now = time.monotonic()
-        if self.tty and (now - self._last >= 0.1 or done == total):
-            self._draw(render(self.label, done, total, self.width))
-            self._last = now
-        elif not self.tty and step != self._shown:
-            self.stream.write(render(self.label, done, total, self.width) + "\n")
-            self._shown = step
-
-    __call__ = update
-
-    def message(self, text: str) -> None:
-        line = f"{self.label}: {text}"
-        if self.tty:
-            self._draw(line)
-        else:
-            self.stream.write(line + "\n")
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-        self.stream.flush()
-
-    def _draw(self, line: str) -> None:
-        columns = shutil.get_terminal_size().columns - 1
-        self.stream.write("\r" + line[:columns].ljust(columns))
-        self.stream.flush()
-
-
-def render(label: str, done: int, total: int | None, width: int = 30) -> str:
-    """`label [#######-------]  45%  123.4/274.0 MiB` (no bar when the size is unknown)."""
-    mib = f"{done / (1 << 20):.1f}"
-    if not total:
-        return f"{label}  {mib} MiB"
-    filled = min(width, done * width // total)
-    bar = "#" * filled + "-" * (width - filled)
-    return f"{label} [{bar}] {done * 100 // total:3d}%  {mib}/{total / (1 << 20):.1f} MiB"

@@ -23,40 +23,20 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmctl import atomic, cloudinit, console, enginehttp, keys, locks, provision
+from vmctl import atomic, boot, console, enginehttp, locks, provision, stages
 from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
-from vmctl.machine import Driver, MachineSpec, free_port
+from vmctl.machine import Driver
 from vmctl.ssh import Endpoint, Guest, SshUnavailable, wait_for
 
-Progress = Callable[[str], None]
+Progress = stages.Progress
 
-# Bounded waits per stage, measured under TCG (software emulation, the slowest case): a first
-# boot with cloud-init answers SSH in ~55 s and finishes cloud-init in ~75 s.
-TIMEOUTS = {"hypervisor": 60.0, "ssh": 300.0, "cloud-init": 300.0, "deploy": 180.0, "engine": 120.0}
-STAGES = tuple(TIMEOUTS)
-CONSOLE_TAIL = 25  # lines of the serial console shown when a stage fails
-
-
-class StageFailed(VmctlError):
-    """A start stage did not finish: which, why, and what the guest's console said."""
-
-    def __init__(self, name: str, stage: str, reason: str, console: str) -> None:
-        self.stage = stage
-        self.reason = reason
-        self.console = console
-        tail = "\n".join("  " + line for line in console.splitlines()) or "  (empty)"
-        super().__init__(
-            f"VM {name!r} failed to start at stage '{stage}': {reason}\n"
-            f"last lines of the VM's console:\n{tail}\n"
-            f"(more: vmctl logs --name {name}; debug: vmctl ssh --name {name})"
-        )
+StageFailed = stages.StageFailed  # what start raises, named where callers look
+TIMEOUTS = stages.TIMEOUTS
 
 
 @dataclass(frozen=True)
@@ -119,7 +99,7 @@ def hypervisor_running(name: str) -> bool:
 def status(name: str = vmpaths.DEFAULT_NAME) -> Status:
     paths = vmpaths.vm(name)
     config = vmconfig.load(paths.config)
-    runtime = _runtime(paths)
+    runtime = boot.runtime(paths)
 
     def make(state: str, detail: str = "", pid: int | None = None) -> Status:
         return Status(name, state, detail, config, runtime.get("accel"), pid, docker_host(paths))
@@ -210,31 +190,32 @@ def start(
         if driver.is_running():
             say(f"VM {name!r} is already running")
         else:
-            _boot(paths, config, driver, say)
+            stop_hostagent(paths)
+            boot.boot(paths, config, driver, domain_name(paths.name), say)
         endpoint = _endpoint(paths)
-        _stage(paths, "ssh", say)
+        stages.enter(paths, "ssh", say)
         hint = provision.sshd_started(paths, say)
-        guest = _in_stage(
+        guest = stages.run(
             paths, driver, "ssh", lambda: wait_for_ssh(paths, endpoint, driver, hint, say)
         )
         if locks.holder(paths.hostagent_pid) is None:
             spawn_hostagent(paths)  # its SSH connection and clock sync overlap what follows
         with guest:
-            _stage(paths, "cloud-init", say)
-            state = _in_stage(
+            stages.enter(paths, "cloud-init", say)
+            state = stages.run(
                 paths,
                 driver,
                 "cloud-init",
                 lambda: provision.wait_cloud_init(guest, driver, TIMEOUTS["cloud-init"]),
             )
-            _stage(paths, "deploy", say)
-            resize = _runtime(paths).get("resize", False)
-            _in_stage(
+            stages.enter(paths, "deploy", say)
+            resize = boot.runtime(paths).get("resize", False)
+            stages.run(
                 paths, driver, "deploy", lambda: provision.deploy(guest, config, say, state, resize)
             )
-        _stage(paths, "engine", say)
-        _in_stage(paths, driver, "engine", lambda: _serve_socket(paths, driver))
-        _stage(paths, "", say)
+        stages.enter(paths, "engine", say)
+        stages.run(paths, driver, "engine", lambda: _serve_socket(paths, driver))
+        stages.enter(paths, "", say)
     say(f"VM {name!r} is running: DOCKER_HOST={docker_host(paths)}")
     return status(name)
 
@@ -262,101 +243,7 @@ def _console_size(paths: vmpaths.VMPaths) -> int:
         return 0
 
 
-def _boot(paths: vmpaths.VMPaths, config: vmconfig.VMConfig, driver: Driver, say: Progress) -> None:
-    from vmctl import accel, disk, image
-
-    stop_hostagent(paths)
-    resize = False
-    bar = image.ProgressBar("base image")
-    try:
-        base = image.resolve(config.image, progress=bar)
-    finally:
-        bar.close()
-    user_key = keys.ensure(paths.ssh_key, f"vmctl@{paths.name}")
-    host_key = keys.ensure(paths.host_key, f"vmctl-{paths.name}")
-    if not paths.disk.exists():
-        say(f"creating a {config.disk_gib} GiB disk on {base.disk.name}")
-        disk.create_overlay(base, paths.disk, config.disk_gib)
-    elif (backing := disk.info(paths.disk).backing_file) and not _same(backing, base.disk):
-        say(
-            f"warning: this VM's disk is built on {backing}; the image {base.disk} applies to "
-            f"new VMs only (vmctl delete --name {paths.name} to start over with it)"
-        )
-    if paths.disk.exists() and disk.grow(paths.disk, config.disk_gib):
-        say(f"the disk grew to {config.disk_gib} GiB; the guest's filesystem follows")
-        resize = True
-    if not paths.seed.exists():
-        seed = cloudinit.Seed(
-            instance_id=f"vmctl-{paths.name}-{uuid.uuid4().hex[:12]}",
-            hostname=f"vmctl-{paths.name}",
-            authorized_key=user_key.public_openssh,
-            host_key_private=host_key.private_openssh,
-            host_key_public=host_key.public_openssh,
-            daemon_json=config.daemon_json(),
-        )
-        cloudinit.write_seed_iso(seed, paths.seed)
-    chosen = config.accel
-    if chosen == "auto":
-        chosen = accel.choose(
-            accel_qemu(), base.kernel, vmpaths.images_dir() / "accel.json", progress=say
-        )
-    if paths.serial_log.exists():  # the console tail shown on failure is this boot's
-        os.replace(paths.serial_log, paths.serial_log.with_suffix(".log.1"))
-    port = free_port()
-    spec = MachineSpec(
-        name=domain_name(paths.name),
-        cpus=config.cpus,
-        memory_mib=config.memory_mib,
-        disk=paths.disk,
-        seed=paths.seed,
-        serial_log=paths.serial_log,
-        ssh_port=port,
-        accel=chosen,
-        kernel=base.kernel,
-        initrd=base.initrd,
-        **({"cmdline": base.cmdline} if base.cmdline else {}),
-        shares=_existing_shares(config),
-        share_transport=config.transport(),
-    )
-    _write_runtime(
-        paths,
-        {
-            "ssh_port": port,
-            "ssh_user": cloudinit.USER,
-            "engine_socket": cloudinit.AGENT_SOCKET,
-            "driver": config.driver,
-            "accel": chosen,
-            "booted_at": time.time(),
-            "resize": resize,
-            "docker_listen": "tcp" if sys.platform == "win32" else "unix",
-        },
-    )
-    _stage(paths, "hypervisor", say)
-    say(f"booting with {config.driver} ({chosen}, {config.cpus} CPUs, {config.memory_mib} MiB)")
-    _in_stage(paths, driver, "hypervisor", lambda: driver.boot(spec), check_alive=False)
-
-
-def _existing_shares(config: vmconfig.VMConfig) -> tuple:
-    """The shares to attach: each folder must exist here (the hypervisor's own error names
-    neither the setting nor the fix)."""
-    found = config.shares()
-    for share in found:
-        if not os.path.isdir(share.host):
-            raise VmctlError(
-                f"the shared folder {share.host} does not exist on this machine: create it, or "
-                f"stop sharing it (vmctl config --unmount {share.host})"
-            )
-    return found
-
-
-def _same(a: str | Path, b: Path) -> bool:
-    return Path(a).resolve() == b.resolve()
-
-
-def accel_qemu() -> str:
-    from vmctl.drivers.qemu import find_qemu
-
-    return find_qemu()
+# ---- the host agent ----------------------------------------------------------------------------
 
 
 def _serve_socket(paths: vmpaths.VMPaths, driver: Driver) -> None:
@@ -466,7 +353,7 @@ def endpoint(name: str = vmpaths.DEFAULT_NAME) -> Endpoint:
 
 
 def _endpoint(paths: vmpaths.VMPaths) -> Endpoint:
-    runtime = _runtime(paths)
+    runtime = boot.runtime(paths)
     return Endpoint(
         "127.0.0.1",
         runtime["ssh_port"],
@@ -496,26 +383,6 @@ def known_hosts(name: str = vmpaths.DEFAULT_NAME) -> Path:
 # ---- helpers ---------------------------------------------------------------------------------
 
 
-def _in_stage(paths, driver: Driver, stage: str, step, check_alive: bool = True):
-    try:
-        return step()
-    except StageFailed:
-        raise
-    except VmctlError as e:
-        reason = str(e)
-        if check_alive and not driver.is_running():
-            reason += " (the VM's hypervisor is no longer running)"
-        raise StageFailed(
-            paths.name, stage, reason, console.tail(paths.serial_log, CONSOLE_TAIL)
-        ) from None
-
-
-def _stage(paths: vmpaths.VMPaths, stage: str, say: Progress) -> None:
-    locks.record_stage(paths, stage)
-    if stage:
-        say(f"[{STAGES.index(stage) + 1}/{len(STAGES)}] {stage}")
-
-
 def _connect(url: str, timeout: float) -> socket.socket:
     if url.startswith("tcp://"):
         host, _, port = url.removeprefix("tcp://").rpartition(":")
@@ -528,14 +395,3 @@ def _connect(url: str, timeout: float) -> socket.socket:
         s.close()
         raise
     return s
-
-
-def _runtime(paths: vmpaths.VMPaths) -> dict:
-    try:
-        return json.loads(paths.runtime.read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
-
-
-def _write_runtime(paths: vmpaths.VMPaths, data: dict) -> None:
-    atomic.write_text(paths.runtime, json.dumps(data, indent=1) + "\n")
