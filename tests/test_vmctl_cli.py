@@ -85,6 +85,7 @@ def test_shared_folders_are_added_changed_and_removed_one_at_a_time(home, tmp_pa
     assert json.loads(changed.stdout)["mounts"] == [f"{code}:ro"]
     config = vmconfig.load(home / "dev" / "vm.json")
     assert config.daemon_json()["vmctl-shared-paths"] == [str(code)]
+    assert config.daemon_json()["vmctl-host-os"] == "linux"  # C:\\ paths mean nothing here
     shown = json.loads(vmctl("status", "--name", "dev", "--json").stdout)
     assert shown["shares"] == [{"host": str(code), "guest": str(code), "read_only": True}]
     assert shown["share_transport"] == "virtiofs"

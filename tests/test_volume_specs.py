@@ -97,3 +97,42 @@ def test_shared_paths_from_daemon_json_and_flags(tmp_path):
     assert loaded.ignored_keys == ()
     with pytest.raises(AgentError, match="shared path 'rel' must be absolute"):
         config.load(None, shared=["rel"])
+
+
+@pytest.mark.parametrize(
+    ("sent", "seen"),
+    [
+        ("C:\\Users\\me\\src:/src", "/c/Users/me/src:/src"),
+        ("c:/Users/me/src:/src:ro", "/c/Users/me/src:/src:ro"),
+        ("D:\\:/data", "/d:/data"),
+        ("C:\\Users\\me\\My Project\\..\\app:/app:ro,z", "/c/Users/me/app:/app:ro,z"),
+        ("/c/Users/me/src:/src", "/c/Users/me/src:/src"),  # Git Bash's form: already the VM's
+        ("named:/data", "named:/data"),
+        ("C:\\Users\\me", "/c/Users/me"),
+    ],
+)
+def test_a_windows_hosts_bind_names_the_folder_where_the_vm_shares_it(sent, seen):
+    assert specs.windows_bind(sent) == seen
+
+
+def test_windows_paths_are_translated_only_when_the_host_is_windows():
+    mounts = [{"Type": "bind", "Source": "C:\\Users\\me\\x", "Target": "/x"},
+              {"Type": "volume", "Source": "C:", "Target": "/v"}]  # fmt: skip
+    host = {"Binds": ["C:\\Users\\me\\src:/src"], "Mounts": mounts}
+    translated = asked(host, None, windows=True)
+    assert [(w.type, w.source) for w in translated.wanted] == [
+        ("bind", "/c/Users/me/src"), ("bind", "/c/Users/me/x"), ("volume", "C:")
+    ]  # fmt: skip
+    assert translated.echo["Binds"] == ["C:\\Users\\me\\src:/src"], "inspect shows what was sent"
+    with pytest.raises(InvalidMount, match="invalid mode: /src"):  # dockerd's, on Linux
+        asked({"Binds": ["C:\\Users\\me\\src:/src"]}, None)
+
+
+def test_the_host_os_key_of_daemon_json(tmp_path):
+    daemon = tmp_path / "daemon.json"
+    daemon.write_text('{"vmctl-host-os": "windows"}')
+    assert config.load(str(daemon)).windows_paths and config.load(str(daemon)).ignored_keys == ()
+    assert not config.load(None).windows_paths
+    daemon.write_text('{"vmctl-host-os": "dos"}')
+    with pytest.raises(AgentError, match=r"vmctl-host-os in .* one of linux, macos, windows"):
+        config.load(str(daemon))

@@ -474,3 +474,24 @@ def test_binds_outside_the_shared_folders_are_denied_as_docker_desktop_does(tmp_
         assert ok(agent.docker("ps", "-aq")) == ""
     finally:
         agent.stop()
+
+
+def test_a_windows_hosts_paths_name_the_folders_the_vm_shares(tmp_path, registry):
+    """The docker CLI on Windows sends `-v C:\\Users\\me\\src:/src`: the agent of a Windows
+    host reads it as /c/Users/me/src, where the VM shares that folder; the refusals say so."""
+    push_test_images(registry)
+    config = tmp_path / "daemon.json"
+    settings = {"vmctl-host-os": "windows", "vmctl-shared-paths": ["/c/Users/me"]}
+    config.write_text(json.dumps(settings))
+    agent = AgentServer(tmp_path, registry, "--config", str(config))
+    try:
+        for flags in (["-v", "C:\\Users\\me\\proj:/src:ro"],
+                      ["--mount", "type=bind,src=C:/Users/me/proj,dst=/src"]):  # fmt: skip
+            missing = agent.docker("create", *flags, "busybox")
+            refused(missing, "bind source path does not exist: /c/Users/me/proj")
+        other = agent.docker("create", "-v", "C:\\Users\\other:/x", "busybox")
+        refused(other, "mounts denied: the path /c/Users/other is not shared from the host")
+        assert ok(agent.docker("ps", "-aq")) == ""
+    finally:
+        agent.stop()
+    assert not os.path.exists("/c"), "nothing was made on the way"

@@ -22,6 +22,7 @@ from vmctl.shares import Share
 
 DRIVERS = ("libvirt", "qemu")
 ACCELS = ("auto", "kvm", "hvf", "whpx", "tcg")
+HOST_SYSTEMS = {"win32": "windows", "darwin": "macos"}  # sys.platform -> the agent's word
 
 
 def default_driver() -> str:
@@ -58,6 +59,8 @@ class VMConfig:
             "host-gateway-ip": "10.0.2.2",
             # the agent refuses binds of other host paths with Docker Desktop's "mounts denied"
             "vmctl-shared-paths": [share.guest for share in self.shares()],
+            # on Windows the docker CLI sends C:\\Users\\me\\src: the agent reads it as /c/...
+            "vmctl-host-os": HOST_SYSTEMS.get(sys.platform, "linux"),
         }
 
     def shares(self) -> tuple[Share, ...]:

@@ -12,9 +12,13 @@ DEFAULT_DATA_ROOT = "/var/lib/vmctl-agent"
 # Ours, beside dockerd's keys: the host's folders shared into the VM at the same path. Given,
 # a bind of any other path is refused as Docker Desktop refuses it ("mounts denied").
 SHARED_KEY = "vmctl-shared-paths"
+# Ours too: the host's system. "windows": binds name host folders as the docker CLI on Windows
+# sends them (C:\Users\me\src), which the VM sees as /c/Users/me/src.
+HOST_OS_KEY = "vmctl-host-os"
+HOST_SYSTEMS = ("linux", "macos", "windows")
 _KNOWN_KEYS = {
     "registry-mirrors", "insecure-registries", "data-root", "group", "bridge", "host-gateway-ip",
-    SHARED_KEY,
+    SHARED_KEY, HOST_OS_KEY,
 }  # fmt: skip
 # dockerd gives its socket to this group when it exists; naming it explicitly makes it required.
 DEFAULT_GROUP = "docker"
@@ -33,6 +37,7 @@ class AgentConfig:
     host_gateway_ip: str = ""  # what --add-host NAME:host-gateway means (default: the bridge's)
     ignored_keys: tuple[str, ...] = field(default=())
     shared_paths: tuple[str, ...] = ()  # none: every path in the VM may be bound
+    windows_paths: bool = False  # C:\... in binds means /c/... (the host is Windows)
 
 
 def load(
@@ -68,6 +73,9 @@ def load(
     gateway_ip = raw.get("host-gateway-ip") or ""
     if not isinstance(gateway_ip, str):
         raise AgentError(f"host-gateway-ip in {path} must be a string")
+    host_os = raw.get(HOST_OS_KEY, "linux")
+    if host_os not in HOST_SYSTEMS:
+        raise AgentError(f"{HOST_OS_KEY} in {path} must be one of {', '.join(HOST_SYSTEMS)}")
     return AgentConfig(
         data_root=Path(root),
         group=chosen_group or DEFAULT_GROUP,
@@ -78,6 +86,7 @@ def load(
         insecure_registries=tuple(dict.fromkeys([*file_insecure, *(insecure or [])])),
         ignored_keys=tuple(sorted(set(raw) - _KNOWN_KEYS)),
         shared_paths=_shared(_strings(raw, SHARED_KEY, path), shared or []),
+        windows_paths=host_os == "windows",
     )
 
 

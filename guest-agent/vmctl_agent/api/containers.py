@@ -39,7 +39,8 @@ def create(engine, request) -> Response:
     try:
         unsupported.check_create(body)
         options, warnings = _options(engine, body, request.arg("name"))
-        mounts = resolve.asked(body.get("HostConfig") or {}, body.get("Volumes"))
+        host, windows = body.get("HostConfig") or {}, engine.config.windows_paths
+        mounts = resolve.asked(host, body.get("Volumes"), windows=windows)
     except (TypeError, ValueError, AttributeError) as e:
         raise ApiError(400, f"invalid container configuration: {e}") from None
     _check_platform(engine, options.image, request.arg("platform"))

@@ -34,9 +34,14 @@ class Asked:
         return not (self.wanted or self.volumes_from or self.anonymous)
 
 
-def asked(host: dict, config_volumes: dict | None) -> Asked:
-    """HostConfig's Binds, Mounts, Tmpfs and VolumesFrom and Config.Volumes, checked."""
-    binds, mounts = host.get("Binds") or [], host.get("Mounts") or []
+def asked(host: dict, config_volumes: dict | None, *, windows: bool = False) -> Asked:
+    """HostConfig's Binds, Mounts, Tmpfs and VolumesFrom and Config.Volumes, checked;
+    `windows`: the host is Windows, and its paths in binds are translated to the VM's."""
+    sent_binds, sent_mounts = host.get("Binds") or [], host.get("Mounts") or []
+    binds, mounts = sent_binds, sent_mounts
+    if windows:
+        binds = [specs.windows_bind(b) for b in binds]
+        mounts = [specs.windows_mount(m) for m in mounts]
     tmpfs, inherited = host.get("Tmpfs") or {}, host.get("VolumesFrom") or []
     # With --volume-driver, the docker CLI sends `-v name:/path` in Config.Volumes.
     named = [v for v in config_volumes or {} if ":" in v]
@@ -47,7 +52,7 @@ def asked(host: dict, config_volumes: dict | None) -> Asked:
     _no_duplicates(w.destination for w in wanted)
     places = (v for v in config_volumes or {} if ":" not in v)
     anonymous = tuple(specs.from_volume(d).destination for d in places)
-    echo = {"Binds": binds or None, "Mounts": mounts or None, "Tmpfs": tmpfs or None}
+    echo = {"Binds": sent_binds or None, "Mounts": sent_mounts or None, "Tmpfs": tmpfs or None}
     echo |= {"VolumesFrom": inherited or None, "Volumes": config_volumes or None}
     from_ = tuple(specs.volumes_from(v) for v in inherited)
     return Asked(tuple(wanted), from_, anonymous, echo)

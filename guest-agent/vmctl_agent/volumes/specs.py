@@ -10,6 +10,7 @@ does, so `-v` and `--mount` refuse the same things with the same words.
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass, field, replace
 
 from vmctl_agent.errors import InvalidMount
@@ -25,6 +26,7 @@ _MOUNT_FIELDS = ("Type", "Source", "Target", "ReadOnly", "Consistency", "BindOpt
 _BIND_OPTIONS = ("Propagation", "NonRecursive", "CreateMountpoint")
 _VOLUME_OPTIONS = ("NoCopy", "Labels", "DriverConfig", "Subpath")
 _TMPFS_OPTIONS = ("SizeBytes", "Mode", "Options")
+_DRIVE = re.compile(r"[A-Za-z]:[\\/]")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,36 @@ def check_destination(target: str) -> str:
     if cleaned == "/proc" or cleaned.startswith("/proc/"):
         raise InvalidMount(f"{cleaned} cannot be mounted because it is inside /proc")
     return cleaned
+
+
+# -- Windows hosts ----------------------------------------------------------------------------
+
+
+def windows_source(path: str) -> str:
+    """`C:\\Users\\me\\src` (or `C:/Users/me/src`) as the VM shares it: `/c/Users/me/src`;
+    any other path as it is."""
+    if not _DRIVE.match(path):
+        return path
+    rest = path[2:].replace("\\", "/")
+    return posixpath.normpath(f"/{path[0].lower()}{rest}")
+
+
+def windows_bind(raw: str) -> str:
+    """A Binds entry whose source is a Windows path, its source translated: the drive's colon
+    is not the separator (`C:\\src:/dst:ro` is `/c/src:/dst:ro`)."""
+    if not isinstance(raw, str) or not _DRIVE.match(raw):
+        return raw
+    end = raw.find(":", 2)
+    source, rest = (raw, "") if end < 0 else (raw[:end], raw[end:])
+    return windows_source(source) + rest
+
+
+def windows_mount(spec: dict) -> dict:
+    """A Mounts entry of type bind with its Windows Source translated."""
+    if not isinstance(spec, dict) or spec.get("Type") != "bind":
+        return spec
+    source = spec.get("Source")
+    return {**spec, "Source": windows_source(source)} if isinstance(source, str) else spec
 
 
 # -- HostConfig.Mounts ------------------------------------------------------------------------
