@@ -1,7 +1,8 @@
 """A realistic compose project of our own, written into a test's directory: a web (busybox
 httpd, its port published), an API, a worker and a store, each image built by compose itself
 from a Dockerfile on `busybox`, with HEALTHCHECKs that the `depends_on` conditions wait on,
-service DNS between them and named volumes for what must survive `down`.
+service DNS between them, named volumes for what must survive `down`, and the web's pages
+bound from the project's folder, edited on the host while it serves them.
 
 A visit to the web's /cgi-bin/visit goes web -> api -> store by service name; the store
 appends it to its volume and answers how many it holds. Each worker, on start, registers its
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,7 +90,7 @@ def compose_file(port: int) -> dict:
             "web": {
                 "build": "web",
                 "ports": [f"{port}:80"],
-                "volumes": ["weblogs:/logs"],
+                "volumes": ["weblogs:/logs", "./web/pages:/www/pages:ro"],
                 "depends_on": {"api": healthy},
             },
             "worker": {"build": "worker", "depends_on": {"store": healthy, "api": healthy}},
@@ -103,6 +105,8 @@ def write_project(root: Path, port: int) -> Path:
         (root / service).mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
             (root / service / name).write_text(text)
+    (root / "web" / "pages").mkdir(exist_ok=True)
+    (root / "web" / "pages" / "hello.html").write_text("hello from the host\n")
     (root / "compose.yaml").write_text(json.dumps(compose_file(port), indent=2))
     return root
 
@@ -182,8 +186,9 @@ def check(condition: bool, what: str) -> None:
 
 def walk_through(shop: Shop) -> None:
     """The user's session, step by step; each step checks what the user would see."""
-    for step in (build_and_wait, visit_through_every_tier, exec_logs_and_restart,
-                 stop_and_scale, down_keeps_volumes, down_v_leaves_nothing):  # fmt: skip
+    for step in (build_and_wait, visit_through_every_tier, edit_pages_on_the_host,
+                 exec_logs_and_restart, stop_and_scale, down_keeps_volumes,
+                 down_v_leaves_nothing):  # fmt: skip
         step(shop)
 
 
@@ -205,6 +210,33 @@ def visit_through_every_tier(shop: Shop) -> None:
     check(shop.page("/") == "welcome to the shop\n", "the web's index")
     check(shop.page("/cgi-bin/visit") == "visits: 1\n", "a visit through every tier")
     check(shop.stored("visits") == ["web"], "the store's record of it")
+
+
+def edit_pages_on_the_host(shop: Shop) -> None:
+    """The web serves ./web/pages from the project's folder (a bind, read-only): a page
+    edited and one added on the host are served as they are now, without a restart."""
+    pages = shop.root / "web" / "pages"
+    check(shop.page("/pages/hello.html") == "hello from the host\n", "a page from the host")
+    (pages / "hello.html").write_text("edited on the host\n")
+    (pages / "new.html").write_text("added on the host\n")
+    edits = {"hello.html": "edited on the host\n", "new.html": "added on the host\n"}
+    for path, text in edits.items():
+        served = eventually(lambda path=path: shop.page(f"/pages/{path}"), text)
+        check(served == text, f"/pages/{path} after the edit: {served!r}")
+
+
+def eventually(read: Callable[[], str], wanted: str, bound: float = 60) -> str:
+    """What `read` gives once it is `wanted`, or its last answer after `bound` seconds: a
+    shared folder's cache in the VM may serve the old content for its timeout (1 s)."""
+    deadline = time.monotonic() + bound
+    while True:
+        try:
+            got = read()
+        except AssertionError as e:  # not there yet: a 404
+            got = str(e)
+        if got == wanted or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
 
 
 def exec_logs_and_restart(shop: Shop) -> None:
@@ -249,6 +281,9 @@ def down_keeps_volumes(shop: Shop) -> None:
 
 
 def down_v_leaves_nothing(shop: Shop) -> None:
+    """`down -v` takes the named volumes too; the user's own folder stays as it was."""
     shop.compose("down", "-v")
     gone = shop.leftovers()
     check(gone == {"containers": [], "networks": [], "volumes": []}, f"after down -v: {gone}")
+    kept = sorted(p.name for p in (shop.root / "web" / "pages").iterdir())
+    check(kept == ["hello.html", "new.html"], f"the project's pages after down -v: {kept}")
