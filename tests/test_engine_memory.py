@@ -1,18 +1,24 @@
 """The engine's memory (issue 13): the engine opts out of transparent huge pages, which the
 guest's kernel (THP always) would spend 2 MiB at a time on its thread stacks and arenas, while
 what runs in a container keeps the machine's setting, as under dockerd: its first process,
-`docker exec` and healthcheck probes. With the real docker CLI against `vmctl-agent serve`."""
+`docker exec` and healthcheck probes. With the real docker CLI against `vmctl-agent serve`.
+Published ports are carried through a buffer mapped per connection (unmapped at its end): every
+byte each way, more than a buffer's worth, with each direction's end passed on."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import socket
+import threading
 from pathlib import Path
 
 import pytest
-from agentserver import inspect, ok, serving, until
+from agentserver import PATIENCE, inspect, ok, serving, until
+from vmctl_agent.network import proxy
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +36,7 @@ def huge_pages(pid: int) -> str:
     raise AssertionError(f"no THP_enabled in /proc/{pid}/status")
 
 
+@needs_root
 def test_the_engine_and_its_shims_opt_out_and_containers_keep_the_machines_setting(agent):
     assert huge_pages(agent.process.pid) == "0"
     ok(agent.docker("run", "-d", "--name", "thp", "busybox", "sleep", "600"))
@@ -44,6 +51,7 @@ def test_the_engine_and_its_shims_opt_out_and_containers_keep_the_machines_setti
         ok(agent.docker("rm", "-f", "thp"))
 
 
+@needs_root
 def test_a_healthcheck_probe_keeps_the_machines_setting(agent):
     ok(agent.docker("run", "-d", "--name", "thp-probe", "--health-interval", "1s",
                     "--health-cmd", "grep THP_enabled /proc/self/status",
@@ -54,3 +62,38 @@ def test_a_healthcheck_probe_keeps_the_machines_setting(agent):
         assert health[0]["ExitCode"] == 0 and health[0]["Output"] == "THP_enabled:\t1\n"
     finally:
         ok(agent.docker("rm", "-f", "thp-probe"))
+
+
+def _upstream(listener: socket.socket, reply: bytes, got: list) -> None:
+    """Read to the client's end (its half-close must arrive), then answer and close."""
+    conn, _ = listener.accept()
+    conn.settimeout(PATIENCE)  # a lost half-close fails the test instead of hanging it
+    with conn:
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+        got.append(data)
+        conn.sendall(reply)
+
+
+def test_a_published_port_carries_every_byte_each_way_and_each_end():
+    sent, reply = os.urandom(proxy._CHUNK * 4 + 123), os.urandom(proxy._CHUNK * 3 + 7)
+    got: list[bytes] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        upstream = threading.Thread(target=_upstream, args=(listener, reply, got))
+        upstream.start()
+        ours, theirs = socket.socketpair()
+        carrier = threading.Thread(target=proxy.carry, args=(theirs, listener.getsockname()))
+        carrier.start()
+        with ours:
+            ours.settimeout(PATIENCE)
+            ours.sendall(sent)
+            ours.shutdown(socket.SHUT_WR)
+            received = b""
+            while chunk := ours.recv(65536):
+                received += chunk
+        upstream.join()
+        carrier.join()
+    assert hashlib.sha256(got[0]).digest() == hashlib.sha256(sent).digest()
+    assert hashlib.sha256(received).digest() == hashlib.sha256(reply).digest()
+    assert theirs.fileno() == -1  # the carrier closed its side
