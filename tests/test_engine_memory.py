@@ -3,20 +3,27 @@ guest's kernel (THP always) would spend 2 MiB at a time on its thread stacks and
 what runs in a container keeps the machine's setting, as under dockerd: its first process,
 `docker exec` and healthcheck probes. With the real docker CLI against `vmctl-agent serve`.
 Published ports are carried through a buffer mapped per connection (unmapped at its end): every
-byte each way, more than a buffer's worth, with each direction's end passed on."""
+byte each way, more than a buffer's worth, with each direction's end passed on. One thread
+waits for every running container's end: each end is still seen, published and acted on
+(restart policies), and the engine's threads no longer grow with its running containers."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import signal
 import socket
+import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
-from agentserver import PATIENCE, inspect, ok, serving, until
+from agentserver import PATIENCE, events, inspect, ok, serving, until
 from vmctl_agent.network import proxy
+from vmctl_agent.runtime import pids
+from vmctl_agent.runtime.exitwatch import ExitWatch
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
 
@@ -97,3 +104,72 @@ def test_a_published_port_carries_every_byte_each_way_and_each_end():
     assert hashlib.sha256(got[0]).digest() == hashlib.sha256(sent).digest()
     assert hashlib.sha256(received).digest() == hashlib.sha256(reply).digest()
     assert theirs.fileno() == -1  # the carrier closed its side
+
+
+def test_one_exit_watch_calls_back_for_each_process_as_it_ends():
+    watch, seen = ExitWatch(), []
+    children = [subprocess.Popen(["cat"], stdin=subprocess.PIPE) for _ in range(5)]
+    ended = {child.pid: threading.Event() for child in children}
+    for child in children:
+        then = lambda pid=child.pid: (seen.append(pid), ended[pid].set())  # noqa: E731
+        watch.when_ended(child.pid, pids.start_time(child.pid), then)
+    assert watch.watched() == 5 and seen == []
+    for n, child in enumerate(reversed(children)):
+        child.stdin.close()  # cat ends at its input's end
+        assert ended[child.pid].wait(PATIENCE)
+        child.wait()
+        until(lambda n=n: watch.watched() == 4 - n, "the ended process to be dropped")
+    assert seen == [child.pid for child in reversed(children)]
+
+
+def test_an_ended_or_other_process_is_called_back_at_once():
+    watch, called = ExitWatch(), threading.Semaphore(0)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    watch.when_ended(gone.pid, 0, called.release)  # collected already
+    watch.when_ended(os.getpid(), 1, called.release)  # a pid that is someone else by now
+    assert called.acquire(timeout=PATIENCE) and called.acquire(timeout=PATIENCE)
+    assert watch.watched() == 0
+
+
+def threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+@needs_root
+def test_many_containers_share_one_watch_and_each_end_is_acted_on(agent):
+    before = threads(agent.process.pid)
+    names = [f"watched{n}" for n in range(8)]
+    for n, name in enumerate(names):  # half come back once after a failure, half stay down
+        policy = ("--restart", "on-failure:1") if n % 2 else ()
+        ok(agent.docker("run", "-d", "--name", name, *policy, "busybox", "sleep", "600"))
+    since = time.time()
+    try:
+        assert until(lambda: threads(agent.process.pid) <= before + 1, "one thread for all")
+        _kill_all(agent, names)
+        for n, name in enumerate(names):
+            _until_state(agent, name, ("running", 1) if n % 2 else ("exited", 0))
+        _kill_all(agent, names[1::2])  # the runs that came back are watched too
+        for name in names[1::2]:
+            _until_state(agent, name, ("exited", 1))
+        for n, name in enumerate(names):
+            dies = [e for e in events(agent, name, since) if e["Action"] == "die"]
+            assert [e["Actor"]["Attributes"]["exitCode"] for e in dies] == ["137"] * (1 + n % 2)
+        assert until(lambda: threads(agent.process.pid) <= before + 1, "one thread for all")
+    finally:
+        for name in names:
+            agent.docker("rm", "-f", name)
+
+
+def _kill_all(agent, names: list[str]) -> None:
+    """SIGKILL each container's process from outside the engine: a failure, not a stop."""
+    for name in names:
+        os.kill(inspect(agent, name)["State"]["Pid"], signal.SIGKILL)
+
+
+def _until_state(agent, name: str, expected: tuple[str, int]) -> None:
+    def reached() -> bool:
+        container = inspect(agent, name)
+        return (container["State"]["Status"], container["RestartCount"]) == expected
+
+    until(reached, f"{name} {expected}")

@@ -1,16 +1,18 @@
-"""The agent's watch over its containers: a thread per running container waits for its end
-(on its shim's pidfd, which also reaps the shim at once), publishes `die` (`oom` before it,
-`destroy` after it for --rm), and brings the container back as its restart policy says, after
-the back-off (`die`, then `start` again). Beside it, a container with a healthcheck has its
-probes run, each run's results kept in health.json and each change of status published
-(`health_status: healthy`). At its own start the agent takes over the containers
-found running, and starts those whose policy wants them back (an agent or a VM that
-restarted): so `vmctl start` brings back what the user left running, as Docker Desktop does.
+"""The agent's watch over its containers: the runtime's one exit watch waits for every running
+container's shim to end (a pidfd each), and hands each end to a thread of its own, which reaps
+the shim, publishes `die` (`oom` before it, `destroy` after it for --rm), and brings the
+container back as its restart policy says, after the back-off (`die`, then `start` again).
+Beside it, a container with a healthcheck has its probes run, each run's results kept in
+health.json and each change of status published (`health_status: healthy`). At its own start
+the agent takes over the containers found running, and starts those whose policy wants them
+back (an agent or a VM that restarted): so `vmctl start` brings back what the user left
+running, as Docker Desktop does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import threading
 import time
@@ -25,8 +27,7 @@ from vmctl_agent.runtime.index import Container, ContainerNotFound
 
 def watch(engine, container: Container) -> None:
     """Follow `container`, which was just started, through its ends and restarts."""
-    engine.runtime.restarts.following(container.id, container.state.started_at)
-    threading.Thread(target=_follow, args=(engine, container), daemon=True).start()
+    _follow(engine, container)
 
 
 def take_over(engine) -> None:
@@ -54,16 +55,23 @@ def _bring_back(engine, container: Container) -> None:
         _follow(engine, revived)
 
 
-def _follow(engine, container: Container | None) -> None:
-    while container is not None:
-        engine.runtime.restarts.following(container.id, container.state.started_at)
-        run_over = threading.Event()
-        _check_health(engine, container, run_over)
-        ended = _wait_for_end(engine, container)
-        run_over.set()
-        if ended is None:
-            return
-        container = _restart(engine, ended)
+def _follow(engine, container: Container) -> None:
+    """This run of `container`: its probes now, and its end when the exit watch sees it."""
+    engine.runtime.restarts.following(container.id, container.state.started_at)
+    run_over = threading.Event()
+    _check_health(engine, container, run_over)
+    state = container.state
+    then = functools.partial(_ended, engine, container, run_over)
+    engine.runtime.exits.when_ended(state.shim_pid, state.shim_start_time, then)
+
+
+def _ended(engine, container: Container, run_over: threading.Event) -> None:
+    """On a thread of its own: publish the end, then follow the restart if its policy wants one."""
+    ended = _wait_for_end(engine, container)
+    run_over.set()
+    revived = None if ended is None else _restart(engine, ended)
+    if revived is not None:
+        _follow(engine, revived)
 
 
 def _check_health(engine, container: Container, run_over: threading.Event) -> None:

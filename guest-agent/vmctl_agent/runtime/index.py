@@ -26,6 +26,7 @@ from vmctl_agent.errors import AgentError
 from vmctl_agent.runtime import cgroups, logs, naming, pids, records, spec
 from vmctl_agent.runtime.containerconfig import BUILT_IN_NETWORKS, ContainerConfig
 from vmctl_agent.runtime.endings import Endings
+from vmctl_agent.runtime.exitwatch import ExitWatch
 from vmctl_agent.runtime.healthcheck import Health
 from vmctl_agent.runtime.netns import Networking
 from vmctl_agent.runtime.records import State
@@ -113,6 +114,7 @@ class ContainerIndex:
         self._configs: dict[str, ContainerConfig] = {}
         self.endings = Endings()
         self.restarts = Restarts()
+        self.exits = ExitWatch()  # the supervision's one thread for every running container
         self._changes = itertools.count(1)
         self.generation = 0
         self._ends_seen: dict[str, tuple[int, int]] = {}  # id → the shim whose end we saw
