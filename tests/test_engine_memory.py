@@ -4,8 +4,9 @@ what runs in a container keeps the machine's setting, as under dockerd: its firs
 `docker exec` and healthcheck probes. With the real docker CLI against `vmctl-agent serve`.
 Published ports are carried through a buffer mapped per connection (unmapped at its end): every
 byte each way, more than a buffer's worth, with each direction's end passed on. One thread
-waits for every running container's end: each end is still seen, published and acted on
-(restart policies), and the engine's threads no longer grow with its running containers.
+waits for every running container's end, and one timer thread for their healthcheck probes and
+restart back-offs: each end is still seen, published and acted on, each probe still runs, and
+the engine's threads no longer grow with its running containers.
 Issue 13's figure: with 20 containers on 3 networks the engine stays within 40 MiB, counted as
 the guest's kernel (THP always) would count its pages (tests/memkit.py)."""
 
@@ -28,6 +29,7 @@ from netkit import clear, netns_agent
 from vmctl_agent.network import proxy
 from vmctl_agent.runtime import pids
 from vmctl_agent.runtime.exitwatch import ExitWatch
+from vmctl_agent.runtime.timers import Timers
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
 
@@ -126,6 +128,24 @@ def test_one_exit_watch_calls_back_for_each_process_as_it_ends():
     assert seen == [child.pid for child in reversed(children)]
 
 
+def test_timers_call_each_when_due_and_a_nearer_deadline_first():
+    timers, called = Timers(), []
+    done = threading.Semaphore(0)
+
+    def then(label: str, due: float) -> None:
+        called.append((label, time.monotonic() >= due))
+        done.release()
+
+    timers.after(3600, lambda: then("later", 0))  # not due while the test runs
+    for n in range(5):
+        due = time.monotonic() + n * 0.01
+        timers.after(n * 0.01, lambda n=n, due=due: then(f"soon{n}", due))
+    for _ in range(5):
+        assert done.acquire(timeout=PATIENCE)
+    assert sorted(called) == [(f"soon{n}", True) for n in range(5)]
+    assert timers.pending() == 1
+
+
 def test_an_ended_or_other_process_is_called_back_at_once():
     watch, called = ExitWatch(), threading.Semaphore(0)
     gone = subprocess.Popen(["true"])
@@ -149,7 +169,7 @@ def test_many_containers_share_one_watch_and_each_end_is_acted_on(agent):
         ok(agent.docker("run", "-d", "--name", name, *policy, "busybox", "sleep", "600"))
     since = time.time()
     try:
-        assert until(lambda: threads(agent.process.pid) <= before + 1, "one thread for all")
+        assert until(lambda: threads(agent.process.pid) <= before + 2, "one thread for all")
         _kill_all(agent, names)
         for n, name in enumerate(names):
             _until_state(agent, name, ("running", 1) if n % 2 else ("exited", 0))
@@ -159,10 +179,34 @@ def test_many_containers_share_one_watch_and_each_end_is_acted_on(agent):
         for n, name in enumerate(names):
             dies = [e for e in events(agent, name, since) if e["Action"] == "die"]
             assert [e["Actor"]["Attributes"]["exitCode"] for e in dies] == ["137"] * (1 + n % 2)
-        assert until(lambda: threads(agent.process.pid) <= before + 1, "one thread for all")
+        assert until(lambda: threads(agent.process.pid) <= before + 2, "one thread for all")
     finally:
         for name in names:
             agent.docker("rm", "-f", name)
+
+
+@needs_root
+def test_many_healthchecks_share_one_timer_and_each_probe_runs(agent):
+    before = threads(agent.process.pid)
+    names = [f"checked{n}" for n in range(8)]
+    since = time.time()
+    for name in names:  # probed every second until healthy, then every hour
+        ok(agent.docker("run", "-d", "--name", name, "--health-cmd", "true",
+                        "--health-interval", "1h", "--health-start-period", "1h",
+                        "--health-start-interval", "1s", "busybox", "sleep", "600"))  # fmt: skip
+    try:
+        for name in names:
+            until(lambda name=name: _health(agent, name) == "healthy", f"{name} healthy")
+            actions = [e["Action"] for e in events(agent, name, since)]
+            assert actions.count("health_status: healthy") == 1
+        assert until(lambda: threads(agent.process.pid) <= before + 2, "one thread for all")
+    finally:
+        for name in names:
+            agent.docker("rm", "-f", name)
+
+
+def _health(agent, name: str) -> str:
+    return inspect(agent, name)["State"].get("Health", {}).get("Status", "")
 
 
 def _kill_all(agent, names: list[str]) -> None:
