@@ -8,10 +8,11 @@ through ports.py's phases, with its RSS read after each:
               agent's /vmctl/ports/tcp/PORT/connect (what the host agent carries), then rm -f
   traffic     one container serving a `--size-mib` download (port 80) and small GETs over
               `--connections` keep-alive connections (port 81), each through that endpoint
-  fleet       `--fleet` `sleep` containers on 3 user networks: issue 13's figure (<= 40 MiB)
+  fleet       `--fleet` `sleep` containers on 3 user networks: issue 13's figure (<= 40 MiB);
+              with `--healthcheck`, each probed every 2 s (`true`)
 
     python3 bench/engine_rss.py [--runs 5] [--size-mib 64] [--transfers 2] [--requests 400]
-                                [--connections 8] [--fleet 20]
+                                [--connections 8] [--fleet 20] [--healthcheck]
 
 As root (the engine's namespaces); every container, network and namespace goes at the end.
 """
@@ -183,13 +184,14 @@ def _gets(agent, port: int, count: int) -> None:
                 reply += s.recv(4096)
 
 
-def fleet(agent, count: int) -> None:
+def fleet(agent, count: int, healthcheck: bool) -> None:
     networks = [f"rss-net{i}" for i in range(3)]
     for network in networks:
         ok(agent.docker("network", "create", network))
+    check = ("--health-cmd", "true", "--health-interval", "2s") if healthcheck else ()
     for i in range(count):
         ok(agent.docker("run", "-d", "--name", f"rss-c{i}", "--network", networks[i % 3],
-                        "busybox", "sleep", "3600"))  # fmt: skip
+                        *check, "busybox", "sleep", "3600"))  # fmt: skip
 
 
 # --------------------------------------------------------------------------- main
@@ -218,7 +220,7 @@ def measure(args, workdir: Path) -> None:
             show("publish", pid)
             traffic(agent, args)
             show("traffic", pid)
-            fleet(agent, args.fleet)
+            fleet(agent, args.fleet, args.healthcheck)
             rss = show("fleet", pid)["VmRSS"] / 1024
             guest = guest_rss(pid) / 1024
             verdict = "met" if guest <= GOAL_RSS_MIB else "NOT met"
@@ -236,6 +238,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=400, help="small GETs per round")
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections")
     parser.add_argument("--fleet", type=int, default=20, help="containers for the figure")
+    parser.add_argument("--healthcheck", action="store_true", help="a probe every 2 s in each")
     return parser.parse_args(argv)
 
 
