@@ -60,6 +60,8 @@ def test_the_engine_and_its_shims_opt_out_and_containers_keep_the_machines_setti
         assert huge_pages(inspect(agent, "thp")["State"]["Pid"]) == "1"
         status = ok(agent.docker("exec", "thp", "cat", "/proc/self/status"))
         assert "THP_enabled:\t1" in status
+        as_user = ("run", "--rm", "--user", "1000", "busybox", "grep", "THP_", "/proc/self/status")
+        assert ok(agent.docker(*as_user)) == "THP_enabled:\t1\n"  # after setuid too
     finally:
         ok(agent.docker("rm", "-f", "thp"))
 
