@@ -63,6 +63,15 @@ def show(label: str, pid: int) -> dict[str, int]:
     return m
 
 
+def shims(pid: int) -> str:
+    """The agent's children: the shims, forks of it, whose RSS counts the pages they share
+    with it (and with each other) in each; PSS shares them out."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    found = [memory(int(child)) for child in children]
+    rss, pss = (sum(m[key] for m in found) / 1024 for key in ("VmRSS", "Pss"))
+    return f"its {len(found)} shims: RSS summed {rss:.1f} MiB, PSS summed {pss:.1f} MiB"
+
+
 def in_the_guest(pid: int) -> str:
     """What the guest's kernel (THP always) can make of the same pages (tests/memkit.py)."""
     if not huge_pages_allowed(pid):
@@ -227,6 +236,7 @@ def measure(args, workdir: Path) -> None:
             print(f"engine RSS with {args.fleet} containers on 3 networks: {rss:.1f} MiB here, "
                   f"{guest:.1f} MiB at most under the guest's THP=always "
                   f"(goal <= {GOAL_RSS_MIB:.0f} MiB: {verdict})")  # fmt: skip
+            print(shims(pid))
             clear(agent)
 
 
