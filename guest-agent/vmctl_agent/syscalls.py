@@ -7,6 +7,7 @@ through ctypes on the C library. Each raises OSError with the errno and what was
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -43,6 +44,7 @@ PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_THP_DISABLE = 41
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
@@ -93,6 +95,16 @@ _libc.prctl.argtypes = (ctypes.c_int, *(ctypes.c_ulong,) * 4)  # dozens of calls
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> None:
     if _libc.prctl(option, arg2, arg3, arg4, arg5) != 0:
         _check(-1, f"prctl {option}")
+
+
+def set_huge_pages(allowed: bool) -> None:
+    """Whether this process's memory may be backed by transparent huge pages (forks and execs
+    inherit it). A kernel built without them has nothing to turn off."""
+    try:
+        prctl(PR_SET_THP_DISABLE, 0 if allowed else 1)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
 
 
 def read_to_end(fd: int) -> bytes:

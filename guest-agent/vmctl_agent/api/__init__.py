@@ -14,7 +14,7 @@ network, volumes, runtime, store) and the shared floor.
     containers.py  /containers/...
     changes.py     /containers/{id}/pause, unpause, rename, update
     listing.py     /containers/json, from a cache kept while no container changes
-    supervision.py each container's end (die) and its restart policy; what comes back at start
+    supervision.py each container's end (die), restart policy and probes; what comes back at start
     execs.py       /containers/{id}/exec and /exec/...
     build.py       /build: the classic builder's request and stream
     snapshots.py   /containers/{id}/export, /commit, image import: a container's files

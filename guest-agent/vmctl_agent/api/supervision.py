@@ -1,16 +1,19 @@
-"""The agent's watch over its containers: a thread per running container waits for its end
-(on its shim's pidfd, which also reaps the shim at once), publishes `die` (`oom` before it,
-`destroy` after it for --rm), and brings the container back as its restart policy says, after
-the back-off (`die`, then `start` again). Beside it, a container with a healthcheck has its
-probes run, each run's results kept in health.json and each change of status published
-(`health_status: healthy`). At its own start the agent takes over the containers
-found running, and starts those whose policy wants them back (an agent or a VM that
+"""The agent's watch over its containers: the runtime's one exit watch waits for every running
+container's shim to end (a pidfd each), and hands each end to a thread of its own, which reaps
+the shim, publishes `die` (`oom` before it, `destroy` after it for --rm), and brings the
+container back as its restart policy says, after the back-off (`die`, then `start` again),
+which waits on the runtime's one timer thread. Beside it, a container with a healthcheck has
+its probes run when that timer says, each run's results kept in health.json and each change of
+status published (`health_status: healthy`). At its own start the agent takes over the
+containers found running, and starts those whose policy wants them back (an agent or a VM that
 restarted): so `vmctl start` brings back what the user left running, as Docker Desktop does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import sys
 import threading
 import time
@@ -19,14 +22,13 @@ from vmctl_agent.api import events
 from vmctl_agent.errors import AgentError
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime import pids, probes, records
-from vmctl_agent.runtime.healthcheck import Health
+from vmctl_agent.runtime.healthcheck import Health, Healthcheck
 from vmctl_agent.runtime.index import Container, ContainerNotFound
 
 
 def watch(engine, container: Container) -> None:
     """Follow `container`, which was just started, through its ends and restarts."""
-    engine.runtime.restarts.following(container.id, container.state.started_at)
-    threading.Thread(target=_follow, args=(engine, container), daemon=True).start()
+    _follow(engine, container)
 
 
 def take_over(engine) -> None:
@@ -54,42 +56,67 @@ def _bring_back(engine, container: Container) -> None:
         _follow(engine, revived)
 
 
-def _follow(engine, container: Container | None) -> None:
-    while container is not None:
-        engine.runtime.restarts.following(container.id, container.state.started_at)
-        run_over = threading.Event()
-        _check_health(engine, container, run_over)
-        ended = _wait_for_end(engine, container)
-        run_over.set()
-        if ended is None:
-            return
-        container = _restart(engine, ended)
+def _follow(engine, container: Container) -> None:
+    """This run of `container`: its probes now, and its end when the exit watch sees it."""
+    engine.runtime.restarts.following(container.id, container.state.started_at)
+    run_over = threading.Event()
+    _check_health(engine, container, run_over)
+    state = container.state
+    then = functools.partial(_ended, engine, container, run_over)
+    engine.runtime.exits.when_ended(state.shim_pid, state.shim_start_time, then)
+
+
+def _ended(engine, container: Container, run_over: threading.Event) -> None:
+    """On a thread of its own: publish the end, then plan the restart its policy may want."""
+    ended = _wait_for_end(engine, container)
+    run_over.set()
+    if ended is not None:
+        _restart(engine, ended)
 
 
 def _check_health(engine, container: Container, run_over: threading.Event) -> None:
     """Probe this run of `container` as its healthcheck says, until `run_over`."""
     check = container.config.health_check
     if check is not None:
-        args = (engine, container, check, run_over)
-        threading.Thread(target=_probe_run, args=args, daemon=True).start()
+        health = container.health or Health(container.state.started_at)  # a new agent resumes
+        started = logfile.parse_time(container.state.started_at)
+        _Probes(engine, container, check, run_over, health, started).next()
 
 
-def _probe_run(engine, container: Container, check, run_over: threading.Event) -> None:
-    health = container.health or Health(container.state.started_at)  # resumed by a new agent
-    started = logfile.parse_time(container.state.started_at)
-    while not run_over.wait(check.wait_before_next(health.status, time.time() - started)):
-        if _paused(engine, container.id):
-            continue  # as dockerd: no probes while paused
-        result = probes.probe(engine.runtime, container.id, check)
-        if run_over.is_set():
+@dataclasses.dataclass
+class _Probes:
+    """One run's probes, one after another: each the interval after the last one ended."""
+
+    engine: object
+    container: Container
+    check: Healthcheck
+    run_over: threading.Event
+    health: Health
+    started: float
+
+    def next(self) -> None:
+        delay = self.check.wait_before_next(self.health.status, time.time() - self.started)
+        self.engine.runtime.timers.after(delay, self.probe)
+
+    def probe(self) -> None:
+        """On a thread of its own, when due; none while paused, as dockerd."""
+        if self.run_over.is_set():
+            return
+        if not _paused(self.engine, self.container.id):
+            self._record(probes.probe(self.engine.runtime, self.container.id, self.check))
+        if not self.run_over.is_set():
+            self.next()
+
+    def _record(self, result: dict) -> None:
+        if self.run_over.is_set():
             return  # it ended meanwhile: a probe that could not run says nothing of its health
-        changed = health.add(result, check)
+        changed = self.health.add(result, self.check)
         with contextlib.suppress(FileNotFoundError):  # removed meanwhile
-            records.write_health(container.directory, health.to_json())
+            records.write_health(self.container.directory, self.health.to_json())
         if changed:
-            engine.runtime.changed()
-            action = f"health_status: {health.status}"
-            events.container_event(engine, action, container.id, container)
+            self.engine.runtime.changed()
+            action = f"health_status: {self.health.status}"
+            events.container_event(self.engine, action, self.container.id, self.container)
 
 
 def _wait_for_end(engine, container: Container) -> Container | None:
@@ -117,15 +144,21 @@ def _wait_for_end(engine, container: Container) -> Container | None:
     return None
 
 
-def _restart(engine, ended: Container) -> Container | None:
-    """After the back-off, if nobody stopped, killed or removed it meanwhile."""
+def _restart(engine, ended: Container) -> None:
+    """If its policy wants it back: after the back-off, unless stopped, killed or removed
+    meanwhile (that sets `cancelled`)."""
     planned = engine.runtime.plan_restart(ended)
-    if planned is None:
-        return None
-    delay, cancelled = planned
-    if cancelled.wait(delay):
-        return None
-    return _revive(engine, ended.id, fresh=False)
+    if planned is not None:
+        delay, cancelled = planned
+        engine.runtime.timers.after(delay, functools.partial(_back, engine, ended.id, cancelled))
+
+
+def _back(engine, container_id: str, cancelled: threading.Event) -> None:
+    """The back-off is over: start it again and follow the new run, unless cancelled."""
+    if not cancelled.is_set():
+        revived = _revive(engine, container_id, fresh=False)
+        if revived is not None:
+            _follow(engine, revived)
 
 
 def _revive(engine, container_id: str, *, fresh: bool) -> Container | None:

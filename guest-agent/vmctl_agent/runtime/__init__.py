@@ -26,5 +26,7 @@ image store and the shared floor; never the API above it.
     ulimits.py sysctls.py  --ulimit and --sysctl: checked, then set inside
     logs.py           json-file logs
     pids.py endings.py  processes by pid and start time; whose shim has ended
+    exitwatch.py      one thread waiting for every running container's shim to end
+    timers.py         one thread for calls due later: healthcheck probes, restart back-offs
     naming.py         Docker's generated names
 """

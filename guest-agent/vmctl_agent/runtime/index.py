@@ -26,10 +26,12 @@ from vmctl_agent.errors import AgentError
 from vmctl_agent.runtime import cgroups, logs, naming, pids, records, spec
 from vmctl_agent.runtime.containerconfig import BUILT_IN_NETWORKS, ContainerConfig
 from vmctl_agent.runtime.endings import Endings
+from vmctl_agent.runtime.exitwatch import ExitWatch
 from vmctl_agent.runtime.healthcheck import Health
 from vmctl_agent.runtime.netns import Networking
 from vmctl_agent.runtime.records import State
 from vmctl_agent.runtime.restarts import Restarts
+from vmctl_agent.runtime.timers import Timers
 
 _NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 
@@ -113,6 +115,8 @@ class ContainerIndex:
         self._configs: dict[str, ContainerConfig] = {}
         self.endings = Endings()
         self.restarts = Restarts()
+        self.exits = ExitWatch()  # the supervision's one thread for every running container
+        self.timers = Timers()  # and one for their healthcheck probes and restart back-offs
         self._changes = itertools.count(1)
         self.generation = 0
         self._ends_seen: dict[str, tuple[int, int]] = {}  # id → the shim whose end we saw

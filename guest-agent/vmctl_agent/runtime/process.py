@@ -127,6 +127,7 @@ def enter(process: ProcessSpec) -> None:
     capabilities.apply(keep, is_root=user.uid == 0)
     if process.no_new_privileges:
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+    sc.set_huge_pages(True)  # the engine's opt-out is not the container's (as under dockerd)
     for sig in _IGNORED_BY_US:  # ignored signals stay ignored across exec; handlers do not
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
