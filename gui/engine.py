@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from vmctl_gui.archive import ArchiveStream
+
 from vmctl import config as vmconfig
 
 Say = Callable[[str], None]
@@ -254,6 +256,11 @@ class Engine:
 
     def inside(self, container_id: str) -> dict:
         """The engine's vendor endpoint /vmctl/containers/{id}/inside (README, API notes)."""
+        raise NotImplementedError
+
+    def archive(self, container_id: str, path: str) -> ArchiveStream:
+        """GET /containers/{id}/archive?path= (`docker cp`'s door) as it streams; closable
+        from another thread, which ends the engine's side too."""
         raise NotImplementedError
 
     def images(self) -> list[ImageRow]:

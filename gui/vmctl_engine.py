@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vmctl_gui import building, listings
+from vmctl_gui.archive import ArchiveStream
 from vmctl_gui.engine import (
     ACTIONS,
     BuildRequest,
@@ -181,6 +182,18 @@ class VmctlEngine(Engine):
     def inside(self, container_id: str) -> dict:
         api = self.client.api
         return api._result(api._get(api._url("/vmctl/containers/{0}/inside", container_id)), True)
+
+    def archive(self, container_id: str, path: str) -> ArchiveStream:
+        """Read as the answer's raw stream: docker-py's get_archive gives a generator that
+        another thread cannot close while it blocks in a read."""
+        api = self.client.api
+        from docker.types.daemon import CancellableStream
+
+        url = api._url("/containers/{0}/archive", container_id)
+        response = api._get(url, params={"path": path}, stream=True)
+        api._raise_for_status(response)
+        closer = CancellableStream(iter(()), response)
+        return ArchiveStream(response.raw, response.headers, closer.close)
 
     def images(self) -> list[ImageRow]:
         rows = []
