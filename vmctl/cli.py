@@ -109,7 +109,7 @@ def _changes(args) -> dict:
     mounts = None
     if args.mount or args.unmount:
         current = vmconfig.load(vmpaths.vm(args.name).config).mounts
-        mounts = shares.edit(current, args.mount, args.unmount, sys.platform)
+        mounts = shares.edit(current, args.mount, args.unmount, sys.platform, on_host=True)
     return {
         "cpus": args.cpus,
         "memory_mib": args.memory,
