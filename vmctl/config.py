@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +64,12 @@ class VMConfig:
     def shares(self) -> tuple[Share, ...]:
         """The host folders this VM sees at the same path (the home folder by default)."""
         return shares.for_settings(self.mounts, sys.platform, str(Path.home()))
+
+    def edit_mounts(self, add: Sequence[str] = (), remove: Sequence[str] = ()) -> VMConfig:
+        """`vmctl config --mount PATH[:ro]` / `--unmount PATH` on this machine, which the
+        GUI's settings call too: a folder that cannot be shared is refused in words."""
+        mounts = shares.edit(self.mounts, add, remove, sys.platform, on_host=True)
+        return dataclasses.replace(self, mounts=mounts)
 
     def transport(self) -> str:
         root = sys.platform != "win32" and os.geteuid() == 0
