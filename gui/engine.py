@@ -190,11 +190,13 @@ class RunRequest:
     command: tuple[str, ...] = ()
     env: tuple[str, ...] = ()  # KEY=VALUE
     ports: tuple[str, ...] = ()  # HOST:CONTAINER[/proto]
+    folders: tuple[str, ...] = ()  # host folders bound at the same path (-v PATH:PATH)
 
     @property
     def title(self) -> str:
         ports = f" (ports {', '.join(self.ports)})" if self.ports else ""
-        return " ".join((self.image, *self.command)) + ports
+        folders = f" (folder {', '.join(self.folders)})" if self.folders else ""
+        return " ".join((self.image, *self.command)) + ports + folders
 
     @property
     def published(self) -> tuple[PublishedPort, ...]:

@@ -290,7 +290,10 @@ class VmctlEngine(Engine):
             command=list(request.command) or None,
             environment=list(request.env),
             ports=_exposed(request.ports) or None,
-            host_config=api.create_host_config(port_bindings=_port_bindings(request.ports)),
+            host_config=api.create_host_config(
+                port_bindings=_port_bindings(request.ports),
+                binds=[f"{f}:{f}" for f in request.folders],
+            ),
         )
         warnings = [f"WARNING: {w}\n" for w in container.get("Warnings") or []]
         return self._follow(container["Id"], warnings)
