@@ -74,9 +74,12 @@ def download(engine, container_id: str, path: str, dest: Path, job: Job) -> int:
 
 
 def in_words(path: str, error: BaseException) -> str:
-    """The engine's 404 for a path names the `/.` we asked for: said about the path instead."""
-    if getattr(error, "status_code", None) == 404 and "No such container" not in str(error):
+    """The engine's words name the `PATH/.` we asked for: said about the path instead."""
+    status = getattr(error, "status_code", None)
+    if status == 404 and "No such container" not in str(error):
         return f"{path} is not in the container (any more): it was removed or renamed."
+    if status == 400 and "not a directory" in str(error):
+        return f"{path} is not a folder (a symlink to a file?): only a folder opens."
     return errors.describe(error)
 
 
@@ -158,9 +161,10 @@ class FilesTab(QWidget):
         self._submit(f"list {path}", lambda job: read_listing(engine, container, path, job),
                      on_done, on_error)  # fmt: skip
 
-    def _submit(self, label: str, work, on_done, on_error) -> None:
-        """In a worker; forgotten when its outcome comes. Cancelled by `_clear`, it reports
-        nothing (its answer is closed, and the engine stops writing)."""
+    def _submit(self, label: str, work, on_done, on_error, lasting: bool = False) -> None:
+        """In a worker; forgotten when its outcome comes. A read cancelled by `_clear` reports
+        nothing (its answer is closed, and the engine stops writing); a `lasting` one (a
+        download the user asked for) goes on whatever the tab shows meanwhile."""
 
         def done(value: object) -> None:
             self._forget(job)
@@ -171,7 +175,8 @@ class FilesTab(QWidget):
             on_error(error)
 
         job = Job(work, label=label, on_done=done, on_error=failed)
-        self.jobs.append(job)
+        if not lasting:
+            self.jobs.append(job)
         self.bridge.api.submit(job)
 
     def _forget(self, job: Job) -> None:
@@ -240,7 +245,8 @@ class FilesTab(QWidget):
                      lambda job: download(engine, container, source, Path(dest), job),
                      lambda size: self.status.setText(
                          f"Saved {source} ({fmt.size(size)}) to {dest}"),
-                     lambda error: self._download_failed(source, error))  # fmt: skip
+                     lambda error: self._download_failed(source, error),
+                     lasting=True)  # fmt: skip
 
     def _download_failed(self, source: str, error: BaseException) -> None:
         words = in_words(source, error)

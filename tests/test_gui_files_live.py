@@ -196,3 +196,20 @@ def test_a_container_removed_while_the_tab_is_open(qtbot, desktop, server):
     qtbot.waitUntil(lambda: "was removed" in tab.status.text(), timeout=WAIT_MS)
     assert names(top(tab)) == [] and not tab.download_button.isEnabled() and not tab.jobs
     assert not tab.isEnabled() and desktop.window.errors.isHidden()
+
+
+def test_a_symlink_opens_where_it_points(qtbot, desktop, server):
+    tab, _container = open_files(qtbot, desktop, server, "ln -s /etc /etc-link",
+                                 "ln -s /etc/hostname /name-link")  # fmt: skip
+    tab._activated(item(top(tab), "etc-link"))
+    qtbot.waitUntil(lambda: tab.shown_path == "/etc-link", timeout=WAIT_MS)
+    assert "hostname" in names(top(tab)) and tab.path_bar.text() == "/etc-link"
+    tab.up_button.click()
+    qtbot.waitUntil(lambda: tab.shown_path == "/", timeout=WAIT_MS)
+    tab._activated(item(top(tab), "name-link"))
+    bar = desktop.window.errors
+    qtbot.waitUntil(lambda: bar.isVisible(), timeout=WAIT_MS)
+    assert bar.text.text() == ("Could not list /name-link in the container: /name-link is not a "
+                               "folder (a symlink to a file?): only a folder opens.")  # fmt: skip
+    tab.up_button.click()  # the tab keeps working
+    qtbot.waitUntil(lambda: tab.shown_path == "/", timeout=WAIT_MS)
