@@ -109,7 +109,8 @@ class Desktop:
         self.window.activateWindow()
 
     def quick_run(self, image: str = "") -> RunWindow | None:
-        dialog = QuickRunDialog(self.window if self.window.isVisible() else None, image)
+        shared = tuple(share.host for share in self.bridge.state.config.shares())
+        dialog = QuickRunDialog(self.window if self.window.isVisible() else None, image, shared)
         if dialog.exec() != QuickRunDialog.DialogCode.Accepted or dialog.request is None:
             return None
         return self.repeat(dialog.request)

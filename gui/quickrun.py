@@ -67,9 +67,23 @@ def _folders(folder: str) -> tuple[str, ...]:
     return (os.path.normpath(folder),)
 
 
+def unshared(request: RunRequest, shared: tuple[str, ...]) -> str:
+    """Words for a folder the VM does not share (`shared`: its shared folders' host paths),
+    which the engine would refuse ("mounts denied"); "" when all are shared."""
+    for folder in request.folders:
+        if not any(os.path.commonpath([folder, root]) == root for root in shared):
+            return (f"Folder: {folder} is not shared with the VM (it shares "
+                    f"{', '.join(shared)}): add it in Settings, Shared folders")  # fmt: skip
+    return ""
+
+
 class QuickRunDialog(QDialog):
-    def __init__(self, parent: QWidget | None = None, image: str = "") -> None:
+    """`shared`: the VM's shared folders (host paths), where a folder to mount must be."""
+
+    def __init__(self, parent: QWidget | None = None, image: str = "",
+                 shared: tuple[str, ...] = ()) -> None:  # fmt: skip
         super().__init__(parent)
+        self.shared = shared
         self.setWindowTitle("Quick run")
         self.image = QLineEdit(image, placeholderText="busybox")
         self.command = QLineEdit(placeholderText="optional, e.g. echo hello")
@@ -108,7 +122,9 @@ class QuickRunDialog(QDialog):
         except ValueError as e:
             self.problem.setText(str(e))
             return
-        super().accept()
+        self.problem.setText(unshared(self.request, self.shared))
+        if not self.problem.text():
+            super().accept()
 
     def _browse(self) -> None:
         chosen = QFileDialog.getExistingDirectory(self, "A folder to mount in the container")

@@ -307,3 +307,24 @@ def test_a_port_answers_only_when_a_server_replies_not_when_a_proxy_accepts():
             port = listener.getsockname()[1]
             assert port_answers(f"http://localhost:{port}", timeout=60) is answered
             thread.join()
+
+
+def test_the_quick_run_dialog_says_a_folder_the_vm_does_not_share(qtbot, tmp_path):
+    from vmctl_gui.quickrun import QuickRunDialog
+
+    (tmp_path / "shared" / "app").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    dialog = QuickRunDialog(shared=(str(tmp_path / "shared"),))
+    qtbot.addWidget(dialog)
+    dialog.image.setText("busybox")
+    dialog.folder.setText(str(tmp_path / "elsewhere"))
+    dialog.accept()
+    assert dialog.problem.text() == (
+        f"Folder: {tmp_path}/elsewhere is not shared with the VM (it shares {tmp_path}/shared): "
+        "add it in Settings, Shared folders"
+    )
+    assert dialog.result() != QuickRunDialog.DialogCode.Accepted
+    dialog.folder.setText(str(tmp_path / "shared" / "app"))
+    dialog.accept()
+    assert dialog.problem.text() == "" and dialog.result() == QuickRunDialog.DialogCode.Accepted
+    assert dialog.request.folders == (str(tmp_path / "shared" / "app"),)
