@@ -6,6 +6,7 @@ while the tab is open."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 
@@ -213,3 +214,20 @@ def test_a_symlink_opens_where_it_points(qtbot, desktop, server):
                                "folder (a symlink to a file?): only a folder opens.")  # fmt: skip
     tab.up_button.click()  # the tab keeps working
     qtbot.waitUntil(lambda: tab.shown_path == "/", timeout=WAIT_MS)
+
+
+def test_a_download_goes_on_when_the_tab_is_read_again(qtbot, desktop, server, tmp_path):
+    """As when its container stops meanwhile: the pane reads the tab again; the download the
+    user asked for is not cancelled with the tab's reads."""
+    tab, container = open_files(qtbot, desktop, server,
+                                "dd if=/dev/urandom of=/blob bs=1M count=32")  # fmt: skip
+    saved = tmp_path / "out" / "blob"
+    saved.parent.mkdir()
+    tab.ask_save = lambda parent, name: str(saved)
+    tab.tree.setCurrentItem(item(top(tab), "blob"))
+    tab.download()
+    tab.show_container(container, running=False)  # what the pane does when it stops
+    qtbot.waitUntil(lambda: tab.status.text().startswith("Saved /blob"), timeout=WAIT_MS)
+    inside = ok(server.docker("exec", container, "md5sum", "/blob")).split()[0]
+    assert hashlib.md5(saved.read_bytes()).hexdigest() == inside
+    assert [p.name for p in saved.parent.iterdir()] == ["blob"]  # no temporary left
