@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from vmctl_gui import building, listings
+from vmctl_gui import building, listings, runspec
 from vmctl_gui.archive import ArchiveStream
 from vmctl_gui.engine import (
     ACTIONS,
@@ -289,10 +289,10 @@ class VmctlEngine(Engine):
             request.image,
             command=list(request.command) or None,
             environment=list(request.env),
-            ports=_exposed(request.ports) or None,
+            ports=runspec.exposed_ports(request.ports) or None,
             host_config=api.create_host_config(
-                port_bindings=_port_bindings(request.ports),
-                binds=[f"{f}:{f}" for f in request.folders],
+                port_bindings=runspec.port_bindings(request.ports),
+                binds=runspec.binds(request.folders),
             ),
         )
         warnings = [f"WARNING: {w}\n" for w in container.get("Warnings") or []]
@@ -381,20 +381,3 @@ def _split_ref(ref: str) -> tuple[str, str]:
     if sep and "/" not in tag:
         return name, tag
     return ref, "latest"
-
-
-def _exposed(ports: tuple[str, ...]) -> list[tuple[int, str]]:
-    """docker-py's exposed ports: (80, "tcp"), as it would turn "53/udp" into 53/udp/tcp."""
-    found = []
-    for spec in ports:
-        number, _, proto = spec.rpartition(":")[2].partition("/")
-        found.append((int(number), proto or "tcp"))
-    return found
-
-
-def _port_bindings(ports: tuple[str, ...]) -> dict[str, int]:
-    bindings: dict[str, int] = {}
-    for spec in ports:
-        host, _, inside = spec.rpartition(":")
-        bindings[inside] = int(host)
-    return bindings

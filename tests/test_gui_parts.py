@@ -328,3 +328,13 @@ def test_the_quick_run_dialog_says_a_folder_the_vm_does_not_share(qtbot, tmp_pat
     dialog.accept()
     assert dialog.problem.text() == "" and dialog.result() == QuickRunDialog.DialogCode.Accepted
     assert dialog.request.folders == (str(tmp_path / "shared" / "app"),)
+
+
+def test_a_quick_runs_docker_py_arguments(monkeypatch):
+    from vmctl_gui import runspec
+
+    assert runspec.exposed_ports(("8080:80", "53:53/udp")) == [(80, "tcp"), (53, "udp")]
+    assert runspec.port_bindings(("8080:80", "53:53/udp")) == {"80": 8080, "53/udp": 53}
+    assert runspec.binds(("/home/me/src",)) == ["/home/me/src:/home/me/src"]
+    monkeypatch.setattr("sys.platform", "win32")  # the VM sees C:\ as /c
+    assert runspec.binds(("C:\\Users\\me\\src",)) == ["/c/Users/me/src:/c/Users/me/src"]

@@ -91,6 +91,12 @@ class VMConfig:
         return data
 
 
+def in_vm(host_folder: str) -> str:
+    """Where a shared host folder is in the VM: the same path (on Windows `/c/Users/me/..`),
+    so a bind of it names the folder the engine sees."""
+    return shares.guest_path(host_folder, sys.platform)
+
+
 def load(path: Path) -> VMConfig:
     """The stored config, or the defaults when the VM was never created."""
     try:
