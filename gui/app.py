@@ -22,6 +22,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon
 from vmctl_gui import errors, icons, prefs, terminal
 from vmctl_gui.bridge import Bridge
 from vmctl_gui.engine import Engine, RunRequest
+from vmctl_gui.port_opener import PortOpener
 from vmctl_gui.quickrun import QuickRunDialog, RunWindow, port_answers
 from vmctl_gui.tray import Tray
 from vmctl_gui.vmctl_engine import VmctlEngine, vmctl_command
@@ -65,6 +66,7 @@ class Desktop:
         self.open_url = open_url
         self.probe = probe
         self.run_windows: list[RunWindow] = []
+        self.ports = PortOpener(self.bridge, probe, open_url, self._rebuild_tray)
         self.quitting = False
         self.window = MainWindow(self)
         use_tray = QSystemTrayIcon.isSystemTrayAvailable() if tray is None else tray
@@ -72,6 +74,7 @@ class Desktop:
         self.bridge.stateChanged.connect(self._state_changed)
         self.bridge.busyChanged.connect(lambda _b: self._state_changed(self.bridge.state))
         self.bridge.error.connect(self._notify)
+        self.bridge.containersChanged.connect(self.ports.follow)
 
     def begin(self, minimized: bool | None = None, start_vm: bool = False) -> None:
         if self.tray is not None:
@@ -106,7 +109,8 @@ class Desktop:
         self.window.activateWindow()
 
     def quick_run(self, image: str = "") -> RunWindow | None:
-        dialog = QuickRunDialog(self.window if self.window.isVisible() else None, image)
+        shared = tuple(share.host for share in self.bridge.state.config.shares())
+        dialog = QuickRunDialog(self.window if self.window.isVisible() else None, image, shared)
         if dialog.exec() != QuickRunDialog.DialogCode.Accepted or dialog.request is None:
             return None
         return self.repeat(dialog.request)
@@ -118,8 +122,7 @@ class Desktop:
         self.run_windows.append(window)
         window.destroyed.connect(lambda *_: self.run_windows.remove(window))
         window.show()
-        if self.tray is not None:
-            self.tray.menu.rebuild()
+        self._rebuild_tray()
         return window
 
     def open_terminal(self) -> None:
@@ -164,6 +167,10 @@ class Desktop:
     def _state_changed(self, state) -> None:
         if self.tray is not None:
             self.tray.follow(state)
+
+    def _rebuild_tray(self) -> None:
+        if self.tray is not None:
+            self.tray.menu.rebuild()
 
     def _notify(self, what: str, message: str) -> None:
         if self.tray is not None and not self.window.isVisible():

@@ -1,6 +1,5 @@
-"""The details pane under the container list: Overview, Logs, Stats, Inspect and Inside for
-the selected container. There is no Files tab yet: the engine does not serve the archive API
-(GET /containers/{id}/archive answers 404).
+"""The details pane under the container list: Overview, Logs, Stats, Inspect, Inside and Files
+for the selected container.
 
 The pane follows the list (the bridge refreshes it from the engine's event stream): a
 container that stops, starts again or is removed while its details are open is said in words
@@ -14,6 +13,7 @@ from PySide6.QtWidgets import QLabel, QTabWidget, QVBoxLayout, QWidget
 from vmctl_gui import errors
 from vmctl_gui.bridge import Bridge
 from vmctl_gui.engine import ContainerRow
+from vmctl_gui.files_tab import FilesTab
 from vmctl_gui.inside_tab import InsideTab
 from vmctl_gui.logs_tab import LogsTab
 from vmctl_gui.overview_tab import InspectTab, OverviewTab
@@ -35,9 +35,11 @@ class ContainerDetails(QWidget):
         self.stats = StatsTab(bridge)
         self.inspect = InspectTab()
         self.inside = InsideTab(bridge)
+        self.files = FilesTab(bridge)
         self.tabs = QTabWidget()
         for tab, title in ((self.overview, "Overview"), (self.logs, "Logs"), (self.stats, "Stats"),
-                           (self.inspect, "Inspect"), (self.inside, "Inside")):  # fmt: skip
+                           (self.inspect, "Inspect"), (self.inside, "Inside"),
+                           (self.files, "Files")):  # fmt: skip
             self.tabs.addTab(tab, title)
         self.tabs.setEnabled(False)
         column = QVBoxLayout(self)
@@ -82,6 +84,7 @@ class ContainerDetails(QWidget):
         if self.bridge.state.state != "running":
             gone = "cannot be seen: the engine is not running. Start it to see it again."
         self.headline.setText(f"{self.row.name} {gone}")
+        self.files.gone(f"{self.row.name} {gone}")
         self.tabs.setEnabled(False)
 
     def _back(self, row: ContainerRow) -> None:
@@ -105,6 +108,7 @@ class ContainerDetails(QWidget):
         self.logs.show_container(row.id)
         self.stats.show_container(row.id, row.state == "running")
         self.inside.show_container(row.id)
+        self.files.show_container(row.id, row.state == "running")
 
     def _show_info(self, info: dict) -> None:
         if self.row is not None and info.get("Id") == self.row.id:
@@ -118,3 +122,4 @@ class ContainerDetails(QWidget):
         self.logs.forget()
         self.stats.forget()
         self.inside.stop()
+        self.files.stop()

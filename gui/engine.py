@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from vmctl_gui.archive import ArchiveStream
+
 from vmctl import config as vmconfig
 
 Say = Callable[[str], None]
@@ -188,11 +190,13 @@ class RunRequest:
     command: tuple[str, ...] = ()
     env: tuple[str, ...] = ()  # KEY=VALUE
     ports: tuple[str, ...] = ()  # HOST:CONTAINER[/proto]
+    folders: tuple[str, ...] = ()  # host folders bound at the same path (-v PATH:PATH)
 
     @property
     def title(self) -> str:
         ports = f" (ports {', '.join(self.ports)})" if self.ports else ""
-        return " ".join((self.image, *self.command)) + ports
+        folders = f" (folder {', '.join(self.folders)})" if self.folders else ""
+        return " ".join((self.image, *self.command)) + ports + folders
 
     @property
     def published(self) -> tuple[PublishedPort, ...]:
@@ -254,6 +258,11 @@ class Engine:
 
     def inside(self, container_id: str) -> dict:
         """The engine's vendor endpoint /vmctl/containers/{id}/inside (README, API notes)."""
+        raise NotImplementedError
+
+    def archive(self, container_id: str, path: str) -> ArchiveStream:
+        """GET /containers/{id}/archive?path= (`docker cp`'s door) as it streams; closable
+        from another thread, which ends the engine's side too."""
         raise NotImplementedError
 
     def images(self) -> list[ImageRow]:

@@ -43,6 +43,7 @@ def load() -> Prefs:
                 command=tuple(map(str, r.get("command", ()))),
                 env=tuple(map(str, r.get("env", ()))),
                 ports=tuple(map(str, r.get("ports", ()))),
+                folders=tuple(map(str, r.get("folders", ()))),
             )
             for r in raw.get("recent_runs", [])
         )

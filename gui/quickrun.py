@@ -1,6 +1,7 @@
-"""Quick run: a small dialog (image, command, ports, env) and a window with the output; each
-published TCP port gets an "Open in browser" button once it answers on this machine (the host
-agent carries it), asked by a probe in a worker.
+"""Quick run: a small dialog (image, command, ports, env, a folder to mount at the same path,
+as `-v "$PWD":"$PWD"`) and a window with the output; each published TCP port gets an "Open in
+browser" button once it answers on this machine (the host agent carries it), asked by a probe
+in a worker. The VM must share the folder (Settings): the engine refuses one it does not see.
 
 `parse_run` is pure: the dialog's text fields in, a RunRequest out, or a ValueError saying which
 field is wrong and how to write it.
@@ -8,6 +9,7 @@ field is wrong and how to write it.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import socket
@@ -17,6 +19,7 @@ from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -35,7 +38,7 @@ _PORT = re.compile(r"(\d{1,5}):(\d{1,5})(/(tcp|udp))?")
 _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*", re.DOTALL)
 
 
-def parse_run(image: str, command: str, ports: str, env: str) -> RunRequest:
+def parse_run(image: str, command: str, ports: str, env: str, folder: str = "") -> RunRequest:
     image = image.strip()
     if not image or any(ch.isspace() for ch in image):
         raise ValueError("Image: give one image name, e.g. busybox or alpine:3.20")
@@ -52,18 +55,43 @@ def parse_run(image: str, command: str, ports: str, env: str) -> RunRequest:
     for pair in env_list:
         if not _ENV.fullmatch(pair):
             raise ValueError(f"Env: {pair!r} is not NAME=value (one a line)")
-    return RunRequest(image, argv, env_list, port_list)
+    return RunRequest(image, argv, env_list, port_list, _folders(folder.strip()))
+
+
+def _folders(folder: str) -> tuple[str, ...]:
+    if not folder:
+        return ()
+    if not os.path.isabs(folder) or not os.path.isdir(folder):
+        raise ValueError(f"Folder: {folder!r} is not a folder on this machine (give its full "
+                         "path, or choose it with Browse…)")  # fmt: skip
+    return (os.path.normpath(folder),)
+
+
+def unshared(request: RunRequest, shared: tuple[str, ...]) -> str:
+    """Words for a folder the VM does not share (`shared`: its shared folders' host paths),
+    which the engine would refuse ("mounts denied"); "" when all are shared."""
+    for folder in request.folders:
+        if not any(os.path.commonpath([folder, root]) == root for root in shared):
+            return (f"Folder: {folder} is not shared with the VM (it shares "
+                    f"{', '.join(shared)}): add it in Settings, Shared folders")  # fmt: skip
+    return ""
 
 
 class QuickRunDialog(QDialog):
-    def __init__(self, parent: QWidget | None = None, image: str = "") -> None:
+    """`shared`: the VM's shared folders (host paths), where a folder to mount must be."""
+
+    def __init__(self, parent: QWidget | None = None, image: str = "",
+                 shared: tuple[str, ...] = ()) -> None:  # fmt: skip
         super().__init__(parent)
+        self.shared = shared
         self.setWindowTitle("Quick run")
         self.image = QLineEdit(image, placeholderText="busybox")
         self.command = QLineEdit(placeholderText="optional, e.g. echo hello")
         self.ports = QLineEdit(placeholderText="optional, e.g. 8080:80")
         self.env = QPlainTextEdit(placeholderText="optional, NAME=value, one a line")
         self.env.setMaximumHeight(64)
+        self.folder = QLineEdit(placeholderText="optional: mounted at the same path")
+        self.browse = QPushButton("Browse…", clicked=self._browse)
         self.problem = QLabel(wordWrap=True, objectName="problem")
         self.problem.setStyleSheet("color: #c8372d")
         buttons = QDialogButtonBox(
@@ -77,6 +105,10 @@ class QuickRunDialog(QDialog):
         form.addRow("Command", self.command)
         form.addRow("Ports", self.ports)
         form.addRow("Env", self.env)
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(self.folder, 1)
+        folder_row.addWidget(self.browse)
+        form.addRow("Folder", folder_row)
         column = QVBoxLayout(self)
         column.addLayout(form)
         column.addWidget(self.problem)
@@ -85,23 +117,32 @@ class QuickRunDialog(QDialog):
 
     def accept(self) -> None:
         try:
-            self.request = parse_run(
-                self.image.text(), self.command.text(), self.ports.text(), self.env.toPlainText()
-            )
+            self.request = parse_run(self.image.text(), self.command.text(), self.ports.text(),
+                                     self.env.toPlainText(), self.folder.text())  # fmt: skip
         except ValueError as e:
             self.problem.setText(str(e))
             return
-        super().accept()
+        self.problem.setText(unshared(self.request, self.shared))
+        if not self.problem.text():
+            super().accept()
+
+    def _browse(self) -> None:
+        chosen = QFileDialog.getExistingDirectory(self, "A folder to mount in the container")
+        if chosen:
+            self.folder.setText(chosen)
 
 
 def port_answers(url: str, timeout: float = 2.0) -> bool:
-    """Whether something accepts a TCP connection at the URL's host and port."""
+    """Whether a server answers an HTTP request at the URL. A connection alone proves
+    nothing: the engine's proxy (and the host agent's) accepts one for a published port
+    whether or not anything listens in the container yet, then closes it unanswered."""
     parts = QUrl(url)
     try:
-        socket.create_connection((parts.host(), parts.port()), timeout=timeout).close()
+        with socket.create_connection((parts.host(), parts.port()), timeout=timeout) as s:
+            s.sendall(f"HEAD / HTTP/1.0\r\nHost: {parts.host()}\r\n\r\n".encode())
+            return bool(s.recv(1))
     except OSError:
         return False
-    return True
 
 
 class RunWindow(QWidget):
@@ -132,7 +173,7 @@ class RunWindow(QWidget):
         self.finished = False
         self._pulling: set[str] = set()
         self.job = bridge.run(request, self.add_text, self._finish, self._pull)
-        self.probes = [_probe(bridge, url, probe, self._answered) for url in self.links]
+        self.probes = [watch_port(bridge, url, probe, self._answered) for url in self.links]
 
     def add_text(self, text: str) -> None:
         self.output.add_text(text)
@@ -169,7 +210,7 @@ class RunWindow(QWidget):
 PROBE_EVERY_S = 0.5
 
 
-def _probe(bridge: Bridge, url: str, answers: Callable[[str], bool], on_answer) -> Job:
+def watch_port(bridge: Bridge, url: str, answers: Callable[[str], bool], on_answer) -> Job:
     """Ask `answers(url)` in a worker until it is true (or the job is cancelled)."""
 
     def work(job: Job) -> None:

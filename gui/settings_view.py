@@ -1,7 +1,8 @@
 """The Settings tab: the VM's config (vm.json, validated by vmctl.config): resources, driver,
-image, registry mirrors and where published ports listen; and the app's own preferences (start
-at login, start minimised to the tray). The VM takes a change when it next starts: saved while
-it runs, the tab says which settings wait for a restart and offers one."""
+image, registry mirrors, where published ports listen and the shared folders (gui.shares_box);
+and the app's own preferences (start at login, start minimised to the tray). The VM takes a
+change when it next starts: saved while it runs, the tab says which settings wait for a
+restart and offers one."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from vmctl_gui.bridge import Bridge
+from vmctl_gui.shares_box import SharedFolders
 
 from vmctl import config as vmconfig
 from vmctl.errors import VmctlError
@@ -29,7 +31,7 @@ from vmctl.errors import VmctlError
 LABELS = {
     "cpus": "CPUs", "memory_mib": "memory", "disk_gib": "disk size", "driver": "driver",
     "libvirt_uri": "libvirt URI", "image": "base image", "registry_mirrors": "registry mirrors",
-    "publish_address": "the published-ports address",
+    "publish_address": "the published-ports address", "mounts": "shared folders",
 }  # fmt: skip
 
 
@@ -64,6 +66,7 @@ class SettingsView(QWidget):
         self.at_login = QCheckBox("Start the app and the VM when I log in")
         self.minimized = QCheckBox("Start minimised to the tray")
         self.note = QLabel(wordWrap=True, objectName="note")
+        self.shares = SharedFolders(self.note.setText)
         self.save_button = QPushButton("Save", clicked=self.save)
         self.revert_button = QPushButton("Revert", clicked=self.load)
         self.restart_button = QPushButton("Restart the VM now", clicked=self.restart)
@@ -94,6 +97,7 @@ class SettingsView(QWidget):
         buttons.addWidget(self.save_button)
         column = QVBoxLayout(self)
         column.addWidget(vm_box)
+        column.addWidget(self.shares)
         column.addWidget(app_box)
         column.addLayout(buttons)
         column.addStretch(1)
@@ -112,6 +116,7 @@ class SettingsView(QWidget):
         self.disk.setValue(c.disk_gib)
         self.mirrors.setPlainText("\n".join(c.registry_mirrors))
         self.publish.setText(c.publish_address)
+        self.shares.show_config(c)
         self.at_login.setChecked(self.desktop.starts_at_login())
         self.minimized.setChecked(self.desktop.prefs.start_minimized)
         self.note.setText("")
@@ -129,6 +134,7 @@ class SettingsView(QWidget):
             image=self.image.text().strip() or None,
             registry_mirrors=tuple(m for m in mirrors if m),
             publish_address=self.publish.text().strip() or "127.0.0.1",
+            mounts=self.shares.mounts,
         )
 
     def save(self) -> None:

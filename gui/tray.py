@@ -23,6 +23,7 @@ class TrayMenu(QMenu):
         self.terminal = QAction("Open terminal", self, triggered=desktop.open_terminal)
         self.dashboard = QAction("Open dashboard", self, triggered=desktop.show_dashboard)
         self.quit = QAction("Quit", self, triggered=desktop.quit)
+        self.ports_menu = QMenu("Open ports", self)  # the running containers' published ports
         self.recent: list[QAction] = []
         self.rebuild()
 
@@ -50,10 +51,23 @@ class TrayMenu(QMenu):
             self.addAction(action)
         self.terminal.setEnabled(state.state in ("running", "degraded"))
         self.addSeparator()
+        self._fill_ports()
+        self.addMenu(self.ports_menu)
         self.addAction(self.terminal)
         self.addAction(self.dashboard)
         self.addSeparator()
         self.addAction(self.quit)
+
+    def _fill_ports(self) -> None:
+        """One line per port; a click opens it in the browser once it answers."""
+        opener = self.desktop.ports
+        self.ports_menu.clear()
+        for port in opener.ports:
+            action = self.ports_menu.addAction(opener.line(port))
+            action.triggered.connect(lambda _=False, url=port.url: opener.open(url))
+        self.ports_menu.setEnabled(bool(opener.ports))
+        none = " (none published)" if not opener.ports else ""
+        self.ports_menu.setTitle(f"Open ports{none}")
 
     def _toggle(self) -> None:
         if self.desktop.bridge.state.state in ("running", "starting", "degraded"):

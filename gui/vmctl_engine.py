@@ -10,7 +10,8 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from vmctl_gui import building, listings
+from vmctl_gui import building, listings, runspec
+from vmctl_gui.archive import ArchiveStream
 from vmctl_gui.engine import (
     ACTIONS,
     BuildRequest,
@@ -182,6 +183,18 @@ class VmctlEngine(Engine):
         api = self.client.api
         return api._result(api._get(api._url("/vmctl/containers/{0}/inside", container_id)), True)
 
+    def archive(self, container_id: str, path: str) -> ArchiveStream:
+        """Read as the answer's raw stream: docker-py's get_archive gives a generator that
+        another thread cannot close while it blocks in a read."""
+        api = self.client.api
+        from docker.types.daemon import CancellableStream
+
+        url = api._url("/containers/{0}/archive", container_id)
+        response = api._get(url, params={"path": path}, stream=True)
+        api._raise_for_status(response)
+        closer = CancellableStream(iter(()), response)
+        return ArchiveStream(response.raw, response.headers, closer.close)
+
     def images(self) -> list[ImageRow]:
         rows = []
         for image in self.client.api.images():
@@ -276,8 +289,11 @@ class VmctlEngine(Engine):
             request.image,
             command=list(request.command) or None,
             environment=list(request.env),
-            ports=_exposed(request.ports) or None,
-            host_config=api.create_host_config(port_bindings=_port_bindings(request.ports)),
+            ports=runspec.exposed_ports(request.ports) or None,
+            host_config=api.create_host_config(
+                port_bindings=runspec.port_bindings(request.ports),
+                binds=runspec.binds(request.folders),
+            ),
         )
         warnings = [f"WARNING: {w}\n" for w in container.get("Warnings") or []]
         return self._follow(container["Id"], warnings)
@@ -365,20 +381,3 @@ def _split_ref(ref: str) -> tuple[str, str]:
     if sep and "/" not in tag:
         return name, tag
     return ref, "latest"
-
-
-def _exposed(ports: tuple[str, ...]) -> list[tuple[int, str]]:
-    """docker-py's exposed ports: (80, "tcp"), as it would turn "53/udp" into 53/udp/tcp."""
-    found = []
-    for spec in ports:
-        number, _, proto = spec.rpartition(":")[2].partition("/")
-        found.append((int(number), proto or "tcp"))
-    return found
-
-
-def _port_bindings(ports: tuple[str, ...]) -> dict[str, int]:
-    bindings: dict[str, int] = {}
-    for spec in ports:
-        host, _, inside = spec.rpartition(":")
-        bindings[inside] = int(host)
-    return bindings

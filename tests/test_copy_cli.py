@@ -316,3 +316,17 @@ def test_cp_archive_mode_gives_the_containers_user_what_is_copied(agent, tmp_pat
     owners = {line.split()[-1]: line.split()[1] for line in listing.splitlines()}
     assert owners["tmp/archived"] == "1234/5678" and owners["tmp/plain"] == "0/0"
     ok(agent.docker("rm", "cp-user"))
+
+
+def test_a_directorys_own_entries_come_before_its_subdirectories_trees(client):
+    """The order the GUI's Files tab relies on to stop reading at a directory's top level;
+    the members are the ones Go's walk gives (docker cp is unaffected)."""
+    container = client.containers.create("busybox", "true", name="cp-order")
+    files = [member("tmp/a/deep/x"), member("tmp/a/y"), member("tmp/b"), member("tmp/c/z")]
+    put(client, "cp-order", "/", tar_of(*((info, b"data") for info in files)))
+    stream, _ = client.api.get_archive("cp-order", "/tmp")
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        names = tar.getnames()
+    assert names == ["tmp", "tmp/a", "tmp/b", "tmp/c", "tmp/a/deep", "tmp/a/y", "tmp/a/deep/x",
+                     "tmp/c/z"]  # fmt: skip
+    container.remove()

@@ -335,3 +335,24 @@ def test_a_state_read_that_fails_says_so_and_the_next_poll_recovers(qtbot, make_
     assert "Could not read the VM's state: libvirtd" in desktop.window.errors.text.text()
     qtbot.waitUntil(lambda: desktop.bridge.state.state == "stopped", timeout=WAIT_MS)
     assert dataclasses.asdict(desktop.bridge.state)["detail"] == ""
+
+
+def test_tray_open_ports_lists_only_running_containers_ports(qtbot, make_desktop):
+    from vmctl_gui.engine import PublishedPort
+    from vmctl_gui.tray import TrayMenu
+
+    engine = FakeEngine()
+    desktop = running(qtbot, make_desktop(engine))
+    menu = TrayMenu(desktop)
+    assert menu.ports_menu.title() == "Open ports (none published)"
+    assert not menu.ports_menu.isEnabled()
+    web = PublishedPort("0.0.0.0", 8080, 80)
+    engine.container_rows = [
+        ContainerRow("a" * 64, "web", "nginx", "", "running", "Up", 0, "", published=(web,)),
+        ContainerRow("b" * 64, "old", "nginx", "", "exited", "", 0, "", published=(web,)),
+    ]
+    desktop.bridge.refresh_lists()
+    qtbot.waitUntil(lambda: bool(desktop.ports.ports), timeout=WAIT_MS)
+    menu.rebuild()
+    assert [a.text() for a in menu.ports_menu.actions()] == ["web: http://localhost:8080"]
+    assert menu.ports_menu.isEnabled() and menu.ports_menu.title() == "Open ports"

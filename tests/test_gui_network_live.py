@@ -171,3 +171,56 @@ def test_quick_run_offers_its_port_in_the_browser_once_it_answers(qtbot, desktop
     title = "busybox sh -c " + held + " (ports 8080:80, 5353:53/udp)"
     assert f"Run again: {title}" in TrayMenu(desktop).actions_text()
     assert desktop.window.errors.isHidden(), desktop.window.errors.text.text()
+
+
+def test_quick_run_mounts_a_folder_at_the_same_path_and_the_run_keeps_it(
+    qtbot, desktop, agent, tmp_path
+):
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "index.html").write_text("from the host\n")
+    request = RunRequest("busybox", ("sh", "-c", f"cat {folder}/index.html; touch {folder}/made"),
+                         ports=("8080:80",), folders=(str(folder),))  # fmt: skip
+    window = desktop.repeat(request)
+    qtbot.waitUntil(lambda: window.finished, timeout=WAIT_MS)
+    assert "from the host\n" in window.toPlainText(), window.toPlainText()
+    assert (folder / "made").exists()  # the same folder, not a copy
+    assert prefs.load().recent_runs == (request,)  # its ports and folder kept with it
+    title = f"busybox sh -c cat {folder}/index.html; touch {folder}/made (ports 8080:80) " \
+            f"(folder {folder})"  # fmt: skip
+    assert f"Run again: {title}" in TrayMenu(desktop).actions_text()
+    assert desktop.window.errors.isHidden(), desktop.window.errors.text.text()
+
+
+def port_lines(menu) -> list[str]:
+    menu.rebuild()
+    return sorted(action.text() for action in menu.ports_menu.actions())
+
+
+def test_the_trays_open_ports_open_a_port_once_it_answers(qtbot, desktop, agent, opened):
+    held = f"while [ ! -e /tmp/go ]; do sleep 0.1; done; {HTTPD}"  # serves once told to
+    ok(agent.docker("run", "-d", "--name", "late", "-p", "8080:80", "busybox", "sh", "-c", held))
+    ok(agent.docker("run", "-d", "--name", "never", "-p", "8081:80", "busybox", "sleep", "600"))
+    menu = TrayMenu(desktop)
+    qtbot.waitUntil(lambda: len(desktop.ports.ports) == 2, timeout=WAIT_MS)
+    assert port_lines(menu) == ["late: http://localhost:8080", "never: http://localhost:8081"]
+    assert menu.ports_menu.isEnabled() and menu.ports_menu.title() == "Open ports"
+    for action in menu.ports_menu.actions():
+        action.trigger()
+    assert port_lines(menu) == [
+        "late: http://localhost:8080 (waiting for it to answer…)",
+        "never: http://localhost:8081 (waiting for it to answer…)",
+    ]
+    assert opened == []
+    ok(agent.docker("exec", "late", "touch", "/tmp/go"))
+    qtbot.waitUntil(lambda: opened == ["http://localhost:8080"], timeout=WAIT_MS)
+    assert fetch_when_served(agent, 8080).endswith(b"hello\n")  # the port the browser opened
+    ok(agent.docker("rm", "-f", "never"))
+    bar = desktop.window.errors
+    qtbot.waitUntil(lambda: bar.isVisible(), timeout=WAIT_MS)
+    assert bar.text.text() == (
+        "Could not open http://localhost:8081: its container stopped before the port answered: "
+        "start it again, then open the port"
+    )
+    assert desktop.ports.waiting == {} and port_lines(menu) == ["late: http://localhost:8080"]
+    assert opened == ["http://localhost:8080"]

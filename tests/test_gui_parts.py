@@ -51,6 +51,36 @@ def test_parse_run_says_which_field_is_wrong(fields, message):
         parse_run(*fields)
 
 
+def test_parse_run_takes_a_folder_to_mount_at_the_same_path(tmp_path):
+    request = parse_run("busybox", "ls", "8080:80", "", f" {tmp_path}/ ")
+    assert request.folders == (str(tmp_path),)
+    assert request.title == f"busybox ls (ports 8080:80) (folder {tmp_path})"
+    (tmp_path / "file").write_text("x")
+    for wrong in ("relative/dir", str(tmp_path / "file"), str(tmp_path / "missing")):
+        with pytest.raises(ValueError) as refused:
+            parse_run("busybox", "", "", "", wrong)
+        assert str(refused.value) == (f"Folder: {wrong!r} is not a folder on this machine (give "
+                                      "its full path, or choose it with Browse…)")  # fmt: skip
+
+
+def test_open_ports_are_the_running_containers_browsable_ports():
+    from vmctl_gui.engine import ContainerRow
+    from vmctl_gui.port_opener import OpenPort, open_ports
+
+    def row(name, state, *ports):
+        return ContainerRow(name, name, "img", "", state, "", 0, "", published=ports)
+
+    rows = [row("web", "running", PublishedPort("0.0.0.0", 8080, 80),
+                PublishedPort("::", 8080, 80), PublishedPort("0.0.0.0", 53, 53, "udp")),
+            row("old", "exited", PublishedPort("0.0.0.0", 9000, 80)),
+            row("lan", "running", PublishedPort("192.168.1.5", 8443, 443))]  # fmt: skip
+    assert open_ports(rows, "127.0.0.1") == [
+        OpenPort("web", "http://localhost:8080"),
+        OpenPort("lan", "http://192.168.1.5:8443"),
+    ]
+    assert open_ports(rows, "0.0.0.0")[0].label == "web: http://localhost:8080"
+
+
 def test_terminal_command_for_each_platform():
     cmd = ["vmctl", "ssh", "--name", "dev box"]
     mac = terminal_argv(cmd, platform="darwin")
@@ -254,3 +284,57 @@ def test_build_log_names_the_step_that_failed():
     built = BuildLog()
     built.add({"aux": {"ID": "sha256:" + "f" * 64}})
     assert built.image == "sha256:" + "f" * 64 and built.failure == ""
+
+
+def test_a_port_answers_only_when_a_server_replies_not_when_a_proxy_accepts():
+    """The engine's proxy accepts a published port's connection before anything listens in
+    the container, then closes it: that is no answer."""
+    import socket
+    import threading
+
+    from vmctl_gui.quickrun import port_answers
+
+    def serve(listener: socket.socket, reply: bytes) -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(1024)
+            conn.sendall(reply)
+
+    for reply, answered in ((b"", False), (b"HTTP/1.0 200 OK\r\n\r\n", True)):
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            thread = threading.Thread(target=serve, args=(listener, reply))
+            thread.start()
+            port = listener.getsockname()[1]
+            assert port_answers(f"http://localhost:{port}", timeout=60) is answered
+            thread.join()
+
+
+def test_the_quick_run_dialog_says_a_folder_the_vm_does_not_share(qtbot, tmp_path):
+    from vmctl_gui.quickrun import QuickRunDialog
+
+    (tmp_path / "shared" / "app").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    dialog = QuickRunDialog(shared=(str(tmp_path / "shared"),))
+    qtbot.addWidget(dialog)
+    dialog.image.setText("busybox")
+    dialog.folder.setText(str(tmp_path / "elsewhere"))
+    dialog.accept()
+    assert dialog.problem.text() == (
+        f"Folder: {tmp_path}/elsewhere is not shared with the VM (it shares {tmp_path}/shared): "
+        "add it in Settings, Shared folders"
+    )
+    assert dialog.result() != QuickRunDialog.DialogCode.Accepted
+    dialog.folder.setText(str(tmp_path / "shared" / "app"))
+    dialog.accept()
+    assert dialog.problem.text() == "" and dialog.result() == QuickRunDialog.DialogCode.Accepted
+    assert dialog.request.folders == (str(tmp_path / "shared" / "app"),)
+
+
+def test_a_quick_runs_docker_py_arguments(monkeypatch):
+    from vmctl_gui import runspec
+
+    assert runspec.exposed_ports(("8080:80", "53:53/udp")) == [(80, "tcp"), (53, "udp")]
+    assert runspec.port_bindings(("8080:80", "53:53/udp")) == {"80": 8080, "53/udp": 53}
+    assert runspec.binds(("/home/me/src",)) == ["/home/me/src:/home/me/src"]
+    monkeypatch.setattr("sys.platform", "win32")  # the VM sees C:\ as /c
+    assert runspec.binds(("C:\\Users\\me\\src",)) == ["/c/Users/me/src:/c/Users/me/src"]

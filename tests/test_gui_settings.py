@@ -120,3 +120,61 @@ def test_restart_needed_names_each_changed_setting():
     after = dataclasses.replace(before, disk_gib=40, registry_mirrors=("http://10.0.2.2:5000",))
     assert restart_needed(before, after) == ["disk size", "registry mirrors"]
     assert restart_needed(before, before) == []
+
+
+def shared(view) -> list[str]:
+    box = view.shares.list
+    return [box.item(row).text() for row in range(box.count())]
+
+
+def test_shared_folders_added_made_read_only_removed_and_saved_with_a_restart_offered(
+    qtbot, desktop, tmp_path
+):
+    code, data = tmp_path / "code", tmp_path / "data"
+    code.mkdir(), data.mkdir()
+    view = desktop.window.settings_view
+    assert shared(view) == [] and "your home folder is shared" in view.shares.list.toolTip()
+    for folder in (code, data):
+        view.shares.ask = lambda parent, folder=folder: str(folder)
+        view.shares.add_button.click()
+    assert shared(view) == [str(code), str(data)] and view.shares.read_only.isEnabled()
+    view.shares.read_only.click()  # the folder just added is the one selected
+    assert shared(view) == [str(code), f"{data}  (read-only)"]
+    view.shares.list.setCurrentRow(0)
+    assert not view.shares.read_only.isChecked()
+    view.shares.remove_button.click()
+    assert shared(view) == [f"{data}  (read-only)"] and view.note.text() == ""
+    view.save()
+    qtbot.waitUntil(lambda: view.note.text().startswith("Saved"), timeout=WAIT_MS)
+    assert view.note.text() == "Saved. The VM takes the new shared folders when it restarts."
+    assert stored().mounts == (f"{data}:ro",) and not view.restart_button.isHidden()
+    assert [(s.guest, s.read_only) for s in stored().shares()] == [(str(data), True)]
+
+
+@pytest.mark.parametrize(
+    ("folder", "words"),
+    [
+        ("/etc", "Cannot share /etc: /etc cannot be shared: the VM's own /etc is there, and a "
+                 "share at the same path would hide it."),
+        ("{tmp}/code/app", "Cannot share {tmp}/code/app: {tmp}/code/app is inside {tmp}/code, "
+                           "which is shared too: it is in the VM already (share one of them, or "
+                           "one read-only)."),
+        ("{tmp}/a-file", "Cannot share {tmp}/a-file: {tmp}/a-file is not a folder: only folders "
+                         "can be shared."),
+    ],
+)  # fmt: skip
+def test_a_folder_that_cannot_be_shared_is_said_in_words_and_nothing_changes(
+    desktop, tmp_path, folder, words
+):
+    (tmp_path / "code" / "app").mkdir(parents=True)
+    (tmp_path / "a-file").write_text("x")
+    view = desktop.window.settings_view
+    view.shares.ask = lambda parent: str(tmp_path / "code")
+    view.shares.add_button.click()
+    before = vmpaths.vm("gui").config.read_text()
+    view.shares.ask = lambda parent: folder.format(tmp=tmp_path)
+    view.shares.add_button.click()
+    assert view.note.text() == words.format(tmp=tmp_path)
+    assert shared(view) == [str(tmp_path / "code")]  # the list as it was; the form still works
+    view.shares.remove_button.click()
+    assert shared(view) == [] and vmpaths.vm("gui").config.read_text() == before

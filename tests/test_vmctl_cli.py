@@ -103,6 +103,9 @@ def test_shared_folders_are_added_changed_and_removed_one_at_a_time(home, tmp_pa
         (["--unmount", "/srv/none"], "/srv/none is not in the shared folders (they are: none"),
         (["--mount", "rel/dir"], "the folder to share must be an absolute path: 'rel/dir'"),
         (["--share-transport", "nfs"], "invalid choice: 'nfs'"),
+        (["--mount", "/proc/version"], "/proc/version cannot be shared: the VM's own /proc is"),
+        (["--mount", "/etc/hostname"], "/etc/hostname cannot be shared: the VM's own /etc is"),
+        (["--mount", "/bin/sh"], "/bin/sh cannot be shared: the VM's own /bin is there"),
     ],
 )
 def test_bad_share_settings_are_refused_and_nothing_is_saved(home, flags, message):

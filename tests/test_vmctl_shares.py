@@ -205,3 +205,37 @@ def test_the_guest_script_rewrites_only_our_fstab_lines_and_mounts_before_the_en
     assert shares.guest_script((), "virtiofs") == [
         f"sed -i -E '/{shares.OUR_FSTAB_LINES}/d' /etc/fstab"
     ]
+
+
+@pytest.mark.parametrize(
+    ("mounts", "add", "words"),
+    [
+        ((), "/", "/ cannot be shared: the VM's own / is there, and a share at the same path "
+                  "would hide it"),
+        ((), "/usr/local/src", "/usr/local/src cannot be shared: the VM's own /usr is there"),
+        ((), "/var/lib/docker:ro", "the VM's own /var/lib is there"),
+        ((), "/var", "/var cannot be shared: the VM's own /var is there"),
+        (("/srv/code",), "/srv/code/app", "/srv/code/app is inside /srv/code, which is shared "
+                                          "too: it is in the VM already"),
+        (("/srv/code/app:ro",), "/srv:ro", "/srv/code/app is inside /srv, which is shared too"),
+    ],
+)  # fmt: skip
+def test_a_folder_that_cannot_be_shared_is_refused_in_words(mounts, add, words):
+    with pytest.raises(VmctlError) as caught:
+        shares.edit(mounts, [add], [], "linux")
+    assert words in str(caught.value)
+
+
+def test_a_folder_inside_a_share_may_be_shared_with_other_access_and_windows_paths_too():
+    assert shares.edit(("/srv/code",), ["/srv/code/keep:ro"], [], "linux") == (
+        "/srv/code", "/srv/code/keep:ro")  # fmt: skip
+    assert shares.edit((), ["/var/folders"], [], "darwin") == ("/var/folders",)
+    with pytest.raises(VmctlError, match="C:\\\\src\\\\a is inside C:\\\\src"):
+        shares.edit(("C:\\src",), ["C:\\src\\a"], [], "win32")
+
+
+def test_on_the_host_a_share_must_be_a_folder(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(VmctlError, match="file is not a folder: only folders can be shared"):
+        shares.edit((), [str(tmp_path / "file")], [], "linux", on_host=True)
+    assert shares.edit((), [str(tmp_path)], [], "linux", on_host=True) == (str(tmp_path),)

@@ -108,8 +108,8 @@ def _changes(args) -> dict:
     """The flags given, as VMConfig fields (None: not given)."""
     mounts = None
     if args.mount or args.unmount:
-        current = vmconfig.load(vmpaths.vm(args.name).config).mounts
-        mounts = shares.edit(current, args.mount, args.unmount, sys.platform)
+        current = vmconfig.load(vmpaths.vm(args.name).config)
+        mounts = current.edit_mounts(args.mount, args.unmount).mounts
     return {
         "cpus": args.cpus,
         "memory_mib": args.memory,

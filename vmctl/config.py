@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,12 @@ class VMConfig:
         """The host folders this VM sees at the same path (the home folder by default)."""
         return shares.for_settings(self.mounts, sys.platform, str(Path.home()))
 
+    def edit_mounts(self, add: Sequence[str] = (), remove: Sequence[str] = ()) -> VMConfig:
+        """`vmctl config --mount PATH[:ro]` / `--unmount PATH` on this machine, which the
+        GUI's settings call too: a folder that cannot be shared is refused in words."""
+        mounts = shares.edit(self.mounts, add, remove, sys.platform, on_host=True)
+        return dataclasses.replace(self, mounts=mounts)
+
     def transport(self) -> str:
         root = sys.platform != "win32" and os.geteuid() == 0
         return shares.choose_transport(self.driver, sys.platform, self.share_transport, root)
@@ -85,6 +92,12 @@ class VMConfig:
         data["insecure_registries"] = list(self.insecure_registries)
         data["mounts"] = list(self.mounts)
         return data
+
+
+def in_vm(host_folder: str) -> str:
+    """Where a shared host folder is in the VM: the same path (on Windows `/c/Users/me/..`),
+    so a bind of it names the folder the engine sees."""
+    return shares.guest_path(host_folder, sys.platform)
 
 
 def load(path: Path) -> VMConfig:

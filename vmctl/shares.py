@@ -20,6 +20,7 @@ share mounted now if it is not yet.
 from __future__ import annotations
 
 import ntpath
+import os
 import posixpath
 import shlex
 from collections.abc import Iterable, Sequence
@@ -28,6 +29,10 @@ from dataclasses import dataclass
 from vmctl.errors import VmctlError
 
 TRANSPORTS = ("virtiofs", "9p", "sftp")
+# The VM's own system: a share at the same path would hide it (and break the VM).
+SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32",
+                  "/proc", "/run", "/sbin", "/sys", "/usr", "/var/lib")  # fmt: skip
+SYSTEM_PARENTS = ("/", "/var")  # shared whole, they would hide the folders above
 MAC_DEFAULTS = ("/Volumes", "/private", "/tmp", "/var/folders")
 NINEP_OPTIONS = "trans=virtio,version=9p2000.L,msize=262144,cache=mmap"
 VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
@@ -95,10 +100,15 @@ def for_settings(mounts: Sequence[str], platform: str, home: str) -> tuple[Share
 
 
 def edit(
-    mounts: Sequence[str], add: Sequence[str], remove: Sequence[str], platform: str
+    mounts: Sequence[str],
+    add: Sequence[str],
+    remove: Sequence[str],
+    platform: str,
+    on_host: bool = False,
 ) -> tuple[str, ...]:
     """`vmctl config --mount PATH[:ro]` adds a folder (or changes its mode: one entry per
-    path) and `--unmount PATH` takes one away; with none left, the defaults apply again."""
+    path) and `--unmount PATH` takes one away; with none left, the defaults apply again.
+    A folder added is checked (`refuse_share`); `on_host`: it must be a folder here too."""
     kept = {parse_mount(m, platform)[0]: m for m in mounts}
     for text in remove:
         path = parse_mount(text, platform)[0]
@@ -107,8 +117,37 @@ def edit(
             raise VmctlError(f"{path} is not in the shared folders (they are: {listed})")
     for text in add:
         path, read_only = parse_mount(text, platform)
+        others = [parse_mount(m, platform) for p, m in kept.items() if p != path]
+        refuse_share(path, read_only, others, platform, on_host)
         kept[path] = path + (":ro" if read_only else "")
     return tuple(kept.values())
+
+
+def refuse_share(path: str, read_only: bool, others: Sequence[tuple[str, bool]], platform: str,
+                 on_host: bool = False) -> None:  # fmt: skip
+    """Raise, in words, when `path` cannot be shared: a folder of the VM's own system (it
+    would be hidden under the share at the same path), one that adds nothing to a share
+    with the same access that holds it or that it holds, or (`on_host`) a file here (one
+    not made yet may be: a start checks it is there)."""
+    guest = guest_path(path, platform)
+    system = next((s for s in SYSTEM_FOLDERS if guest == s or _within(guest, s)), None)
+    if system is not None or guest in SYSTEM_PARENTS:
+        where = system or guest
+        raise VmctlError(f"{path} cannot be shared: the VM's own {where} is there, and a "
+                         "share at the same path would hide it")  # fmt: skip
+    for other, other_ro in others:
+        there = guest_path(other, platform)
+        inner, outer = (path, other) if _within(guest, there) else (other, path)
+        if other_ro == read_only and (_within(guest, there) or _within(there, guest)):
+            raise VmctlError(f"{inner} is inside {outer}, which is shared too: it is in the VM "
+                             f"already (share one of them, or one read-only)")  # fmt: skip
+    if on_host and os.path.exists(path) and not os.path.isdir(path):
+        raise VmctlError(f"{path} is not a folder: only folders can be shared")
+
+
+def _within(path: str, folder: str) -> bool:
+    """`path` is below `folder` (both guest paths, normalised)."""
+    return path.startswith(folder.rstrip("/") + "/") and path != folder
 
 
 def choose_transport(

@@ -112,7 +112,10 @@ def write_archive(path: str, out: BinaryIO, skip: tuple[str, ...] = ()) -> None:
 
 
 class _Writer:
-    """Entries in Go's walk order; a file's later hard links stored as links to the first."""
+    """Entries in name order, a directory's own entries before its subdirectories' trees (the
+    same members as Go's walk: a reader that wants a directory's top level, the GUI's Files
+    tab, stops at the first deeper name instead of reading the whole tree); a file's later
+    hard links stored as links to the first."""
 
     def __init__(self, tar: tarfile.TarFile, skip: tuple[str, ...]) -> None:
         self.tar, self.skip = tar, skip
@@ -121,10 +124,13 @@ class _Writer:
     def walk(self, directory: str, prefix: str) -> None:
         if directory in self.skip:
             return
+        subdirectories = []
         for name in sorted(os.listdir(directory)):
             path, entry = posixpath.join(directory, name), f"{prefix}/{name}"
             if self.add(path, entry):
-                self.walk(path, entry)
+                subdirectories.append((path, entry))
+        for path, entry in subdirectories:
+            self.walk(path, entry)
 
     def add(self, path: str, name: str) -> bool:
         """One entry; True if it is a directory to walk into."""
