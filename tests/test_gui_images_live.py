@@ -6,6 +6,7 @@ build leaving no step container or process, push in the engine's words, prune af
 from __future__ import annotations
 
 import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -120,14 +121,19 @@ def test_a_failing_build_names_its_step_and_leaves_nothing(qtbot, desktop, serve
     assert len(left) <= 1  # at most the cached `RUN echo ok` step, as dockerd keeps it
 
 
-def sleepers() -> list[int]:
-    """Processes running the slow build's step (its shell execs the last command)."""
+def sleepers(step: str) -> list[int]:
+    """Processes running the slow build's step (its shell execs the last command) in the
+    step's container, by its cgroup (another suite on the machine may run the same build)."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes() in (
-                b"sleep\x00300\x00",
-                b"/bin/sh\0-c\0echo started; sleep 300\0",
+            if (
+                Path(f"/proc/{pid}/cmdline").read_bytes()
+                in (
+                    b"sleep\x00300\x00",
+                    b"/bin/sh\0-c\0echo started; sleep 300\0",
+                )
+                and f"/{step}" in Path(f"/proc/{pid}/cgroup").read_text()
             ):
                 found.append(int(pid))
         except OSError:
@@ -139,10 +145,11 @@ def test_cancel_stops_the_build_and_leaves_no_step_behind(qtbot, desktop, server
     request = parse_build(str(context), "Dockerfile.slow", "gui-slow", "")
     window = desktop.window.images_view.build(request)
     qtbot.waitUntil(lambda: "\nstarted\n" in window.output.toPlainText(), timeout=WAIT_MS)
-    assert sleepers(), window.output.toPlainText()
+    step = re.search(r"Running in (\w+)", window.output.toPlainText()).group(1)
+    assert sleepers(step), window.output.toPlainText()
     qtbot.mouseClick(window.cancel_button, Qt.MouseButton.LeftButton)
     assert window.status.text() == "Build cancelled." and not window.cancel_button.isEnabled()
-    qtbot.waitUntil(lambda: sleepers() == [], timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: sleepers(step) == [], timeout=WAIT_MS)
     qtbot.waitUntil(lambda: ok(server.docker("ps", "-aq")) == "", timeout=WAIT_MS)  # its step
     assert server.docker("image", "inspect", "gui-slow").returncode == 1
     assert desktop.window.errors.isHidden(), desktop.window.errors.text.text()
