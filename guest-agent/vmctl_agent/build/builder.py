@@ -11,12 +11,23 @@ out. A failed step raises (StepFailed, DockerfileError, ...) and tags nothing.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmctl_agent.build import commit, copier, copystep, dispatch, layertar, stages, steps, words
+from vmctl_agent.build import (
+    commit,
+    copier,
+    copystep,
+    dispatch,
+    layertar,
+    stages,
+    steps,
+    words,
+    workspace,
+)
 from vmctl_agent.build.dispatch import StageState
 from vmctl_agent.build.dockerfile import DockerfileError, Instruction, parse
 from vmctl_agent.errors import ImageNotFound
@@ -229,8 +240,11 @@ class Builder:
                 layer = layertar.store_layer(self.images.content, upper, steps.runtime_made)
                 return self._commit_now(state, step_config, layer, container_id)
 
+        # a container meant to go is noted, for a sweep if the agent dies before it goes
+        noted = functools.partial(workspace.note_step, self.workspace)
+        noted = noted if opts.remove else (lambda container_id: None)
         image_id = yield from steps.run(
-            self.runtime, state, cmd, env, opts.limits, opts.remove, save, self.alive
+            self.runtime, state, cmd, env, opts.limits, opts.remove, save, self.alive, noted
         )
         yield {"stream": f" ---> {_short(image_id)}\n"}
 

@@ -72,11 +72,13 @@ def runtime_made(path: str, info: os.stat_result) -> bool:
 def run(
     runtime: Runtime, state: StageState, cmd: list[str], env: list[str], limits: RunLimits,
     remove: bool, save: Callable[[Path, str], str], alive: Callable[[], bool] = lambda: True,
+    noted: Callable[[str], None] = lambda container_id: None,
 ) -> Generator[dict, None, str]:  # fmt: skip
     """RUN: the command in a container from the stage's image, then `save(upper dir,
     container id)` (which makes the step's image; its id is returned) before the container
-    goes. `alive` False (the client left) stops it."""
+    goes. `alive` False (the client left) stops it; `noted` hears of the container first."""
     container = runtime.create(_options(state, cmd, env, limits))
+    noted(container.id)
     short = container.id[:12]
     try:
         yield {"stream": f" ---> Running in {short}\n"}
