@@ -100,27 +100,32 @@ class OutsideRoot(AgentError):
     """A path that would leave the directory it must stay in."""
 
 
-def scoped(root: str, path: str, *, follow_last: bool = True) -> str:
+def scoped(root: str, path: str, *, follow_last: bool = True, links=None) -> str:
     """`path` inside `root` with every symlink resolved as if `root` were `/` (Docker's
-    FollowSymlinkInScope): `..` and absolute links stop at `root`. The result may not exist."""
+    FollowSymlinkInScope): `..` and absolute links stop at `root`. The result may not exist.
+    `links(path)` gives a symlink's target or None (default: the disk's)."""
+    links = links or _disk_link
     parts = [p for p in path.split("/") if p not in ("", ".")]
     resolved: list[str] = []
-    links = 0
+    count = 0
     while parts:
         part = parts.pop(0)
         if part == "..":
             if resolved:
                 resolved.pop()
             continue
-        candidate = os.path.join(root, *resolved, part)
-        if (parts or follow_last) and os.path.islink(candidate):
-            links += 1
-            if links > _MAX_LINKS:
+        target = links(os.path.join(root, *resolved, part)) if parts or follow_last else None
+        if target is not None:
+            count += 1
+            if count > _MAX_LINKS:
                 raise OutsideRoot(f"too many levels of symbolic links in {path}")
-            target = os.readlink(candidate)
             if target.startswith("/"):
                 resolved = []
             parts = [p for p in target.split("/") if p not in ("", ".")] + parts
             continue
         resolved.append(part)
     return os.path.join(root, *resolved) if resolved else root
+
+
+def _disk_link(path: str) -> str | None:
+    return os.readlink(path) if os.path.islink(path) else None
