@@ -239,7 +239,8 @@ class Builder:
 
         def save(upper: Path, container_id: str) -> str:
             with self.images.content.gc_lock(shared=True):
-                layer = layertar.store_layer(self.images.content, upper, steps.runtime_made)
+                content, made = self.images.content, steps.runtime_made
+                layer = layertar.store_layer(content, upper, made, adopt=opts.remove)
                 return self._commit_now(state, step_config, layer, container_id)
 
         # a container meant to go is noted, for a sweep if the agent dies before it goes

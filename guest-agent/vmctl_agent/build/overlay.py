@@ -11,6 +11,7 @@ resolved with `scoped`, so a symlink in the image can never lead a write onto th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -56,16 +57,19 @@ def run_mounted(
 
 
 def _in_namespace(layers_root, lowers, work: Path, action, result: dict, writable) -> None:
+    roots: list[str] = []
     try:
         sc.unshare(sc.CLONE_NEWNS)
         rootfs.make_private()
-        roots = [
-            _mount(layers_root, layers, work, i, writable and i == 0)
-            for i, layers in enumerate(lowers)
-        ]
+        for i, layers in enumerate(lowers):
+            roots.append(_mount(layers_root, layers, work, i, writable and i == 0))
         result["value"] = action(*roots)
     except BaseException as e:  # handed to the calling thread
         result["error"] = e
+    finally:  # unmounted now, not when the namespace goes: the upper may be moved next
+        for root in reversed(roots):
+            with contextlib.suppress(OSError):
+                sc.umount(root)
 
 
 def _mount(layers_root: Path, layers: Sequence[str], work: Path, index: int, rw: bool) -> str:

@@ -26,7 +26,7 @@ from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.containers import Runtime
 from vmctl_agent.runtime.index import ContainerNotFound
 from vmctl_agent.runtime.spec import CreateOptions
-from vmctl_agent.store.content import hex_of, remove_tree
+from vmctl_agent.store.content import hex_of
 from vmctl_agent.store.images import ImageStore
 
 # What the runtime itself makes in a container's upper directory (mount points, the files it
@@ -169,19 +169,18 @@ def _lower_dirs(images: ImageStore, layers: list[dict]) -> list[str]:
 def mounted(images: ImageStore, state: StageState, work: Path, action, source_layers=None):
     """`action(root[, source_root])` on the stage's image (and a `--from` image, read-only);
     returns (action's result, the step's layer or None). The layer is made only if
-    `action` returns a result whose `skip` is False. Call with the store's gc lock held
-    shared until the layer is in an image."""
+    `action` returns a result whose `skip` is False. `work` is in the build's workspace.
+    Call with the store's gc lock held shared until the layer is in an image."""
     lowers = [_lower_dirs(images, state.layers)]
     if source_layers is not None:
         lowers.append(_lower_dirs(images, source_layers))
     work.mkdir()
-    try:
-        result = overlay.run_mounted(images.content.layers, lowers, work, action)
-        if getattr(result, "skip", False):
-            return result, None
-        return result, layertar.store_layer(images.content, work / "upper")
-    finally:
-        remove_tree(work)
+    result = overlay.run_mounted(images.content.layers, lowers, work, action)
+    if getattr(result, "skip", False):
+        return result, None
+    # The upper directory becomes the layer's when it can; what is left of `work` goes with
+    # the build's workspace, after the answer (a client does not wait for its unlinks).
+    return result, layertar.store_layer(images.content, work / "upper", adopt=True)
 
 
 def make_workdir(root: str, path: str) -> None:
