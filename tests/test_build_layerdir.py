@@ -12,7 +12,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from vmctl_agent.build import layertar
+from vmctl_agent.build import layertar, overlay
 from vmctl_agent.store.content import ContentStore
 from vmctl_agent.store.layers import LayerExtractor
 
@@ -42,6 +42,8 @@ def changes(tmp_path: Path) -> Path:
     os.setxattr(root / "opaque", "trusted.overlay.opaque", b"y")
     (root / "opaque/kept").write_text("k")
     (root / "proc").mkdir()  # a mount point the runtime made: not the step's
+    os.setxattr(root, "trusted.overlay.uuid", os.urandom(16))  # what overlayfs 6.x marks
+    os.setxattr(root / "app", "trusted.overlay.impure", b"y")
     with socket.socket(socket.AF_UNIX) as s:
         s.bind(str(root / "app/sock"))  # sockets are not carried in layers
     for path in sorted(root.rglob("*"), reverse=True):
@@ -114,3 +116,29 @@ def test_without_adopt_the_directory_stays(tmp_path):
     assert (upper / "app/sock").exists() and (upper / "proc").exists()  # untouched
     stored = content.layer_dir(layer["diff_id"])
     assert listing(stored) == listing(unpacked(content, layer, tmp_path / "unpacked"))
+
+
+def test_a_real_overlays_upper_with_copy_ups_is_taken(tmp_path):
+    """What overlayfs itself writes in an upper directory (its uuid, origin and impure
+    marks on copy-ups) does not keep the directory from being the layer's."""
+    content = ContentStore(tmp_path / "store")
+    lower = tmp_path / "layers/base/diff"
+    (lower / "etc").mkdir(parents=True)
+    (lower / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    (lower / "old").write_text("deleted by the step")
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def step(root: str) -> None:
+        os.makedirs(f"{root}/deps/pkg")
+        Path(f"{root}/deps/pkg/a.py").write_text("a")
+        with open(f"{root}/etc/passwd", "a") as f:  # a copy-up
+            f.write("app:x:1000:1000::/app:/bin/sh\n")
+        os.unlink(f"{root}/old")  # a whiteout
+
+    overlay.run_mounted(tmp_path / "layers", [["base/diff"]], work, step)
+    layer = layertar.store_layer(content, work / "upper", adopt=True)
+    assert not (work / "upper").exists()
+    stored = content.layer_dir(layer["diff_id"])
+    assert listing(stored) == listing(unpacked(content, layer, tmp_path / "unpacked"))
+    assert stat.S_ISCHR(os.lstat(stored / "old").st_mode)
