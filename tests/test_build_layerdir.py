@@ -6,14 +6,16 @@ makes, and a directory holding what no tar says must be unpacked instead. Runs a
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import socket
 import stat
 from pathlib import Path
 
 import pytest
-from vmctl_agent.build import layertar, overlay
+from vmctl_agent.build import commit, dispatch, layertar, overlay
 from vmctl_agent.store.content import ContentStore
+from vmctl_agent.store.images import ImageStore
 from vmctl_agent.store.layers import LayerExtractor
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="owners and whiteouts need root")
@@ -142,3 +144,19 @@ def test_a_real_overlays_upper_with_copy_ups_is_taken(tmp_path):
     stored = content.layer_dir(layer["diff_id"])
     assert listing(stored) == listing(unpacked(content, layer, tmp_path / "unpacked"))
     assert stat.S_ISCHR(os.lstat(stored / "old").st_mode)
+
+
+def test_a_steps_image_is_recorded_durable_with_its_blobs(tmp_path):
+    """commit writes the config and manifest without an fsync each: the record must then
+    come from the path that syncs the filesystem first (and says so: no boot id left)."""
+    store = ImageStore(tmp_path / "image")
+    upper = tmp_path / "upper"
+    (upper / "app").mkdir(parents=True)
+    (upper / "app/f").write_text("f")
+    layer = layertar.store_layer(store.content, upper, adopt=True)
+    state = dispatch.StageState("", dispatch.initial_config({}), [], [])
+    image_id = commit.commit(store, state, {"Cmd": ["/bin/sh", "-c", "#(nop) COPY"]}, layer)
+    record = json.loads((store.root / "images" / f"{image_id[7:]}.json").read_text())
+    assert record["boot_id"] == ""  # synced before it was written
+    assert store.content.has_blob(image_id) and store.content.has_blob(record["manifest_digest"])
+    assert store.exists(image_id) and store.content.has_layer(layer["diff_id"])
