@@ -243,9 +243,7 @@ class Builder:
                 layer = layertar.store_layer(content, upper, made, adopt=opts.remove)
                 return self._commit_now(state, step_config, layer, container_id)
 
-        # a container meant to go is noted, for a sweep if the agent dies before it goes
         noted = functools.partial(workspace.note_step, self.workspace)
-        noted = noted if opts.remove else (lambda container_id: None)
         image_id = yield from steps.run(
             self.runtime, state, cmd, env, opts.limits, opts.remove, save, self.alive, noted
         )

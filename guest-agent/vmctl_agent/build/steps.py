@@ -76,9 +76,11 @@ def run(
 ) -> Generator[dict, None, str]:  # fmt: skip
     """RUN: the command in a container from the stage's image, then `save(upper dir,
     container id)` (which makes the step's image; its id is returned) before the container
-    goes. `alive` False (the client left) stops it; `noted` hears of the container first."""
+    goes. `alive` False (the client left) stops it; `noted` hears of a container meant to
+    go (for a sweep, should the agent die first)."""
     container = runtime.create(_options(state, cmd, env, limits))
-    noted(container.id)
+    if remove:
+        noted(container.id)
     short = container.id[:12]
     try:
         yield {"stream": f" ---> Running in {short}\n"}
