@@ -181,3 +181,16 @@ def test_copy_hits_the_cache_for_the_same_context_and_misses_for_a_change(agent)
     assert not copy_was_cached(agent, [*app, member("app/new", b"n", **base)])
     assert copy_was_cached(agent, [*app, member("app/new", b"n", **base)])
     assert_nothing_left(agent)
+
+
+def test_a_cut_short_or_hostile_context_is_a_400_and_leaves_nothing(agent):
+    body = tar_of([member("Dockerfile", b"FROM busybox\n"), member("big", os.urandom(65536))])
+    status, data = post(agent, "/v1.50/build?t=cut", gzip.compress(body)[:-4096])
+    assert status == 400 and b"the build context is not a readable tar archive" in data, data
+    status, data = post(agent, "/v1.50/build?t=cut", body[:20000])  # in the middle of `big`
+    assert status == 400 and b"the context ends in the middle of 'big'" in data, data
+    hostile = tar_of([member("link", kind=tarfile.SYMTYPE, link="/"), member("link/x", b"x")])
+    status, data = post(agent, "/v1.50/build?t=cut", hostile)
+    assert status == 400 and b"build context entry 'link/x' goes through 'link'" in data, data
+    assert agent.docker("image", "inspect", "cut").returncode != 0
+    assert_nothing_left(agent)
