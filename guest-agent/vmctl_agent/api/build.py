@@ -11,12 +11,11 @@ import contextlib
 import errno
 import functools
 import json
-import os
 import threading
 from pathlib import Path
 
 from vmctl_agent.api.http import ApiError, Response, client_alive, json_response
-from vmctl_agent.build import commit, context, dockerfile, stages
+from vmctl_agent.build import commit, context, dockerfile, stages, workspace
 from vmctl_agent.build.builder import Builder, BuildOptions
 from vmctl_agent.build.steps import ClientGone, RunLimits, StepFailed
 from vmctl_agent.errors import AgentError
@@ -44,10 +43,10 @@ _PLATFORMS = ("", "linux/amd64", "linux/x86_64", "linux", "amd64")
 def build(engine, request) -> Response:
     options, cache_from = _options(engine, request)
     stack = contextlib.ExitStack()
-    workspace = _workspace(engine)
-    stack.callback(_remove_later, workspace)
+    work = _workspace(engine)
+    stack.callback(_remove_later, work)
     try:
-        root = context.receive(request.body_stream(), workspace)
+        root = context.receive(request.body_stream(), work)
         text = context.read_dockerfile(root, _dockerfile(request))
         context.apply_dockerignore(root)
         plan = stages.plan(dockerfile.parse(text))
@@ -62,7 +61,7 @@ def build(engine, request) -> Response:
     alive = functools.partial(client_alive, request.socket)
     pins = _pins()
     stack.callback(_unpin, pins)
-    builder = Builder(engine.images, engine.runtime, puller, workspace, root, options, alive, pins)
+    builder = Builder(engine.images, engine.runtime, puller, work, root, options, alive, pins)
     stream = _stream(engine, builder, plan, options, cache_from, stack)
     return Response(200, stream=stream)
 
@@ -94,32 +93,20 @@ def _workspace(engine) -> Path:
     """The build's own directory, beside the store (not in its tmp, which a collection
     empties); ones left by an agent that died are removed first."""
     builds = engine.config.data_root / "builds"
-    builds.mkdir(exist_ok=True)
-    for stale in builds.iterdir():
-        if not _alive(stale.name.partition("-")[0]):
-            remove_tree(stale)
-    workspace = builds / f"{os.getpid()}-{os.urandom(6).hex()}"
-    workspace.mkdir()
-    return workspace
+    workspace.sweep(builds, engine.runtime)
+    return workspace.create(builds)
 
 
-def _remove_later(workspace: Path) -> None:
+def sweep(engine) -> None:
+    """At the agent's start: what builds of an agent killed mid-build left behind."""
+    workspace.sweep(engine.config.data_root / "builds", engine.runtime, starting=True)
+
+
+def _remove_later(path: Path) -> None:
     """Delete the workspace after the answer has ended: the client should not wait for
     thousands of unlinks (dockerd's classic builder also cleans up after replying). If the
-    agent dies first, the next build removes what is left (its pid is gone)."""
-    threading.Thread(target=remove_tree, args=(workspace,), name="build-cleanup").start()
-
-
-def _alive(pid: str) -> bool:
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    agent dies first, the next start removes what is left (its pid is gone)."""
+    threading.Thread(target=remove_tree, args=(path,), name="build-cleanup").start()
 
 
 def _stream(engine, builder: Builder, plan, options: BuildOptions, cache_from, stack):

@@ -14,7 +14,7 @@ import sys
 import threading
 import urllib.parse
 
-from vmctl_agent.api import supervision
+from vmctl_agent.api import build, supervision
 from vmctl_agent.api.engine import Engine
 from vmctl_agent.api.routes import Router
 from vmctl_agent.api.server import Server
@@ -28,6 +28,7 @@ def run(config: AgentConfig, listen: list[str]) -> int:
     engine.images.collect_garbage(wait=False)
     engine.restore_networks()
     supervision.take_over(engine)  # what runs, and what its restart policy wants back
+    build.sweep(engine)  # what a build of an agent killed mid-build left
     listeners = [listener(address, gid) for address in listen]
     server = Server(listeners, Router(engine))
     stop = threading.Event()

@@ -7,7 +7,10 @@ runtime, the image store and the shared floor; never the API above it.
     words.py       Docker's word rules: quotes, escapes and ${VAR} substitution
     stages.py      instructions grouped into stages, flags checked, --target
     ignore.py      .dockerignore patterns, as Go's filepath.Match and `**`
-    context.py     the context tar unpacked safely; the Dockerfile read; .dockerignore applied
+    context.py     the context tar streamed, spooled and indexed; the Dockerfile; .dockerignore
+    contexttree.py the context's index: what unpacking it would make, read from the spool
+    trees.py       what COPY reads sources from (disk or context); the cache's content hash
+    workspace.py   a build's own directory, and the sweep of those a killed agent left
     dispatch.py    what each instruction does to the stage's image config
     builder.py     a build: stages, steps, the cache, the stream the CLI reads
     steps.py       RUN in a container; COPY, ADD, WORKDIR through the mounted image

@@ -11,12 +11,25 @@ out. A failed step raises (StepFailed, DockerfileError, ...) and tags nothing.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmctl_agent.build import commit, copier, copystep, dispatch, layertar, stages, steps, words
+from vmctl_agent.build import (
+    commit,
+    copier,
+    copystep,
+    dispatch,
+    layertar,
+    stages,
+    steps,
+    trees,
+    words,
+    workspace,
+)
+from vmctl_agent.build.contexttree import ContextTree
 from vmctl_agent.build.dispatch import StageState
 from vmctl_agent.build.dockerfile import DockerfileError, Instruction, parse
 from vmctl_agent.errors import ImageNotFound
@@ -62,7 +75,7 @@ class Builder:
         runtime: Runtime,
         pull: Pull,
         workspace: Path,
-        context: Path,
+        context: ContextTree,
         options: BuildOptions,
         alive: Callable[[], bool] = lambda: True,
         pins: set[str] | None = None,
@@ -226,11 +239,13 @@ class Builder:
 
         def save(upper: Path, container_id: str) -> str:
             with self.images.content.gc_lock(shared=True):
-                layer = layertar.store_layer(self.images.content, upper, steps.runtime_made)
+                content, made = self.images.content, steps.runtime_made
+                layer = layertar.store_layer(content, upper, made, adopt=opts.remove)
                 return self._commit_now(state, step_config, layer, container_id)
 
+        noted = functools.partial(workspace.note_step, self.workspace)
         image_id = yield from steps.run(
-            self.runtime, state, cmd, env, opts.limits, opts.remove, save, self.alive
+            self.runtime, state, cmd, env, opts.limits, opts.remove, save, self.alive, noted
         )
         yield {"stream": f" ---> {_short(image_id)}\n"}
 
@@ -259,7 +274,7 @@ class Builder:
         source_layers = yield from self._copy_source(ins, variables)
         early = None
         if source_layers is None:
-            early = self._copy_lookup(state, plan, str(self.context), fetched)
+            early = self._copy_lookup(state, plan, self.context.root, fetched, self.context)
             if early.hit is not None:
                 yield from self._use_cache(state, early.hit)
                 return
@@ -280,10 +295,12 @@ class Builder:
             return
         yield {"stream": f" ---> {_short(image_id)}\n"}
 
-    def _copy_lookup(self, state: StageState, plan, root: str, fetched: list) -> _Outcome:
-        """The sources under `root`, the step's config (with their content hash) and the
-        cache's answer for it."""
-        found = copier.find_sources(root, list(plan.patterns), plan.verb) + fetched
+    def _copy_lookup(
+        self, state: StageState, plan, root: str, fetched: list, tree: trees.Tree = trees.DISK
+    ) -> _Outcome:
+        """The sources under `root` in `tree`, the step's config (with their content hash)
+        and the cache's answer for it."""
+        found = copier.find_sources(root, list(plan.patterns), plan.verb, tree) + fetched
         text = copystep.comment(plan, copier.content_hash(found))
         step_config = commit.container_config(state, dispatch.nop(state, text, single=True))
         return _Outcome(step_config, self._cached(state, step_config), found)

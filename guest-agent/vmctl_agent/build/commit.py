@@ -85,12 +85,15 @@ def commit(
 
 
 def _put(store: ImageStore, body: dict, layers: list[dict], parent: str) -> str:
+    """The config and manifest blobs, then the record. The blobs are not fsynced one by
+    one: the record carries this boot's id, so ImageStore.add syncs the filesystem (them
+    with it) before it writes the record."""
     raw = json.dumps(body, separators=(",", ":")).encode()
     image_id = "sha256:" + hashlib.sha256(raw).hexdigest()
-    store.content.put_blob(image_id, raw)
+    store.content.put_blob(image_id, raw, durable=False)
     manifest = _manifest(image_id, len(raw), layers)
     manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    store.content.put_blob(manifest_digest, manifest)
+    store.content.put_blob(manifest_digest, manifest, durable=False)
     record = ImageRecord(
         id=image_id,
         manifest_digest=manifest_digest,

@@ -11,15 +11,14 @@ from __future__ import annotations
 import bz2
 import fnmatch
 import gzip
-import hashlib
 import lzma
 import os
 import posixpath
-import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmctl_agent.build import trees
 from vmctl_agent.build.overlay import scoped
 from vmctl_agent.errors import AgentError
 from vmctl_agent.store.content import remove_tree
@@ -35,7 +34,8 @@ class CopyError(AgentError):
 @dataclass(frozen=True)
 class Source:
     name: str  # as the Dockerfile wrote it, after globbing
-    path: str  # the real path, inside its root
+    path: str  # the path in its tree, inside its root
+    tree: trees.Tree = trees.DISK
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,11 @@ class Target:
     keep_owner: bool = False
 
 
-def find_sources(root: str, patterns: list[str], verb: str) -> list[Source]:
-    """Every source, globbed; a pattern that matches nothing is an error."""
+def find_sources(
+    root: str, patterns: list[str], verb: str, tree: trees.Tree = trees.DISK
+) -> list[Source]:
+    """Every source in `tree` under `root`, globbed; a pattern that matches nothing is an
+    error."""
     found: list[Source] = []
     for pattern in patterns:
         clean = posixpath.normpath("/" + pattern).lstrip("/")
@@ -57,15 +60,15 @@ def find_sources(root: str, patterns: list[str], verb: str) -> list[Source]:
             raise CopyError(
                 f"{verb} failed: forbidden path outside the build context: {pattern} ()"
             )
-        matches = _glob(root, clean) if _magic(clean) else [clean]
-        real = [(m, scoped(root, m)) for m in matches]
-        real = [(m, p) for m, p in real if os.path.lexists(p)]
+        matches = _glob(root, clean, tree) if _magic(clean) else [clean]
+        real = [(m, scoped(root, m, links=tree.link)) for m in matches]
+        real = [(m, p) for m, p in real if trees.lexists(tree, p)]
         if not real:
             raise CopyError(
                 f"{verb} failed: file not found in build context or excluded by "
                 f".dockerignore: stat {pattern}: file does not exist"
             )
-        found += [Source(m, p) for m, p in real]
+        found += [Source(m, p, tree) for m, p in real]
     return found
 
 
@@ -73,52 +76,24 @@ def _magic(pattern: str) -> bool:
     return any(ch in pattern for ch in "*?[")
 
 
-def _glob(root: str, pattern: str) -> list[str]:
+def _glob(root: str, pattern: str, tree: trees.Tree) -> list[str]:
     found = [""]
     for part in pattern.split("/") if pattern != "." else []:
         step = []
         for base in found:
-            directory = scoped(root, base)
+            directory = scoped(root, base, links=tree.link)
             if not _magic(part):
                 step.append(posixpath.join(base, part))
-            elif os.path.isdir(directory):
-                names = sorted(n for n in os.listdir(directory) if fnmatch.fnmatchcase(n, part))
+            elif trees.kind(tree, directory) == stat.S_IFDIR:
+                names = sorted(n for n in tree.listdir(directory) if fnmatch.fnmatchcase(n, part))
                 step += [posixpath.join(base, n) for n in names]
         found = step
     return found
 
 
 def content_hash(sources: list[Source]) -> str:
-    """dockerd's `file:`, `dir:` or `multi:` label, over names, modes, link targets and
-    contents (not times or owners, which its cache ignores too)."""
-    digest = hashlib.sha256()
-    for source in sources:
-        for rel, path, info in _tree(source.path):
-            digest.update(f"{source.name}/{rel}\0{stat.S_IMODE(info.st_mode)}\0".encode())
-            if stat.S_ISLNK(info.st_mode):
-                digest.update(os.readlink(path).encode())
-            elif stat.S_ISREG(info.st_mode):
-                _hash_file(digest, path)
-    kind = "multi" if len(sources) > 1 else "dir" if os.path.isdir(sources[0].path) else "file"
-    return f"{kind}:{digest.hexdigest()}"
-
-
-def _hash_file(digest, path: str) -> None:
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-
-
-def _tree(top: str):
-    """(relative path, path, lstat) of `top` and, for a directory, all under it, sorted."""
-    info = os.lstat(top)
-    yield ".", top, info
-    if stat.S_ISDIR(info.st_mode):
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames.sort()
-            for name in sorted(dirnames + filenames):
-                path = os.path.join(dirpath, name)
-                yield os.path.relpath(path, top), path, os.lstat(path)
+    """The sources' label for the cache and the history (trees.content_hash)."""
+    return trees.content_hash([(s.name, s.tree, s.path) for s in sources])
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -137,23 +112,25 @@ def copy(root: str, sources: list[Source], target: Target, scratch: Path) -> Non
 
 
 def _copy_one(root: str, source: Source, target: Target, scratch: Path, many: bool) -> None:
-    if target.unpack and _archive_kind(source.path):
+    tree = source.tree
+    if target.unpack and _archive_kind(tree, source.path):
         unpacked = scratch / f"unpacked-{os.urandom(4).hex()}"
-        _unpack(source.path, unpacked)
+        _unpack(tree, source.path, unpacked)
         keep = Target(target.dest, target.uid, target.gid, target.mode, False, keep_owner=True)
-        _copy_tree(str(unpacked), make_dir(root, target.dest, target), keep, top=False)
+        made = make_dir(root, target.dest, target)
+        _copy_tree(trees.DISK, str(unpacked), made, keep, top=False)
         remove_tree(unpacked)
         return
-    if os.path.isdir(source.path):
+    if trees.kind(tree, source.path) == stat.S_IFDIR:
         fresh = not os.path.lexists(scoped(root, target.dest))
-        _copy_tree(source.path, make_dir(root, target.dest, target), target, top=fresh)
+        _copy_tree(tree, source.path, make_dir(root, target.dest, target), target, top=fresh)
         return
     if many or target.dest.endswith("/") or os.path.isdir(scoped(root, target.dest)):
         dest = os.path.join(make_dir(root, target.dest, target), posixpath.basename(source.name))
     else:  # the last name is replaced, never followed
         parent = make_dir(root, posixpath.dirname(target.dest), target)
         dest = os.path.join(parent, posixpath.basename(target.dest))
-    _put(source.path, dest, os.stat(source.path), target)
+    _put(tree, source.path, dest, tree.lstat(source.path), target)
 
 
 def make_dir(root: str, path: str, target: Target) -> str:
@@ -173,20 +150,20 @@ def make_dir(root: str, path: str, target: Target) -> str:
     return real
 
 
-def _copy_tree(source: str, dest: str, target: Target, *, top: bool) -> None:
+def _copy_tree(tree: trees.Tree, source: str, dest: str, target: Target, *, top: bool) -> None:
     """The contents of directory `source` into the real directory `dest`; a `dest` made for
     this copy (`top`) takes the source directory's mode and times, one that was there
     already stays as it was, as dockerd has it."""
-    for rel, path, info in _tree(source):
+    for rel, path, info in trees.walk(tree, source):
         here = dest if rel == "." else os.path.join(dest, rel)
         if rel == ".":
             if top:
                 _metadata(here, info, target)
             continue
-        _put(path, here, info, target)
+        _put(tree, path, here, info, target)
 
 
-def _put(path: str, here: str, info: os.stat_result, target: Target) -> None:
+def _put(tree: trees.Tree, path: str, here: str, info, target: Target) -> None:
     """One entry at `here` (whose parent is a real directory), replacing what was there."""
     existing = _lstat(here)
     if stat.S_ISDIR(info.st_mode):
@@ -195,22 +172,25 @@ def _put(path: str, here: str, info: os.stat_result, target: Target) -> None:
             os.mkdir(here, 0o700)
     else:
         _remove(here, existing)
-        _create(path, here, info)
+        _create(tree, path, here, info)
     _metadata(here, info, target)
 
 
-def _create(path: str, here: str, info: os.stat_result) -> None:
+def _create(tree: trees.Tree, path: str, here: str, info) -> None:
     if stat.S_ISLNK(info.st_mode):
-        os.symlink(os.readlink(path), here)
+        os.symlink(tree.link(path) or "", here)
     elif stat.S_ISREG(info.st_mode):
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        with open(path, "rb") as src, os.fdopen(os.open(here, flags, 0o600), "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+        fd = os.open(here, flags, 0o600)
+        try:
+            tree.copy_into(path, fd)
+        finally:
+            os.close(fd)
     else:
         os.mknod(here, info.st_mode, info.st_rdev)
 
 
-def _metadata(here: str, info: os.stat_result, target: Target) -> None:
+def _metadata(here: str, info, target: Target) -> None:
     uid, gid = (info.st_uid, info.st_gid) if target.keep_owner else (target.uid, target.gid)
     os.chown(here, uid, gid, follow_symlinks=False)
     if not stat.S_ISLNK(info.st_mode):
@@ -238,11 +218,11 @@ def _remove(path: str, existing: os.stat_result | None) -> None:
 # -- ADD's archives ----------------------------------------------------------------------------
 
 
-def _archive_kind(path: str) -> str | None:
+def _archive_kind(tree: trees.Tree, path: str) -> str | None:
     """ "tar", "gz", "bz2" or "xz" for a file ADD unpacks; None for any other file."""
-    if not os.path.isfile(path):
+    if trees.kind(tree, path) != stat.S_IFREG:
         return None
-    with open(path, "rb") as f:
+    with tree.open(path) as f:
         head = f.read(512)
     for magic, kind in _MAGIC:
         if head.startswith(magic):
@@ -250,8 +230,9 @@ def _archive_kind(path: str) -> str | None:
     return "tar" if len(head) == 512 and head[257:262] == b"ustar" else None
 
 
-def _unpack(path: str, into: Path) -> None:
-    openers = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open, "tar": open}
+def _unpack(tree: trees.Tree, path: str, into: Path) -> None:
+    openers = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}
     into.mkdir()
-    with openers[_archive_kind(path) or "tar"](path, "rb") as stream:
+    kind = _archive_kind(tree, path) or "tar"
+    with tree.open(path) as raw, openers[kind](raw, "rb") if kind in openers else raw as stream:
         LayerExtractor(str(into)).extract(stream)

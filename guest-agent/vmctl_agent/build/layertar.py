@@ -10,6 +10,7 @@ such a step as an empty layer in the history and adds no layer, and so do we.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -18,6 +19,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from vmctl_agent.build import layerdir
 from vmctl_agent.errors import VerificationError
 from vmctl_agent.store.blobstream import BlobStream
 from vmctl_agent.store.content import ContentStore
@@ -164,18 +166,23 @@ def _opaque(path: Path) -> bool:
         return False
 
 
-def store_layer(content: ContentStore, root: Path, skip=lambda p, i: False) -> dict | None:
+def store_layer(
+    content: ContentStore, root: Path, skip=lambda p, i: False, *, adopt: bool = False
+) -> dict | None:
     """Store the changes in `root` as a layer; its entry for an image record, or None if
-    there are no changes. Call with the store's gc lock held shared (as a pull does)."""
+    there are no changes. With `adopt`, `root` itself becomes the layer's directory when it
+    can be (layerdir.py; it is then gone from where it was), else the tar is unpacked as a
+    pull unpacks it. Call with the store's gc lock held shared (as a pull does)."""
     spool = content.tmp / f"build-layer-{os.urandom(6).hex()}.tar.gz"
     try:
-        diff_id, size = _write_gzip(root, spool, skip)
+        if adopt:
+            layerdir.prune(root, skip)
+        diff_id, size, blob_digest, compressed = _write_gzip(root, spool, skip)
         if diff_id == EMPTY_TAR:
             return None
-        blob_digest = "sha256:" + _file_digest(spool)
-        compressed = spool.stat().st_size
         with content.lock(diff_id):
-            _publish(content, spool, diff_id, size, blob_digest, compressed)
+            taken = root if adopt else None
+            _publish(content, spool, (diff_id, size, blob_digest, compressed), taken)
     finally:
         spool.unlink(missing_ok=True)
     return {
@@ -187,35 +194,54 @@ def store_layer(content: ContentStore, root: Path, skip=lambda p, i: False) -> d
     }
 
 
-def _write_gzip(root: Path, spool: Path, skip) -> tuple[str, int]:
-    with open(spool, "wb") as raw, gzip.GzipFile("", "wb", fileobj=raw, mtime=0) as zipped:
-        hashing = _Hashing(zipped)
-        for chunk in tar_chunks(root, skip):
-            hashing.write(chunk)
-    return "sha256:" + hashing.digest.hexdigest(), hashing.size
+def _write_gzip(root: Path, spool: Path, skip) -> tuple[str, int, str, int]:
+    """The layer's tar, gzipped into `spool`, both hashed as they are written: (diff_id,
+    tar size, blob digest, blob size)."""
+    with open(spool, "wb") as raw:
+        blob = _Hashing(raw)
+        # Go's default level (6), as dockerd compresses a layer to push it: level 9 takes
+        # twice the time for a few percent
+        with gzip.GzipFile("", "wb", compresslevel=6, fileobj=blob, mtime=0) as zipped:
+            tar = _Hashing(zipped)
+            for chunk in tar_chunks(root, skip):
+                tar.write(chunk)
+    return _digest(tar), tar.size, _digest(blob), blob.size
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _digest(hashing: _Hashing) -> str:
+    return "sha256:" + hashing.digest.hexdigest()
 
 
-def _publish(content, spool: Path, diff_id: str, size: int, blob: str, compressed: int) -> None:
-    """Under the layer's lock: unpack and commit it, unless the store has it already."""
+def _publish(content, spool: Path, layer: tuple, root: Path | None) -> None:
+    """Under the layer's lock: commit it (`root` moved into place if it conforms, else the
+    tar unpacked), unless the store has it already."""
+    diff_id, size, blob, compressed = layer
     if content.has_layer(diff_id):
         if not content.has_blob(blob):
             os.replace(spool, content.blob_path(blob))
         return
     with content.staging(diff_id) as work:
-        (work / "diff").mkdir()
         os.replace(spool, work / "blob")
-        with open(work / "blob", "rb") as source:
-            stream = BlobStream(source, None, compressed)
-            LayerExtractor(str(work / "diff")).extract(stream)
-            got_blob, got_diff = stream.finish()
-        if (got_blob, got_diff) != (blob, diff_id):
-            raise VerificationError(f"layer {diff_id} changed while it was being stored")
+        if root is None or not layerdir.conform(root) or not _moved(root, work / "diff"):
+            _unpack(work, blob, diff_id, compressed)
         content.commit_layer(work, diff_id, size, blob)
+
+
+def _moved(root: Path, target: Path) -> bool:
+    try:
+        os.rename(root, target)
+    except OSError as e:
+        if e.errno == errno.EXDEV:
+            return False  # another filesystem: unpacked instead
+        raise
+    return True
+
+
+def _unpack(work: Path, blob: str, diff_id: str, compressed: int) -> None:
+    (work / "diff").mkdir()
+    with open(work / "blob", "rb") as source:
+        stream = BlobStream(source, None, compressed)
+        LayerExtractor(str(work / "diff")).extract(stream)
+        got_blob, got_diff = stream.finish()
+    if (got_blob, got_diff) != (blob, diff_id):
+        raise VerificationError(f"layer {diff_id} changed while it was being stored")

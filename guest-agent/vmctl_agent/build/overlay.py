@@ -11,6 +11,7 @@ resolved with `scoped`, so a symlink in the image can never lead a write onto th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -56,16 +57,19 @@ def run_mounted(
 
 
 def _in_namespace(layers_root, lowers, work: Path, action, result: dict, writable) -> None:
+    roots: list[str] = []
     try:
         sc.unshare(sc.CLONE_NEWNS)
         rootfs.make_private()
-        roots = [
-            _mount(layers_root, layers, work, i, writable and i == 0)
-            for i, layers in enumerate(lowers)
-        ]
+        for i, layers in enumerate(lowers):
+            roots.append(_mount(layers_root, layers, work, i, writable and i == 0))
         result["value"] = action(*roots)
     except BaseException as e:  # handed to the calling thread
         result["error"] = e
+    finally:  # unmounted now, not when the namespace goes: the upper may be moved next
+        for root in reversed(roots):
+            with contextlib.suppress(OSError):
+                sc.umount(root)
 
 
 def _mount(layers_root: Path, layers: Sequence[str], work: Path, index: int, rw: bool) -> str:
@@ -100,27 +104,32 @@ class OutsideRoot(AgentError):
     """A path that would leave the directory it must stay in."""
 
 
-def scoped(root: str, path: str, *, follow_last: bool = True) -> str:
+def scoped(root: str, path: str, *, follow_last: bool = True, links=None) -> str:
     """`path` inside `root` with every symlink resolved as if `root` were `/` (Docker's
-    FollowSymlinkInScope): `..` and absolute links stop at `root`. The result may not exist."""
+    FollowSymlinkInScope): `..` and absolute links stop at `root`. The result may not exist.
+    `links(path)` gives a symlink's target or None (default: the disk's)."""
+    links = links or _disk_link
     parts = [p for p in path.split("/") if p not in ("", ".")]
     resolved: list[str] = []
-    links = 0
+    count = 0
     while parts:
         part = parts.pop(0)
         if part == "..":
             if resolved:
                 resolved.pop()
             continue
-        candidate = os.path.join(root, *resolved, part)
-        if (parts or follow_last) and os.path.islink(candidate):
-            links += 1
-            if links > _MAX_LINKS:
+        target = links(os.path.join(root, *resolved, part)) if parts or follow_last else None
+        if target is not None:
+            count += 1
+            if count > _MAX_LINKS:
                 raise OutsideRoot(f"too many levels of symbolic links in {path}")
-            target = os.readlink(candidate)
             if target.startswith("/"):
                 resolved = []
             parts = [p for p in target.split("/") if p not in ("", ".")] + parts
             continue
         resolved.append(part)
     return os.path.join(root, *resolved) if resolved else root
+
+
+def _disk_link(path: str) -> str | None:
+    return os.readlink(path) if os.path.islink(path) else None

@@ -26,7 +26,7 @@ from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.containers import Runtime
 from vmctl_agent.runtime.index import ContainerNotFound
 from vmctl_agent.runtime.spec import CreateOptions
-from vmctl_agent.store.content import hex_of, remove_tree
+from vmctl_agent.store.content import hex_of
 from vmctl_agent.store.images import ImageStore
 
 # What the runtime itself makes in a container's upper directory (mount points, the files it
@@ -72,11 +72,15 @@ def runtime_made(path: str, info: os.stat_result) -> bool:
 def run(
     runtime: Runtime, state: StageState, cmd: list[str], env: list[str], limits: RunLimits,
     remove: bool, save: Callable[[Path, str], str], alive: Callable[[], bool] = lambda: True,
+    noted: Callable[[str], None] = lambda container_id: None,
 ) -> Generator[dict, None, str]:  # fmt: skip
     """RUN: the command in a container from the stage's image, then `save(upper dir,
     container id)` (which makes the step's image; its id is returned) before the container
-    goes. `alive` False (the client left) stops it."""
+    goes. `alive` False (the client left) stops it; `noted` hears of a container meant to
+    go (for a sweep, should the agent die first)."""
     container = runtime.create(_options(state, cmd, env, limits))
+    if remove:
+        noted(container.id)
     short = container.id[:12]
     try:
         yield {"stream": f" ---> Running in {short}\n"}
@@ -167,19 +171,18 @@ def _lower_dirs(images: ImageStore, layers: list[dict]) -> list[str]:
 def mounted(images: ImageStore, state: StageState, work: Path, action, source_layers=None):
     """`action(root[, source_root])` on the stage's image (and a `--from` image, read-only);
     returns (action's result, the step's layer or None). The layer is made only if
-    `action` returns a result whose `skip` is False. Call with the store's gc lock held
-    shared until the layer is in an image."""
+    `action` returns a result whose `skip` is False. `work` is in the build's workspace.
+    Call with the store's gc lock held shared until the layer is in an image."""
     lowers = [_lower_dirs(images, state.layers)]
     if source_layers is not None:
         lowers.append(_lower_dirs(images, source_layers))
     work.mkdir()
-    try:
-        result = overlay.run_mounted(images.content.layers, lowers, work, action)
-        if getattr(result, "skip", False):
-            return result, None
-        return result, layertar.store_layer(images.content, work / "upper")
-    finally:
-        remove_tree(work)
+    result = overlay.run_mounted(images.content.layers, lowers, work, action)
+    if getattr(result, "skip", False):
+        return result, None
+    # The upper directory becomes the layer's when it can; what is left of `work` goes with
+    # the build's workspace, after the answer (a client does not wait for its unlinks).
+    return result, layertar.store_layer(images.content, work / "upper", adopt=True)
 
 
 def make_workdir(root: str, path: str) -> None:

@@ -123,13 +123,14 @@ class ContentStore:
     def read_blob(self, digest: str) -> bytes:
         return self.blob_path(digest).read_bytes()
 
-    def put_blob(self, digest: str, data: bytes) -> None:
-        """Store small `data` (a manifest or config) after checking it hashes to `digest`."""
+    def put_blob(self, digest: str, data: bytes, *, durable: bool = True) -> None:
+        """Store small `data` (a manifest or config) after checking it hashes to `digest`;
+        not fsynced when told a syncfs covers it before anything names it."""
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
         if actual != digest:
             raise VerificationError(f"content {actual} does not match its digest {digest}")
         if not self.has_blob(digest):
-            atomic.write_bytes(self.blob_path(digest), data)
+            atomic.write_bytes(self.blob_path(digest), data, durable=durable)
 
     # -- layers -----------------------------------------------------------------------------
 
