@@ -284,6 +284,21 @@ def test_dockerignore_and_owners_modes_in_layers(agent, tmp_path):
     assert (tool.uid, tool.gid, tool.mode) == (7, 8, 0o104755)
 
 
+def test_add_unpacks_a_plain_tar_as_it_does_a_compressed_one(agent, tmp_path):
+    """An uncompressed archive is read straight from the context (its file closed once: a
+    second close once failed the build with EBADF)."""
+    ctx = project(tmp_path, {"Dockerfile": "FROM busybox\nADD plain.tar /unpacked/\n"})
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w") as tar:
+        info = tarfile.TarInfo("inner/note")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"plain"))
+    (ctx / "plain.tar").write_bytes(payload.getvalue())
+    ok(build(agent, ctx, "-t", "plain-add"))
+    assert "unpacked/inner/note" in layer_files(agent, "plain-add")[-1]
+    ok(agent.docker("rmi", "plain-add"))
+
+
 def test_a_hostile_context_cannot_write_outside_the_build(agent, tmp_path):
     outside = tmp_path / "outside"
     cases = [

@@ -242,7 +242,10 @@ class _Slice:
         return True
 
     def close(self) -> None:
-        os.close(self._fd)
+        """Once: a second close must not close a descriptor the number was given to since."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     def __enter__(self) -> _Slice:
         return self

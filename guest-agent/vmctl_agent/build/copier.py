@@ -234,5 +234,9 @@ def _unpack(tree: trees.Tree, path: str, into: Path) -> None:
     openers = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}
     into.mkdir()
     kind = _archive_kind(tree, path) or "tar"
-    with tree.open(path) as raw, openers[kind](raw, "rb") if kind in openers else raw as stream:
-        LayerExtractor(str(into)).extract(stream)
+    with tree.open(path) as raw:
+        if kind not in openers:
+            LayerExtractor(str(into)).extract(raw)
+            return
+        with openers[kind](raw, "rb") as stream:
+            LayerExtractor(str(into)).extract(stream)
