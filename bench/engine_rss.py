@@ -33,26 +33,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 sys.path.insert(0, str(REPO_ROOT))
 
 from memkit import guest_rss, huge_pages_allowed, memory  # noqa: E402
-
-GOAL_RSS_MIB = 40.0
-KEEPALIVE_SERVER = """
-import http.server, socketserver
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", "3")
-        self.end_headers()
-        self.wfile.write(b"ok\\n")
-    def log_message(self, *a):
-        pass
-class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-S(("0.0.0.0", 81), H).serve_forever()
-"""
-HTTPD = "mkdir -p /www && dd if=/dev/zero of=/www/big bs=1M count={size} 2>/dev/null && " + (
-    "echo ok > /www/small && exec httpd -f -p 80 -h /www"
-)
+from ports import GOAL_RSS_MIB, HTTPD, KEEPALIVE_SERVER  # noqa: E402  (the same workload)
 
 
 def show(label: str, pid: int) -> dict[str, int]:

@@ -59,3 +59,22 @@ def entry(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str
     info = tarfile.TarInfo(name)
     info.type, info.linkname, info.mode = kind, link, 0o755 if kind == tarfile.DIRTYPE else 0o644
     return info, data
+
+
+def start_build(agent, dockerfile: bytes, query: str) -> socket.socket:
+    """A build (`POST /build?query`) sent on a raw connection, read until its RUN step
+    prints `started`: the caller then leaves, or kills the agent, mid-step."""
+    body = tar_of([entry("Dockerfile", dockerfile)])
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(agent.socket))
+    head = (
+        f"POST /v1.50/build?{query} HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: application/x-tar\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body)
+    seen = b""
+    while b'"started\\n"' not in seen:  # its output, not the Step line that names it
+        chunk = sock.recv(65536)
+        assert chunk, seen
+        seen += chunk
+    return sock

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from agentserver import serving
-from contextkit import assert_nothing_left, containers, entry, ok, post, tar_of
+from contextkit import assert_nothing_left, containers, entry, ok, post, start_build, tar_of
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
 
@@ -361,19 +361,7 @@ def test_docker_py_builds_too(agent, tmp_path):
 
 
 def test_a_client_that_leaves_stops_the_running_step(agent):
-    body = tar_of([entry("Dockerfile", b"FROM busybox\nRUN echo started; sleep 1000\n")])
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(str(agent.socket))
-    head = (
-        "POST /v1.50/build?t=left&rm=0 HTTP/1.1\r\nHost: x\r\n"
-        f"Content-Type: application/x-tar\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    sock.sendall(head.encode() + body)
-    seen = b""
-    while b'"started\\n"' not in seen:  # its output, not the Step line that names it
-        chunk = sock.recv(65536)
-        assert chunk, seen
-        seen += chunk
+    sock = start_build(agent, b"FROM busybox\nRUN echo started; sleep 1000\n", "t=left&rm=0")
     assert len(containers(agent)) == 1
     sock.close()
     deadline = time.monotonic() + 120  # the step notices within a log poll; a loaded machine

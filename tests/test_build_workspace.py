@@ -5,33 +5,14 @@ before it serves."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 from agentserver import inspect, serving, until
-from contextkit import containers, entry, tar_of
+from contextkit import containers, start_build
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
-
-
-def start_build(agent, dockerfile: bytes) -> socket.socket:
-    """A build sent on a raw connection, read until its RUN step prints `started`."""
-    body = tar_of([entry("Dockerfile", dockerfile)])
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(str(agent.socket))
-    head = (
-        "POST /v1.50/build?t=killed HTTP/1.1\r\nHost: x\r\n"
-        f"Content-Type: application/x-tar\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    sock.sendall(head.encode() + body)
-    seen = b""
-    while b'"started\\n"' not in seen:  # its output, not the Step line that names it
-        chunk = sock.recv(65536)
-        assert chunk, seen
-        seen += chunk
-    return sock
 
 
 def mounts_below(path: Path) -> list[str]:
@@ -49,7 +30,7 @@ def gone(pid: int) -> bool:
 
 def test_the_next_start_removes_what_an_agent_killed_mid_build_left(tmp_path, registry):
     with serving(tmp_path, registry) as agent:
-        sock = start_build(agent, b"FROM busybox\nRUN echo started; sleep 1000\n")
+        sock = start_build(agent, b"FROM busybox\nRUN echo started; sleep 1000\n", "t=killed")
         (step,) = containers(agent)
         step_pid = inspect(agent, step)["State"]["Pid"]
         (work,) = (agent.data_root / "builds").iterdir()
