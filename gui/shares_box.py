@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QListWidget,
     QListWidgetItem,
     QPushButton,
@@ -25,6 +26,14 @@ from vmctl import config as vmconfig
 from vmctl.errors import VmctlError
 
 DEFAULTS = "With none listed, your home folder is shared (as Docker Desktop does)."
+
+
+def defaults_line(config: vmconfig.VMConfig) -> str:
+    """What the VM shares while the list is empty, named (a blank list reads as "nothing")."""
+    shared = ", ".join(share.host for share in config.shares())
+    return f"None listed: {shared} shared by default, as Docker Desktop does."
+
+
 PATH = Qt.ItemDataRole.UserRole
 
 
@@ -56,8 +65,10 @@ class SharedFolders(QGroupBox):
         for widget in (self.add_button, self.remove_button, self.read_only):
             buttons.addWidget(widget)
         buttons.addStretch(1)
+        self.default_note = QLabel(wordWrap=True, objectName="shares-default")
         column = QVBoxLayout(self)
         column.addWidget(self.list)
+        column.addWidget(self.default_note)
         column.addLayout(buttons)
 
     @property
@@ -73,6 +84,8 @@ class SharedFolders(QGroupBox):
             self.list.addItem(item)
         self.setToolTip(DEFAULTS)
         self.list.setToolTip(DEFAULTS if not config.mounts else "")
+        self.default_note.setText("" if config.mounts else defaults_line(config))
+        self.default_note.setVisible(not config.mounts)
         self._selected()
 
     def add(self) -> None:

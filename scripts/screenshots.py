@@ -145,8 +145,8 @@ def shoot_vm(app, image: str, out: Path) -> None:
 
 
 def shoot_details(app, window, out: Path) -> None:
-    """The details pane of the running `web` container: its Stats after a few samples, and
-    its Inside view."""
+    """The details pane of the running `web` container: its Stats after a few samples, its
+    Inside view, and its files."""
     view = window.containers_view
     view.table.selectRow(next(i for i, r in enumerate(view.model.rows) if r.name == "web"))
     details = view.details
@@ -162,6 +162,10 @@ def shoot_details(app, window, out: Path) -> None:
     bar.setValue(bar.maximum())
     settle(app, lambda: True, "the scroll")
     save(window, out, "details-layers")
+    details.tabs.setCurrentWidget(details.files)
+    details.files.open_path("/")
+    settle(app, lambda: details.files.tree.topLevelItemCount() > 0, "the Files tab")
+    save(window, out, "details-files")
 
 
 def shoot_images(app, window, out: Path, parse_build) -> None:

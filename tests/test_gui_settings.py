@@ -8,6 +8,7 @@ test_vmctl_e2e's); the config is vmctl's own, read and written through `vmctl.co
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import threading
 
 import pytest
@@ -134,10 +135,15 @@ def test_shared_folders_added_made_read_only_removed_and_saved_with_a_restart_of
     code.mkdir(), data.mkdir()
     view = desktop.window.settings_view
     assert shared(view) == [] and "your home folder is shared" in view.shares.list.toolTip()
+    home = str(pathlib.Path.home())
+    note = view.shares.default_note
+    assert note.text() == f"None listed: {home} shared by default, as Docker Desktop does."
+    assert not note.isHidden()
     for folder in (code, data):
         view.shares.ask = lambda parent, folder=folder: str(folder)
         view.shares.add_button.click()
     assert shared(view) == [str(code), str(data)] and view.shares.read_only.isEnabled()
+    assert note.isHidden(), "listed folders replace the default"
     view.shares.read_only.click()  # the folder just added is the one selected
     assert shared(view) == [str(code), f"{data}  (read-only)"]
     view.shares.list.setCurrentRow(0)
