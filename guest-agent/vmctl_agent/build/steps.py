@@ -26,7 +26,7 @@ from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.containers import Runtime
 from vmctl_agent.runtime.index import ContainerNotFound
 from vmctl_agent.runtime.spec import CreateOptions
-from vmctl_agent.store.content import hex_of
+from vmctl_agent.store.content import short_lower
 from vmctl_agent.store.images import ImageStore
 
 # What the runtime itself makes in a container's upper directory (mount points, the files it
@@ -165,7 +165,9 @@ def _interpreted(content: str) -> str:
 
 
 def _lower_dirs(images: ImageStore, layers: list[dict]) -> list[str]:
-    return [f"{hex_of(layer['diff_id'])}/diff" for layer in reversed(layers)]
+    """Top first, by their short names (so as many layers fit as in a container's mount)."""
+    dirs = (images.content.layer_dir(layer["diff_id"]) for layer in reversed(layers))
+    return [short_lower(str(d)) for d in dirs]
 
 
 def mounted(images: ImageStore, state: StageState, work: Path, action, source_layers=None):

@@ -29,6 +29,7 @@ from vmctl_agent.runtime.healthcheck import Healthcheck
 from vmctl_agent.runtime.mounts import Mount
 from vmctl_agent.runtime.netns import Joined
 from vmctl_agent.runtime.restarts import RestartPolicy
+from vmctl_agent.store.content import short_lower
 from vmctl_agent.store.images import Image
 
 BUILT_IN_NETWORKS = ("none", "host")  # the runtime alone makes these; others need the network room
@@ -151,7 +152,7 @@ class ContainerConfig:
         point, which each container's own mount namespace mounts its overlay on."""
         options = self.create_options
         layers_root = str(Path(self.layers[0]).parent.parent) if self.layers else "/"
-        lower = tuple(os.path.relpath(p, layers_root) for p in self.layers)
+        lower = tuple(map(short_lower, self.layers))
         if rootfs.init_layer_fits(self.layers):
             lower = (os.path.relpath(directory.parent / INIT_LAYER, layers_root), *lower)
         return rootfs.RootfsPlan(
