@@ -4,6 +4,7 @@ the same door the docker CLI uses."""
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import sys
 import threading
@@ -259,8 +260,14 @@ class VmctlEngine(Engine):
         return listings.pruned(answer, "VolumesDeleted")
 
     def networks(self) -> list[NetworkRow]:
-        api = self.client.api
-        return [listings.network_row(api.inspect_network(n["Id"])) for n in api.networks()]
+        """Each listed network, inspected; one removed between the two calls is left out."""
+        import docker
+
+        api, rows = self.client.api, []
+        for listed in api.networks():
+            with contextlib.suppress(docker.errors.NotFound):
+                rows.append(listings.network_row(api.inspect_network(listed["Id"])))
+        return rows
 
     def create_network(self, name: str, subnet: str = "") -> str:
         types = docker_types()

@@ -224,3 +224,25 @@ def test_the_trays_open_ports_open_a_port_once_it_answers(qtbot, desktop, agent,
     )
     assert desktop.ports.waiting == {} and port_lines(menu) == ["late: http://localhost:8080"]
     assert opened == ["http://localhost:8080"]
+
+
+def test_a_network_removed_between_the_list_and_its_inspect_is_left_out(desktop, agent):
+    """The Networks tab lists, then inspects each: a network removed in between (as the
+    user's own `docker network rm`, or compose's `down`) is not an error, just gone."""
+    ok(agent.docker("network", "create", "fleeting"))
+    engine = desktop.bridge.engine
+    api = engine.client.api
+    listed = api.networks
+
+    def listed_then_removed(*args, **kwargs):
+        found = listed(*args, **kwargs)
+        ok(agent.docker("network", "rm", "fleeting"))
+        return found
+
+    api.networks = listed_then_removed
+    try:
+        names = [row.name for row in engine.networks()]
+    finally:
+        api.networks = listed
+    assert sorted(names) == ["bridge", "host", "none"]
+    assert network_names(agent) == ["bridge", "host", "none"]
