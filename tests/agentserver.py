@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -114,7 +115,16 @@ class AgentServer:
         for container in self.docker("ps", "-aq").stdout.split():
             self.docker("rm", "-f", container)
         self.process.terminate()
-        self.process.wait(timeout=10)
+        try:
+            self.process.wait(timeout=PATIENCE)  # a hang's bound: a loaded machine takes its time
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGUSR1)  # its threads' stacks, into its log
+            time.sleep(1)
+            self.process.kill()
+            self.process.wait()
+            tail = self.log.read_text(errors="replace")[-6000:]
+            said = f"the agent did not exit on SIGTERM; its log ends:\n{tail}"
+            raise AssertionError(said) from None
 
 
 PATIENCE = 120.0  # seconds: what a loaded 2-core machine may take; the waits end sooner
