@@ -21,6 +21,8 @@ from vmctl_agent.api.server import Server
 from vmctl_agent.config import AgentConfig
 from vmctl_agent.errors import AgentError
 
+_SIGNAL_LOOK = 0.5  # s
+
 
 def run(config: AgentConfig, listen: list[str]) -> int:
     gid = socket_group(config)
@@ -37,7 +39,8 @@ def run(config: AgentConfig, listen: list[str]) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # as dockerd: stacks to stderr
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"vmctl-agent: serving the Engine API on {', '.join(listen)}", file=sys.stderr)
-    stop.wait()
+    while not stop.wait(_SIGNAL_LOOK):  # a signal the kernel gave another thread runs its
+        pass  # Python handler only once this one wakes: a wait without end never would
     server.shutdown()
     paths = [s.getsockname() for s in listeners if s.family == socket.AF_UNIX]
     server.server_close()
