@@ -46,6 +46,35 @@ def test_output_written_after_the_exit_status_is_not_lost(sshd):
         assert (result.status, result.stdout, result.stderr) == (3, "out\nlater\n", "late\n")
 
 
+class _LastLineWithEof:
+    """A channel whose last line and EOF land together, just after the drain has found the
+    buffers empty: the interleaving that lost "later" on a loaded CI machine, made certain."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+        self.eof_received = False
+        self.closed = False
+        self.status_event = threading.Event()
+
+    def recv_ready(self) -> bool:
+        return bool(self.pending)
+
+    def recv_stderr_ready(self) -> bool:
+        if not self.eof_received:  # the transport thread files the data, then the EOF
+            self.pending, self.eof_received = b"later\n", True
+        return False
+
+    def recv(self, size: int) -> bytes:
+        data, self.pending = self.pending, b""
+        return data
+
+
+def test_output_arriving_with_the_eof_is_not_lost():
+    from vmctl.ssh import _drain
+
+    assert _drain(_LastLineWithEof(), timeout=5) == (b"later\n", b"")
+
+
 def test_a_host_key_other_than_the_pinned_one_is_refused(sshd, tmp_path):
     impostor = keys.generate("impostor").public_openssh
     with pytest.raises(

@@ -311,11 +311,15 @@ def _drain(channel: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
     out, err = bytearray(), bytearray()
     deadline = time.monotonic() + timeout
     while True:
+        # EOF is read before the buffers: paramiko files the last data before it sets EOF, so
+        # buffers found empty after EOF was seen are empty for good (checked the other way round,
+        # the last line could arrive with EOF between the two looks and be dropped).
+        ended = channel.eof_received or channel.closed
         if channel.recv_ready():
             out += channel.recv(65536)
         elif channel.recv_stderr_ready():
             err += channel.recv_stderr(65536)
-        elif channel.eof_received or channel.closed:
+        elif ended:
             return bytes(out), bytes(err)
         else:
             if time.monotonic() > deadline:
