@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dockerpy_suite
 import pytest
 import uservm
 from imagekit import busybox_layer
@@ -19,6 +20,15 @@ from registry import Registry
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 # The desktop app's tests draw offscreen: no display is needed, here or in CI.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config):
+    """docker-py's suite's count and each of its failures with its reason, when it ran."""
+    lines = config.stash.get(dockerpy_suite.SUMMARY, None)
+    if lines:
+        terminalreporter.section("docker-py's integration suite")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
