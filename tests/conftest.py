@@ -31,15 +31,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
             terminalreporter.write_line(line)
 
 
-@pytest.hookimpl(trylast=True)  # after pytest has grouped the tests by the VM's driver
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests on the shared VMs run last. pytest keeps the last driver's VM up until the
-    session ends, and an idle guest under TCG takes a quarter of a core from every test after
-    it: half a full run went by beside it. Their order among themselves is kept."""
-    on_vm = {id(item) for item in items if "user_vm" in getattr(item, "fixturenames", ())}
-    items.sort(key=lambda item: id(item) in on_vm)  # stable: each part keeps its order
-
-
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """One anonymous registry for the whole session; use unique repo names per test."""
