@@ -522,6 +522,32 @@ def test_a_killed_shim_stops_its_container(rt, image):
     assert leftovers(rt, c.id) == NOTHING
 
 
+def test_a_reader_held_up_across_a_restart_does_not_take_the_new_run_for_orphaned(
+    rt, image, monkeypatch
+):
+    """A reader that read state.json before a restart and looks for that run's end after the
+    next run has ended too finds neither that end (overwritten) nor that shim (gone): it must
+    read the newer run's state, not record a killed supervisor (CI saw exit 137 so)."""
+    from vmctl_agent.runtime import records
+
+    c = rt.create(CreateOptions(image=image, cmd=("sh", "-c", "exit 3")))
+    rt.start(c.id)
+    assert rt.wait(c.id, timeout=30).state.exit_code == 3
+    directory = rt.get(c.id).directory
+    earlier = records.read_state(directory)
+    rt.start(c.id)
+    assert rt.wait(c.id, timeout=30).state.exit_code == 3
+    assert records.read_state(directory).shim_pid != earlier.shim_pid
+    reads = iter([earlier])
+    fresh = records.read_state
+    monkeypatch.setattr(records, "read_state", lambda d: next(reads, None) or fresh(d))
+    state = rt.get(c.id).state
+    assert (state.status, state.exit_code, state.error) == ("exited", 3, "")
+    assert rt.get(c.id).state.exit_code == 3, "and nothing was written in the run's stead"
+    rt.remove(c.id)
+    assert leftovers(rt, c.id) == NOTHING
+
+
 # -- exec, stdin, terminals, --rm ------------------------------------------------------------------
 
 

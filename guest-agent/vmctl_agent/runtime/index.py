@@ -244,12 +244,28 @@ class ContainerIndex:
             if ended is None and not container.directory.exists():
                 self.changed()
                 raise ContainerNotFound(f"No such container: {container.id}")  # --rm: gone
+            if ended is None and self._started_again(container):
+                return self._refresh(container)  # what we read was an earlier run's
             if ended is None:
                 ended = self._orphaned(container)
         if ended is not None:
             self._mark_exited(container, ended)
         else:
             container.paused = self.cgroups.frozen(container.id)
+
+    def _started_again(self, container: Container) -> bool:
+        """Whether a newer run has started since `container.state` was read (a restart while
+        this reader was held up: its shim gone, its end overwritten by the next run's); if so,
+        the newer run's state takes its place. Taken for orphaned, the new run was killed."""
+        try:
+            now = records.read_state(container.directory)
+        except FileNotFoundError:
+            return False
+        held = container.state
+        if (now.shim_pid, now.shim_start_time) == (held.shim_pid, held.shim_start_time):
+            return False
+        container.state = now
+        return True
 
     def _orphaned(self, container: Container) -> dict:
         """The shim was killed: nobody records this container's output or exit any more, so
