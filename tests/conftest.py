@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -59,6 +60,15 @@ def busybox_tar() -> bytes:
     return busybox_layer()
 
 
+@pytest.fixture
+def vm_tmp_path(request, tmp_path_factory) -> Path:
+    """A fresh folder that the shared `user_vm`s have at the same path (tmp_path is not in
+    them): for bind mounts of the user's files."""
+    root = uservm.shared_root(tmp_path_factory.getbasetemp())
+    root.mkdir(exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{request.node.name[:30]}-", dir=root))
+
+
 @pytest.fixture(scope="session", params=uservm.DRIVERS)
 def user_vm(request, registry, tmp_path_factory) -> Iterator[uservm.UserVM]:
     """One VM per driver, started through the CLI, shared by every slow test that only uses it.
@@ -68,7 +78,7 @@ def user_vm(request, registry, tmp_path_factory) -> Iterator[uservm.UserVM]:
     driver = request.param
     home = tmp_path_factory.mktemp(f"user-vm-{driver}")
     disk = vmkit.built_image().disk
-    # Every test's tmp_path is in the VM at the same path (as Docker Desktop shares /tmp on a
+    # vm_tmp_path's folders are in the VM at the same path (as Docker Desktop shares /tmp on a
     # Mac), and one folder read-only (test_vmctl_shares_vm.py).
     shares = uservm.shared_folders(tmp_path_factory.getbasetemp())
     name = f"shared-{driver}-{os.getpid()}"

@@ -28,11 +28,11 @@ def user(user_vm, tmp_path, monkeypatch):
         user_vm.docker("rmi", "busybox")
 
 
-def test_a_four_service_project_in_the_vm_through_a_users_session(user, tmp_path):
+def test_a_four_service_project_in_the_vm_through_a_users_session(user, vm_tmp_path):
     def docker(*args: str):  # a step under emulation, on a loaded machine, takes its time
         return user.docker(*args, timeout=1800)
 
-    shop = Shop(docker, tmp_path / "shop", "shop", free_port(), http_get)
+    shop = Shop(docker, vm_tmp_path / "shop", "shop", free_port(), http_get)
     try:
         walk_through(shop)
     finally:

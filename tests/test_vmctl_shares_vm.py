@@ -1,13 +1,14 @@
 """The user's folders in a real VM (issue 14, item 3), as a user meets them: `vmctl start`
-shares pytest's temporary folder (and one folder read-only) at the same path, and the docker
-CLI on the host bind-mounts it into containers. The shared `user_vm` runs each driver: the
-libvirt driver's virtiofs is libvirt's, the qemu driver's runs virtiofsd itself."""
+shares a folder of pytest's temporary folder (and one folder read-only) at the same path,
+and the docker CLI on the host bind-mounts it into containers. The shared `user_vm` runs each
+driver: the libvirt driver's virtiofs is libvirt's, the qemu driver's runs virtiofsd itself."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+import uservm
 from agentserver import docker_cli
 from uservm import ok
 
@@ -18,19 +19,22 @@ def run(vm, *args: str):
     return vm.docker("run", "--rm", *args)
 
 
-def test_a_host_folder_is_in_containers_at_the_same_path_and_writes_go_both_ways(user_vm, tmp_path):
-    (tmp_path / "from-host.txt").write_text("edited on the host\n")
-    script = f"cat {tmp_path}/from-host.txt; echo made in a container > {tmp_path}/back.txt"
-    out = ok(run(user_vm, "-v", f"{tmp_path}:{tmp_path}", "busybox", "sh", "-c", script))
+def test_a_host_folder_is_in_containers_at_the_same_path_and_writes_go_both_ways(
+    user_vm, vm_tmp_path
+):
+    folder = vm_tmp_path
+    (folder / "from-host.txt").write_text("edited on the host\n")
+    script = f"cat {folder}/from-host.txt; echo made in a container > {folder}/back.txt"
+    out = ok(run(user_vm, "-v", f"{folder}:{folder}", "busybox", "sh", "-c", script))
     assert out == "edited on the host\n"
-    assert (tmp_path / "back.txt").read_text() == "made in a container\n"
-    (tmp_path / "back.txt").write_text("changed on the host\n")
-    again = ok(run(user_vm, "-v", f"{tmp_path}:/src", "busybox", "cat", "/src/back.txt"))
+    assert (folder / "back.txt").read_text() == "made in a container\n"
+    (folder / "back.txt").write_text("changed on the host\n")
+    again = ok(run(user_vm, "-v", f"{folder}:/src", "busybox", "cat", "/src/back.txt"))
     assert again == "changed on the host\n"
 
 
 def test_a_read_only_share_is_read_only_in_the_vm_and_in_containers(user_vm, tmp_path_factory):
-    folder = tmp_path_factory.getbasetemp() / "read-only"
+    folder = uservm.read_only_root(tmp_path_factory.getbasetemp())
     (folder / "kept.txt").write_text("kept\n")
     script = "cat /data/kept.txt; touch /data/new"
     done = run(user_vm, "-v", f"{folder}:/data", "busybox", "sh", "-c", script)
@@ -51,7 +55,9 @@ def test_a_bind_of_a_folder_not_shared_is_mounts_denied_and_nothing_is_made(user
     assert user_vm.ssh("test", "-e", elsewhere).returncode == 1  # no empty folder made
 
 
-def test_host_edits_wake_an_inotify_watcher_in_a_container(user_vm, registry, tmp_path):
+def test_host_edits_wake_an_inotify_watcher_in_a_container(
+    user_vm, registry, tmp_path, vm_tmp_path
+):
     """Made, changed, renamed and deleted on the host: each wakes the container's watcher
     (a real inotify watcher, tests/tools/inotifywatch.c) on the same paths."""
     import subprocess
@@ -59,7 +65,7 @@ def test_host_edits_wake_an_inotify_watcher_in_a_container(user_vm, registry, tm
     import watchkit
 
     watchkit.push_image(registry, watchkit.build(tmp_path / "inotifywatch"))
-    folder, gone = tmp_path / "src", tmp_path / "src" / "gone"
+    folder, gone = vm_tmp_path / "src", vm_tmp_path / "src" / "gone"
     gone.mkdir(parents=True)
     (gone / "old.txt").write_text("old\n")
     name = f"watch-{os.getpid()}"
@@ -92,18 +98,17 @@ def wait_for(output, line: str) -> None:
         assert heard.startswith("a\t"), heard  # only the events edits.py raises
 
 
-def test_the_shares_are_mounted_again_after_a_restart(user_vm, tmp_path_factory, tmp_path):
+def test_the_shares_are_mounted_again_after_a_restart(user_vm, tmp_path_factory, vm_tmp_path):
     """Last in this file: it stops the shared VM, and starts it again as it found it."""
     ok(user_vm.vmctl("stop"))
     ok(user_vm.vmctl("start"))
-    base = tmp_path_factory.getbasetemp()
+    shared = uservm.shared_root(tmp_path_factory.getbasetemp())
     shown = ok(user_vm.vmctl("status"))
-    assert f"  shared {base} at {base} over virtiofs\n" in shown
+    assert f"  shared {shared} at {shared} over virtiofs\n" in shown
     assert "over virtiofs (read-only)\n" in shown
-    (tmp_path / "after.txt").write_text("after the restart\n")
-    out = ok(
-        run(user_vm, "-v", f"{tmp_path}:{tmp_path}", "busybox", "cat", f"{tmp_path}/after.txt")
-    )
+    folder = vm_tmp_path
+    (folder / "after.txt").write_text("after the restart\n")
+    out = ok(run(user_vm, "-v", f"{folder}:{folder}", "busybox", "cat", f"{folder}/after.txt"))
     assert out == "after the restart\n"
 
 

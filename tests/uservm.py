@@ -69,11 +69,23 @@ class UserVM:
         return vmctl(self.home, "ssh", "--name", self.name, "--", *command, timeout=timeout)
 
 
+def shared_root(base: Path) -> Path:
+    """The folder of pytest's temporary folder `base` that the shared VMs share: only it, so
+    a VM (its host agent forwarding edits, virtiofs setting times) never touches the files of
+    the tests that do not use it."""
+    return base / "vm-shared"
+
+
+def read_only_root(base: Path) -> Path:
+    return base / "vm-read-only"
+
+
 def shared_folders(base: Path) -> tuple[str, ...]:
-    """`vmctl start` flags sharing `base` (pytest's temporary folder) and, read-only,
-    `base/read-only` (made here)."""
-    (base / "read-only").mkdir(exist_ok=True)
-    return ("--mount", str(base), "--mount", f"{base / 'read-only'}:ro")
+    """`vmctl start` flags sharing `shared_root(base)` and, read-only, `read_only_root(base)`
+    (both made here)."""
+    for folder in (shared_root(base), read_only_root(base)):
+        folder.mkdir(exist_ok=True)
+    return ("--mount", str(shared_root(base)), "--mount", f"{read_only_root(base)}:ro")
 
 
 @contextlib.contextmanager
