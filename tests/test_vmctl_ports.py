@@ -13,12 +13,14 @@ import subprocess
 import threading
 import time
 
+import docker as dockerpy
 import pytest
 from agentserver import docker_cli
 from netkit import http_get, in_netns, netns_agent, ok, port_bound
 from sshkit import Sshd, free_port
 
 from vmctl import config as vmconfig
+from vmctl import errors as vmerrors
 from vmctl import paths as vmpaths
 from vmctl import portforward, vm
 
@@ -56,7 +58,7 @@ def docker(paths, *args):
 
 
 def test_a_published_port_is_on_the_host_when_run_returns(rig):
-    paths, _engine = rig
+    paths, engine = rig
     port = free_port()
     ok(docker(paths, "run", "-d", "--name", "site", "-p", f"{port}:80", "busybox", "sh", "-c",
               HTTPD))  # fmt: skip
@@ -66,6 +68,12 @@ def test_a_published_port_is_on_the_host_when_run_returns(rig):
     assert page.endswith(b"carried\n")
     short = ok(docker(paths, "inspect", "-f", "{{.Id}}", "site"))[:12]
     assert vm.published_ports("ports-test") == [f"127.0.0.1:{port}->80/tcp ({short})"]
+    address = ok(docker(paths, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", "site"))
+    client = dockerpy.APIClient(base_url=engine.url, version="auto")
+    rows = client._result(client._get(client._url("/vmctl/ports")), json=True)
+    assert [(r["HostPort"], r["Address"], r["PrivatePort"]) for r in rows] == [
+        (port, address.strip(), 80)  # where the host agent connects, through the VM's sshd
+    ]
     ok(docker(paths, "stop", "-t", "0", "site"))
     assert not port_bound(port)  # released when `docker stop` returned
     ok(docker(paths, "start", "site"))
@@ -113,6 +121,84 @@ def _echo_once(sock: socket.socket) -> None:
     with sock:
         data, peer = sock.recvfrom(100)
         sock.sendto(data, peer)
+
+
+def test_connections_go_to_the_containers_address_and_through_the_engine_if_refused():
+    """The host agent connects through the guest's sshd to the container's address, as `ssh
+    -L` does (no Python in the guest on the way); refused there (the container restarted
+    elsewhere since the last sync), through the engine's own listener for the port."""
+    port = free_port()
+    rows = [{"Id": "abc", "Proto": "tcp", "HostIp": "", "HostPort": port, "PrivatePort": 80,
+             "Address": "10.9.9.9"}]  # fmt: skip
+    direct: list[tuple[str, int]] = []
+    refuse = threading.Event()
+
+    def open_tcp(address: str, private_port: int):
+        direct.append((address, private_port))
+        if refuse.is_set():
+            raise vmerrors.VmctlError("the VM refused a connection to 10.9.9.9:80: refused")
+        return _served(lambda far: far.sendall(b"straight\n"))
+
+    logged: list[str] = []
+    fwd = portforward.PortForwarder(lambda: _engine(rows), "127.0.0.1", logged.append, open_tcp)
+    try:
+        assert fwd.sync() == {}
+        assert _fetch(port) == b"straight\n" and direct == [("10.9.9.9", 80)]
+        refuse.set()
+        assert _fetch(port) == b"through the engine\n"
+        assert any("10.9.9.9:80 refused a connection for port" in line for line in logged)
+    finally:
+        fwd.close()
+
+
+def _fetch(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.shutdown(socket.SHUT_WR)
+        return b"".join(iter(lambda: s.recv(100), b""))
+
+
+class _Channel:
+    """One end of a socket pair, with the calls of an SSH channel the forwarder makes."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.recv, self.sendall, self.close = sock.recv, sock.sendall, sock.close
+
+    def shutdown_write(self) -> None:
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.sock.close()
+
+
+def _served(serve) -> _Channel:
+    near, far = socket.socketpair()
+
+    def run() -> None:
+        with far:
+            serve(far)
+
+    threading.Thread(target=run, daemon=True).start()
+    return _Channel(near)
+
+
+def _engine(rows: list[dict]) -> _Channel:
+    """The engine's socket: its published ports, and a connect to one of them."""
+
+    def answer(far: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += far.recv(4096)
+        if head.startswith(b"GET /vmctl/ports "):
+            body = json.dumps(rows).encode()
+            far.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        elif head.startswith(b"POST /vmctl/ports/tcp/"):
+            far.sendall(b"HTTP/1.1 101 UPGRADED\r\n\r\nthrough the engine\n")
+
+    return _served(answer)
 
 
 class _Forwarder:

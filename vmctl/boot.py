@@ -75,6 +75,7 @@ def boot(
             "ssh_port": port,
             "ssh_user": cloudinit.USER,
             "engine_socket": cloudinit.AGENT_SOCKET,
+            "sshd_reaches_containers": True,  # published ports: straight to the container
             "driver": config.driver,
             "accel": chosen,
             "booted_at": time.time(),

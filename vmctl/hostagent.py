@@ -235,10 +235,17 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
     atomic.write_text(vm.docker_host, url + "\n")
     log(f"serving {url} -> {runtime['engine_socket']} in the VM")
     engine_socket = runtime["engine_socket"]
+
+    def open_tcp(address: str, port: int):
+        return connection.get().open_tcp(address, port)
+
+    # In a VM the guest's sshd shares the engine's network: it reaches the containers.
+    direct = runtime.get("sshd_reaches_containers", False)
     ports = PortForwarder(
         lambda: connection.get().open_unix_socket(engine_socket),
         config.publish_address,
         log,
+        open_tcp=open_tcp if direct else None,
     )
     threading.Thread(target=ports.follow, args=(stop,), daemon=True).start()
 

@@ -1,7 +1,8 @@
 """Published ports on the user's machine: the host agent listens where the engine's
 containers publish (127.0.0.1 by default: `vmctl config --publish-address`; an
-explicit `-p IP:...` is honoured) and carries each TCP connection, or each UDP client's
-datagrams, to the engine over SSH (the engine's /vmctl/ports endpoints).
+explicit `-p IP:...` is honoured) and carries each TCP connection over SSH to the
+container's address, made by the guest's sshd as for `ssh -L` (no Python in the guest on
+the way), and each UDP client's datagrams to the engine (its /vmctl/ports endpoints).
 
 Listeners follow the engine: bound when a start the host agent carries is answered (before
 the client hears of it, so the port works when `docker run -d` returns; a taken host port
@@ -22,6 +23,7 @@ import urllib.parse
 from collections.abc import Callable
 
 from vmctl import enginehttp
+from vmctl.errors import VmctlError
 
 _CHUNK = 256 * 1024
 _UDP_IDLE = 60.0
@@ -34,20 +36,34 @@ Key = tuple[str, int, str]  # (proto, port, host address)
 
 
 class PortForwarder:
-    def __init__(self, open_channel: Callable[[], object], publish_address: str, log) -> None:
+    """`open_channel` opens a stream to the engine's socket; `open_tcp(address, port)` one to
+    an address in the VM (none: every connection goes through the engine)."""
+
+    def __init__(
+        self,
+        open_channel: Callable[[], object],
+        publish_address: str,
+        log,
+        open_tcp: Callable[[str, int], object] | None = None,
+    ) -> None:
         self.open_channel = open_channel
+        self.open_tcp = open_tcp
         self.publish_address = publish_address
         self.log = log
         self._lock = threading.Lock()
         self._listeners: dict[Key, socket.socket] = {}
         self._owners: dict[Key, str] = {}
+        self._targets: dict[Key, tuple[str, int]] = {}  # the container's address and port
+        self._refused: set[Key] = set()
 
     def sync(self) -> dict[str, str]:
         """Listeners for exactly what the engine publishes now; failures by container id."""
         rows = json.loads(enginehttp.request(self.open_channel, "GET", "/vmctl/ports"))
         wanted = {self._key(r): r["Id"] for r in rows}
+        targets = {self._key(r): (r.get("Address", ""), int(r["PrivatePort"])) for r in rows}
         failed = {}
         with self._lock:
+            self._targets = targets
             for key in set(self._listeners) - set(wanted):
                 _close(self._listeners.pop(key))
                 self._owners.pop(key, None)
@@ -79,7 +95,7 @@ class PortForwarder:
             self.log(f"cannot publish {address}:{port}/{proto} on this machine: {e}")
             return f"Bind for {address}:{port} failed: port is already allocated"
         serve = self._serve_tcp if proto == "tcp" else self._serve_udp
-        threading.Thread(target=serve, args=(sock, port), daemon=True).start()
+        threading.Thread(target=serve, args=(sock, key), daemon=True).start()
         self._listeners[key] = sock
         self.log(f"publishing {address}:{port}/{proto}")
         return ""
@@ -96,20 +112,18 @@ class PortForwarder:
 
     # -- carrying ---------------------------------------------------------------------------
 
-    def _serve_tcp(self, listener: socket.socket, port: int) -> None:
+    def _serve_tcp(self, listener: socket.socket, key: Key) -> None:
         while True:
             try:
                 client, _ = listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._carry_tcp, args=(client, port), daemon=True).start()
+            threading.Thread(target=self._carry_tcp, args=(client, key), daemon=True).start()
 
-    def _carry_tcp(self, client: socket.socket, port: int) -> None:
+    def _carry_tcp(self, client: socket.socket, key: Key) -> None:
         with client:
-            try:
-                channel = enginehttp.hijack(self.open_channel, f"/vmctl/ports/tcp/{port}/connect")
-            except (OSError, enginehttp.EngineError) as e:
-                self.log(f"cannot carry a connection to port {port}: {e}")
+            channel = self._connect(key)
+            if channel is None:
                 return
             with channel:
                 back = threading.Thread(target=_pump, args=(channel, client, _shut(client)),
@@ -118,7 +132,29 @@ class PortForwarder:
                 _pump(client, channel, channel.shutdown_write)
                 back.join()
 
-    def _serve_udp(self, listener: socket.socket, port: int) -> None:
+    def _connect(self, key: Key):
+        """Straight to the container's address; through the engine's own listener for the
+        port when that is refused (the container restarted elsewhere since the last sync)."""
+        with self._lock:
+            address, private_port = self._targets.get(key, ("", 0))
+        if self.open_tcp is not None and address:
+            try:
+                channel = self.open_tcp(address, private_port)
+                self._refused.discard(key)
+                return channel
+            except Exception as e:  # refused, or SSH reconnecting: the engine's way may work
+                if key not in self._refused:  # said once (a client may poll until it serves)
+                    self._refused.add(key)
+                    self.log(f"{address}:{private_port} refused a connection for port "
+                             f"{key[1]}: {e}")  # fmt: skip
+        try:
+            return enginehttp.hijack(self.open_channel, f"/vmctl/ports/tcp/{key[1]}/connect")
+        except (OSError, enginehttp.EngineError, VmctlError) as e:
+            self.log(f"cannot carry a connection to port {key[1]}: {e}")
+            return None
+
+    def _serve_udp(self, listener: socket.socket, key: Key) -> None:
+        port = key[1]
         flows: dict = {}
         while True:
             try:

@@ -188,6 +188,13 @@ class Guest:
         except paramiko.ChannelException as e:
             raise VmctlError(f"the VM refused a connection to {path}: {e.text}") from None
 
+    def open_tcp(self, address: str, port: int) -> paramiko.Channel:
+        """A TCP connection made by the guest's sshd (`direct-tcpip`, what `ssh -L` uses)."""
+        try:
+            return self.transport.open_channel("direct-tcpip", (address, port), ("127.0.0.1", 0))
+        except paramiko.ChannelException as e:
+            raise VmctlError(f"the VM refused a connection to {address}:{port}: {e.text}") from None
+
 
 class SshUnavailable(VmctlError):
     """sshd did not answer (yet): booting, or the VM is gone."""

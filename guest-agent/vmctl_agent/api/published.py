@@ -4,8 +4,9 @@
     POST /vmctl/ports/{tcp|udp}/{port}/connect  a hijacked stream to that port in the VM:
          TCP as is; UDP as datagrams, each framed by a 2-byte big-endian length
 
-Connections go to the engine's own listener for the port (network/proxy.py), so a
-connection from the user's machine is carried exactly as one made inside the VM.
+A connect goes to the engine's own listener for the port (network/proxy.py), as a
+connection made inside the VM does. The host agent uses it where it cannot reach the
+container's address itself (UDP, or a direct connection refused).
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ _UDP_IDLE = 60.0
 
 
 def list_(engine, request) -> Response:
+    """Each binding, with the container's address its connections are carried to (the host
+    agent connects there itself, through sshd, as `ssh -L` would)."""
     rows = []
     for container_id in list(engine.networks.records.ports):
+        address = engine.endpoints.address(container_id)
         for b in engine.endpoints.published(container_id):
             rows.append({"Id": container_id, "Proto": b.proto, "HostIp": b.host_ip,
-                         "HostPort": b.host_port, "PrivatePort": b.port})  # fmt: skip
+                         "HostPort": b.host_port, "PrivatePort": b.port,
+                         "Address": address})  # fmt: skip
     return json_response(rows)
 
 

@@ -115,7 +115,7 @@ class Endpoints(netns.Networking):
 
     def _publish(self, container_id: str, atts: dict[str, Attachment], wanted) -> None:
         """Published ports, carried to the container's address on its first network."""
-        target = next((a.address for a in atts.values() if a.active), "")
+        target = _first_address(atts)
         if not wanted or not target:
             return
         bound = self.proxy.publish(container_id, target, wanted)
@@ -123,6 +123,10 @@ class Endpoints(netns.Networking):
 
     def published(self, container_id: str) -> list[ports.Binding]:
         return [ports.Binding(**b) for b in self.records.ports.get(container_id, [])]
+
+    def address(self, container_id: str) -> str:
+        """Where its published ports are carried to ("": nowhere, not running)."""
+        return _first_address(self.of(container_id))
 
     def _serve_dns(self, container_id: str, atts: dict[str, Attachment]) -> None:
         """The embedded resolver, for a container on a user-defined network."""
@@ -375,3 +379,7 @@ def _run_of(atts: dict[str, Attachment]) -> str:
 def _mac(address: ipam.Addr) -> str:
     """02:42 and the IPv4 address, as dockerd made them (unique on the network)."""
     return "02:42:" + ":".join(f"{b:02x}" for b in address.packed)
+
+
+def _first_address(atts: dict[str, Attachment]) -> str:
+    return next((a.address for a in atts.values() if a.active), "")
