@@ -143,7 +143,9 @@ class NetnsAgent(AgentServer):
     def rules(self) -> list[str]:
         """The rules in our chains (the jumps into them are not counted)."""
         found = []
-        for table, chain in (("filter", "VMCTL-FORWARD"), ("nat", "VMCTL-POSTROUTING")):
+        chains = (("filter", "VMCTL-FORWARD"), ("nat", "VMCTL-POSTROUTING"),
+                  ("nat", "VMCTL-PREROUTING"))  # fmt: skip
+        for table, chain in chains:
             out = self.inside("iptables", "-w", "-t", table, "-S", chain)
             found += [r for r in out.splitlines() if r.startswith("-A")]
         return found
@@ -162,6 +164,27 @@ class NetnsAgent(AgentServer):
             "netns": self.netns_mounts(),
             "netns files": os.listdir(self.data_root / "network" / "netns"),
         }
+
+
+@contextlib.contextmanager
+def outside(agent: NetnsAgent) -> Iterator[tuple[int, str]]:
+    """A machine outside the agent's (as the user's, beyond QEMU's user network): a namespace
+    of its own joined to the agent's by a veth pair. Yields its holder's pid and the agent's
+    address as seen from it."""
+    holder = _new_holder()
+    inner, outer = "vmx-in", "vmx-out"
+    try:
+        subprocess.run(["ip", "link", "add", inner, "netns", str(agent.pid), "type", "veth",
+                        "peer", "name", outer, "netns", str(holder.pid)], check=True)  # fmt: skip
+        for pid, link, address in ((agent.pid, inner, "10.99.0.1/24"),
+                                   (holder.pid, outer, "10.99.0.2/24")):  # fmt: skip
+            net = f"--net=/proc/{pid}/ns/net"
+            subprocess.run(["nsenter", net, "ip", "addr", "add", address, "dev", link], check=True)
+            subprocess.run(["nsenter", net, "ip", "link", "set", link, "up"], check=True)
+        yield holder.pid, "10.99.0.1"
+    finally:
+        holder.kill()  # its end of the pair goes with its namespace, and the agent's end too
+        holder.wait()
 
 
 def in_netns(pid: int, fn, *args):
@@ -260,12 +283,12 @@ def clear(agent: NetnsAgent) -> None:
 HTTPD = "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 80 -h /www"
 
 
-def http_get(port: int) -> bytes:
+def http_get(port: int, host: str = "127.0.0.1", path: str = "/index.html") -> bytes:
     """The reply; empty if the proxy found nothing listening in the container yet."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+    with socket.create_connection((host, port), timeout=30) as s:
         data = b""
         try:
-            s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+            s.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
             while chunk := s.recv(65536):
                 data += chunk
         except ConnectionResetError:

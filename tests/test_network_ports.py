@@ -16,10 +16,12 @@ from netkit import (
     HTTPD,
     clear,
     fetch_when_served,
+    http_get,
     in_netns,
     install_compose,
     netns_agent,
     ok,
+    outside,
     port_bound,
 )
 
@@ -51,6 +53,32 @@ def test_published_tcp_port_is_bound_when_run_returns(clean):
     ok(agent.docker("stop", "-t", "0", "site"))
     assert not in_netns(agent.pid, port_bound, 8080)  # released at once
     assert ok(agent.docker("port", "site")) == ""
+
+
+PEER = (  # a page that says who connected: the DNAT keeps the client's address
+    "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho\\necho $REMOTE_ADDR\\n' "
+    "> /www/cgi-bin/peer && chmod +x /www/cgi-bin/peer && exec httpd -f -p 80 -h /www"
+)
+
+
+def test_from_outside_the_vm_a_published_port_is_a_dnat_to_the_container(clean):
+    """What QEMU's host forwards bring in at the VM's address goes straight to the container
+    (the client's own address is what it sees); from inside the VM, the engine's listener
+    carries it (the bridge's gateway is what it sees). Both stop with the container."""
+    agent = clean
+    with outside(agent) as (machine, vm_address):
+        ok(agent.docker("run", "-d", "--name", "peer", "-p", "8080:80", "busybox", "sh", "-c",
+                        PEER))  # fmt: skip
+        assert any("DNAT --to-destination 172.17.0.2:80" in r for r in agent.rules())
+        assert fetch_when_served(agent, 8080)  # httpd has started
+        page = in_netns(machine, http_get, 8080, vm_address, "/cgi-bin/peer")
+        assert page.split()[-1] == b"[::ffff:10.99.0.2]"  # httpd's REMOTE_ADDR
+        page = in_netns(agent.pid, http_get, 8080, "127.0.0.1", "/cgi-bin/peer")
+        assert page.split()[-1] == b"[::ffff:172.17.0.1]"
+        ok(agent.docker("rm", "-f", "peer"))
+        assert not any("DNAT" in r for r in agent.rules())
+        with pytest.raises(OSError):  # refused: nothing forwards or listens there now
+            in_netns(machine, http_get, 8080, vm_address)
 
 
 def test_publish_all_exposed_ports_on_free_host_ports(clean):

@@ -112,12 +112,30 @@ def test_firewall_isolates_networks_and_keeps_internal_ones_in():
         "-A VMCTL-FORWARD -i br-2 ! -o br-2 -j DROP\n"
         "-A VMCTL-FORWARD ! -i br-2 -o br-2 -j DROP\n"
         "COMMIT\n"
-        "*nat\n:VMCTL-POSTROUTING - [0:0]\n"
+        "*nat\n:VMCTL-POSTROUTING - [0:0]\n:VMCTL-PREROUTING - [0:0]\n"
         "-A VMCTL-POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n"
         "COMMIT\n"
     )
     assert commands.firewall([]) == (
-        "*filter\n:VMCTL-FORWARD - [0:0]\nCOMMIT\n*nat\n:VMCTL-POSTROUTING - [0:0]\nCOMMIT\n"
+        "*filter\n:VMCTL-FORWARD - [0:0]\nCOMMIT\n"
+        "*nat\n:VMCTL-POSTROUTING - [0:0]\n:VMCTL-PREROUTING - [0:0]\nCOMMIT\n"
+    )
+
+
+def test_published_ports_are_a_dnat_from_outside_the_bridges():
+    rules = commands.firewall(
+        [commands.BridgeState("docker0", ("172.17.0.0/16",))],
+        [commands.Forward("tcp", 8080, "172.17.0.2", 80),
+         commands.Forward("udp", 5353, "172.17.0.3", 53)],
+    )  # fmt: skip
+    assert "-A VMCTL-FORWARD -m conntrack --ctstate DNAT -j ACCEPT\n" in rules
+    assert rules.endswith(
+        "-A VMCTL-PREROUTING -i docker0 -j RETURN\n"
+        "-A VMCTL-PREROUTING -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 8080 "
+        "-j DNAT --to-destination 172.17.0.2:80\n"
+        "-A VMCTL-PREROUTING -p udp -m addrtype --dst-type LOCAL -m udp --dport 5353 "
+        "-j DNAT --to-destination 172.17.0.3:53\n"
+        "COMMIT\n"
     )
 
 

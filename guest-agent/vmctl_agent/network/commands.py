@@ -8,6 +8,11 @@ The rules live in chains of our own, regenerated whole at every change (iptables
 
     filter VMCTL-FORWARD      isolation between networks, --internal, and forwarding
     nat    VMCTL-POSTROUTING  MASQUERADE for traffic leaving a network (not --internal)
+    nat    VMCTL-PREROUTING   published ports reached at the VM's own addresses from outside
+                              it: DNAT to the container (Docker's DOCKER chain). The user's
+                              machine comes in this way (QEMU's host forwards, vmctl's
+                              portforward.py); the VM itself and its containers reach the
+                              ports through the engine's listeners (proxy.py).
 """
 
 from __future__ import annotations
@@ -17,7 +22,12 @@ from dataclasses import dataclass
 
 FORWARD_CHAIN = "VMCTL-FORWARD"
 NAT_CHAIN = "VMCTL-POSTROUTING"
-JUMPS = (("filter", "FORWARD", FORWARD_CHAIN), ("nat", "POSTROUTING", NAT_CHAIN))
+DNAT_CHAIN = "VMCTL-PREROUTING"
+JUMPS = (
+    ("filter", "FORWARD", FORWARD_CHAIN),
+    ("nat", "POSTROUTING", NAT_CHAIN),
+    ("nat", "PREROUTING", DNAT_CHAIN),
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +37,17 @@ class BridgeState:
     bridge: str
     subnets: tuple[str, ...]
     internal: bool = False
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A published port: what comes in for `port` at the VM's own address goes to the
+    container's `address`:`target`."""
+
+    proto: str
+    port: int
+    address: str
+    target: int
 
 
 @dataclass(frozen=True)
@@ -60,17 +81,36 @@ def unplug(veth: str) -> str:
     return f"link del {veth}\n"
 
 
-def firewall(bridges: Sequence[BridgeState]) -> str:
-    """The iptables-restore input for every bridge network at once."""
-    filter_rules = [*_isolation(bridges), *(r for b in bridges for r in _forward(b))]
+def firewall(bridges: Sequence[BridgeState], forwards: Sequence[Forward] = ()) -> str:
+    """The iptables-restore input for every bridge network and published port at once."""
+    filter_rules = [*_isolation(bridges), *_published(forwards),
+                    *(r for b in bridges for r in _forward(b))]  # fmt: skip
     nat_rules = [f"-s {s} ! -o {b.bridge} -j MASQUERADE" for b in bridges if not b.internal
                  for s in b.subnets]  # fmt: skip
-    return _table("filter", FORWARD_CHAIN, filter_rules) + _table("nat", NAT_CHAIN, nat_rules)
+    # Only what comes from outside the VM: a container's own bridge returns (its connection
+    # to the VM's port goes to the engine's listener, as with Docker's userland proxy).
+    dnat_rules = [f"-i {b.bridge} -j RETURN" for b in bridges] if forwards else []
+    dnat_rules += [
+        f"-p {f.proto} -m addrtype --dst-type LOCAL -m {f.proto} --dport {f.port} "
+        f"-j DNAT --to-destination {f.address}:{f.target}"
+        for f in forwards
+    ]
+    return _table("filter", {FORWARD_CHAIN: filter_rules}) + _table(
+        "nat", {NAT_CHAIN: nat_rules, DNAT_CHAIN: dnat_rules}
+    )
 
 
-def _table(table: str, chain: str, rules: list[str]) -> str:
-    body = "".join(f"-A {chain} {rule}\n" for rule in rules)
-    return f"*{table}\n:{chain} - [0:0]\n{body}COMMIT\n"
+def _table(table: str, chains: dict[str, list[str]]) -> str:
+    heads = "".join(f":{chain} - [0:0]\n" for chain in chains)
+    body = "".join(f"-A {chain} {rule}\n" for chain, rules in chains.items() for rule in rules)
+    return f"*{table}\n{heads}{body}COMMIT\n"
+
+
+def _published(forwards: Sequence[Forward]) -> list[str]:
+    """Both ways of a connection the DNAT sent to a container, let through before
+    --internal's drops: a published port works whatever network its container is on, as it
+    does through the engine's listener."""
+    return ["-m conntrack --ctstate DNAT -j ACCEPT"] if forwards else []
 
 
 def _isolation(bridges: Sequence[BridgeState]) -> list[str]:

@@ -39,6 +39,7 @@ class Endpoints(netns.Networking):
         self.resolver = dns.Resolver(self.lookup, etcfiles.upstream_servers)
         self.proxy = Proxy()
         networks.active_on = self.active_on
+        networks.forwards = self.forwards
         runtime.networking = self
 
     # -- what is where ----------------------------------------------------------------------
@@ -107,8 +108,7 @@ class Endpoints(netns.Networking):
 
     def _undo_join(self, container_id: str, path: str) -> None:
         """Whatever part of a join was made, unmade: nothing is left plugged or bound."""
-        self.proxy.unpublish(container_id)
-        self.records.save_ports(container_id, [])
+        self._unpublish(container_id)
         self.resolver.stop(container_id)
         self._end_all(container_id, None)
         netns.remove(path)
@@ -120,6 +120,25 @@ class Endpoints(netns.Networking):
             return
         bound = self.proxy.publish(container_id, target, wanted)
         self.records.save_ports(container_id, [b.to_json() for b in bound])
+        self.networks.sync_firewall()
+
+    def _unpublish(self, container_id: str) -> None:
+        """Its listeners closed and its DNAT gone (the firewall is only rewritten when it had
+        published ports: a container without any stops without an iptables-restore)."""
+        self.proxy.unpublish(container_id)
+        had = self.records.ports.get(container_id)
+        self.records.save_ports(container_id, [])
+        if had:
+            self.networks.sync_firewall()
+
+    def forwards(self) -> list[commands.Forward]:
+        """Every published port's DNAT, to the address its container has now."""
+        return [
+            commands.Forward(b.proto, b.host_port, address, b.port)
+            for container_id in list(self.records.ports)
+            if (address := self.address(container_id))
+            for b in self.published(container_id)
+        ]
 
     def published(self, container_id: str) -> list[ports.Binding]:
         return [ports.Binding(**b) for b in self.records.ports.get(container_id, [])]
@@ -180,8 +199,7 @@ class Endpoints(netns.Networking):
             if any(a.active and run is not None and a.run != run for a in atts.values()):
                 return  # a later run's endpoints: the namespace is that run's
             self.resolver.stop(container_id)
-            self.proxy.unpublish(container_id)
-            self.records.save_ports(container_id, [])
+            self._unpublish(container_id)
             self._end_all(container_id, run)
             netns.remove(str(self.records.netns_path(container_id)))
 
@@ -250,6 +268,8 @@ class Endpoints(netns.Networking):
             self.records.save_endpoints(container.id, {**atts, network.id: att})
             if att.active and container.id not in self.resolver.serving():
                 self._serve_dns(container.id, self.of(container.id))
+            if self.records.ports.get(container.id):  # its first address may be another now
+                self.networks.sync_firewall()
 
     def disconnect(self, container, network: Network) -> None:
         with self.networks.lock:
@@ -262,6 +282,8 @@ class Endpoints(netns.Networking):
             if att.active and self.host.link_exists(att.veth):
                 self.host.ip(commands.unplug(att.veth))
             self.records.save_endpoints(container.id, atts)  # its namespace stays while it runs
+            if self.records.ports.get(container.id):
+                self.networks.sync_firewall()
 
     # -- names ------------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ class Networks:
         self.lock = threading.RLock()
         self.default_bridge = default_bridge
         self.active_on = lambda network_id: []  # set by the endpoints: who is plugged in
+        self.forwards = lambda: []  # set by the endpoints: the published ports' DNATs
         self.problem = ""  # why bridges cannot be made here (no iptables), if so
 
     def check_usable(self) -> None:
@@ -170,8 +171,9 @@ class Networks:
         self.host.ip(commands.bridge_up(network.bridge, addresses, exists))
 
     def sync_firewall(self) -> None:
-        """Every bridge network's rules, rewritten at once; nothing at all when there is no
-        bridge (an agent told `"bridge": "none"` never touches the firewall)."""
+        """Every bridge network's rules and published port's DNAT, rewritten at once; nothing
+        at all when there is no bridge (an agent told `"bridge": "none"` never touches the
+        firewall)."""
         states = [
             commands.BridgeState(n.bridge, tuple(str(s.subnet) for s in n.subnets), n.internal)
             for n in self.bridges()
@@ -180,4 +182,4 @@ class Networks:
             return
         if any(not s.internal for s in states):
             self.host.forward()
-        self.host.firewall(commands.firewall(states))
+        self.host.firewall(commands.firewall(states, self.forwards()))
