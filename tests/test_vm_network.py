@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import docker
@@ -24,10 +26,6 @@ from vmctl import locks
 
 pytestmark = pytest.mark.slow
 HTTPD = "mkdir -p /www && echo in-the-vm > /www/index.html && exec httpd -f -p 80 -h /www"
-PEER = (  # and a page that says who connected (httpd's REMOTE_ADDR)
-    "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho\\necho $REMOTE_ADDR\\n' "
-    f"> /www/cgi-bin/peer && chmod +x /www/cgi-bin/peer && {HTTPD}"
-)
 PATIENCE = 300  # bounds a wait for what is broken; it is never raced
 
 
@@ -46,6 +44,22 @@ def _page(port: int) -> bytes:
     return b""
 
 
+def _carrier(vm, name: str, port: int) -> str:
+    """Which process in the guest holds the connection to the container that one held open
+    to the published `port` on this machine was carried to."""
+    address = ok(vm.docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name)).strip()
+    with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as held:
+        held.sendall(b"GET / HTTP/1.0\r\n")  # unfinished: httpd keeps the connection open
+        deadline = time.monotonic() + PATIENCE
+        while time.monotonic() < deadline:
+            found = ok(vm.ssh("sudo", "-n", "ss", "-Htnp", "state", "established", "dst",
+                              f"{address}:80"))  # fmt: skip
+            if users := re.findall(r'users:\(\("([^"]+)"', found):
+                return users[0]
+            time.sleep(1)
+    return ""
+
+
 def _rm(vm, *names: str) -> None:
     vm.docker("rm", "-f", *names)
 
@@ -53,13 +67,11 @@ def _rm(vm, *names: str) -> None:
 def test_a_published_port_answers_on_the_host_when_run_returns(user_vm):
     port = free_port()
     ok(user_vm.docker("run", "-d", "--name", "vm-site", "-p", f"{port}:80", "busybox", "sh",
-                      "-c", PEER))  # fmt: skip
+                      "-c", HTTPD))  # fmt: skip
     try:
         assert port_bound(port)  # bound before `docker run -d` returned
         assert _page(port).endswith(b"in-the-vm\n")
-        # QEMU's user network's address for this machine: its forward and the engine's DNAT
-        # carried the connection, with no process in the guest on the way
-        assert http_get(port, path="/cgi-bin/peer").split()[-1] == b"[::ffff:10.0.2.2]"
+        assert _carrier(user_vm, "vm-site", port) == "sshd"  # as `ssh -L`: no Python between
         assert ok(user_vm.docker("port", "vm-site")).strip() == f"80/tcp -> 0.0.0.0:{port}"
         ok(user_vm.docker("stop", "-t", "0", "vm-site"))
         assert not port_bound(port)  # released when `docker stop` returned
@@ -193,6 +205,67 @@ def test_udp_echo_through_a_published_port(user_vm):
         _rm(user_vm, "vm-echo")
 
 
+QUEUE_OF_TWO = """
+import socket, threading
+def serve(c):
+    with c:
+        c.recv(100)
+        c.sendall(b"HTTP/1.0 200 OK\\r\\n\\r\\nserved\\n")
+s = socket.socket()
+s.bind(("0.0.0.0", 80))
+s.listen(1)  # a queue of two: Python's socketserver has five, and a slow machine fills them
+print("ready", flush=True)
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],)).start()
+"""
+
+
+def test_bursts_that_overflow_the_containers_listen_queue_are_served_in_full(user_vm):
+    """A small listen queue and bursts that come faster than the emulated guest accepts: the
+    handshakes whose last ACK found the queue full are finished later, as a kernel's client
+    finishes them, and every connection is served. (Through QEMU's own forwards some hung for
+    good: bench/README.md.)"""
+    port, burst, rounds = free_port(), 16, 4
+    ok(user_vm.docker("run", "-d", "--name", "vm-queue", "-p", f"{port}:80", "busybox",
+                      "sleep", "600"))  # fmt: skip
+    try:
+        pid = ok(user_vm.docker("inspect", "-f", "{{.State.Pid}}", "vm-queue")).strip()
+        server = _in_guest(user_vm, "sudo", "-n", "nsenter", "-t", pid, "-n", "-p", "python3",
+                           "-c", QUEUE_OF_TWO)  # fmt: skip
+        try:
+            assert server.stdout.readline() == "ready\n", server.stderr.read()
+            for _ in range(rounds):
+                assert _burst(port, burst) == [b"served\n"] * burst
+        finally:
+            server.kill()
+            server.wait()
+    finally:
+        _rm(user_vm, "vm-queue")
+
+
+def _burst(port: int, count: int) -> list[bytes]:
+    """The bodies of `count` GETs sent at the same moment, each on its own connection."""
+    replies: list[bytes] = []
+    together = threading.Barrier(count)
+    clients = [threading.Thread(target=lambda: replies.append(_served(port, together)))
+               for _ in range(count)]  # fmt: skip
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
+    return replies
+
+
+def _served(port: int, together: threading.Barrier) -> bytes:
+    together.wait()
+    with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+    return reply.partition(b"\r\n\r\n")[2]
+
+
 def _in_guest(vm, *command: str) -> subprocess.Popen:
     """`vmctl ssh -- COMMAND` running on, its output read as it comes."""
     return subprocess.Popen(
@@ -238,8 +311,8 @@ def test_ports_come_back_after_the_host_agent_is_killed(user_vm):
         assert _page(port).endswith(b"in-the-vm\n")
         pidfile = user_vm.home / user_vm.name / "hostagent.pid"
         os.kill(locks.holder(pidfile), signal.SIGKILL)
-        _until(lambda: locks.holder(pidfile) is None)  # its lock goes with it
-        assert _page(port).endswith(b"in-the-vm\n")  # QEMU's forward outlives the host agent
+        _until(lambda: locks.holder(pidfile) is None)  # its lock goes with it, and its ports
+        assert not port_bound(port)
         start = user_vm.vmctl("start")
         ok(start)
         assert "is already running" in start.stderr  # only the host agent was started

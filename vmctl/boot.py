@@ -76,7 +76,6 @@ def boot(
             "ssh_user": cloudinit.USER,
             "engine_socket": cloudinit.AGENT_SOCKET,
             "sshd_reaches_containers": True,  # published ports: straight to the container
-            "qemu_forwards": True,  # published ports: QEMU's own, over its monitor
             "driver": config.driver,
             "accel": chosen,
             "booted_at": time.time(),

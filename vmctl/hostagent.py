@@ -31,7 +31,6 @@ from vmctl import atomic, edits, locks, sftpshare
 from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
-from vmctl.hostfwd import HostForwards
 from vmctl.portforward import PortForwarder, StartWatch
 from vmctl.ssh import Endpoint, Guest
 
@@ -247,7 +246,6 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
         config.publish_address,
         log,
         open_tcp=open_tcp if direct else None,
-        forwards=_host_forwards(name, runtime) if runtime.get("qemu_forwards") else None,
     )
     threading.Thread(target=ports.follow, args=(stop,), daemon=True).start()
 
@@ -289,17 +287,6 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
             path.unlink()
     log("stopped")
     return 0
-
-
-def _host_forwards(name: str, runtime: dict) -> HostForwards | None:
-    """QEMU's forwards over the VM's monitor, where its driver reaches one."""
-    from vmctl import vm
-
-    driver = vm.driver_for(vmpaths.vm(name), vmconfig.load(vmpaths.vm(name).config))
-    if not driver.netdev:
-        return None
-    ssh = ("tcp", int(runtime["ssh_port"]), "127.0.0.1")  # QEMU's too, and not a container's
-    return HostForwards(driver.monitor, driver.netdev, keep={ssh})
 
 
 def _gone(hypervisor_running: Callable[[], bool]) -> bool:

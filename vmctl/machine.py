@@ -13,7 +13,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmctl.errors import VmctlError
 from vmctl.shares import Share
 
 # The guest's console is its first serial port; the kernel writes there and so does systemd.
@@ -50,7 +49,6 @@ class Driver(ABC):
     """A hypervisor that can run one MachineSpec at a time per VM name."""
 
     name: str  # "libvirt" | "qemu"
-    netdev: str = ""  # the user network's id in QEMU, for host forwards (hostfwd.py)
 
     @abstractmethod
     def boot(self, spec: MachineSpec) -> None:
@@ -76,7 +74,3 @@ class Driver(ABC):
     @abstractmethod
     def delete(self) -> None:
         """Forget the VM entirely (power it off first if needed); files are the caller's."""
-
-    def monitor(self, command: str) -> str:
-        """QEMU's answer to a human monitor command (`info usernet`, `hostfwd_add`...)."""
-        raise VmctlError(f"the {self.name} driver cannot reach QEMU's monitor")

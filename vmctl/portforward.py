@@ -1,21 +1,18 @@
-"""Published ports on the user's machine, where the engine's containers publish them
-(127.0.0.1 by default: `vmctl config --publish-address`; an explicit `-p IP:...` is
-honoured). In a VM that QEMU's monitor reaches, QEMU itself listens there and carries TCP
-and UDP to the VM's address, where the engine's DNAT sends them on (hostfwd.py): no Python
-and no SSH on the way. Otherwise (or when the monitor fails) the host agent listens and
-carries each TCP connection over SSH to the container's address, made by the guest's sshd
-as for `ssh -L`, and each UDP client's datagrams to the engine (its /vmctl/ports endpoints).
+"""Published ports on the user's machine: the host agent listens where the engine's
+containers publish (127.0.0.1 by default: `vmctl config --publish-address`; an
+explicit `-p IP:...` is honoured) and carries each TCP connection over SSH to the
+container's address, made by the guest's sshd as for `ssh -L` (no Python in the guest on
+the way), and each UDP client's datagrams to the engine (its /vmctl/ports endpoints).
 
-Listeners and forwards follow the engine: made when a start the host agent carries is
-answered (before the client hears of it, so the port works when `docker run -d` returns; a
-taken host port fails that start in Docker's words), and kept in step by the engine's events
-for starts it did not carry (restart policies, a restarted host agent, a rebooted VM).
+Listeners follow the engine: bound when a start the host agent carries is answered (before
+the client hears of it, so the port works when `docker run -d` returns; a taken host port
+fails that start in Docker's words), and kept in step by the engine's events for starts it
+did not carry (restart policies, a restarted host agent, a rebooted VM).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import re
 import socket
@@ -27,7 +24,6 @@ from collections.abc import Callable
 
 from vmctl import enginehttp
 from vmctl.errors import VmctlError
-from vmctl.hostfwd import ForwardError, HostForwards
 
 _CHUNK = 256 * 1024
 _UDP_IDLE = 60.0
@@ -41,8 +37,7 @@ Key = tuple[str, int, str]  # (proto, port, host address)
 
 class PortForwarder:
     """`open_channel` opens a stream to the engine's socket; `open_tcp(address, port)` one to
-    an address in the VM (none: every connection goes through the engine); `forwards` are
-    QEMU's (none: the host agent listens itself)."""
+    an address in the VM (none: every connection goes through the engine)."""
 
     def __init__(
         self,
@@ -50,97 +45,36 @@ class PortForwarder:
         publish_address: str,
         log,
         open_tcp: Callable[[str, int], object] | None = None,
-        forwards: HostForwards | None = None,
     ) -> None:
         self.open_channel = open_channel
         self.open_tcp = open_tcp
-        self.forwards = forwards
         self.publish_address = publish_address
         self.log = log
         self._lock = threading.Lock()
         self._listeners: dict[Key, socket.socket] = {}
-        self._forwarded: dict[Key, int] = {}  # QEMU's, as it last listed them
         self._owners: dict[Key, str] = {}
         self._targets: dict[Key, tuple[str, int]] = {}  # the container's address and port
         self._refused: set[Key] = set()
-        self._monitor_failed = False
 
     def sync(self) -> dict[str, str]:
-        """Forwards or listeners for exactly what the engine publishes now; failures by
-        container id."""
+        """Listeners for exactly what the engine publishes now; failures by container id."""
         rows = json.loads(enginehttp.request(self.open_channel, "GET", "/vmctl/ports"))
         wanted = {self._key(r): r["Id"] for r in rows}
         targets = {self._key(r): (r.get("Address", ""), int(r["PrivatePort"])) for r in rows}
-        vm_ports = {self._key(r): int(r["VmPort"]) for r in rows if r.get("VmPort")}
         failed = {}
         with self._lock:
             self._targets = targets
-            self._forwarded = self._listed()
             for key in set(self._listeners) - set(wanted):
                 _close(self._listeners.pop(key))
                 self._owners.pop(key, None)
-            for key in set(self._forwarded) - set(wanted):
-                self._unforward(key)
             for key, owner in wanted.items():
-                if key in self._listeners or self._forwarded.get(key, -1) == vm_ports.get(key):
-                    self._owners[key] = owner
-                    continue
-                error = self._publish(key, vm_ports.get(key))
-                if error:
-                    failed[owner] = error
-                    continue
+                if key not in self._listeners:
+                    error = self._listen(key)
+                    if error:
+                        failed[owner] = error
+                        continue
                 self._owners[key] = owner
         return failed
-
-    # -- QEMU's forwards --------------------------------------------------------------------
-
-    def _listed(self) -> dict[Key, int]:
-        """What QEMU forwards now (what it last said, when its monitor does not answer)."""
-        if self.forwards is None:
-            return {}
-        try:
-            listed = self.forwards.listed()
-        except Exception as e:  # libvirtd restarting, QMP busy: ask again at the next sync
-            self._said_monitor_failed(e)
-            return self._forwarded
-        self._monitor_failed = False
-        return listed
-
-    def _said_monitor_failed(self, error: Exception) -> None:
-        if not self._monitor_failed:  # said once, not at every sync
-            self._monitor_failed = True
-            self.log(f"QEMU's monitor does not answer ({error}): this agent listens instead")
-
-    def _publish(self, key: Key, vm_port: int | None) -> str:
-        """QEMU forwards `key` to the VM's port where the engine has a DNAT for it; else, or
-        if the monitor fails, this process listens. A taken port: Docker's words."""
-        if self.forwards is not None and vm_port and not self._monitor_failed:
-            if key in self._forwarded:  # to another port of the VM: made again
-                self._unforward(key)
-            try:
-                self.forwards.add(key, vm_port)
-            except ForwardError as e:
-                self.log(f"cannot publish {key[2]}:{key[1]}/{key[0]} on this machine: {e}")
-                return _bind_error(key, _why_not(key))
-            except Exception as e:
-                self._said_monitor_failed(e)
-            else:
-                self._forwarded[key] = vm_port
-                self.log(f"publishing {key[2]}:{key[1]}/{key[0]} (QEMU, to the VM's {vm_port})")
-                return ""
-        return self._listen(key)
-
-    def _unforward(self, key: Key) -> None:
-        try:
-            self.forwards.remove(key)
-        except Exception as e:
-            self._said_monitor_failed(e)
-            return
-        self._forwarded.pop(key, None)
-        self._owners.pop(key, None)
-        self.log(f"released {key[2]}:{key[1]}/{key[0]}")
-
-    # -- this process's listeners -----------------------------------------------------------
 
     def _key(self, row: dict) -> Key:
         ip = row["HostIp"] if row["HostIp"] not in ("", "0.0.0.0") else self.publish_address
@@ -159,7 +93,7 @@ class PortForwarder:
         except OSError as e:
             sock.close()
             self.log(f"cannot publish {address}:{port}/{proto} on this machine: {e}")
-            return _bind_error(key, e)
+            return f"Bind for {address}:{port} failed: port is already allocated"
         serve = self._serve_tcp if proto == "tcp" else self._serve_udp
         threading.Thread(target=serve, args=(sock, key), daemon=True).start()
         self._listeners[key] = sock
@@ -168,11 +102,9 @@ class PortForwarder:
 
     def published(self) -> list[Key]:
         with self._lock:
-            return sorted({*self._listeners, *self._forwarded})
+            return sorted(self._listeners)
 
     def close(self) -> None:
-        """This process's listeners closed. QEMU's forwards stay: the ports keep working
-        while no host agent runs, and the next one takes them up (or QEMU ends)."""
         with self._lock:
             for sock in self._listeners.values():
                 _close(sock)
@@ -344,27 +276,6 @@ class _UdpFlow:
         self.closed = True
         with contextlib.suppress(OSError, EOFError):
             self.channel.close()
-
-
-def _why_not(key: Key) -> OSError | None:
-    """Why QEMU could not listen there (it does not say): what a bind of our own meets."""
-    proto, port, address = key
-    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    with socket.socket(socket.AF_INET, kind) as probe:
-        try:
-            probe.bind((address, port))
-        except OSError as e:
-            return e
-    return None
-
-
-def _bind_error(key: Key, error: OSError | None) -> str:
-    """Docker's words: its port allocator's for a taken port, its userland proxy's else."""
-    proto, port, address = key
-    if error is None or error.errno == errno.EADDRINUSE:
-        return f"Bind for {address}:{port} failed: port is already allocated"
-    reason = (error.strerror or str(error)).lower()
-    return f"Error starting userland proxy: listen {proto}4 {address}:{port}: bind: {reason}"
 
 
 def _pump(source, sink, half_close: Callable[[], None]) -> None:

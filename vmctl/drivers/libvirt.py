@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import libvirt
-import libvirt_qemu
 
-from vmctl.drivers.domainxml import NETDEV, domain_xml, is_local, privileged
+from vmctl.drivers.domainxml import domain_xml, is_local, privileged
 from vmctl.errors import VmctlError
 from vmctl.machine import Driver, MachineSpec
 
@@ -100,7 +99,6 @@ class LibvirtDriver(Driver):
     """
 
     name = "libvirt"
-    netdev = NETDEV
 
     def __init__(self, uri: str | None = None, pidfile: Path | None = None, *, domain: str) -> None:
         self.uri = uri or default_uri()
@@ -179,19 +177,6 @@ class LibvirtDriver(Driver):
             log.unlink(missing_ok=True)
 
     # -- connection ---------------------------------------------------------------------
-
-    def monitor(self, command: str) -> str:
-        """Through libvirt's passthrough to QEMU's monitor (the domain already runs with a
-        QEMU command line of our own, so this adds no new kind of taint)."""
-        hmp = libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
-
-        def ask(dom: libvirt.virDomain) -> str:
-            return libvirt_qemu.qemuMonitorCommand(dom, command, hmp)
-
-        answer = self._on_domain("ask the monitor of", ask, absent=None)
-        if answer is None:
-            raise VmctlError(f"libvirt knows no domain {self.domain}")
-        return answer
 
     def _on_domain(self, action: str, op: Callable[[libvirt.virDomain], _T], absent: _T) -> _T:
         """`op(domain)`, or `absent` when libvirt knows no domain of that name."""

@@ -33,8 +33,6 @@ from vmctl.machine import Driver, MachineSpec, free_port
 from vmctl.paths import VMPaths
 from vmctl.qmp import QmpClient, QmpError
 
-NETDEV = "net0"  # the user network (host forwards name it)
-
 BINARY = "qemu-system-x86_64"
 # Measured under TCG (Debian 12 kernel to the initramfs, 6 runs each): q35 ~4.9 s, pc ~5.4 s.
 MACHINE = "q35"
@@ -82,8 +80,8 @@ def qemu_argv(spec: MachineSpec, *, qemu: str, qmp: str, pidfile: Path) -> list[
         *_boot_args(spec),
         *_disk_args(spec),
         *_share_args(spec, pidfile.parent),
-        *("-netdev", f"user,id={NETDEV},hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22"),
-        *("-device", f"virtio-net-pci,netdev={NETDEV}"),
+        *("-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22"),
+        *("-device", "virtio-net-pci,netdev=net0"),
         *("-device", "virtio-rng-pci"),
         *("-device", "virtio-balloon-pci,free-page-reporting=on"),
         *("-chardev", f"file,id=serial0,path={_opt(spec.serial_log)},append=on"),
@@ -140,7 +138,6 @@ class QemuDriver(Driver):
     """One VM's qemu-system process: its files live in the VM's directory."""
 
     name = "qemu"
-    netdev = NETDEV
 
     def __init__(
         self,
@@ -271,15 +268,12 @@ class QemuDriver(Driver):
             return False
         return True
 
-    def _qmp(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+    def _qmp(self, command: str) -> Any:
         address = self.qmp_address()
         if address is None:
             raise QmpError(f"VM {self.vm.name} has no QMP address: it was never booted")
         with QmpClient(address, timeout=QMP_TIMEOUT) as client:
-            return client.execute(command, arguments)
-
-    def monitor(self, command: str) -> str:
-        return self._qmp("human-monitor-command", {"command-line": command})
+            return client.execute(command)
 
     def shutdown(self, timeout: float) -> None:
         """ACPI power button; power off after `timeout` s if the guest ignored it."""
