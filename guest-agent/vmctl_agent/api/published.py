@@ -25,15 +25,14 @@ _UDP_IDLE = 60.0
 
 def list_(engine, request) -> Response:
     """Each binding, with the container's address its connections are carried to (the host
-    agent connects there itself, through sshd, as `ssh -L` would) and the port at the VM's
-    own address that the engine's DNAT sends there (where QEMU's host forwards come in)."""
+    agent connects there itself, through sshd, as `ssh -L` would)."""
     rows = []
     for container_id in list(engine.networks.records.ports):
         address = engine.endpoints.address(container_id)
         for b in engine.endpoints.published(container_id):
             rows.append({"Id": container_id, "Proto": b.proto, "HostIp": b.host_ip,
                          "HostPort": b.host_port, "PrivatePort": b.port,
-                         "Address": address, "VmPort": b.host_port})  # fmt: skip
+                         "Address": address})  # fmt: skip
     return json_response(rows)
 
 

@@ -9,10 +9,10 @@ The rules live in chains of our own, regenerated whole at every change (iptables
     filter VMCTL-FORWARD      isolation between networks, --internal, and forwarding
     nat    VMCTL-POSTROUTING  MASQUERADE for traffic leaving a network (not --internal)
     nat    VMCTL-PREROUTING   published ports reached at the VM's own addresses from outside
-                              it: DNAT to the container (Docker's DOCKER chain). The user's
-                              machine comes in this way (QEMU's host forwards, vmctl's
-                              portforward.py); the VM itself and its containers reach the
-                              ports through the engine's listeners (proxy.py).
+                              it: DNAT to the container (Docker's DOCKER chain). The VM
+                              itself and its containers reach the ports through the engine's
+                              listeners (proxy.py); the user's machine, through the guest's
+                              sshd to the container's address (vmctl's portforward.py).
 """
 
 from __future__ import annotations
