@@ -283,9 +283,11 @@ def clear(agent: NetnsAgent) -> None:
 HTTPD = "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 80 -h /www"
 
 
-def http_get(port: int, host: str = "127.0.0.1", path: str = "/index.html") -> bytes:
+def http_get(
+    port: int, host: str = "127.0.0.1", path: str = "/index.html", timeout: float = 30
+) -> bytes:
     """The reply; empty if the proxy found nothing listening in the container yet."""
-    with socket.create_connection((host, port), timeout=30) as s:
+    with socket.create_connection((host, port), timeout=timeout) as s:
         data = b""
         try:
             s.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())

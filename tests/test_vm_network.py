@@ -258,12 +258,7 @@ def _burst(port: int, count: int) -> list[bytes]:
 
 def _served(port: int, together: threading.Barrier) -> bytes:
     together.wait()
-    with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as s:
-        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        reply = b""
-        while chunk := s.recv(4096):
-            reply += chunk
-    return reply.partition(b"\r\n\r\n")[2]
+    return http_get(port, path="/", timeout=PATIENCE).partition(b"\r\n\r\n")[2]
 
 
 def _in_guest(vm, *command: str) -> subprocess.Popen:
