@@ -10,6 +10,7 @@ import copy
 import os
 import select
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -620,14 +621,19 @@ def test_stdin_is_forwarded_and_closed_once(rt, image):
     rt.remove(c.id)
 
 
-def test_only_an_interactive_container_has_a_control_socket(rt, image):
+def test_the_control_socket_serves_a_run_and_goes_with_it(rt, image):
+    """Every running container's shim serves ctl.sock (output taps need it); a container
+    without stdin or a terminal takes neither through it, and the socket ends with the run."""
     c = rt.create(CreateOptions(image=image, cmd=("sleep", "60")))
     rt.start(c.id)
     try:
-        assert not (c.directory / "ctl.sock").exists()
+        assert stat.S_ISSOCK((c.directory / "ctl.sock").stat().st_mode)
+        assert stat.S_IMODE((c.directory / "ctl.sock").stat().st_mode) == 0o600
         rt.resize(c.id, 40, 120)  # no terminal: nothing to resize, and no error
         with pytest.raises(ContainerConflict, match="stdin"):
             rt.attach_stdin(c.id)
+        rt.kill(c.id)
+        assert not (c.directory / "ctl.sock").exists()
     finally:
         rt.remove(c.id, force=True)
 

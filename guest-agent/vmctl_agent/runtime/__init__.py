@@ -19,7 +19,8 @@ image store and the shared floor; never the API above it.
     rootview.py       a helper process standing in a container's root (running or not)
     pathcopy.py pathextract.py  docker cp's reading and writing, inside that root
     netns.py          network namespaces made before a start; the network room's hooks
-    control.py        ctl.sock: stdin and terminal resizes
+    control.py        ctl.sock: stdin, terminal resizes, output taps
+    taps.py           output taps: the live output, from the shim to attached clients
     cgroups.py        limits and stats, cgroup v1 and v2 (cgroupfs.py: the files)
     capabilities.py   Docker's default capability set
     isolation.py      namespaces (--pid, --uts, --ipc, --cgroupns) and --init, checked

@@ -4,7 +4,7 @@
         config.json state.json exit.json   the records (records.py)
         container-json.log   the output, in Docker's json-file format
         upper/ work/         the overlay's writable layer and its work directory
-        ctl.sock             stdin and resizes, for a container with stdin open or a tty
+        ctl.sock             stdin, resizes and output taps, served by the shim
     <data-root>/containers/.exits/<id>.json   exit status of an auto-removed container
     <data-root>/containers/.init/             the init layer (rootfs.make_init_layer)
     <data-root>/containers/.rootfs/           where each container mounts its root, in its
@@ -24,11 +24,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from vmctl_agent import atomic
 from vmctl_agent.runtime import cgroups, execs, isolation, logs, pids, records, rootfs, shim, spec
+from vmctl_agent.runtime import taps as output_taps
 from vmctl_agent.runtime.changes import ContainerChanges
 from vmctl_agent.runtime.containerconfig import (
     BUILT_IN_NETWORKS,
@@ -56,6 +57,7 @@ class Runtime(ContainerChanges):
         super().__init__(root, groups or cgroups.detect())
         self.images = images
         images.containers_using = self.users_of
+        self.waiting_taps = output_taps.Pending()
 
     # -- create -----------------------------------------------------------------------------
 
@@ -160,11 +162,13 @@ class Runtime(ContainerChanges):
         self._end_unrecorded_run(config.id)
         started_at = logs.now()  # before the shim can record the end: a run may be that short
         joined = None
+        taps = self.waiting_taps.take(config.id)  # attaches made before this start
         try:
             if config.network not in BUILT_IN_NETWORKS:
                 joined = self.networking.join(config, started_at)
             donor = isolation.ipc_donor(config.create_options, self.get)
             launch = config.launch(container.directory, self.cgroups.version, joined, donor)
+            launch = replace(launch, taps=tuple(t.fileno() for t in taps))
             started = shim.spawn(launch, self.cgroups, config.cgroup_limits)  # (its cgroup too)
         except BaseException as e:
             if joined is not None:
@@ -172,6 +176,9 @@ class Runtime(ContainerChanges):
             if isinstance(e, Exception):
                 self._failed_start(container, e)
             raise
+        finally:
+            for tap in taps:
+                tap.close()  # the shim has its own copies; a failed start ends the attaches
         state.restart_count = state.restart_count + 1 if restarted else 0
         state.manually_stopped = False
         state.status, state.pid, state.start_time = "running", started.pid, started.start_time
@@ -227,11 +234,23 @@ class Runtime(ContainerChanges):
 
     def _discard(self, container: Container, ended: dict) -> None:
         """Remove an auto-remove container, leaving its exit status for `wait`."""
+        self.waiting_taps.discard(container.id)
         atomic.write_json(self.root / ".exits" / f"{container.id}.json", ended)
         doomed = self.root / f".removing-{container.id}"
         os.rename(container.directory, doomed)
         self.changed()
         remove_tree(doomed)
+
+    def open_output(self, ref: str) -> socket.socket:
+        """A tap on the container's output from now on (taps.py): the running shim's, else
+        its next run's (an attach made before `docker run`'s or `docker start -a`'s start).
+        OSError if a running container's shim serves none (one started by an older agent)."""
+        container = self.get(ref)
+        with self._locked(container):  # not while a start is handing the taps over
+            container = self._load(container.directory)
+            if container.state.running:
+                return self._control(container, b"output\n")
+            return self.waiting_taps.add(container.id)
 
     def attach_stdin(self, ref: str) -> socket.socket:
         """A socket whose bytes become the container's stdin (for OpenStdin containers)."""
@@ -247,7 +266,7 @@ class Runtime(ContainerChanges):
             self._control(container, f"resize {int(rows)} {int(cols)}\n".encode()).close()
 
     def _control(self, container: Container, request: bytes) -> socket.socket:
-        """A request to the shim over ctl.sock, which only interactive containers have."""
+        """A request to the shim over ctl.sock."""
         if not container.state.running:
             raise ContainerConflict(f"Container {container.id} is not running")
         dirfd = os.open(container.directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -350,6 +369,7 @@ class Runtime(ContainerChanges):
             self.changed()
         self._configs.pop(container.id, None)
         self._ends_seen.pop(container.id, None)
+        self.waiting_taps.discard(container.id)
         self.restarts.forget(container.id)
         self._network_gone(container)
         self.endings.forget(container.id)

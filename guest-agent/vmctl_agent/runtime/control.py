@@ -1,11 +1,12 @@
-"""ctl.sock: an interactive container's stdin and terminal size, served by its shim.
+"""ctl.sock: a container's stdin, terminal size and live output, served by its shim.
 
-A client connects and sends one line, `stdin` (then the bytes to forward, for as long as they
-come) or `resize ROWS COLS`. Only a container with stdin open or a terminal has one.
+A client connects and sends one line: `stdin` (then the bytes to forward, for as long as they
+come), `resize ROWS COLS`, or `output` (then the connection is an output tap: taps.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import selectors
@@ -19,7 +20,7 @@ READ = 64 * 1024
 
 
 def bind(state_dir: str) -> socket.socket:
-    """ctl.sock (0600): stdin for the container, and terminal resizes. Bound through
+    """ctl.sock (0600): stdin for the container, terminal resizes, output taps. Bound through
     /proc/self/fd so a long state path never hits the 108-byte socket path limit."""
     dirfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
     path = f"/proc/self/fd/{dirfd}/ctl.sock"
@@ -36,8 +37,15 @@ def bind(state_dir: str) -> socket.socket:
     return sock
 
 
-def accept(control: socket.socket, sel, stdio: process.Stdio) -> None:
-    """`resize ROWS COLS`, or `stdin` followed by bytes to forward for as long as they come."""
+def unbind(control: socket.socket, state_dir: str) -> None:
+    control.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(f"{state_dir}/ctl.sock")
+
+
+def accept(control: socket.socket, sel, stdio: process.Stdio, taps) -> None:
+    """`resize ROWS COLS`, `output` (a tap from now on), or `stdin` followed by bytes to
+    forward for as long as they come."""
     conn, _ = control.accept()
     conn.settimeout(5)
     try:
@@ -48,6 +56,9 @@ def accept(control: socket.socket, sel, stdio: process.Stdio) -> None:
     if head == b"stdin" and stdio.input_fd() is not None:
         conn.settimeout(None)
         sel.register(conn, selectors.EVENT_READ, "stdin")
+        return
+    if head == b"output":
+        taps.add(conn)
         return
     if head.startswith(b"resize ") and stdio.tty:
         rows, cols = (int(x) for x in head.split()[1:3])

@@ -1,6 +1,7 @@
 """HostConfig.LogConfig: the json-file driver with its `max-size` and `max-file` options, or
-`none`, checked as dockerd checks them. `none` keeps no log to read, but `docker run` and
-attach read a container's output from its log, so it keeps one file of NONE_KEEP bytes.
+`none`, checked as dockerd checks them. `none` keeps no log for `docker logs`; the shim still
+writes one file of at most NONE_KEEP bytes (what an attach with logs=1 replays; attaches read
+the live output from the shim's taps, not from this file).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     agent ──fork──▶ shim ──unshare(PID), fork──▶ container's PID 1
       ▲               │  logs, exit.json, cgroup      │ cgroup (v1), namespaces, rootfs,
-      │               │  stdin/resize socket          │ user, capabilities, exec
+      │               │  ctl.sock, output taps        │ user, capabilities, exec
       └── a pipe: the shim's answer (one line), then EOF once the end is recorded
 
 The shim is a forked copy of the agent (no exec: a fresh Python costs a second under the VM's
@@ -23,6 +23,7 @@ import os
 import selectors
 import signal
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from vmctl_agent.runtime import control as ctl
 from vmctl_agent.runtime import logs as logfile
 from vmctl_agent.runtime.cgroupfs import Limits
 from vmctl_agent.runtime.spec import ProcessSpec
+from vmctl_agent.runtime.taps import DRAIN_GRACE, Taps
 from vmctl_agent.store.content import remove_tree
 
 _READ = 64 * 1024
@@ -67,11 +69,7 @@ class Launch:
     ulimits: tuple[tuple[str, int, int], ...] = ()  # `--ulimit`s, set just before exec
     log_rotation: logconfig.Rotation = logconfig.NO_ROTATION  # `--log-opt max-size/max-file`
     console_size: tuple[int, ...] = ()  # a terminal's first (rows, columns)
-
-    @property
-    def interactive(self) -> bool:
-        """Has a control socket (ctl.sock): for stdin, or a terminal to resize."""
-        return self.open_stdin or self.process.tty
+    taps: tuple[int, ...] = ()  # attaches made before the start: their sockets (taps.py)
 
     @property
     def log_path(self) -> str:
@@ -166,8 +164,8 @@ def _shim(launch: Launch, cgroups, ready_w: int, go_r: int) -> None:
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
-        ready_w, go_r = _keep_only(ready_w, go_r)
-        status = _run(launch, cgroups, ready_w, go_r)
+        ready_w, go_r, *taps = _keep_only(ready_w, go_r, *launch.taps)
+        status = _run(launch, cgroups, ready_w, go_r, taps)
     except BaseException as e:  # report, never unwind into the agent's code
         _report(ready_w, {"error": f"container supervisor failed: {e}", "exit_code": 128})
     finally:
@@ -189,7 +187,7 @@ def _keep_only(*fds: int) -> list[int]:
     return list(range(3, 3 + len(fds)))
 
 
-def _run(launch: Launch, cgroups, ready_w: int, go_r: int) -> int:
+def _run(launch: Launch, cgroups, ready_w: int, go_r: int, taps: list[int]) -> int:
     if launch.shared_shm:
         _mount_shared_shm(launch)
     stdio = process.Stdio.make(launch.process.tty, launch.open_stdin)
@@ -199,7 +197,7 @@ def _run(launch: Launch, cgroups, ready_w: int, go_r: int) -> int:
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
-        for fd in (sync_w, err_r, ready_w):
+        for fd in (sync_w, err_r, ready_w, *taps):
             os.close(fd)
         _container(launch, cgroups, stdio, sync_r, err_w, go_r)
     for fd in (sync_r, err_w, *stdio.child_fds()):
@@ -225,7 +223,7 @@ def _run(launch: Launch, cgroups, ready_w: int, go_r: int) -> int:
         return 0
     # Before the report: logs may be followed, and a terminal resized, once start returns.
     log = logfile.LogWriter(launch.log_path, launch.log_rotation)
-    control = ctl.bind(launch.state_dir) if launch.interactive else None
+    control = ctl.bind(launch.state_dir)
     me = os.getpid()
     _report(
         ready_w,
@@ -236,7 +234,7 @@ def _run(launch: Launch, cgroups, ready_w: int, go_r: int) -> int:
             "shim_start_time": pids.start_time(me),
         },
     )
-    _supervise(launch, cgroups, pid, stdio, log, control)
+    _supervise(launch, cgroups, pid, stdio, log, control, taps)
     os.close(ready_w)  # recorded: tell the agent now, not after our slow exit
     return 0
 
@@ -269,35 +267,52 @@ def _supervise(
     pid: int,
     stdio: process.Stdio,
     log: logfile.LogWriter,
-    control: socket.socket | None,
+    control: socket.socket,
+    tap_fds: list[int],
 ) -> None:
-    """Copy output to the log until the container is gone; then record how it ended."""
+    """Copy output to the log and the attached clients' taps until the container is gone and
+    its pipes are drained; then record how it ended. A client that does not keep up pauses
+    the reading (taps.py); once the container has ended, it gets DRAIN_GRACE, then is let go."""
     sel = selectors.DefaultSelector()
-    sel.register(stdio.stdout[0], selectors.EVENT_READ, "stdout")
-    if stdio.stderr:
-        sel.register(stdio.stderr[0], selectors.EVENT_READ, "stderr")
-    if control is not None:
-        sel.register(control, selectors.EVENT_READ, "control")
+    outputs = {stdio.stdout[0]: "stdout"} | ({stdio.stderr[0]: "stderr"} if stdio.stderr else {})
+    taps = Taps(sel, [socket.socket(fileno=fd) for fd in tap_fds])
+    sel.register(control, selectors.EVENT_READ, "control")
     pidfd = os.pidfd_open(pid)
     sel.register(pidfd, selectors.EVENT_READ, "exit")
-    open_streams, exited = (2 if stdio.stderr else 1), False
-    while open_streams or not exited:
-        for key, _ in sel.select():
+    reading, ended_at = False, None
+    while outputs or ended_at is None:
+        wait = None
+        if ended_at is not None and taps.full:
+            wait = ended_at + DRAIN_GRACE - time.monotonic()
+            if wait <= 0:
+                taps.drop_stuck()
+        if reading == taps.full:  # pause while a client is BACKLOG behind; resume after
+            reading = not reading
+            for fd, stream in outputs.items():
+                if reading:
+                    sel.register(fd, selectors.EVENT_READ, stream)
+                else:
+                    sel.unregister(fd)
+        for key, _ in sel.select(None if wait is None else max(wait, 0)):
             if key.data == "exit":
-                exited = True
+                ended_at = time.monotonic()
                 sel.unregister(pidfd)
             elif key.data == "control":
-                ctl.accept(key.fileobj, sel, stdio)
+                ctl.accept(key.fileobj, sel, stdio, taps)
             elif key.data == "stdin":
                 ctl.forward_stdin(key.fileobj, sel, stdio, launch.stdin_once)
-            elif not _copy(key.fd, key.data, log):
+            elif key.data == "tap":
+                taps.writable(key.fileobj)
+            elif not _copy(key.fd, key.data, log, taps):
                 sel.unregister(key.fd)
-                open_streams -= 1
+                del outputs[key.fd]
     log.close()
+    taps.finish()
+    ctl.unbind(control, launch.state_dir)  # the run is over: nothing to ask its shim
     _record_exit(launch, cgroups, pid)
 
 
-def _copy(fd: int, stream: str, log: logfile.LogWriter) -> bool:
+def _copy(fd: int, stream: str, log: logfile.LogWriter, taps: Taps) -> bool:
     try:
         data = os.read(fd, _READ)
     except OSError as e:
@@ -306,6 +321,7 @@ def _copy(fd: int, stream: str, log: logfile.LogWriter) -> bool:
         raise
     if data:
         log.write(stream, data)
+        taps.send(stream, data)
     return bool(data)
 
 
