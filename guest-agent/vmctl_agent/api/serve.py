@@ -25,6 +25,12 @@ _SIGNAL_LOOK = 0.5  # s
 
 
 def run(config: AgentConfig, listen: list[str]) -> int:
+    # First: a SIGTERM that comes once the socket exists (whoever waits for it may send one
+    # at once) stops the engine cleanly, its socket removed, never by the default action.
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # as dockerd: stacks to stderr
     gid = socket_group(config)
     engine = Engine(config)
     engine.images.collect_garbage(wait=False)
@@ -33,10 +39,6 @@ def run(config: AgentConfig, listen: list[str]) -> int:
     build.sweep(engine)  # what a build of an agent killed mid-build left
     listeners = [listener(address, gid) for address in listen]
     server = Server(listeners, Router(engine))
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    faulthandler.register(signal.SIGUSR1, all_threads=True)  # as dockerd: stacks to stderr
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"vmctl-agent: serving the Engine API on {', '.join(listen)}", file=sys.stderr)
     while not stop.wait(_SIGNAL_LOOK):  # a signal the kernel gave another thread runs its
