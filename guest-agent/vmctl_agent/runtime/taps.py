@@ -75,11 +75,16 @@ class Taps:
     def finish(self, grace: float = DRAIN_GRACE) -> None:
         """At the end: what is left goes out within `grace`; then every tap is closed, which
         ends its attach."""
+        behind = [sock for sock, waiting in self._waiting.items() if waiting]
+        for sock in behind:  # onto a selector of their own: the shim's has its listeners
+            self._sel.unregister(sock)
+        self._sel = selectors.DefaultSelector()
+        for sock in behind:
+            self._sel.register(sock, selectors.EVENT_WRITE, "tap")
         deadline = time.monotonic() + grace
         while any(self._waiting.values()) and (left := deadline - time.monotonic()) > 0:
             for key, _ in self._sel.select(left):
-                if key.data == "tap":
-                    self.writable(key.fileobj)
+                self.writable(key.fileobj)
         for sock in list(self._waiting):
             self._drop(sock)
 
