@@ -48,7 +48,7 @@ class Sshd:
             [SSHD, "-D", "-e", "-f", str(config)],
             stderr=open(workdir / "sshd.log", "wb"),  # noqa: SIM115 - the child keeps it
         )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120  # a loaded 2-core machine takes its time
         while time.monotonic() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()

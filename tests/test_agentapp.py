@@ -9,6 +9,7 @@ from pathlib import Path
 
 import imagekit as ik
 from agentkit import small_image, unique_repo
+from agentserver import PATIENCE
 
 from vmctl import agentapp
 
@@ -71,7 +72,7 @@ def test_zipapp_serves_the_engine_api(tmp_path):
     ]
     agent = subprocess.Popen(cmd, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + PATIENCE
         while not sock.exists():
             assert agent.poll() is None and time.monotonic() < deadline, agent.stderr.read()
             time.sleep(0.05)
@@ -85,7 +86,7 @@ def test_zipapp_serves_the_engine_api(tmp_path):
         assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"OK")
     finally:
         agent.terminate()
-        agent.wait(timeout=10)
+        agent.wait(timeout=PATIENCE)
 
 
 def test_a_packaged_app_deploys_the_agent_it_carries(tmp_path, monkeypatch):

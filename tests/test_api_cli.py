@@ -17,7 +17,7 @@ import time
 
 import imagekit as ik
 import pytest
-from agentserver import AgentServer, push_test_images, serving
+from agentserver import PATIENCE, AgentServer, push_test_images, serving
 from fakeserver import FakeServer, proxy_to
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine needs root (CI is root)")
@@ -262,7 +262,7 @@ def test_malformed_requests_get_a_400_and_the_agent_lives(agent):
 def test_events_follow_a_container_through_its_life(agent):
     since = str(int(time.time()) - 1)
     ok(agent.docker("run", "--rm", "--name", "eventful", "busybox", "true"))
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + PATIENCE
     actions: list[str] = []
     while "destroy" not in actions and time.monotonic() < deadline:
         until = str(int(time.time()) + 1)
@@ -363,7 +363,7 @@ def test_the_list_shows_each_change_at_once_though_it_is_cached(agent):
     ok(agent.docker("run", "--rm", "--name", "brief", "busybox", "true"))
     assert "/brief" not in states()
     ok(agent.docker("run", "-d", "--name", "ender", "busybox", "sh", "-c", "exit 3"))
-    deadline = time.monotonic() + 15  # it ends on its own: nobody asks the engine
+    deadline = time.monotonic() + PATIENCE  # it ends on its own: nobody asks the engine
     while not states()["/ender"].startswith("exited") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert states()["/ender"].startswith("exited Exited (3) ")
@@ -484,14 +484,14 @@ def test_the_socket_goes_to_the_named_group_like_dockerds_dash_g(tmp_path):
     cmd = ["vmctl-agent", "serve", "--listen", f"unix://{sock}", "--data-root", str(tmp_path)]
     agent = subprocess.Popen([*cmd, "--group", "daemon"], stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + PATIENCE
         while not sock.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         info = sock.stat()
         assert (stat.S_IMODE(info.st_mode), info.st_gid) == (0o660, grp.getgrnam("daemon").gr_gid)
     finally:
         agent.terminate()
-        agent.wait(10)
+        agent.wait(PATIENCE)
 
     missing = subprocess.run([*cmd, "--group", "no-such-group"], capture_output=True, text=True)
     assert missing.returncode != 0

@@ -31,7 +31,7 @@ V1_HOST = (
 needs_v1 = pytest.mark.skipif(not V1_HOST, reason="needs root on a cgroup v1 host")
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+def wait_for(predicate: Callable[[], object], timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -199,13 +199,18 @@ def test_v1_pids_limit_stops_a_fork_bomb(v1: CgroupsV1, spawn):
     v1.create("c1", Limits(pids=20))
     bomb = "for i in $(seq 100); do sleep 5 & done; wait"
     proc = spawn("c1", ["sh", "-c", bomb], stderr=subprocess.DEVNULL)
+    events = ROOT / "pids" / v1.parent / "c1" / "pids.events"
+
+    def refused() -> int:  # "max N": forks the limit refused
+        return int(events.read_text().split()[1])
+
     peak = 0
-    deadline = time.monotonic() + 1.0
-    while time.monotonic() < deadline and proc.poll() is None:
+    deadline = time.monotonic() + 120  # until the limit bites, however slow the machine
+    while not refused() and proc.poll() is None and time.monotonic() < deadline:
         peak = max(peak, v1.stats("c1").pids_current)
-    events = (ROOT / "pids" / v1.parent / "c1" / "pids.events").read_text()
+    peak = max(peak, v1.stats("c1").pids_current)  # the sleeps at the limit last 5 s
+    assert refused() > 0
     assert 1 < peak <= 20
-    assert int(events.split()[1]) > 0  # "max N": forks the limit refused
     assert v1.stats("c1").pids_limit == 20
 
 
@@ -248,8 +253,8 @@ def test_v1_kill_all_kills_a_tree_and_a_fast_forker(v1: CgroupsV1, spawn):
     proc = spawn("c1", ["sh", "-c", forker], stderr=subprocess.DEVNULL)
     wait_for(lambda: len(v1.procs("c1")) >= 20)
     v1.kill_all("c1")
-    wait_for(lambda: v1.procs("c1") == [], timeout=3)
-    assert proc.wait(timeout=5) == -signal.SIGKILL
+    wait_for(lambda: v1.procs("c1") == [])
+    assert proc.wait(timeout=120) == -signal.SIGKILL
     assert (ROOT / "freezer" / v1.parent / "c1" / "freezer.state").read_text() == "THAWED\n"
 
 
@@ -264,7 +269,7 @@ def test_v1_kill_all_of_a_cgroup_removed_meanwhile_is_done(v1: CgroupsV1, spawn)
 
     def as_the_shim_would(state: Path) -> None:  # the container ended, its shim cleaned up
         proc.kill()
-        proc.wait(timeout=5)
+        proc.wait(timeout=120)
         v1.remove("c1")
         freeze(state)
 
@@ -279,7 +284,7 @@ def test_v1_remove_kills_and_leaves_nothing(v1: CgroupsV1, spawn):
     proc = spawn("c1", ["sh", "-c", "sleep 30 & sleep 30 & wait"])
     wait_for(lambda: len(v1.procs("c1")) == 3)
     v1.remove("c1")
-    assert proc.wait(timeout=5) == -signal.SIGKILL
+    assert proc.wait(timeout=120) == -signal.SIGKILL
     assert leftovers(v1, "c1") == [] and not v1.exists("c1")
     v1.remove("c1")  # missing is fine
     v1.kill_all("c1")
@@ -501,7 +506,7 @@ def test_v2_kill_all_without_cgroup_kill_signals_each(fake_root: Path):
     try:
         fake_leaf(fake_root, "c1", cgroup_procs=f"{sleeper.pid}\n")
         CgroupsV2(fake_root).kill_all("c1")
-        assert sleeper.wait(timeout=5) == -signal.SIGKILL
+        assert sleeper.wait(timeout=120) == -signal.SIGKILL
     finally:
         sleeper.kill()
         sleeper.wait()
