@@ -11,14 +11,18 @@ guest's page cache dropped before each read-side row so reads come over the tran
   create  --small small files (a shell loop, the same on every target)
   walk    find + stat of a --files-file tree (as `git status` on a node project), made untimed
 
-Transports: virtiofs (Linux as root) and sftp (vmctl's own SFTP server over the VM's SSH
-connection). Not measured here: 9p (the guest's Debian cloud kernel has none) and sshfs through
-OpenSSH's sftp-server (these machines run no sshd for the VM to reach).
+Transports: virtiofs (Linux as root), sftp (vmctl's own: the guest's `sshfs -o slave` over the
+VM's SSH connection, answered by paramiko's SFTP server in the host agent), and sftp-server, the
+alternative Lima's reverse-sshfs uses: the same guest sshfs over OpenSSH's `ssh` (what `vmctl
+ssh` runs), answered by OpenSSH's own sftp-server binary on the host. That one is mounted by
+hand over a subfolder of a virtiofs share (the engine binds only shared folders), and has no
+notification row (host edits reach the guest by vmctl's own forwarding, not by sshfs). Not
+measured: 9p (the guest's Debian cloud kernel has none).
 
 Then the host-edit to container-notification latency: the median of --edits host writes of a
 file until a watcher in a container (tests/tools/inotifywatch.c) prints its event.
 
-    python bench/share.py [--transports virtiofs,sftp] [--size-mb 256] [--files 10000]
+    python bench/share.py [--transports virtiofs,sftp,sftp-server] [--size-mb 256] [--files 10000]
                           [--small 5000] [--edits 20] [--driver libvirt|qemu]
                           (as root, Linux; a VM per transport)
 """
@@ -26,6 +30,7 @@ file until a watcher in a container (tests/tools/inotifywatch.c) prints its even
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -114,6 +119,9 @@ def latency(vm, registry, folder: Path, edits: int) -> list[float]:
     return found
 
 
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+
+
 def one_transport(transport: str, registry, workdir: Path, args) -> dict[str, dict]:
     import vmkit
     from uservm import ok, started
@@ -121,19 +129,57 @@ def one_transport(transport: str, registry, workdir: Path, args) -> dict[str, di
     folder = workdir / f"shared-{transport}"
     folder.mkdir()
     home = workdir / f"home-{transport}"
-    flags = ("--mount", str(folder), "--share-transport", transport)
+    lima = transport == "sftp-server"
+    flags = ("--mount", str(folder), "--share-transport", "virtiofs" if lima else transport)
     disk = vmkit.built_image().disk
     name = f"bench-share-{transport}-{os.getpid()}"
     with started(home, name, args.driver, disk, registry, *flags) as vm:
-        print(f"{transport}: bind mount of {folder}", flush=True)
-        bound = measure(vm, ["-v", f"{folder}:{folder}"], str(folder), args)
+        bound_folder = folder / "over" if lima else folder
+        with reverse_sshfs(vm, bound_folder) if lima else _nothing():
+            print(f"{transport}: bind mount of {bound_folder}", flush=True)
+            bound = measure(vm, ["-v", f"{bound_folder}:{bound_folder}"], str(bound_folder), args)
         ok(vm.docker("volume", "create", "bench"))
         print(f"{transport}: named volume on the VM's disk", flush=True)
         volume = measure(vm, ["-v", "bench:/vol"], "/vol", args)
         ok(vm.docker("volume", "rm", "bench"))
-        waits = latency(vm, registry, folder, args.edits)
+        waits = [] if lima else latency(vm, registry, folder, args.edits)
         print(f"{transport}: notification latency {[round(w, 3) for w in waits]}", flush=True)
     return {"bind": bound, "volume": volume, "latency": waits}
+
+
+@contextlib.contextmanager
+def _nothing():
+    yield
+
+
+@contextlib.contextmanager
+def reverse_sshfs(vm, folder: Path):
+    """Lima's reverse-sshfs by hand: the guest's `sshfs -o slave` on `folder` (over the
+    share's virtiofs), its SFTP carried by OpenSSH's ssh (`vmctl ssh`) to OpenSSH's
+    sftp-server here, which answers from `folder` on the host."""
+    import subprocess
+    import time
+
+    from uservm import ok
+
+    folder.mkdir()
+    mount = f"sudo -n sshfs -f -o slave,allow_other :{folder} {folder}"
+    env = {**os.environ, "VMCTL_HOME": str(vm.home)}
+    ssh = subprocess.Popen(
+        [sys.executable, "-m", "vmctl.cli", "ssh", "--name", vm.name, "--", mount],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    server = subprocess.Popen([SFTP_SERVER], stdin=ssh.stdout, stdout=ssh.stdin)
+    try:
+        while f" {folder} fuse.sshfs " not in ok(vm.ssh("cat", "/proc/mounts")):
+            assert ssh.poll() is None and server.poll() is None, "sshfs or sftp-server ended"
+            time.sleep(0.5)
+        yield
+    finally:
+        vm.ssh("sudo", "-n", "umount", str(folder))
+        for process in (ssh, server):
+            process.terminate()
+            process.wait()
 
 
 def report(results: dict[str, dict], args) -> None:
@@ -145,7 +191,8 @@ def report(results: dict[str, dict], args) -> None:
             bind, volume = found["bind"][row], found["volume"][row]
             cells += f"{bind:14.2f}{bind / volume if volume else float('inf'):10.2f}"
         print(f"{row:8s}{cells}")
-    medians = "".join(f"{statistics.median(f['latency']):14.3f}{'':10s}" for f in results.values())
+    waits = [statistics.median(f["latency"]) if f["latency"] else None for f in results.values()]
+    medians = "".join(f"{w:14.3f}{'':10s}" if w is not None else f"{'-':>24s}" for w in waits)
     print(f"{'notify':8s}{medians}   (median s, host edit -> container's inotify)")
     print("goals: walk <= 3x the volume; big read (volume/bind time) >= 0.5x; notify <= 0.5 s")
 
