@@ -21,7 +21,6 @@ from typing import BinaryIO
 from vmctl_agent.api import detachkeys, streams
 from vmctl_agent.api.http import Response
 from vmctl_agent.runtime import logs as logfile
-from vmctl_agent.runtime import taps
 from vmctl_agent.runtime.index import ContainerNotFound
 
 _POLL = 0.05
@@ -34,7 +33,7 @@ class _Session:
     tty: bool
     logged: BinaryIO | None  # the log file, for logs=1
     live: socket.socket | BinaryIO | None  # a tap; from an older shim, the log at its end
-    started_at: str  # the run the attach found: stdin goes to this one or the next
+    found_running: bool  # stdin goes to the run the attach found, else to the next one
     over: threading.Event = field(default_factory=threading.Event)  # detached, or ended
 
 
@@ -51,7 +50,7 @@ def attach(engine, request, id: str) -> Response:
         tty,
         runtime.open_log(id) if request.flag("logs") else None,
         _live_output(runtime, id) if request.flag("stream", True) else None,  # before the 101
-        container.state.started_at if container.state.running else "",
+        container.state.running,
     )
     stdin = request.flag("stdin") and container.config.create_options.open_stdin
 
@@ -85,7 +84,7 @@ def _send_output(runtime, session: _Session, sock: socket.socket) -> None:
     if session.logged is not None:
         _send(session, sock, ((e.stream, e.data) for e in logfile.read(session.logged)))
     if isinstance(session.live, socket.socket):
-        _send(session, sock, taps.frames(session.live))
+        _send(session, sock, streams.read_frames(session.live))
     elif session.live is not None:
         _send(session, sock, _followed(runtime, session))
 
@@ -140,7 +139,7 @@ def _wait_for_run(runtime, session: _Session) -> bool:
     while not session.over.is_set():
         if runtime.get(session.id).state.running:
             return True
-        if session.started_at:
+        if session.found_running:
             return False  # the run it found has ended
         time.sleep(_POLL)
     return False

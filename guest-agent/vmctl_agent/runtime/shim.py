@@ -286,8 +286,9 @@ def _supervise(
             wait = ended_at + DRAIN_GRACE - time.monotonic()
             if wait <= 0:
                 taps.drop_stuck()
-        if reading == taps.full:  # pause while a client is BACKLOG behind; resume after
-            reading = not reading
+        wanted = not taps.full  # paused while a client is BACKLOG behind
+        if reading != wanted:
+            reading = wanted
             for fd, stream in outputs.items():
                 if reading:
                     sel.register(fd, selectors.EVENT_READ, stream)

@@ -23,13 +23,16 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
 
 BACKLOG = 256 * 1024
 DRAIN_GRACE = 2.0
-STREAMS = {"stdout": 1, "stderr": 2}
-_NAMES = {number: name for name, number in STREAMS.items()}
-_HEADER = struct.Struct(">BxxxL")
+STREAMS = {"stdin": 0, "stdout": 1, "stderr": 2}  # Docker's stream ids
+HEADER = struct.Struct(">BxxxL")  # stream, 0, 0, 0, size (big-endian)
+
+
+def frame(stream: str, data: bytes) -> bytes:
+    """`data` in Docker's multiplexed framing, as the shim sends it and attach answers it."""
+    return HEADER.pack(STREAMS[stream], len(data)) + data
 
 
 class Taps:
@@ -49,18 +52,16 @@ class Taps:
     def send(self, stream: str, data: bytes) -> None:
         if not self._waiting:
             return
-        frame = _HEADER.pack(STREAMS[stream], len(data)) + data
+        framed = frame(stream, data)
         for sock, waiting in list(self._waiting.items()):
-            if waiting:
-                waiting += frame
-            else:
-                self._write(sock, frame)
+            waiting += framed
+            if len(waiting) == len(framed):  # nothing was waiting: not watched yet, try now
+                self._flush(sock)
 
     def writable(self, sock: socket.socket) -> None:
         """The selector says `sock` takes more: what waits for it, as much as it takes."""
-        waiting = self._waiting.get(sock)
-        if waiting is not None:
-            self._write(sock, bytes(waiting))
+        if sock in self._waiting:
+            self._flush(sock)
 
     @property
     def full(self) -> bool:
@@ -88,24 +89,26 @@ class Taps:
         for sock in list(self._waiting):
             self._drop(sock)
 
-    def _write(self, sock: socket.socket, data: bytes) -> None:
+    def _flush(self, sock: socket.socket) -> None:
+        """As much of what waits for `sock` as it takes now; the selector watches it for
+        more room exactly while something is left."""
+        waiting = self._waiting[sock]
         try:
-            sent = sock.send(data)
+            del waiting[: sock.send(waiting)]
         except BlockingIOError:
-            sent = 0
+            pass
         except OSError:  # the client is gone
             self._drop(sock)
             return
-        waiting = self._waiting[sock]
-        was_waiting = bool(waiting)
-        waiting[:] = data[sent:]
-        if waiting and not was_waiting:
+        watched = sock in self._sel.get_map()
+        if waiting and not watched:
             self._sel.register(sock, selectors.EVENT_WRITE, "tap")
-        elif was_waiting and not waiting:
+        elif watched and not waiting:
             self._sel.unregister(sock)
 
     def _drop(self, sock: socket.socket) -> None:
-        if self._waiting.pop(sock, None):
+        self._waiting.pop(sock, None)
+        if sock in self._sel.get_map():
             self._sel.unregister(sock)
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
@@ -135,30 +138,5 @@ class Pending:
 
     def discard(self, container_id: str) -> None:
         """The container is gone: its waiting attaches end."""
-        with self._lock:
-            taken = self._taps.pop(container_id, [])
-        for sock in taken:
+        for sock in self.take(container_id):
             sock.close()
-
-
-def frames(sock: socket.socket) -> Iterator[tuple[str, bytes]]:
-    """The agent's side: (stream, bytes) as the shim sent them, until the tap ends."""
-    while (head := _exactly(sock, _HEADER.size)) is not None:
-        number, size = _HEADER.unpack(head)
-        data = _exactly(sock, size)
-        if data is None:
-            return
-        yield _NAMES.get(number, "stdout"), data
-
-
-def _exactly(sock: socket.socket, size: int) -> bytes | None:
-    data = bytearray()
-    while len(data) < size:
-        try:
-            chunk = sock.recv(min(size - len(data), 1 << 20))
-        except OSError:  # shut by a detach, or the shim's end reset
-            return None
-        if not chunk:
-            return None
-        data += chunk
-    return bytes(data)
