@@ -11,19 +11,19 @@ guest's page cache dropped before each read-side row so reads come over the tran
   create  --small small files (a shell loop, the same on every target)
   walk    find + stat of a --files-file tree (as `git status` on a node project), made untimed
 
-Transports: virtiofs (Linux as root), sftp (vmctl's own: the guest's `sshfs -o slave` over the
-VM's SSH connection, answered by paramiko's SFTP server in the host agent), and sftp-server, the
-alternative Lima's reverse-sshfs uses: the same guest sshfs over OpenSSH's `ssh` (what `vmctl
-ssh` runs), answered by OpenSSH's own sftp-server binary on the host. That one is mounted by
-hand over a subfolder of a virtiofs share (the engine binds only shared folders), and has no
-notification row (host edits reach the guest by vmctl's own forwarding, not by sshfs). Not
-measured: 9p (the guest's Debian cloud kernel has none).
+Transports: virtiofs (Linux as root), 9p (QEMU's virtfs, with vmctl's mount options), sftp
+(vmctl's own: the guest's `sshfs -o slave` over the VM's SSH connection, answered by paramiko's
+SFTP server in the host agent), and sftp-server, the alternative Lima's reverse-sshfs uses: the
+same guest sshfs over OpenSSH's `ssh` (what `vmctl ssh` runs), answered by OpenSSH's own
+sftp-server binary on the host. That one is mounted by hand over a subfolder of a virtiofs
+share (the engine binds only shared folders), and has no notification row (host edits reach
+the guest by vmctl's own forwarding, not by sshfs).
 
 Then the host-edit to container-notification latency: the median of --edits host writes of a
 file until a watcher in a container (tests/tools/inotifywatch.c) prints its event.
 
-    python bench/share.py [--transports virtiofs,sftp,sftp-server] [--size-mb 256] [--files 10000]
-                          [--small 5000] [--edits 20] [--driver libvirt|qemu]
+    python bench/share.py [--transports virtiofs,9p,sftp,sftp-server] [--size-mb 256]
+                          [--files 10000] [--small 5000] [--edits 20] [--driver libvirt|qemu]
                           (as root, Linux; a VM per transport)
 """
 
@@ -195,11 +195,22 @@ def report(results: dict[str, dict], args) -> None:
     medians = "".join(f"{w:14.3f}{'':10s}" if w is not None else f"{'-':>24s}" for w in waits)
     print(f"{'notify':8s}{medians}   (median s, host edit -> container's inotify)")
     print("goals: walk <= 3x the volume; big read (volume/bind time) >= 0.5x; notify <= 0.5 s")
+    # each transport runs in a VM of its own, so rows are compared as ratios to that VM's volume
+    default, *others = results
+
+    def ratio(transport: str, row: str) -> float:
+        found = results[transport]
+        return found["bind"][row] / found["volume"][row] if found["volume"][row] else float("inf")
+
+    for other in others:
+        slower = [r for r in ROWS if ratio(default, r) > ratio(other, r)]
+        said = f"slower on {', '.join(slower)}" if slower else "at least as fast on every row"
+        print(f"goal: {default} (the default) against {other}, x volume: {said}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--transports", default="virtiofs,sftp")
+    parser.add_argument("--transports", default="virtiofs,9p,sftp")
     parser.add_argument("--size-mb", type=int, default=256)
     parser.add_argument("--files", type=int, default=10000)
     parser.add_argument("--small", type=int, default=5000)

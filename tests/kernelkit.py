@@ -37,7 +37,8 @@ def _locked(name: str):
 
 
 def kernel() -> Path:
-    """vmlinuz of Debian 12's cloud kernel (the one the guest image boots)."""
+    """vmlinuz of Debian 12's cloud kernel: its virtio drivers are built in, where the guest
+    image's generic kernel loads them from its initrd, which the busybox initramfs is not."""
     dest = CACHE / "vmlinuz"
     with _locked("kernel"):
         if dest.exists():

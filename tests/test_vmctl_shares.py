@@ -75,7 +75,7 @@ def test_bad_mount_settings_say_what_is_wrong(mounts, platform, words):
     [
         ("libvirt", "linux", None, "virtiofs"),
         ("qemu", "linux", None, "virtiofs"),  # the qemu driver runs virtiofsd itself
-        ("libvirt", "darwin", None, "sftp"),  # the guest's (Debian cloud) kernel has no 9p
+        ("libvirt", "darwin", None, "sftp"),  # the downloaded image's cloud kernel has no 9p
         ("qemu", "win32", None, "sftp"),
         ("libvirt", "linux", "sftp", "sftp"),
         ("libvirt", "linux", "9p", "9p"),
@@ -94,7 +94,7 @@ def test_a_linux_user_without_root_shares_over_sftp_so_files_stay_theirs():
     ("driver", "platform", "override", "words"),
     [
         ("qemu", "win32", "9p", "QEMU on Windows has no 9p: use sftp"),
-        ("qemu", "darwin", "virtiofs", "virtiofs needs a Linux host (virtiofsd): use sftp"),
+        ("qemu", "darwin", "virtiofs", "virtiofs needs a Linux host (virtiofsd): use 9p or sftp"),
         ("libvirt", "linux", "nfs", "unknown share transport 'nfs'"),
     ],
 )

@@ -1,6 +1,7 @@
 """The offline base image's recipe, as data and one shell script (the pure half of
-`vmctl.image.build`): Debian 12 minbase with the cloud kernel, cloud-init, sshd and python3,
-set up for a whole-disk ext4 root on /dev/vda, direct kernel boot and a NoCloud seed.
+`vmctl.image.build`): Debian 12 minbase with the generic kernel (the cloud kernel has no 9p),
+cloud-init, sshd and python3, set up for a whole-disk ext4 root on /dev/vda, direct kernel boot
+and a NoCloud seed.
 
 `recipe_script` is what mmdebstrap runs; it is golden-tested, and the recipe's digest names the
 cached image, so any change here makes the next `vmctl image build` build anew.
@@ -55,11 +56,12 @@ manage_etc_hosts: localhost
 
 _INITRD_HOOK = """\
 #!/bin/sh
-# vmctl: the initrd must mount root from a virtio disk (ext4 is built into the cloud kernel).
+# vmctl: the initrd must mount root from a virtio disk (ext4 is a module of Debian's kernel).
 [ "$1" = prereqs ] && exit 0
 . /usr/share/initramfs-tools/hook-functions
 force_load virtio_pci
 force_load virtio_blk
+force_load ext4
 """
 
 FILES: tuple[tuple[str, str, int], ...] = (
@@ -108,7 +110,7 @@ COMMANDS: tuple[str, ...] = (
 )
 
 PACKAGES: tuple[str, ...] = (
-    "linux-image-cloud-amd64",  # virtio drivers, small; copied out for direct kernel boot
+    "linux-image-amd64",  # virtio drivers and 9p (the cloud kernel has none); direct boot
     "initramfs-tools",
     "systemd-sysv",
     "udev",

@@ -7,9 +7,9 @@ guest's fstab; the drivers turn a MachineSpec's shares into devices).
     transport  virtiofs on Linux as root, with either driver (Debian's QEMU ships
                /usr/lib/qemu/virtiofsd: libvirt runs it, the qemu driver starts it itself);
                reverse SFTP (the guest's sshfs over the VM's SSH connection) elsewhere, and
-               for a Linux user without root, so files made in the VM are theirs. 9p
-               only when asked: Debian's cloud kernel, the guest's, has no 9p at all, so the
-               guest refuses it with that reason unless the image's kernel has it.
+               for a Linux user without root, so files made in the VM are theirs. 9p (QEMU's
+               virtfs) when asked: the built image's kernel (Debian's generic one) has it;
+               the downloaded genericcloud image's kernel has none, which the guest says.
                `vmctl config --share-transport` overrides the choice.
 
 `guest_script` is what the deploy stage runs as root in the guest before the engine starts:
@@ -40,8 +40,8 @@ VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
 BEFORE_ENGINE = "x-systemd.before=vmctl-agent.service"
 OUR_FSTAB_LINES = r"^vmctl[0-9]+[[:space:]]"  # the tags `for_settings` gives, and only ours
 NO_9P = (
-    "the VM's kernel has no 9p (Debian's cloud kernel lacks it): use --share-transport "
-    "virtiofs or sftp"
+    "the VM's kernel has no 9p (Debian's cloud kernel, in its genericcloud image, lacks it): use "
+    "--share-transport virtiofs or sftp"
 )
 
 
@@ -166,7 +166,8 @@ def choose_transport(
         if override == "9p" and platform == "win32":
             raise VmctlError("QEMU on Windows has no 9p: use sftp")
         if override == "virtiofs" and platform != "linux":
-            raise VmctlError("virtiofs needs a Linux host (virtiofsd): use sftp")
+            other = "9p or sftp" if platform == "darwin" else "sftp"
+            raise VmctlError(f"virtiofs needs a Linux host (virtiofsd): use {other}")
         return override
     return "virtiofs" if platform == "linux" and root else "sftp"
 

@@ -72,11 +72,12 @@ chmod 644 "$root/etc/initramfs-tools/conf.d/vmctl.conf"
 mkdir -p "$root/etc/initramfs-tools/hooks"
 cat > "$root/etc/initramfs-tools/hooks/vmctl" <<'VMCTL_EOF'
 #!/bin/sh
-# vmctl: the initrd must mount root from a virtio disk (ext4 is built into the cloud kernel).
+# vmctl: the initrd must mount root from a virtio disk (ext4 is a module of Debian's kernel).
 [ "$1" = prereqs ] && exit 0
 . /usr/share/initramfs-tools/hook-functions
 force_load virtio_pci
 force_load virtio_blk
+force_load ext4
 VMCTL_EOF
 chmod 755 "$root/etc/initramfs-tools/hooks/vmctl"
 
