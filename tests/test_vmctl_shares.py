@@ -94,7 +94,7 @@ def test_a_linux_user_without_root_shares_over_sftp_so_files_stay_theirs():
     ("driver", "platform", "override", "words"),
     [
         ("qemu", "win32", "9p", "QEMU on Windows has no 9p: use sftp"),
-        ("qemu", "darwin", "virtiofs", "virtiofs needs a Linux host (virtiofsd): use 9p or sftp"),
+        ("qemu", "darwin", "virtiofs", "virtiofs needs a Linux host (virtiofsd): use sftp"),
         ("libvirt", "linux", "nfs", "unknown share transport 'nfs'"),
     ],
 )

@@ -166,8 +166,7 @@ def choose_transport(
         if override == "9p" and platform == "win32":
             raise VmctlError("QEMU on Windows has no 9p: use sftp")
         if override == "virtiofs" and platform != "linux":
-            other = "9p or sftp" if platform == "darwin" else "sftp"
-            raise VmctlError(f"virtiofs needs a Linux host (virtiofsd): use {other}")
+            raise VmctlError("virtiofs needs a Linux host (virtiofsd): use sftp")
         return override
     return "virtiofs" if platform == "linux" and root else "sftp"
 

@@ -137,8 +137,8 @@ class Guest:
         transport.set_keepalive(15)
         # Every use of the connection is a request and its answer (SFTP, the Engine API,
         # attach): with Nagle on, an answer sent while the previous one is unacknowledged
-        # waits for the peer's delayed ACK, 40 ms a round trip (each file sshfs makes took
-        # ~45 ms more, measured on loopback), as OpenSSH sets it for interactive sessions.
+        # waits for the peer's delayed ACK, 40 ms (a file sshfs made through the sftp share
+        # took 86 ms, not 1.5, measured on loopback); OpenSSH sets it for interactive sessions.
         with contextlib.suppress(OSError):
             transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.transport = transport
