@@ -80,3 +80,29 @@ def test_the_guest_script_wakes_an_inotify_watcher_and_changes_no_times(tmp_path
 def _times(path) -> tuple[int, int]:
     st = os.lstat(path)
     return (st.st_atime_ns, st.st_mtime_ns)
+
+
+def test_a_batch_carries_one_edit_a_path_with_its_folders_times():
+    create = edits.Edit("create", "/p/app.py", (1, 2), (3, 4))
+    modify = edits.Edit("modify", "/p/app.py", (5, 6), None)
+    other = edits.Edit("delete", "/p/old.py", None, (7, 8))
+    assert edits.coalesced([create, other, modify]) == [
+        other,
+        edits.Edit("modify", "/p/app.py", (5, 6), (3, 4)),  # the folder is touched too
+    ]
+    assert edits.coalesced([]) == []
+
+
+def test_a_flood_of_edits_touches_each_folder_once(tmp_path):
+    """`npm install` in a shared folder: thousands of files come back as edits; past FLOOD
+    paths in a batch only their folders are carried (bench/README.md: one by one, a 10,000-file
+    tree kept the guest's sshd from opening the engine's channels)."""
+    folders = [tmp_path / name for name in ("a", "b", "c")]
+    for folder in folders:
+        folder.mkdir()
+    flood = [
+        edits.Edit("create", str(folders[i % 3] / f"f{i}"), (1, 1), (2, 2))
+        for i in range(edits.FLOOD + 1)
+    ]
+    carried = edits.coalesced(flood)
+    assert carried == [edits.Edit("modify", str(f), _times(f)) for f in folders]

@@ -37,6 +37,7 @@ KINDS = (
     (IN_MOVED_FROM, "delete"), (IN_MOVED_TO, "create"),
 )  # fmt: skip
 _EVENT = struct.Struct("iIII")
+FLOOD = 256  # paths in one batch past which only their folders are touched
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,24 @@ def edit_for(mask: int, path: str) -> Edit | None:
     return Edit(kind, path, times, folder)
 
 
+def coalesced(batch: list[Edit]) -> list[Edit]:
+    """One edit per path (its last, keeping a creation's or deletion's folder times); past
+    FLOOD paths, one per folder instead. Each edit costs the emulated guest up to two utime()
+    calls, and a container making thousands of files in a shared folder sends each back
+    here: forwarded one by one, they kept the guest's sshd too busy to open the engine's
+    channels (bench/README.md). A watcher is still woken, by its folder."""
+    last: dict[str, Edit] = {}
+    for edit in batch:
+        before = last.pop(edit.path, None)
+        if before is not None and edit.folder_times is None:
+            edit = Edit(edit.kind, edit.path, edit.times, before.folder_times)
+        last[edit.path] = edit
+    if len(last) <= FLOOD:
+        return list(last.values())
+    folders = dict.fromkeys(os.path.dirname(path) for path in last)
+    return [Edit("modify", folder, _times(folder)) for folder in folders]
+
+
 def _times(path: str) -> tuple[int, int] | None:
     try:
         st = os.lstat(path)
@@ -97,12 +116,17 @@ class Watcher:
 
     def edits(self) -> Iterator[Edit]:
         """Blocks for the next batch; ends when the descriptor is closed."""
+        for batch in self.batches():
+            yield from batch
+
+    def batches(self) -> Iterator[list[Edit]]:
+        """The edits of each read of the queue: one event or thousands (`npm install`)."""
         while True:
             try:
                 data = os.read(self.fd, 64 * 1024)
             except OSError:
                 return
-            yield from self._parse(data)
+            yield list(self._parse(data))
 
     def _parse(self, data: bytes) -> Iterator[Edit]:
         offset = 0

@@ -177,14 +177,17 @@ def carry_edits(connection: Connection, folders: list[str]) -> None:
     watchers in containers wake; over one exec channel, opened again when it drops."""
     watcher = edits.Watcher(folders)
     channel = None
-    for edit in watcher.edits():
+    for batch in watcher.batches():
+        carried = edits.coalesced(batch)
+        if not carried:
+            continue
         try:
             if channel is None or channel.closed:
                 channel = connection.get(wait=1).client.get_transport().open_session()
                 channel.exec_command(edits.guest_command())
-            channel.sendall(edits.to_line(edit))
+            channel.sendall(b"".join(map(edits.to_line, carried)))
         except (VmctlError, paramiko.SSHException, OSError) as e:
-            log(f"the edit of {edit.path} was not carried to the VM: {e}")
+            log(f"{len(carried)} edits ({carried[0].path}...) were not carried to the VM: {e}")
             channel = None
 
 
