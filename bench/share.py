@@ -135,7 +135,7 @@ def one_transport(transport: str, registry, workdir: Path, args) -> dict[str, di
     name = f"bench-share-{transport}-{os.getpid()}"
     with started(home, name, args.driver, disk, registry, *flags) as vm:
         bound_folder = folder / "over" if lima else folder
-        with reverse_sshfs(vm, bound_folder) if lima else _nothing():
+        with reverse_sshfs(vm, bound_folder) if lima else contextlib.nullcontext():
             print(f"{transport}: bind mount of {bound_folder}", flush=True)
             bound = measure(vm, ["-v", f"{bound_folder}:{bound_folder}"], str(bound_folder), args)
         ok(vm.docker("volume", "create", "bench"))
@@ -145,11 +145,6 @@ def one_transport(transport: str, registry, workdir: Path, args) -> dict[str, di
         waits = [] if lima else latency(vm, registry, folder, args.edits)
         print(f"{transport}: notification latency {[round(w, 3) for w in waits]}", flush=True)
     return {"bind": bound, "volume": volume, "latency": waits}
-
-
-@contextlib.contextmanager
-def _nothing():
-    yield
 
 
 @contextlib.contextmanager

@@ -21,7 +21,13 @@ def test_the_host_watcher_reports_each_edit_with_the_hosts_times(tmp_path):
     and a file already renamed away by then is (rightly) reported as gone."""
     watcher = edits.Watcher([str(tmp_path)])
     seen: queue.Queue[edits.Edit] = queue.Queue()
-    threading.Thread(target=lambda: [seen.put(e) for e in watcher.edits()], daemon=True).start()
+
+    def collect() -> None:
+        for batch in watcher.batches():
+            for edit in batch:
+                seen.put(edit)
+
+    threading.Thread(target=collect, daemon=True).start()
 
     def next_edits(count: int) -> list[tuple[str, str]]:
         got = [seen.get(timeout=120) for _ in range(count)]

@@ -26,7 +26,7 @@ import os
 import shlex
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
 IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
@@ -79,7 +79,7 @@ def coalesced(batch: list[Edit]) -> list[Edit]:
     for edit in batch:
         before = last.pop(edit.path, None)
         if before is not None and edit.folder_times is None:
-            edit = Edit(edit.kind, edit.path, edit.times, before.folder_times)
+            edit = replace(edit, folder_times=before.folder_times)
         last[edit.path] = edit
     if len(last) <= FLOOD:
         return list(last.values())
@@ -114,13 +114,9 @@ class Watcher:
             if wd >= 0:
                 self.folders[wd] = folder
 
-    def edits(self) -> Iterator[Edit]:
-        """Blocks for the next batch; ends when the descriptor is closed."""
-        for batch in self.batches():
-            yield from batch
-
     def batches(self) -> Iterator[list[Edit]]:
-        """The edits of each read of the queue: one event or thousands (`npm install`)."""
+        """The edits of each read of the queue, one event or thousands (`npm install`); blocks
+        for the next, and ends when the descriptor is closed."""
         while True:
             try:
                 data = os.read(self.fd, 64 * 1024)
