@@ -11,9 +11,12 @@ import subprocess
 import sys
 import threading
 
+import paramiko
 import watchkit
+from paramiko.sftp import SFTP_OK
 
 from vmctl import edits
+from vmctl.sftpshare import Folder
 
 
 def test_the_host_watcher_reports_each_edit_with_the_hosts_times(tmp_path):
@@ -70,10 +73,14 @@ def test_the_guest_script_wakes_an_inotify_watcher_and_changes_no_times(tmp_path
             edits.to_line(edits.edit_for(edits.IN_CLOSE_WRITE, str(tmp_path / "app.py"))),
             edits.to_line(edits.Edit("delete", str(tmp_path / "old.py"), None, _times(tmp_path))),
         ]
-        subprocess.run(
-            [sys.executable, "-I", "-c", edits.GUEST_SCRIPT], input=b"".join(lines), check=True
+        done = subprocess.run(
+            [sys.executable, "-I", "-c", edits.GUEST_SCRIPT],
+            input=b"".join(lines) + b"\n" + lines[0] + b"\n",  # two batches
+            capture_output=True,
+            check=True,
         )
         heard = [output.next(), output.next()]
+        assert done.stdout == b"\n\n"  # each batch's end answered
     finally:
         watch.kill()
         watch.wait()
@@ -81,6 +88,12 @@ def test_the_guest_script_wakes_an_inotify_watcher_and_changes_no_times(tmp_path
     for name, st in before.items():
         now = os.lstat(tmp_path / name if name == "app.py" else tmp_path)
         assert (now.st_atime_ns, now.st_mtime_ns) == (st.st_atime_ns, st.st_mtime_ns)
+
+
+def _attrs(mode: int) -> paramiko.SFTPAttributes:
+    made = paramiko.SFTPAttributes()
+    made.st_mode = mode
+    return made
 
 
 def _times(path) -> tuple[int, int]:
@@ -112,3 +125,78 @@ def test_a_flood_of_edits_touches_each_folder_once(tmp_path):
     ]
     carried = edits.coalesced(flood)
     assert carried == [edits.Edit("modify", str(f), _times(f)) for f in folders]
+
+
+def test_what_the_vm_wrote_through_its_share_is_not_carried_back(tmp_path):
+    """The reverse SFTP share tells OwnWrites of each change the VM makes: the watcher still
+    hears them (the host's inotify cannot tell who wrote), and they are dropped as echoes;
+    the user's edits, the same files' included, are carried."""
+    own = edits.OwnWrites()
+    folder = Folder(None, str(tmp_path), read_only=False, own=own)
+    watcher = edits.Watcher([str(tmp_path)])
+    made = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    assert folder.mkdir(f"{tmp_path}/d", _attrs(0o755)) == SFTP_OK
+    handle = folder.open(f"{tmp_path}/d/a.txt", made, _attrs(0o644))
+    assert handle.write(0, b"from the vm") == SFTP_OK
+    handle.close()
+    assert folder.posix_rename(f"{tmp_path}/d/a.txt", f"{tmp_path}/b.txt") == SFTP_OK
+    handle = folder.open(f"{tmp_path}/gone.txt", made, _attrs(0o644))
+    handle.close()
+    assert folder.remove(f"{tmp_path}/gone.txt") == SFTP_OK
+    (tmp_path / "user.txt").write_text("the user's file")
+    heard = _heard_until(watcher, f"{tmp_path}/user.txt")
+    carried = {(e.kind, os.path.relpath(e.path, tmp_path)) for e in heard if not own.echo(e)}
+    assert carried == {("create", "user.txt"), ("modify", "user.txt")}
+    assert len(heard) > len(carried)  # the VM's own were heard, and dropped
+    (tmp_path / "b.txt").write_text("the user's edit")  # of the file the VM made
+    heard = _heard_until(watcher, f"{tmp_path}/b.txt")
+    assert [(e.kind, e.path) for e in heard if not own.echo(e)] == [("modify", f"{tmp_path}/b.txt")]
+    watcher.close()
+
+
+def _heard_until(watcher: edits.Watcher, path: str) -> list[edits.Edit]:
+    """What the watcher reports, up to a write of `path` (made last by the test)."""
+    heard: list[edits.Edit] = []
+    for batch in watcher.batches():
+        heard += batch
+        if any(edit.path == path and edit.kind == "modify" for edit in heard):
+            return heard
+    return heard
+
+
+def test_an_echo_is_the_path_as_the_vm_left_it_and_only_for_a_while(tmp_path, monkeypatch):
+    own = edits.OwnWrites()
+    path = tmp_path / "f"
+    edit = edits.Edit("modify", str(path))  # what it says is read again from the file
+    with own.changing(str(path)):
+        path.write_text("vm")
+        assert own.echo(edit)  # mid-change: the VM's
+    assert own.echo(edit)  # as the VM left it
+    path.write_text("user")
+    assert not own.echo(edit)  # the user's
+    path.write_text("vm")
+    assert not own.echo(edit)  # and what the VM left is history
+    with own.changing(str(path)):
+        path.unlink()
+    assert own.echo(edits.Edit("delete", str(path)))
+    later = edits.time.monotonic() + edits.ECHO + 1
+    monkeypatch.setattr(edits.time, "monotonic", lambda: later)
+    assert not own.echo(edits.Edit("delete", str(path)))  # long after: the user's again
+
+
+def test_what_is_heard_while_the_guest_works_waits_one_edit_a_path():
+    heard = edits.Heard()
+    create = edits.Edit("create", "/p/app.py", (1, 2), (3, 4))
+    heard.add([create, edits.Edit("modify", "/p/app.py", (5, 6))])
+    heard.add([])
+    heard.add([edits.Edit("delete", "/p/old.py", None, (7, 8))])
+    assert heard.take() == [
+        edits.Edit("modify", "/p/app.py", (5, 6), (3, 4)),
+        edits.Edit("delete", "/p/old.py", None, (7, 8)),
+    ]
+    taker = threading.Thread(target=lambda: taken.append(heard.take()))
+    taken: list[list[edits.Edit]] = []
+    taker.start()  # nothing heard: it waits
+    heard.add([create])
+    taker.join(timeout=120)
+    assert taken == [[create]]

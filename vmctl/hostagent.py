@@ -36,6 +36,7 @@ from vmctl.ssh import Endpoint, Guest
 
 CLOCK_CHECK = 5.0  # s between looks for a host suspend
 CLOCK_JUMP = 2.0  # a wall-clock jump against the monotonic clock bigger than this is a sleep
+EDITS_DONE = 120.0  # s the guest may take over one batch of edits before its channel is renewed
 RETRY = 3.0  # s between SSH tries: each one forks and re-execs sshd in a booting guest
 # s without SSH while the hypervisor is gone: the VM is stopped, exit
 GIVE_UP = float(os.environ.get("VMCTL_HOSTAGENT_GIVE_UP", "15"))
@@ -172,22 +173,34 @@ def on_connect(guest: Guest, clock: bool, shares: sftpshare.Mounts) -> None:
         sync_clock(guest)
 
 
-def carry_edits(connection: Connection, folders: list[str]) -> None:
+def carry_edits(connection: Connection, folders: list[str], own: edits.OwnWrites) -> None:
     """Host edits in the shared folders, raised again in the guest (edits.py), so that
-    watchers in containers wake; over one exec channel, opened again when it drops."""
+    watchers in containers wake; a batch at a time, each once the guest has done the last,
+    over one exec channel, opened again when it drops. What the VM wrote itself through
+    `own`'s share is not an edit of the host's."""
     watcher = edits.Watcher(folders)
+    heard = edits.Heard()
+
+    def listen() -> None:
+        for batch in watcher.batches():
+            heard.add([edit for edit in batch if not own.echo(edit)])
+
+    threading.Thread(target=listen, daemon=True).start()
     channel = None
-    for batch in watcher.batches():
-        carried = edits.coalesced(batch)
-        if not carried:
-            continue
+    while True:
+        carried = edits.coalesced(heard.take())
         try:
             if channel is None or channel.closed:
                 channel = connection.get(wait=1).client.get_transport().open_session()
                 channel.exec_command(edits.guest_command())
-            channel.sendall(b"".join(map(edits.to_line, carried)))
-        except (VmctlError, paramiko.SSHException, OSError) as e:
+                channel.settimeout(EDITS_DONE)
+            channel.sendall(b"".join(map(edits.to_line, carried)) + b"\n")
+            if not channel.recv(1):  # its answer: done
+                raise EOFError(f"the guest's script ended: {channel.recv_stderr(4096)!r}")
+        except (VmctlError, paramiko.SSHException, OSError, EOFError) as e:
             log(f"{len(carried)} edits ({carried[0].path}...) were not carried to the VM: {e}")
+            if channel is not None:
+                channel.close()
             channel = None
 
 
@@ -224,7 +237,8 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
     clock = runtime.get("clock_sync", True)
     config = vmconfig.load(vm.config)
     # reverse SFTP: the guest's sshfs mounts read this side's folders (sftpshare.py)
-    shares = sftpshare.Mounts(config.shares() if config.transport() == "sftp" else (), log)
+    own = edits.OwnWrites()
+    shares = sftpshare.Mounts(config.shares() if config.transport() == "sftp" else (), log, own)
     connection = Connection(endpoint, lambda guest: on_connect(guest, clock, shares))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -267,7 +281,7 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
         threading.Thread(target=watch_clock, args=(connection, stop), daemon=True).start()
     folders = [share.host for share in config.shares() if not share.read_only]
     if folders and sys.platform.startswith("linux"):  # inotify; FSEvents on macOS: not yet
-        threading.Thread(target=carry_edits, args=(connection, folders), daemon=True).start()
+        threading.Thread(target=carry_edits, args=(connection, folders, own), daemon=True).start()
     with contextlib.suppress(VmctlError):
         connection.get(wait=5)
     while not stop.wait(2):

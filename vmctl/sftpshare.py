@@ -8,6 +8,9 @@ the user on the host, whoever (root in a container) asked for it; and the user's
 are as writable from the VM as they are for the user. A read-only share refuses every write
 here as well as being mounted `ro` in the guest.
 
+What the VM changes here is told to `own` (edits.OwnWrites), so that the host agent does not
+carry those changes back to the guest as host edits.
+
 Paths arrive as the guest names them, which is the host's path (shared at the same path);
 anything outside the shared folder is refused.
 """
@@ -23,6 +26,7 @@ from collections.abc import Callable
 import paramiko
 from paramiko.sftp import SFTP_FAILURE, SFTP_OK, SFTP_PERMISSION_DENIED
 
+from vmctl.edits import OwnWrites
 from vmctl.shares import Share
 
 RETRY = 10.0  # s between mounts of one share whose sshfs ended
@@ -39,13 +43,13 @@ def mount_command(share: Share) -> str:
 
 
 def serve(
-    transport: paramiko.Transport, share: Share, log: Callable[[str], None]
+    transport: paramiko.Transport, share: Share, own: OwnWrites, log: Callable[[str], None]
 ) -> threading.Thread:
     """Mount `share` in the guest and answer its SFTP requests until sshfs exits; then `log`
     is told what sshfs said (a missing sshfs, a busy mount point...)."""
     channel = transport.open_session()
     channel.exec_command(mount_command(share))
-    server = paramiko.SFTPServer(channel, "sftp", None, Folder, share.host, share.read_only)
+    server = paramiko.SFTPServer(channel, "sftp", None, Folder, share.host, share.read_only, own)
     server.daemon = True
     server.start()
     threading.Thread(target=_report, args=(server, channel, share, log), daemon=True).start()
@@ -66,9 +70,12 @@ class Mounts:
     ended (a guest not ready for it yet, a reboot, a dropped connection) is mounted again at
     the next `ensure`. What sshfs said is logged when it changes, not at every retry."""
 
-    def __init__(self, shares: tuple[Share, ...], log: Callable[[str], None]) -> None:
+    def __init__(
+        self, shares: tuple[Share, ...], log: Callable[[str], None], own: OwnWrites
+    ) -> None:
         self.shares = shares
         self.log = log
+        self.own = own
         self.serving: dict[str, threading.Thread] = {}
         self.said: dict[str, str] = {}
         self.tried: dict[str, float] = {}  # monotonic time of each share's last mount
@@ -85,7 +92,7 @@ class Mounts:
                 if time.monotonic() < self.tried.get(share.tag, -RETRY) + RETRY:
                     continue
                 self.tried[share.tag] = time.monotonic()
-                self.serving[share.tag] = serve(transport, share, self._once(share))
+                self.serving[share.tag] = serve(transport, share, self.own, self._once(share))
 
     def _once(self, share: Share) -> Callable[[str], None]:
         def say(message: str) -> None:
@@ -99,10 +106,11 @@ class Mounts:
 class Folder(paramiko.SFTPServerInterface):
     """One host folder, as the SFTP server's file system."""
 
-    def __init__(self, server, root: str, read_only: bool) -> None:
+    def __init__(self, server, root: str, read_only: bool, own: OwnWrites | None = None) -> None:
         super().__init__(server)
         self.root = os.path.normpath(root)
         self.read_only = read_only
+        self.own = own or OwnWrites()
 
     def _path(self, path: str, writing: bool = False) -> str:
         wanted = os.path.normpath(path)
@@ -116,7 +124,18 @@ class Folder(paramiko.SFTPServerInterface):
         return os.path.normpath(path if path.startswith("/") else os.path.join(self.root, path))
 
     def open(self, path, flags, attr):
-        return _answer(lambda: _Handle.open(self._path(path, bool(flags & WRITES)), flags, attr))
+        if not flags & WRITES:
+            return _answer(lambda: _Handle.open(self._path(path), flags, attr, None))
+        return self._change(lambda real: _Handle.open(real, flags, attr, self.own), path)
+
+    def _change(self, step, *paths: str):
+        """`step` on the real paths, a change the VM makes (read-only shares refuse it)."""
+        try:
+            real = [self._path(path, True) for path in paths]
+        except PermissionError:
+            return SFTP_PERMISSION_DENIED
+        with self.own.changing(*real):
+            return _answer(lambda: step(*real))
 
     def list_folder(self, path):
         return _answer(lambda: _listing(self._path(path)))
@@ -128,26 +147,27 @@ class Folder(paramiko.SFTPServerInterface):
         return _answer(lambda: paramiko.SFTPAttributes.from_stat(os.lstat(self._path(path))))
 
     def remove(self, path):
-        return _answer(lambda: _ok(os.remove(self._path(path, True))))
+        return self._change(lambda real: _ok(os.remove(real)), path)
 
     def rename(self, oldpath, newpath):
         """SFTP's rename never replaces an existing file (sshfs uses posix_rename for that)."""
-        new = self._path(newpath, True)
-        if os.path.lexists(new):
-            return SFTP_FAILURE
-        return _answer(lambda: _ok(os.rename(self._path(oldpath, True), new)))
+
+        def step(old: str, new: str) -> int:
+            if os.path.lexists(new):
+                return SFTP_FAILURE
+            return _ok(os.rename(old, new))
+
+        return self._change(step, oldpath, newpath)
 
     def posix_rename(self, oldpath, newpath):
-        return _answer(
-            lambda: _ok(os.replace(self._path(oldpath, True), self._path(newpath, True)))
-        )
+        return self._change(lambda old, new: _ok(os.replace(old, new)), oldpath, newpath)
 
     def mkdir(self, path, attr):
         mode = attr.st_mode & 0o7777 if attr.st_mode is not None else 0o777
-        return _answer(lambda: _ok(os.mkdir(self._path(path, True), mode)))
+        return self._change(lambda real: _ok(os.mkdir(real, mode)), path)
 
     def rmdir(self, path):
-        return _answer(lambda: _ok(os.rmdir(self._path(path, True))))
+        return self._change(lambda real: _ok(os.rmdir(real)), path)
 
     def chattr(self, path, attr):
         return _answer(lambda: _ok(_set(self._path(path, True), attr)))
@@ -156,16 +176,18 @@ class Folder(paramiko.SFTPServerInterface):
         return _answer(lambda: os.readlink(self._path(path)))
 
     def symlink(self, target_path, path):
-        return _answer(lambda: _ok(os.symlink(target_path, self._path(path, True))))
+        return self._change(lambda real: _ok(os.symlink(target_path, real)), path)
 
 
 class _Handle(paramiko.SFTPHandle):
     @classmethod
-    def open(cls, path: str, flags: int, attr) -> _Handle:
+    def open(cls, path: str, flags: int, attr, own: OwnWrites | None) -> _Handle:
+        """`own`: told of the close of a handle the VM writes with."""
         mode = attr.st_mode & 0o7777 if attr.st_mode is not None else 0o666
         fd = os.open(path, flags | getattr(os, "O_BINARY", 0), mode)
         handle = cls(flags)
         handle.filename = path
+        handle.own = own
         opened = os.fdopen(fd, _fdopen_mode(flags))
         handle.readfile = handle.writefile = opened
         return handle
@@ -175,6 +197,12 @@ class _Handle(paramiko.SFTPHandle):
 
     def chattr(self, attr):
         return _answer(lambda: _ok(_set(self.filename, attr)))
+
+    def close(self):
+        if self.own is None:
+            return super().close()
+        with self.own.changing(self.filename):  # its close is what the watcher hears
+            return super().close()
 
 
 def _fdopen_mode(flags: int) -> str:
