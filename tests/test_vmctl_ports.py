@@ -151,6 +151,15 @@ def test_connections_go_to_the_containers_address_and_through_the_engine_if_refu
         fwd.close()
 
 
+def test_a_client_of_a_published_port_has_nagle_off_as_ssh_l_gives_it():
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.create_connection(listener.getsockname(), timeout=30),
+        portforward.accept(listener) as client,
+    ):
+        assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
 def _fetch(port: int) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.shutdown(socket.SHUT_WR)

@@ -115,7 +115,7 @@ class PortForwarder:
     def _serve_tcp(self, listener: socket.socket, key: Key) -> None:
         while True:
             try:
-                client, _ = listener.accept()
+                client = accept(listener)
             except OSError:
                 return
             threading.Thread(target=self._carry_tcp, args=(client, key), daemon=True).start()
@@ -276,6 +276,16 @@ class _UdpFlow:
         self.closed = True
         with contextlib.suppress(OSError, EOFError):
             self.channel.close()
+
+
+def accept(listener: socket.socket) -> socket.socket:
+    """A client of a published port, Nagle off as `ssh -L` has it: an answer the container
+    sends in two writes (headers, then body) reaches here in two pieces, and with Nagle on the
+    second waited for the client's delayed ACK of the first, 40 ms."""
+    client, _ = listener.accept()
+    with contextlib.suppress(OSError):
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return client
 
 
 def _pump(source, sink, half_close: Callable[[], None]) -> None:
