@@ -22,15 +22,8 @@ from vmctl.sftpshare import Folder
 def test_the_host_watcher_reports_each_edit_with_the_hosts_times(tmp_path):
     """Each step waits for its edits before the next: the watcher stats what it reports,
     and a file already renamed away by then is (rightly) reported as gone."""
-    watcher = edits.Watcher([str(tmp_path)])
-    seen: queue.Queue[edits.Edit] = queue.Queue()
-
-    def collect() -> None:
-        for batch in watcher.batches():
-            for edit in batch:
-                seen.put(edit)
-
-    threading.Thread(target=collect, daemon=True).start()
+    collector = _Collector(edits.Watcher([str(tmp_path)]), tmp_path)
+    seen = collector.seen
 
     def next_edits(count: int) -> list[tuple[str, str]]:
         got = [seen.get(timeout=120) for _ in range(count)]
@@ -48,7 +41,7 @@ def test_the_host_watcher_reports_each_edit_with_the_hosts_times(tmp_path):
     assert (delete.kind, delete.times) == ("delete", None)
     assert delete.folder_times == _times(tmp_path)
     assert st.st_mtime_ns > 0
-    watcher.close()
+    collector.close()
 
 
 def test_an_edit_found_gone_is_carried_as_a_deletion_with_its_folder(tmp_path):
@@ -133,7 +126,7 @@ def test_what_the_vm_wrote_through_its_share_is_not_carried_back(tmp_path):
     the user's edits, the same files' included, are carried."""
     own = edits.OwnWrites()
     folder = Folder(None, str(tmp_path), read_only=False, own=own)
-    watcher = edits.Watcher([str(tmp_path)])
+    collector = _Collector(edits.Watcher([str(tmp_path)]), tmp_path)
     made = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     assert folder.mkdir(f"{tmp_path}/d", _attrs(0o755)) == SFTP_OK
     handle = folder.open(f"{tmp_path}/d/a.txt", made, _attrs(0o644))
@@ -144,24 +137,14 @@ def test_what_the_vm_wrote_through_its_share_is_not_carried_back(tmp_path):
     handle.close()
     assert folder.remove(f"{tmp_path}/gone.txt") == SFTP_OK
     (tmp_path / "user.txt").write_text("the user's file")
-    heard = _heard_until(watcher, f"{tmp_path}/user.txt")
+    heard = collector.until(tmp_path / "user.txt", "modify")
     carried = {(e.kind, os.path.relpath(e.path, tmp_path)) for e in heard if not own.echo(e)}
     assert carried == {("create", "user.txt"), ("modify", "user.txt")}
     assert len(heard) > len(carried)  # the VM's own were heard, and dropped
     (tmp_path / "b.txt").write_text("the user's edit")  # of the file the VM made
-    heard = _heard_until(watcher, f"{tmp_path}/b.txt")
+    heard = collector.until(tmp_path / "b.txt", "modify")
     assert [(e.kind, e.path) for e in heard if not own.echo(e)] == [("modify", f"{tmp_path}/b.txt")]
-    watcher.close()
-
-
-def _heard_until(watcher: edits.Watcher, path: str) -> list[edits.Edit]:
-    """What the watcher reports, up to a write of `path` (made last by the test)."""
-    heard: list[edits.Edit] = []
-    for batch in watcher.batches():
-        heard += batch
-        if any(edit.path == path and edit.kind == "modify" for edit in heard):
-            return heard
-    return heard
+    collector.close()
 
 
 def test_an_echo_is_the_path_as_the_vm_left_it_and_only_for_a_while(tmp_path, monkeypatch):
@@ -200,3 +183,68 @@ def test_what_is_heard_while_the_guest_works_waits_one_edit_a_path():
     heard.add([create])
     taker.join(timeout=120)
     assert taken == [[create]]
+
+
+def test_fanotify_names_the_vms_file_servers_and_their_writes_are_not_carried(tmp_path):
+    """As root (virtiofs and 9p need it), the watcher is fanotify's: a write by a process
+    named as virtiofsd (or QEMU, for 9p) is the guest's own, in folders the VM made too; the
+    user's are carried, one edit per change (fanotify merges a creation and its write)."""
+    watcher = edits.watcher([str(tmp_path)])
+    assert isinstance(watcher, edits.VmWatcher)  # the suite runs as root, as CI does
+    collector = _Collector(watcher, tmp_path)
+    vm = subprocess.Popen(
+        [sys.executable, "-c", _AS_VIRTIOFSD, str(tmp_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert vm.stdout.readline() == "written\n"  # alive while its events are read
+        (tmp_path / "user.txt").write_text("the user's")
+        got = collector.until(tmp_path / "user.txt")  # after the VM's: its folder is watched
+        (tmp_path / "vm" / "later.txt").write_text("the user's, in the VM's folder")
+        got += collector.until(tmp_path / "vm" / "later.txt")
+    finally:
+        vm.communicate("")
+        collector.close()
+    assert {os.path.relpath(e.path, tmp_path) for e in got} == {"user.txt", "vm/later.txt"}
+
+
+class _Collector:
+    """A watcher's edits, read in a thread that ends before the watcher is closed (a read of
+    a closed descriptor whose number is reused would take the next test's events)."""
+
+    def __init__(self, watcher: edits.Watcher, root) -> None:
+        self.watcher, self.end = watcher, root / ".end"
+        self.seen: queue.Queue[edits.Edit] = queue.Queue()
+        self.thread = threading.Thread(target=self._collect, daemon=True)
+        self.thread.start()
+
+    def _collect(self) -> None:
+        for batch in self.watcher.batches():
+            for edit in batch:
+                if edit.path == str(self.end):
+                    return
+                self.seen.put(edit)
+
+    def until(self, path, kind: str | None = None) -> list[edits.Edit]:
+        """The edits up to the first of `path` (of `kind`)."""
+        got = [self.seen.get(timeout=120)]
+        while got[-1].path != str(path) or kind not in (None, got[-1].kind):
+            got.append(self.seen.get(timeout=120))
+        return got
+
+    def close(self) -> None:
+        self.end.write_text("")
+        self.thread.join(timeout=120)
+        self.watcher.close()
+
+
+_AS_VIRTIOFSD = """
+import ctypes, os, sys
+ctypes.CDLL(None).prctl(15, b"virtiofsd")  # PR_SET_NAME: /proc/PID/comm
+os.mkdir(sys.argv[1] + "/vm")
+with open(sys.argv[1] + "/vm/made.txt", "w") as f:
+    f.write("the VM's")
+os.rename(sys.argv[1] + "/vm/made.txt", sys.argv[1] + "/vm/kept.txt")
+print("written", flush=True)
+sys.stdin.read()
+"""

@@ -20,7 +20,7 @@ share refuses utime: it carries no events.
 
 What the VM itself wrote is not carried back: the guest's kernel raised its events already. The
 reverse SFTP share makes those writes in this process and says so (`OwnWrites`); virtiofs and
-9p make them in processes the host agent cannot tell from the user's editor by inotify.
+9p (which need root) make them in virtiofsd and QEMU, which fanotify names (`VmWatcher`).
 """
 
 from __future__ import annotations
@@ -46,6 +46,13 @@ KINDS = (
     (IN_MOVED_FROM, "delete"), (IN_MOVED_TO, "create"),
 )  # fmt: skip
 _EVENT = struct.Struct("iIII")
+# fanotify's: the same bits as inotify's for these events (FAN_ONDIR is IN_ISDIR)
+FAN_CLOEXEC, FAN_UNLIMITED_QUEUE, FAN_REPORT_DFID_NAME = 0x1, 0x10, 0xC00
+FAN_MARK_ADD, FAN_MARK_ONLYDIR, FAN_EVENT_ON_CHILD = 0x1, 0x8, 0x08000000
+FAN_EVENT_INFO_TYPE_DFID_NAME, AT_FDCWD, MAX_HANDLE_SZ = 2, -100, 128
+_FAN_EVENT = struct.Struct("IBBHQii")  # event_len, vers, reserved, metadata_len, mask, fd, pid
+_FAN_INFO = struct.Struct("BBHIIIi")  # type, pad, len, fsid (2), handle_bytes, handle_type
+VM_PROCESSES = ("virtiofsd", "qemu-system")  # /proc/PID/comm of the VM's file servers
 FLOOD = 256  # paths in one batch past which only their folders are touched
 ECHO = 10.0  # s the VM's own write to a path is remembered
 
@@ -248,6 +255,92 @@ class Watcher:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def watcher(roots: list[str]) -> Watcher:
+    """A VmWatcher where fanotify may name who wrote (root: virtiofs and 9p need it too),
+    else a Watcher."""
+    if os.geteuid() == 0:
+        with contextlib.suppress(OSError):
+            return VmWatcher(roots)
+    return Watcher(roots)
+
+
+class VmWatcher(Watcher):
+    """As Watcher, by fanotify (root), which names the process behind each change: what the
+    VM's own file servers wrote (virtiofsd, QEMU's 9p) is the guest's, and its kernel raised
+    those events already. Carried back, 5,000 files made in a container took 26.6 s against
+    3.6 s on a volume (bench/README.md): each costs the emulated guest utime() calls."""
+
+    def __init__(self, roots: list[str]) -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.fanotify_mark.argtypes = [
+            ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p,
+        ]  # fmt: skip
+        self._mark, self._handle_of = libc.fanotify_mark, libc.name_to_handle_at
+        flags = FAN_CLOEXEC | FAN_UNLIMITED_QUEUE | FAN_REPORT_DFID_NAME
+        self.fd = libc.fanotify_init(flags, os.O_RDONLY)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "fanotify_init")
+        self.folders: dict[tuple[int, int, int, bytes], str] = {}  # by fsid and handle
+        for root in roots:
+            self._watch_tree(root)
+
+    def _watch_tree(self, root: str) -> None:
+        mask = WATCHED | IN_ISDIR | FAN_EVENT_ON_CHILD
+        for folder, _dirs, _files in os.walk(root):
+            path = os.fsencode(folder)
+            if self._mark(self.fd, FAN_MARK_ADD | FAN_MARK_ONLYDIR, mask, AT_FDCWD, path) == 0:
+                with contextlib.suppress(OSError):
+                    self.folders[self._key(folder)] = folder
+
+    def _key(self, folder: str) -> tuple[int, int, int, bytes]:
+        """What fanotify names a folder by: its file system's id and its file handle."""
+        buf = ctypes.create_string_buffer(8 + MAX_HANDLE_SZ)
+        struct.pack_into("I", buf, 0, MAX_HANDLE_SZ)
+        mount_id = ctypes.c_int()
+        if self._handle_of(AT_FDCWD, os.fsencode(folder), buf, ctypes.byref(mount_id), 0) != 0:
+            raise OSError(ctypes.get_errno(), f"name_to_handle_at {folder}")
+        size, kind = struct.unpack_from("Ii", buf)
+        fsid = os.statvfs(folder).f_fsid
+        return (fsid & 0xFFFFFFFF, fsid >> 32, kind, buf.raw[8 : 8 + size])
+
+    def _parse(self, data: bytes) -> Iterator[Edit]:
+        offset = 0
+        while offset + _FAN_EVENT.size <= len(data):
+            length, _vers, _res, meta, mask, fd, pid = _FAN_EVENT.unpack_from(data, offset)
+            info, offset = offset + meta, offset + length
+            if fd >= 0:
+                os.close(fd)
+            while info < offset:
+                kind, _pad, size, fsid0, fsid1, handle_size, handle_kind = _FAN_INFO.unpack_from(
+                    data, info
+                )
+                if kind == FAN_EVENT_INFO_TYPE_DFID_NAME:
+                    handle = info + _FAN_INFO.size
+                    key = (fsid0, fsid1, handle_kind, data[handle : handle + handle_size])
+                    name = data[handle + handle_size : info + size].split(b"\0", 1)[0]
+                    folder = self.folders.get(key)
+                    if folder is not None:
+                        yield from self._event(mask, os.path.join(folder, os.fsdecode(name)), pid)
+                info += size
+
+    def _event(self, mask: int, path: str, pid: int) -> Iterator[Edit]:
+        if mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO):
+            self._watch_tree(path)  # the VM's new folders too: the user may write in them
+        if not _by_vm(pid):
+            edit = edit_for(mask, path)
+            if edit is not None:
+                yield edit
+
+
+def _by_vm(pid: int) -> bool:
+    """Read each time, not cached: a pid is reused once its process has gone."""
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip().startswith(VM_PROCESSES)
+    except OSError:
+        return False
 
 
 # Runs in the guest as root (`python3 -I -c`), reading Edits from stdin, one JSON line each.

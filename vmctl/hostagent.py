@@ -178,7 +178,7 @@ def carry_edits(connection: Connection, folders: list[str], own: edits.OwnWrites
     watchers in containers wake; a batch at a time, each once the guest has done the last,
     over one exec channel, opened again when it drops. What the VM wrote itself through
     `own`'s share is not an edit of the host's."""
-    watcher = edits.Watcher(folders)
+    watcher = edits.watcher(folders)
     heard = edits.Heard()
 
     def listen() -> None:
