@@ -283,16 +283,25 @@ class VmWatcher(Watcher):
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "fanotify_init")
         self.folders: dict[tuple[int, int, int, bytes], str] = {}  # by fsid and handle
-        for root in roots:
-            self._watch_tree(root)
+        try:
+            for root in roots:
+                self._watch(root)  # a file system without handles: inotify's, then
+                self._watch_tree(root)
+        except OSError:
+            os.close(self.fd)
+            raise
 
     def _watch_tree(self, root: str) -> None:
-        mask = WATCHED | IN_ISDIR | FAN_EVENT_ON_CHILD
         for folder, _dirs, _files in os.walk(root):
-            path = os.fsencode(folder)
-            if self._mark(self.fd, FAN_MARK_ADD | FAN_MARK_ONLYDIR, mask, AT_FDCWD, path) == 0:
-                with contextlib.suppress(OSError):
-                    self.folders[self._key(folder)] = folder
+            with contextlib.suppress(OSError):
+                self._watch(folder)
+
+    def _watch(self, folder: str) -> None:
+        mask = WATCHED | IN_ISDIR | FAN_EVENT_ON_CHILD
+        path = os.fsencode(folder)
+        if self._mark(self.fd, FAN_MARK_ADD | FAN_MARK_ONLYDIR, mask, AT_FDCWD, path) != 0:
+            raise OSError(ctypes.get_errno(), f"fanotify_mark {folder}")
+        self.folders[self._key(folder)] = folder
 
     def _key(self, folder: str) -> tuple[int, int, int, bytes]:
         """What fanotify names a folder by: its file system's id and its file handle."""
