@@ -280,7 +280,7 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
     if clock:
         threading.Thread(target=watch_clock, args=(connection, stop), daemon=True).start()
     folders = [share.host for share in config.shares() if not share.read_only]
-    if folders and sys.platform.startswith("linux"):  # inotify; FSEvents on macOS: not yet
+    if folders and sys.platform.startswith("linux"):  # [fa]notify; FSEvents on macOS: not yet
         threading.Thread(target=carry_edits, args=(connection, folders, own), daemon=True).start()
     with contextlib.suppress(VmctlError):
         connection.get(wait=5)
