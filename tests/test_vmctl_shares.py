@@ -194,12 +194,14 @@ def test_the_guest_script_rewrites_only_our_fstab_lines_and_mounts_before_the_en
     for _ in range(2):
         subprocess.run(["sh", "-ec", "; ".join(edits)], check=True)
     assert fstab.read_text() == "/dev/vda / ext4 rw 0 0\n" + shares.fstab(SHARED, "virtiofs")
-    assert lines[2:4] == [
+    assert lines[2:5] == [
         "mkdir -p /home/user",
         "mountpoint -q /home/user || mount /home/user || { echo 'the shared folder /home/user "
         "did not mount in the VM over virtiofs (one added while the VM ran is attached at its next "
         "boot: vmctl stop, vmctl start; else vmctl ssh -- sudo dmesg says why)' >&2; exit 1; }",
+        "echo 4096 > /sys/class/bdi/$(mountpoint -d /home/user)/read_ahead_kb || true",
     ]
+    assert not any("read_ahead_kb" in line for line in shares.guest_script(SHARED, "9p"))
     assert shares.guest_script(SHARED, "9p")[0].startswith("modprobe -q 9pnet_virtio || { echo")
     assert shlex.quote(shares.NO_9P) in shares.guest_script(SHARED, "9p")[0]
     assert shares.guest_script((), "virtiofs") == [

@@ -36,6 +36,8 @@ SYSTEM_PARENTS = ("/", "/var")  # shared whole, they would hide the folders abov
 MAC_DEFAULTS = ("/Volumes", "/private", "/tmp", "/var/folders")
 NINEP_OPTIONS = "trans=virtio,version=9p2000.L,msize=262144,cache=mmap"
 VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
+# a 256 MiB read in a container under TCG: 4.43 s at the kernel's 128 KiB, 2.93 s at 4 MiB
+VIRTIOFS_READAHEAD_KB = 4096
 # Ordered before the engine at boot: a container started at boot must find its folder there.
 BEFORE_ENGINE = "x-systemd.before=vmctl-agent.service"
 OUR_FSTAB_LINES = r"^vmctl[0-9]+[[:space:]]"  # the tags `for_settings` gives, and only ours
@@ -207,6 +209,9 @@ def guest_script(shares: Sequence[Share], transport: str) -> list[str]:
         )
         lines.append(f"mkdir -p {path}")
         lines.append(f"mountpoint -q {path} || mount {path} || {{ echo {failed} >&2; exit 1; }}")
+        if transport == "virtiofs":  # reads go through the page cache: a longer readahead
+            bdi = f"/sys/class/bdi/$(mountpoint -d {path})/read_ahead_kb"
+            lines.append(f"echo {VIRTIOFS_READAHEAD_KB} > {bdi} || true")
     return lines
 
 
