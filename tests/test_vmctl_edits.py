@@ -177,6 +177,7 @@ def test_what_is_heard_while_the_guest_works_waits_one_edit_a_path():
         edits.Edit("modify", "/p/app.py", (5, 6), (3, 4)),
         edits.Edit("delete", "/p/old.py", None, (7, 8)),
     ]
+    assert heard.take(timeout=0.01) == []  # nothing heard
     taker = threading.Thread(target=lambda: taken.append(heard.take()))
     taken: list[list[edits.Edit]] = []
     taker.start()  # nothing heard: it waits

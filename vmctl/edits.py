@@ -126,9 +126,10 @@ class Heard:
             if self._edits:
                 self._ready.notify()
 
-    def take(self) -> list[Edit]:
+    def take(self, timeout: float | None = None) -> list[Edit]:
+        """All heard so far, once there is any (none, after `timeout` s)."""
         with self._ready:
-            self._ready.wait_for(lambda: self._edits)
+            self._ready.wait_for(lambda: self._edits, timeout)
             taken, self._edits = self._edits, {}
         return list(taken.values())
 

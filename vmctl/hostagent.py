@@ -188,12 +188,15 @@ def carry_edits(connection: Connection, folders: list[str], own: edits.OwnWrites
     threading.Thread(target=listen, daemon=True).start()
     channel = None
     while True:
-        carried = edits.coalesced(heard.take())
+        if channel is None or channel.closed:  # ready before the first edit, not after it
+            channel = None
+            with contextlib.suppress(VmctlError, paramiko.SSHException, OSError):
+                channel = _edits_channel(connection)
+        carried = edits.coalesced(heard.take(timeout=None if channel else RETRY))
+        if not carried:
+            continue
         try:
-            if channel is None or channel.closed:
-                channel = connection.get(wait=1).client.get_transport().open_session()
-                channel.exec_command(edits.guest_command())
-                channel.settimeout(EDITS_DONE)
+            channel = channel or _edits_channel(connection)
             channel.sendall(b"".join(map(edits.to_line, carried)) + b"\n")
             if not channel.recv(1):  # its answer: done
                 raise EOFError(f"the guest's script ended: {channel.recv_stderr(4096)!r}")
@@ -202,6 +205,15 @@ def carry_edits(connection: Connection, folders: list[str], own: edits.OwnWrites
             if channel is not None:
                 channel.close()
             channel = None
+
+
+def _edits_channel(connection: Connection) -> paramiko.Channel:
+    """The guest's script, started: sudo and python3 take an emulated guest seconds (3.7 s
+    for the first edit after a start, when the channel was opened by it)."""
+    channel = connection.get(wait=1).client.get_transport().open_session()
+    channel.exec_command(edits.guest_command())
+    channel.settimeout(EDITS_DONE)
+    return channel
 
 
 def watch_clock(connection: Connection, stop: threading.Event) -> None:
