@@ -196,7 +196,8 @@ def carry_edits(connection: Connection, folders: list[str], own: edits.OwnWrites
         if not carried:
             continue
         try:
-            channel = channel or _edits_channel(connection)
+            if channel is None or channel.closed:  # gone while waiting (a VM restart)
+                channel = _edits_channel(connection)
             channel.sendall(b"".join(map(edits.to_line, carried)) + b"\n")
             if not channel.recv(1):  # its answer: done
                 raise EOFError(f"the guest's script ended: {channel.recv_stderr(4096)!r}")
