@@ -10,12 +10,13 @@ import queue
 import subprocess
 import sys
 import threading
+import types
 
 import paramiko
 import watchkit
 from paramiko.sftp import SFTP_OK
 
-from vmctl import edits
+from vmctl import edits, hostagent
 from vmctl.sftpshare import Folder
 
 
@@ -249,3 +250,57 @@ os.rename(sys.argv[1] + "/vm/made.txt", sys.argv[1] + "/vm/kept.txt")
 print("written", flush=True)
 sys.stdin.read()
 """
+
+
+def test_the_guests_script_is_ready_before_the_first_edit_and_started_again_after_a_restart(
+    tmp_path,
+):
+    """The host agent's carrier against a stand-in SSH connection: a channel is opened before
+    any edit (sudo and python3 take an emulated guest seconds), and one that closed while the
+    carrier waited (the VM restarted) is replaced for the next batch, which is not lost."""
+    opened: queue.Queue[_GuestScript] = queue.Queue()
+    transport = types.SimpleNamespace(open_session=lambda: _GuestScript(opened))
+    guest = types.SimpleNamespace(client=types.SimpleNamespace(get_transport=lambda: transport))
+    connection = types.SimpleNamespace(get=lambda wait=None: guest)
+    carrier = threading.Thread(
+        target=hostagent.carry_edits, args=(connection, [str(tmp_path)], edits.OwnWrites()),
+        daemon=True,
+    )  # fmt: skip
+    carrier.start()
+    first = opened.get(timeout=120)  # no edit yet
+    (tmp_path / "a.txt").write_text("a")
+    assert first.until(b"a.txt")
+    first.closed = True
+    (tmp_path / "b.txt").write_text("b")
+    assert opened.get(timeout=120).until(b"b.txt")
+
+
+class _GuestScript:
+    """An exec channel to edits.GUEST_SCRIPT, answering each batch at once."""
+
+    def __init__(self, opened: queue.Queue) -> None:
+        self.closed, self.sent = False, queue.Queue()
+        opened.put(self)
+
+    def exec_command(self, command: str) -> None:
+        assert command == edits.guest_command()
+
+    def settimeout(self, timeout: float) -> None:
+        pass
+
+    def sendall(self, data: bytes) -> None:
+        if self.closed:
+            raise OSError("Socket is closed")
+        self.sent.put(data)
+
+    def recv(self, size: int) -> bytes:
+        return b"\n"
+
+    def close(self) -> None:
+        self.closed = True
+
+    def until(self, name: bytes) -> bool:
+        """True once a batch naming `name` came (the ones before it may name others)."""
+        while name not in self.sent.get(timeout=120):
+            pass
+        return True
