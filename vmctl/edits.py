@@ -2,9 +2,9 @@
 a shared folder on the host wakes an inotify watcher on that bind mount in a container
 (nodemon, webpack, flask's reloader). Neither virtiofs nor sshfs carries host events, so:
 
-    host    an inotify watch on every folder below each share (Linux; kept as folders come
-            and go) turns each change into an Edit: what happened, where, and the file's
-            times as the host has them now
+    host    a watch on every folder below each share (Linux: fanotify as root, else inotify;
+            kept as folders come and go) turns each change into an Edit: what happened,
+            where, and the file's times as the host has them now
     wire    one JSON line per edit, over an SSH exec channel of the host agent's connection,
             in batches: an empty line ends one, and the guest answers it when it is done;
             what is heard meanwhile waits here (`Heard`), so the emulated guest sets the pace
