@@ -174,6 +174,10 @@ class OwnWrites:
                     self._left = {p: v for p, v in self._left.items() if now - v[0] < ECHO}
 
     def echo(self, edit: Edit) -> bool:
+        with self._lock:
+            known = edit.path in self._busy or edit.path in self._left
+        if not known:  # no stat for what the VM never touched (every edit, on virtiofs)
+            return False
         state = _state(edit.path)
         with self._lock:
             if edit.path in self._busy:
@@ -247,12 +251,16 @@ class Watcher:
             folder = self.folders.get(wd)
             if folder is None:
                 continue
-            path = os.path.join(folder, os.fsdecode(raw.rstrip(b"\0")))
-            if mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO):
-                self._watch_tree(path)
-            edit = edit_for(mask, path)
+            edit = self._event(mask, os.path.join(folder, os.fsdecode(raw.rstrip(b"\0"))))
             if edit is not None:
                 yield edit
+
+    def _event(self, mask: int, path: str, by_vm: bool = False) -> Edit | None:
+        """The Edit of one event, none for what the VM wrote; a new folder is watched, the
+        VM's too (the user may write in it later)."""
+        if mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO):
+            self._watch_tree(path)
+        return None if by_vm else edit_for(mask, path)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -332,16 +340,10 @@ class VmWatcher(Watcher):
                     name = data[handle + handle_size : info + size].split(b"\0", 1)[0]
                     folder = self.folders.get(key)
                     if folder is not None:
-                        yield from self._event(mask, os.path.join(folder, os.fsdecode(name)), pid)
+                        path = os.path.join(folder, os.fsdecode(name))
+                        if (edit := self._event(mask, path, _by_vm(pid))) is not None:
+                            yield edit
                 info += size
-
-    def _event(self, mask: int, path: str, pid: int) -> Iterator[Edit]:
-        if mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO):
-            self._watch_tree(path)  # the VM's new folders too: the user may write in them
-        if not _by_vm(pid):
-            edit = edit_for(mask, path)
-            if edit is not None:
-                yield edit
 
 
 def _by_vm(pid: int) -> bool:
