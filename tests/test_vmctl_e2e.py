@@ -49,6 +49,11 @@ def test_start_prints_the_stages_and_the_socket(booted):
     # Here KVM is present but hangs, so the probe must pick TCG; a machine whose KVM works
     # boots with it. A wrong pick never gets this far: the VM would not have booted.
     assert shown["accel"] in ("kvm", "tcg")
+    if shown["accel"] == "tcg":  # the features TCG emulates slowly are not offered to the guest
+        flags = ok(
+            vmctl(home, "ssh", "--name", name, "--", "grep", "-m1", "^flags", "/proc/cpuinfo")
+        )
+        assert {"erms", "fsrm"}.isdisjoint(flags.split()) and "rep_good" in flags.split()
     assert shown["docker_host"] == f"unix://{home / name / 'docker.sock'}"
     assert oct((home / name / "docker.sock").stat().st_mode & 0o777) == "0o600"
 

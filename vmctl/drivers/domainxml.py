@@ -29,6 +29,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from vmctl.accel import TCG_SLOW_FEATURES
 from vmctl.errors import VmctlError
 from vmctl.machine import MachineSpec
 from vmctl.shares import VIRTIOFSD, Share
@@ -161,7 +162,10 @@ def domain_xml(
     features = _sub(domain, "features")
     _sub(features, "acpi")  # the power button shutdown() presses
     _sub(features, "apic")
-    _sub(domain, "cpu", mode="maximum" if spec.accel == "tcg" else "host-passthrough")
+    cpu = _sub(domain, "cpu", mode="maximum" if spec.accel == "tcg" else "host-passthrough")
+    if spec.accel == "tcg":
+        for feature in TCG_SLOW_FEATURES:
+            _sub(cpu, "feature", policy="disable", name=feature)
     _sub(domain, "clock", offset="utc")
     for event, action in (("poweroff", "destroy"), ("reboot", "restart"), ("crash", "destroy")):
         _sub(domain, f"on_{event}", action)
