@@ -4,9 +4,9 @@ against a bare qemu-system boot of the same image and kernel until its sshd answ
 
   ours  vmctl.vm.start() of an existing, stopped VM (the everyday start: provisioned on its
         first boot, which is timed once and printed apart) → GET /_ping through docker.sock
-  bare  qemu-system-x86_64 with the same kernel, initrd, command line, CPUs, memory and
-        accelerator on a throwaway snapshot of that VM's disk (-snapshot), user networking
-        with the same port forward → the first "SSH-2.0-" banner on that port
+  bare  qemu-system-x86_64 with the same kernel, initrd, command line, CPUs, memory,
+        accelerator and emulated CPU on a throwaway snapshot of that VM's disk (-snapshot),
+        user networking with the same port forward → the first "SSH-2.0-" banner on that port
 
 Runs alternate (bare, ours, bare, ours, ...) so machine noise hits both alike. At the end it
 prints medians, the ratio (goal <= 1.2x), the accelerator, the guest's used memory once idle
@@ -35,13 +35,14 @@ NAME = "bench"
 
 def bare_boot(paths, spec_args: dict, timeout: float = 600) -> float:
     """Seconds from spawning a bare qemu-system to the guest's SSH banner."""
+    from vmctl import accel
     from vmctl.drivers.qemu import find_qemu
 
     port = free_port()
     argv = [
         find_qemu(),
         "-name", "vmctl-bench-bare",
-        "-machine", "q35", "-accel", spec_args["accel"], "-cpu", "max",
+        "-machine", "q35", *accel.qemu_args(spec_args["accel"]),  # the same emulated CPU
         "-smp", str(spec_args["cpus"]), "-m", str(spec_args["memory"]),
         "-nodefaults", "-no-user-config", "-display", "none", "-snapshot",
         "-kernel", str(spec_args["kernel"]), "-initrd", str(spec_args["initrd"]),
