@@ -43,6 +43,10 @@ def test_default_bridge_gives_an_address_a_route_and_hosts(clean):
     assert "default via 172.17.0.1 dev eth0" in out
     assert out.rstrip().endswith("172.17.0.2\tweb")
     assert agent.links("bridge") == ["docker0"]
+    # the VM's end of a connection to a container acknowledges at once (no 40 ms stall)
+    route = agent.inside("ip", "-4", "route", "show", "dev", "docker0")
+    assert route.startswith("172.17.0.0/16 proto kernel scope link src 172.17.0.1 ")
+    assert route.rstrip().endswith(" quickack 1") and len(route.splitlines()) == 1
 
 
 def _ip(agent, container: str, network: str) -> str:

@@ -66,6 +66,7 @@ def test_addresses_follow_the_gateway_and_skip_the_taken():
 def test_bridge_and_veth_batches():
     assert commands.bridge_up("br-1", ["10.5.0.1/24"], exists=False) == (
         "link add name br-1 type bridge\naddr replace 10.5.0.1/24 dev br-1\nlink set br-1 up\n"
+        "route replace 10.5.0.0/24 dev br-1 proto kernel scope link src 10.5.0.1 quickack 1\n"
     )
     assert commands.bridge_up("br-1", ["10.5.0.1/24"], exists=True).startswith("addr replace")
 
