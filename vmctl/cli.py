@@ -171,25 +171,19 @@ def _ssh(args) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     endpoint = vm.endpoint(args.name)
     system_ssh = shutil.which("ssh")
+    from vmctl import ssh
+
     if system_ssh:
         argv = [
             system_ssh,
-            "-i", str(endpoint.key),
-            "-p", str(endpoint.port),
-            "-o", f"UserKnownHostsFile={vm.known_hosts(args.name)}",
-            "-o", f"HostKeyAlias={vm.domain_name(args.name)}",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", "IdentitiesOnly=yes",
             "-o", "LogLevel=ERROR",
             *(["-t"] if not command and sys.stdin.isatty() else []),
-            f"{endpoint.user}@{endpoint.host}",
+            *ssh.openssh_options(endpoint, vm.known_hosts(args.name), vm.domain_name(args.name)),
             *(["--", remote_command(command)] if command else []),
         ]  # fmt: skip
         if sys.platform == "win32":
             return subprocess.call(argv)
         os.execv(system_ssh, argv)
-    from vmctl import ssh
-
     with ssh.Guest(endpoint) as guest:
         if not command:
             return ssh.interactive(guest)

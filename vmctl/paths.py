@@ -35,6 +35,10 @@ def images_dir() -> Path:
     return home() / "images"
 
 
+def domain_name(name: str) -> str:
+    return f"vmctl-{name}"
+
+
 @dataclass(frozen=True)
 class VMPaths:
     """The fixed files of one VM."""
@@ -53,6 +57,7 @@ class VMPaths:
     host_key = property(lambda self: self.root / "ssh_host_ed25519_key")
     host_key_pub = property(lambda self: self.root / "ssh_host_ed25519_key.pub")
     known_hosts = property(lambda self: self.root / "known_hosts")
+    domain = property(lambda self: domain_name(self.name))  # also OpenSSH's HostKeyAlias
     serial_log = property(lambda self: self.root / "serial.log")
     hostagent_pid = property(lambda self: self.root / "hostagent.pid")
     hostagent_log = property(lambda self: self.root / "hostagent.log")

@@ -27,6 +27,7 @@ from pathlib import Path
 import paramiko
 from paramiko.common import cMSG_CHANNEL_OPEN
 
+from vmctl import atomic
 from vmctl.errors import VmctlError
 
 STREAMLOCAL = "direct-streamlocal@openssh.com"
@@ -210,6 +211,25 @@ class Guest:
             return self.transport.open_channel("direct-tcpip", (address, port), ("127.0.0.1", 0))
         except paramiko.ChannelException as e:
             raise VmctlError(f"the VM refused a connection to {address}:{port}: {e.text}") from None
+
+
+def pinned_known_hosts(endpoint: Endpoint, path: Path, alias: str) -> Path:
+    """A known_hosts file pinning the guest's host key under `alias`, for OpenSSH's `ssh`."""
+    line = endpoint.known_hosts_line(alias)
+    if not path.exists() or path.read_text() != line:
+        atomic.write_text(path, line)
+    return path
+
+
+def openssh_options(endpoint: Endpoint, known_hosts: Path, alias: str) -> list[str]:
+    """OpenSSH's `ssh` arguments to log in to the guest with its pinned host key (the
+    destination last)."""
+    return [
+        "-i", str(endpoint.key), "-p", str(endpoint.port),
+        "-o", f"UserKnownHostsFile={known_hosts}", "-o", f"HostKeyAlias={alias}",
+        "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes",
+        f"{endpoint.user}@{endpoint.host}",
+    ]  # fmt: skip
 
 
 class SshUnavailable(VmctlError):

@@ -26,12 +26,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmctl import atomic, boot, console, enginehttp, locks, provision, stages
+from vmctl import boot, console, enginehttp, locks, provision, stages
 from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
 from vmctl.machine import Driver
-from vmctl.ssh import Endpoint, Guest, SshUnavailable, wait_for
+from vmctl.ssh import Endpoint, Guest, SshUnavailable, pinned_known_hosts, wait_for
 
 Progress = stages.Progress
 
@@ -76,16 +76,13 @@ def driver_for(paths: vmpaths.VMPaths, config: vmconfig.VMConfig) -> Driver:
     if config.driver == "libvirt":
         from vmctl.drivers.libvirt import LibvirtDriver
 
-        return LibvirtDriver(
-            domain=domain_name(paths.name), uri=config.libvirt_uri, pidfile=paths.qemu_pid
-        )
+        return LibvirtDriver(domain=paths.domain, uri=config.libvirt_uri, pidfile=paths.qemu_pid)
     from vmctl.drivers.qemu import QemuDriver
 
     return QemuDriver(paths)
 
 
-def domain_name(name: str) -> str:
-    return f"vmctl-{name}"
+domain_name = vmpaths.domain_name  # the libvirt domain's name, OpenSSH's HostKeyAlias
 
 
 def hypervisor_running(name: str) -> bool:
@@ -191,7 +188,7 @@ def start(
             say(f"VM {name!r} is already running")
         else:
             stop_hostagent(paths)
-            boot.boot(paths, config, driver, domain_name(paths.name), say)
+            boot.boot(paths, config, driver, paths.domain, say)
         endpoint = _endpoint(paths)
         stages.enter(paths, "ssh", say)
         hint = provision.sshd_started(paths, say)
@@ -374,10 +371,7 @@ def docker_client(name: str = vmpaths.DEFAULT_NAME, timeout: float = 60):
 def known_hosts(name: str = vmpaths.DEFAULT_NAME) -> Path:
     """A known_hosts file pinning the VM's host key under an alias, for the system `ssh`."""
     paths = vmpaths.vm(name)
-    line = _endpoint(paths).known_hosts_line(domain_name(name))
-    if not paths.known_hosts.exists() or paths.known_hosts.read_text() != line:
-        atomic.write_text(paths.known_hosts, line)
-    return paths.known_hosts
+    return pinned_known_hosts(_endpoint(paths), paths.known_hosts, paths.domain)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
