@@ -9,10 +9,11 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from vmctl import keys
-from vmctl.ssh import Endpoint
+from vmctl import keys, sshmux
+from vmctl.ssh import Endpoint, openssh_options, pinned_known_hosts
 
 SSHD = "/usr/sbin/sshd"
 
@@ -113,3 +114,28 @@ def _descendants(root: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def openssh_to(sshd: Sshd, workdir: Path) -> list[str]:
+    """OpenSSH's `ssh` arguments to log in to `sshd`, its host key pinned in `workdir`."""
+    known_hosts = pinned_known_hosts(sshd.endpoint, workdir / "known_hosts", "vmctl-test")
+    return openssh_options(sshd.endpoint, known_hosts, "vmctl-test")
+
+
+@contextlib.contextmanager
+def mux_master(
+    sshd: Sshd, workdir: Path, logged: list[str] | None = None, patience: float = 120
+) -> Iterator[sshmux.Master]:
+    """A running OpenSSH multiplexing master logged in to `sshd` (what it logs in `logged`),
+    stopped after."""
+    logged = [] if logged is None else logged
+    mux = sshmux.Master(openssh_to(sshd, workdir), workdir, logged.append)
+    try:
+        mux.start()
+        deadline = time.monotonic() + patience  # a loaded 2-core machine takes its time
+        while not mux.ready:
+            assert time.monotonic() < deadline, f"the master did not start: {logged}"
+            time.sleep(0.05)
+        yield mux
+    finally:
+        mux.stop()

@@ -5,6 +5,7 @@ host port that is taken fails the start in Docker's words."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import docker as dockerpy
 import pytest
 from agentserver import docker_cli
 from netkit import http_get, in_netns, netns_agent, ok, port_bound
-from sshkit import Sshd, free_port
+from sshkit import Sshd, free_port, mux_master
 
 from vmctl import config as vmconfig
 from vmctl import errors as vmerrors
@@ -149,6 +150,44 @@ def test_connections_go_to_the_containers_address_and_through_the_engine_if_refu
         assert any("10.9.9.9:80 refused a connection for port" in line for line in logged)
     finally:
         fwd.close()
+
+
+def test_a_published_port_goes_through_openssh_and_through_the_engine_if_refused(tmp_path):
+    """With OpenSSH's multiplexing master, the forwarder hands it the client (paramiko's
+    open_tcp is never asked); an address refused there goes through the engine's own
+    listener, not to paramiko again."""
+    with contextlib.ExitStack() as stack:
+        sshd = Sshd(tmp_path / "sshd")
+        stack.callback(sshd.stop)
+        master = stack.enter_context(mux_master(sshd, tmp_path))
+        with socket.create_server(("127.0.0.1", 0)) as listener:  # serves one client, goes
+            served = listener.getsockname()[1]
+            threading.Thread(target=_answer_once, args=(listener,), daemon=True).start()
+            port = free_port()
+            rows = [{"Id": "abc", "Proto": "tcp", "HostIp": "", "HostPort": port,
+                     "PrivatePort": served, "Address": "127.0.0.1"}]  # fmt: skip
+            asked: list[tuple[str, int]] = []
+
+            def open_tcp(address: str, private_port: int):
+                asked.append((address, private_port))
+                raise vmerrors.VmctlError("paramiko was asked")
+
+            logged: list[str] = []
+            fwd = portforward.PortForwarder(
+                lambda: _engine(rows), "127.0.0.1", logged.append, open_tcp, mux=master
+            )
+            stack.callback(fwd.close)
+            assert fwd.sync() == {}
+            assert _fetch(port) == b"through OpenSSH\n"
+        assert _fetch(port) == b"through the engine\n"
+        assert asked == []
+        assert any(f"127.0.0.1:{served} refused a connection for port" in x for x in logged)
+
+
+def _answer_once(listener: socket.socket) -> None:
+    conn, _ = listener.accept()
+    with conn:
+        conn.sendall(b"through OpenSSH\n")
 
 
 def test_a_client_of_a_published_port_has_nagle_off_as_ssh_l_gives_it():

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import paramiko
 
-from vmctl import atomic, edits, locks, sftpshare
+from vmctl import atomic, edits, locks, sftpshare, sshmux
 from vmctl import config as vmconfig
 from vmctl import paths as vmpaths
 from vmctl.errors import VmctlError
 from vmctl.portforward import PortForwarder, StartWatch
-from vmctl.ssh import Endpoint, Guest
+from vmctl.ssh import Endpoint, Guest, openssh_options, pinned_known_hosts
 
 CLOCK_CHECK = 5.0  # s between looks for a host suspend
 CLOCK_JUMP = 2.0  # a wall-clock jump against the monotonic clock bigger than this is a sleep
@@ -271,11 +271,16 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
 
     # In a VM the guest's sshd shares the engine's network: it reaches the containers.
     direct = runtime.get("sshd_reaches_containers", False)
+    mux = None
+    if direct and sshmux.possible():  # OpenSSH carries published ports: less CPU than paramiko
+        known_hosts = pinned_known_hosts(endpoint, vm.known_hosts, vm.domain)
+        mux = sshmux.Master(openssh_options(endpoint, known_hosts, vm.domain), vm.root, log)
     ports = PortForwarder(
         lambda: connection.get().open_unix_socket(engine_socket),
         config.publish_address,
         log,
         open_tcp=open_tcp if direct else None,
+        mux=mux,
     )
     threading.Thread(target=ports.follow, args=(stop,), daemon=True).start()
 
@@ -297,6 +302,8 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
         threading.Thread(target=carry_edits, args=(connection, folders, own), daemon=True).start()
     with contextlib.suppress(VmctlError):
         connection.get(wait=5)
+    if mux is not None:
+        mux.start()
     while not stop.wait(2):
         with connection.lock:
             guest = connection.guest
@@ -312,6 +319,8 @@ def run(name: str, hypervisor_running: Callable[[], bool]) -> int:
             break
     server.close()
     ports.close()
+    if mux is not None:
+        mux.stop()
     for path in (vm.docker_host, vm.docker_sock):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

@@ -22,7 +22,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 
-from vmctl import enginehttp
+from vmctl import enginehttp, sshmux
 from vmctl.errors import VmctlError
 
 _CHUNK = 256 * 1024
@@ -37,7 +37,9 @@ Key = tuple[str, int, str]  # (proto, port, host address)
 
 class PortForwarder:
     """`open_channel` opens a stream to the engine's socket; `open_tcp(address, port)` one to
-    an address in the VM (none: every connection goes through the engine)."""
+    an address in the VM (none: every connection goes through the engine); `mux`, where
+    there is one, takes a client socket whole to such an address (sshmux.Master: OpenSSH
+    then carries its bytes, not this process)."""
 
     def __init__(
         self,
@@ -45,9 +47,11 @@ class PortForwarder:
         publish_address: str,
         log,
         open_tcp: Callable[[str, int], object] | None = None,
+        mux: sshmux.Master | None = None,
     ) -> None:
         self.open_channel = open_channel
         self.open_tcp = open_tcp
+        self.mux = mux
         self.publish_address = publish_address
         self.log = log
         self._lock = threading.Lock()
@@ -122,7 +126,25 @@ class PortForwarder:
 
     def _carry_tcp(self, client: socket.socket, key: Key) -> None:
         with client:
-            channel = self._connect(key)
+            with self._lock:
+                address, private_port = self._targets.get(key, ("", 0))
+            if self.open_tcp is None:
+                address = ""
+            if address and self.mux is not None:
+                try:
+                    control = self.mux.forward(client, address, private_port)
+                except sshmux.Unavailable:
+                    pass  # not (yet) running: this connection goes through paramiko
+                except sshmux.Refused as e:
+                    self._say_refused(key, address, private_port, e)
+                    address = ""
+                else:
+                    self._refused.discard(key)
+                    with control, contextlib.suppress(OSError):  # ours closes with the forward
+                        while control.recv(4096):
+                            pass
+                    return
+            channel = self._connect(key, address, private_port)
             if channel is None:
                 return
             with channel:
@@ -132,26 +154,27 @@ class PortForwarder:
                 _pump(client, channel, channel.shutdown_write)
                 back.join()
 
-    def _connect(self, key: Key):
-        """Straight to the container's address; through the engine's own listener for the
-        port when that is refused (the container restarted elsewhere since the last sync)."""
-        with self._lock:
-            address, private_port = self._targets.get(key, ("", 0))
+    def _connect(self, key: Key, address: str, private_port: int):
+        """Straight to the container's address (none: not known, or refused already);
+        through the engine's own listener for the port when that is refused (the container
+        restarted elsewhere since the last sync)."""
         if self.open_tcp is not None and address:
             try:
                 channel = self.open_tcp(address, private_port)
                 self._refused.discard(key)
                 return channel
             except Exception as e:  # refused, or SSH reconnecting: the engine's way may work
-                if key not in self._refused:  # said once (a client may poll until it serves)
-                    self._refused.add(key)
-                    self.log(f"{address}:{private_port} refused a connection for port "
-                             f"{key[1]}: {e}")  # fmt: skip
+                self._say_refused(key, address, private_port, e)
         try:
             return enginehttp.hijack(self.open_channel, f"/vmctl/ports/tcp/{key[1]}/connect")
         except (OSError, enginehttp.EngineError, VmctlError) as e:
             self.log(f"cannot carry a connection to port {key[1]}: {e}")
             return None
+
+    def _say_refused(self, key: Key, address: str, private_port: int, e: Exception) -> None:
+        if key not in self._refused:  # said once (a client may poll until it serves)
+            self._refused.add(key)
+            self.log(f"{address}:{private_port} refused a connection for port {key[1]}: {e}")
 
     def _serve_udp(self, listener: socket.socket, key: Key) -> None:
         port = key[1]
