@@ -122,7 +122,7 @@ OWNER = """
 import sys, time
 from pathlib import Path
 from vmctl import sshmux
-mux = sshmux.Master(sys.argv[2:], Path(sys.argv[1]), print)
+mux = sshmux.Master(sys.argv[2:], Path(sys.argv[1]), lambda line: None)
 mux.start()
 while not mux.ready:
     time.sleep(0.05)

@@ -120,6 +120,7 @@ class Master:
             with contextlib.suppress(OSError, Unavailable), self._connect():
                 with self._lock:
                     self._ready = process is self._process
+                self.log(f"published ports go through OpenSSH's master (pid {process.pid})")
                 return
             time.sleep(0.1)
         said = self.log_path.read_text(errors="replace").strip() if self.log_path.exists() else ""
