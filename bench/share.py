@@ -17,12 +17,14 @@ SFTP server in the host agent), and sftp-server, the alternative Lima's reverse-
 same guest sshfs over OpenSSH's `ssh` (what `vmctl ssh` runs), answered by OpenSSH's own
 sftp-server binary on the host. That one is mounted by hand over a subfolder of a virtiofs
 share (the engine binds only shared folders), and has no notification row (host edits reach
-the guest by vmctl's own forwarding, not by sshfs).
+the guest by vmctl's own forwarding, not by sshfs). And 9p-default, the issue's other
+alternative: vmctl's 9p share mounted again by hand with QEMU's and the kernel's default
+options (`trans=virtio` alone: the kernel's msize, no cache).
 
 Then the host-edit to container-notification latency: the median of --edits host writes of a
 file until a watcher in a container (tests/tools/inotifywatch.c) prints its event.
 
-    python bench/share.py [--transports virtiofs,9p,sftp,sftp-server] [--size-mb 256]
+    python bench/share.py [--transports virtiofs,9p,9p-default,sftp,sftp-server] [--size-mb 256]
                           [--files 10000] [--small 5000] [--edits 20] [--driver libvirt|qemu]
                           (as root, Linux; a VM per transport)
 """
@@ -132,11 +134,14 @@ def one_transport(transport: str, registry, workdir: Path, args) -> dict[str, di
     folder.mkdir()
     home = workdir / f"home-{transport}"
     lima = transport == "sftp-server"
-    flags = ("--mount", str(folder), "--share-transport", "virtiofs" if lima else transport)
+    booted = {"sftp-server": "virtiofs", "9p-default": "9p"}.get(transport, transport)
+    flags = ("--mount", str(folder), "--share-transport", booted)
     disk = vmkit.built_image().disk
     name = f"bench-share-{transport}-{os.getpid()}"
     with started(home, name, args.driver, disk, registry, *flags) as vm:
         bound_folder = folder / "over" if lima else folder
+        if transport == "9p-default":
+            remount_with_defaults(vm, folder)
         with reverse_sshfs(vm, bound_folder) if lima else contextlib.nullcontext():
             print(f"{transport}: bind mount of {bound_folder}", flush=True)
             bound = measure(vm, ["-v", f"{bound_folder}:{bound_folder}"], str(bound_folder), args)
@@ -147,6 +152,20 @@ def one_transport(transport: str, registry, workdir: Path, args) -> dict[str, di
         waits = [] if lima else latency(vm, registry, folder, args.edits)
         print(f"{transport}: notification latency {[round(w, 3) for w in waits]}", flush=True)
     return {"bind": bound, "volume": volume, "latency": waits}
+
+
+def remount_with_defaults(vm, folder: Path) -> None:
+    """vmctl's 9p share of `folder`, mounted again with nothing but `trans=virtio`."""
+    from uservm import ok
+
+    tag = next(
+        line.split()[0]
+        for line in ok(vm.ssh("cat", "/proc/mounts")).splitlines()
+        if line.split()[1:3] == [str(folder), "9p"]
+    )
+    ok(vm.ssh("sudo", "-n", "sh", "-c", f"umount {folder} && mount -t 9p -o trans=virtio "
+              f"{tag} {folder}"))  # fmt: skip
+    print(f"9p-default: {ok(vm.ssh('grep', ' 9p ', '/proc/mounts')).strip()}", flush=True)
 
 
 @contextlib.contextmanager
