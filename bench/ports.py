@@ -13,7 +13,8 @@ through the same VM (what Lima and Colima do), side by side in one run.
                  container's network and pid namespaces: busybox httpd closes each connection)
   engine RSS     the agent's RSS in the guest with `--fleet` containers on 3 networks
 
-Rounds alternate (ours, ssh, ours, ssh, ...) so the machine's noise hits both alike. The VM is
+Rounds alternate which carrier goes first (ours then ssh, ssh then ours, ...), after an
+untimed warm-up of each, so the machine's noise and a cold start hit both alike. The VM is
 made for the run (`vmctl start` with a loopback registry as its docker.io mirror, the busybox
 test image pushed to it) and deleted at the end, with everything in it.
 
@@ -245,8 +246,11 @@ def small_gets(port: int, requests: int, connections: int) -> float:
 
 def throughput(web: Web, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
     results: dict[str, dict[str, list[float]]] = {"ours": {}, "ssh -L": {}}
+    carriers = [("ours", web.ours), ("ssh -L", web.ssh)]
+    for _, ports in carriers:  # untimed: the server's and each carrier's first requests
+        small_gets(ports[1], args.requests // 10, args.connections)
     for n in range(args.transfers):
-        for label, ports in (("ours", web.ours), ("ssh -L", web.ssh)):
+        for label, ports in carriers if n % 2 == 0 else carriers[::-1]:
             size, seconds = download(ports[0])
             if size < args.size_mib << 20:
                 raise RuntimeError(f"{label}: only {size} bytes arrived")
