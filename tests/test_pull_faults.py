@@ -135,9 +135,11 @@ def test_killed_pull_leaves_nothing_visible_and_the_next_pull_completes(registry
     with FakeServer(proxy_to(registry.url, bytes_per_second=1 << 20)) as slow:
         cmd = ["vmctl-agent", "pull", "--data-root", str(root), f"{slow.host}/{repo}:t"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _wait_for_staged_bytes(root / "image" / "tmp", proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        try:
+            _wait_for_staged_bytes(root / "image" / "tmp", proc)
+        finally:  # killed and reaped even when the wait fails: no zombie for later tests
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
     state = visible_state(root / "image")
     assert state["images"] == [] and state["tags"] == []
     assert image.layers[1].digest[7:] not in state["blobs"]
@@ -234,15 +236,22 @@ def test_only_sha256_digests(store):
         pull(store, "127.0.0.1:1/x@sha512:" + "a" * 128)
 
 
-def _wait_for_staged_bytes(tmp: Path, proc: subprocess.Popen, timeout: float = 30) -> None:
+def _wait_for_staged_bytes(tmp: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        blobs = list(tmp.glob("*/blob"))
-        if any(b.stat().st_size > 256 << 10 for b in blobs):
+        if any(_size(blob) > 256 << 10 for blob in tmp.glob("*/blob")):
             return
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.05)
     raise AssertionError("the pull never started writing a layer")
+
+
+def _size(blob: Path) -> int:
+    """0 for a blob the pull finished and moved into place since the glob saw it."""
+    try:
+        return blob.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def test_full_disk_is_reported_and_leaves_nothing(registry, tmp_path):
