@@ -140,6 +140,7 @@ class PortForwarder:
                     address = ""
                 else:
                     self._refused.discard(key)
+                    client.close()  # the master holds it: its closing alone ends the client's
                     with control, contextlib.suppress(OSError):  # ours closes with the forward
                         while control.recv(4096):
                             pass
