@@ -108,13 +108,8 @@ def test_the_control_socket_is_the_users_alone_and_stop_leaves_nothing(master):
 def test_a_socket_path_too_long_for_unix_sockets_goes_in_a_folder_of_its_own(sshd, tmp_path):
     deep = tmp_path / ("d" * 120)
     deep.mkdir()
-    mux = sshmux.Master(openssh_to(sshd, tmp_path), deep, print)
-    try:
+    with mux_master(sshd, deep) as mux:  # started, and answering at that shorter path
         assert len(os.fsencode(mux.control)) <= sshmux.SUN_PATH_MAX
-        mux.start()
-        _until(lambda: mux.ready, "the master did not start")
-    finally:
-        mux.stop()
     assert not mux.control.parent.exists()
 
 
