@@ -58,6 +58,62 @@ def test_nothing_outside_the_folder_and_no_write_to_a_read_only_one(tmp_path):
     assert sorted(os.listdir(inside)) == ["kept.txt"]
 
 
+def test_no_link_leads_out_of_the_folder(tmp_path):
+    """The guest's kernel resolves links itself, so sshfs never sends a path through one; a
+    path that does (a guest's root speaking SFTP itself) must not leave the folder."""
+    inside = tmp_path / "shared"
+    inside.mkdir()
+    (inside / "kept.txt").write_text("kept")
+    (tmp_path / "secret").write_text("no")
+    os.chmod(tmp_path / "secret", 0o600)
+    os.symlink(tmp_path, inside / "out")  # the user's own link out
+    folder = Folder(None, str(inside), read_only=False)
+    assert folder.symlink("/", f"{inside}/root") == SFTP_OK  # one the VM makes
+    assert os.readlink(inside / "root") == "/"
+    out = f"{inside}/out"
+    denied = [
+        folder.open(f"{out}/secret", os.O_RDONLY, attrs()),
+        folder.open(f"{out}/made", os.O_WRONLY | os.O_CREAT, attrs(0o644)),
+        folder.open(f"{inside}/root{tmp_path}/secret", os.O_RDONLY, attrs()),
+        folder.stat(out),
+        folder.stat(f"{out}/secret"),
+        folder.list_folder(out),
+        folder.chattr(f"{out}/secret", attrs(0o777)),
+        folder.remove(f"{out}/secret"),
+        folder.mkdir(f"{out}/d", attrs(0o755)),
+        folder.posix_rename(f"{inside}/kept.txt", f"{out}/taken"),
+        folder.symlink("/", f"{out}/planted"),
+    ]
+    assert denied == [SFTP_PERMISSION_DENIED] * len(denied)
+    assert sorted(os.listdir(tmp_path)) == ["secret", "shared"]
+    assert oct(os.stat(tmp_path / "secret").st_mode & 0o777) == "0o600"
+    # a dangling link out is not a way to make a file out there either
+    os.symlink(tmp_path / "dangling", inside / "dangle")
+    made = folder.open(f"{inside}/dangle", os.O_WRONLY | os.O_CREAT, attrs(0o644))
+    assert made == SFTP_PERMISSION_DENIED and not (tmp_path / "dangling").exists()
+    # the links themselves are the guest's to see and remove, and links inside lead inside
+    assert folder.lstat(out).st_mode & 0o170000 == 0o120000
+    assert folder.readlink(out) == str(tmp_path)
+    os.symlink("kept.txt", inside / "rel")
+    assert folder.open(f"{inside}/rel", os.O_RDONLY, attrs()).read(0, 4) == b"kept"
+    assert folder.remove(out) == SFTP_OK and (tmp_path / "secret").exists()
+
+
+def test_an_open_files_attributes_change_that_file_even_if_its_path_became_a_link(tmp_path):
+    inside = tmp_path / "shared"
+    inside.mkdir()
+    (tmp_path / "secret").write_text("no")
+    os.chmod(tmp_path / "secret", 0o600)
+    folder = Folder(None, str(inside), read_only=False)
+    handle = folder.open(f"{inside}/f", os.O_RDWR | os.O_CREAT, attrs(0o644))
+    os.replace(inside / "f", inside / "moved")
+    os.symlink(tmp_path / "secret", inside / "f")
+    assert handle.chattr(attrs(0o666)) == SFTP_OK
+    handle.close()
+    assert oct(os.stat(tmp_path / "secret").st_mode & 0o777) == "0o600"
+    assert oct(os.stat(inside / "moved").st_mode & 0o777) == "0o666"
+
+
 def test_the_guest_mounts_with_sshfs_in_slave_mode_read_only_when_shared_so():
     share = Share("/home/me/my code", "/home/me/my code", True, "vmctl0")
     assert mount_command(share) == (

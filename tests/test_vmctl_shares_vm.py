@@ -156,12 +156,17 @@ def test_sftp_and_9p_share_as_the_user_and_a_switch_between_them_keeps_the_folde
             assert f"  shared {ro} at {ro} over {transport} (read-only)\n" in status
             (folder / "host.txt").write_text(f"from the host, {transport}\n")
             made = f"echo from a container, {transport} > {folder}/back.txt"
-            script = f"cat {folder}/host.txt; {made}"
+            links = f"ln -sfn host.txt {folder}/rel; ln -sfn / {folder}/abs; cat {folder}/rel"
+            script = f"cat {folder}/host.txt; {made}; {links}"
             # sftp: any user in a container writes as the user running vmctl (sshfs checks
             # no permissions); 9p: the guest checks the host's modes, so root writes here
             user = "1234:1234" if transport == "sftp" else "0:0"
             as_someone = ("--user", user, "-v", f"{folder}:{folder}", "busybox")
-            assert ok(run(vm, *as_someone, "sh", "-c", script)) == f"from the host, {transport}\n"
+            assert (
+                ok(run(vm, *as_someone, "sh", "-c", script)) == 2 * f"from the host, {transport}\n"
+            )
+            # links are made as asked and followed in the guest (sftp: never on the host)
+            assert (os.readlink(folder / "rel"), os.readlink(folder / "abs")) == ("host.txt", "/")
             back = folder / "back.txt"
             assert back.read_text() == f"from a container, {transport}\n"
             # whoever made it in the container, it belongs to the user running vmctl (sftp) or

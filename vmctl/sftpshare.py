@@ -12,7 +12,10 @@ What the VM changes here is told to `own` (edits.OwnWrites), so that the host ag
 carry those changes back to the guest as host edits.
 
 Paths arrive as the guest names them, which is the host's path (shared at the same path);
-anything outside the shared folder is refused.
+anything outside the shared folder is refused, and so is a path that a symbolic link leads out
+of it. The guest's kernel resolves links in the guest (as with virtiofs and 9p), so sshfs never
+needs this side to follow one out; but a link the VM made, or the user has, would otherwise
+take an open, a stat or a write wherever it points, as the user.
 """
 
 from __future__ import annotations
@@ -109,16 +112,29 @@ class Folder(paramiko.SFTPServerInterface):
     def __init__(self, server, root: str, read_only: bool, own: OwnWrites | None = None) -> None:
         super().__init__(server)
         self.root = os.path.normpath(root)
+        self.real_root = os.path.realpath(self.root)
         self.read_only = read_only
         self.own = own or OwnWrites()
 
-    def _path(self, path: str, writing: bool = False) -> str:
+    def _path(self, path: str, writing: bool = False, follow: bool = True) -> str:
+        """The host path that an operation on the guest's `path` acts on: its links resolved
+        (the last one too when the operation `follow`s it, as open and stat do), and still in
+        the folder."""
         wanted = os.path.normpath(path)
         if writing and self.read_only:
             raise PermissionError(f"{self.root} is shared read-only")
-        if wanted != self.root and not wanted.startswith(self.root.rstrip("/") + "/"):
+        if not _within(wanted, self.root):
             raise PermissionError(f"{wanted} is not in the shared folder {self.root}")
-        return wanted
+        if wanted == self.root:
+            real = self.real_root
+        elif follow:
+            real = os.path.realpath(wanted)
+        else:
+            parent, name = os.path.split(wanted)
+            real = os.path.join(os.path.realpath(parent), name)
+        if not _within(real, self.real_root):
+            raise PermissionError(f"{wanted} leads out of the shared folder {self.root}")
+        return real
 
     def canonicalize(self, path: str) -> str:
         return os.path.normpath(path if path.startswith("/") else os.path.join(self.root, path))
@@ -126,15 +142,17 @@ class Folder(paramiko.SFTPServerInterface):
     def open(self, path, flags, attr):
         if not flags & WRITES:
             return _answer(lambda: _Handle.open(self._path(path), flags, attr, None))
-        return self._change(lambda real: _Handle.open(real, flags, attr, self.own), path)
+        named = os.path.normpath(path)
+        return self._change(lambda real: _Handle.open(real, flags, attr, self.own, named), path)
 
-    def _change(self, step, *paths: str):
-        """`step` on the real paths, a change the VM makes (read-only shares refuse it)."""
+    def _change(self, step, *paths: str, follow: bool = True):
+        """`step` on the real paths, a change the VM makes (read-only shares refuse it); `own`
+        hears of it under the names the guest used, which are those the host's watcher sees."""
         try:
-            real = [self._path(path, True) for path in paths]
+            real = [self._path(path, True, follow) for path in paths]
         except PermissionError:
             return SFTP_PERMISSION_DENIED
-        with self.own.changing(*real):
+        with self.own.changing(*map(os.path.normpath, paths)):
             return _answer(lambda: step(*real))
 
     def list_folder(self, path):
@@ -144,10 +162,12 @@ class Folder(paramiko.SFTPServerInterface):
         return _answer(lambda: paramiko.SFTPAttributes.from_stat(os.stat(self._path(path))))
 
     def lstat(self, path):
-        return _answer(lambda: paramiko.SFTPAttributes.from_stat(os.lstat(self._path(path))))
+        return _answer(
+            lambda: paramiko.SFTPAttributes.from_stat(os.lstat(self._path(path, follow=False)))
+        )
 
     def remove(self, path):
-        return self._change(lambda real: _ok(os.remove(real)), path)
+        return self._change(lambda real: _ok(os.remove(real)), path, follow=False)
 
     def rename(self, oldpath, newpath):
         """SFTP's rename never replaces an existing file (sshfs uses posix_rename for that)."""
@@ -157,36 +177,42 @@ class Folder(paramiko.SFTPServerInterface):
                 return SFTP_FAILURE
             return _ok(os.rename(old, new))
 
-        return self._change(step, oldpath, newpath)
+        return self._change(step, oldpath, newpath, follow=False)
 
     def posix_rename(self, oldpath, newpath):
-        return self._change(lambda old, new: _ok(os.replace(old, new)), oldpath, newpath)
+        step = lambda old, new: _ok(os.replace(old, new))  # noqa: E731
+        return self._change(step, oldpath, newpath, follow=False)
 
     def mkdir(self, path, attr):
         mode = attr.st_mode & 0o7777 if attr.st_mode is not None else 0o777
-        return self._change(lambda real: _ok(os.mkdir(real, mode)), path)
+        return self._change(lambda real: _ok(os.mkdir(real, mode)), path, follow=False)
 
     def rmdir(self, path):
-        return self._change(lambda real: _ok(os.rmdir(real)), path)
+        return self._change(lambda real: _ok(os.rmdir(real)), path, follow=False)
 
     def chattr(self, path, attr):
         return _answer(lambda: _ok(_set(self._path(path, True), attr)))
 
     def readlink(self, path):
-        return _answer(lambda: os.readlink(self._path(path)))
+        return _answer(lambda: os.readlink(self._path(path, follow=False)))
 
     def symlink(self, target_path, path):
-        return self._change(lambda real: _ok(os.symlink(target_path, real)), path)
+        """The link is made as asked, pointing anywhere: the guest resolves it in the guest."""
+        step = lambda real: _ok(os.symlink(target_path, real))  # noqa: E731
+        return self._change(step, path, follow=False)
 
 
 class _Handle(paramiko.SFTPHandle):
     @classmethod
-    def open(cls, path: str, flags: int, attr, own: OwnWrites | None) -> _Handle:
-        """`own`: told of the close of a handle the VM writes with."""
+    def open(
+        cls, path: str, flags: int, attr, own: OwnWrites | None, named: str | None = None
+    ) -> _Handle:
+        """`own`: told of the close of a handle the VM writes with, as `named`."""
         mode = attr.st_mode & 0o7777 if attr.st_mode is not None else 0o666
         fd = os.open(path, flags | getattr(os, "O_BINARY", 0), mode)
         handle = cls(flags)
         handle.filename = path
+        handle.named = named or path
         handle.own = own
         opened = os.fdopen(fd, _fdopen_mode(flags))
         handle.readfile = handle.writefile = opened
@@ -196,13 +222,19 @@ class _Handle(paramiko.SFTPHandle):
         return _answer(lambda: paramiko.SFTPAttributes.from_stat(os.fstat(self.readfile.fileno())))
 
     def chattr(self, attr):
-        return _answer(lambda: _ok(_set(self.filename, attr)))
+        """On the open file itself where the OS can (its path may be a link by now)."""
+        target = self.readfile.fileno() if os.chmod in os.supports_fd else self.filename
+        return _answer(lambda: _ok(_set(target, attr)))
 
     def close(self):
         if self.own is None:
             return super().close()
-        with self.own.changing(self.filename):  # its close is what the watcher hears
+        with self.own.changing(self.named):  # its close is what the watcher hears
             return super().close()
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _fdopen_mode(flags: int) -> str:
@@ -222,14 +254,15 @@ def _listing(path: str) -> list[paramiko.SFTPAttributes]:
     return found
 
 
-def _set(path: str, attr) -> None:
-    """What sshfs changes: mode, size, times (owners stay the user's)."""
+def _set(path: str | int, attr) -> None:
+    """What sshfs changes: mode, size, times (owners stay the user's), of a path or an open
+    file's descriptor."""
     if attr.st_mode is not None:
         os.chmod(path, attr.st_mode & 0o7777)
     if attr.st_size is not None:
         os.truncate(path, attr.st_size)
     if attr.st_atime is not None and attr.st_mtime is not None:
-        now = os.lstat(path)
+        now = os.stat(path) if isinstance(path, int) else os.lstat(path)
         # SFTP v3 carries whole seconds: times equal to the file's own, so truncated (edits.py
         # setting a file's times to what they are), must not cut its nanoseconds
         if (int(now.st_atime), int(now.st_mtime)) != (attr.st_atime, attr.st_mtime):
