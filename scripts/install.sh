@@ -22,6 +22,7 @@ APT_PACKAGES=(
   e2fsprogs                          # mke2fs -d: that tree into an ext4 disk image
   debian-archive-keyring gpg         # mmdebstrap verifies the bookworm archive it installs from
   openssh-server                     # tests: a real sshd on loopback for the SSH and host agent tests
+  sshfs                              # tests: the guest's sshfs against vmctl's SFTP server, no VM
   # scripts/screenshots.py draws the desktop app on a real X server (tests draw offscreen)
   xvfb trayer libxcb-cursor0 libxkbcommon-x11-0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0
   libxcb-xinerama0 libxcb-randr0 libxcb-render-util0 libxcb-image0

@@ -12,12 +12,10 @@ import sys
 import threading
 import types
 
-import paramiko
 import watchkit
-from paramiko.sftp import SFTP_OK
 
 from vmctl import edits, hostagent
-from vmctl.sftpshare import Folder
+from vmctl.sftpserver import Folder
 
 
 def test_the_host_watcher_reports_each_edit_with_the_hosts_times(tmp_path):
@@ -84,12 +82,6 @@ def test_the_guest_script_wakes_an_inotify_watcher_and_changes_no_times(tmp_path
         assert (now.st_atime_ns, now.st_mtime_ns) == (st.st_atime_ns, st.st_mtime_ns)
 
 
-def _attrs(mode: int) -> paramiko.SFTPAttributes:
-    made = paramiko.SFTPAttributes()
-    made.st_mode = mode
-    return made
-
-
 def _times(path) -> tuple[int, int]:
     st = os.lstat(path)
     return (st.st_atime_ns, st.st_mtime_ns)
@@ -126,17 +118,16 @@ def test_what_the_vm_wrote_through_its_share_is_not_carried_back(tmp_path):
     hears them (the host's inotify cannot tell who wrote), and they are dropped as echoes;
     the user's edits, the same files' included, are carried."""
     own = edits.OwnWrites()
-    folder = Folder(None, str(tmp_path), read_only=False, own=own)
+    folder = Folder(str(tmp_path), read_only=False, own=own)
     collector = _Collector(edits.Watcher([str(tmp_path)]), tmp_path)
     made = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    assert folder.mkdir(f"{tmp_path}/d", _attrs(0o755)) == SFTP_OK
-    handle = folder.open(f"{tmp_path}/d/a.txt", made, _attrs(0o644))
-    assert handle.write(0, b"from the vm") == SFTP_OK
+    folder.mkdir(f"{tmp_path}/d", 0o755)
+    handle = folder.open(f"{tmp_path}/d/a.txt", made, 0o644)
+    handle.write(0, b"from the vm")
     handle.close()
-    assert folder.posix_rename(f"{tmp_path}/d/a.txt", f"{tmp_path}/b.txt") == SFTP_OK
-    handle = folder.open(f"{tmp_path}/gone.txt", made, _attrs(0o644))
-    handle.close()
-    assert folder.remove(f"{tmp_path}/gone.txt") == SFTP_OK
+    folder.rename(f"{tmp_path}/d/a.txt", f"{tmp_path}/b.txt", replace=True)
+    folder.open(f"{tmp_path}/gone.txt", made, 0o644).close()
+    folder.remove(f"{tmp_path}/gone.txt")
     (tmp_path / "user.txt").write_text("the user's file")
     heard = collector.until(tmp_path / "user.txt", "modify")
     carried = {(e.kind, os.path.relpath(e.path, tmp_path)) for e in heard if not own.echo(e)}

@@ -1,64 +1,158 @@
-"""Reverse SFTP's host side (vmctl/sftpshare.py) against the real file system: what the
+"""Reverse SFTP's host side (vmctl/sftpserver.py) against the real file system: what the
 guest's sshfs may do in a shared folder, and what it may not (leave the folder, write to a
-read-only share). The guest's sshfs meets it over SSH in test_vmctl_shares_vm.py."""
+read-only share). Here the guest's sshfs itself mounts a folder on this machine through the
+server, and paramiko's SFTP client speaks to it directly for what sshfs would never send;
+the guest's sshfs in a VM meets it over SSH in test_vmctl_shares_vm.py."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
 
 import paramiko
-from paramiko.sftp import SFTP_FAILURE, SFTP_NO_SUCH_FILE, SFTP_OK, SFTP_PERMISSION_DENIED
+import pytest
 
-from vmctl.sftpshare import Folder, mount_command
+from vmctl import sftpserver
+from vmctl.sftpshare import mount_command
 from vmctl.shares import Share
 
 
-def attrs(mode: int | None = None) -> paramiko.SFTPAttributes:
-    made = paramiko.SFTPAttributes()
-    made.st_mode = mode
-    return made
+@contextlib.contextmanager
+def served(folder, read_only: bool = False):
+    """A paramiko SFTP client of a Server of `folder`, over a socket pair."""
+    ours, theirs = socket.socketpair()
+    server = sftpserver.Server(sftpserver.Folder(str(folder), read_only))
+    thread = threading.Thread(target=server.serve, args=(ours.recv, ours.sendall), daemon=True)
+    thread.start()
+    client = paramiko.SFTPClient(_Named(theirs))
+    try:
+        yield client
+    finally:
+        client.close()
+        theirs.close()
+        thread.join(timeout=60)
+        ours.close()
 
 
-def test_files_are_made_read_renamed_and_removed_as_the_user(tmp_path):
-    folder = Folder(None, str(tmp_path), read_only=False)
-    handle = folder.open(f"{tmp_path}/a.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, attrs(0o640))
-    assert handle.write(0, b"hello") == SFTP_OK
-    handle.close()
-    assert (tmp_path / "a.txt").read_bytes() == b"hello"
-    assert (tmp_path / "a.txt").stat().st_uid == os.geteuid()  # the user's, whoever asked
-    assert oct((tmp_path / "a.txt").stat().st_mode & 0o777) == "0o640"
-    assert [a.filename for a in folder.list_folder(str(tmp_path))] == ["a.txt"]
-    assert folder.mkdir(f"{tmp_path}/d", attrs(0o755)) == SFTP_OK
-    (tmp_path / "b.txt").write_text("b")
-    assert folder.rename(f"{tmp_path}/a.txt", f"{tmp_path}/b.txt") == SFTP_FAILURE  # never over
-    assert folder.posix_rename(f"{tmp_path}/a.txt", f"{tmp_path}/b.txt") == SFTP_OK
-    assert (tmp_path / "b.txt").read_bytes() == b"hello"
-    assert folder.remove(f"{tmp_path}/b.txt") == SFTP_OK
-    assert folder.remove(f"{tmp_path}/b.txt") == SFTP_NO_SUCH_FILE
-    assert folder.rmdir(f"{tmp_path}/d") == SFTP_OK
-    assert os.listdir(tmp_path) == []
+class _Named:
+    """A socket as paramiko's SFTP client takes one (it logs a channel's name)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.send, self.recv, self.close = sock.send, sock.recv, sock.close
+
+    def get_name(self) -> str:
+        return "test"
 
 
-def test_nothing_outside_the_folder_and_no_write_to_a_read_only_one(tmp_path):
-    inside = tmp_path / "shared"
-    inside.mkdir()
-    (inside / "kept.txt").write_text("kept")
-    (tmp_path / "secret").write_text("no")
-    folder = Folder(None, str(inside), read_only=True)
-    assert folder.stat(f"{inside}/../secret") == SFTP_PERMISSION_DENIED
-    assert folder.list_folder(str(tmp_path)) == SFTP_PERMISSION_DENIED
-    assert folder.open(f"{inside}/kept.txt", os.O_RDONLY, attrs()).read(0, 4) == b"kept"
-    writes = [
-        folder.open(f"{inside}/new", os.O_WRONLY | os.O_CREAT, attrs(0o644)),
-        folder.remove(f"{inside}/kept.txt"),
-        folder.mkdir(f"{inside}/d", attrs(0o755)),
-        folder.chattr(f"{inside}/kept.txt", attrs(0o777)),
-    ]
-    assert writes == [SFTP_PERMISSION_DENIED] * 4
-    assert sorted(os.listdir(inside)) == ["kept.txt"]
+@contextlib.contextmanager
+def sshfs(folder, mountpoint, read_only: bool = False):
+    """The guest's `sshfs -o slave`, here, its stdin and stdout a socket to a Server."""
+    assert shutil.which("sshfs"), "sshfs is missing: scripts/install.sh installs it"
+    ours, theirs = socket.socketpair()
+    server = sftpserver.Server(sftpserver.Folder(str(folder), read_only))
+    thread = threading.Thread(target=server.serve, args=(ours.recv, ours.sendall), daemon=True)
+    thread.start()
+    options = "slave" + (",ro" if read_only else "")
+    sshfs = subprocess.Popen(
+        ["sshfs", "-f", "-o", options, f":{folder}", str(mountpoint)],
+        stdin=theirs, stdout=theirs, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    theirs.close()
+    try:
+        deadline = time.monotonic() + 120
+        while not os.path.ismount(mountpoint):
+            assert sshfs.poll() is None, sshfs.stderr.read().decode()
+            assert time.monotonic() < deadline, "sshfs did not mount"
+            time.sleep(0.05)
+        yield server
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
+        try:
+            sshfs.wait(timeout=60)
+        finally:
+            sshfs.kill()
+            thread.join(timeout=60)
+            ours.close()
 
 
-def test_no_link_leads_out_of_the_folder(tmp_path):
+def test_sshfs_makes_reads_renames_links_and_removes_files_as_the_user(tmp_path):
+    folder, mnt = tmp_path / "shared", tmp_path / "mnt"
+    folder.mkdir()
+    mnt.mkdir()
+    (folder / "from-host.txt").write_text("edited on the host\n")
+    with sshfs(folder, mnt) as server:
+        at = mnt
+        assert (at / "from-host.txt").read_text() == "edited on the host\n"
+        with open(at / "a.txt", "w") as made:
+            made.write("hello")
+            made.flush()
+            os.fsync(made.fileno())  # fsync@openssh.com
+        assert (folder / "a.txt").read_text() == "hello"
+        assert (folder / "a.txt").stat().st_uid == os.geteuid()  # this process's user
+        (folder / "b.txt").write_text("b")
+        os.replace(at / "a.txt", at / "b.txt")  # over a file: posix-rename@openssh.com
+        assert (folder / "b.txt").read_text() == "hello"
+        os.link(at / "b.txt", at / "c.txt")  # hardlink@openssh.com
+        assert (folder / "b.txt").stat().st_nlink == 2
+        os.symlink("b.txt", at / "rel")
+        assert os.readlink(folder / "rel") == "b.txt" and (at / "rel").read_text() == "hello"
+        os.chmod(at / "b.txt", 0o600)
+        os.truncate(at / "b.txt", 2)
+        os.utime(at / "b.txt", (1_700_000_000, 1_700_000_100))
+        st = (folder / "b.txt").stat()
+        assert (oct(st.st_mode & 0o777), st.st_size, int(st.st_mtime)) == (
+            "0o600",
+            2,
+            1_700_000_100,
+        )
+        with open(at / "big", "wb") as big:  # more than one request each way
+            big.write(os.urandom(1 << 20) * 3)
+        assert (at / "big").read_bytes() == (folder / "big").read_bytes()
+        os.makedirs(at / "d" / "e")
+        names = {f"f{i}" for i in range(250)}  # more than one READDIR answer
+        for name in names:
+            (at / "d" / name).write_text(name)
+        assert set(os.listdir(at / "d")) == names | {"e"}
+        assert os.statvfs(at).f_blocks == os.statvfs(folder).f_blocks  # statvfs@openssh.com
+        with pytest.raises(FileNotFoundError):
+            os.remove(at / "nothing")
+        shutil.rmtree(at / "d")
+        for name in ("b.txt", "c.txt", "rel", "big", "from-host.txt"):
+            os.remove(at / name)
+        assert os.listdir(folder) == []
+        assert server.handles == {}  # every file sshfs opened, closed
+
+
+def test_a_read_only_share_refuses_writes_through_sshfs_too(tmp_path):
+    folder, mnt = tmp_path / "shared", tmp_path / "mnt"
+    folder.mkdir()
+    mnt.mkdir()
+    (folder / "kept.txt").write_text("kept")
+    with sshfs(folder, mnt, read_only=True):
+        assert (mnt / "kept.txt").read_text() == "kept"
+        with pytest.raises(OSError):
+            (mnt / "new").write_text("x")
+    with served(folder, read_only=True) as client:  # what a guest's root could send itself
+        for write in (
+            lambda: client.open(f"{folder}/new", "w"),
+            lambda: client.remove(f"{folder}/kept.txt"),
+            lambda: client.mkdir(f"{folder}/d"),
+            lambda: client.chmod(f"{folder}/kept.txt", 0o777),
+            lambda: client.symlink("/", f"{folder}/link"),
+            lambda: client.posix_rename(f"{folder}/kept.txt", f"{folder}/moved"),
+        ):
+            with pytest.raises(PermissionError):
+                write()
+    assert sorted(os.listdir(folder)) == ["kept.txt"]
+
+
+def test_nothing_outside_the_folder_and_no_link_leads_out_of_it(tmp_path):
     """The guest's kernel resolves links itself, so sshfs never sends a path through one; a
     path that does (a guest's root speaking SFTP itself) must not leave the folder."""
     inside = tmp_path / "shared"
@@ -67,36 +161,40 @@ def test_no_link_leads_out_of_the_folder(tmp_path):
     (tmp_path / "secret").write_text("no")
     os.chmod(tmp_path / "secret", 0o600)
     os.symlink(tmp_path, inside / "out")  # the user's own link out
-    folder = Folder(None, str(inside), read_only=False)
-    assert folder.symlink("/", f"{inside}/root") == SFTP_OK  # one the VM makes
-    assert os.readlink(inside / "root") == "/"
     out = f"{inside}/out"
-    denied = [
-        folder.open(f"{out}/secret", os.O_RDONLY, attrs()),
-        folder.open(f"{out}/made", os.O_WRONLY | os.O_CREAT, attrs(0o644)),
-        folder.open(f"{inside}/root{tmp_path}/secret", os.O_RDONLY, attrs()),
-        folder.stat(out),
-        folder.stat(f"{out}/secret"),
-        folder.list_folder(out),
-        folder.chattr(f"{out}/secret", attrs(0o777)),
-        folder.remove(f"{out}/secret"),
-        folder.mkdir(f"{out}/d", attrs(0o755)),
-        folder.posix_rename(f"{inside}/kept.txt", f"{out}/taken"),
-        folder.symlink("/", f"{out}/planted"),
-    ]
-    assert denied == [SFTP_PERMISSION_DENIED] * len(denied)
-    assert sorted(os.listdir(tmp_path)) == ["secret", "shared"]
-    assert oct(os.stat(tmp_path / "secret").st_mode & 0o777) == "0o600"
-    # a dangling link out is not a way to make a file out there either
-    os.symlink(tmp_path / "dangling", inside / "dangle")
-    made = folder.open(f"{inside}/dangle", os.O_WRONLY | os.O_CREAT, attrs(0o644))
-    assert made == SFTP_PERMISSION_DENIED and not (tmp_path / "dangling").exists()
-    # the links themselves are the guest's to see and remove, and links inside lead inside
-    assert folder.lstat(out).st_mode & 0o170000 == 0o120000
-    assert folder.readlink(out) == str(tmp_path)
-    os.symlink("kept.txt", inside / "rel")
-    assert folder.open(f"{inside}/rel", os.O_RDONLY, attrs()).read(0, 4) == b"kept"
-    assert folder.remove(out) == SFTP_OK and (tmp_path / "secret").exists()
+    with served(inside) as client:
+        client.symlink("/", f"{inside}/root")  # one the VM makes, as asked
+        assert os.readlink(inside / "root") == "/"
+        for denied in (
+            lambda: client.stat(f"{inside}/../secret"),
+            lambda: client.listdir(str(tmp_path)),
+            lambda: client.open(f"{out}/secret"),
+            lambda: client.open(f"{out}/made", "w"),
+            lambda: client.open(f"{inside}/root{tmp_path}/secret"),
+            lambda: client.stat(out),
+            lambda: client.listdir(out),
+            lambda: client.chmod(f"{out}/secret", 0o777),
+            lambda: client.remove(f"{out}/secret"),
+            lambda: client.mkdir(f"{out}/d"),
+            lambda: client.posix_rename(f"{inside}/kept.txt", f"{out}/taken"),
+            lambda: client.symlink("/", f"{out}/planted"),
+        ):
+            with pytest.raises(PermissionError):
+                denied()
+        assert sorted(os.listdir(tmp_path)) == ["secret", "shared"]
+        assert oct(os.stat(tmp_path / "secret").st_mode & 0o777) == "0o600"
+        # a dangling link out is no way to make a file out there either
+        os.symlink(tmp_path / "dangling", inside / "dangle")
+        with pytest.raises(PermissionError):
+            client.open(f"{inside}/dangle", "w")
+        assert not (tmp_path / "dangling").exists()
+        # the links themselves are the guest's to see and remove; links inside lead inside
+        assert oct(client.lstat(out).st_mode & 0o170000) == "0o120000"
+        assert client.readlink(out) == str(tmp_path)
+        os.symlink("kept.txt", inside / "rel")
+        assert client.open(f"{inside}/rel").read() == b"kept"
+        client.remove(out)
+        assert (tmp_path / "secret").exists()
 
 
 def test_an_open_files_attributes_change_that_file_even_if_its_path_became_a_link(tmp_path):
@@ -104,22 +202,25 @@ def test_an_open_files_attributes_change_that_file_even_if_its_path_became_a_lin
     inside.mkdir()
     (tmp_path / "secret").write_text("no")
     os.chmod(tmp_path / "secret", 0o600)
-    folder = Folder(None, str(inside), read_only=False)
-    handle = folder.open(f"{inside}/f", os.O_RDWR | os.O_CREAT, attrs(0o644))
-    os.replace(inside / "f", inside / "moved")
-    os.symlink(tmp_path / "secret", inside / "f")
-    assert handle.chattr(attrs(0o666)) == SFTP_OK
-    handle.close()
+    with served(inside) as client:
+        handle = client.open(f"{inside}/f", "w")
+        os.replace(inside / "f", inside / "moved")
+        os.symlink(tmp_path / "secret", inside / "f")
+        handle.chmod(0o666)
+        handle.close()
     assert oct(os.stat(tmp_path / "secret").st_mode & 0o777) == "0o600"
     assert oct(os.stat(inside / "moved").st_mode & 0o777) == "0o666"
 
 
-def test_the_guest_mounts_with_sshfs_in_slave_mode_read_only_when_shared_so():
-    share = Share("/home/me/my code", "/home/me/my code", True, "vmctl0")
-    assert mount_command(share) == (
-        "sudo -n mkdir -p '/home/me/my code' && exec sudo -n sshfs -f -o "
-        "slave,allow_other,ro ':/home/me/my code' '/home/me/my code'"
-    )
+def test_sftps_own_rename_never_replaces_a_file(tmp_path):
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "b").write_text("b")
+    with served(tmp_path) as client:
+        with pytest.raises(OSError):
+            client.rename(f"{tmp_path}/a", f"{tmp_path}/b")
+        assert (tmp_path / "b").read_text() == "b"
+        client.rename(f"{tmp_path}/a", f"{tmp_path}/c")
+    assert sorted(os.listdir(tmp_path)) == ["b", "c"]
 
 
 def test_setting_a_files_own_times_keeps_their_nanoseconds(tmp_path):
@@ -128,16 +229,48 @@ def test_setting_a_files_own_times_keeps_their_nanoseconds(tmp_path):
     target = tmp_path / "app.py"
     target.write_text("x")
     os.utime(target, ns=(1_700_000_000_123_456_789, 1_700_000_000_987_654_321))
-    folder = Folder(None, str(tmp_path), read_only=False)
-    same = paramiko.SFTPAttributes()
-    same.st_atime, same.st_mtime = 1_700_000_000, 1_700_000_000
-    assert folder.chattr(str(target), same) == SFTP_OK
-    st = os.lstat(target)
-    assert (st.st_atime_ns, st.st_mtime_ns) == (
-        1_700_000_000_123_456_789,
-        1_700_000_000_987_654_321,
-    )
-    later = paramiko.SFTPAttributes()
-    later.st_atime, later.st_mtime = 1_700_000_100, 1_700_000_200
-    assert folder.chattr(str(target), later) == SFTP_OK
+    with served(tmp_path) as client:
+        client.utime(str(target), (1_700_000_000, 1_700_000_000))
+        st = os.lstat(target)
+        assert (st.st_atime_ns, st.st_mtime_ns) == (
+            1_700_000_000_123_456_789,
+            1_700_000_000_987_654_321,
+        )
+        client.utime(str(target), (1_700_000_100, 1_700_000_200))
     assert (os.lstat(target).st_atime, os.lstat(target).st_mtime) == (1_700_000_100, 1_700_000_200)
+
+
+def _request(kind: int, body: bytes) -> bytes:
+    return struct.pack(">IB", len(body) + 1, kind) + body
+
+
+def test_broken_requests_get_an_answer_and_a_hostile_stream_closes_what_it_opened(tmp_path):
+    (tmp_path / "f").write_text("x")
+    server = sftpserver.Server(sftpserver.Folder(str(tmp_path), False))
+    code = lambda answer: struct.unpack(">IBII", answer[:13])[3]  # noqa: E731
+    assert code(server.answer(bytes([99]) + struct.pack(">I", 7))) == sftpserver.OP_UNSUPPORTED
+    short = bytes([sftpserver.OPEN]) + struct.pack(">II", 8, 100)  # a path cut short
+    assert code(server.answer(short)) == sftpserver.BAD_MESSAGE
+    unknown = bytes([sftpserver.READ]) + struct.pack(">II", 9, 2) + b"zz" + bytes(12)
+    assert code(server.answer(unknown)) == sftpserver.BAD_MESSAGE
+    nul = str(tmp_path / "f").encode() + b"\0/etc/passwd"
+    stat = bytes([sftpserver.STAT]) + struct.pack(">II", 10, len(nul)) + nul
+    assert code(server.answer(stat)) == sftpserver.BAD_MESSAGE
+    fds = len(os.listdir("/proc/self/fd"))
+    path = str(tmp_path / "f").encode()
+    opened = struct.pack(">I", 11) + struct.pack(">I", len(path)) + path + struct.pack(">II", 1, 0)
+    stream = [_request(sftpserver.INIT, struct.pack(">I", 3)), _request(sftpserver.OPEN, opened)]
+    stream.append(struct.pack(">I", sftpserver.MAX_PACKET + 1))  # then a packet too big
+    answered = []
+    with pytest.raises(sftpserver.BadMessage):
+        server.serve(lambda _n: stream.pop(0) if stream else b"", answered.append)
+    assert struct.unpack(">B", answered[0][4:5])[0] == sftpserver.VERSION
+    assert server.handles == {} and len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_the_guest_mounts_with_sshfs_in_slave_mode_read_only_when_shared_so():
+    share = Share("/home/me/my code", "/home/me/my code", True, "vmctl0")
+    assert mount_command(share) == (
+        "sudo -n mkdir -p '/home/me/my code' && exec sudo -n sshfs -f -o "
+        "slave,allow_other,ro ':/home/me/my code' '/home/me/my code'"
+    )
