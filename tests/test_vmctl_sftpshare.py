@@ -268,6 +268,24 @@ def test_broken_requests_get_an_answer_and_a_hostile_stream_closes_what_it_opene
     assert server.handles == {} and len(os.listdir("/proc/self/fd")) == fds
 
 
+def test_a_listing_goes_on_past_a_batch_of_entries_gone_since_it_was_opened(tmp_path):
+    for i in range(150):
+        (tmp_path / f"f{i}").write_text("")
+    order = os.listdir(tmp_path)  # as the server lists them
+    server = sftpserver.Server(sftpserver.Folder(str(tmp_path), False))
+    path = str(tmp_path).encode()
+    opened = server.answer(bytes([sftpserver.OPENDIR]) + struct.pack(">II", 1, len(path)) + path)
+    handle = opened[13:]
+    for name in order[:-1]:
+        os.remove(tmp_path / name)
+    read = bytes([sftpserver.READDIR]) + struct.pack(">II", 2, len(handle)) + handle
+    names = server.answer(read)
+    kind, count = names[4], struct.unpack(">I", names[9:13])[0]
+    assert (kind, count) == (sftpserver.NAME, 1)
+    assert order[-1].encode() in names
+    assert server.answer(read)[4] == sftpserver.STATUS  # then the end
+
+
 def test_the_guest_mounts_with_sshfs_in_slave_mode_read_only_when_shared_so():
     share = Share("/home/me/my code", "/home/me/my code", True, "vmctl0")
     assert mount_command(share) == (

@@ -343,13 +343,15 @@ class Server:
     def _readdir(self, body: _Reader, request: int) -> bytes:
         listing = self._handle(_Listing, body)
         entries = []
-        for name in itertools.islice(listing.names, NAMES):
+        for name in listing.names:  # the rest, a batch at a time
             try:
                 st = os.lstat(os.path.join(listing.folder, name))
             except OSError:
                 continue  # gone since the listing
             raw = os.fsencode(name)
             entries.append(_string(raw) + _string(raw) + _encode(st))
+            if len(entries) == NAMES:
+                break
         if not entries:
             return _status(request, EOF)
         return _packet(NAME, _u32(request) + _u32(len(entries)) + b"".join(entries))
