@@ -28,7 +28,12 @@ def served(folder, read_only: bool = False):
     """A paramiko SFTP client of a Server of `folder`, over a socket pair."""
     ours, theirs = socket.socketpair()
     server = sftpserver.Server(sftpserver.Folder(str(folder), read_only))
-    thread = threading.Thread(target=server.serve, args=(ours.recv, ours.sendall), daemon=True)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # an answer after the client has gone
+            server.serve(ours.recv, ours.sendall)
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     client = paramiko.SFTPClient(_Named(theirs))
     try:
@@ -266,6 +271,22 @@ def test_broken_requests_get_an_answer_and_a_hostile_stream_closes_what_it_opene
         server.serve(lambda _n: stream.pop(0) if stream else b"", answered.append)
     assert struct.unpack(">B", answered[0][4:5])[0] == sftpserver.VERSION
     assert server.handles == {} and len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_a_fifo_in_the_folder_is_refused_and_does_not_hold_the_share(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "f").write_text("still served")
+    with served(tmp_path) as client:
+        opened = threading.Thread(target=lambda: _read_fifo(client, tmp_path / "fifo"))
+        opened.start()
+        opened.join(timeout=120)  # not a timing: a share held in open() never answers
+        assert not opened.is_alive()
+        assert client.open(f"{tmp_path}/f").read() == b"still served"
+
+
+def _read_fifo(client: paramiko.SFTPClient, fifo) -> None:
+    with pytest.raises(OSError):
+        client.open(str(fifo)).read()
 
 
 def test_a_listing_goes_on_past_a_batch_of_entries_gone_since_it_was_opened(tmp_path):

@@ -112,7 +112,10 @@ class Folder:
     def open(self, path: str, flags: int, mode: int | None) -> _File:
         writing = bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC))
         mode = 0o666 if mode is None else mode & 0o7777
-        flags |= getattr(os, "O_BINARY", 0)
+        # a FIFO of the user's must not hold this one thread in open(), nor a terminal
+        # become this process's (reads and writes are pread and pwrite: a FIFO refuses them)
+        flags |= getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+        flags |= getattr(os, "O_NOCTTY", 0)
         if not writing:
             return _File(os.open(self.path(path), flags, mode), path, None)
         with self.changing(path) as (real,):
