@@ -12,8 +12,8 @@ guest's page cache dropped before each read-side row so reads come over the tran
   walk    find + stat of a --files-file tree (as `git status` on a node project), made untimed
 
 Transports: virtiofs (Linux as root), 9p (QEMU's virtfs, with vmctl's mount options), sftp
-(vmctl's own: the guest's `sshfs -o slave` over the VM's SSH connection, answered by paramiko's
-SFTP server in the host agent), and sftp-server, the alternative Lima's reverse-sshfs uses: the
+(vmctl's own: the guest's `sshfs -o slave` over the VM's SSH connection, answered by vmctl's
+SFTP server, sftpserver.py, in the host agent), and sftp-server, the alternative Lima's reverse-sshfs uses: the
 same guest sshfs over OpenSSH's `ssh` (what `vmctl ssh` runs), answered by OpenSSH's own
 sftp-server binary on the host. That one is mounted by hand over a subfolder of a virtiofs
 share (the engine binds only shared folders), and has no notification row (host edits reach
