@@ -124,6 +124,8 @@ def test_sshfs_makes_reads_renames_links_and_removes_files_as_the_user(tmp_path)
         for name in names:
             (at / "d" / name).write_text(name)
         assert set(os.listdir(at / "d")) == names | {"e"}
+        listed = subprocess.run(["ls", "-a", at], capture_output=True, text=True).stdout.split()
+        assert listed[:2] == [".", ".."]  # as a local folder, and OpenSSH's server, list
         assert os.statvfs(at).f_blocks == os.statvfs(folder).f_blocks  # statvfs@openssh.com
         with pytest.raises(FileNotFoundError):
             os.remove(at / "nothing")
@@ -302,9 +304,29 @@ def test_a_listing_goes_on_past_a_batch_of_entries_gone_since_it_was_opened(tmp_
     read = bytes([sftpserver.READDIR]) + struct.pack(">II", 2, len(handle)) + handle
     names = server.answer(read)
     kind, count = names[4], struct.unpack(">I", names[9:13])[0]
-    assert (kind, count) == (sftpserver.NAME, 1)
+    assert (kind, count) == (sftpserver.NAME, 3)  # ".", ".." and the one left
     assert order[-1].encode() in names
     assert server.answer(read)[4] == sftpserver.STATUS  # then the end
+
+
+def test_the_shares_parent_is_not_listed_its_dot_dot_is_itself(tmp_path):
+    inside = tmp_path / "shared"
+    inside.mkdir(mode=0o750)
+    os.chmod(tmp_path, 0o711)
+    server = sftpserver.Server(sftpserver.Folder(str(inside), False))
+    path = str(inside).encode()
+    opened = server.answer(bytes([sftpserver.OPENDIR]) + struct.pack(">II", 1, len(path)) + path)
+    handle = opened[13:]
+    names = server.answer(bytes([sftpserver.READDIR]) + struct.pack(">II", 2, len(handle)) + handle)
+    modes, at = {}, 13
+    for _ in range(struct.unpack(">I", names[9:13])[0]):
+        (size,) = struct.unpack(">I", names[at : at + 4])
+        name = names[at + 4 : at + 4 + size]
+        at += 4 + size
+        at += 4 + struct.unpack(">I", names[at : at + 4])[0]  # the long name
+        modes[name] = struct.unpack(">IQIII", names[at : at + 24])[4] & 0o777
+        at += 32
+    assert modes == {b".": 0o750, b"..": 0o750}
 
 
 def test_the_guest_mounts_with_sshfs_in_slave_mode_read_only_when_shared_so():

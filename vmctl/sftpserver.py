@@ -340,15 +340,17 @@ class Server:
 
     def _opendir(self, body: _Reader, request: int) -> bytes:
         path = body.path()
-        listing = _Listing(self.folder.path(path), self.folder.listing(path))
-        return self._new_handle(request, listing)
+        listing = [".", "..", *self.folder.listing(path)]  # as a local folder lists (ls -a)
+        return self._new_handle(request, _Listing(self.folder.path(path), listing))
 
     def _readdir(self, body: _Reader, request: int) -> bytes:
         listing = self._handle(_Listing, body)
         entries = []
         for name in listing.names:  # the rest, a batch at a time
+            # the share's own parent is not the guest's to see: its `..` is itself
+            top = name == ".." and listing.folder == self.folder.real_root
             try:
-                st = os.lstat(os.path.join(listing.folder, name))
+                st = os.lstat(listing.folder if top else os.path.join(listing.folder, name))
             except OSError:
                 continue  # gone since the listing
             raw = os.fsencode(name)
