@@ -13,13 +13,13 @@ guest's page cache dropped before each read-side row so reads come over the tran
 
 Transports: virtiofs (Linux as root), 9p (QEMU's virtfs, with vmctl's mount options), sftp
 (vmctl's own: the guest's `sshfs -o slave` over the VM's SSH connection, answered by vmctl's
-SFTP server, sftpserver.py, in the host agent), and sftp-server, the alternative Lima's reverse-sshfs uses: the
-same guest sshfs over OpenSSH's `ssh` (what `vmctl ssh` runs), answered by OpenSSH's own
-sftp-server binary on the host. That one is mounted by hand over a subfolder of a virtiofs
-share (the engine binds only shared folders), and has no notification row (host edits reach
-the guest by vmctl's own forwarding, not by sshfs). And 9p-default, the issue's other
-alternative: vmctl's 9p share mounted again by hand with QEMU's and the kernel's default
-options (`trans=virtio` alone: the kernel's msize, no cache).
+SFTP server, sftpserver.py, in the host agent), and sftp-server, the alternative Lima's
+reverse-sshfs uses: the same guest sshfs over OpenSSH's `ssh` (what `vmctl ssh` runs),
+answered by OpenSSH's own sftp-server binary on the host. That one is mounted by hand over a
+subfolder of a virtiofs share (the engine binds only shared folders), and has no notification
+row (host edits reach the guest by vmctl's own forwarding, not by sshfs). And 9p-default, the
+issue's other alternative: vmctl's 9p share mounted again by hand with QEMU's and the kernel's
+default options (`trans=virtio` alone: the kernel's msize, no cache).
 
 Then the host-edit to container-notification latency: the median of --edits host writes of a
 file until a watcher in a container (tests/tools/inotifywatch.c) prints its event.
