@@ -55,7 +55,8 @@ ST_RDONLY, ST_NOSUID = 1, 2
 
 
 class BadMessage(Exception):
-    """A request this server cannot parse: answered BAD_MESSAGE, the stream kept."""
+    """A request this server cannot parse, answered BAD_MESSAGE; raised out of `serve` for a
+    packet it cannot even frame (too big), which ends the stream."""
 
 
 @dataclass
