@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -114,4 +115,13 @@ def started(
         ok(start)
         yield UserVM(home, name, driver)
     finally:
+        _keep_logs(home, name)
         vmctl(home, "delete", "--name", name)
+
+
+def _keep_logs(home: Path, name: str) -> None:
+    """The host agent's log and the guest's console, kept beside the deleted VM (pytest keeps
+    its last three temporary folders): what a failure left behind is read there."""
+    for log in ("hostagent.log", "serial.log"):
+        with contextlib.suppress(OSError):
+            shutil.copyfile(home / name / log, home / f"{name}-{log}")
