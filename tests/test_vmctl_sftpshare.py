@@ -260,6 +260,10 @@ def test_broken_requests_get_an_answer_and_a_hostile_stream_closes_what_it_opene
     assert code(server.answer(short)) == sftpserver.BAD_MESSAGE
     unknown = bytes([sftpserver.READ]) + struct.pack(">II", 9, 2) + b"zz" + bytes(12)
     assert code(server.answer(unknown)) == sftpserver.BAD_MESSAGE
+    named = str(tmp_path / "f").encode()
+    huge = struct.pack(">II", 12, len(named)) + named + struct.pack(">IQ", 1, 2**64 - 1)
+    assert code(server.answer(bytes([sftpserver.SETSTAT]) + huge)) == sftpserver.FAILURE
+    assert (tmp_path / "f").read_text() == "x"
     nul = str(tmp_path / "f").encode() + b"\0/etc/passwd"
     stat = bytes([sftpserver.STAT]) + struct.pack(">II", 10, len(nul)) + nul
     assert code(server.answer(stat)) == sftpserver.BAD_MESSAGE

@@ -269,6 +269,8 @@ class Server:
             return _status(request, BAD_MESSAGE, str(e))
         except OSError as e:
             return _status(request, *_code(e))
+        except (ValueError, OverflowError) as e:  # a size or time the host cannot take
+            return _status(request, FAILURE, str(e))
 
     def close_all(self) -> None:
         for handle in self.handles.values():
