@@ -204,6 +204,27 @@ def test_nothing_outside_the_folder_and_no_link_leads_out_of_it(tmp_path):
         assert (tmp_path / "secret").exists()
 
 
+def test_a_hard_link_to_a_link_out_links_the_link_never_what_it_points_to(tmp_path, monkeypatch):
+    inside = tmp_path / "shared"
+    inside.mkdir()
+    (tmp_path / "secret").write_text("no")
+    os.symlink(tmp_path / "secret", inside / "out")
+    server = sftpserver.Server(sftpserver.Folder(str(inside), False))
+    code = lambda answer: struct.unpack(">IBII", answer[:13])[3]  # noqa: E731
+
+    def hardlink(request: int, new: str) -> bytes:
+        name, old, made = b"hardlink@openssh.com", str(inside / "out").encode(), new.encode()
+        body = b"".join(struct.pack(">I", len(x)) + x for x in (name, old, made))
+        return bytes([sftpserver.EXTENDED]) + struct.pack(">I", request) + body
+
+    assert code(server.answer(hardlink(1, f"{inside}/h"))) == sftpserver.OK
+    assert os.path.islink(inside / "h") and os.stat(tmp_path / "secret").st_nlink == 1
+    # where link(2) cannot be kept from following (Windows), a link is not hard-linked at all
+    monkeypatch.setattr(os, "supports_follow_symlinks", set())
+    assert code(server.answer(hardlink(2, f"{inside}/h2"))) == sftpserver.PERMISSION_DENIED
+    assert not os.path.lexists(inside / "h2") and os.stat(tmp_path / "secret").st_nlink == 1
+
+
 def test_an_open_files_attributes_change_that_file_even_if_its_path_became_a_link(tmp_path):
     inside = tmp_path / "shared"
     inside.mkdir()

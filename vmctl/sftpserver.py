@@ -146,7 +146,12 @@ class Folder:
     def link(self, old: str, new: str) -> None:
         """A hard link: link(2) makes it to a symbolic link itself, never to its target."""
         with self.changing(old, new, follow=False) as (real_old, real_new):
-            os.link(real_old, real_new, follow_symlinks=False)
+            if os.link in os.supports_follow_symlinks:
+                os.link(real_old, real_new, follow_symlinks=False)
+            elif os.path.islink(real_old):  # Windows links a link's target, maybe out there
+                raise PermissionError(f"{old} is a symbolic link: no hard link to it here")
+            else:
+                os.link(real_old, real_new)
 
     def mkdir(self, path: str, mode: int | None) -> None:
         with self.changing(path, follow=False) as (real,):
