@@ -84,8 +84,8 @@ class Folder:
         (the last one too when the operation `follow`s it, as open and stat do), and still in
         the folder."""
         wanted = os.path.normpath(path)
-        if writing and self.read_only:
-            raise PermissionError(f"{self.root} is shared read-only")
+        if writing:
+            self.writable()
         if not _within(wanted, self.root):
             raise PermissionError(f"{wanted} is not in the shared folder {self.root}")
         if wanted == self.root:
@@ -98,6 +98,10 @@ class Folder:
         if not _within(real, self.real_root):
             raise PermissionError(f"{wanted} leads out of the shared folder {self.root}")
         return real
+
+    def writable(self) -> None:
+        if self.read_only:
+            raise PermissionError(f"{self.root} is shared read-only")
 
     @contextlib.contextmanager
     def changing(self, *paths: str, follow: bool = True) -> Iterator[list[str]]:
@@ -122,8 +126,10 @@ class Folder:
         with self.changing(path) as (real,):
             return _File(os.open(real, flags, mode), os.path.normpath(path), self.own)
 
-    def listing(self, path: str) -> list[str]:
-        return os.listdir(self.path(path))
+    def listing(self, path: str) -> tuple[str, list[str]]:
+        """The folder's real path, and its names."""
+        real = self.path(path)
+        return real, os.listdir(real)
 
     def stat(self, path: str, follow: bool = True) -> os.stat_result:
         return os.stat(self.path(path, follow=follow), follow_symlinks=follow)
@@ -341,15 +347,14 @@ class Server:
 
     def _fsetstat(self, body: _Reader, request: int) -> bytes:
         file = self._handle(_File, body)
-        if self.folder.read_only:
-            raise PermissionError(f"{self.folder.root} is shared read-only")
+        self.folder.writable()
         file.set(body.attrs(), lambda: self.folder.path(file.named, True))
         return _status(request, OK)
 
     def _opendir(self, body: _Reader, request: int) -> bytes:
-        path = body.path()
-        listing = [".", "..", *self.folder.listing(path)]  # as a local folder lists (ls -a)
-        return self._new_handle(request, _Listing(self.folder.path(path), listing))
+        real, names = self.folder.listing(body.path())
+        listing = _Listing(real, [".", "..", *names])  # as a local folder lists (ls -a)
+        return self._new_handle(request, listing)
 
     def _readdir(self, body: _Reader, request: int) -> bytes:
         listing = self._handle(_Listing, body)
