@@ -210,18 +210,15 @@ def test_a_hard_link_to_a_link_out_links_the_link_never_what_it_points_to(tmp_pa
     (tmp_path / "secret").write_text("no")
     os.symlink(tmp_path / "secret", inside / "out")
     server = sftpserver.Server(sftpserver.Folder(str(inside), False))
-    code = lambda answer: struct.unpack(">IBII", answer[:13])[3]  # noqa: E731
 
     def hardlink(request: int, new: str) -> bytes:
-        name, old, made = b"hardlink@openssh.com", str(inside / "out").encode(), new.encode()
-        body = b"".join(struct.pack(">I", len(x)) + x for x in (name, old, made))
-        return bytes([sftpserver.EXTENDED]) + struct.pack(">I", request) + body
+        return _ask(sftpserver.EXTENDED, request, "hardlink@openssh.com", f"{inside}/out", new)
 
-    assert code(server.answer(hardlink(1, f"{inside}/h"))) == sftpserver.OK
+    assert _code(server.answer(hardlink(1, f"{inside}/h"))) == sftpserver.OK
     assert os.path.islink(inside / "h") and os.stat(tmp_path / "secret").st_nlink == 1
     # where link(2) cannot be kept from following (Windows), a link is not hard-linked at all
     monkeypatch.setattr(os, "supports_follow_symlinks", set())
-    assert code(server.answer(hardlink(2, f"{inside}/h2"))) == sftpserver.PERMISSION_DENIED
+    assert _code(server.answer(hardlink(2, f"{inside}/h2"))) == sftpserver.PERMISSION_DENIED
     assert not os.path.lexists(inside / "h2") and os.stat(tmp_path / "secret").st_nlink == 1
 
 
@@ -268,30 +265,45 @@ def test_setting_a_files_own_times_keeps_their_nanoseconds(tmp_path):
     assert (os.lstat(target).st_atime, os.lstat(target).st_mtime) == (1_700_000_100, 1_700_000_200)
 
 
-def _request(kind: int, body: bytes) -> bytes:
-    return struct.pack(">IB", len(body) + 1, kind) + body
+def _ask(kind: int, request: int, *strings: str | bytes, tail: bytes = b"") -> bytes:
+    """A request as Server.answer takes it (its length not before it): its strings each after
+    their length, then `tail`, whatever it holds."""
+    raw = [x.encode() if isinstance(x, str) else x for x in strings]
+    body = b"".join(struct.pack(">I", len(x)) + x for x in raw)
+    return bytes([kind]) + struct.pack(">I", request) + body + tail
+
+
+def _framed(packet: bytes) -> bytes:
+    """As it comes down the stream: its length first."""
+    return struct.pack(">I", len(packet)) + packet
+
+
+def _code(answer: bytes) -> int:
+    """A STATUS answer's code."""
+    return struct.unpack(">IBII", answer[:13])[3]
+
+
+def _handle(answer: bytes) -> bytes:
+    """A HANDLE answer's handle."""
+    return answer[13:]
 
 
 def test_broken_requests_get_an_answer_and_a_hostile_stream_closes_what_it_opened(tmp_path):
     (tmp_path / "f").write_text("x")
     server = sftpserver.Server(sftpserver.Folder(str(tmp_path), False))
-    code = lambda answer: struct.unpack(">IBII", answer[:13])[3]  # noqa: E731
-    assert code(server.answer(bytes([99]) + struct.pack(">I", 7))) == sftpserver.OP_UNSUPPORTED
-    short = bytes([sftpserver.OPEN]) + struct.pack(">II", 8, 100)  # a path cut short
-    assert code(server.answer(short)) == sftpserver.BAD_MESSAGE
-    unknown = bytes([sftpserver.READ]) + struct.pack(">II", 9, 2) + b"zz" + bytes(12)
-    assert code(server.answer(unknown)) == sftpserver.BAD_MESSAGE
-    named = str(tmp_path / "f").encode()
-    huge = struct.pack(">II", 12, len(named)) + named + struct.pack(">IQ", 1, 2**64 - 1)
-    assert code(server.answer(bytes([sftpserver.SETSTAT]) + huge)) == sftpserver.FAILURE
+    assert _code(server.answer(_ask(99, 7))) == sftpserver.OP_UNSUPPORTED
+    short = _ask(sftpserver.OPEN, 8, tail=struct.pack(">I", 100))  # a path cut short
+    assert _code(server.answer(short)) == sftpserver.BAD_MESSAGE
+    unknown = _ask(sftpserver.READ, 9, b"zz", tail=bytes(12))
+    assert _code(server.answer(unknown)) == sftpserver.BAD_MESSAGE
+    huge = _ask(sftpserver.SETSTAT, 12, str(tmp_path / "f"), tail=struct.pack(">IQ", 1, 2**64 - 1))
+    assert _code(server.answer(huge)) == sftpserver.FAILURE
     assert (tmp_path / "f").read_text() == "x"
     nul = str(tmp_path / "f").encode() + b"\0/etc/passwd"
-    stat = bytes([sftpserver.STAT]) + struct.pack(">II", 10, len(nul)) + nul
-    assert code(server.answer(stat)) == sftpserver.BAD_MESSAGE
+    assert _code(server.answer(_ask(sftpserver.STAT, 10, nul))) == sftpserver.BAD_MESSAGE
     fds = len(os.listdir("/proc/self/fd"))
-    path = str(tmp_path / "f").encode()
-    opened = struct.pack(">I", 11) + struct.pack(">I", len(path)) + path + struct.pack(">II", 1, 0)
-    stream = [_request(sftpserver.INIT, struct.pack(">I", 3)), _request(sftpserver.OPEN, opened)]
+    opened = _ask(sftpserver.OPEN, 11, str(tmp_path / "f"), tail=struct.pack(">II", 1, 0))
+    stream = [_framed(bytes([sftpserver.INIT]) + struct.pack(">I", 3)), _framed(opened)]
     stream.append(struct.pack(">I", sftpserver.MAX_PACKET + 1))  # then a packet too big
     answered = []
     with pytest.raises(sftpserver.BadMessage):
@@ -321,12 +333,10 @@ def test_a_listing_goes_on_past_a_batch_of_entries_gone_since_it_was_opened(tmp_
         (tmp_path / f"f{i}").write_text("")
     order = os.listdir(tmp_path)  # as the server lists them
     server = sftpserver.Server(sftpserver.Folder(str(tmp_path), False))
-    path = str(tmp_path).encode()
-    opened = server.answer(bytes([sftpserver.OPENDIR]) + struct.pack(">II", 1, len(path)) + path)
-    handle = opened[13:]
+    handle = _handle(server.answer(_ask(sftpserver.OPENDIR, 1, str(tmp_path))))
     for name in order[:-1]:
         os.remove(tmp_path / name)
-    read = bytes([sftpserver.READDIR]) + struct.pack(">II", 2, len(handle)) + handle
+    read = _ask(sftpserver.READDIR, 2, handle)
     names = server.answer(read)
     kind, count = names[4], struct.unpack(">I", names[9:13])[0]
     assert (kind, count) == (sftpserver.NAME, 3)  # ".", ".." and the one left
@@ -339,10 +349,8 @@ def test_the_shares_parent_is_not_listed_its_dot_dot_is_itself(tmp_path):
     inside.mkdir(mode=0o750)
     os.chmod(tmp_path, 0o711)
     server = sftpserver.Server(sftpserver.Folder(str(inside), False))
-    path = str(inside).encode()
-    opened = server.answer(bytes([sftpserver.OPENDIR]) + struct.pack(">II", 1, len(path)) + path)
-    handle = opened[13:]
-    names = server.answer(bytes([sftpserver.READDIR]) + struct.pack(">II", 2, len(handle)) + handle)
+    handle = _handle(server.answer(_ask(sftpserver.OPENDIR, 1, str(inside))))
+    names = server.answer(_ask(sftpserver.READDIR, 2, handle))
     modes, at = {}, 13
     for _ in range(struct.unpack(">I", names[9:13])[0]):
         (size,) = struct.unpack(">I", names[at : at + 4])
