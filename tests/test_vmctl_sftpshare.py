@@ -24,8 +24,9 @@ from vmctl.shares import Share
 
 
 @contextlib.contextmanager
-def served(folder, read_only: bool = False):
-    """A paramiko SFTP client of a Server of `folder`, over a socket pair."""
+def serving(folder, read_only: bool = False):
+    """A Server of `folder` answering on one end of a socket pair, in a thread; yields it and
+    the other end, for a client."""
     ours, theirs = socket.socketpair()
     server = sftpserver.Server(sftpserver.Folder(str(folder), read_only))
 
@@ -35,14 +36,23 @@ def served(folder, read_only: bool = False):
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    client = paramiko.SFTPClient(_Named(theirs))
     try:
-        yield client
+        yield server, theirs
     finally:
-        client.close()
         theirs.close()
         thread.join(timeout=60)
         ours.close()
+
+
+@contextlib.contextmanager
+def served(folder, read_only: bool = False):
+    """A paramiko SFTP client of a Server of `folder`."""
+    with serving(folder, read_only) as (_server, theirs):
+        client = paramiko.SFTPClient(_Named(theirs))
+        try:
+            yield client
+        finally:
+            client.close()
 
 
 class _Named:
@@ -59,31 +69,27 @@ class _Named:
 def sshfs(folder, mountpoint, read_only: bool = False):
     """The guest's `sshfs -o slave`, here, its stdin and stdout a socket to a Server."""
     assert shutil.which("sshfs"), "sshfs is missing: scripts/install.sh installs it"
-    ours, theirs = socket.socketpair()
-    server = sftpserver.Server(sftpserver.Folder(str(folder), read_only))
-    thread = threading.Thread(target=server.serve, args=(ours.recv, ours.sendall), daemon=True)
-    thread.start()
-    options = "slave" + (",ro" if read_only else "")
-    sshfs = subprocess.Popen(
-        ["sshfs", "-f", "-o", options, f":{folder}", str(mountpoint)],
-        stdin=theirs, stdout=theirs, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    theirs.close()
-    try:
-        deadline = time.monotonic() + 120
-        while not os.path.ismount(mountpoint):
-            assert sshfs.poll() is None, sshfs.stderr.read().decode()
-            assert time.monotonic() < deadline, "sshfs did not mount"
-            time.sleep(0.05)
-        yield server
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
+    with serving(folder, read_only) as (server, theirs):
+        options = "slave" + (",ro" if read_only else "")
+        sshfs = subprocess.Popen(
+            ["sshfs", "-f", "-o", options, f":{folder}", str(mountpoint)],
+            stdin=theirs, stdout=theirs, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        theirs.close()  # sshfs's alone now: its end is the stream's end
         try:
-            sshfs.wait(timeout=60)
+            deadline = time.monotonic() + 120
+            while not os.path.ismount(mountpoint):
+                assert sshfs.poll() is None, sshfs.stderr.read().decode()
+                assert time.monotonic() < deadline, "sshfs did not mount"
+                time.sleep(0.05)
+            yield server
         finally:
-            sshfs.kill()
-            thread.join(timeout=60)
-            ours.close()
+            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
+            try:
+                sshfs.wait(timeout=60)
+            finally:
+                sshfs.kill()
+                sshfs.stderr.close()
 
 
 def test_sshfs_makes_reads_renames_links_and_removes_files_as_the_user(tmp_path):
